@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set up everything sysext needs on a Debian 12 / Ubuntu machine, and say what it installs:
+#   - Debian packages: the image tools, gpg/sqv, ignition-validate, systemd-sysext, nginx, wrk
+#   - a virtualenv in .venv with this project (and its test tools with --test)
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
+
+packages=(squashfs-tools-ng squashfs-tools erofs-utils gnupg sqv python3-venv python3-pip)
+if [ "$with_tests" = 1 ]; then
+  # real tools the tests and benchmarks drive: Ignition's validator, a real systemd-sysext,
+  # systemd-dissect, nginx and wrk for the serving benchmark, util-linux for unshare
+  packages+=(ignition systemd systemd-container nginx wrk util-linux)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "==> Debian packages already installed: ${packages[*]}"
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating virtualenv .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+extra=""
+[ "$with_tests" = 1 ] && extra="[test]"
+echo "==> installing sysext${extra} into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
+  | grep -v '^WARNING: Location' || true
+echo "==> ready: $(.venv/bin/sysext --version)"

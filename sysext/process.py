@@ -1,0 +1,96 @@
+"""The one wrapper through which every external tool runs.
+
+It logs the command line, captures stderr, and turns a failure into a `ToolError` carrying
+the tool's own last message, so no caller ever parses CalledProcessError by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from sysext.errors import ToolError, ToolMissingError
+
+log = logging.getLogger("sysext.process")
+
+# Which Debian package provides a tool, for the hint of ToolMissingError.
+PACKAGE_OF_TOOL: dict[str, str] = {
+    "gensquashfs": "squashfs-tools-ng",
+    "sqfs2tar": "squashfs-tools-ng",
+    "mksquashfs": "squashfs-tools",
+    "unsquashfs": "squashfs-tools",
+    "mkfs.erofs": "erofs-utils",
+    "dump.erofs": "erofs-utils",
+    "fsck.erofs": "erofs-utils",
+    "gpg": "gnupg",
+    "gpgv": "gpgv",
+    "sqv": "sqv",
+    "ignition-validate": "ignition",
+    "systemd-sysext": "systemd",
+    "systemd-dissect": "systemd-container",
+    "apt-get": "apt",
+    "nginx": "nginx",
+}
+
+
+def require_tool(tool: str) -> str:
+    """Return the absolute path of `tool` or raise ToolMissingError."""
+    found = shutil.which(tool)
+    if found is None:
+        raise ToolMissingError(tool, PACKAGE_OF_TOOL.get(tool))
+    return found
+
+
+def run(
+    argv: Sequence[str | Path],
+    *,
+    input: bytes | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    capture_stdout: bool = True,
+    timeout: float | None = None,
+    hint: str | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a tool; raise ToolError on a non-zero exit when `check` is true.
+
+    stdout is captured unless `capture_stdout` is false (then it is inherited); stderr is
+    always captured so that the failure message can name the tool's complaint.
+    """
+    args = [str(a) for a in argv]
+    require_tool(args[0])
+    log.debug("run: %s", shlex.join(args))
+    try:
+        proc = subprocess.run(
+            args,
+            input=input,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdout=subprocess.PIPE if capture_stdout else None,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ToolError(args[0], -1, f"timed out after {timeout} s", hint) from exc
+    if check and proc.returncode != 0:
+        stderr = proc.stderr.decode("utf-8", "replace")
+        log.debug("%s failed with %d: %s", args[0], proc.returncode, stderr)
+        raise ToolError(Path(args[0]).name, proc.returncode, stderr, hint)
+    return proc
+
+
+def tool_version(tool: str, *flags: str) -> str:
+    """First line a tool prints about its version, or 'unknown' (for provenance records)."""
+    if shutil.which(tool) is None:
+        return "not installed"
+    proc = run([tool, *(flags or ("--version",))], check=False)
+    text = (proc.stdout or b"").decode("utf-8", "replace") + proc.stderr.decode("utf-8", "replace")
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return "unknown"

@@ -1,0 +1,55 @@
+"""Named, timed steps of long work, shown on stderr and in --verbose logs.
+
+`with step("Packing podman…"):` logs the start, the duration, and a failure; `progress()`
+gives a rich progress bar that is quiet when stderr is not a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+log = logging.getLogger("sysext")
+console = Console(stderr=True, highlight=False)
+
+
+@contextlib.contextmanager
+def step(title: str) -> Iterator[None]:
+    """Log and time one named piece of work."""
+    started = time.monotonic()
+    log.info("%s", title)
+    if not log.isEnabledFor(logging.INFO):
+        console.print(f"[bold]•[/bold] {title}")
+    try:
+        yield
+    except BaseException:
+        log.info("%s failed after %.1f s", title, time.monotonic() - started)
+        raise
+    log.info("%s done in %.1f s", title, time.monotonic() - started)
+
+
+def byte_progress() -> Progress:
+    """A progress bar for downloads and uploads; add tasks with `total` bytes (or None)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
