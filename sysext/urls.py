@@ -1,8 +1,8 @@
 """URL layout of a registry as hosts see it (DESIGN.md §3), shared by client and server.
 
-    /extensions/NAME/…                    channel "stable"
-    /channels/CHANNEL/extensions/NAME/…   any channel (stable too)
-    /keyring.gpg, /keyring.asc            the registry's public key
+/extensions/NAME/…                    channel "stable"
+/channels/CHANNEL/extensions/NAME/…   any channel (stable too)
+/keyring.gpg, /keyring.asc            the registry's public key
 """
 
 from __future__ import annotations

@@ -1,9 +1,164 @@
-"""Commands of this group (placeholder until implemented)."""
+"""`sysext build` and `sysext versions`: images from recipes, and what upstream offers."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
+from rich.table import Table
+
+from sysext.architecture import Architecture
+from sysext.config import load_settings
+from sysext.download import Downloader
+from sysext.errors import SysextError
+from sysext.formats import Compression, ImageFormat
+from sysext.recipe import find_recipe, load_recipe
+from sysext.steps import console
+
+DEFAULT_OUTPUT = Path("out")
+
+
+def build_command(
+    recipe: str = typer.Argument(
+        ..., help="Recipe name (looked up in recipes/ or --recipes-dir) or path to a .toml file."
+    ),
+    version: str | None = typer.Option(
+        None, "--version", help="Upstream version to build (default: the recipe's `version`)."
+    ),
+    arch: list[str] = typer.Option(
+        [],
+        "--arch",
+        "-a",
+        help="Architecture in systemd's names (x86-64, arm64); repeat for several "
+        "(default: this machine's).",
+    ),
+    os_spec: str | None = typer.Option(
+        None,
+        "--os",
+        help="Host OS the image is for, ID[:SYSEXT_LEVEL] (e.g. flatcar:1.0); default: the "
+        "recipe's `os`, else _any (every OS).",
+    ),
+    image_format: ImageFormat = typer.Option(
+        ImageFormat.SQUASHFS, "--format", help="Image file system."
+    ),
+    compression: Compression | None = typer.Option(
+        None, "--compression", help="Compressor (default: zstd for squashfs, lz4hc for erofs)."
+    ),
+    level: int | None = typer.Option(None, "--level", help="Compression level."),
+    output: Path = typer.Option(
+        DEFAULT_OUTPUT, "--output", "-o", help="Directory for images, SHA256SUMS, provenance."
+    ),
+    sign_key: Path | None = typer.Option(
+        None,
+        "--sign-key",
+        help="OpenPGP key (sysext key generate) to sign OUTPUT/SHA256SUMS with "
+        "(passphrase from SYSEXT_KEY_PASSPHRASE).",
+    ),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Download cache (default: $SYSEXT_CACHE_DIR, config file, ~/.cache/sysext).",
+    ),
+    recipes_dir: Path | None = typer.Option(
+        None, "--recipes-dir", help="Where recipe names are looked up (default: recipes/)."
+    ),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="Ignore cached downloads and fetch everything again."
+    ),
+) -> None:
+    """Build extension images from a recipe: fetch, verify, extract, stage, pack.
+
+    Writes OUTPUT/NAME-VERSION-ARCH.raw, merges OUTPUT/SHA256SUMS and writes
+    OUTPUT/NAME-VERSION-ARCH.provenance.json. Images are reproducible: timestamps come from
+    SOURCE_DATE_EPOCH (default 0). Upstream URLs can be redirected to mirrors with
+    SYSEXT_MIRRORS='https://github.com/=https://mirror.example/gh/' or the [mirrors] table
+    of ~/.config/sysext/config.toml.
+
+    Example: sysext build shellcheck --output out/
+    """
+    from sysext.build import BuildRequest, build
+
+    settings = load_settings(cache_dir=cache_dir)
+    loaded = load_recipe(find_recipe(recipe, recipes_dir))
+    arches = tuple(Architecture.parse(a) for a in arch)
+    passphrase = os.environ.get("SYSEXT_KEY_PASSPHRASE") or None
+    if sign_key is not None:
+        from sysext.signing import load_key
+
+        load_key(sign_key, passphrase=passphrase)  # a bad key fails before any download
+    images = build(
+        BuildRequest(
+            recipe=loaded,
+            output_dir=output,
+            settings=settings,
+            version=version,
+            architectures=arches,
+            os_spec=os_spec,
+            image_format=image_format,
+            compression=compression,
+            level=level,
+            refresh=refresh,
+        )
+    )
+    if sign_key is not None:
+        from sysext.signing import sign_directory
+
+        sign_directory(output, sign_key, passphrase=passphrase)
+    table = Table(title=f"{loaded.name}: {len(images)} image(s) in {output}")
+    for column in ("image", "version", "arch", "size", "sha256"):
+        table.add_column(column)
+    for image in images:
+        release = image.release
+        table.add_row(
+            image.path.name,
+            release.version if release else "",
+            release.arch.systemd_name if release and release.arch else "",
+            _size(image.size),
+            image.sha256,
+        )
+    console.print(table)
+    for image in images:
+        print(image.path)
+
+
+def versions_command(
+    recipe: str = typer.Argument(..., help="Recipe name or path to a .toml file."),
+    recipes_dir: Path | None = typer.Option(
+        None, "--recipes-dir", help="Where recipe names are looked up (default: recipes/)."
+    ),
+    limit: int = typer.Option(20, "--limit", "-n", help="Show at most this many (0: all)."),
+) -> None:
+    """List the upstream versions of a recipe, newest first (systemd's version order).
+
+    Reads the recipe's [versions] feed: GitHub releases (through SYSEXT_MIRRORS / the
+    config file's [mirrors]) or `pip index versions`. The recipe's default version is
+    marked with '*'.
+
+    Example: sysext versions shellcheck
+    """
+    from sysext.upstream_versions import upstream_versions
+
+    settings = load_settings()
+    loaded = load_recipe(find_recipe(recipe, recipes_dir))
+    found = upstream_versions(loaded, Downloader(settings.cache_dir, settings.mirrors))
+    if not found:
+        raise SysextError(f"no upstream versions found for {loaded.name}")
+    for version in found[: limit or None]:
+        marker = " *" if version == loaded.version else ""
+        print(f"{version}{marker}")
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
+        value /= 1024
+    return f"{size} B"
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the main app."""
+    """Add `build` and `versions` to the main app."""
+    app.command("build")(build_command)
+    app.command("versions")(versions_command)

@@ -11,9 +11,10 @@ import logging
 import sys
 
 import typer
+from rich.markup import escape
 
 from sysext import __version__
-from sysext.cli import build_cmds, provision_cmds, registry_cmds, sysupdate_cmds
+from sysext.cli import build_cmds, image_cmds, provision_cmds, registry_cmds, sysupdate_cmds
 from sysext.errors import SysextError
 from sysext.steps import console
 
@@ -52,7 +53,7 @@ def _root(
     )
 
 
-for _module in (build_cmds, sysupdate_cmds, registry_cmds, provision_cmds):
+for _module in (build_cmds, image_cmds, sysupdate_cmds, registry_cmds, provision_cmds):
     _module.register(app)
 
 
@@ -62,9 +63,10 @@ def main() -> None:
     try:
         app()
     except SysextError as exc:
-        console.print(f"[red]error:[/red] {exc.message}", soft_wrap=True)
+        # escape(): messages quote recipe keys like [versions], which are not rich markup.
+        console.print(f"[red]error:[/red] {escape(exc.message)}", soft_wrap=True)
         if exc.hint:
-            console.print(f"[dim]hint:[/dim] {exc.hint}", soft_wrap=True)
+            console.print(f"[dim]hint:[/dim] {escape(exc.hint)}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted")

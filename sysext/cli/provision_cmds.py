@@ -1,9 +1,165 @@
-"""Commands of this group (placeholder until implemented)."""
+"""`sysext butane` and `sysext verify-config`: provisioning configs for new hosts."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import typer
+
+from sysext.architecture import Architecture
+from sysext.atomic import atomic_write
+from sysext.errors import SysextError
+from sysext.provision import (
+    ExtensionRef,
+    HttpCatalog,
+    ProvisionOptions,
+    generate_config,
+    merge_into_butane,
+    render_butane,
+    render_ignition,
+    verify_config_sources,
+)
+from sysext.provision.ignition import ignition_document
+from sysext.provision.merge import read_butane_file
+from sysext.provision.model import IgnitionVersion, KeyringMode, OnUpdate, Variant, parse_enum
+from sysext.provision.verify import load_config
+from sysext.steps import console
+from sysext.urls import DEFAULT_CHANNEL
+
+BUTANE_HELP = """\
+Print a Butane config (or, with --ignition, Ignition JSON) that installs extensions at
+first boot, verified by SHA-256, and keeps them updated with systemd-sysupdate.
+
+Each NAME[@VERSION] is resolved now against the registry's SHA256SUMS for --arch and
+--channel (newest version unless given), so the config pins an exact file and its hash.
+
+Example:
+
+  sysext butane podman crio@1.31.1 --registry https://ext.example.com > host.bu
+
+  sysext butane podman --registry https://ext.example.com --variant fcos --ignition -o host.ign
+
+The registry key is installed as /etc/systemd/import-pubring.gpg, which REPLACES the host's
+vendor keyring for systemd-sysupdate (--keyring skip leaves it alone).
+"""
+
+VERIFY_HELP = """\
+Download every file source of an Ignition or Butane config and check it against the
+config's verification.hash, as Ignition will at first boot.
+
+Example:
+
+  sysext verify-config host.ign
+"""
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        atomic_write(output, text.encode("utf-8"))
+    except OSError as exc:
+        raise SysextError(
+            f"cannot write {output}: {exc.strerror}", "check the directory exists"
+        ) from None
+
+
+def butane(
+    extensions: list[str] = typer.Argument(..., metavar="NAME[@VERSION]...", show_default=False),
+    registry: str = typer.Option(
+        ..., "--registry", envvar="SYSEXT_REGISTRY", help="Registry base URL hosts will use."
+    ),
+    channel: str = typer.Option(DEFAULT_CHANNEL, "--channel", help="Registry channel."),
+    arch: str = typer.Option("x86-64", "--arch", help="Host architecture (systemd name)."),
+    version: str | None = typer.Option(
+        None, "--version", help="Version of a single NAME (same as NAME@VERSION)."
+    ),
+    variant: str = typer.Option("flatcar", "--variant", help="flatcar or fcos."),
+    ignition: bool = typer.Option(False, "--ignition", help="Print Ignition JSON, not Butane."),
+    ignition_version: str = typer.Option(
+        "3.3.0", "--ignition-version", help="Ignition spec: 3.3.0 or 3.4.0."
+    ),
+    no_updates: bool = typer.Option(
+        False, "--no-updates", help="Install only; no transfer file, timer or keyring."
+    ),
+    on_update: str = typer.Option(
+        "refresh",
+        "--on-update",
+        help="After an update: refresh (systemd-sysext refresh) or reboot-marker "
+        "(touch /run/reboot-required).",
+    ),
+    keyring: str = typer.Option(
+        "replace", "--keyring", help="replace: install the registry key; skip: leave it alone."
+    ),
+    merge_into: Path | None = typer.Option(
+        None,
+        "--merge-into",
+        help="Add the entries to this Butane file and print the result (the file is not "
+        "changed unless it is also --output; its comments are not kept).",
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
+    check: bool = typer.Option(
+        False, "--check", help="Also download every source and check its hash."
+    ),
+) -> None:
+    refs = [ExtensionRef.parse(text) for text in extensions]
+    if version is not None:
+        if len(refs) != 1 or refs[0].version is not None:
+            raise SysextError(
+                "--version applies to exactly one NAME without @VERSION",
+                "write NAME@VERSION for each extension instead",
+            )
+        refs = [ExtensionRef.parse(f"{refs[0].name}@{version}")]
+    if merge_into is not None and ignition:
+        raise SysextError(
+            "--merge-into writes Butane; it cannot be combined with --ignition",
+            "merge, then transpile the result with butane",
+        )
+    options = ProvisionOptions(
+        variant=parse_enum(Variant, variant, "variant"),
+        ignition_version=parse_enum(IgnitionVersion, ignition_version, "Ignition version"),
+        updates=not no_updates,
+        on_update=parse_enum(OnUpdate, on_update, "--on-update action"),
+        keyring=parse_enum(KeyringMode, keyring, "--keyring mode"),
+    )
+    user_text = read_butane_file(merge_into) if merge_into is not None else None
+    config = generate_config(
+        HttpCatalog(registry),
+        refs,
+        arch=Architecture.parse(arch),
+        channel=channel,
+        options=options,
+    )
+    if check:
+        for result in verify_config_sources(ignition_document(config)):
+            console.print(f"ok {result.path} sha256 {result.sha256} ({result.size} bytes)")
+    if user_text is not None and merge_into is not None:
+        text = merge_into_butane(user_text, config, source=str(merge_into))
+    elif ignition:
+        text = render_ignition(config)
+    else:
+        text = render_butane(config)
+    _write(text, output)
+
+
+def verify_config(
+    config_file: Path = typer.Argument(..., metavar="CONFIG", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    results = verify_config_sources(load_config(config_file))
+    if as_json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+        return
+    for result in results:
+        state = "verified" if result.verified else "inline"
+        print(f"{state}  {result.path}  sha256-{result.sha256}  {result.size} bytes")
+    console.print(f"{len(results)} source(s) checked against {config_file}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the main app."""
+    app.command("butane", help=BUTANE_HELP)(butane)
+    app.command("verify-config", help=VERIFY_HELP)(verify_config)

@@ -1,9 +1,258 @@
-"""Commands of this group (placeholder until implemented)."""
+"""Registry commands: `serve`, `publish`, `yank`, `promote`, `token create|list|revoke`.
+
+The server side lives in `registry/` and is imported only inside `serve`, so the rest of
+the CLI (and the sysext library) never depends on it.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.progress import TaskID
+from rich.table import Table
+
+from sysext.errors import SysextError
+from sysext.registry_client import REGISTRY_ENV, TOKEN_ENV, RegistryClient
+from sysext.steps import byte_progress, console
+from sysext.urls import DEFAULT_CHANNEL
+
+REGISTRY_OPTION = typer.Option(
+    None, "--registry", "-r", help=f"Registry base URL (default: ${REGISTRY_ENV})."
+)
+
+token_app = typer.Typer(
+    help=(
+        "Manage scoped upload tokens (needs the server's admin token in $SYSEXT_TOKEN).\n\n"
+        "Example: SYSEXT_TOKEN=$ADMIN sysext token create --scope podman --scope 'k*' "
+        "--registry http://127.0.0.1:8080"
+    ),
+    no_args_is_help=True,
+)
+
+
+def serve(
+    data: Path = typer.Option(
+        None, "--data", "-d", help="Data directory (default ./sysext-data, or $SYSEXT_DATA)."
+    ),
+    host: str = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", "-p", help="Port (default 8080)."),
+    workers: int = typer.Option(None, "--workers", "-w", help="uvicorn worker processes."),
+    public_url: str = typer.Option(
+        None,
+        "--public-url",
+        help="Base URL hosts use (written into NAME.conf); default http://HOST:PORT.",
+    ),
+    max_upload: int = typer.Option(
+        None, "--max-upload", help="Largest accepted image in bytes (default 4 GiB)."
+    ),
+    config: Path = typer.Option(
+        None, "--config", help="TOML settings file (default DATA/registry.toml if present)."
+    ),
+) -> None:
+    """Run the registry: signed extensions in systemd-sysupdate's layout, plus the API.
+
+    Zero configuration: SQLite metadata, files and a signing key (created on first
+    start) under --data. Settings come from flags, then SYSEXT_* environment variables
+    (SYSEXT_DATA, SYSEXT_PUBLIC_URL, SYSEXT_ADMIN_TOKEN, SYSEXT_MAX_UPLOAD_BYTES,
+    SYSEXT_CHANNELS…), then the config file. Set SYSEXT_ADMIN_TOKEN to allow uploads.
+
+    Example: SYSEXT_ADMIN_TOKEN=secret sysext serve --data /srv/sysext --public-url
+    https://ext.example.com
+    """
+    import uvicorn
+
+    from registry.service import RegistryService
+    from registry.settings import load_settings, settings_env
+
+    settings = load_settings(
+        {
+            "data_dir": data,
+            "host": host,
+            "port": port,
+            "workers": workers,
+            "public_url": public_url,
+            "max_upload_bytes": max_upload,
+        },
+        config_file=config,
+    )
+    fingerprint, created = RegistryService(settings).prepare()
+    console.print(
+        f"signing key {fingerprint} ({'created' if created else 'existing'}, "
+        f"{settings.key_path}); hosts install {settings.base_url}/keyring.gpg"
+    )
+    if not settings.admin_token:
+        console.print("[yellow]note:[/yellow] SYSEXT_ADMIN_TOKEN is not set: nobody can upload")
+    console.print(f"serving {settings.public_dir} on http://{settings.host}:{settings.port}")
+    # Workers are separate processes: they read the very same settings from the environment.
+    os.environ.update(settings_env(settings))
+    uvicorn.run(
+        "registry.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        access_log=False,  # our middleware logs one structured line per request
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
+
+
+def _extension_name(image: Path) -> str:
+    from sysext.imageread import read_image
+
+    contents = read_image(image)
+    names = sorted(contents.release_files)
+    if len(names) != 1:
+        raise SysextError(
+            f"{image}: {len(names)} extension-release files inside, exactly one is needed",
+            "build images with `sysext pack` or `sysext build`",
+        )
+    if not image.name.startswith(names[0] + "-") or not image.name.endswith(".raw"):
+        raise SysextError(
+            f"{image.name}: not named {names[0]}-VERSION-ARCH.raw after its "
+            f"extension-release.{names[0]}",
+            "hosts match images by name; keep the file name `sysext build` produced",
+        )
+    return names[0]
+
+
+def publish(
+    images: list[Path] = typer.Argument(..., help="Image files NAME-VERSION-ARCH.raw."),
+    registry: str = REGISTRY_OPTION,
+    channel: str = typer.Option(DEFAULT_CHANNEL, "--channel", "-c", help="Channel to publish in."),
+) -> None:
+    """Upload images to a registry and publish them in a channel (signed SHA256SUMS).
+
+    The token comes from $SYSEXT_TOKEN. Uploading the same bytes again is harmless;
+    the same file name with other bytes is refused (versions are immutable).
+
+    Example: SYSEXT_TOKEN=… sysext publish out/podman-5.3.1-x86-64.raw -r https://ext.example.com
+    """
+    client = RegistryClient.from_env(registry)
+    for image in images:
+        if not image.is_file():
+            raise SysextError(f"{image}: no such file", "pass the image files `sysext build` wrote")
+    for image in images:
+        name = _extension_name(image)
+        with byte_progress() as progress:
+            task = progress.add_task(f"uploading {image.name}", total=image.stat().st_size)
+
+            def advance(n: int, task: TaskID = task) -> None:
+                progress.advance(task, n)
+
+            result = client.upload(image, name, channel, advance)
+        info = result["image"]
+        state = "published" if result["created"] else "already published (identical)"
+        print(
+            f"{state}: {info['filename']} sha256 {info['sha256']} in {', '.join(info['channels'])}"
+        )
+
+
+def _print_images(action: str, images: list[dict[str, Any]]) -> None:
+    for info in images:
+        print(f"{action}: {info['filename']} (channels: {', '.join(info['channels'])})")
+
+
+def yank(
+    name: str = typer.Argument(..., help="Extension name."),
+    version: str = typer.Argument(..., help="Version to yank."),
+    arch: str = typer.Option(None, "--arch", "-a", help="Only this architecture."),
+    undo: bool = typer.Option(False, "--undo", help="List the version again."),
+    registry: str = REGISTRY_OPTION,
+) -> None:
+    """Drop a version from every channel's SHA256SUMS (files stay for direct links).
+
+    Example: sysext yank podman 5.3.0 -r https://ext.example.com
+    """
+    client = RegistryClient.from_env(registry)
+    action = "unyank" if undo else "yank"
+    images = client.request(
+        "POST", f"extensions/{name}/versions/{version}/{action}", params={"arch": arch}
+    )
+    _print_images("unyanked" if undo else "yanked", images)
+
+
+def promote(
+    name: str = typer.Argument(..., help="Extension name."),
+    version: str = typer.Argument(..., help="Version to promote."),
+    to: str = typer.Option(..., "--to", help="Channel to add the version to, e.g. stable."),
+    arch: str = typer.Option(None, "--arch", "-a", help="Only this architecture."),
+    registry: str = REGISTRY_OPTION,
+) -> None:
+    """Add a published version to another channel (e.g. beta → stable).
+
+    Example: sysext promote podman 5.3.1 --to stable -r https://ext.example.com
+    """
+    client = RegistryClient.from_env(registry)
+    images = client.request(
+        "POST",
+        f"extensions/{name}/versions/{version}/promote",
+        params={"channel": to, "arch": arch},
+    )
+    _print_images(f"promoted to {to}", images)
+
+
+@token_app.command("create")
+def token_create(
+    scope: list[str] = typer.Option(
+        ..., "--scope", "-s", help="Extension names (globs) the token may write; repeatable."
+    ),
+    description: str = typer.Option("", "--description", help="Who or what uses it."),
+    registry: str = REGISTRY_OPTION,
+) -> None:
+    """Create a token; prints it once on stdout (the server keeps only its hash).
+
+    Example: SYSEXT_TOKEN=$ADMIN sysext token create --scope podman -r http://127.0.0.1:8080
+    """
+    client = RegistryClient.from_env(registry)
+    created = client.request("POST", "tokens", json={"scopes": scope, "description": description})
+    console.print(f"token {created['id']} for {', '.join(created['scopes'])}:")
+    print(created["token"])
+
+
+@token_app.command("list")
+def token_list(registry: str = REGISTRY_OPTION) -> None:
+    """List tokens: id, scopes, description, created, revoked.
+
+    Example: SYSEXT_TOKEN=$ADMIN sysext token list -r http://127.0.0.1:8080
+    """
+    client = RegistryClient.from_env(registry)
+    table = Table("id", "scopes", "description", "created", "revoked")
+    for token in client.request("GET", "tokens"):
+        table.add_row(
+            str(token["id"]),
+            " ".join(token["scopes"]),
+            token["description"],
+            token["created"],
+            token["revoked"] or "",
+        )
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: int = typer.Argument(..., help="Token id (see `sysext token list`)."),
+    registry: str = REGISTRY_OPTION,
+) -> None:
+    """Revoke a token: it stops working immediately.
+
+    Example: SYSEXT_TOKEN=$ADMIN sysext token revoke 3 -r http://127.0.0.1:8080
+    """
+    client = RegistryClient.from_env(registry)
+    client.request("DELETE", f"tokens/{token_id}")
+    print(f"revoked token {token_id}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the main app."""
+    """Add the registry commands to the main app."""
+    app.command()(serve)
+    app.command()(publish)
+    app.command()(yank)
+    app.command()(promote)
+    app.add_typer(token_app, name="token")
+
+
+__all__ = ["TOKEN_ENV", "register"]

@@ -1,9 +1,271 @@
-"""Commands of this group (placeholder until implemented)."""
+"""Commands that speak systemd-sysupdate: keys, signing, verification, transfer files, check."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+
 import typer
+
+from sysext.architecture import Architecture
+from sysext.checker import CheckReport, check_remote
+from sysext.errors import SysextError
+from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from sysext.patterns import HostInfo
+from sysext.signing import (
+    DEFAULT_UID,
+    PASSPHRASE_ENV,
+    export_public_key,
+    generate_key,
+    key_fingerprint,
+    sign_directory,
+    verify_directory,
+)
+from sysext.steps import console
+from sysext.transfer import TransferSpec, render_transfer
+from sysext.urls import DEFAULT_CHANNEL
+
+key_app = typer.Typer(
+    help=(
+        "Manage the OpenPGP key that signs SHA256SUMS.\n\n"
+        "Example: `sysext key generate --output signing.key` then "
+        "`sysext key export signing.key > import-pubring.gpg`."
+    ),
+    no_args_is_help=True,
+)
+
+
+def _passphrase() -> str | None:
+    return os.environ.get(PASSPHRASE_ENV) or None
+
+
+@key_app.command("generate")
+def key_generate(
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the secret key."),
+    uid: str = typer.Option(DEFAULT_UID, "--uid", help='User ID, e.g. "Ext Team <x@example>".'),
+) -> None:
+    """Create an ed25519 (OpenPGP v4) signing key, written with mode 0600.
+
+    Refuses to overwrite an existing file. If SYSEXT_KEY_PASSPHRASE is set, the key file is
+    protected with that passphrase (and every later use needs it set too).
+
+    Example: sysext key generate --output signing.key --uid "Ext Team <ext@example.com>"
+    """
+    fingerprint = generate_key(output, uid, passphrase=_passphrase())
+    print(fingerprint)
+    console.print(f"wrote {output} (0600); publish the public part with: sysext key export KEY")
+
+
+@key_app.command("export")
+def key_export(
+    key: Path = typer.Argument(..., help="Secret key file from `sysext key generate`."),
+    armor: bool = typer.Option(False, "--armor", "-a", help="ASCII armor (not for hosts)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
+) -> None:
+    """Print the public key; binary by default, as /etc/systemd/import-pubring.gpg needs.
+
+    systemd's gpg call reads only binary keyrings: an armored one makes every signature fail
+    with "No public key". Use --armor only to show the key to humans.
+
+    Example: sysext key export signing.key --output /etc/systemd/import-pubring.gpg
+    """
+    data = export_public_key(key, armor=armor, passphrase=_passphrase())
+    if output is not None:
+        from sysext.atomic import atomic_write
+
+        atomic_write(output, data, 0o644)
+        return
+    if not armor and sys.stdout.isatty():
+        raise SysextError(
+            "refusing to write a binary keyring to a terminal",
+            "redirect it (> import-pubring.gpg), pass --output FILE, or use --armor",
+        )
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+def sign(
+    directory: Path = typer.Argument(..., help="Directory holding NAME-VERSION-ARCH.raw images."),
+    key: Path = typer.Option(..., "--key", "-k", help="Secret key from `sysext key generate`."),
+) -> None:
+    """(Re)write DIR/SHA256SUMS for the images in DIR and sign it (DIR/SHA256SUMS.gpg).
+
+    Only files named like images (NAME-VERSION-ARCH.raw) are listed: sidecar files would
+    match the hosts' patterns (systemd 252–256 ignore trailing text). Both files are
+    written atomically. Passphrase from SYSEXT_KEY_PASSPHRASE.
+
+    Example: sysext sign out/ --key signing.key
+    """
+    entries = sign_directory(directory, key, passphrase=_passphrase())
+    for entry in entries:
+        print(f"{entry.sha256}  {entry.filename}")
+    fingerprint = key_fingerprint(key, passphrase=_passphrase())
+    console.print(
+        f"signed {len(entries)} image(s): {directory / MANIFEST_NAME},"
+        f" {directory / SIGNATURE_NAME} (key {fingerprint})"
+    )
+
+
+def verify(
+    directory: Path = typer.Argument(..., help="Directory with SHA256SUMS and SHA256SUMS.gpg."),
+    keyring: Path = typer.Option(..., "--keyring", help="Binary public keyring (key export)."),
+) -> None:
+    """Check DIR/SHA256SUMS.gpg against the keyring, then every listed file's SHA-256.
+
+    Fails exactly where a host would: missing or bad signature, a key not in the keyring,
+    an armored keyring, a manifest line sysupdate refuses, a changed or missing image.
+
+    Example: sysext verify out/ --keyring import-pubring.gpg
+    """
+    fingerprint, results = verify_directory(directory, keyring)
+    bad = [r for r in results if not r.ok]
+    for result in results:
+        status = "OK" if result.ok else f"FAILED: {result.problem}"
+        print(f"{result.entry.filename}: {status}")
+    if bad:
+        first = bad[0]
+        raise SysextError(
+            f"{len(bad)} of {len(results)} file(s) do not match SHA256SUMS"
+            f" (first: {first.entry.filename}: {first.problem})",
+            "rebuild or re-sign: sysext sign DIR --key KEY",
+        )
+    console.print(f"signature OK (key {fingerprint}); {len(results)} file(s) match")
+
+
+def check(
+    url: str = typer.Argument(..., help="The transfer's Path=, e.g. REGISTRY/extensions/NAME."),
+    keyring: Path | None = typer.Option(
+        None, "--keyring", help="Verify SHA256SUMS.gpg with this binary keyring (Verify=yes)."
+    ),
+    pattern: list[str] | None = typer.Option(
+        None, "--pattern", "-p", help="MatchPattern= (repeatable; default NAME-@v-%a.raw)."
+    ),
+    os_release: Path | None = typer.Option(
+        None, "--os-release", help="Host os-release for %w/%o/%A… (default: this machine)."
+    ),
+    arch: str | None = typer.Option(None, "--arch", help="Host architecture for %a (x86-64…)."),
+    installed: Path | None = typer.Option(
+        None, "--installed", help="Target directory with installed images (never downgrade)."
+    ),
+    min_version: str | None = typer.Option(None, "--min-version", help="MinVersion= to apply."),
+    verify_payload: bool = typer.Option(
+        False, "--verify-payload", help="Also download the chosen image and check its SHA-256."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Read a served directory as systemd-sysupdate does and say what a host would install.
+
+    Fetches URL/SHA256SUMS (and URL/SHA256SUMS.gpg with --keyring), parses it with
+    sysupdate's strict grammar, lists the versions the pattern sees (newest first) and
+    picks the candidate like `systemd-sysupdate check-new`. Exits 0 when an update is
+    available or the host is up to date; otherwise prints the exact reason and exits 2.
+
+    Example: sysext check https://ext.example.com/extensions/podman --keyring pubring.gpg
+    """
+    if os_release is not None:
+        host = HostInfo.from_os_release_file(os_release, arch)
+    else:
+        local = HostInfo.local() if Path("/etc/os-release").exists() else None
+        host = HostInfo(
+            arch=Architecture.parse(arch).value if arch else Architecture.from_uname().value,
+            os_release=local.os_release if local else {},
+        )
+    report = check_remote(
+        url,
+        keyring=keyring,
+        patterns=pattern or None,
+        host=host,
+        installed_dir=installed,
+        min_version=min_version,
+        verify_payload=verify_payload,
+    )
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(report)
+    if report.problem is not None:
+        raise SysextError(report.problem, _problem_hint(report))
+
+
+def _problem_hint(report: CheckReport) -> str:
+    if report.candidate is not None:
+        return "serve each extension from its own directory and list only images in SHA256SUMS"
+    if report.selection.obsolete:
+        return "publish a version newer than MinVersion="
+    return "publish a newer version, or check the installed directory"
+
+
+def _print_report(report: CheckReport) -> None:
+    sel = report.selection
+    print(f"manifest:  {report.manifest_url} ({report.manifest_entries} entries)")
+    if report.signer:
+        print(f"signature: OK, key {report.signer}")
+    else:
+        print("signature: not checked (no --keyring; like Verify=no)")
+    print(f"pattern:   {' '.join(report.patterns)}")
+    print("available (newest first):")
+    for item in report.available:
+        mark = " <- candidate" if item.version == sel.candidate else ""
+        print(f"  {item.version:<20} {item.filename}{mark}")
+    if report.installed:
+        print(f"installed: {', '.join(report.installed)}")
+    if report.payload_verified:
+        print(f"payload:   {report.payload_verified} SHA-256 OK")
+    for warning in report.warnings:
+        print(f"warning:   {warning}")
+    if sel.candidate is not None:
+        print(f"update:    {sel.candidate} ({sel.reason})")
+    elif report.problem is None:
+        print(f"update:    none, up to date ({sel.reason})")
+
+
+def transfer(
+    name: str = typer.Argument(..., help="Extension name, e.g. podman."),
+    registry: str = typer.Option(..., "--registry", help="Registry root URL (http/https)."),
+    channel: str = typer.Option(DEFAULT_CHANNEL, "--channel", help="Channel to follow."),
+    minor: str | None = typer.Option(
+        None, "--minor", help="Follow only X.Y.* patch releases (pattern NAME-X.Y.@v-%a.raw)."
+    ),
+    os_bound: bool = typer.Option(
+        False, "--os-bound", help="Images are built per host VERSION_ID (pattern uses %w)."
+    ),
+    instances: int | None = typer.Option(
+        None, "--instances", help="InstancesMax= (versions kept on the host; default 3)."
+    ),
+    file_format: str = typer.Option(
+        "conf", "--format", help="conf (systemd 252+, Flatcar) or transfer (systemd 257+)."
+    ),
+    no_verify: bool = typer.Option(
+        False, "--no-verify", help="Verify=no (unsigned registries only; not recommended)."
+    ),
+) -> None:
+    """Print a systemd-sysupdate transfer file that keeps NAME updated from the registry.
+
+    Install it as /etc/sysupdate.NAME.d/NAME.conf and run `systemd-sysupdate -C NAME
+    update` (then `systemd-sysext refresh`). With Verify=yes (the default) the host needs
+    the registry key as /etc/systemd/import-pubring.gpg: `curl -o
+    /etc/systemd/import-pubring.gpg REGISTRY/keyring.gpg`.
+
+    Example: sysext transfer kubernetes --registry https://ext.example.com --minor 1.29
+    """
+    spec = TransferSpec(
+        name=name,
+        base_url=registry,
+        channel=channel,
+        minor=minor,
+        os_bound=os_bound,
+        instances_max=instances,
+        verify=not no_verify,
+    )
+    sys.stdout.write(render_transfer(spec, file_format=file_format))
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the main app."""
+    app.add_typer(key_app, name="key")
+    app.command("sign")(sign)
+    app.command("verify")(verify)
+    app.command("check")(check)
+    app.command("transfer")(transfer)

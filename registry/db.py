@@ -1,0 +1,123 @@
+"""Metadata database: the source of truth from which the public tree is materialized.
+
+SQLAlchemy 2 models; the schema is created and upgraded by the Alembic migrations shipped
+in `registry/migrations`, run at every start (`migrate()`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Image(Base):
+    """One published image file: NAME-VERSION-ARCH.raw, immutable once stored."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[str] = mapped_column(String(255))
+    arch: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(512), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    yanked: Mapped[bool] = mapped_column(Boolean, default=False)
+    yanked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    channels: Mapped[list[ImageChannel]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    @property
+    def channel_names(self) -> list[str]:
+        return sorted(c.channel for c in self.channels)
+
+
+class ImageChannel(Base):
+    """Membership of an image in a channel (stable, beta, alpha…)."""
+
+    __tablename__ = "image_channels"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    image: Mapped[Image] = relationship(back_populates="channels")
+
+
+class Token(Base):
+    """An upload token; only the SHA-256 of its secret is stored."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(Text)  # newline-separated glob patterns
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @property
+    def scope_list(self) -> list[str]:
+        return [s for s in self.scopes.split("\n") if s]
+
+
+def make_engine(url: str) -> Engine:
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several uvicorn workers share the file: wait for the writer instead of failing.
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    engine = create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            # WAL: readers never block the writer; synchronous=FULL: a committed publish
+            # survives a crash (the tree is rematerialized from it on start).
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+    return engine
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Any]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration (idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

@@ -1,0 +1,207 @@
+"""Materialize the public tree from the database: plain files any web server can serve.
+
+Every (channel, extension) directory is a **snapshot**: a new directory under
+`DATA/snapshots/CHANNEL/NAME/GENERATION` holding hard links to the images, SHA256SUMS,
+its detached signature and the transfer files, fsynced before a symlink in `DATA/public`
+is atomically swapped to point at it (rename of a new symlink over the old one). So a
+request always resolves to one complete, signed snapshot; a crash at any point leaves the
+previous snapshot served. Images are only ever added to a snapshot (yanked ones stay for
+direct links), so a manifest from the previous snapshot still downloads from the next one.
+
+What no file layout can prevent: a client fetching SHA256SUMS from one snapshot and
+SHA256SUMS.gpg from the next when a publish lands between its two requests. sysupdate
+then fails that run and succeeds on the next timer; docs/registry.md explains this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry.db import Image
+from registry.failpoints import failpoint
+from registry.keys import Signer
+from registry.layout import channel_alias_dir, extension_dir
+from registry.settings import Settings
+from registry.store import blob_path
+from sysext.errors import SysextError
+from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME, ManifestEntry, format_manifest
+from sysext.signing import verify_detached
+from sysext.transfer import TransferSpec, render_transfer
+from sysext.urls import DEFAULT_CHANNEL
+from sysext.versioning import version_key
+
+
+@dataclass(frozen=True)
+class DirectoryContent:
+    """What one (channel, extension) directory must hold."""
+
+    name: str
+    channel: str
+    manifest: bytes
+    images: tuple[tuple[str, str], ...]  # (filename, sha256), yanked included
+    texts: tuple[tuple[str, bytes], ...]  # NAME.conf, NAME.transfer
+
+
+def manifest_bytes(images: Iterable[Image]) -> bytes:
+    """SHA256SUMS of the non-yanked images, in systemd's version order (oldest first).
+
+    Each line comes from format_manifest(), so the grammar is the canonical one (§3.3);
+    only the line order is ours: by version as sysupdate compares them, then by arch.
+    """
+    listed = sorted(
+        (i for i in images if not i.yanked), key=lambda i: (version_key(i.version), i.arch)
+    )
+    return b"".join(format_manifest([ManifestEntry(i.filename, i.sha256)]) for i in listed)
+
+
+def transfer_texts(name: str, channel: str, base_url: str) -> tuple[tuple[str, bytes], ...]:
+    """NAME.conf (systemd 252–256 read only this) and NAME.transfer (257+), Verify=yes."""
+    spec = TransferSpec(name=name, base_url=base_url, channel=channel, verify=True)
+    return tuple(
+        (f"{name}.{kind}", render_transfer(spec, file_format=kind).encode())
+        for kind in ("conf", "transfer")
+    )
+
+
+def desired_content(
+    settings: Settings, name: str, channel: str, images: Iterable[Image]
+) -> DirectoryContent:
+    images = list(images)
+    return DirectoryContent(
+        name=name,
+        channel=channel,
+        manifest=manifest_bytes(images),
+        images=tuple(sorted((i.filename, i.sha256) for i in images)),
+        texts=transfer_texts(name, channel, settings.base_url),
+    )
+
+
+def _public_links(settings: Settings, name: str, channel: str) -> list[Path]:
+    links = [channel_alias_dir(settings.public_dir, name, channel)]
+    if channel == DEFAULT_CHANNEL:
+        links.append(extension_dir(settings.public_dir, name))
+    return links
+
+
+def current_snapshot(settings: Settings, name: str, channel: str) -> Path | None:
+    link = channel_alias_dir(settings.public_dir, name, channel)
+    if not link.is_symlink():
+        return None
+    target = (link.parent / os.readlink(link)).resolve()
+    return target if target.is_dir() else None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _snapshot_matches(snapshot: Path, content: DirectoryContent, keyring: bytes) -> bool:
+    """True when `snapshot` already holds exactly `content`, signed by the current key."""
+    try:
+        if (snapshot / MANIFEST_NAME).read_bytes() != content.manifest:
+            return False
+        for filename, data in content.texts:
+            if (snapshot / filename).read_bytes() != data:
+                return False
+        present = {p.name for p in snapshot.iterdir() if p.name.endswith(".raw")}
+        if present != {f for f, _ in content.images}:
+            return False
+        signature = (snapshot / SIGNATURE_NAME).read_bytes()
+    except OSError:
+        return False
+    try:
+        verify_detached(keyring, content.manifest, signature)
+    except SysextError:
+        return False  # e.g. the key was replaced: sign again
+    return True
+
+
+def _swap_symlink(link: Path, target: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.parent / f".#{link.name}.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.replace(tmp, link)
+    _fsync(link.parent)
+
+
+def materialize(
+    settings: Settings, signer: Signer, content: DirectoryContent, *, force: bool = False
+) -> Path:
+    """Make the public directories of (content.channel, content.name) serve `content`."""
+    current = current_snapshot(settings, content.name, content.channel)
+    if (
+        not force
+        and current is not None
+        and _snapshot_matches(current, content, signer.public_keyring())
+    ):
+        for link in _public_links(settings, content.name, content.channel):
+            if not link.is_symlink() or (link.parent / os.readlink(link)).resolve() != current:
+                _swap_symlink(link, current)
+        return current
+
+    parent = settings.snapshots_dir / content.channel / content.name
+    parent.mkdir(parents=True, exist_ok=True)
+    generations = [int(p.name) for p in parent.iterdir() if p.name.isdigit()]
+    final = parent / f"{max(generations, default=0) + 1:010d}"
+    building = parent / f".#{final.name}"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir()
+    for filename, sha256 in content.images:
+        os.link(blob_path(settings.store_dir, sha256), building / filename)
+    for filename, data in content.texts:
+        (building / filename).write_bytes(data)
+    (building / SIGNATURE_NAME).write_bytes(signer.sign(content.manifest))
+    (building / MANIFEST_NAME).write_bytes(content.manifest)
+    for path in building.iterdir():
+        os.chmod(path, 0o644)
+        _fsync(path)
+    _fsync(building)
+    os.rename(building, final)
+    _fsync(parent)
+    failpoint("before-swap")
+    for index, link in enumerate(_public_links(settings, content.name, content.channel)):
+        if index:
+            failpoint("between-swaps")
+        _swap_symlink(link, final)
+    prune_snapshots(parent, keep=settings.keep_snapshots, current=final)
+    return final
+
+
+def prune_snapshots(parent: Path, keep: int, current: Path) -> None:
+    """Drop old snapshots; recent ones stay for readers that resolved them a moment ago."""
+    names = sorted(p.name for p in parent.iterdir() if p.name.isdigit())
+    for name in names[:-keep] if keep > 0 else names:
+        if parent / name != current:
+            shutil.rmtree(parent / name, ignore_errors=True)
+    for leftover in parent.glob(".#*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def remove_unknown_links(settings: Settings, known: set[tuple[str, str]]) -> None:
+    """Unpublish directories the database does not know (e.g. after a restored backup)."""
+    public = settings.public_dir
+    candidates: list[tuple[Path, str, str]] = []
+    if (public / "extensions").is_dir():
+        candidates += [(p, p.name, DEFAULT_CHANNEL) for p in (public / "extensions").iterdir()]
+    if (public / "channels").is_dir():
+        for channel_dir in (public / "channels").iterdir():
+            ext = channel_dir / "extensions"
+            if ext.is_dir():
+                candidates += [(p, p.name, channel_dir.name) for p in ext.iterdir()]
+    for path, name, channel in candidates:
+        if name.startswith(".#") or (name, channel) not in known:
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)

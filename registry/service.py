@@ -1,0 +1,211 @@
+"""Registry operations: publish, yank, promote, queries, and start-up preparation.
+
+Every write follows one order, which is what makes a crash harmless: take the writer lock,
+put the validated file in the store, commit the database (the source of truth), then
+materialize the affected directories. A crash before the commit leaves an unreferenced
+blob (garbage-collected on start); after it, the start-up rematerialization publishes what
+was committed. Either way the previous snapshot is served until a new one is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry import materialize as mat
+from registry.db import Image, ImageChannel, make_engine, make_sessionmaker, migrate, utcnow
+from registry.errors import RegistryError
+from registry.failpoints import failpoint
+from registry.keys import Signer
+from registry.locking import exclusive
+from registry.names import ImageName, channel_problem
+from registry.settings import Settings
+from registry.store import blob_path, collect_garbage, ingest
+from sysext.atomic import remove_stale_temporaries
+from sysext.versioning import version_key
+
+log = logging.getLogger("registry")
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    image: Image
+    created: bool
+
+
+class RegistryService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.db_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.signer = Signer(settings.key_path)
+
+    # -- start-up -------------------------------------------------------------------
+
+    def prepare(self) -> tuple[str, bool]:
+        """Migrate, create the key, drop crash leftovers, rematerialize from the DB.
+
+        Returns (fingerprint, key_created). Safe to run from every worker at once.
+        """
+        s = self.settings
+        for directory in (s.data_dir, s.public_dir, s.snapshots_dir, s.store_dir, s.tmp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        with exclusive(s.lock_path):
+            migrate(self.engine)
+            fingerprint, created = self.signer.ensure_key()
+            self.signer.write_keyrings(s.public_dir)
+            for leftover in s.tmp_dir.iterdir():
+                leftover.unlink()
+            remove_stale_temporaries(s.public_dir)
+            with self.sessions() as session:
+                images = list(session.scalars(select(Image)))
+                collect_garbage(s.store_dir, {i.sha256 for i in images})
+                known = self._rematerialize(images)
+            mat.remove_unknown_links(s, known)
+        return fingerprint, created
+
+    def _rematerialize(self, images: list[Image]) -> set[tuple[str, str]]:
+        groups: dict[tuple[str, str], list[Image]] = {}
+        for image in images:
+            for channel in image.channel_names:
+                groups.setdefault((image.name, channel), []).append(image)
+        for (name, channel), members in sorted(groups.items()):
+            mat.materialize(self.settings, self.signer, self._content(name, channel, members))
+        return set(groups)
+
+    def _content(self, name: str, channel: str, images: Iterable[Image]) -> mat.DirectoryContent:
+        return mat.desired_content(self.settings, name, channel, images)
+
+    def _refresh(self, session: Session, name: str, channels: Iterable[str]) -> None:
+        for channel in sorted(set(channels)):
+            members = session.scalars(
+                select(Image)
+                .join(ImageChannel)
+                .where(Image.name == name, ImageChannel.channel == channel)
+            ).all()
+            mat.materialize(self.settings, self.signer, self._content(name, channel, members))
+
+    # -- writes ---------------------------------------------------------------------
+
+    def check_channel(self, channel: str) -> None:
+        problem = channel_problem(channel, self.settings.channels)
+        if problem:
+            raise RegistryError(422, problem)
+
+    def publish(
+        self, staged: Path, sha256: str, size: int, image_name: ImageName, fmt: str, channel: str
+    ) -> PublishResult:
+        """Store a validated upload and make it visible in `channel`."""
+        self.check_channel(channel)
+        with exclusive(self.settings.lock_path), self.sessions() as session:
+            existing = session.scalars(
+                select(Image).where(Image.filename == image_name.filename)
+            ).one_or_none()
+            if existing is not None:
+                if existing.sha256 != sha256:
+                    raise RegistryError(
+                        409,
+                        f"{image_name.filename} is already published with other content "
+                        f"(sha256 {existing.sha256}); published versions are immutable, "
+                        "publish a new version",
+                    )
+                # Same bytes: idempotent, so a retried upload after a lost response is fine.
+                if channel not in existing.channel_names:
+                    existing.channels.append(ImageChannel(channel=channel, added_at=utcnow()))
+                    session.commit()
+                    self._refresh(session, existing.name, [channel])
+                return PublishResult(existing, created=False)
+            ingest(self.settings.store_dir, staged, sha256)
+            failpoint("after-store")
+            image = Image(
+                name=image_name.name,
+                version=image_name.version,
+                arch=image_name.arch,
+                filename=image_name.filename,
+                sha256=sha256,
+                size=size,
+                format=fmt,
+                created_at=utcnow(),
+                yanked=False,
+            )
+            image.channels.append(ImageChannel(channel=channel, added_at=utcnow()))
+            session.add(image)
+            session.commit()
+            failpoint("after-commit")
+            self._refresh(session, image.name, [channel])
+            return PublishResult(image, created=True)
+
+    def _select_images(
+        self, session: Session, name: str, version: str, arch: str | None
+    ) -> list[Image]:
+        query = select(Image).where(Image.name == name, Image.version == version)
+        if arch:
+            query = query.where(Image.arch == arch)
+        images = list(session.scalars(query))
+        if not images:
+            what = f"{name} {version}" + (f" ({arch})" if arch else "")
+            raise RegistryError(404, f"no published image of {what}")
+        return images
+
+    def set_yanked(self, name: str, version: str, arch: str | None, yanked: bool) -> list[Image]:
+        with exclusive(self.settings.lock_path), self.sessions() as session:
+            images = self._select_images(session, name, version, arch)
+            for image in images:
+                image.yanked = yanked
+                image.yanked_at = utcnow() if yanked else None
+            session.commit()
+            self._refresh(session, name, {c for i in images for c in i.channel_names})
+            return images
+
+    def promote(self, name: str, version: str, arch: str | None, channel: str) -> list[Image]:
+        self.check_channel(channel)
+        with exclusive(self.settings.lock_path), self.sessions() as session:
+            images = self._select_images(session, name, version, arch)
+            for image in images:
+                if channel not in image.channel_names:
+                    image.channels.append(ImageChannel(channel=channel, added_at=utcnow()))
+            session.commit()
+            self._refresh(session, name, [channel])
+            return images
+
+    # -- reads ----------------------------------------------------------------------
+
+    def extensions(self, query: str | None = None) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            images = list(session.scalars(select(Image)))
+        by_name: dict[str, list[Image]] = {}
+        for image in images:
+            by_name.setdefault(image.name, []).append(image)
+        out = []
+        needle = (query or "").strip().lower()
+        for name in sorted(by_name):
+            if needle and needle not in name.lower():
+                continue
+            members = by_name[name]
+            live = [i for i in members if not i.yanked]
+            latest = max(live, key=lambda i: version_key(i.version), default=None)
+            out.append(
+                {
+                    "name": name,
+                    "latest_version": latest.version if latest else None,
+                    "arches": sorted({i.arch for i in live}),
+                    "channels": sorted({c for i in live for c in i.channel_names}),
+                    "versions": len({i.version for i in members}),
+                    "updated": max(i.created_at for i in members),
+                }
+            )
+        return out
+
+    def images_of(self, name: str) -> list[Image]:
+        with self.sessions() as session:
+            images = list(session.scalars(select(Image).where(Image.name == name)))
+        return sorted(images, key=lambda i: (version_key(i.version), i.arch), reverse=True)
+
+    def blob(self, image: Image) -> Path:
+        return blob_path(self.settings.store_dir, image.sha256)

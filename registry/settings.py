@@ -1,0 +1,179 @@
+"""Registry settings: command-line flags over `SYSEXT_…` environment over a config file.
+
+Zero configuration works: everything lives under one data directory (default
+`./sysext-data`): the SQLite database, the content-addressed store, the signing key and
+the materialized public tree that the app, nginx or a CDN serve.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sysext.errors import SysextError
+from sysext.urls import DEFAULT_CHANNEL
+
+DEFAULT_DATA_DIR = Path("sysext-data")
+DEFAULT_CHANNELS = (DEFAULT_CHANNEL, "beta", "alpha")
+CONFIG_NAME = "registry.toml"
+# Large enough for any real extension (a full Kubernetes sysext is ~300 MiB), small enough
+# that a runaway upload cannot fill the disk.
+DEFAULT_MAX_UPLOAD = 4 << 30
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = DEFAULT_DATA_DIR
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    # Externally visible base URL (what hosts put in Path=); else derived from host:port.
+    public_url: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    database_url: str | None = None
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD
+    channels: tuple[str, ...] = DEFAULT_CHANNELS
+    # Old snapshots of an extension directory kept for readers still mid-request.
+    keep_snapshots: int = 3
+
+    @property
+    def public_dir(self) -> Path:
+        return self.data_dir / "public"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.data_dir / "snapshots"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "keys" / "signing.pgp"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / ".lock"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        """Base URL written into transfer files and shown in the catalogue."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+# setting name → environment variable
+ENV_NAMES = {
+    "data_dir": "SYSEXT_DATA",
+    "host": "SYSEXT_HOST",
+    "port": "SYSEXT_PORT",
+    "workers": "SYSEXT_WORKERS",
+    "public_url": "SYSEXT_PUBLIC_URL",
+    "admin_token": "SYSEXT_ADMIN_TOKEN",
+    "database_url": "SYSEXT_DATABASE_URL",
+    "max_upload_bytes": "SYSEXT_MAX_UPLOAD_BYTES",
+    "channels": "SYSEXT_CHANNELS",
+    "keep_snapshots": "SYSEXT_KEEP_SNAPSHOTS",
+}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    try:
+        if name in ("port", "workers", "max_upload_bytes", "keep_snapshots"):
+            number = int(value)
+            if number < (0 if name == "port" else 1):
+                raise ValueError
+            return number
+        if name == "data_dir":
+            return Path(value)
+        if name == "channels":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            channels = tuple(str(c).strip() for c in items if str(c).strip())
+            if DEFAULT_CHANNEL not in channels:
+                channels = (DEFAULT_CHANNEL, *channels)
+            for channel in channels:
+                if not channel.isascii() or not channel.replace("-", "").isalnum():
+                    raise ValueError
+            return channels
+        return str(value) if value is not None else None
+    except (TypeError, ValueError):
+        raise SysextError(
+            f"{source}: invalid value {value!r} for {name}",
+            "ports and sizes are positive integers; channels are a comma-separated list "
+            "of names made of letters, digits and '-'",
+        ) from None
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Settings from (lowest to highest priority) defaults, config file, env, `overrides`.
+
+    The config file is `--config`/`SYSEXT_CONFIG`, else `DATA/registry.toml` if present;
+    its keys are the field names of `Settings` (`public_url = "https://…"`).
+    """
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    from_env = {
+        name: _coerce(name, env[var], var)
+        for name, var in ENV_NAMES.items()
+        if env.get(var) not in (None, "")
+    }
+    data_dir = Path(overrides.get("data_dir") or from_env.get("data_dir") or DEFAULT_DATA_DIR)
+    config_path = config_file or (Path(env["SYSEXT_CONFIG"]) if env.get("SYSEXT_CONFIG") else None)
+    if config_path is None and (data_dir / CONFIG_NAME).is_file():
+        config_path = data_dir / CONFIG_NAME
+    if config_path is not None:
+        try:
+            table = tomllib.loads(config_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SysextError(
+                f"cannot read config file {config_path}: {exc}", "it must be TOML"
+            ) from None
+        for key, value in table.items():
+            if key not in known:
+                raise SysextError(
+                    f"{config_path}: unknown setting {key!r}",
+                    "known settings: " + ", ".join(sorted(known)),
+                )
+            values[key] = _coerce(key, value, str(config_path))
+    values.update(from_env)
+    values.update({k: _coerce(k, v, "option") for k, v in overrides.items()})
+    return replace(Settings(), **values)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that makes `load_settings()` in a worker process yield `settings`."""
+    out: dict[str, str] = {}
+    for name, var in ENV_NAMES.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if name == "channels":
+            value = ",".join(value)
+        elif name == "data_dir":
+            value = str(Path(value).resolve())
+        out[var] = str(value)
+    return out

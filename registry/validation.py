@@ -1,0 +1,60 @@
+"""Upload validation: is this file an extension image hosts will accept under its name?
+
+Checked before anything becomes visible (issue 4): a squashfs or erofs image; exactly one
+`extension-release.NAME` and NAME is the file name's (hosts activate it as
+`/etc/extensions/NAME.raw`, so sysext looks for exactly that file, spec §1.2); its
+ARCHITECTURE equals the file name's arch (systemd's vocabulary, spec §1.4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from registry.errors import RegistryError
+from registry.names import ImageName
+from sysext.errors import SysextError
+from sysext.imageread import read_image
+
+ACCEPTED_FORMATS = ("squashfs", "erofs")
+
+
+def validate_image(path: Path, expected: ImageName) -> str:
+    """Return the image format; raise RegistryError(422, reason) when it is not acceptable."""
+    try:
+        contents = read_image(path)
+    except SysextError as exc:
+        raise RegistryError(
+            422, f"{expected.filename}: not a readable extension image: {exc}"
+        ) from None
+    fmt = str(getattr(contents.format, "value", contents.format))
+    if fmt not in ACCEPTED_FORMATS:
+        raise RegistryError(
+            422, f"{expected.filename}: {fmt} images are not accepted (squashfs or erofs)"
+        )
+    releases = sorted(contents.release_files)
+    if not releases:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: no usr/lib/extension-release.d/extension-release.* inside",
+        )
+    if len(releases) > 1:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: {len(releases)} extension-release files inside "
+            f"({', '.join(releases)}); exactly one is allowed",
+        )
+    if releases[0] != expected.name:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: holds extension-release.{releases[0]}, expected "
+            f"extension-release.{expected.name}",
+        )
+    arch = contents.release_files[releases[0]].get("ARCHITECTURE")
+    if arch != expected.arch:
+        shown = f"ARCHITECTURE={arch}" if arch else "no ARCHITECTURE="
+        raise RegistryError(
+            422,
+            f"{expected.filename}: extension-release.{expected.name} has {shown}, "
+            f"the file name says {expected.arch}",
+        )
+    return fmt

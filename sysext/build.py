@@ -1,0 +1,171 @@
+"""The build pipeline: recipe → sources → verified files → extracted → staged tree → image.
+
+Every architecture is fetched, extracted and staged first, in a private temporary
+directory; only when all of them staged cleanly are images packed into the output
+directory. So a bad source, checksum or archive never leaves a partial result behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sysext.architecture import Architecture
+from sysext.assemble import assemble
+from sysext.config import Settings
+from sysext.download import Downloader
+from sysext.errors import SysextError
+from sysext.extension_release import ExtensionRelease
+from sysext.extract import ExtractOptions, extract
+from sysext.formats import Compression, ImageFormat
+from sysext.image import BuiltImage, pack
+from sysext.recipe import Recipe
+from sysext.sources import FetchContext, Fetched, source_kind
+from sysext.steps import step
+from sysext.versioning import version_problem
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    recipe: Recipe
+    output_dir: Path
+    settings: Settings
+    version: str | None = None  # None: the recipe's default
+    architectures: tuple[Architecture, ...] = ()  # empty: the host's architecture
+    os_spec: str | None = None  # ID[:SYSEXT_LEVEL]; None: the recipe's `os`, else _any
+    image_format: ImageFormat = ImageFormat.SQUASHFS
+    compression: Compression | None = None
+    level: int | None = None
+    refresh: bool = False
+    source_date_epoch: int | None = None
+
+    @property
+    def chosen_version(self) -> str:
+        return self.version or self.recipe.version
+
+
+@dataclass(frozen=True)
+class _Staged:
+    arch: Architecture
+    tree: Path
+    fetched: tuple[tuple[str, str, Fetched], ...] = field(default=())  # (id, kind, file)
+
+
+def target_architectures(
+    recipe: Recipe, requested: Sequence[Architecture]
+) -> tuple[Architecture, ...]:
+    """The requested architectures (default: the host's), each supported by the recipe."""
+    chosen = tuple(dict.fromkeys(requested)) or (Architecture.from_uname(),)
+    supported = ", ".join(a.systemd_name for a in recipe.architectures)
+    for arch in chosen:
+        if arch not in recipe.architectures:
+            raise SysextError(
+                f"recipe {recipe.file_label} does not support {arch.systemd_name}",
+                f"it supports: {supported}; pick one with --arch",
+            )
+    return chosen
+
+
+def build(request: BuildRequest) -> list[BuiltImage]:
+    recipe = request.recipe
+    version = request.chosen_version
+    problem = version_problem(version)
+    if problem:
+        raise SysextError(f"--version: {problem}", "sysupdate accepts only [A-Za-z0-9.,_+-]")
+    arches = target_architectures(recipe, request.architectures)
+    os_id, level = recipe.os_id, recipe.sysext_level
+    if request.os_spec is not None:
+        os_id, level = ExtensionRelease.parse_os_spec(request.os_spec)
+    releases = {
+        arch: ExtensionRelease(
+            name=recipe.name,
+            version=version,
+            arch=arch,
+            os_id=os_id,
+            sysext_level=level,
+            reload_manager=bool(recipe.reload_manager),
+            extra=recipe.extension_release,
+        )
+        for arch in arches
+    }
+    downloader = Downloader(
+        cache_dir=request.settings.cache_dir,
+        mirrors=request.settings.mirrors,
+        refresh=request.refresh,
+    )
+    with tempfile.TemporaryDirectory(prefix="sysext-build-") as work_name:
+        work = Path(work_name)
+        staged = [
+            _stage(recipe, version, arch, downloader, work / arch.systemd_name) for arch in arches
+        ]
+        recipe_sha = hashlib.sha256(recipe.path.read_bytes()).hexdigest()
+        images = []
+        for item in staged:
+            provenance: dict[str, object] = {
+                "recipe": {"name": recipe.name, "file": recipe.file_label, "sha256": recipe_sha},
+                "version": version,
+                "sources": [
+                    {
+                        "id": sid,
+                        "kind": kind,
+                        "origin": f.origin,
+                        "file": f.file_name,
+                        "sha256": f.sha256,
+                    }
+                    for sid, kind, f in item.fetched
+                ],
+            }
+            images.append(
+                pack(
+                    item.tree,
+                    releases[item.arch],
+                    request.output_dir,
+                    image_format=request.image_format,
+                    compression=request.compression,
+                    level=request.level,
+                    source_date_epoch=request.source_date_epoch,
+                    provenance=provenance,
+                    allow_setuid=frozenset(p.strip("/") for p in recipe.allow_setuid),
+                )
+            )
+    return images
+
+
+def _stage(
+    recipe: Recipe, version: str, arch: Architecture, downloader: Downloader, work: Path
+) -> _Staged:
+    work.mkdir(parents=True)
+    ctx = FetchContext(
+        recipe=recipe, version=version, arch=arch, downloader=downloader, work_dir=work
+    )
+    fetched: list[tuple[str, str, Fetched]] = []
+    extracted: dict[str, Path] = {}
+    for spec in recipe.sources:
+        if not spec.applies_to(arch):
+            continue
+        with step(f"Fetching {recipe.name} {version} {arch.systemd_name}: source {spec.id}"):
+            got = source_kind(spec.kind).fetch(spec, ctx)
+        fetched.append((spec.id, spec.kind, got))
+        destination = work / "sources" / spec.id
+        destination.mkdir(parents=True)
+        with step(f"Extracting {got.file_name}"):
+            extract(
+                got.path,
+                destination,
+                got.format,
+                ExtractOptions(
+                    strip_components=spec.strip_components,
+                    allow_setuid=spec.allow_setuid,
+                    file_name=got.file_name,
+                ),
+                label=got.file_name,
+            )
+        extracted[spec.id] = destination
+    tree = work / "tree"
+    tree.mkdir()
+    with step(f"Staging {recipe.name} {version} {arch.systemd_name}"):
+        assemble(recipe, extracted, tree)
+    return _Staged(arch, tree, tuple(fetched))

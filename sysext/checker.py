@@ -1,0 +1,424 @@
+"""`sysext check`: read a served directory exactly as systemd-sysupdate 252–256 would.
+
+Fetches `URL/SHA256SUMS` (and `SHA256SUMS.gpg` when a keyring is given) the way
+systemd-pull does (§3.1, §3.2, §5: plain GET, no content encoding, redirects followed, 2xx
+only, ≥ 6 bytes), parses it strictly (§3.3), verifies the signature (§3.4), lists what the
+patterns see, and picks the candidate (§4.3). Every way a host would fail becomes one
+CheckError with the reason; warnings cover what a host would silently get wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from sysext import __version__
+from sysext.errors import SysextError
+from sysext.manifest import (
+    MANIFEST_NAME,
+    MIN_DOWNLOAD_BYTES,
+    SIGNATURE_NAME,
+    ManifestEntry,
+    parse_manifest,
+)
+from sysext.patterns import (
+    HostInfo,
+    Pattern,
+    PatternMatch,
+    expand_specifiers,
+    match_many,
+    parse_pattern,
+)
+from sysext.selection import Selection, select_candidate
+from sysext.signing import MAX_SIGNATURE_BYTES, verify_detached
+from sysext.versioning import sort_versions
+
+USER_AGENT = f"systemd-pull/sysext-check-{__version__}"
+_CHUNK = 1 << 20
+# Compression magics systemd-pull 252–256 looks at (import_uncompress_detect(), §3.6).
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_DECOMPRESSED_MAGICS = {b"\xfd7zXZ\x00": "xz", b"\x1f\x8b": "gzip", b"BZh": "bzip2"}
+
+
+class CheckError(SysextError):
+    """A reason why systemd-sysupdate on the host would fail."""
+
+
+# --- URL building (import_url_append_component(), §3.1) -----------------------------------
+
+
+def append_url_component(url: str, component: str) -> str:
+    """Drop ?query and #fragment, strip trailing slashes, append `/component` verbatim."""
+    cut = len(url)
+    for mark in ("?", "#"):
+        index = url.find(mark)
+        if index >= 0:
+            cut = min(cut, index)
+    base = url[:cut].rstrip("/")
+    return f"{base}/{component}"
+
+
+def manifest_url(path: str) -> str:
+    return append_url_component(path, MANIFEST_NAME)
+
+
+def signature_url(path: str) -> str:
+    # The manifest URL with its last component replaced (same result as appending).
+    manifest = manifest_url(path)
+    return manifest[: manifest.rfind("/") + 1] + SIGNATURE_NAME
+
+
+def payload_url(path: str, filename: str) -> str:
+    return append_url_component(path, filename)
+
+
+# --- fetching -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str
+    body: bytes
+    final_url: str
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    # systemd-pull sends no Accept-Encoding: the SHA-256 is over the raw body (§5).
+    session.headers["User-Agent"] = USER_AGENT
+    session.headers["Accept-Encoding"] = "identity"
+    return session
+
+
+def _http_failure(url: str, status: int, reason: str) -> CheckError:
+    if status == 404:
+        return CheckError(
+            f"{url}: HTTP 404 Not Found",
+            "the host fails the same way; check the URL (Path= in the transfer file)",
+        )
+    return CheckError(
+        f"{url}: HTTP {status} {reason}; systemd-pull accepts only 2xx",
+        "a registry must answer 200 for files and a real 404 for missing ones",
+    )
+
+
+def _iter_body(session: requests.Session, url: str, limit: int | None) -> Iterator[bytes]:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "file":
+        path = Path(urllib.parse.unquote(parsed.path))
+        try:
+            with open(path, "rb") as f:
+                while block := f.read(_CHUNK):
+                    yield block
+        except FileNotFoundError:
+            raise CheckError(f"{url}: no such file") from None
+        except IsADirectoryError:
+            raise CheckError(f"{url}: is a directory") from None
+        return
+    if parsed.scheme not in ("http", "https"):
+        raise CheckError(
+            f"{url}: unsupported URL scheme {parsed.scheme!r}",
+            "sysupdate only fetches http://, https:// and file: URLs",
+        )
+    try:
+        response = session.get(url, stream=True, timeout=(15, 60), allow_redirects=True)
+    except requests.RequestException as exc:
+        raise CheckError(f"{url}: cannot connect ({type(exc).__name__})") from None
+    with response:
+        if not 200 <= response.status_code < 300:
+            raise _http_failure(url, response.status_code, response.reason or "")
+        encoding = response.headers.get("Content-Encoding", "identity").lower()
+        if encoding not in ("", "identity"):
+            raise CheckError(
+                f"{url}: served with Content-Encoding: {encoding}",
+                "serve files as-is: systemd-pull does not ask for or undo content encoding",
+            )
+        expected = response.headers.get("Content-Length")
+        received = 0
+        try:
+            for block in response.raw.stream(_CHUNK, decode_content=False):
+                received += len(block)
+                if limit is not None and received > limit:
+                    raise CheckError(f"{url}: larger than the {limit} bytes systemd-pull accepts")
+                yield block
+        except requests.RequestException as exc:
+            raise CheckError(f"{url}: download failed ({type(exc).__name__})") from None
+        except OSError as exc:  # urllib3 protocol errors
+            raise CheckError(f"{url}: download failed ({exc})") from None
+        if expected is not None and expected.isdigit() and int(expected) != received:
+            raise CheckError(
+                f"{url}: Content-Length {expected} but {received} bytes received",
+                "systemd-pull fails such downloads ('Download truncated')",
+            )
+
+
+def fetch(session: requests.Session, url: str, *, limit: int | None = None) -> bytes:
+    return b"".join(_iter_body(session, url, limit))
+
+
+# --- the check ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AvailableVersion:
+    version: str
+    filename: str
+    sha256: str
+    url: str
+    suspicious: str | None = None  # why this may not be an image of this extension
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    path: str
+    manifest_url: str
+    signature_url: str | None
+    patterns: tuple[str, ...]
+    manifest_entries: int
+    available: tuple[AvailableVersion, ...]  # newest first
+    ignored: tuple[str, ...]  # manifest names no pattern matches
+    installed: tuple[str, ...]
+    selection: Selection
+    signer: str | None = None  # fingerprint when the signature was verified
+    payload_verified: str | None = None  # file name whose SHA-256 was checked
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def candidate(self) -> AvailableVersion | None:
+        chosen = self.selection.candidate
+        return next((a for a in self.available if a.version == chosen), None)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def problem(self) -> str | None:
+        """Why `systemd-sysupdate update` would not end with a usable extension."""
+        candidate = self.candidate
+        if candidate is not None and candidate.suspicious:
+            return f"the host would install {candidate.filename}: {candidate.suspicious}"
+        if self.selection.candidate is not None or self.selection.up_to_date:
+            return None
+        return self.selection.reason
+
+    def to_json(self) -> dict[str, Any]:
+        sel = self.selection
+        return {
+            "path": self.path,
+            "manifest_url": self.manifest_url,
+            "signature_url": self.signature_url,
+            "verified_by": self.signer,
+            "patterns": list(self.patterns),
+            "manifest_entries": self.manifest_entries,
+            "available": [
+                {
+                    "version": a.version,
+                    "filename": a.filename,
+                    "sha256": a.sha256,
+                    "url": a.url,
+                    "suspicious": a.suspicious,
+                }
+                for a in self.available
+            ],
+            "ignored": list(self.ignored),
+            "installed": list(self.installed),
+            "candidate": sel.candidate,
+            "newest_available": sel.newest_available,
+            "newest_installed": sel.newest_installed,
+            "reason": sel.reason,
+            "payload_verified": self.payload_verified,
+            "warnings": list(self.warnings),
+            "ok": self.ok,
+            "problem": self.problem,
+        }
+
+
+def default_pattern(url: str) -> str:
+    """NAME-@v-%a.raw, NAME being the URL's last path component (the registry layout)."""
+    path = urllib.parse.urlsplit(append_url_component(url, "x")).path
+    parts = [p for p in path.split("/") if p][:-1]
+    if not parts:
+        raise CheckError(
+            f"cannot guess the extension name from {url!r}",
+            "pass --pattern NAME-@v-%a.raw",
+        )
+    return f"{parts[-1]}-@v-%a.raw"
+
+
+def _suspicion(match: PatternMatch, name: str, patterns: list[Pattern]) -> str | None:
+    if match_many(patterns, name, strict=True) is None:
+        return (
+            "the pattern matched only a prefix of the name (systemd 252–256 ignore trailing"
+            " text, §7.2); keep sidecar files out of SHA256SUMS"
+        )
+    head = match.version.split("-", 1)[0]
+    if "-" in match.version and head and not any(c.isdigit() for c in head):
+        return (
+            f"version {match.version!r} looks like another extension's name"
+            " (the docker/docker-compose trap, §2.3); give each extension its own directory"
+        )
+    return None
+
+
+def installed_versions(directory: Path, patterns: Iterable[Pattern]) -> list[str]:
+    """Versions of the regular files in a target directory (symlinks are ignored, §2.5)."""
+    if not directory.is_dir():
+        return []
+    pats = list(patterns)
+    found: list[str] = []
+    for entry in sorted(directory.iterdir()):
+        if entry.is_symlink() or not entry.is_file() or entry.name.startswith(".#"):
+            continue
+        match = match_many(pats, entry.name)
+        if match is not None:
+            found.append(match.version)
+    return found
+
+
+def check_remote(
+    url: str,
+    *,
+    keyring: Path | bytes | None,
+    patterns: list[str] | None,
+    host: HostInfo,
+    installed_dir: Path | None = None,
+    installed: Iterable[str] = (),
+    min_version: str | None = None,
+    verify_payload: bool = False,
+    session: requests.Session | None = None,
+) -> CheckReport:
+    """Do what `systemd-sysupdate check-new` does for one url-file transfer, and explain."""
+    session = session or _session()
+    raw_patterns = patterns or [default_pattern(url)]
+    compiled = [parse_pattern(expand_specifiers(p, host, max_length=255)) for p in raw_patterns]
+    m_url = manifest_url(url)
+    manifest = fetch(session, m_url)
+    if len(manifest) < MIN_DOWNLOAD_BYTES:
+        raise CheckError(
+            f"{m_url}: {len(manifest)} bytes; systemd 252–256 fail downloads shorter than"
+            f" {MIN_DOWNLOAD_BYTES} bytes, so this is an error on hosts, not 'no versions'",
+            "publish at least one image before pointing hosts at this directory",
+        )
+    s_url: str | None = None
+    signer: str | None = None
+    if keyring is not None:
+        s_url = signature_url(url)
+        try:
+            signature = fetch(session, s_url, limit=MAX_SIGNATURE_BYTES)
+        except CheckError as exc:
+            raise CheckError(
+                f"signature: {exc.message}",
+                "with Verify=yes the detached SHA256SUMS.gpg is mandatory; sign the"
+                " directory (sysext sign) or the host refuses every update",
+            ) from None
+        signer = verify_detached(keyring, manifest, signature)
+    entries = parse_manifest(manifest)
+    available, ignored, warnings = _classify(url, entries, compiled)
+    installed_list = list(installed)
+    if installed_dir is not None:
+        installed_list += installed_versions(installed_dir, compiled)
+    if not available:
+        names = ", ".join(sorted(set(ignored))[:5]) or "none"
+        raise CheckError(
+            f"no entry of {m_url} matches {' '.join(p.text for p in compiled)} (listed: {names})",
+            "check --arch/--os-release (for %a/%w) and the MatchPattern= of the transfer",
+        )
+    selection = select_candidate(
+        [a.version for a in available], installed_list, min_version=min_version
+    )
+    report = CheckReport(
+        path=url,
+        manifest_url=m_url,
+        signature_url=s_url,
+        patterns=tuple(p.text for p in compiled),
+        manifest_entries=len(entries),
+        available=tuple(available),
+        ignored=tuple(ignored),
+        installed=tuple(sort_versions(installed_list, newest_first=True)),
+        selection=selection,
+        signer=signer,
+        warnings=tuple(warnings),
+    )
+    if verify_payload:
+        target = report.candidate or next(
+            (a for a in available if a.version == selection.newest_available), None
+        )
+        if target is not None:
+            extra = _verify_payload(session, target)
+            report = _with(report, payload_verified=target.filename, warnings=warnings + extra)
+    return report
+
+
+def _with(report: CheckReport, **changes: Any) -> CheckReport:
+    from dataclasses import replace
+
+    return replace(report, **changes)
+
+
+def _classify(
+    url: str, entries: list[ManifestEntry], patterns: list[Pattern]
+) -> tuple[list[AvailableVersion], list[str], list[str]]:
+    found: list[AvailableVersion] = []
+    ignored: list[str] = []
+    warnings: list[str] = []
+    for entry in entries:
+        match = match_many(patterns, entry.filename)
+        if match is None:
+            ignored.append(entry.filename)
+            continue
+        listed_hash = match.fields.get("sha256")
+        if listed_hash is not None and listed_hash.lower() != entry.sha256:
+            raise CheckError(
+                f"{entry.filename}: the @h hash in the name differs from its SHA256SUMS line",
+                "sysupdate refuses the whole manifest for this",
+            )
+        suspicious = _suspicion(match, entry.filename, patterns)
+        if suspicious:
+            warnings.append(f"{entry.filename}: {suspicious}")
+        if " " in entry.filename:
+            warnings.append(f"{entry.filename!r}: spaces do not survive URL building (§3.3)")
+        found.append(
+            AvailableVersion(
+                match.version,
+                entry.filename,
+                entry.sha256,
+                payload_url(url, entry.filename),
+                suspicious,
+            )
+        )
+    ordered = sort_versions([a.version for a in found], newest_first=True)
+    rank = {v: i for i, v in reversed(list(enumerate(ordered)))}
+    found.sort(key=lambda a: (rank[a.version], a.filename))
+    return found, ignored, warnings
+
+
+def _verify_payload(session: requests.Session, target: AvailableVersion) -> list[str]:
+    """GET the image and compare its SHA-256 with the manifest, like `--verify <hex>`."""
+    digest = hashlib.sha256()
+    head = b""
+    for block in _iter_body(session, target.url, None):
+        if len(head) < 8:
+            head += block[:8]
+        digest.update(block)
+    actual = digest.hexdigest()
+    if actual != target.sha256:
+        raise CheckError(
+            f"{target.filename}: SHA-256 mismatch (manifest {target.sha256}, served {actual})",
+            "the host fails with 'DOWNLOAD INVALID'; re-sign after replacing files",
+        )
+    warnings: list[str] = []
+    if head.startswith(_ZSTD_MAGIC):
+        warnings.append(
+            f"{target.filename} is zstd-compressed: systemd 252–257 store it still compressed"
+        )
+    for magic, kind in _DECOMPRESSED_MAGICS.items():
+        if head.startswith(magic):
+            warnings.append(f"{target.filename} is {kind}: sysupdate installs it decompressed")
+    return warnings

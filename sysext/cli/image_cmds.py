@@ -1,0 +1,215 @@
+"""`sysext pack`, `sysext inspect`, `sysext validate`: make and look at extension images."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import typer
+
+from sysext.architecture import Architecture
+from sysext.extension_release import ExtensionRelease
+from sysext.formats import Compression, ImageFormat
+from sysext.image import pack
+from sysext.imageread import ImageContents, ImageEntry, read_image
+from sysext.lint import LintReport, Severity, lint_image
+from sysext.osrelease import read_os_release
+from sysext.steps import console
+
+
+def pack_command(
+    tree: Path = typer.Argument(..., help="Prepared tree holding usr/ (and/or opt/)."),
+    name: str = typer.Option(..., "--name", "-n", help="Extension (activation) name."),
+    version: str = typer.Option(..., "--version", help="Version, e.g. 5.3.1 (sysupdate chars)."),
+    arch: str | None = typer.Option(
+        None, "--arch", "-a", help="systemd architecture (x86-64, arm64…); default: this host."
+    ),
+    os_spec: str = typer.Option(
+        "_any", "--os", help="ID[:SYSEXT_LEVEL] of the target OS, e.g. flatcar:1.0 (default _any)."
+    ),
+    image_format: str = typer.Option("squashfs", "--format", help="squashfs or erofs."),
+    compression: str | None = typer.Option(
+        None, "--compression", help="zstd (default), xz, gzip, lz4; erofs: lz4hc (default), lz4."
+    ),
+    level: int | None = typer.Option(None, "--level", help="Compression level."),
+    output: Path = typer.Option(Path("."), "--output", "-o", help="Output directory."),
+    reload_manager: bool = typer.Option(
+        False,
+        "--reload-manager",
+        help="Set EXTENSION_RELOAD_MANAGER=1 (automatic when units ship).",
+    ),
+    allow_setuid: list[str] = typer.Option(
+        [], "--allow-setuid", help="Image path allowed to keep a setuid/setgid bit (repeatable)."
+    ),
+) -> None:
+    """Turn a prepared tree into OUT/NAME-VERSION-ARCH.raw with its extension-release file.
+
+    The tree may hold only usr/ and opt/. The image is written atomically, SHA256SUMS in the
+    output directory is updated, and NAME-VERSION-ARCH.provenance.json records how it was
+    made. Rebuilding the same tree gives the same bytes (times come from SOURCE_DATE_EPOCH,
+    default 0).
+
+    Example: sysext pack ./root --name hello --version 1.0 --arch x86-64 --os flatcar:1.0
+    --output ./out
+    """
+    os_id, level_spec = ExtensionRelease.parse_os_spec(os_spec)
+    release = ExtensionRelease(
+        name=name,
+        version=version,
+        arch=Architecture.parse(arch) if arch else Architecture.from_uname(),
+        os_id=os_id,
+        sysext_level=level_spec,
+        reload_manager=reload_manager,
+    )
+    built = pack(
+        tree,
+        release,
+        output,
+        image_format=ImageFormat.parse(image_format),
+        compression=Compression.parse(compression) if compression else None,
+        level=level,
+        allow_setuid=frozenset(allow_setuid),
+    )
+    for warning in built.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+    print(built.path)
+    print(f"sha256 {built.sha256}")
+    print(f"size   {built.size}")
+
+
+def _mode_string(entry: ImageEntry) -> str:
+    type_bits = {
+        "dir": stat.S_IFDIR,
+        "file": stat.S_IFREG,
+        "symlink": stat.S_IFLNK,
+        "fifo": stat.S_IFIFO,
+        "socket": stat.S_IFSOCK,
+        "char-device": stat.S_IFCHR,
+        "block-device": stat.S_IFBLK,
+    }.get(entry.kind, 0)
+    return stat.filemode(type_bits | entry.mode)
+
+
+def _contents_json(contents: ImageContents, report: LintReport | None) -> dict[str, object]:
+    data: dict[str, object] = {
+        "format": contents.format.value,
+        "compression": contents.compression,
+        "size": contents.size,
+        "release_files": {k: dict(v) for k, v in contents.release_files.items()},
+        "entries": [
+            {
+                "path": e.path,
+                "kind": e.kind,
+                "mode": f"{e.mode:04o}",
+                "uid": e.uid,
+                "gid": e.gid,
+                "size": e.size,
+                **({"target": e.target} if e.target is not None else {}),
+            }
+            for e in contents.entries
+        ],
+    }
+    if report is not None:
+        data["checks"] = [
+            {"severity": f.severity.value, "code": f.code, "message": f.message}
+            for f in report.findings
+        ]
+        if report.host is not None:
+            data["host"] = {"merges": report.host.merges, "reason": report.host.reason}
+    return data
+
+
+def inspect_command(
+    image: Path = typer.Argument(..., help="An extension image (.raw)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Show an image's extension-release fields, files (owner, mode, size), compression, checks.
+
+    Example: sysext inspect out/hello-1.0-x86-64.raw --json
+    """
+    contents = read_image(image)
+    report = lint_image(image, contents=contents)
+    if as_json:
+        json.dump(_contents_json(contents, report), sys.stdout, indent=2)
+        print()
+        return
+    print(f"image       {image}")
+    print(f"format      {contents.format.value}, compression {contents.compression}")
+    print(f"size        {contents.size} bytes")
+    for name, fields in contents.release_files.items():
+        print(f"release     usr/lib/extension-release.d/extension-release.{name}")
+        for key, value in fields.items():
+            print(f"  {key}={value}")
+    if not contents.release_files:
+        print("release     (none)")
+    print(f"files       {len(contents.entries)} entries")
+    for e in contents.entries:
+        link = f" -> {e.target}" if e.target is not None else ""
+        print(f"  {_mode_string(e)} {e.uid}/{e.gid} {e.size:>10} {e.path}{link}")
+    _print_findings(report)
+
+
+def _print_findings(report: LintReport) -> None:
+    if not report.findings:
+        print("checks      ok")
+        return
+    print("checks")
+    for f in report.findings:
+        print(f"  {f.severity.value}: {f.message} [{f.code}]")
+
+
+def validate_command(
+    image: Path = typer.Argument(..., help="An extension image (.raw)."),
+    os_release: Path | None = typer.Option(
+        None, "--os-release", help="A host's os-release file: would systemd-sysext merge it?"
+    ),
+    arch: str | None = typer.Option(
+        None, "--arch", help="The host's architecture for --os-release (default: this machine)."
+    ),
+    initrd: bool = typer.Option(False, "--initrd", help="Evaluate as in the initrd (scope)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Lint an image: release file and its name, ARCHITECTURE spelling, version, file name,
+    contents (only usr/ and opt/, no os-release, owner 0:0, no device nodes).
+
+    With --os-release, also say whether systemd-sysext (252–256) on that host would merge
+    the image, and which step of its checks (scope, architecture, ID, SYSEXT_LEVEL,
+    VERSION_ID) rejects it. Exit status: 0 fine, 1 errors found or not merged, 2 unusable
+    input.
+
+    Example: sysext validate out/hello-1.0-x86-64.raw --os-release /etc/os-release
+    """
+    host = read_os_release(os_release) if os_release else None
+    host_arch = Architecture.parse(arch) if arch else None
+    report = lint_image(
+        image,
+        host_os_release=host,
+        host_arch=host_arch,
+        scope="initrd" if initrd else "system",
+    )
+    if as_json:
+        data = _contents_json(report.contents, report)
+        data.pop("entries")
+        data["ok"] = report.ok
+        json.dump(data, sys.stdout, indent=2)
+        print()
+    else:
+        for f in report.findings:
+            print(f"{f.severity.value}: {f.message} [{f.code}]")
+        if report.host is not None:
+            verdict = "merges" if report.host.merges else "would NOT merge"
+            print(f"host: {verdict}: {report.host.reason}")
+        errors = len(report.errors)
+        warnings = sum(1 for f in report.findings if f.severity is Severity.WARNING)
+        print(f"{image.name}: {errors} error(s), {warnings} warning(s)")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add pack, inspect and validate to the main app."""
+    app.command("pack")(pack_command)
+    app.command("inspect")(inspect_command)
+    app.command("validate")(validate_command)

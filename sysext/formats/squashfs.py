@@ -1,0 +1,105 @@
+"""squashfs images through squashfs-tools-ng's `gensquashfs` and a generated pack file.
+
+Listing every entry explicitly (owner 0:0, its mode, its source) gives root-owned images
+without root or fakeroot, and byte-identical rebuilds: the tree's owners, timestamps and
+directory order never reach the image (DESIGN.md §4). `SOURCE_DATE_EPOCH` in gensquashfs's
+environment fixes every inode's and the superblock's time. No `glob` lines (fragile) and
+no xattrs (the pack-file mode drops them anyway).
+"""
+
+from __future__ import annotations
+
+import os
+
+from sysext.errors import SysextError
+from sysext.formats import (
+    Compression,
+    ImageFormat,
+    LevelRange,
+    WriteRequest,
+    register_writer,
+)
+from sysext.process import run, tool_version
+from sysext.staging import EntryKind, StagedEntry
+
+# zstd's default level comes from bench/build.py (see its docstring for the figures).
+DEFAULT_ZSTD_LEVEL = 15
+_LEVELS: dict[Compression, LevelRange] = {
+    Compression.ZSTD: LevelRange(1, 22, DEFAULT_ZSTD_LEVEL),
+    Compression.XZ: LevelRange(0, 9, 6),
+    Compression.GZIP: LevelRange(1, 9, 9),
+}
+
+
+def quote(text: str) -> str:
+    """Quote an image path for the pack file: double quotes, with `"` and `\\` escaped.
+
+    Only the entry's own path is parsed with quotes; a file's source and a symlink's target
+    are the raw rest of the line (leading blanks skipped), so they are written unquoted and
+    staging refuses targets that start with a blank.
+    """
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def pack_file_line(entry: StagedEntry) -> str:
+    where = quote("/" + entry.path)
+    if entry.kind is EntryKind.DIR:
+        return f"dir {where} {entry.mode:04o} 0 0"
+    if entry.kind is EntryKind.SYMLINK:
+        assert entry.target is not None
+        return f"slink {where} 0777 0 0 {entry.target}"
+    assert entry.source is not None
+    return f"file {where} {entry.mode:04o} 0 0 {entry.source.absolute()}"
+
+
+def pack_file(entries: list[StagedEntry] | tuple[StagedEntry, ...]) -> str:
+    # Sorted, so the listing (and thus the image) never depends on readdir order.
+    return "".join(pack_file_line(e) + "\n" for e in sorted(entries, key=lambda e: e.path))
+
+
+class SquashfsWriter:
+    format = ImageFormat.SQUASHFS
+
+    def compressions(self) -> tuple[Compression, ...]:
+        return (
+            Compression.ZSTD,
+            Compression.XZ,
+            Compression.GZIP,
+            Compression.LZ4,
+            Compression.LZ4HC,
+        )
+
+    def levels(self, compression: Compression) -> LevelRange | None:
+        return _LEVELS.get(compression)
+
+    def write(self, request: WriteRequest) -> None:
+        listing = request.scratch / "pack-file"
+        listing.write_text(pack_file(tuple(request.entries)), encoding="utf-8")
+        comp = request.compression
+        if comp is Compression.LZ4HC:
+            argv = ["-c", "lz4", "-X", "hc"]
+        else:
+            argv = ["-c", comp.value]
+            if request.level is not None:
+                argv += ["-X", f"level={request.level}"]
+        jobs = str(os.cpu_count() or 1)
+        env = {**os.environ, "SOURCE_DATE_EPOCH": str(request.mtime)}
+        if request.output.exists():
+            request.output.unlink()  # gensquashfs refuses to overwrite without --force
+        try:
+            run(
+                ["gensquashfs", "--pack-file", listing, *argv, "-j", jobs, "--quiet",
+                 "--defaults", f"mtime={request.mtime}", request.output],
+                env=env,
+                cwd=request.scratch,
+                hint="check that the staged files are readable",
+            )  # fmt: skip
+        except SysextError:
+            request.output.unlink(missing_ok=True)
+            raise
+
+    def tool_versions(self) -> dict[str, str]:
+        return {"gensquashfs": tool_version("gensquashfs")}
+
+
+register_writer(SquashfsWriter())

@@ -1,0 +1,147 @@
+"""The one internal model of a provisioning config.
+
+Butane YAML and Ignition JSON are both rendered from a `ProvisionConfig`, so the two can
+never disagree about which files, links and units a host gets. The model only holds what
+this project generates: files (fetched with a hash, or inline bytes), symlinks, and systemd
+units with drop-ins.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sysext.errors import SysextError
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+class Variant(enum.Enum):
+    """Butane variant, i.e. which distribution's conventions the config follows."""
+
+    FLATCAR = "flatcar"
+    FCOS = "fcos"
+
+
+class IgnitionVersion(enum.Enum):
+    V3_3_0 = "3.3.0"
+    V3_4_0 = "3.4.0"
+
+    def butane_version(self, variant: Variant) -> str:
+        """The Butane spec version of `variant` that transpiles to this Ignition version."""
+        return _BUTANE_VERSIONS[(variant, self)]
+
+
+# Butane's stable specs and the Ignition spec each emits (Butane docs, "Config versions").
+_BUTANE_VERSIONS: dict[tuple[Variant, IgnitionVersion], str] = {
+    (Variant.FLATCAR, IgnitionVersion.V3_3_0): "1.0.0",
+    (Variant.FLATCAR, IgnitionVersion.V3_4_0): "1.1.0",
+    (Variant.FCOS, IgnitionVersion.V3_3_0): "1.4.0",
+    (Variant.FCOS, IgnitionVersion.V3_4_0): "1.5.0",
+}
+
+
+def butane_versions(variant: Variant) -> list[str]:
+    return sorted(b for (v, _), b in _BUTANE_VERSIONS.items() if v is variant)
+
+
+def ignition_version_of_butane(variant: str, version: str) -> IgnitionVersion | None:
+    """Which Ignition spec a Butane `variant`/`version` pair produces, if we know it."""
+    for (v, ign), butane in _BUTANE_VERSIONS.items():
+        if v.value == variant and butane == version:
+            return ign
+    return None
+
+
+class OnUpdate(enum.Enum):
+    """What happens after systemd-sysupdate installed a newer image (it never activates it)."""
+
+    REFRESH = "refresh"
+    REBOOT_MARKER = "reboot-marker"
+
+
+class KeyringMode(enum.Enum):
+    """Whether the config installs the registry key as /etc/systemd/import-pubring.gpg."""
+
+    REPLACE = "replace"
+    SKIP = "skip"
+
+
+def parse_enum(cls: type[E], text: str, what: str) -> E:
+    """`cls(text)` with a one-line error that lists the accepted values."""
+    for member in cls:
+        if member.value == text:
+            return member
+    accepted = ", ".join(str(m.value) for m in cls)
+    raise SysextError(f"unknown {what} {text!r}", f"use one of: {accepted}")
+
+
+@dataclass(frozen=True)
+class RemoteContents:
+    """File contents Ignition downloads and checks against a SHA-256 digest."""
+
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class InlineContents:
+    """File contents embedded in the config (a `data:` URL in Ignition)."""
+
+    data: bytes
+
+    @property
+    def is_text(self) -> bool:
+        try:
+            self.data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class File:
+    path: str
+    contents: RemoteContents | InlineContents
+    mode: int = 0o644
+    # Shown above the entry in Butane output (Ignition JSON has no comments).
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    path: str
+    target: str
+    hard: bool = False
+
+
+@dataclass(frozen=True)
+class Dropin:
+    name: str
+    contents: str
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A systemd unit: new `contents`, and/or `enabled`, and/or drop-ins for an existing one."""
+
+    name: str
+    contents: str | None = None
+    enabled: bool | None = None
+    dropins: tuple[Dropin, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProvisionConfig:
+    variant: Variant
+    ignition_version: IgnitionVersion
+    files: tuple[File, ...] = ()
+    links: tuple[Link, ...] = ()
+    units: tuple[Unit, ...] = ()
+    # Shown as YAML comments on top of the Butane output (JSON has no comments).
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def butane_version(self) -> str:
+        return self.ignition_version.butane_version(self.variant)

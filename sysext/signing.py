@@ -1,0 +1,346 @@
+"""OpenPGP keys and detached SHA256SUMS signatures that systemd-sysupdate accepts (§3.4, §8).
+
+Hosts verify with `gpg --verify SIG -` against `/etc/systemd/import-pubring.gpg`, which must
+be a **binary** keyring of a v4 key (gpg 2.2 rejects v6 keys; an armored keyring gives
+"No public key"). Keys are made with pysequoia (ed25519, v4) and verification here is pure
+Python, so `sysext verify`/`check` need no gpg; tests cross-check with the real gpg and sqv.
+
+Key files hold the armored transferable secret key, mode 0600. With a passphrase the file
+is instead an OpenPGP message symmetrically encrypted with it (pysequoia cannot protect
+the secret key packets themselves); `gpg --decrypt KEY | gpg --import` recovers it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pysequoia
+from pysequoia.packet import PacketPile, Tag
+
+from sysext.architecture import SYSTEMD_ARCHITECTURES
+from sysext.atomic import atomic_path
+from sysext.errors import SysextError
+from sysext.manifest import (
+    MANIFEST_NAME,
+    MIN_DOWNLOAD_BYTES,
+    SIGNATURE_NAME,
+    ManifestEntry,
+    format_manifest,
+    parse_manifest,
+    sha256_file,
+)
+from sysext.versioning import version_is_valid
+
+PASSPHRASE_ENV = "SYSEXT_KEY_PASSPHRASE"
+DEFAULT_UID = "sysext signing key"
+# systemd-pull caps the .gpg download at 1 MiB (pull_make_verification_jobs()).
+MAX_SIGNATURE_BYTES = 1 << 20
+_ARMOR_START = b"-----BEGIN PGP"
+_ENCRYPTED_KEY_MARKER = b"-----BEGIN PGP MESSAGE-----"
+_PASSPHRASE_HINT = f"set {PASSPHRASE_ENV} to the key's passphrase"
+
+
+class SignatureError(SysextError):
+    """A signature a host would reject (or that cannot be checked at all)."""
+
+
+@dataclass(frozen=True)
+class VerifiedEntry:
+    entry: ManifestEntry
+    ok: bool
+    problem: str | None = None
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+def generate_key(output: Path, uid: str = DEFAULT_UID, *, passphrase: str | None = None) -> str:
+    """Create a v4 ed25519 signing key at `output` (0600, atomic); return its fingerprint."""
+    output = Path(output)
+    if output.exists() or output.is_symlink():
+        raise SysextError(
+            f"{output}: already exists; refusing to overwrite a key",
+            "choose another --output, or delete the old key first if you really mean it",
+        )
+    if not uid.strip():
+        raise SysextError("the key's user ID must not be empty", 'pass --uid "Name <mail>"')
+    # v4 by default: never Profile.RFC9580, whose v6 keys gpg 2.2 and sqv reject (DESIGN §4).
+    tsk = pysequoia.Tsk.generate(uid)
+    if passphrase:
+        data = pysequoia.encrypt(bytes(tsk), passwords=[passphrase], armor=True)
+    else:
+        data = str(tsk).encode()
+    with atomic_path(output, 0o600) as tmp:
+        tmp.write_bytes(data)
+    return tsk.extract_certificate().fingerprint.upper()
+
+
+def load_key(key_path: Path, *, passphrase: str | None = None) -> pysequoia.Tsk:
+    """Read a key file written by generate_key() (or any unprotected OpenPGP secret key)."""
+    key_path = Path(key_path)
+    try:
+        data = key_path.read_bytes()
+    except FileNotFoundError:
+        raise SysextError(
+            f"{key_path}: no such key file", "create one with: sysext key generate --output KEY"
+        ) from None
+    if data.lstrip().startswith(_ENCRYPTED_KEY_MARKER):
+        if not passphrase:
+            raise SysextError(f"{key_path}: the key is protected by a passphrase", _PASSPHRASE_HINT)
+        try:
+            decrypted = pysequoia.decrypt(data, passwords=[passphrase]).bytes
+        except RuntimeError:
+            raise SysextError(f"{key_path}: wrong passphrase", _PASSPHRASE_HINT) from None
+        data = decrypted or b""
+    hint = "a public keyring cannot sign; use the key written by `sysext key generate`"
+    try:
+        tsk = pysequoia.Tsk.from_bytes(data)
+        has_secret = any(
+            packet.tag in (Tag.SecretKey, Tag.SecretSubkey) for packet in PacketPile.from_bytes(data)
+        )
+    except RuntimeError as exc:
+        raise SysextError(
+            f"{key_path}: not an OpenPGP secret key ({_first_line(exc)})", hint
+        ) from None
+    if not has_secret:
+        raise SysextError(f"{key_path}: not an OpenPGP secret key (public key only)", hint)
+    return tsk
+
+
+def export_public_key(
+    key_path: Path, *, armor: bool = False, passphrase: str | None = None
+) -> bytes:
+    """The public key of `key_path`; binary unless `armor` (hosts need binary, §3.4)."""
+    cert = load_key(key_path, passphrase=passphrase).extract_certificate()
+    return str(cert).encode() if armor else bytes(cert)
+
+
+def key_fingerprint(key_path: Path, *, passphrase: str | None = None) -> str:
+    return load_key(key_path, passphrase=passphrase).extract_certificate().fingerprint.upper()
+
+
+def sign_detached(
+    key_path: Path, data: bytes, *, passphrase: str | None = None, armor: bool = False
+) -> bytes:
+    """A detached signature of `data`; binary by default (both forms verify on hosts)."""
+    tsk = load_key(key_path, passphrase=passphrase)
+    return sign_with(tsk, data, armor=armor)
+
+
+def sign_with(tsk: pysequoia.Tsk, data: bytes, *, armor: bool = False) -> bytes:
+    """Sign with an already loaded key (the registry keeps one loaded)."""
+    try:
+        signer = tsk.signer()
+    except RuntimeError as exc:
+        raise SysextError(f"the key cannot sign: {_first_line(exc)}") from None
+    return pysequoia.sign(signer, data, mode=pysequoia.SignatureMode.DETACHED, armor=armor)
+
+
+# --- verification -------------------------------------------------------------------------
+
+
+def _read(source: bytes | Path) -> tuple[bytes, str]:
+    if isinstance(source, bytes):
+        return source, "keyring"
+    try:
+        return Path(source).read_bytes(), str(source)
+    except FileNotFoundError:
+        raise SignatureError(
+            f"{source}: no such keyring file",
+            "fetch the registry's binary key: curl -o FILE REGISTRY/keyring.gpg",
+        ) from None
+
+
+def load_keyring(keyring: bytes | Path) -> list[pysequoia.Cert]:
+    """The certificates of a keyring the way systemd's gpg call would accept it.
+
+    An armored keyring is refused: `gpg --keyring=FILE` does not read armored files, and a
+    host then reports "No public key" for every signature (§3.4, §8).
+    """
+    data, label = _read(keyring)
+    if not data.strip():
+        raise SignatureError(f"{label}: the keyring is empty")
+    if data.lstrip().startswith(_ARMOR_START):
+        raise SignatureError(
+            f"{label}: the keyring is ASCII-armored; systemd's gpg call rejects it"
+            " ('No public key')",
+            "use a binary keyring: `sysext key export KEY` (no --armor), the registry's"
+            " /keyring.gpg, or `gpg --dearmor`",
+        )
+    try:
+        certs = pysequoia.Cert.split_bytes(data)
+    except RuntimeError as exc:
+        raise SignatureError(f"{label}: not an OpenPGP keyring ({_first_line(exc)})") from None
+    if not certs:
+        raise SignatureError(f"{label}: no keys in the keyring")
+    return certs
+
+
+def _key_ids(cert: pysequoia.Cert) -> set[str]:
+    ids: set[str] = set()
+    for packet in PacketPile.from_bytes(bytes(cert)):
+        for value in (packet.key_id, packet.fingerprint):
+            if value:
+                ids.add(value.lower())
+    return ids
+
+
+def verify_detached(keyring: bytes | Path, data: bytes, signature: bytes) -> str:
+    """Check a detached signature of `data`; return the signing certificate's fingerprint.
+
+    Raises SignatureError naming the reason a host would fail: no/short signature, a key
+    not in the keyring, or a signature that does not match the bytes.
+    """
+    certs = load_keyring(keyring)
+    if len(signature) < MIN_DOWNLOAD_BYTES:
+        raise SignatureError(
+            f"the signature is {len(signature)} bytes; systemd 252–256 fail such downloads",
+            "re-sign the manifest: sysext sign DIR --key KEY",
+        )
+    if len(signature) > MAX_SIGNATURE_BYTES:
+        raise SignatureError("the signature is larger than the 1 MiB systemd-pull accepts")
+    try:
+        sig = pysequoia.Sig.from_bytes(signature)
+    except RuntimeError as exc:
+        raise SignatureError(
+            f"not an OpenPGP detached signature ({_first_line(exc)})",
+            "SHA256SUMS.gpg must be a detached signature (inline/clear-signed is unsupported)",
+        ) from None
+    issuer = (sig.issuer_fingerprint or sig.issuer_key_id or "").lower()
+    known = set().union(*(_key_ids(c) for c in certs))
+    if issuer and not any(issuer.endswith(k) or k.endswith(issuer) for k in known):
+        raise SignatureError(
+            f"no public key: signed by {issuer.upper()}, which is not in the keyring",
+            "install the registry's key as /etc/systemd/import-pubring.gpg"
+            " (it replaces the vendor keyring, §3.4)",
+        )
+    try:
+        result = pysequoia.verify(bytes=data, store=lambda _ids: certs, signature=sig)
+    except RuntimeError:
+        raise SignatureError(
+            "BAD signature: SHA256SUMS does not match SHA256SUMS.gpg",
+            "the manifest was changed after signing (or by a concurrent writer); re-sign it",
+        ) from None
+    if not result.valid_sigs:
+        raise SignatureError("no valid signature found")
+    return str(result.valid_sigs[0].certificate).upper()
+
+
+# --- directories --------------------------------------------------------------------------
+
+
+def is_image_name(name: str) -> bool:
+    """True for `NAME-VERSION-ARCH.raw` with a systemd architecture and a valid version.
+
+    This is what goes into a host-facing SHA256SUMS; provenance, sidecars and other files
+    stay out, because 252–256 patterns match names that merely *start* like an image (§7.2).
+    """
+    if not name.endswith(".raw") or name.startswith("."):
+        return False
+    stem = name[: -len(".raw")]
+    for arch in SYSTEMD_ARCHITECTURES:
+        suffix = f"-{arch}"
+        if stem.endswith(suffix):
+            head = stem[: -len(suffix)]
+            # NAME may itself contain '-': any split point with a valid version will do.
+            if any(
+                c == "-" and i > 0 and version_is_valid(head[i + 1 :]) for i, c in enumerate(head)
+            ):
+                return True
+    return False
+
+
+_TEMP = re.compile(r"^\.#")
+
+
+def image_entries(directory: Path) -> list[ManifestEntry]:
+    """Manifest entries for the images in `directory` (hashes computed now)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SysextError(f"{directory}: not a directory")
+    return [
+        ManifestEntry(p.name, sha256_file(p))
+        for p in sorted(directory.iterdir())
+        if p.is_file() and not _TEMP.match(p.name) and is_image_name(p.name)
+    ]
+
+
+def write_signed_manifest(
+    directory: Path, manifest: bytes, signature: bytes, *, mode: int = 0o644
+) -> None:
+    """Replace DIR/SHA256SUMS and DIR/SHA256SUMS.gpg, both fully written before either moves.
+
+    The signature is renamed into place first, then the manifest: a reader that fetches
+    the manifest first (as systemd-pull does) and sees the new one always finds the new
+    signature beside it. Two renames cannot be one atomic step, so a reader racing the
+    few microseconds between them may still see a mismatch and retry; serve versioned
+    directories behind one symlink swap if that matters.
+    """
+    directory = Path(directory)
+    with (
+        atomic_path(directory / MANIFEST_NAME, mode) as manifest_tmp,
+        atomic_path(directory / SIGNATURE_NAME, mode) as signature_tmp,
+    ):
+        manifest_tmp.write_bytes(manifest)
+        signature_tmp.write_bytes(signature)
+        # Leaving the block renames the inner (signature) first, then the manifest.
+
+
+def sign_directory(
+    directory: Path, key_path: Path, *, passphrase: str | None = None
+) -> list[ManifestEntry]:
+    """(Re)write DIR/SHA256SUMS for the images in DIR and its detached DIR/SHA256SUMS.gpg."""
+    directory = Path(directory)
+    tsk = load_key(key_path, passphrase=passphrase)  # fail before touching anything
+    entries = image_entries(directory)
+    if not entries:
+        raise SysextError(
+            f"{directory}: no images (NAME-VERSION-ARCH.raw) to sign",
+            "build one first: sysext build RECIPE --output DIR",
+        )
+    manifest = format_manifest(entries)
+    signature = sign_with(tsk, manifest)
+    write_signed_manifest(directory, manifest, signature)
+    return entries
+
+
+def verify_directory(directory: Path, keyring: bytes | Path) -> tuple[str, list[VerifiedEntry]]:
+    """Check DIR/SHA256SUMS.gpg and then every listed file's hash.
+
+    Returns the signer fingerprint and one result per manifest entry; raises
+    SignatureError/ManifestError when the manifest itself cannot be trusted.
+    """
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST_NAME
+    signature_path = directory / SIGNATURE_NAME
+    if not manifest_path.is_file():
+        raise SysextError(f"{manifest_path}: missing", "create it with: sysext sign DIR --key KEY")
+    if not signature_path.is_file():
+        raise SignatureError(
+            f"{signature_path}: missing; hosts with Verify=yes refuse an unsigned manifest",
+            "sign it: sysext sign DIR --key KEY",
+        )
+    manifest = manifest_path.read_bytes()
+    fingerprint = verify_detached(keyring, manifest, signature_path.read_bytes())
+    entries = parse_manifest(manifest)
+    results: list[VerifiedEntry] = []
+    for entry in entries:
+        path = directory / entry.filename
+        if not path.is_file():
+            results.append(VerifiedEntry(entry, False, "listed but missing"))
+            continue
+        actual = sha256_file(path)
+        if actual != entry.sha256:
+            results.append(
+                VerifiedEntry(entry, False, f"sha256 mismatch (listed {entry.sha256}, is {actual})")
+            )
+        else:
+            results.append(VerifiedEntry(entry, True))
+    return fingerprint, results
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

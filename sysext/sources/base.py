@@ -1,0 +1,71 @@
+"""The protocol every source kind implements, and the plug-in registry of kinds.
+
+A kind declares the recipe keys it accepts, checks a parsed `SourceSpec` for its own rules
+(at recipe-load time, before anything is fetched), and fetches one architecture's file.
+Adding a kind means writing one module and registering it; the pipeline never changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from sysext.architecture import Architecture
+from sysext.download import Downloader
+from sysext.extract import ArchiveFormat
+
+if TYPE_CHECKING:
+    from sysext.recipe import Recipe, SourceSpec, Where
+
+
+@dataclass(frozen=True)
+class FetchContext:
+    recipe: Recipe
+    version: str
+    arch: Architecture
+    downloader: Downloader
+    work_dir: Path  # a private temporary directory for this build
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.downloader.cache_dir
+
+    def expand(self, spec: SourceSpec, template: str, key: str) -> str:
+        return self.recipe.expand(template, self.version, self.arch, f"sources[{spec.index}].{key}")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A source file on local disk, verified, with what provenance records about it."""
+
+    path: Path
+    format: ArchiveFormat
+    origin: str  # URL, path or package reference
+    sha256: str
+    file_name: str
+
+
+class SourceKind(Protocol):
+    name: str
+    keys: frozenset[str]
+
+    def check(self, spec: SourceSpec, where: Where) -> None: ...
+
+    def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched: ...
+
+
+_KINDS: dict[str, SourceKind] = {}
+
+
+def register(kind: SourceKind) -> SourceKind:
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def source_kind(name: str) -> SourceKind:
+    return _KINDS[name]
+
+
+def source_kind_names() -> list[str]:
+    return sorted(_KINDS)

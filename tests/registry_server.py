@@ -1,0 +1,167 @@
+"""A real registry for tests: `sysext serve` in a subprocess on 127.0.0.1.
+
+    from tests.registry_server import running_registry
+    with running_registry(tmp_path / "data") as reg:
+        reg.url, reg.admin_token, reg.keyring()
+
+Also the pytest fixture `registry_server` (import it into a test module or conftest:
+`from tests.registry_server import registry_server  # noqa: F401`), and `build_image()`
+to pack a tiny real extension image (usr/bin/NAME printing a line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RegistryServer:
+    data: Path
+    port: int
+    admin_token: str = ADMIN_TOKEN
+    env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, env: Mapping[str, str] | None = None, timeout: float = 60) -> None:
+        """Start (or restart) `sysext serve` on the same data dir and port; wait until ready."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SYSEXT_")}
+        full_env = {
+            **inherited,
+            "SYSEXT_ADMIN_TOKEN": self.admin_token,
+            "NO_COLOR": "1",
+            **self.env,
+            **(env or {}),
+        }
+        self.log_path = self.log_path or self.data.parent / f"registry-{self.port}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 (handed to the child process)
+        argv = [sys.executable, "-m", "sysext.cli.main", "serve", "--data", str(self.data)]
+        argv += ["--port", str(self.port), *self.args]
+        # Own process group: a crash test kills the supervisor and every worker at once.
+        self.process = subprocess.Popen(
+            argv, env=full_env, stdout=log, stderr=log, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sysext serve exited {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{self.url}/api/v1/status", timeout=5).status_code == 200:
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"sysext serve did not become ready:\n{self.log()}")
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server: SIGTERM (graceful) or SIGKILL to every process (a crash)."""
+        if self.process is None:
+            return
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        elif self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        # Workers left behind by a crashed supervisor must not keep answering.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def keyring(self) -> bytes:
+        response = requests.get(f"{self.url}/keyring.gpg", timeout=10)
+        response.raise_for_status()
+        return response.content
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.admin_token}"}
+
+
+@contextlib.contextmanager
+def running_registry(
+    data: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    port: int | None = None,
+) -> Iterator[RegistryServer]:
+    server = RegistryServer(data=data, port=port or free_port(), env=dict(env or {}), args=args)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def registry_server(tmp_path: Path) -> Iterator[RegistryServer]:
+    with running_registry(tmp_path / "registry-data") as server:
+        yield server
+
+
+def build_image(
+    output: Path,
+    name: str,
+    version: str,
+    arch: str = "x86-64",
+    *,
+    payload: str = "",
+    release_name: str | None = None,
+) -> Path:
+    """Pack a tiny real squashfs extension NAME-VERSION-ARCH.raw into `output`.
+
+    `release_name` names the extension-release file differently (a mismatched image);
+    the file is still called NAME-VERSION-ARCH.raw.
+    """
+    from sysext.architecture import Architecture
+    from sysext.extension_release import ExtensionRelease
+    from sysext.image import pack
+
+    tree = output / f".tree-{name}-{version}-{arch}"
+    (tree / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+    script = tree / "usr" / "bin" / name
+    script.write_text(f"#!/bin/sh\necho {name} {version} {payload}\n")
+    script.chmod(0o755)
+    scratch = output / f".pack-{name}-{version}-{arch}"
+    release = ExtensionRelease(
+        name=release_name or name, version=version, arch=Architecture.parse(arch)
+    )
+    built = pack(tree, release, scratch)
+    target = output / f"{name}-{version}-{arch}.raw"
+    os.replace(built.path, target)
+    return target

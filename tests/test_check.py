@@ -1,0 +1,331 @@
+"""`sysext check` against a directory served over real HTTP on 127.0.0.1 (spec §3–§5)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sysext.architecture import Architecture
+from sysext.checker import CheckError, check_remote
+from sysext.extension_release import ExtensionRelease
+from sysext.image import pack
+from sysext.manifest import ManifestEntry, ManifestError, format_manifest, sha256_file
+from sysext.patterns import HostInfo
+from sysext.signing import (
+    SignatureError,
+    export_public_key,
+    generate_key,
+    sign_detached,
+    sign_directory,
+)
+from tests.conftest import StaticServer, run_cli
+
+HOST = HostInfo(arch="x86-64", os_release={"ID": "flatcar", "VERSION_ID": "3815.2.0"})
+
+
+@pytest.fixture(scope="module")
+def signing(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("check-keys")
+    key = base / "registry.key"
+    generate_key(key, "Registry <registry@example.test>")
+    keyring = base / "import-pubring.gpg"
+    keyring.write_bytes(export_public_key(key))
+    return key, keyring
+
+
+@pytest.fixture(scope="module")
+def real_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real squashfs extension image made by the builder (hello 1.1)."""
+    base = tmp_path_factory.mktemp("check-image")
+    tree = base / "tree"
+    (tree / "usr/bin").mkdir(parents=True)
+    (tree / "usr/bin/hello").write_text("#!/bin/sh\necho hello\n")
+    (tree / "usr/bin/hello").chmod(0o755)
+    release = ExtensionRelease(name="hello", version="1.1", arch=Architecture.X86_64)
+    built = pack(tree, release, base / "out")
+    assert built.path.name == "hello-1.1-x86-64.raw"
+    return built.path
+
+
+def publish(
+    server: StaticServer,
+    name: str,
+    files: dict[str, bytes],
+    key: Path | None,
+    *,
+    real: Path | None = None,
+) -> str:
+    directory = server.root / "extensions" / name
+    directory.mkdir(parents=True)
+    for file_name, data in files.items():
+        (directory / file_name).write_bytes(data)
+    if real is not None:
+        (directory / real.name).write_bytes(real.read_bytes())
+    if key is not None:
+        sign_directory(directory, key)
+    return f"{server.url}/extensions/{name}"
+
+
+def test_signed_registry_directory(
+    static_server: StaticServer, signing: tuple[Path, Path], real_image: Path
+) -> None:
+    key, keyring = signing
+    url = publish(
+        static_server,
+        "hello",
+        {"hello-1.0-x86-64.raw": b"old", "hello-1.2-arm64.raw": b"arm"},
+        key,
+        real=real_image,
+    )
+    report = check_remote(
+        url, keyring=keyring, patterns=None, host=HOST, verify_payload=True
+    )
+    assert report.ok and report.signer
+    assert report.patterns == ("hello-@v-x86-64.raw",)
+    assert [a.version for a in report.available] == ["1.1", "1.0"]
+    assert report.ignored == ("hello-1.2-arm64.raw",)
+    assert report.selection.candidate == "1.1"
+    assert report.candidate is not None
+    assert report.candidate.url == f"{url}/hello-1.1-x86-64.raw"
+    assert report.payload_verified == "hello-1.1-x86-64.raw"
+
+    result = run_cli("check", url, "--keyring", keyring, "--arch", "x86-64", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["candidate"] == "1.1" and data["ok"] and data["verified_by"]
+
+    text = run_cli("check", url + "/?token=ignored#x", "--keyring", keyring, "--arch", "x86-64")
+    assert text.returncode == 0, text.stderr
+    assert "1.1" in text.stdout and "<- candidate" in text.stdout
+
+
+def test_arm64_host_sees_its_own_build(
+    static_server: StaticServer, signing: tuple[Path, Path]
+) -> None:
+    key, keyring = signing
+    url = publish(static_server, "hello", {"hello-1.2-arm64.raw": b"arm"}, key)
+    arm = HostInfo(arch="arm64", os_release={})
+    assert check_remote(url, keyring=keyring, patterns=None, host=arm).selection.candidate == "1.2"
+    with pytest.raises(CheckError, match="no entry of .* matches hello-@v-x86-64.raw") as info:
+        check_remote(url, keyring=keyring, patterns=None, host=HOST)
+    assert "hello-1.2-arm64.raw" in info.value.message and info.value.hint
+
+
+def test_tampered_manifest(static_server: StaticServer, signing: tuple[Path, Path]) -> None:
+    key, keyring = signing
+    url = publish(static_server, "hello", {"hello-1.0-x86-64.raw": b"x"}, key)
+    manifest = static_server.root / "extensions/hello/SHA256SUMS"
+    evil = format_manifest([ManifestEntry("hello-9.9-x86-64.raw", "f" * 64)])
+    manifest.write_bytes(evil)
+    with pytest.raises(SignatureError, match="BAD signature"):
+        check_remote(url, keyring=keyring, patterns=None, host=HOST)
+    result = run_cli("check", url, "--keyring", keyring, "--arch", "x86-64")
+    assert result.returncode == 2 and "BAD signature" in result.stderr
+    assert "Traceback" not in result.stderr
+    # Without a keyring (Verify=no) the same directory "works": that is the risk.
+    assert check_remote(url, keyring=None, patterns=None, host=HOST).selection.candidate == "9.9"
+
+
+def test_unsigned_directory_with_keyring(
+    static_server: StaticServer, signing: tuple[Path, Path]
+) -> None:
+    _, keyring = signing
+    directory = static_server.root / "extensions/hello"
+    directory.mkdir(parents=True)
+    (directory / "hello-1.0-x86-64.raw").write_bytes(b"x")
+    (directory / "SHA256SUMS").write_bytes(
+        format_manifest([ManifestEntry("hello-1.0-x86-64.raw", sha256_file(directory / "hello-1.0-x86-64.raw"))])
+    )
+    url = f"{static_server.url}/extensions/hello"
+    with pytest.raises(CheckError, match=r"signature: .*SHA256SUMS.gpg: HTTP 404") as info:
+        check_remote(url, keyring=keyring, patterns=None, host=HOST)
+    assert info.value.hint and "mandatory" in info.value.hint
+
+
+def test_foreign_signature(
+    static_server: StaticServer, signing: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, keyring = signing
+    other = tmp_path / "other.key"
+    generate_key(other, "Other")
+    url = publish(static_server, "hello", {"hello-1.0-x86-64.raw": b"x"}, other)
+    with pytest.raises(SignatureError, match="no public key"):
+        check_remote(url, keyring=keyring, patterns=None, host=HOST)
+
+
+def test_armored_keyring_is_refused(
+    static_server: StaticServer, signing: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, _ = signing
+    url = publish(static_server, "hello", {"hello-1.0-x86-64.raw": b"x"}, key)
+    armored = tmp_path / "pubring.asc"
+    armored.write_bytes(export_public_key(key, armor=True))
+    result = run_cli("check", url, "--keyring", armored, "--arch", "x86-64")
+    assert result.returncode == 2 and "ASCII-armored" in result.stderr
+
+
+def test_manifest_404(static_server: StaticServer) -> None:
+    with pytest.raises(CheckError, match="HTTP 404"):
+        check_remote(
+            f"{static_server.url}/extensions/nope", keyring=None, patterns=None, host=HOST
+        )
+    result = run_cli("check", f"{static_server.url}/extensions/nope", "--arch", "x86-64")
+    assert result.returncode == 2
+    assert "SHA256SUMS: HTTP 404" in result.stderr and "hint:" in result.stderr
+
+
+def test_crlf_manifest(static_server: StaticServer, signing: tuple[Path, Path]) -> None:
+    key, keyring = signing
+    directory = static_server.root / "extensions/hello"
+    directory.mkdir(parents=True)
+    manifest = f"{'a' * 64}  hello-1.0-x86-64.raw\r\n".encode()
+    (directory / "SHA256SUMS").write_bytes(manifest)
+    (directory / "SHA256SUMS.gpg").write_bytes(sign_detached(key, manifest))
+    url = f"{static_server.url}/extensions/hello"
+    with pytest.raises(ManifestError, match="line 1: .*control character"):
+        check_remote(url, keyring=keyring, patterns=None, host=HOST)
+
+
+def test_empty_manifest_is_an_error_not_no_versions(static_server: StaticServer) -> None:
+    directory = static_server.root / "extensions/hello"
+    directory.mkdir(parents=True)
+    (directory / "SHA256SUMS").write_bytes(b"")
+    url = f"{static_server.url}/extensions/hello"
+    with pytest.raises(CheckError, match="0 bytes; systemd 252–256 fail"):
+        check_remote(url, keyring=None, patterns=None, host=HOST)
+
+
+def test_docker_compose_trap(static_server: StaticServer, signing: tuple[Path, Path]) -> None:
+    key, keyring = signing
+    shared = {
+        "docker-24.0.5-x86-64.raw": b"docker",
+        "docker-compose-2.20.0-x86-64.raw": b"compose",
+    }
+    url = publish(static_server, "shared", shared, key)
+    report = check_remote(url, keyring=keyring, patterns=["docker-@v-%a.raw"], host=HOST)
+    assert [a.version for a in report.available] == ["24.0.5", "compose-2.20.0"]
+    assert report.ok and report.selection.candidate == "24.0.5"
+    assert any("docker/docker-compose trap" in w for w in report.warnings)
+
+    only_compose = publish(
+        static_server, "compose-only", {"docker-compose-2.20.0-x86-64.raw": b"c"}, key
+    )
+    result = run_cli(
+        "check", only_compose, "--keyring", keyring, "--pattern", "docker-@v-%a.raw",
+        "--arch", "x86-64",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "would install docker-compose-2.20.0-x86-64.raw" in result.stderr
+
+
+def test_sidecar_in_manifest(static_server: StaticServer, signing: tuple[Path, Path]) -> None:
+    """A signature file that extends an image name would be installed as the extension."""
+    key, keyring = signing
+    directory = static_server.root / "extensions/hello"
+    directory.mkdir(parents=True)
+    files = {"hello-1.0-x86-64.raw": b"img", "hello-1.1-x86-64.raw.sig": b"sig"}
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    manifest = format_manifest(
+        [ManifestEntry(n, sha256_file(directory / n)) for n in files]
+    )
+    (directory / "SHA256SUMS").write_bytes(manifest)
+    (directory / "SHA256SUMS.gpg").write_bytes(sign_detached(key, manifest))
+    url = f"{static_server.url}/extensions/hello"
+    report = check_remote(url, keyring=keyring, patterns=None, host=HOST)
+    assert report.selection.candidate == "1.1"
+    assert not report.ok
+    assert "hello-1.1-x86-64.raw.sig" in str(report.problem)
+
+
+def test_installed_newer_never_downgrades(
+    static_server: StaticServer, signing: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, keyring = signing
+    url = publish(
+        static_server, "hello", {"hello-1.0-x86-64.raw": b"a", "hello-1.1-x86-64.raw": b"b"}, key
+    )
+    installed = tmp_path / "opt-extensions-hello"
+    installed.mkdir()
+    (installed / "hello-2.0-x86-64.raw").write_bytes(b"newer")
+    (installed / "hello-9.0-x86-64.raw").symlink_to("hello-2.0-x86-64.raw")  # ignored
+    (installed / ".#sysupdatehello-8.0-x86-64.raw1234").write_bytes(b"tmp")  # ignored
+    report = check_remote(
+        url, keyring=keyring, patterns=None, host=HOST, installed_dir=installed
+    )
+    assert report.installed == ("2.0",)
+    assert report.selection.candidate is None and report.ok
+    assert "never downgrades" in report.selection.reason
+    result = run_cli(
+        "check", url, "--keyring", keyring, "--installed", installed, "--arch", "x86-64"
+    )
+    assert result.returncode == 0 and "up to date" in result.stdout
+
+    (installed / "hello-2.0-x86-64.raw").unlink()
+    (installed / "hello-1.0-x86-64.raw").write_bytes(b"a")
+    upgrade = check_remote(url, keyring=keyring, patterns=None, host=HOST, installed_dir=installed)
+    assert upgrade.selection.candidate == "1.1"
+
+
+def test_min_version(static_server: StaticServer, signing: tuple[Path, Path]) -> None:
+    key, keyring = signing
+    url = publish(
+        static_server, "hello", {"hello-1.0-x86-64.raw": b"a", "hello-1.1-x86-64.raw": b"b"}, key
+    )
+    report = check_remote(url, keyring=keyring, patterns=None, host=HOST, min_version="2.0")
+    assert report.selection.obsolete and not report.ok
+    result = run_cli(
+        "check", url, "--keyring", keyring, "--min-version", "2.0", "--arch", "x86-64"
+    )
+    assert result.returncode == 2 and "older than MinVersion=2.0" in result.stderr
+    ok = check_remote(url, keyring=keyring, patterns=None, host=HOST, min_version="1.1")
+    assert ok.selection.candidate == "1.1"
+
+
+def test_payload_hash_mismatch(static_server: StaticServer, signing: tuple[Path, Path]) -> None:
+    key, keyring = signing
+    url = publish(static_server, "hello", {"hello-1.0-x86-64.raw": b"a"}, key)
+    (static_server.root / "extensions/hello/hello-1.0-x86-64.raw").write_bytes(b"replaced")
+    with pytest.raises(CheckError, match="SHA-256 mismatch"):
+        check_remote(url, keyring=keyring, patterns=None, host=HOST, verify_payload=True)
+
+
+def test_os_bound_pattern_with_os_release(
+    static_server: StaticServer, signing: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, keyring = signing
+    url = publish(
+        static_server,
+        "docker",
+        {"docker-24.0.5-3815.2.0-x86-64.raw": b"a", "docker-24.0.6-3975.0.0-x86-64.raw": b"b"},
+        key,
+    )
+    os_release = tmp_path / "os-release"
+    os_release.write_text("ID=flatcar\nVERSION_ID=3815.2.0\n")
+    result = run_cli(
+        "check", url, "--keyring", keyring, "--pattern", "docker-@v-%w-%a.raw",
+        "--os-release", os_release, "--arch", "x86-64", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["patterns"] == ["docker-@v-3815.2.0-x86-64.raw"]
+    assert data["candidate"] == "24.0.5"
+
+
+def test_file_url(tmp_path: Path, signing: tuple[Path, Path]) -> None:
+    key, keyring = signing
+    directory = tmp_path / "hello"
+    directory.mkdir()
+    (directory / "hello-1.0-x86-64.raw").write_bytes(b"a")
+    sign_directory(directory, key)
+    report = check_remote(f"file://{directory}", keyring=keyring, patterns=None, host=HOST)
+    assert report.selection.candidate == "1.0"
+
+
+def test_bad_pattern_and_help() -> None:
+    result = run_cli("check", "http://127.0.0.1:9/x", "--pattern", "foo.raw", "--arch", "x86-64")
+    assert result.returncode == 2 and "no '@v'" in result.stderr
+    helped = run_cli("check", "--help")
+    assert helped.returncode == 0 and "Example" in helped.stdout

@@ -1,0 +1,146 @@
+"""Pure parts of the registry: names, ranges, settings, scopes, manifest order."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from registry.auth import Principal, bearer_token, scope_problem
+from registry.db import Image
+from registry.files import parse_range
+from registry.materialize import manifest_bytes
+from registry.names import ImageName, name_problem, parse_image_filename
+from registry.settings import Settings, load_settings, settings_env
+from sysext.errors import SysextError
+from sysext.manifest import parse_manifest
+
+
+@pytest.mark.parametrize(
+    ("name", "filename", "expected"),
+    [
+        ("podman", "podman-5.3.1-x86-64.raw", ImageName("podman", "5.3.1", "x86-64")),
+        ("podman", "podman-5.3.1-x86.raw", ImageName("podman", "5.3.1", "x86")),
+        ("docker-compose", "docker-compose-2.1-rc1-arm64.raw", ImageName("docker-compose", "2.1-rc1", "arm64")),
+        ("k", "k-1_2+3,4-ppc64-le.raw", ImageName("k", "1_2+3,4", "ppc64-le")),
+    ],
+)
+def test_parse_image_filename(name: str, filename: str, expected: ImageName) -> None:
+    assert parse_image_filename(name, filename) == expected
+    assert expected.filename == filename
+
+
+@pytest.mark.parametrize(
+    ("name", "filename", "reason"),
+    [
+        ("podman", "podman-5.3.1-x86_64.raw", "systemd architecture"),
+        ("podman", "podman-5.3.1-amd64.raw", "systemd architecture"),
+        ("podman", "docker-5.3.1-x86-64.raw", "is not named podman-VERSION-ARCH.raw"),
+        ("podman", "podman-5.3.1-x86-64.img", "end in .raw"),
+        ("podman", "podman-x86-64.raw", "does not end in -ARCH.raw"),
+        ("podman", "podman-5~rc1-x86-64.raw", "'~'"),
+        ("podman", "podman-1 2-x86-64.raw", "' '"),
+        ("podman", "../podman-1-x86-64.raw", "invalid file name"),
+        ("..", "..-1-x86-64.raw", "invalid extension name"),
+        ("a/b", "a/b-1-x86-64.raw", "invalid extension name"),
+        (".hidden", ".hidden-1-x86-64.raw", "invalid extension name"),
+    ],
+)
+def test_parse_image_filename_rejects(name: str, filename: str, reason: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_image_filename(name, filename)
+    assert reason in str(info.value)
+
+
+def test_name_problem() -> None:
+    assert name_problem("docker-compose") is None
+    assert name_problem("a..b") is not None
+    assert name_problem("x" * 129) is not None
+    assert name_problem("") is not None
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "expected"),
+    [
+        ("bytes=0-9", 100, (0, 10)),
+        ("bytes=90-", 100, (90, 100)),
+        ("bytes=-10", 100, (90, 100)),
+        ("bytes=-1000", 100, (0, 100)),
+        ("bytes=95-1000", 100, (95, 100)),
+        ("bytes=100-", 100, "unsatisfiable"),
+        ("bytes=-0", 100, "unsatisfiable"),
+        ("bytes=5-2", 100, None),
+        ("bytes=0-1,5-6", 100, None),
+        ("items=0-1", 100, None),
+        ("bytes=abc", 100, None),
+    ],
+)
+def test_parse_range(header: str, size: int, expected: object) -> None:
+    assert parse_range(header, size) == expected
+
+
+def test_settings_precedence(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "registry.toml").write_text('public_url = "https://file.example"\nport = 9000\n')
+    env = {"SYSEXT_DATA": str(data), "SYSEXT_PORT": "9100", "SYSEXT_CHANNELS": "beta,edge"}
+    settings = load_settings({"port": 9200}, env=env)
+    assert settings.public_url == "https://file.example"  # file only
+    assert settings.port == 9200  # flag > env > file
+    assert settings.channels == ("stable", "beta", "edge")  # stable always exists
+    assert settings.base_url == "https://file.example"
+    again = load_settings(env=settings_env(settings))
+    assert again.port == settings.port and again.channels == settings.channels
+    assert Settings(host="0.0.0.0", port=8080).base_url == "http://127.0.0.1:8080"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SYSEXT_PORT": "eighty"}, "SYSEXT_PORT: invalid value 'eighty' for port"),
+        ({"SYSEXT_CHANNELS": "stable,a/b"}, "invalid value 'stable,a/b' for channels"),
+    ],
+)
+def test_settings_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SysextError, match=message):
+        load_settings(env=env)
+
+
+def test_settings_unknown_key_in_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("prot = 1\n")
+    with pytest.raises(SysextError, match="unknown setting 'prot'"):
+        load_settings(env={}, config_file=config)
+
+
+def test_scopes() -> None:
+    token = Principal(3, ("podman", "k*"))
+    assert token.may_write("podman") and token.may_write("kubernetes")
+    assert not token.may_write("podman-compose") and not token.may_write("docker")
+    assert Principal(None, ("*",)).may_write("anything")
+    assert scope_problem("k*") is None and scope_problem("a b") and scope_problem("")
+    assert bearer_token("Bearer abc") == "abc"
+    assert bearer_token("Basic abc") is None and bearer_token(None) is None
+
+
+def _image(version: str, arch: str = "x86-64", yanked: bool = False) -> Image:
+    return Image(
+        name="x",
+        version=version,
+        arch=arch,
+        filename=f"x-{version}-{arch}.raw",
+        sha256=f"{len(version):064x}",
+        size=1,
+        format="squashfs",
+        created_at=dt.datetime.now(dt.UTC),
+        yanked=yanked,
+    )
+
+
+def test_manifest_in_version_order_without_yanked() -> None:
+    images = [_image("1.10"), _image("1.9"), _image("1.9", "arm64"), _image("2.0", yanked=True)]
+    data = manifest_bytes(images)
+    names = [e.filename for e in parse_manifest(data)]
+    # systemd's order (1.9 < 1.10), not byte order; yanked 2.0 absent.
+    assert names == ["x-1.9-arm64.raw", "x-1.9-x86-64.raw", "x-1.10-x86-64.raw"]

@@ -1,0 +1,360 @@
+"""OpenPGP keys and SHA256SUMS signatures, cross-checked with the real gpg (exactly the
+command line systemd 252–256 runs, spec §3.4) and with sqv."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sysext.errors import SysextError
+from sysext.manifest import ManifestError, format_manifest, parse_manifest, sha256_file
+from sysext.signing import (
+    SignatureError,
+    export_public_key,
+    generate_key,
+    is_image_name,
+    key_fingerprint,
+    load_keyring,
+    sign_detached,
+    sign_directory,
+    verify_detached,
+    verify_directory,
+)
+from tests.conftest import run_cli
+
+MANIFEST = f"{'b' * 64}  podman-5.3.1-x86-64.raw\n".encode()
+
+
+def gpg_verify_like_systemd(tmp: Path, keyring: Path, signature: bytes, data: bytes) -> int:
+    """verify_gpg() of v256 pull-common.c: temp homedir, the signature in a temp file and
+    the manifest on stdin."""
+    home = tmp / f"gpghome{os.urandom(4).hex()}"
+    home.mkdir(mode=0o700)
+    sig = tmp / f"sig{os.urandom(4).hex()}"
+    sig.write_bytes(signature)
+    argv = [
+        "gpg",
+        "--no-options",
+        "--no-default-keyring",
+        "--no-auto-key-locate",
+        "--no-auto-check-trustdb",
+        "--batch",
+        "--trust-model=always",
+        f"--homedir={home}",
+        f"--keyring={keyring}",
+        "--verify",
+        str(sig),
+        "-",
+    ]
+    proc = subprocess.run(argv, input=data, capture_output=True, check=False)
+    return proc.returncode
+
+
+def sqv_verify(keyring: Path, signature: Path, data: Path) -> int:
+    proc = subprocess.run(
+        ["sqv", "--keyring", str(keyring), str(signature), str(data)],
+        capture_output=True,
+        check=False,
+    )
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("keys")
+    out: dict[str, Path] = {}
+    for name in ("main", "foreign"):
+        key = base / f"{name}.key"
+        generate_key(key, f"{name} <{name}@example.test>")
+        pub = base / f"{name}.gpg"
+        pub.write_bytes(export_public_key(key))
+        out[name] = key
+        out[f"{name}.pub"] = pub
+    armored = base / "main.asc"
+    armored.write_bytes(export_public_key(out["main"], armor=True))
+    out["main.asc"] = armored
+    return out
+
+
+def test_generated_key_file(tmp_path: Path) -> None:
+    key = tmp_path / "k.key"
+    fingerprint = generate_key(key, "T <t@example.test>")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert len(fingerprint) == 40 and fingerprint == key_fingerprint(key)
+    assert key.read_bytes().startswith(b"-----BEGIN PGP PRIVATE KEY BLOCK-----")
+    assert [p.name for p in tmp_path.iterdir()] == ["k.key"]  # no temporaries left
+
+
+def test_refuses_to_overwrite(tmp_path: Path) -> None:
+    key = tmp_path / "k.key"
+    key.write_bytes(b"precious")
+    with pytest.raises(SysextError, match="refusing to overwrite") as info:
+        generate_key(key, "T")
+    assert info.value.hint
+    assert key.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["k.key"]
+
+
+def test_passphrase_protected_key(tmp_path: Path) -> None:
+    key = tmp_path / "k.key"
+    generate_key(key, "T <t@example.test>", passphrase="s3cret")
+    assert b"PRIVATE KEY" not in key.read_bytes()  # the secret is not stored in clear
+    with pytest.raises(SysextError, match="protected by a passphrase") as info:
+        sign_detached(key, b"x")
+    assert info.value.hint and "SYSEXT_KEY_PASSPHRASE" in info.value.hint
+    with pytest.raises(SysextError, match="wrong passphrase"):
+        sign_detached(key, b"x", passphrase="nope")
+    signature = sign_detached(key, MANIFEST, passphrase="s3cret")
+    public = export_public_key(key, passphrase="s3cret")
+    assert verify_detached(public, MANIFEST, signature) == key_fingerprint(key, passphrase="s3cret")
+
+
+def test_keys_are_v4_ed25519(tmp_path: Path, keys: dict[str, Path]) -> None:
+    # gpg 2.2 and sqv reject v6 keys (DESIGN §4): ask gpg what it sees.
+    proc = subprocess.run(
+        ["gpg", "--homedir", str(tmp_path), "--list-packets", str(keys["main.pub"])],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ":public key packet:" in proc.stdout
+    assert "version 4, algo 22" in proc.stdout  # 22 = EdDSA (ed25519)
+
+
+@pytest.mark.parametrize("armor", [False, True])
+def test_gpg_and_sqv_accept_our_signatures(
+    tmp_path: Path, keys: dict[str, Path], armor: bool
+) -> None:
+    signature = sign_detached(keys["main"], MANIFEST, armor=armor)
+    assert signature.startswith(b"-----BEGIN PGP SIGNATURE-----") == armor
+    assert gpg_verify_like_systemd(tmp_path, keys["main.pub"], signature, MANIFEST) == 0
+    sig_file, data_file = tmp_path / "SHA256SUMS.gpg", tmp_path / "SHA256SUMS"
+    sig_file.write_bytes(signature)
+    data_file.write_bytes(MANIFEST)
+    assert sqv_verify(keys["main.pub"], sig_file, data_file) == 0
+    assert verify_detached(keys["main.pub"], MANIFEST, signature) == key_fingerprint(keys["main"])
+
+
+def test_tampered_manifest_fails_everywhere(tmp_path: Path, keys: dict[str, Path]) -> None:
+    signature = sign_detached(keys["main"], MANIFEST)
+    tampered = MANIFEST.replace(b"5.3.1", b"5.3.2")
+    assert gpg_verify_like_systemd(tmp_path, keys["main.pub"], signature, tampered) != 0
+    sig_file, data_file = tmp_path / "s.gpg", tmp_path / "d"
+    sig_file.write_bytes(signature)
+    data_file.write_bytes(tampered)
+    assert sqv_verify(keys["main.pub"], sig_file, data_file) != 0
+    with pytest.raises(SignatureError, match="BAD signature"):
+        verify_detached(keys["main.pub"], tampered, signature)
+
+
+def test_foreign_key_fails_everywhere(tmp_path: Path, keys: dict[str, Path]) -> None:
+    signature = sign_detached(keys["foreign"], MANIFEST)
+    assert gpg_verify_like_systemd(tmp_path, keys["main.pub"], signature, MANIFEST) != 0
+    sig_file, data_file = tmp_path / "s.gpg", tmp_path / "d"
+    sig_file.write_bytes(signature)
+    data_file.write_bytes(MANIFEST)
+    assert sqv_verify(keys["main.pub"], sig_file, data_file) != 0
+    with pytest.raises(SignatureError, match="no public key") as info:
+        verify_detached(keys["main.pub"], MANIFEST, signature)
+    assert info.value.hint and "import-pubring.gpg" in info.value.hint
+
+
+def test_armored_keyring_fails_like_on_a_host(tmp_path: Path, keys: dict[str, Path]) -> None:
+    signature = sign_detached(keys["main"], MANIFEST)
+    assert gpg_verify_like_systemd(tmp_path, keys["main.asc"], signature, MANIFEST) != 0
+    with pytest.raises(SignatureError, match="ASCII-armored") as info:
+        verify_detached(keys["main.asc"], MANIFEST, signature)
+    assert info.value.hint and "--armor" in info.value.hint
+
+
+def test_missing_or_empty_signature_fails(tmp_path: Path, keys: dict[str, Path]) -> None:
+    assert gpg_verify_like_systemd(tmp_path, keys["main.pub"], b"", MANIFEST) != 0
+    with pytest.raises(SignatureError, match="0 bytes"):
+        verify_detached(keys["main.pub"], MANIFEST, b"")
+    with pytest.raises(SignatureError, match="not an OpenPGP detached signature"):
+        verify_detached(keys["main.pub"], MANIFEST, b"garbage that is not a signature")
+
+
+def test_keyring_problems(tmp_path: Path, keys: dict[str, Path]) -> None:
+    with pytest.raises(SignatureError, match="no such keyring"):
+        load_keyring(tmp_path / "nope.gpg")
+    with pytest.raises(SignatureError, match="empty"):
+        load_keyring(b"")
+    with pytest.raises(SignatureError, match="not an OpenPGP keyring"):
+        load_keyring(b"\x00\x01garbage")
+    # A keyring of several keys verifies signatures of either.
+    both = keys["main.pub"].read_bytes() + keys["foreign.pub"].read_bytes()
+    signature = sign_detached(keys["foreign"], MANIFEST)
+    assert verify_detached(both, MANIFEST, signature) == key_fingerprint(keys["foreign"])
+    ring = tmp_path / "both.gpg"
+    ring.write_bytes(both)
+    assert gpg_verify_like_systemd(tmp_path, ring, signature, MANIFEST) == 0
+
+
+def test_signing_with_a_public_key_is_a_clear_error(keys: dict[str, Path]) -> None:
+    with pytest.raises(SysextError, match="not an OpenPGP secret key"):
+        sign_detached(keys["main.pub"], b"x")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("podman-5.3.1-x86-64.raw", True),
+        ("docker-compose-2.20.0-arm64.raw", True),
+        ("kubernetes-v1.29.2-x86-64.raw", True),
+        ("podman-5.3.1-x86-64.raw.json", False),
+        ("podman-5.3.1-x86_64.raw", False),
+        ("podman-x86-64.raw", False),
+        ("podman-5.3.1-x86-64.provenance.json", False),
+        (".#podman-5.3.1-x86-64.raw", False),
+        ("SHA256SUMS", False),
+    ],
+)
+def test_image_names(name: str, expected: bool) -> None:
+    assert is_image_name(name) is expected
+
+
+def _image_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "out"
+    directory.mkdir()
+    (directory / "podman-5.3.1-x86-64.raw").write_bytes(b"image one")
+    (directory / "podman-5.3.0-x86-64.raw").write_bytes(b"image zero")
+    (directory / "podman-5.3.1-x86-64.raw.json").write_text("{}")  # provenance sidecar
+    (directory / "notes.txt").write_text("x")
+    return directory
+
+
+def test_sign_directory_lists_only_images(tmp_path: Path, keys: dict[str, Path]) -> None:
+    directory = _image_dir(tmp_path)
+    entries = sign_directory(directory, keys["main"])
+    assert [e.filename for e in entries] == ["podman-5.3.0-x86-64.raw", "podman-5.3.1-x86-64.raw"]
+    manifest = (directory / "SHA256SUMS").read_bytes()
+    assert parse_manifest(manifest) == entries
+    assert entries[1].sha256 == sha256_file(directory / "podman-5.3.1-x86-64.raw")
+    signature = (directory / "SHA256SUMS.gpg").read_bytes()
+    assert gpg_verify_like_systemd(tmp_path, keys["main.pub"], signature, manifest) == 0
+    assert not [p for p in directory.iterdir() if p.name.startswith(".#")]
+    fingerprint, results = verify_directory(directory, keys["main.pub"])
+    assert fingerprint == key_fingerprint(keys["main"]) and all(r.ok for r in results)
+
+
+def test_verify_directory_finds_changed_and_missing_files(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    directory = _image_dir(tmp_path)
+    sign_directory(directory, keys["main"])
+    (directory / "podman-5.3.1-x86-64.raw").write_bytes(b"changed")
+    (directory / "podman-5.3.0-x86-64.raw").unlink()
+    _, results = verify_directory(directory, keys["main.pub"])
+    problems = {r.entry.filename: r.problem for r in results}
+    assert problems["podman-5.3.0-x86-64.raw"] == "listed but missing"
+    assert "sha256 mismatch" in str(problems["podman-5.3.1-x86-64.raw"])
+
+
+def test_verify_directory_refuses_unsigned_and_corrupt(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    directory = _image_dir(tmp_path)
+    sign_directory(directory, keys["main"])
+    (directory / "SHA256SUMS.gpg").unlink()
+    with pytest.raises(SignatureError, match="missing"):
+        verify_directory(directory, keys["main.pub"])
+    sign_directory(directory, keys["main"])
+    manifest = directory / "SHA256SUMS"
+    manifest.write_bytes(manifest.read_bytes() + b"\n")
+    with pytest.raises(SignatureError, match="BAD signature"):
+        verify_directory(directory, keys["main.pub"])
+    # Signed but malformed: the signature is fine, the grammar is not.
+    bad = manifest.read_bytes()
+    (directory / "SHA256SUMS.gpg").write_bytes(sign_detached(keys["main"], bad))
+    with pytest.raises(ManifestError, match="line 3"):
+        verify_directory(directory, keys["main.pub"])
+
+
+def test_sign_empty_directory_writes_nothing(tmp_path: Path, keys: dict[str, Path]) -> None:
+    (tmp_path / "README").write_text("x")
+    with pytest.raises(SysextError, match="no images"):
+        sign_directory(tmp_path, keys["main"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README"]
+
+
+def test_sign_with_missing_key_writes_nothing(tmp_path: Path) -> None:
+    directory = _image_dir(tmp_path)
+    before = sorted(p.name for p in directory.iterdir())
+    with pytest.raises(SysextError, match="no such key file"):
+        sign_directory(directory, tmp_path / "missing.key")
+    assert sorted(p.name for p in directory.iterdir()) == before
+
+
+def test_format_manifest_matches_signed_bytes(tmp_path: Path, keys: dict[str, Path]) -> None:
+    directory = _image_dir(tmp_path)
+    entries = sign_directory(directory, keys["main"])
+    assert (directory / "SHA256SUMS").read_bytes() == format_manifest(entries)
+
+
+# --- CLI ------------------------------------------------------------------------------
+
+
+def test_cli_key_sign_verify_round_trip(tmp_path: Path) -> None:
+    key = tmp_path / "signing.key"
+    result = run_cli("key", "generate", "--output", key, "--uid", "CLI <cli@example.test>")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.strip()) == 40
+    again = run_cli("key", "generate", "--output", key)
+    assert again.returncode == 2
+    assert "refusing to overwrite" in again.stderr and "hint:" in again.stderr
+    assert "Traceback" not in again.stderr
+
+    pub = tmp_path / "import-pubring.gpg"
+    assert run_cli("key", "export", key, "--output", pub).returncode == 0
+    assert pub.read_bytes()[:1] != b"-"
+    binary = subprocess.run(
+        [sys.executable, "-m", "sysext.cli.main", "key", "export", str(key)],
+        capture_output=True,
+        check=False,
+        env={**os.environ},
+    )
+    assert binary.returncode == 0 and binary.stdout == pub.read_bytes()
+    armored = run_cli("key", "export", key, "--armor")
+    assert armored.stdout.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+
+    directory = _image_dir(tmp_path)
+    signed = run_cli("sign", directory, "--key", key)
+    assert signed.returncode == 0, signed.stderr
+    assert "podman-5.3.1-x86-64.raw" in signed.stdout and ".json" not in signed.stdout
+    ok = run_cli("verify", directory, "--keyring", pub)
+    assert ok.returncode == 0, ok.stderr
+    assert "podman-5.3.1-x86-64.raw: OK" in ok.stdout
+
+    (directory / "podman-5.3.1-x86-64.raw").write_bytes(b"evil")
+    bad = run_cli("verify", directory, "--keyring", pub)
+    assert bad.returncode == 2
+    assert "do not match SHA256SUMS" in bad.stderr and "Traceback" not in bad.stderr
+
+    asc = tmp_path / "pub.asc"
+    asc.write_text(armored.stdout)
+    armored_ring = run_cli("verify", directory, "--keyring", asc)
+    assert armored_ring.returncode == 2 and "ASCII-armored" in armored_ring.stderr
+
+
+def test_cli_passphrase_from_environment(tmp_path: Path) -> None:
+    key = tmp_path / "k.key"
+    env = {"SYSEXT_KEY_PASSPHRASE": "pw"}
+    assert run_cli("key", "generate", "--output", key, env=env).returncode == 0
+    directory = _image_dir(tmp_path)
+    missing = run_cli("sign", directory, "--key", key, env={"SYSEXT_KEY_PASSPHRASE": ""})
+    assert missing.returncode == 2 and "passphrase" in missing.stderr
+    assert not (directory / "SHA256SUMS").exists()
+    assert run_cli("sign", directory, "--key", key, env=env).returncode == 0
+    assert (directory / "SHA256SUMS.gpg").exists()
+
+
+def test_cli_help_texts() -> None:
+    for args in (["key", "generate"], ["key", "export"], ["sign"], ["verify"]):
+        result = run_cli(*args, "--help")
+        assert result.returncode == 0 and "Example" in result.stdout
