@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 
-packages=(squashfs-tools-ng squashfs-tools erofs-utils gnupg sqv python3-venv python3-pip)
+packages=(squashfs-tools-ng squashfs-tools erofs-utils gnupg sqv python3-venv python3-pip curl ca-certificates)
 if [ "$with_tests" = 1 ]; then
   # real tools the tests and benchmarks drive: Ignition's validator, a real systemd-sysext,
   # systemd-dissect, nginx and wrk for the serving benchmark, util-linux for unshare

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from sysext import __version__
 from sysext.errors import SysextError
@@ -149,13 +150,18 @@ def _iter_body(session: requests.Session, url: str, limit: int | None) -> Iterat
                 yield block
         except requests.RequestException as exc:
             raise CheckError(f"{url}: download failed ({type(exc).__name__})") from None
-        except OSError as exc:  # urllib3 protocol errors
-            raise CheckError(f"{url}: download failed ({exc})") from None
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # truncated, reset…
+            raise CheckError(f"{url}: download failed ({_short(exc)})") from None
         if expected is not None and expected.isdigit() and int(expected) != received:
             raise CheckError(
                 f"{url}: Content-Length {expected} but {received} bytes received",
                 "systemd-pull fails such downloads ('Download truncated')",
             )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    return text.splitlines()[0][:200]
 
 
 def fetch(session: requests.Session, url: str, *, limit: int | None = None) -> bytes:

@@ -188,6 +188,9 @@ class Downloader:
             allowed_methods=frozenset({"GET", "HEAD"}),
             raise_on_status=False,
         )
+        if not log.isEnabledFor(logging.DEBUG):
+            # urllib3 logs each retry as a warning; the user gets one error line instead.
+            logging.getLogger("urllib3").setLevel(logging.ERROR)
         session = requests.Session()
         session.headers["User-Agent"] = USER_AGENT
         adapter = HTTPAdapter(max_retries=retry)

@@ -21,7 +21,14 @@ from pathlib import Path
 from sysext.atomic import atomic_path
 from sysext.errors import SysextError
 from sysext.extension_release import RELEASE_DIR, ExtensionRelease
-from sysext.formats import Compression, ImageFormat, WriteRequest, resolve_compression, writer_for
+from sysext.formats import (
+    Compression,
+    ImageFormat,
+    ImageWriter,
+    WriteRequest,
+    resolve_compression,
+    writer_for,
+)
 from sysext.manifest import MANIFEST_NAME, ManifestEntry, merge_into_manifest, sha256_file
 from sysext.provenance import provenance_filename, provenance_record, write_provenance
 from sysext.staging import EntryKind, StagedEntry, StagedTree, scan_tree
@@ -48,7 +55,7 @@ class BuiltImage:
     warnings: tuple[str, ...] = ()
 
 
-def source_date_epoch(explicit: int | None = None) -> int:
+def resolve_source_date_epoch(explicit: int | None = None) -> int:
     """The fixed timestamp of every inode: explicit, else $SOURCE_DATE_EPOCH, else 0."""
     if explicit is not None:
         value: str | int = explicit
@@ -90,7 +97,7 @@ def pack(
     """
     writer = writer_for(image_format)
     chosen, chosen_level = resolve_compression(writer, compression, level)
-    mtime = _epoch(source_date_epoch)
+    mtime = resolve_source_date_epoch(source_date_epoch)
     staged = scan_tree(Path(tree).absolute(), allow_setuid=allow_setuid)
     for warning in staged.warnings:
         log.warning("%s", warning)
@@ -100,25 +107,14 @@ def pack(
     target = output_dir / release.image_filename
     if output_dir.exists() and not output_dir.is_dir():
         raise SysextError(f"{output_dir}: not a directory", "pass a directory with --output")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with (
-        step(f"Packing {target.name} ({image_format.value}, {chosen.value})"),
-        tempfile.TemporaryDirectory(prefix=".#sysext-pack.", dir=output_dir) as scratch_name,
-    ):
-        scratch = Path(scratch_name)
-        entries = _with_release_file(staged, release, scratch)
-        with atomic_path(target, 0o644) as tmp:
-            writer.write(
-                WriteRequest(
-                    entries=entries,
-                    output=tmp,
-                    compression=chosen,
-                    level=chosen_level,
-                    mtime=mtime,
-                    uuid=str(uuid.uuid5(_UUID_NAMESPACE, release.image_stem)),
-                    scratch=scratch,
-                )
-            )
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _write_image(writer, staged, release, target, chosen, chosen_level, mtime, image_format)
+    except OSError as exc:
+        raise SysextError(
+            f"{output_dir}: cannot write the image: {exc.strerror or exc}",
+            "check that the output directory is writable and has free space",
+        ) from None
     digest = sha256_file(target)
     size = target.stat().st_size
     merge_into_manifest(output_dir / MANIFEST_NAME, [ManifestEntry(target.name, digest)])
@@ -131,7 +127,7 @@ def pack(
             "compression": chosen.value,
             "level": chosen_level,
             "source_date_epoch": mtime,
-            "files": sum(1 for e in entries if e.kind is not EntryKind.DIR),
+            "files": 1 + sum(1 for e in staged.entries if e.kind is not EntryKind.DIR),
         },
         inputs=provenance,
     )
@@ -150,8 +146,35 @@ def pack(
     )
 
 
-def _epoch(explicit: int | None) -> int:
-    return source_date_epoch(explicit)
+def _write_image(
+    writer: ImageWriter,
+    staged: StagedTree,
+    release: ExtensionRelease,
+    target: Path,
+    compression: Compression,
+    level: int | None,
+    mtime: int,
+    image_format: ImageFormat,
+) -> None:
+    output_dir = target.parent
+    with (
+        step(f"Packing {target.name} ({image_format.value}, {compression.value})"),
+        tempfile.TemporaryDirectory(prefix=".#sysext-pack.", dir=output_dir) as scratch_name,
+    ):
+        scratch = Path(scratch_name)
+        entries = _with_release_file(staged, release, scratch)
+        with atomic_path(target, 0o644) as tmp:
+            writer.write(
+                WriteRequest(
+                    entries=entries,
+                    output=tmp,
+                    compression=compression,
+                    level=level,
+                    mtime=mtime,
+                    uuid=str(uuid.uuid5(_UUID_NAMESPACE, release.image_stem)),
+                    scratch=scratch,
+                )
+            )
 
 
 def _with_release_file(

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from sysext.architecture import SYSTEMD_ARCHITECTURES, Architecture
 from sysext.extension_release import ANY, host_compatibility, name_problem
-from sysext.imageread import ImageContents, read_image
+from sysext.errors import SysextError
+from sysext.imageread import ImageContents, read_file, read_image
+from sysext.staging import is_unit_file, unit_problem
 from sysext.versioning import version_problem
 
 _SCOPES = ("system", "initrd", "portable")
@@ -85,6 +87,7 @@ def lint_image(
         _check_release(name, release, add)
         _check_file_name(path, name, release, add)
     _check_tree(contents, release, add)
+    _check_units(path, contents, add)
     verdict = None
     if host_os_release is not None:
         arch = host_arch or Architecture.from_uname()
@@ -293,6 +296,26 @@ def _check_tree(contents: ImageContents, release: Mapping[str, str], add: _Add) 
         )
     if not any(e.kind != "dir" and not _is_release(e.path) for e in contents.entries):
         add(Severity.WARNING, "tree-empty", "the image holds no files besides its release data")
+
+
+def _check_units(path: Path, contents: ImageContents, add: _Add) -> None:
+    """The staging rule, re-checked on the built image: unit programs must exist."""
+
+    def lookup(rel: str) -> tuple[bool, int] | None:
+        entry = contents.find(rel)
+        return None if entry is None else (entry.kind == "file", entry.mode)
+
+    for entry in contents.entries:
+        if entry.kind != "file" or not is_unit_file(entry.path) or entry.size > 1 << 20:
+            continue
+        try:
+            text = read_file(path, entry.path).decode("utf-8", "replace")
+        except SysextError as exc:
+            add(Severity.WARNING, "unit-unreadable", f"{entry.path}: {exc.message}")
+            continue
+        problem = unit_problem(entry.path, text, lookup)
+        if problem:
+            add(Severity.ERROR, "unit-exec-missing", problem)
 
 
 def _is_release(path: str) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pysequoia
 from pysequoia.packet import PacketPile, Tag
 
-from sysext.architecture import SYSTEMD_ARCHITECTURES
+from sysext.architecture import SYSTEMD_ARCHITECTURES, Architecture
 from sysext.atomic import atomic_path
 from sysext.errors import SysextError
 from sysext.manifest import (
@@ -98,7 +98,8 @@ def load_key(key_path: Path, *, passphrase: str | None = None) -> pysequoia.Tsk:
     try:
         tsk = pysequoia.Tsk.from_bytes(data)
         has_secret = any(
-            packet.tag in (Tag.SecretKey, Tag.SecretSubkey) for packet in PacketPile.from_bytes(data)
+            packet.tag in (Tag.SecretKey, Tag.SecretSubkey)
+            for packet in PacketPile.from_bytes(data)
         )
     except RuntimeError as exc:
         raise SysextError(
@@ -232,7 +233,8 @@ def verify_detached(keyring: bytes | Path, data: bytes, signature: bytes) -> str
 
 
 def is_image_name(name: str) -> bool:
-    """True for `NAME-VERSION-ARCH.raw` with a systemd architecture and a valid version.
+    """True for `NAME-VERSION-ARCH.raw` (ARCH in systemd's vocabulary) or an
+    architecture-independent `NAME-VERSION.raw`, with a version sysupdate accepts.
 
     This is what goes into a host-facing SHA256SUMS; provenance, sidecars and other files
     stay out, because 252–256 patterns match names that merely *start* like an image (§7.2).
@@ -240,16 +242,13 @@ def is_image_name(name: str) -> bool:
     if not name.endswith(".raw") or name.startswith("."):
         return False
     stem = name[: -len(".raw")]
-    for arch in SYSTEMD_ARCHITECTURES:
-        suffix = f"-{arch}"
-        if stem.endswith(suffix):
-            head = stem[: -len(suffix)]
-            # NAME may itself contain '-': any split point with a valid version will do.
-            if any(
-                c == "-" and i > 0 and version_is_valid(head[i + 1 :]) for i, c in enumerate(head)
-            ):
-                return True
-    return False
+    arch = next((a for a in SYSTEMD_ARCHITECTURES if stem.endswith(f"-{a}")), None)
+    if arch is not None:
+        stem = stem[: -len(arch) - 1]
+    elif any(stem.endswith(f"-{u}") for a in Architecture for u in a.upstream_names):
+        return False  # x86_64/amd64/aarch64: a misspelt architecture, not a version
+    # NAME may itself contain '-': any split point with a valid version will do.
+    return any(c == "-" and i > 0 and version_is_valid(stem[i + 1 :]) for i, c in enumerate(stem))
 
 
 _TEMP = re.compile(r"^\.#")

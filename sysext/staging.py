@@ -13,7 +13,7 @@ import enum
 import os
 import shlex
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -115,8 +115,14 @@ def scan_tree(tree: Path, *, allow_setuid: Iterable[str] = ()) -> StagedTree:
                 "the merged hierarchies /usr and /opt are overlaid as directories",
             )
     entries: list[StagedEntry] = []
-    for name in top:
-        _walk(tree, name, entries, allowed)
+    try:
+        for name in top:
+            _walk(tree, name, entries, allowed)
+    except OSError as exc:
+        raise StagingError(
+            f"{where}: cannot read {exc.filename or 'the tree'}: {exc.strerror or exc}",
+            "make the staged tree readable by the user running sysext",
+        ) from None
     if not any(e.kind is not EntryKind.DIR for e in entries):
         raise StagingError(
             f"{where}: nothing to ship: no files under usr/ or opt/",
@@ -210,24 +216,44 @@ def _check_name(tree: Path, rel: str) -> None:
 # --- units -----------------------------------------------------------------------------
 
 
+# What a unit check needs to know about an image path: (is a regular file, mode), or None
+# when the image does not have it. Staged trees and built images both answer it.
+Lookup = Callable[[str], tuple[bool, int] | None]
+
+
 def check_units(staged: StagedTree) -> None:
     """Every Exec*= program of a shipped unit must exist after merge (image or host)."""
+    by_path = {e.path: e for e in staged.entries}
+
+    def lookup(rel: str) -> tuple[bool, int] | None:
+        entry = by_path.get(rel)
+        return None if entry is None else (entry.kind is EntryKind.FILE, entry.mode)
+
     for entry in staged.entries:
-        if entry.kind is not EntryKind.FILE or not _is_unit_file(entry.path):
+        if entry.kind is not EntryKind.FILE or not is_unit_file(entry.path):
             continue
         assert entry.source is not None
         text = entry.source.read_text(encoding="utf-8", errors="replace")
-        for number, key, command in _exec_lines(text):
-            problem = _exec_problem(staged, command)
-            if problem:
-                raise StagingError(
-                    f"{staged.root}: {entry.path}: line {number}: {key}={command}: {problem}",
-                    "install the binary into the image at that path, or point the unit at "
-                    "where the image installs it",
-                )
+        problem = unit_problem(entry.path, text, lookup)
+        if problem:
+            raise StagingError(
+                f"{staged.root}: {problem}",
+                "install the binary into the image at that path, or point the unit at "
+                "where the image installs it",
+            )
 
 
-def _is_unit_file(path: str) -> bool:
+def unit_problem(path: str, text: str, lookup: Lookup) -> str | None:
+    """The first Exec*= line of unit file `path` whose program will not exist, or None."""
+    for number, key, command in exec_lines(text):
+        problem = exec_problem(command, lookup)
+        if problem:
+            return f"{path}: line {number}: {key}={command}: {problem}"
+    return None
+
+
+def is_unit_file(path: str) -> bool:
+    """A service unit or a service drop-in under usr/lib/systemd/{system,user}."""
     for base in UNIT_DIRS:
         if not path.startswith(base + "/"):
             continue
@@ -240,7 +266,7 @@ def _is_unit_file(path: str) -> bool:
     return False
 
 
-def _exec_lines(text: str) -> list[tuple[int, str, str]]:
+def exec_lines(text: str) -> list[tuple[int, str, str]]:
     """(line number, key, value) of Exec*= lines in [Service], with continuations joined."""
     found: list[tuple[int, str, str]] = []
     section = ""
@@ -266,7 +292,8 @@ def _exec_lines(text: str) -> list[tuple[int, str, str]]:
     return found
 
 
-def _exec_problem(staged: StagedTree, command: str) -> str | None:
+def exec_problem(command: str, lookup: Lookup) -> str | None:
+    """Why the program of one Exec*= value will not exist after merge, or None."""
     if not command:
         return None  # an empty assignment resets the list
     # Prefixes systemd allows before the path (systemd.service(5), "Command lines").
@@ -282,24 +309,20 @@ def _exec_problem(staged: StagedTree, command: str) -> str | None:
         return None  # specifiers and variables resolve on the host only
     if "/" not in binary:
         for directory in UNIT_SEARCH_PATH:
-            if _exists_in_image(staged, f"{directory}/{binary}"):
+            if lookup(f"{directory}/{binary}") is not None:
                 return None
         if binary in STANDARD_HOST_BINARIES:
             return None
         return f"{binary!r} is neither in the image's usr/bin nor a standard host binary"
     if not binary.startswith("/"):
         return "the program must be an absolute path or a bare name"
-    rel = binary.lstrip("/")
-    entry = staged.find(rel)
-    if entry is not None:
-        if entry.kind is EntryKind.FILE and not entry.mode & 0o111:
-            return f"{binary} is in the image but not executable (mode {entry.mode:04o})"
+    found = lookup(binary.lstrip("/"))
+    if found is not None:
+        is_file, mode = found
+        if is_file and not mode & 0o111:
+            return f"{binary} is in the image but not executable (mode {mode:04o})"
         return None
     parent, name = os.path.split(binary)
     if parent in STANDARD_BIN_DIRS and name in STANDARD_HOST_BINARIES:
         return None
     return f"{binary} is neither in the image nor a standard host path"
-
-
-def _exists_in_image(staged: StagedTree, rel: str) -> bool:
-    return staged.find(rel) is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import socket
 import subprocess
 import tarfile
@@ -20,7 +21,7 @@ from tests.conftest import CliResult, StaticServer, run_cli
 
 HOST = Architecture.from_uname()
 UPSTREAM = "https://downloads.example.org/hello"
-HELLO_SCRIPT = b"#!/bin/sh\necho \"hello from the extension $*\"\n"
+HELLO_SCRIPT = b'#!/bin/sh\necho "hello from the extension $*"\n'
 
 RECIPE = """
 name = "hello"
@@ -117,7 +118,10 @@ def build(
         "--cache-dir",
         tmp_path / "cache",
         *args,
-        env={"SYSEXT_MIRRORS": f"{UPSTREAM}/={server_url}/hello/", "SOURCE_DATE_EPOCH": "1700000000"},
+        env={
+            "SYSEXT_MIRRORS": f"{UPSTREAM}/={server_url}/hello/",
+            "SOURCE_DATE_EPOCH": "1700000000",
+        },
     )
 
 
@@ -170,7 +174,9 @@ def test_build_from_fixture_checks_modes_owner_and_release(
     assert source["origin"].startswith(f"{UPSTREAM}/v1.0/hello-1.0-linux-")
     tarball = static_server.root / "hello/v1.0" / source["file"]
     assert source["sha256"] == hashlib.sha256(tarball.read_bytes()).hexdigest()
-    assert provenance["inputs"]["recipe"]["sha256"] == hashlib.sha256(recipe.read_bytes()).hexdigest()
+    assert (
+        provenance["inputs"]["recipe"]["sha256"] == hashlib.sha256(recipe.read_bytes()).hexdigest()
+    )
 
     # Same inputs, a fresh download (--refresh) into another directory: identical bytes.
     again = tmp_path / "again"
@@ -284,7 +290,9 @@ def test_unreachable_mirror(tmp_path: Path, recipe: Path) -> None:
 def test_traversal_member_in_upstream_archive(
     tmp_path: Path, static_server: StaticServer, recipe: Path
 ) -> None:
-    publish(static_server, members={"bin/hello": (HELLO_SCRIPT, 0o755), "../../evil": (b"x", 0o644)})
+    publish(
+        static_server, members={"bin/hello": (HELLO_SCRIPT, 0o755), "../../evil": (b"x", 0o644)}
+    )
     out = tmp_path / "out"
     result = build(tmp_path, static_server.url, "--output", out)
     assert_failed_cleanly(
@@ -338,7 +346,9 @@ def test_bad_options(
 ) -> None:
     publish(static_server)
     out = tmp_path / "out"
-    assert_failed_cleanly(build(tmp_path, static_server.url, "--output", out, *args), out, *fragments)
+    assert_failed_cleanly(
+        build(tmp_path, static_server.url, "--output", out, *args), out, *fragments
+    )
 
 
 def test_versions_from_a_github_shaped_feed(
@@ -385,3 +395,91 @@ def test_versions_without_a_feed(tmp_path: Path, recipe: Path) -> None:
     result = run_cli("versions", "hello", "--recipes-dir", tmp_path / "recipes")
     assert result.returncode == 2
     assert "error: recipe hello.toml has no [versions] table" in result.stderr
+
+
+# -- the shipped podman recipe against an upstream-shaped fixture --------------------------
+
+PODMAN_MEMBERS: dict[str, tuple[bytes, int]] = {
+    "etc/containers/containers.conf": (b"[engine]\n", 0o644),
+    "etc/containers/policy.json": (b'{"default": [{"type": "insecureAcceptAnything"}]}\n', 0o644),
+    "etc/containers/registries.conf": (b'unqualified-search-registries = ["docker.io"]\n', 0o644),
+    "etc/containers/storage.conf": (b'[storage]\ndriver = "overlay"\n', 0o644),
+    "usr/local/bin/podman": (b"#!/bin/sh\necho 'podman version 0.0.1-fixture'\n", 0o755),
+    "usr/local/bin/crun": (b"#!/bin/sh\necho crun\n", 0o755),
+    "usr/local/bin/fuse-overlayfs": (b"#!/bin/sh\n", 0o755),
+    "usr/local/lib/podman/conmon": (b"#!/bin/sh\necho conmon\n", 0o755),
+    "usr/local/lib/podman/rootlessport": (b"#!/bin/sh\n", 0o755),
+    "usr/local/lib/systemd/system/podman.service": (
+        b"[Service]\nExecStart=/usr/local/bin/podman system service\n",
+        0o644,
+    ),
+}
+
+
+def test_podman_recipe_builds_from_its_real_url_layout(
+    tmp_path: Path, static_server: StaticServer
+) -> None:
+    """The shipped recipe, unchanged but for a pin of the fixture's hash (exactly what a
+    maintainer adds when bumping the version), fetched from its real upstream URL through
+    the mirror setting."""
+    version = "0.0.1-fixture"
+    arch = HOST.debian_name
+    tarball = upstream_tarball(PODMAN_MEMBERS, f"podman-linux-{arch}")
+    asset = (
+        static_server.root
+        / f"gh/mgoltzsche/podman-static/releases/download/v{version}/podman-linux-{arch}.tar.gz"
+    )
+    asset.parent.mkdir(parents=True)
+    asset.write_bytes(tarball)
+    shipped = Path(__file__).resolve().parent.parent / "recipes" / "podman.toml"
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    pin = hashlib.sha256(tarball).hexdigest()
+    (recipes / "podman.toml").write_text(
+        shipped.read_text() + f'\n[sources.sha256."{version}"]\n{HOST.systemd_name} = "{pin}"\n'
+    )
+    out = tmp_path / "out"
+    env = {"SYSEXT_MIRRORS": f"https://github.com/={static_server.url}/gh/"}
+    args = ["build", "podman", "--recipes-dir", recipes, "--cache-dir", tmp_path / "cache"]
+    # Without the pin the build refuses to trust the download.
+    unpinned = tmp_path / "unpinned"
+    result = run_cli(*args, "--version", "0.0.2", "--output", unpinned, env=env)
+    assert_failed_cleanly(result, unpinned, "no sha256 pinned for version 0.0.2")
+    result = run_cli(*args, "--version", version, "--output", out, env=env)
+    assert result.returncode == 0, result.stderr
+    image = out / f"podman-{version}-{HOST.systemd_name}.raw"
+    entries = listing(image)
+    for path in (
+        "usr/bin/podman",
+        "usr/bin/crun",
+        "usr/bin/fuse-overlayfs",
+        "usr/libexec/podman/conmon",
+        "usr/libexec/podman/rootlessport",
+    ):
+        assert entries[path] == "-rwxr-xr-x 0/0", path
+    for path in (
+        "usr/share/podman/containers/policy.json",
+        "usr/share/podman/containers/storage.conf",
+        "usr/lib/tmpfiles.d/10-podman.conf",
+        "usr/lib/systemd/system/podman.socket",
+        "usr/lib/systemd/system/podman.service",
+        "usr/lib/systemd/system/sockets.target.d/10-podman.conf",
+    ):
+        assert entries[path] == "-rw-r--r-- 0/0", path
+    # Nothing of /usr/local or /etc leaks into the image.
+    assert not [p for p in entries if p.startswith(("usr/local", "etc"))]
+    assert provenance_origin(out, f"podman-{version}-{HOST.systemd_name}") == (
+        f"https://github.com/mgoltzsche/podman-static/releases/download/v{version}/"
+        f"podman-linux-{arch}.tar.gz"
+    )
+    if os.geteuid() == 0:  # merging needs loop mounts
+        from tests.merge_helper import merge_and_run
+
+        flatcar = "ID=flatcar\nVERSION_ID=4000.0.0\nSYSEXT_LEVEL=1.0\n"
+        merged = merge_and_run([image], flatcar, ["{root}/usr/bin/podman", "--version"])
+        assert merged.command.stdout == "podman version 0.0.1-fixture\n", merged
+
+
+def provenance_origin(out: Path, stem: str) -> str:
+    record = json.loads((out / f"{stem}.provenance.json").read_text())
+    return str(record["inputs"]["sources"][0]["origin"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,9 +82,7 @@ def test_signed_registry_directory(
         key,
         real=real_image,
     )
-    report = check_remote(
-        url, keyring=keyring, patterns=None, host=HOST, verify_payload=True
-    )
+    report = check_remote(url, keyring=keyring, patterns=None, host=HOST, verify_payload=True)
     assert report.ok and report.signer
     assert report.patterns == ("hello-@v-x86-64.raw",)
     assert [a.version for a in report.available] == ["1.1", "1.0"]
@@ -108,7 +109,7 @@ def test_arm64_host_sees_its_own_build(
     url = publish(static_server, "hello", {"hello-1.2-arm64.raw": b"arm"}, key)
     arm = HostInfo(arch="arm64", os_release={})
     assert check_remote(url, keyring=keyring, patterns=None, host=arm).selection.candidate == "1.2"
-    with pytest.raises(CheckError, match="no entry of .* matches hello-@v-x86-64.raw") as info:
+    with pytest.raises(CheckError, match=r"no entry of .* matches hello-@v-x86-64\.raw") as info:
         check_remote(url, keyring=keyring, patterns=None, host=HOST)
     assert "hello-1.2-arm64.raw" in info.value.message and info.value.hint
 
@@ -136,7 +137,9 @@ def test_unsigned_directory_with_keyring(
     directory.mkdir(parents=True)
     (directory / "hello-1.0-x86-64.raw").write_bytes(b"x")
     (directory / "SHA256SUMS").write_bytes(
-        format_manifest([ManifestEntry("hello-1.0-x86-64.raw", sha256_file(directory / "hello-1.0-x86-64.raw"))])
+        format_manifest(
+            [ManifestEntry("hello-1.0-x86-64.raw", sha256_file(directory / "hello-1.0-x86-64.raw"))]
+        )
     )
     url = f"{static_server.url}/extensions/hello"
     with pytest.raises(CheckError, match=r"signature: .*SHA256SUMS.gpg: HTTP 404") as info:
@@ -168,9 +171,7 @@ def test_armored_keyring_is_refused(
 
 def test_manifest_404(static_server: StaticServer) -> None:
     with pytest.raises(CheckError, match="HTTP 404"):
-        check_remote(
-            f"{static_server.url}/extensions/nope", keyring=None, patterns=None, host=HOST
-        )
+        check_remote(f"{static_server.url}/extensions/nope", keyring=None, patterns=None, host=HOST)
     result = run_cli("check", f"{static_server.url}/extensions/nope", "--arch", "x86-64")
     assert result.returncode == 2
     assert "SHA256SUMS: HTTP 404" in result.stderr and "hint:" in result.stderr
@@ -184,7 +185,7 @@ def test_crlf_manifest(static_server: StaticServer, signing: tuple[Path, Path]) 
     (directory / "SHA256SUMS").write_bytes(manifest)
     (directory / "SHA256SUMS.gpg").write_bytes(sign_detached(key, manifest))
     url = f"{static_server.url}/extensions/hello"
-    with pytest.raises(ManifestError, match="line 1: .*control character"):
+    with pytest.raises(ManifestError, match=r"line 1: .*control character"):
         check_remote(url, keyring=keyring, patterns=None, host=HOST)
 
 
@@ -228,9 +229,7 @@ def test_sidecar_in_manifest(static_server: StaticServer, signing: tuple[Path, P
     files = {"hello-1.0-x86-64.raw": b"img", "hello-1.1-x86-64.raw.sig": b"sig"}
     for name, data in files.items():
         (directory / name).write_bytes(data)
-    manifest = format_manifest(
-        [ManifestEntry(n, sha256_file(directory / n)) for n in files]
-    )
+    manifest = format_manifest([ManifestEntry(n, sha256_file(directory / n)) for n in files])
     (directory / "SHA256SUMS").write_bytes(manifest)
     (directory / "SHA256SUMS.gpg").write_bytes(sign_detached(key, manifest))
     url = f"{static_server.url}/extensions/hello"
@@ -252,9 +251,7 @@ def test_installed_newer_never_downgrades(
     (installed / "hello-2.0-x86-64.raw").write_bytes(b"newer")
     (installed / "hello-9.0-x86-64.raw").symlink_to("hello-2.0-x86-64.raw")  # ignored
     (installed / ".#sysupdatehello-8.0-x86-64.raw1234").write_bytes(b"tmp")  # ignored
-    report = check_remote(
-        url, keyring=keyring, patterns=None, host=HOST, installed_dir=installed
-    )
+    report = check_remote(url, keyring=keyring, patterns=None, host=HOST, installed_dir=installed)
     assert report.installed == ("2.0",)
     assert report.selection.candidate is None and report.ok
     assert "never downgrades" in report.selection.reason
@@ -276,9 +273,7 @@ def test_min_version(static_server: StaticServer, signing: tuple[Path, Path]) ->
     )
     report = check_remote(url, keyring=keyring, patterns=None, host=HOST, min_version="2.0")
     assert report.selection.obsolete and not report.ok
-    result = run_cli(
-        "check", url, "--keyring", keyring, "--min-version", "2.0", "--arch", "x86-64"
-    )
+    result = run_cli("check", url, "--keyring", keyring, "--min-version", "2.0", "--arch", "x86-64")
     assert result.returncode == 2 and "older than MinVersion=2.0" in result.stderr
     ok = check_remote(url, keyring=keyring, patterns=None, host=HOST, min_version="1.1")
     assert ok.selection.candidate == "1.1"
@@ -329,3 +324,68 @@ def test_bad_pattern_and_help() -> None:
     assert result.returncode == 2 and "no '@v'" in result.stderr
     helped = run_cli("check", "--help")
     assert helped.returncode == 0 and "Example" in helped.stdout
+
+
+class _QuirkyHandler(http.server.BaseHTTPRequestHandler):
+    """Serves what real-world misconfigured servers answer (§5)."""
+
+    body = f"{'a' * 64}  hello-1.0-x86-64.raw\n".encode()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        route = self.path.split("/")[1]
+        if route == "moved":  # a redirect to the real directory: followed, like libcurl
+            self.send_response(302)
+            self.send_header("Location", "/ok/SHA256SUMS")
+            self.end_headers()
+            return
+        if route == "forbidden":  # S3 without ListBucket
+            self.send_response(403)
+            self.end_headers()
+            return
+        self.send_response(200)
+        if route == "gzip":
+            self.send_header("Content-Encoding", "gzip")
+        if route == "short":
+            self.send_header("Content-Length", str(len(self.body) + 10))
+        else:
+            self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+        if route == "short":
+            self.wfile.flush()
+            self.close_connection = True
+
+
+@pytest.fixture
+def quirky_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuirkyHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_quirks(quirky_server: str) -> None:
+    ok = check_remote(f"{quirky_server}/ok", keyring=None, patterns=["hello-@v-%a.raw"], host=HOST)
+    assert ok.selection.candidate == "1.0"
+    moved = check_remote(
+        f"{quirky_server}/moved", keyring=None, patterns=["hello-@v-%a.raw"], host=HOST
+    )
+    assert moved.selection.candidate == "1.0"
+    with pytest.raises(CheckError, match="HTTP 403 .*accepts only 2xx"):
+        check_remote(f"{quirky_server}/forbidden", keyring=None, patterns=None, host=HOST)
+    with pytest.raises(CheckError, match="Content-Encoding: gzip"):
+        check_remote(f"{quirky_server}/gzip", keyring=None, patterns=None, host=HOST)
+    with pytest.raises(CheckError, match="Content-Length|download failed"):
+        check_remote(f"{quirky_server}/short", keyring=None, patterns=None, host=HOST)
+
+
+def test_unreachable_server() -> None:
+    with pytest.raises(CheckError, match="cannot connect"):
+        check_remote("http://127.0.0.1:9/x", keyring=None, patterns=["x-@v.raw"], host=HOST)

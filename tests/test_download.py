@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -61,9 +62,7 @@ def test_checksum_mismatch_names_the_url_and_keeps_nothing(
     wrong = "0" * 64
     with pytest.raises(DownloadError) as info:
         downloader(tmp_path).fetch(url, wrong)
-    assert info.value.message == (
-        f"{url}: sha256 mismatch (expected {wrong}, got {PAYLOAD_SHA})"
-    )
+    assert info.value.message == (f"{url}: sha256 mismatch (expected {wrong}, got {PAYLOAD_SHA})")
     assert "--refresh" in (info.value.hint or "")
     assert cache_files(tmp_path) == []
 
@@ -114,7 +113,7 @@ def test_timeout_names_the_url(tmp_path: Path, silent_server: str) -> None:
 class _FlakyHandler(http.server.BaseHTTPRequestHandler):
     """Serves PAYLOAD with Range support; the first full GET breaks off half-way."""
 
-    ranges: list[str | None] = []
+    ranges: ClassVar[list[str | None]] = []
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -166,7 +165,9 @@ def test_mirror_rewrite_reaches_the_local_server(
     asset.write_bytes(PAYLOAD)
     upstream = "https://github.com/owner/tool/releases/download/v1.0/tool.tar.gz"
     mirrors = MirrorMap({"https://github.com/": f"{static_server.url}/gh/"})
-    assert downloader(tmp_path, mirrors=mirrors).fetch(upstream, PAYLOAD_SHA).read_bytes() == PAYLOAD
+    assert (
+        downloader(tmp_path, mirrors=mirrors).fetch(upstream, PAYLOAD_SHA).read_bytes() == PAYLOAD
+    )
     with pytest.raises(DownloadError) as info:
         downloader(tmp_path, mirrors=mirrors).fetch(upstream.replace("v1.0", "v9"), "2" * 64)
     # Both the upstream URL and where it was actually fetched from are named.
@@ -197,7 +198,9 @@ def test_longest_mirror_prefix_wins() -> None:
 
 
 def test_bad_mirror_spec_is_a_clear_error() -> None:
-    with pytest.raises(SysextError, match="SYSEXT_MIRRORS: mirror rule 'https://github.com/' is not"):
+    with pytest.raises(
+        SysextError, match=r"SYSEXT_MIRRORS: mirror rule 'https://github\.com/' is not"
+    ):
         parse_mirror_spec("https://github.com/", source="SYSEXT_MIRRORS")
 
 

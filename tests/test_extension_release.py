@@ -193,7 +193,11 @@ def test_release_is_frozen_and_extra_is_read_only() -> None:
         ("/var/lib/extensions/foo.raw", "foo"),
     ],
 )
-def test_spec_7_6_release_file_named_after_activation_name(activation: str, release_name: str) -> None:
+def test_spec_7_6_release_file_named_after_activation_name(
+    activation: str, release_name: str
+) -> None:
     stem = activation.rsplit("/", 1)[1].removesuffix(".raw")
-    assert release_file_path(stem) == f"usr/lib/extension-release.d/extension-release.{release_name}"
+    assert (
+        release_file_path(stem) == f"usr/lib/extension-release.d/extension-release.{release_name}"
+    )
     assert name_problem(stem) is None

@@ -34,7 +34,7 @@ def make_tree(base: Path, *, reverse: bool = False, mtime: int = 1_000_000) -> P
         ("usr/share/hello/data.txt", "data " * 500, 0o644),
         ("usr/share/hello/private", "p", 0o600),
         ("opt/hello/lib/libx.so", "\0\1\2" * 1000, 0o755),
-        ("usr/share/hello/with space & \"quote\"", "q", 0o644),
+        ('usr/share/hello/with space & "quote"', "q", 0o644),
     ]
     for rel, content, mode in reversed(files) if reverse else files:
         path = tree / rel
@@ -58,7 +58,9 @@ def listing(tree: Path) -> list[tuple[str, int, int]]:
     for dirpath, dirnames, filenames in os.walk(tree):
         for name in sorted(dirnames + filenames):
             st = os.lstat(os.path.join(dirpath, name))
-            out.append((os.path.relpath(os.path.join(dirpath, name), tree), st.st_mode, st.st_mtime_ns))
+            out.append(
+                (os.path.relpath(os.path.join(dirpath, name), tree), st.st_mode, st.st_mtime_ns)
+            )
     return sorted(out)
 
 
@@ -93,10 +95,10 @@ def test_squashfs_image_has_root_owners_and_the_trees_modes(tmp_path: Path) -> N
 
 def test_release_file_inside_the_image(tmp_path: Path) -> None:
     built = pack(make_tree(tmp_path), RELEASE, tmp_path / "out")
+    member = "usr/lib/extension-release.d/extension-release.hello"
     text = subprocess.run(
-        ["unsquashfs", "-cat", str(built.path), "usr/lib/extension-release.d/extension-release.hello"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        ["unsquashfs", "-cat", str(built.path), member], capture_output=True, text=True, check=True
+    ).stdout
     assert parse_os_release(text) == {
         "ID": "flatcar",
         "SYSEXT_LEVEL": "1.0",
@@ -137,12 +139,16 @@ def test_source_date_epoch_sets_every_time(tmp_path: Path) -> None:
     zero = pack(tree, RELEASE, tmp_path / "zero")
     later = pack(tree, RELEASE, tmp_path / "later", source_date_epoch=86400 * 365)
     assert zero.sha256 != later.sha256
-    text = subprocess.run(["unsquashfs", "-lln", str(later.path)], capture_output=True, text=True).stdout
+    text = subprocess.run(
+        ["unsquashfs", "-lln", str(later.path)], capture_output=True, text=True
+    ).stdout
     dates = {line.split()[3] for line in text.splitlines()}
     assert dates == {"1971-01-01"}
 
 
-def test_source_date_epoch_from_environment_and_bad_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_source_date_epoch_from_environment_and_bad_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tree = make_tree(tmp_path)
     explicit = pack(tree, RELEASE, tmp_path / "a", source_date_epoch=12345)
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "12345")
@@ -166,12 +172,17 @@ def test_manifest_lists_only_images_and_merges(tmp_path: Path) -> None:
     out = tmp_path / "out"
     tree = make_tree(tmp_path)
     one = pack(tree, RELEASE, out)
-    two = pack(tree, ExtensionRelease("hello", "1.1", X86, os_id="flatcar", sysext_level="1.0"), out)
+    two = pack(
+        tree, ExtensionRelease("hello", "1.1", X86, os_id="flatcar", sysext_level="1.0"), out
+    )
     manifest = (out / "SHA256SUMS").read_bytes()
     assert manifest == (
         f"{one.sha256}  hello-1.0-x86-64.raw\n{two.sha256}  hello-1.1-x86-64.raw\n".encode()
     )
-    assert [e.filename for e in parse_manifest(manifest)] == ["hello-1.0-x86-64.raw", "hello-1.1-x86-64.raw"]
+    assert [e.filename for e in parse_manifest(manifest)] == [
+        "hello-1.0-x86-64.raw",
+        "hello-1.1-x86-64.raw",
+    ]
     assert sorted(p.name for p in out.iterdir()) == [
         "SHA256SUMS",
         "hello-1.0-x86-64.provenance.json",
@@ -182,7 +193,9 @@ def test_manifest_lists_only_images_and_merges(tmp_path: Path) -> None:
 
 
 def test_provenance_name_never_extends_the_image_name(tmp_path: Path) -> None:
-    built = pack(make_tree(tmp_path), RELEASE, tmp_path / "out", provenance={"recipe": "hello.toml"})
+    built = pack(
+        make_tree(tmp_path), RELEASE, tmp_path / "out", provenance={"recipe": "hello.toml"}
+    )
     assert built.provenance_path is not None
     # spec §7.2: `hello-@v-x86-64.raw` would match anything starting with the image name.
     assert not built.provenance_path.name.startswith(built.path.name)
@@ -233,7 +246,11 @@ def test_compressors(
     ],
 )
 def test_unsupported_compression_settings(
-    tmp_path: Path, image_format: ImageFormat, compression: Compression, level: int | None, message: str
+    tmp_path: Path,
+    image_format: ImageFormat,
+    compression: Compression,
+    level: int | None,
+    message: str,
 ) -> None:
     with pytest.raises(SysextError, match=message):
         pack(make_tree(tmp_path), RELEASE, tmp_path / "out", image_format=image_format,
@@ -244,7 +261,9 @@ def test_unsupported_compression_settings(
 def test_erofs_image_checks_with_fsck_and_keeps_modes(tmp_path: Path) -> None:
     built = pack(make_tree(tmp_path), RELEASE, tmp_path / "out", image_format=ImageFormat.EROFS)
     dest = tmp_path / "extracted"
-    subprocess.run(["fsck.erofs", f"--extract={dest}", str(built.path)], check=True, capture_output=True)
+    subprocess.run(
+        ["fsck.erofs", f"--extract={dest}", str(built.path)], check=True, capture_output=True
+    )
     assert (dest / "usr/bin/hello").read_text() == "#!/bin/sh\necho hello\n"
     assert (dest / "usr/bin/secret-tool").stat().st_mode & 0o7777 == 0o750
     assert os.readlink(dest / "usr/bin/hi") == "hello"
@@ -303,7 +322,11 @@ def _bad_tree(base: Path, kind: str) -> Path:
     [
         ("etc", (), "top-level entry 'etc' is not allowed"),
         ("os-release", (), "usr/lib/os-release must not be in an extension"),
-        ("unit", (), "ExecStart=/usr/local/bin/hello: /usr/local/bin/hello is neither in the image"),
+        (
+            "unit",
+            (),
+            "ExecStart=/usr/local/bin/hello: /usr/local/bin/hello is neither in the image",
+        ),
         ("fifo", (), "usr/bin/fifo is a FIFO"),
         ("setuid", (), "usr/bin/hello has the setuid/setgid bit"),
         ("ok", ("--version", "1.0~rc1"), "version '1.0~rc1' contains '~'"),
@@ -322,7 +345,7 @@ def test_cli_pack_bad_inputs_leave_nothing_behind(
     out.mkdir()
     (out / "SHA256SUMS").write_text("")  # an existing, empty manifest must stay as it is
     options = {"--name": "hello", "--version": "1.0", "--arch": "x86-64"}
-    options.update(zip(args[::2], args[1::2]))  # args are (option, value) pairs
+    options.update(zip(args[::2], args[1::2], strict=True))  # args are (option, value) pairs
     argv = [part for pair in options.items() for part in pair]
     result = run_cli("pack", _bad_tree(tmp_path, kind), *argv, "--output", out)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -351,6 +374,18 @@ def test_a_tool_crash_midway_leaves_no_partial_image(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "error: gensquashfs failed (exit 1): gensquashfs: out of memory" in result.stderr
     assert list(out.iterdir()) == []
+
+
+def test_erofs_refuses_names_its_tool_cannot_store(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    (tree / "usr/share" / ("n" * 255)).write_text("x")
+    with pytest.raises(
+        SysextError, match=r"255-byte file name is more than mkfs\.erofs 1\.5"
+    ) as caught:
+        pack(tree, RELEASE, tmp_path / "out", image_format=ImageFormat.EROFS)
+    assert "--format squashfs" in (caught.value.hint or "")
+    assert list((tmp_path / "out").iterdir()) == []
+    pack(tree, RELEASE, tmp_path / "out")  # squashfs stores it
 
 
 def test_output_path_that_is_a_file(tmp_path: Path) -> None:

@@ -49,7 +49,10 @@ def make_image(
     (src / "pack").write_text("\n".join(lines) + "\n")
     out = base / "images"
     out.mkdir(exist_ok=True)
-    image = out / (filename or f"{name}-{fields.get('SYSEXT_VERSION_ID', '1.0') if fields else '1.0'}-x86-64.raw")
+    image = out / (
+        filename
+        or f"{name}-{fields.get('SYSEXT_VERSION_ID', '1.0') if fields else '1.0'}-x86-64.raw"
+    )
     image.unlink(missing_ok=True)
     subprocess.run(
         ["gensquashfs", "--pack-file", str(src / "pack"), "-q", "-c", "gzip", str(image)],
@@ -219,11 +222,15 @@ def _osr(base: Path, fields: Mapping[str, str]) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("spec", "scope", "merges", "reason"), _ROWS, ids=[r[0] + "@" + r[1] for r in _ROWS])
+@pytest.mark.parametrize(
+    ("spec", "scope", "merges", "reason"), _ROWS, ids=[r[0] + "@" + r[1] for r in _ROWS]
+)
 def test_spec_7_5_rows_through_validate(
     tmp_path: Path, spec: str, scope: str, merges: bool, reason: str
 ) -> None:
-    image = make_image(tmp_path, "hello", {**_fields(spec), "SYSEXT_ID": "hello"}, filename="hello.raw")
+    image = make_image(
+        tmp_path, "hello", {**_fields(spec), "SYSEXT_ID": "hello"}, filename="hello.raw"
+    )
     report = lint_image(image, host_os_release=FLATCAR, host_arch="x86-64", scope=scope)
     assert report.host is not None
     assert report.host.merges is merges, report.host.reason
@@ -264,3 +271,51 @@ def test_host_without_architecture_uses_this_machine(tmp_path: Path) -> None:
     image = make_image(tmp_path, "hello", good_fields(ARCHITECTURE="<drop>"), filename="hello.raw")
     report = lint_image(image, host_os_release=parse_os_release("ID=flatcar\nSYSEXT_LEVEL=1.0\n"))
     assert report.host is not None and report.host.merges
+
+
+# --- sysext inspect ------------------------------------------------------------------------
+
+
+def test_inspect_shows_release_files_owners_modes_and_checks(tmp_path: Path) -> None:
+    extra = ("file /usr/bin/theirs 0750 1000 100 {src}/hello", "slink /usr/bin/hi 0777 0 0 hello")
+    image = make_image(tmp_path, "hello", good_fields(), extra_lines=extra)
+    result = run_cli("inspect", image)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "format      squashfs, compression gzip" in out
+    assert "  SYSEXT_SCOPE=system portable" in out
+    assert "-rwxr-xr-x 0/0" in out and "usr/bin/hello" in out
+    assert "-rwxr-x--- 1000/100" in out
+    assert "usr/bin/hi -> hello" in out
+    assert "[tree-owner]" in out
+
+
+def test_inspect_json(tmp_path: Path) -> None:
+    import json
+
+    image = make_image(tmp_path, "hello", good_fields())
+    result = run_cli("inspect", image, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["format"] == "squashfs"
+    assert data["size"] == image.stat().st_size
+    assert data["release_files"]["hello"]["ID"] == "flatcar"
+    hello = next(e for e in data["entries"] if e["path"] == "usr/bin/hello")
+    assert hello == {
+        "path": "usr/bin/hello",
+        "kind": "file",
+        "mode": "0755",
+        "uid": 0,
+        "gid": 0,
+        "size": 21,
+    }
+    assert all(c["severity"] != "error" for c in data["checks"])
+
+
+def test_inspect_garbage_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "x.raw"
+    path.write_bytes(b"PK\3\4" + b"\0" * 3000)
+    result = run_cli("inspect", path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "not a squashfs or erofs image" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -131,7 +131,10 @@ def test_large_manifest_parses_in_linear_time() -> None:
 
 
 _NAME_CHARS = st.characters(
-    min_codepoint=0x21, max_codepoint=0x2FFF, blacklist_characters="/\\\x7f", blacklist_categories=("Cs",)
+    min_codepoint=0x21,
+    max_codepoint=0x2FFF,
+    blacklist_characters="/\\\x7f",
+    blacklist_categories=("Cs",),
 )
 _entries = st.lists(
     st.builds(
@@ -163,4 +166,3 @@ def test_parser_never_crashes_on_garbage(data: bytes) -> None:
         return
     for entry in entries:
         assert len(entry.sha256) == 64
-

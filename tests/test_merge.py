@@ -90,12 +90,9 @@ def test_lint_verdict_agrees_with_real_systemd_sysext(
     from tests.test_lint import make_image
 
     image = make_image(tmp_path, "hello", {**fields, "SYSEXT_ID": "hello"})
-    report = lint_image(
-        image, host_os_release=parse_os_release(FLATCAR), host_arch=HOST_ARCH
-    )
+    report = lint_image(image, host_os_release=parse_os_release(FLATCAR), host_arch=HOST_ARCH)
     result = merge_and_run([image], FLATCAR, ["{root}/usr/bin/hello"], names=["hello"])
     really_merged = result.merged_names == ["hello"]
     assert report.host is not None
     assert report.host.merges is expected, report.host.reason
     assert really_merged is expected, result.merge.stderr
-

@@ -46,9 +46,7 @@ FLATCAR = HostInfo(
 )
 
 
-@pytest.mark.parametrize(
-    "case", CASES, ids=[f"{c['pattern']}|{c['filename']}" for c in CASES]
-)
+@pytest.mark.parametrize("case", CASES, ids=[f"{c['pattern']}|{c['filename']}" for c in CASES])
 def test_upstream_vector(case: dict[str, Any]) -> None:
     """Every TEST-72-SYSUPDATE case, with its "partial" (RETRY) semantics."""
     result, found = pattern_match(case["pattern"], case["filename"])

@@ -66,7 +66,8 @@ def server(tmp_path: Path) -> Iterator[RegistryServer]:
 
 def test_parallel_uploads_while_readers_poll(server: RegistryServer, images: Path) -> None:
     seed = images / "conc-1.0-x86-64.raw"
-    assert _upload(server, seed, "conc").status_code == 200
+    first = _upload(server, seed, "conc")
+    assert first.status_code == 200, first.text + server.log()[-3000:]
     keyring = server.keyring()
     base = f"{server.url}/extensions/conc"
     stop = threading.Event()

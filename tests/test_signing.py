@@ -210,6 +210,9 @@ def test_signing_with_a_public_key_is_a_clear_error(keys: dict[str, Path]) -> No
         ("podman-5.3.1-x86-64.raw.json", False),
         ("podman-5.3.1-x86_64.raw", False),
         ("podman-x86-64.raw", False),
+        ("podman-5.3.1-amd64.raw", False),
+        ("scripts-1.0.raw", True),  # architecture-independent
+        ("scripts.raw", False),
         ("podman-5.3.1-x86-64.provenance.json", False),
         (".#podman-5.3.1-x86-64.raw", False),
         ("SHA256SUMS", False),
@@ -358,3 +361,35 @@ def test_cli_help_texts() -> None:
     for args in (["key", "generate"], ["key", "export"], ["sign"], ["verify"]):
         result = run_cli(*args, "--help")
         assert result.returncode == 0 and "Example" in result.stdout
+
+
+def test_cli_export_refuses_binary_to_a_terminal(tmp_path: Path, keys: dict[str, Path]) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sysext.cli.main", "key", "export", str(keys["main"])],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            check=False,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 2
+    stderr = proc.stderr.decode()
+    assert "refusing to write a binary keyring to a terminal" in stderr and "--armor" in stderr
+
+
+def test_cli_key_errors_write_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "pub.gpg"
+    missing = run_cli("key", "export", tmp_path / "nope.key", "--output", out)
+    assert missing.returncode == 2 and "no such key file" in missing.stderr
+    assert not out.exists()
+    empty_uid = run_cli("key", "generate", "--output", tmp_path / "k.key", "--uid", " ")
+    assert empty_uid.returncode == 2 and "must not be empty" in empty_uid.stderr
+    assert list(tmp_path.iterdir()) == []
+    no_keyring = run_cli("verify", tmp_path, "--keyring", tmp_path / "ring.gpg")
+    assert no_keyring.returncode == 2 and "SHA256SUMS: missing" in no_keyring.stderr

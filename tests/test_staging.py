@@ -115,7 +115,9 @@ def test_socket_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", [0o4755, 0o2755])
 def test_setuid_needs_an_allowance(tmp_path: Path, mode: int) -> None:
     tree = tree_with(tmp_path, HELLO, {"usr/bin/hello": mode})
-    with pytest.raises(SysextError, match=f"usr/bin/hello has the setuid/setgid bit \\(mode {mode:04o}\\)"):
+    with pytest.raises(
+        SysextError, match=f"usr/bin/hello has the setuid/setgid bit \\(mode {mode:04o}\\)"
+    ):
         scan_tree(tree)
     staged = scan_tree(tree, allow_setuid={"/usr/bin/hello"})
     assert staged.find("usr/bin/hello") is not None
@@ -177,10 +179,12 @@ def test_units_whose_programs_exist_pass(tmp_path: Path, line: str) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("ExecStart=/usr/local/bin/hello", "/usr/local/bin/hello is neither in the image nor a standard host path"),
+        ("ExecStart=/usr/local/bin/hello",
+         "/usr/local/bin/hello is neither in the image nor a standard host path"),
         ("ExecStart=/opt/hello/bin/hello", "/opt/hello/bin/hello is neither"),
         ("ExecStart=hellod", "'hellod' is neither in the image's usr/bin"),
-        ("ExecStartPre=/usr/bin/nonexistent-helper\nExecStart=/usr/bin/hello", "nonexistent-helper"),
+        ("ExecStartPre=/usr/bin/nonexistent-helper\nExecStart=/usr/bin/hello",
+         "nonexistent-helper"),
         ("ExecStart=usr/bin/hello", "absolute path"),
         ("ExecStart=/usr/bin/hello 'unbalanced", "cannot parse"),
     ],
@@ -200,7 +204,10 @@ def test_units_with_missing_programs_are_refused(tmp_path: Path, line: str, mess
 def test_unit_pointing_at_non_executable_file_is_refused(tmp_path: Path) -> None:
     tree = tree_with(
         tmp_path,
-        {**HELLO, "usr/lib/systemd/system/hello.service": UNIT.format(line="ExecStart=/usr/bin/hello")},
+        {
+            **HELLO,
+            "usr/lib/systemd/system/hello.service": UNIT.format(line="ExecStart=/usr/bin/hello"),
+        },
         {"usr/bin/hello": 0o644},
     )
     with pytest.raises(SysextError, match="not executable"):

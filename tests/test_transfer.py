@@ -63,7 +63,9 @@ def test_options_round_trip() -> None:
     text = render_transfer(spec, file_format="transfer")
     config = parse_transfer(text)
     assert config.get("Transfer", "Verify") == "no"
-    assert config.get("Source", "Path") == "http://127.0.0.1:8080/channels/beta/extensions/kubernetes"
+    assert (
+        config.get("Source", "Path") == "http://127.0.0.1:8080/channels/beta/extensions/kubernetes"
+    )
     assert config.match_patterns("Source") == ["kubernetes-1.29.@v-%a.raw"]
     assert config.get("Target", "InstancesMax") == "2"
     assert "kubernetes.transfer" in text and "257" in text

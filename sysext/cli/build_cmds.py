@@ -21,7 +21,9 @@ DEFAULT_OUTPUT = Path("out")
 
 def build_command(
     recipe: str = typer.Argument(
-        ..., help="Recipe name (looked up in recipes/ or --recipes-dir) or path to a .toml file."
+        ...,
+        metavar="RECIPE",
+        help="Recipe name (looked up in recipes/ or --recipes-dir) or path to a .toml file.",
     ),
     version: str | None = typer.Option(
         None, "--version", help="Upstream version to build (default: the recipe's `version`)."
@@ -30,6 +32,7 @@ def build_command(
         [],
         "--arch",
         "-a",
+        metavar="ARCH",
         help="Architecture in systemd's names (x86-64, arm64); repeat for several "
         "(default: this machine's).",
     ),
@@ -70,10 +73,14 @@ def build_command(
     """Build extension images from a recipe: fetch, verify, extract, stage, pack.
 
     Writes OUTPUT/NAME-VERSION-ARCH.raw, merges OUTPUT/SHA256SUMS and writes
-    OUTPUT/NAME-VERSION-ARCH.provenance.json. Images are reproducible: timestamps come from
-    SOURCE_DATE_EPOCH (default 0). Upstream URLs can be redirected to mirrors with
-    SYSEXT_MIRRORS='https://github.com/=https://mirror.example/gh/' or the [mirrors] table
-    of ~/.config/sysext/config.toml.
+    OUTPUT/NAME-VERSION-ARCH.provenance.json. Nothing is written unless every
+    requested architecture fetched, verified and staged cleanly.
+
+    Images are reproducible: file times come from SOURCE_DATE_EPOCH (default 0).
+
+    Upstream URLs are redirected to mirrors by SYSEXT_MIRRORS (e.g.
+    'https://github.com/=https://mirror.example/gh/') or by the mirrors table of
+    ~/.config/sysext/config.toml (see recipes/README.md).
 
     Example: sysext build shellcheck --output out/
     """
@@ -107,7 +114,7 @@ def build_command(
         sign_directory(output, sign_key, passphrase=passphrase)
     table = Table(title=f"{loaded.name}: {len(images)} image(s) in {output}")
     for column in ("image", "version", "arch", "size", "sha256"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for image in images:
         release = image.release
         table.add_row(
@@ -123,17 +130,19 @@ def build_command(
 
 
 def versions_command(
-    recipe: str = typer.Argument(..., help="Recipe name or path to a .toml file."),
+    recipe: str = typer.Argument(
+        ..., metavar="RECIPE", help="Recipe name or path to a .toml file."
+    ),
     recipes_dir: Path | None = typer.Option(
         None, "--recipes-dir", help="Where recipe names are looked up (default: recipes/)."
     ),
     limit: int = typer.Option(20, "--limit", "-n", help="Show at most this many (0: all)."),
 ) -> None:
-    """List the upstream versions of a recipe, newest first (systemd's version order).
+    """List the upstream versions of a recipe, newest first.
 
-    Reads the recipe's [versions] feed: GitHub releases (through SYSEXT_MIRRORS / the
-    config file's [mirrors]) or `pip index versions`. The recipe's default version is
-    marked with '*'.
+    Versions are ordered the way systemd-sysupdate orders them. The feed is the
+    recipe's versions table: GitHub releases (mirrors apply, see `sysext build
+    --help`) or `pip index versions`. The recipe's default version is marked '*'.
 
     Example: sysext versions shellcheck
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -28,22 +29,19 @@ from sysext.provision.verify import load_config
 from sysext.steps import console
 from sysext.urls import DEFAULT_CHANNEL
 
-BUTANE_HELP = """\
-Print a Butane config (or, with --ignition, Ignition JSON) that installs extensions at
-first boot, verified by SHA-256, and keeps them updated with systemd-sysupdate.
-
-Each NAME[@VERSION] is resolved now against the registry's SHA256SUMS for --arch and
---channel (newest version unless given), so the config pins an exact file and its hash.
-
-Example:
-
-  sysext butane podman crio@1.31.1 --registry https://ext.example.com > host.bu
-
-  sysext butane podman --registry https://ext.example.com --variant fcos --ignition -o host.ign
-
-The registry key is installed as /etc/systemd/import-pubring.gpg, which REPLACES the host's
-vendor keyring for systemd-sysupdate (--keyring skip leaves it alone).
-"""
+BUTANE_HELP = (
+    "Print a Butane config (or, with --ignition, Ignition JSON) that installs extensions at "
+    "first boot, verified by SHA-256, and keeps them updated with systemd-sysupdate.\n\n"
+    "Each NAME (or NAME@VERSION) is resolved now against the registry's SHA256SUMS for "
+    "--arch and --channel (newest version unless given), so the config pins an exact file "
+    "and its hash.\n\n"
+    "The registry key is installed as /etc/systemd/import-pubring.gpg, which REPLACES the "
+    "host's vendor keyring for systemd-sysupdate (--keyring skip leaves it alone).\n\n"
+    "Example:\n\n"
+    "  sysext butane podman crio@1.31.1 --registry https://ext.example.com > host.bu\n\n"
+    "  sysext butane podman --registry https://ext.example.com --variant fcos --ignition "
+    "-o host.ign"
+)
 
 VERIFY_HELP = """\
 Download every file source of an Ignition or Butane config and check it against the
@@ -151,7 +149,7 @@ def verify_config(
 ) -> None:
     results = verify_config_sources(load_config(config_file))
     if as_json:
-        print(json.dumps([r.__dict__ for r in results], indent=2))
+        print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
         return
     for result in results:
         state = "verified" if result.verified else "inline"

@@ -55,7 +55,10 @@ def key_generate(
     """
     fingerprint = generate_key(output, uid, passphrase=_passphrase())
     print(fingerprint)
-    console.print(f"wrote {output} (0600); publish the public part with: sysext key export KEY")
+    console.print(
+        f"wrote {output} (0600); publish the public part with: sysext key export KEY",
+        soft_wrap=True,
+    )
 
 
 @key_app.command("export")
@@ -104,7 +107,8 @@ def sign(
     fingerprint = key_fingerprint(key, passphrase=_passphrase())
     console.print(
         f"signed {len(entries)} image(s): {directory / MANIFEST_NAME},"
-        f" {directory / SIGNATURE_NAME} (key {fingerprint})"
+        f" {directory / SIGNATURE_NAME} (key {fingerprint})",
+        soft_wrap=True,
     )
 
 
@@ -131,7 +135,7 @@ def verify(
             f" (first: {first.entry.filename}: {first.problem})",
             "rebuild or re-sign: sysext sign DIR --key KEY",
         )
-    console.print(f"signature OK (key {fingerprint}); {len(results)} file(s) match")
+    console.print(f"signature OK (key {fingerprint}); {len(results)} file(s) match", soft_wrap=True)
 
 
 def check(

@@ -23,6 +23,9 @@ from sysext.formats import (
 from sysext.process import run, tool_version
 from sysext.staging import EntryKind, StagedEntry
 
+# erofs-utils 1.5 fails with "Could not format the device: No such file or directory" on a
+# 255-byte name although the format allows it; refuse such names before running it.
+MAX_NAME_BYTES = 255
 _LEVELS: dict[Compression, LevelRange] = {Compression.LZ4HC: LevelRange(0, 12, 12)}
 
 
@@ -66,6 +69,14 @@ class ErofsWriter:
         return _LEVELS.get(compression)
 
     def write(self, request: WriteRequest) -> None:
+        for entry in request.entries:
+            name = entry.path.rpartition("/")[2]
+            if len(name.encode()) >= MAX_NAME_BYTES:
+                raise SysextError(
+                    f"{entry.path}: a {len(name.encode())}-byte file name is more than "
+                    f"mkfs.erofs 1.5 can store (at most {MAX_NAME_BYTES - 1})",
+                    "shorten the name, or build a squashfs image (--format squashfs)",
+                )
         view = request.scratch / "root"
         view.mkdir()
         try:
