@@ -26,7 +26,7 @@ from registry.keys import Signer
 from registry.locking import exclusive
 from registry.names import ImageName, channel_problem
 from registry.settings import Settings
-from registry.store import blob_path, collect_garbage, ingest
+from registry.store import blob_path, collect_garbage, ingest, remove_abandoned_uploads
 from sysext.atomic import remove_stale_temporaries
 from sysext.versioning import version_key
 
@@ -51,7 +51,8 @@ class RegistryService:
     def prepare(self) -> tuple[str, bool]:
         """Migrate, create the key, drop crash leftovers, rematerialize from the DB.
 
-        Returns (fingerprint, key_created). Safe to run from every worker at once.
+        Returns (fingerprint, key_created). Safe to run from every worker at once, and
+        while others serve: it holds the writer lock, and uploads in flight are locked.
         """
         s = self.settings
         for directory in (s.data_dir, s.public_dir, s.snapshots_dir, s.store_dir, s.tmp_dir):
@@ -60,8 +61,7 @@ class RegistryService:
             migrate(self.engine)
             fingerprint, created = self.signer.ensure_key()
             self.signer.write_keyrings(s.public_dir)
-            for leftover in s.tmp_dir.iterdir():
-                leftover.unlink()
+            remove_abandoned_uploads(s.tmp_dir)
             remove_stale_temporaries(s.public_dir)
             with self.sessions() as session:
                 images = list(session.scalars(select(Image)))

@@ -8,9 +8,11 @@ after validation; both live on the same file system, so the rename is atomic.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from registry.errors import RegistryError
@@ -22,16 +24,33 @@ def blob_path(store_dir: Path, sha256: str) -> Path:
     return store_dir / "sha256" / sha256[:2] / sha256
 
 
+@contextlib.contextmanager
+def _tmp_guard(tmp_dir: Path, mode: int) -> Iterator[None]:
+    """Shared: creating an upload file; exclusive: sweeping abandoned ones."""
+    fd = os.open(
+        tmp_dir.parent / f"{tmp_dir.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
+    try:
+        fcntl.flock(fd, mode)
+        yield
+    finally:
+        os.close(fd)
+
+
 class StagedUpload:
     """An upload being streamed to a temporary file, hashed and size-checked as it comes.
 
     Use as a context manager: the temporary file is removed on exit unless it was moved
     into the store (`ingest`), so a rejected or interrupted upload leaves nothing behind.
+    The file stays `flock`ed while its upload lives, so a worker (re)starting meanwhile
+    sweeps only files whose process died (`remove_abandoned_uploads`).
     """
 
     def __init__(self, tmp_dir: Path, max_bytes: int) -> None:
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".#upload.", dir=tmp_dir)
+        with _tmp_guard(tmp_dir, fcntl.LOCK_SH):
+            fd, name = tempfile.mkstemp(prefix=".#upload.", dir=tmp_dir)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
@@ -48,10 +67,9 @@ class StagedUpload:
         self._file.write(data)
 
     def finish(self) -> str:
-        """Flush to disk; returns the SHA-256 of everything written."""
+        """Flush to disk; returns the SHA-256 of everything written (the file stays locked)."""
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._file.close()
         return self._hash.hexdigest()
 
     def discard(self) -> None:
@@ -65,6 +83,29 @@ class StagedUpload:
 
     def __exit__(self, *exc: object) -> None:
         self.discard()
+
+
+def remove_abandoned_uploads(tmp_dir: Path) -> int:
+    """Delete upload files of dead processes (kill -9 mid-upload); live ones are locked."""
+    removed = 0
+    if not tmp_dir.is_dir():
+        return 0
+    with _tmp_guard(tmp_dir, fcntl.LOCK_EX):
+        for path in tmp_dir.iterdir():
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # an upload in progress in another worker
+            else:
+                path.unlink(missing_ok=True)
+                removed += 1
+            finally:
+                os.close(fd)
+    return removed
 
 
 def ingest(store_dir: Path, staged: Path, sha256: str) -> Path:

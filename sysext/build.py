@@ -24,6 +24,7 @@ from sysext.formats import Compression, ImageFormat
 from sysext.image import BuiltImage, pack
 from sysext.recipe import Recipe
 from sysext.sources import FetchContext, Fetched, source_kind
+from sysext.staging import scan_tree
 from sysext.steps import step
 from sysext.versioning import version_problem
 
@@ -102,11 +103,15 @@ def build(request: BuildRequest) -> list[BuiltImage]:
             _stage(recipe, version, arch, downloader, work / arch.systemd_name) for arch in arches
         ]
         recipe_sha = hashlib.sha256(recipe.path.read_bytes()).hexdigest()
+        tools: dict[str, str] = {}
+        for kind in sorted({spec.kind for spec in recipe.sources}):
+            tools.update(source_kind(kind).tools())
         images = []
         for item in staged:
             provenance: dict[str, object] = {
                 "recipe": {"name": recipe.name, "file": recipe.file_label, "sha256": recipe_sha},
                 "version": version,
+                "fetch_tools": tools,
                 "sources": [
                     {
                         "id": sid,
@@ -151,7 +156,7 @@ def _stage(
         fetched.append((spec.id, spec.kind, got))
         destination = work / "sources" / spec.id
         destination.mkdir(parents=True)
-        with step(f"Extracting {got.file_name}"):
+        with step(f"Extracting source {spec.id} ({got.format.value})"):
             extract(
                 got.path,
                 destination,
@@ -168,4 +173,7 @@ def _stage(
     tree.mkdir()
     with step(f"Staging {recipe.name} {version} {arch.systemd_name}"):
         assemble(recipe, extracted, tree)
+        # pack() checks the tree again; checking here too means a tree that cannot become an
+        # image fails the build before any architecture has written its image.
+        scan_tree(tree, allow_setuid=recipe.allow_setuid)
     return _Staged(arch, tree, tuple(fetched))

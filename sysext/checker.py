@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import urllib.parse
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,15 @@ from sysext.patterns import (
     HostInfo,
     Pattern,
     PatternMatch,
+    expand_match_patterns,
     expand_specifiers,
     match_many,
     parse_pattern,
 )
-from sysext.selection import Selection, select_candidate
+from sysext.selection import DEFAULT_INSTANCES_MAX, Selection, select_candidate, vacuum_plan
 from sysext.signing import MAX_SIGNATURE_BYTES, verify_detached
-from sysext.versioning import sort_versions
+from sysext.transfer import TransferConfig, transfer_problems
+from sysext.versioning import sort_versions, version_is_valid
 
 USER_AGENT = f"systemd-pull/sysext-check-{__version__}"
 _CHUNK = 1 << 20
@@ -194,6 +196,8 @@ class CheckReport:
     signer: str | None = None  # fingerprint when the signature was verified
     payload_verified: str | None = None  # file name whose SHA-256 was checked
     warnings: tuple[str, ...] = field(default=())
+    # Installed versions `update` would delete first (transfer_vacuum(), space=1).
+    vacuum: tuple[str, ...] = ()
 
     @property
     def candidate(self) -> AvailableVersion | None:
@@ -240,6 +244,7 @@ class CheckReport:
             "newest_installed": sel.newest_installed,
             "reason": sel.reason,
             "payload_verified": self.payload_verified,
+            "would_remove": list(self.vacuum),
             "warnings": list(self.warnings),
             "ok": self.ok,
             "problem": self.problem,
@@ -298,12 +303,23 @@ def check_remote(
     installed: Iterable[str] = (),
     min_version: str | None = None,
     verify_payload: bool = False,
+    target_patterns: list[str] | None = None,
+    instances_max: int = DEFAULT_INSTANCES_MAX,
+    protected: Iterable[str] = (),
     session: requests.Session | None = None,
 ) -> CheckReport:
-    """Do what `systemd-sysupdate check-new` does for one url-file transfer, and explain."""
+    """Do what `systemd-sysupdate check-new` does for one url-file transfer, and explain.
+
+    `patterns` are the source patterns (default NAME-@v-%a.raw from the URL);
+    `target_patterns` recognise installed files in `installed_dir` (default: the source
+    patterns, as sysupdate copies them when [Target] has none).
+    """
     session = session or _session()
     raw_patterns = patterns or [default_pattern(url)]
     compiled = [parse_pattern(expand_specifiers(p, host, max_length=255)) for p in raw_patterns]
+    compiled_target = [
+        parse_pattern(expand_specifiers(p, host, max_length=255)) for p in target_patterns or []
+    ] or compiled
     m_url = manifest_url(url)
     manifest = fetch(session, m_url)
     if len(manifest) < MIN_DOWNLOAD_BYTES:
@@ -329,7 +345,7 @@ def check_remote(
     available, ignored, warnings = _classify(url, entries, compiled)
     installed_list = list(installed)
     if installed_dir is not None:
-        installed_list += installed_versions(installed_dir, compiled)
+        installed_list += installed_versions(installed_dir, compiled_target)
     if not available:
         names = ", ".join(sorted(set(ignored))[:5]) or "none"
         raise CheckError(
@@ -338,6 +354,16 @@ def check_remote(
         )
     selection = select_candidate(
         [a.version for a in available], installed_list, min_version=min_version
+    )
+    vacuum = (
+        vacuum_plan(
+            installed_list,
+            instances_max=instances_max,
+            protected=protected,
+            candidate=selection.candidate,
+        )
+        if selection.candidate is not None
+        else []
     )
     report = CheckReport(
         path=url,
@@ -351,6 +377,7 @@ def check_remote(
         selection=selection,
         signer=signer,
         warnings=tuple(warnings),
+        vacuum=tuple(vacuum),
     )
     if verify_payload:
         target = report.candidate or next(
@@ -358,14 +385,10 @@ def check_remote(
         )
         if target is not None:
             extra = _verify_payload(session, target)
-            report = _with(report, payload_verified=target.filename, warnings=warnings + extra)
+            report = replace(
+                report, payload_verified=target.filename, warnings=tuple(warnings + extra)
+            )
     return report
-
-
-def _with(report: CheckReport, **changes: Any) -> CheckReport:
-    from dataclasses import replace
-
-    return replace(report, **changes)
 
 
 def _classify(
@@ -428,3 +451,105 @@ def _verify_payload(session: requests.Session, target: AvailableVersion) -> list
         if head.startswith(magic):
             warnings.append(f"{target.filename} is {kind}: sysupdate installs it decompressed")
     return warnings
+
+
+# --- reading the inputs from a transfer file ----------------------------------------------
+
+# Keyrings systemd-import 252–256 use for Verify=yes: the first that exists, never merged.
+HOST_KEYRINGS = (
+    Path("/etc/systemd/import-pubring.gpg"),
+    Path("/usr/lib/systemd/import-pubring.gpg"),
+)
+
+
+@dataclass(frozen=True)
+class TransferCheck:
+    """What `check_remote` needs, read from a transfer file as sysupdate reads it."""
+
+    url: str
+    patterns: list[str]
+    target_patterns: list[str]
+    installed_dir: Path | None
+    min_version: str | None
+    verify: bool
+    instances_max: int = DEFAULT_INSTANCES_MAX
+    protected: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def transfer_check(config: TransferConfig, host: HostInfo) -> TransferCheck:
+    """The url-file → regular-file inputs of a parsed transfer file (spec §2.2, §2.3)."""
+    problems = transfer_problems(config)
+    if problems:
+        raise CheckError(f"transfer file: {problems[0]}", "fix the transfer file; see §2.2")
+    warnings: list[str] = []
+    url = expand_specifiers(config.get("Source", "Path") or "", host)
+
+    def patterns_of(section: str) -> list[str]:
+        found: list[str] = []
+        for value in config.values(section, "MatchPattern"):
+            if not value.strip():
+                found.clear()
+                continue
+            expanded = expand_match_patterns(value, host)
+            if expanded.warning:
+                warnings.append(
+                    f"[{section}] {expanded.warning}: dropped {' '.join(expanded.dropped)}"
+                )
+            found += [p for p in expanded.patterns if p not in found]
+        return found
+
+    source = patterns_of("Source")
+    if not source:
+        raise CheckError("transfer file: Source specification lacks MatchPattern=")
+    target = patterns_of("Target") or source
+    min_version = config.get("Transfer", "MinVersion")
+    if min_version and "%" in min_version:
+        # 252–256 validate the unexpanded value, so any specifier invalidates the line.
+        warnings.append(f"MinVersion={min_version} is ignored by systemd 252–256 (specifier)")
+        min_version = None
+    target_dir = config.get("Target", "Path")
+    verify = (config.get("Transfer", "Verify", "yes") or "yes").lower() in (
+        "1", "yes", "y", "true", "t", "on",
+    )  # fmt: skip
+    instances_max = DEFAULT_INSTANCES_MAX
+    raw_max = config.get("Target", "InstancesMax")
+    if raw_max:
+        if not raw_max.isdigit():
+            raise CheckError(f"transfer file: InstancesMax={raw_max} is not a number")
+        # Values below 2 are bumped to 2 with a warning (config_parse_instances_max()).
+        instances_max = max(int(raw_max), 2)
+    protected: list[str] = []
+    for value in config.values("Transfer", "ProtectVersion"):
+        try:
+            expanded = expand_specifiers(value, host)
+        except SysextError as exc:
+            warnings.append(f"ProtectVersion={value} ignored: {exc.message}")
+            continue
+        if version_is_valid(expanded):
+            protected.append(expanded)
+        else:  # e.g. %A on a host without IMAGE_VERSION: ignored with a warning
+            warnings.append(f"ProtectVersion={value} ignored: {expanded!r} is not a valid version")
+    return TransferCheck(
+        url=url,
+        patterns=source,
+        target_patterns=target,
+        installed_dir=Path(target_dir) if target_dir else None,
+        min_version=min_version or None,
+        verify=verify,
+        instances_max=instances_max,
+        protected=tuple(protected),
+        warnings=tuple(warnings),
+    )
+
+
+def host_keyring() -> Path:
+    """The keyring a host's Verify=yes uses (§3.4); error when neither file exists."""
+    for path in HOST_KEYRINGS:
+        if path.exists():
+            return path
+    raise CheckError(
+        "Verify=yes, but neither /etc/systemd/import-pubring.gpg nor"
+        " /usr/lib/systemd/import-pubring.gpg exists",
+        "install the registry key: curl -o /etc/systemd/import-pubring.gpg REGISTRY/keyring.gpg",
+    )

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -65,6 +64,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def ensure_cache_dir(path: Path) -> Path:
+    """Create a directory of the cache, or say clearly why it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SysextError(
+            f"cache directory {path}: {exc.strerror}",
+            "pass a writable --cache-dir or set SYSEXT_CACHE_DIR",
+        ) from exc
+    return path
+
+
 @dataclass(frozen=True)
 class Downloader:
     """Fetches URLs through the mirror map into the cache (see the module docstring)."""
@@ -111,7 +122,7 @@ class Downloader:
             log.warning("cached copy of %s is corrupt or --refresh was given; refetching", url)
             blob.unlink()
         partial = self.cache_dir / "downloads" / "partial" / f"{sha256}.part"
-        partial.parent.mkdir(parents=True, exist_ok=True)
+        ensure_cache_dir(partial.parent)
         if self.refresh:
             partial.unlink(missing_ok=True)
         target = self.mirrors.rewrite(url)
@@ -124,7 +135,7 @@ class Downloader:
                 "the upstream file changed or the download was corrupted; check the recipe's "
                 "sha256 and rerun with --refresh",
             )
-        blob.parent.mkdir(parents=True, exist_ok=True)
+        ensure_cache_dir(blob.parent)
         os.replace(partial, blob)
         return blob
 
@@ -247,11 +258,3 @@ def _root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None or exc.__context__ is not None:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-
-
-def copy_into(path: Path, directory: Path, name: str) -> Path:
-    """Copy a verified blob to `directory/name` (sources want real file names)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    dest = directory / name
-    shutil.copyfile(path, dest)
-    return dest

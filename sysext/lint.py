@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sysext.architecture import SYSTEMD_ARCHITECTURES, Architecture
-from sysext.extension_release import ANY, host_compatibility, name_problem
 from sysext.errors import SysextError
+from sysext.extension_release import ANY, host_compatibility, name_problem
 from sysext.imageread import ImageContents, read_file, read_image
 from sysext.staging import is_unit_file, unit_problem
 from sysext.versioning import version_problem

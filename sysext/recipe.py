@@ -72,18 +72,21 @@ def _show(value: object) -> str:
 class Sha256Pins:
     """Pinned hashes: one for everything, per architecture, and/or per version per arch.
 
-    `lookup` prefers the most specific pin: version+arch, then version, then arch, then
-    the single value.
+    Pins keyed by version apply to that version; the unkeyed ones (`single`, `by_arch`)
+    describe the recipe's default version only, so `--version` never checks a new download
+    against an old hash (it needs its own pin or the upstream checksum file).
     """
 
     single: str | None = None
     by_arch: Mapping[Architecture, str] = field(default_factory=dict)
     by_version: Mapping[str, Mapping[Architecture | None, str]] = field(default_factory=dict)
 
-    def lookup(self, version: str, arch: Architecture) -> str | None:
+    def lookup(self, version: str, arch: Architecture, *, default_version: str) -> str | None:
         per_version = self.by_version.get(version)
         if per_version is not None:
             return per_version.get(arch) or per_version.get(None)
+        if version != default_version:
+            return None
         return self.by_arch.get(arch) or self.single
 
     @property
@@ -179,12 +182,6 @@ class Recipe:
     @property
     def file_label(self) -> str:
         return self.path.name
-
-    def source(self, source_id: str) -> SourceSpec:
-        for spec in self.sources:
-            if spec.id == source_id:
-                return spec
-        raise KeyError(source_id)
 
     def expand(self, template: str, version: str, arch: Architecture, where: str) -> str:
         """Fill `{version}`, `{arch}` (upstream name), `{systemd_arch}`, `{name}`."""

@@ -40,8 +40,9 @@ def _complete_sets(per_transfer: Sequence[Sequence[str]]) -> tuple[list[str], li
         return [], []
     complete: list[str] = []
     incomplete: list[str] = []
-    for version in sort_versions(set(per_transfer[0]), newest_first=True):
-        if any(complete and strverscmp(version, c) == 0 for c in complete):
+    # dict.fromkeys: drop duplicates but keep input order, so ties sort deterministically.
+    for version in sort_versions(dict.fromkeys(per_transfer[0]), newest_first=True):
+        if any(strverscmp(version, c) == 0 for c in complete):
             continue
         if all(any(strverscmp(version, o) == 0 for o in other) for other in per_transfer[1:]):
             complete.append(version)

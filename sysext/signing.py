@@ -12,7 +12,6 @@ the secret key packets themselves); `gpg --decrypt KEY | gpg --import` recovers 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,9 +250,6 @@ def is_image_name(name: str) -> bool:
     return any(c == "-" and i > 0 and version_is_valid(stem[i + 1 :]) for i, c in enumerate(stem))
 
 
-_TEMP = re.compile(r"^\.#")
-
-
 def image_entries(directory: Path) -> list[ManifestEntry]:
     """Manifest entries for the images in `directory` (hashes computed now)."""
     directory = Path(directory)
@@ -262,7 +258,7 @@ def image_entries(directory: Path) -> list[ManifestEntry]:
     return [
         ManifestEntry(p.name, sha256_file(p))
         for p in sorted(directory.iterdir())
-        if p.is_file() and not _TEMP.match(p.name) and is_image_name(p.name)
+        if p.is_file() and is_image_name(p.name)
     ]
 
 

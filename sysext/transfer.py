@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sysext.errors import SysextError
+from sysext.patterns import PatternError, parse_pattern
 from sysext.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url
 from sysext.versioning import version_problem
 
@@ -221,8 +222,6 @@ def parse_transfer(text: str) -> TransferConfig:
 
 def transfer_problems(config: TransferConfig) -> list[str]:
     """What systemd 252–256 would refuse in a url-file → regular-file transfer."""
-    from sysext.patterns import PatternError, parse_pattern  # local: keep import graph flat
-
     problems: list[str] = []
     if config.get("Source", "Type") != "url-file":
         problems.append("[Source] Type= must be url-file")

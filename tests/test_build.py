@@ -139,6 +139,13 @@ def listing(image: Path) -> dict[str, str]:
     return entries
 
 
+def listing_dates(image: Path) -> list[str]:
+    out = subprocess.run(
+        ["unsquashfs", "-lln", image], capture_output=True, text=True, check=True
+    ).stdout
+    return [line.split()[3] for line in out.splitlines() if "squashfs-root" in line]
+
+
 def test_build_from_fixture_checks_modes_owner_and_release(
     tmp_path: Path, static_server: StaticServer, recipe: Path
 ) -> None:
@@ -150,6 +157,8 @@ def test_build_from_fixture_checks_modes_owner_and_release(
     assert result.stdout.strip() == str(image)
     entries = listing(image)
     assert entries["usr/bin/hello"] == "-rwxr-x--- 0/0"
+    # Every inode carries SOURCE_DATE_EPOCH (1700000000 = 2023-11-14), not the build time.
+    assert set(listing_dates(image)) == {"2023-11-14"}
     assert entries["usr/bin/hi"].startswith("lrwxrwxrwx 0/0")
     assert entries["usr/share/hello/notes.txt"] == "-rw-r--r-- 0/0"
     assert "usr/share/hello/ignored.md" not in entries
@@ -400,7 +409,10 @@ def test_versions_without_a_feed(tmp_path: Path, recipe: Path) -> None:
 # -- the shipped podman recipe against an upstream-shaped fixture --------------------------
 
 PODMAN_MEMBERS: dict[str, tuple[bytes, int]] = {
-    "etc/containers/containers.conf": (b"[engine]\n", 0o644),
+    "etc/containers/containers.conf": (
+        b'[containers]\ninit_path = "/usr/local/lib/podman/catatonit"\n',
+        0o644,
+    ),
     "etc/containers/policy.json": (b'{"default": [{"type": "insecureAcceptAnything"}]}\n', 0o644),
     "etc/containers/registries.conf": (b'unqualified-search-registries = ["docker.io"]\n', 0o644),
     "etc/containers/storage.conf": (b'[storage]\ndriver = "overlay"\n', 0o644),
@@ -409,6 +421,7 @@ PODMAN_MEMBERS: dict[str, tuple[bytes, int]] = {
     "usr/local/bin/fuse-overlayfs": (b"#!/bin/sh\n", 0o755),
     "usr/local/lib/podman/conmon": (b"#!/bin/sh\necho conmon\n", 0o755),
     "usr/local/lib/podman/rootlessport": (b"#!/bin/sh\n", 0o755),
+    "usr/local/lib/podman/catatonit": (b"#!/bin/sh\n", 0o755),
     "usr/local/lib/systemd/system/podman.service": (
         b"[Service]\nExecStart=/usr/local/bin/podman system service\n",
         0o644,
@@ -455,19 +468,32 @@ def test_podman_recipe_builds_from_its_real_url_layout(
         "usr/bin/fuse-overlayfs",
         "usr/libexec/podman/conmon",
         "usr/libexec/podman/rootlessport",
+        "usr/libexec/podman/catatonit",
     ):
         assert entries[path] == "-rwxr-xr-x 0/0", path
     for path in (
         "usr/share/podman/containers/policy.json",
-        "usr/share/podman/containers/storage.conf",
+        "usr/share/podman/containers/registries.conf",
+        "usr/share/containers/storage.conf",
+        "usr/share/containers/containers.conf",
         "usr/lib/tmpfiles.d/10-podman.conf",
         "usr/lib/systemd/system/podman.socket",
         "usr/lib/systemd/system/podman.service",
         "usr/lib/systemd/system/sockets.target.d/10-podman.conf",
     ):
         assert entries[path] == "-rw-r--r-- 0/0", path
-    # Nothing of /usr/local or /etc leaks into the image.
+    # Nothing of /usr/local or /etc leaks into the image, and upstream's containers.conf
+    # (pointing at /usr/local) is replaced by the recipe's own.
     assert not [p for p in entries if p.startswith(("usr/local", "etc"))]
+    assert "usr/share/podman/containers/containers.conf" not in entries
+    conf = subprocess.run(
+        ["unsquashfs", "-cat", image, "usr/share/containers/containers.conf"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert 'init_path = "/usr/libexec/podman/catatonit"' in conf
+    assert "/usr/local" not in conf.split("[containers]", 1)[1]
     assert provenance_origin(out, f"podman-{version}-{HOST.systemd_name}") == (
         f"https://github.com/mgoltzsche/podman-static/releases/download/v{version}/"
         f"podman-linux-{arch}.tar.gz"
@@ -483,3 +509,97 @@ def test_podman_recipe_builds_from_its_real_url_layout(
 def provenance_origin(out: Path, stem: str) -> str:
     record = json.loads((out / f"{stem}.provenance.json").read_text())
     return str(record["inputs"]["sources"][0]["origin"])
+
+
+def test_sign_key_signs_the_output_and_a_bad_key_writes_nothing(
+    tmp_path: Path, static_server: StaticServer, recipe: Path
+) -> None:
+    publish(static_server)
+    key = tmp_path / "release.key"
+    assert run_cli("key", "generate", "--output", key).returncode == 0
+    out = tmp_path / "out"
+    missing = tmp_path / "missing.key"
+    result = build(tmp_path, static_server.url, "--output", out, "--sign-key", missing)
+    assert_failed_cleanly(result, out, str(missing))
+    result = build(tmp_path, static_server.url, "--output", out, "--sign-key", key)
+    assert result.returncode == 0, result.stderr
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(run_cli_bytes("key", "export", key))
+    verified = subprocess.run(
+        ["gpgv", "--keyring", keyring, out / "SHA256SUMS.gpg", out / "SHA256SUMS"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert (out / "SHA256SUMS").read_text().endswith(f"hello-1.0-{HOST.systemd_name}.raw\n")
+
+
+def run_cli_bytes(*args: str | Path) -> bytes:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "sysext.cli.main", *map(str, args)],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+def test_erofs_build_is_reproducible_too(
+    tmp_path: Path, static_server: StaticServer, recipe: Path
+) -> None:
+    publish(static_server)
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        result = build(tmp_path, static_server.url, "--output", out, "--format", "erofs")
+        assert result.returncode == 0, result.stderr
+    name = f"hello-1.0-{HOST.systemd_name}.raw"
+    assert (first / name).read_bytes() == (second / name).read_bytes()
+    dump = subprocess.run(
+        ["dump.erofs", "--path=/usr/bin/hello", first / name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert dump.returncode == 0, dump.stderr
+    assert "Uid: 0   Gid: 0  Access: 0750/rwxr-x---" in dump.stdout
+    assert "Timestamp: 2023-11-14" in dump.stdout  # SOURCE_DATE_EPOCH=1700000000
+
+
+def test_several_architectures_and_all_or_nothing(
+    tmp_path: Path, static_server: StaticServer, recipe: Path
+) -> None:
+    release = static_server.root / "hello/v1.0"
+    release.mkdir(parents=True)
+    lines = []
+    for arch in ("amd64", "arm64"):
+        data = upstream_tarball({"bin/hello": (HELLO_SCRIPT, 0o755)}, "hello-1.0")
+        (release / f"hello-1.0-linux-{arch}.tar.gz").write_bytes(data)
+        lines.append(f"{hashlib.sha256(data).hexdigest()}  hello-1.0-linux-{arch}.tar.gz\n")
+    recipe.write_text(
+        RECIPE.replace('from = "share/**/*.txt"', 'from = "share/**/*.txt"\noptional = true')
+    )
+    both = ("--arch", "x86-64", "--arch", "arm64")
+    # arm64 is missing from the checksum file: x86-64 staged fine, but nothing is written.
+    (release / "SHA256SUMS").write_text(lines[0])
+    out = tmp_path / "out"
+    result = build(tmp_path, static_server.url, "--output", out, *both)
+    assert_failed_cleanly(result, out, "no sha256 line for hello-1.0-linux-arm64.tar.gz")
+    (release / "SHA256SUMS").write_text("".join(lines))
+    result = build(tmp_path, static_server.url, "--output", out, *both)
+    assert result.returncode == 0, result.stderr
+    names = ["hello-1.0-arm64.raw", "hello-1.0-x86-64.raw"]
+    manifest = (out / "SHA256SUMS").read_text().splitlines()
+    assert [line.split("  ")[1] for line in manifest] == names
+    arm = subprocess.run(
+        [
+            "unsquashfs",
+            "-cat",
+            out / names[0],
+            "usr/lib/extension-release.d/extension-release.hello",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "ARCHITECTURE=arm64" in arm

@@ -23,6 +23,7 @@ from sysext.signing import (
     sign_detached,
     sign_directory,
 )
+from sysext.transfer import TransferSpec, render_transfer
 from tests.conftest import StaticServer, run_cli
 
 HOST = HostInfo(arch="x86-64", os_release={"ID": "flatcar", "VERSION_ID": "3815.2.0"})
@@ -378,14 +379,92 @@ def test_http_quirks(quirky_server: str) -> None:
         f"{quirky_server}/moved", keyring=None, patterns=["hello-@v-%a.raw"], host=HOST
     )
     assert moved.selection.candidate == "1.0"
-    with pytest.raises(CheckError, match="HTTP 403 .*accepts only 2xx"):
+    with pytest.raises(CheckError, match=r"HTTP 403 .*accepts only 2xx"):
         check_remote(f"{quirky_server}/forbidden", keyring=None, patterns=None, host=HOST)
     with pytest.raises(CheckError, match="Content-Encoding: gzip"):
         check_remote(f"{quirky_server}/gzip", keyring=None, patterns=None, host=HOST)
-    with pytest.raises(CheckError, match="Content-Length|download failed"):
+    with pytest.raises(CheckError, match=r"Content-Length|download failed"):
         check_remote(f"{quirky_server}/short", keyring=None, patterns=None, host=HOST)
 
 
 def test_unreachable_server() -> None:
     with pytest.raises(CheckError, match="cannot connect"):
         check_remote("http://127.0.0.1:9/x", keyring=None, patterns=["x-@v.raw"], host=HOST)
+
+
+def test_check_reads_a_transfer_file(
+    static_server: StaticServer, signing: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`sysext check --transfer FILE` sees what the host's own transfer file describes."""
+    key, keyring = signing
+    publish(
+        static_server, "hello", {"hello-1.0-x86-64.raw": b"a", "hello-1.1-x86-64.raw": b"b"}, key
+    )
+    target = tmp_path / "opt-extensions-hello"
+    target.mkdir()
+    (target / "hello-1.0-x86-64.raw").write_bytes(b"a")
+    spec = TransferSpec("hello", static_server.url, target_dir=str(target))
+    conf = tmp_path / "hello.conf"
+    conf.write_text(render_transfer(spec))
+    result = run_cli(
+        "check", "--transfer", conf, "--keyring", keyring, "--arch", "x86-64", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["installed"] == ["1.0"] and data["candidate"] == "1.1" and data["verified_by"]
+
+    # MinVersion with a specifier is ignored by 252–256 (validated before expansion).
+    conf.write_text(render_transfer(spec).replace("[Transfer]", "[Transfer]\nMinVersion=%A"))
+    warned = run_cli("check", "--transfer", conf, "--keyring", keyring, "--arch", "x86-64")
+    assert warned.returncode == 0 and "MinVersion=%A is ignored" in warned.stdout
+
+    conf.write_text(render_transfer(spec).replace("[Transfer]", "[Transfer]\nMinVersion=5"))
+    obsolete = run_cli("check", "--transfer", conf, "--keyring", keyring, "--arch", "x86-64")
+    assert obsolete.returncode == 2 and "MinVersion=5" in obsolete.stderr
+
+    broken = render_transfer(spec).replace(
+        "MatchPattern=hello-@v-%a.raw", "MatchPattern=h_@v_%Z.raw"
+    )
+    conf.write_text(broken)
+    lacking = run_cli("check", "--transfer", conf, "--keyring", keyring, "--arch", "x86-64")
+    assert lacking.returncode == 2 and "lacks MatchPattern=" in lacking.stderr
+
+    both = run_cli("check", static_server.url, "--transfer", conf)
+    assert both.returncode == 2 and "not both" in both.stderr
+    missing = run_cli("check", "--transfer", tmp_path / "nope.conf")
+    assert missing.returncode == 2 and "no such transfer file" in missing.stderr
+
+
+def test_transfer_file_vacuum_plan(
+    static_server: StaticServer, signing: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """InstancesMax= and ProtectVersion= from the host's transfer file (§4.3 vacuum)."""
+    key, keyring = signing
+    publish(static_server, "hello", {"hello-1.3-x86-64.raw": b"new"}, key)
+    target = tmp_path / "target"
+    target.mkdir()
+    for version in ("1.0", "1.1", "1.2"):
+        (target / f"hello-{version}-x86-64.raw").write_bytes(version.encode())
+    spec = TransferSpec("hello", static_server.url, target_dir=str(target), instances_max=2)
+    text = render_transfer(spec).replace(
+        "[Transfer]", "[Transfer]\nProtectVersion=1.0\nProtectVersion=%A"
+    )
+    conf = tmp_path / "hello.conf"
+    conf.write_text(text)
+    os_release = tmp_path / "os-release"
+    os_release.write_text("ID=flatcar\n")  # no IMAGE_VERSION: %A expands to "" → ignored
+    result = run_cli(
+        "check", "--transfer", conf, "--keyring", keyring, "--arch", "x86-64",
+        "--os-release", os_release, "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["candidate"] == "1.3"
+    assert data["would_remove"] == ["1.1", "1.2"]  # 1.0 is protected; room for 1.3
+    assert any("ProtectVersion=%A ignored" in w for w in data["warnings"])
+    # Nothing on the host was touched by checking.
+    assert sorted(p.name for p in target.iterdir()) == [
+        "hello-1.0-x86-64.raw",
+        "hello-1.1-x86-64.raw",
+        "hello-1.2-x86-64.raw",
+    ]

@@ -241,3 +241,14 @@ def test_bad_config_file_names_the_file_and_key(tmp_path: Path) -> None:
     config.write_text('cache-dir = "x"\n')
     with pytest.raises(SysextError, match="unknown key 'cache-dir'"):
         load_settings(env={"SYSEXT_CONFIG": str(config)})
+
+
+def test_unwritable_cache_dir_is_a_clear_error(tmp_path: Path, static_server: StaticServer) -> None:
+    (static_server.root / "tool.tar.gz").write_bytes(PAYLOAD)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    broken = Downloader(cache_dir=blocker / "cache")
+    with pytest.raises(SysextError) as info:
+        broken.fetch(f"{static_server.url}/tool.tar.gz", PAYLOAD_SHA)
+    assert info.value.message.startswith(f"cache directory {blocker}/cache/downloads/")
+    assert "Not a directory" in info.value.message

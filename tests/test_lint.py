@@ -319,3 +319,24 @@ def test_inspect_garbage_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "not a squashfs or erofs image" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_unit_starting_a_missing_binary_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir(exist_ok=True)
+    (tmp_path / "src/unit").write_text("[Service]\nExecStart=/usr/local/bin/hello --x\n")
+    (tmp_path / "src/good").write_text("[Service]\nExecStart=/usr/bin/hello\n")
+    units = ("dir /usr/lib 0755 0 0", "dir /usr/lib/systemd 0755 0 0",
+             "dir /usr/lib/systemd/system 0755 0 0")  # fmt: skip
+    bad = make_image(
+        tmp_path, "hello", good_fields(EXTENSION_RELOAD_MANAGER="1"),
+        extra_lines=(*units, "file /usr/lib/systemd/system/hello.service 0644 0 0 {src}/unit"),
+    )  # fmt: skip
+    report = lint_image(bad)
+    found = [f for f in report.errors if f.code == "unit-exec-missing"]
+    assert found and "usr/lib/systemd/system/hello.service: line 2: ExecStart=" in found[0].message
+    assert "/usr/local/bin/hello is neither in the image" in found[0].message
+    good = make_image(
+        tmp_path, "hello", good_fields(EXTENSION_RELOAD_MANAGER="1"),
+        extra_lines=(*units, "file /usr/lib/systemd/system/hello.service 0644 0 0 {src}/good"),
+    )  # fmt: skip
+    assert lint_image(good).errors == ()

@@ -274,3 +274,19 @@ def test_host_from_os_release_file(tmp_path: Path) -> None:
     assert expand_specifiers("%o %w %a", host) == "flatcar 3815.2.0 arm64"
     with pytest.raises(Exception, match="x86_64"):
         HostInfo.from_os_release_file(path, arch="x86_64")
+
+
+@given(
+    pattern=st.sampled_from(
+        ["podman-@v-x86-64.raw", "uki_@v+@l-@d.efi", "ext_@v_@a.raw", "@v.raw", "a_@v/b-@h.raw"]
+    ),
+    name=st.text(alphabet="podman-x86_4.rawuki+1l/ext0yes", max_size=30),
+)
+def test_matching_properties(pattern: str, name: str) -> None:
+    """Never crashes; a strict match is a loose match; a match reformats to a prefix."""
+    loose = match_pattern(pattern, name)
+    strict = match_pattern(pattern, name, strict=True)
+    if strict is not None:
+        assert loose == strict
+    if loose is not None:
+        assert name.startswith(format_pattern(pattern, loose.version, **loose.fields))

@@ -78,10 +78,12 @@ def test_sha256_pins_prefer_the_most_specific() -> None:
         by_arch={Architecture.ARM64: "1" * 64},
         by_version={"2.0": {Architecture.X86_64: "2" * 64, None: "3" * 64}},
     )
-    assert pins.lookup("1.0", Architecture.X86_64) == "0" * 64
-    assert pins.lookup("1.0", Architecture.ARM64) == "1" * 64
-    assert pins.lookup("2.0", Architecture.X86_64) == "2" * 64
-    assert pins.lookup("2.0", Architecture.ARM64) == "3" * 64
+    assert pins.lookup("1.0", Architecture.X86_64, default_version="1.0") == "0" * 64
+    assert pins.lookup("1.0", Architecture.ARM64, default_version="1.0") == "1" * 64
+    assert pins.lookup("2.0", Architecture.X86_64, default_version="1.0") == "2" * 64
+    assert pins.lookup("2.0", Architecture.ARM64, default_version="1.0") == "3" * 64
+    # Unkeyed pins describe the default version only: another version needs its own.
+    assert pins.lookup("1.1", Architecture.X86_64, default_version="1.0") is None
 
 
 @pytest.mark.parametrize("name", ["podman", "shellcheck"])
@@ -103,7 +105,7 @@ def test_podman_recipe_uses_the_real_upstream_layout() -> None:
         "https://github.com/mgoltzsche/podman-static/releases/download/v5.3.1/"
         "podman-linux-arm64.tar.gz"
     )
-    assert recipe.sources[0].sha256.lookup("4.9.4", Architecture.X86_64)
+    assert recipe.sources[0].sha256.lookup("4.9.4", Architecture.X86_64, default_version="0")
 
 
 # (recipe text transformation, expected message fragment)
@@ -265,3 +267,13 @@ def test_recipes_dir_lookup(tmp_path: Path) -> None:
     (tmp_path / "hello.toml").write_text(GOOD)
     assert find_recipe("hello", tmp_path) == tmp_path / "hello.toml"
     assert "podman" in available_recipes(bundled_recipes_dir())
+
+
+def test_the_worked_example_in_recipes_readme_is_a_valid_recipe(tmp_path: Path) -> None:
+    readme = (bundled_recipes_dir() / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    recipe = load_recipe(write(tmp_path, example))
+    assert recipe.name == "hello"
+    assert recipe.os_id == "flatcar" and recipe.sysext_level == "1.0"
+    assert [f.path for f in recipe.files][-1] == "usr/lib/sysusers.d/hello.conf"
+    assert recipe.versions is not None and recipe.versions.github == "example/hello"

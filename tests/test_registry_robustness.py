@@ -55,8 +55,10 @@ def _consistent_view(base: str, keyring: bytes) -> list[str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RegistryServer]:
-    reg = RegistryServer(data=tmp_path / "data", port=free_port(), args=("--workers", "2"))
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RegistryServer]:
+    # Two worker processes where writers contend (the flock must hold across processes).
+    workers = "2" if "parallel" in request.node.name else "1"
+    reg = RegistryServer(data=tmp_path / "data", port=free_port(), args=("--workers", workers))
     reg.start()
     try:
         yield reg

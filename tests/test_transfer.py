@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sysext.architecture import Architecture
 from sysext.checker import manifest_url, payload_url, signature_url
+from sysext.extension_release import ExtensionRelease
 from sysext.patterns import HostInfo, expand_specifiers, match_many, match_pattern
 from sysext.transfer import (
     TransferError,
@@ -268,3 +270,21 @@ def test_cli_transfer() -> None:
     helped = run_cli("transfer", "--help")
     assert helped.returncode == 0
     assert "import-pubring.gpg" in helped.stdout and "Example" in helped.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "arch"),
+    [
+        ("podman", "5.3.1", "x86-64"),
+        ("docker-compose", "2.20.0", "arm64"),
+        ("k", "v1.29.2", "x86-64"),
+    ],
+)
+def test_pattern_matches_the_builders_file_names(name: str, version: str, arch: str) -> None:
+    """The name `sysext pack` gives an image is what the transfer's pattern expects."""
+    release = ExtensionRelease(name=name, version=version, arch=Architecture.parse(arch))
+    assert release.image_filename == image_file_name(name, version, arch)
+    text = render_transfer(TransferSpec(name, "https://r.example"))
+    host = HostInfo(arch=arch, os_release={})
+    found = match_many(_host_patterns(text, "Source", host), release.image_filename, strict=True)
+    assert found is not None and found.version == version

@@ -114,7 +114,8 @@ def build_command(
         sign_directory(output, sign_key, passphrase=passphrase)
     table = Table(title=f"{loaded.name}: {len(images)} image(s) in {output}")
     for column in ("image", "version", "arch", "size", "sha256"):
-        table.add_column(column, overflow="fold")
+        # Wide terminals show everything; narrow ones shorten rather than break lines.
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
     for image in images:
         release = image.release
         table.add_row(

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
 from sysext.architecture import Architecture
-from sysext.checker import CheckReport, check_remote
+from sysext.checker import CheckReport, check_remote, host_keyring, transfer_check
 from sysext.errors import SysextError
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.patterns import HostInfo
+from sysext.selection import DEFAULT_INSTANCES_MAX
 from sysext.signing import (
     DEFAULT_UID,
     PASSPHRASE_ENV,
@@ -24,7 +26,7 @@ from sysext.signing import (
     verify_directory,
 )
 from sysext.steps import console
-from sysext.transfer import TransferSpec, render_transfer
+from sysext.transfer import TransferSpec, parse_transfer, render_transfer
 from sysext.urls import DEFAULT_CHANNEL
 
 key_app = typer.Typer(
@@ -139,7 +141,16 @@ def verify(
 
 
 def check(
-    url: str = typer.Argument(..., help="The transfer's Path=, e.g. REGISTRY/extensions/NAME."),
+    url: str | None = typer.Argument(
+        None, help="The transfer's Path=, e.g. REGISTRY/extensions/NAME (or use --transfer)."
+    ),
+    transfer_file: Path | None = typer.Option(
+        None,
+        "--transfer",
+        "-t",
+        help="Read Path=, MatchPattern=, MinVersion=, Verify= and the target from this"
+        " transfer file (e.g. /etc/sysupdate.NAME.d/NAME.conf).",
+    ),
     keyring: Path | None = typer.Option(
         None, "--keyring", help="Verify SHA256SUMS.gpg with this binary keyring (Verify=yes)."
     ),
@@ -166,7 +177,12 @@ def check(
     picks the candidate like `systemd-sysupdate check-new`. Exits 0 when an update is
     available or the host is up to date; otherwise prints the exact reason and exits 2.
 
+    With --transfer it reads the host's own transfer file instead, and (for Verify=yes)
+    the host's keyring /etc/systemd/import-pubring.gpg unless --keyring is given.
+
     Example: sysext check https://ext.example.com/extensions/podman --keyring pubring.gpg
+
+    Example: sysext check --transfer /etc/sysupdate.podman.d/podman.conf
     """
     if os_release is not None:
         host = HostInfo.from_os_release_file(os_release, arch)
@@ -176,6 +192,28 @@ def check(
             arch=Architecture.parse(arch).value if arch else Architecture.from_uname().value,
             os_release=local.os_release if local else {},
         )
+    target_patterns: list[str] | None = None
+    notes: tuple[str, ...] = ()
+    instances_max = DEFAULT_INSTANCES_MAX
+    protected: tuple[str, ...] = ()
+    if transfer_file is not None:
+        if url is not None or pattern:
+            raise SysextError(
+                "give either URL/--pattern or --transfer, not both",
+                "the transfer file already names the URL and the patterns",
+            )
+        inputs = transfer_check(parse_transfer(_read_text(transfer_file)), host)
+        url, pattern, target_patterns = inputs.url, inputs.patterns, inputs.target_patterns
+        installed = installed or inputs.installed_dir
+        min_version = min_version or inputs.min_version
+        if inputs.verify and keyring is None:
+            keyring = host_keyring()
+        elif not inputs.verify:
+            keyring = None
+        notes = inputs.warnings
+        instances_max, protected = inputs.instances_max, inputs.protected
+    if url is None:
+        raise SysextError("no URL given", "pass the registry directory URL, or --transfer FILE")
     report = check_remote(
         url,
         keyring=keyring,
@@ -184,13 +222,27 @@ def check(
         installed_dir=installed,
         min_version=min_version,
         verify_payload=verify_payload,
+        target_patterns=target_patterns,
+        instances_max=instances_max,
+        protected=protected,
     )
+    if notes:
+        report = replace(report, warnings=notes + report.warnings)
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         _print_report(report)
     if report.problem is not None:
         raise SysextError(report.problem, _problem_hint(report))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SysextError(f"{path}: no such transfer file") from None
+    except (UnicodeDecodeError, IsADirectoryError):
+        raise SysextError(f"{path}: not a text file") from None
 
 
 def _problem_hint(report: CheckReport) -> str:
@@ -221,6 +273,8 @@ def _print_report(report: CheckReport) -> None:
         print(f"warning:   {warning}")
     if sel.candidate is not None:
         print(f"update:    {sel.candidate} ({sel.reason})")
+        if report.vacuum:
+            print(f"removes:   {', '.join(report.vacuum)} (InstancesMax, before installing)")
     elif report.problem is None:
         print(f"update:    none, up to date ({sel.reason})")
 

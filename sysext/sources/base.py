@@ -31,6 +31,9 @@ class FetchContext:
     def cache_dir(self) -> Path:
         return self.downloader.cache_dir
 
+    def pinned_sha256(self, spec: SourceSpec) -> str | None:
+        return spec.sha256.lookup(self.version, self.arch, default_version=self.recipe.version)
+
     def expand(self, spec: SourceSpec, template: str, key: str) -> str:
         return self.recipe.expand(template, self.version, self.arch, f"sources[{spec.index}].{key}")
 
@@ -53,6 +56,10 @@ class SourceKind(Protocol):
     def check(self, spec: SourceSpec, where: Where) -> None: ...
 
     def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched: ...
+
+    def tools(self) -> dict[str, str]:
+        """Versions of the tools this kind fetches with, for provenance records."""
+        ...
 
 
 _KINDS: dict[str, SourceKind] = {}

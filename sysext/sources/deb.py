@@ -15,7 +15,7 @@ from sysext.architecture import Architecture
 from sysext.download import sha256_of
 from sysext.errors import SysextError, ToolError
 from sysext.extract import ArchiveFormat
-from sysext.process import run
+from sysext.process import run, tool_version
 from sysext.sources.base import FetchContext, Fetched, register
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class DebSource:
             raise SysextError(f"{label}: apt-get download {reference} left {len(debs)} files")
         deb = debs[0]
         got = sha256_of(deb)
-        pinned = spec.sha256.lookup(ctx.version, ctx.arch)
+        pinned = ctx.pinned_sha256(spec)
         if pinned and pinned != got:
             raise SysextError(
                 f"{label}: {deb.name}: sha256 mismatch (expected {pinned}, got {got})",
@@ -69,6 +69,9 @@ class DebSource:
             sha256=got,
             file_name=deb.name,
         )
+
+    def tools(self) -> dict[str, str]:
+        return {"apt-get": tool_version("apt-get")}
 
 
 register(DebSource())

@@ -32,7 +32,7 @@ class FileSource:
         if not path.is_file():
             raise SysextError(f"{label}: {relative}: no such file")
         got = sha256_of(path)
-        pinned = spec.sha256.lookup(ctx.version, ctx.arch)
+        pinned = ctx.pinned_sha256(spec)
         if pinned and pinned != got:
             raise SysextError(
                 f"{label}: {relative}: sha256 mismatch (expected {pinned}, got {got})",
@@ -41,6 +41,9 @@ class FileSource:
         file_name = ctx.expand(spec, spec.file_name, "file_name") if spec.file_name else path.name
         fmt = spec.format or ArchiveFormat.from_filename(file_name)
         return Fetched(path=path, format=fmt, origin=relative, sha256=got, file_name=file_name)
+
+    def tools(self) -> dict[str, str]:
+        return {}
 
 
 register(FileSource())

@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from sysext.architecture import Architecture
-from sysext.download import sha256_of
+from sysext.download import ensure_cache_dir, sha256_of
 from sysext.errors import SysextError, ToolError
 from sysext.extract import ArchiveFormat
 from sysext.process import run
@@ -58,7 +58,7 @@ class PypiSource:
         directory = ctx.cache_dir / "pypi" / spec.package / version / ctx.arch.systemd_name
         if ctx.downloader.refresh and directory.exists():
             shutil.rmtree(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        ensure_cache_dir(directory)
         requirement = f"{spec.package}=={version}"
         argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
         for tag in platforms:
@@ -86,7 +86,7 @@ class PypiSource:
             raise SysextError(f"{label}: pip reported success but left no wheel for {requirement}")
         wheel = wheels[0]
         got = sha256_of(wheel)
-        pinned = spec.sha256.lookup(ctx.version, ctx.arch)
+        pinned = ctx.pinned_sha256(spec)
         if pinned and pinned != got:
             wheel.unlink()
             raise SysextError(
@@ -101,6 +101,10 @@ class PypiSource:
             sha256=got,
             file_name=wheel.name,
         )
+
+    def tools(self) -> dict[str, str]:
+        proc = run([sys.executable, "-m", "pip", "--version"], check=False)
+        return {"pip": proc.stdout.decode("utf-8", "replace").split(" from ")[0].strip()}
 
 
 register(PypiSource())

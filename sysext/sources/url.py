@@ -10,6 +10,8 @@ from __future__ import annotations
 import urllib.parse
 from typing import TYPE_CHECKING
 
+import requests
+
 from sysext.errors import SysextError
 from sysext.extract import ArchiveFormat
 from sysext.sources.base import FetchContext, Fetched, register
@@ -26,7 +28,7 @@ def url_file_name(url: str) -> str:
 
 def expected_sha256(spec: SourceSpec, ctx: FetchContext, url: str, file_name: str) -> str:
     """The pinned hash for this version and arch, or the one in the upstream checksum file."""
-    pinned = spec.sha256.lookup(ctx.version, ctx.arch)
+    pinned = ctx.pinned_sha256(spec)
     if pinned:
         return pinned
     label = f"recipe {ctx.recipe.file_label}: sources[{spec.index}]"
@@ -70,6 +72,9 @@ class UrlSource:
         path = ctx.downloader.fetch(url, sha256, label=file_name)
         fmt = spec.format or ArchiveFormat.from_filename(file_name)
         return Fetched(path=path, format=fmt, origin=url, sha256=sha256, file_name=file_name)
+
+    def tools(self) -> dict[str, str]:
+        return {"python-requests": requests.__version__}
 
 
 register(UrlSource())
