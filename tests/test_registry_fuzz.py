@@ -30,7 +30,7 @@ def test_no_server_errors(tmp_path: Path) -> None:
                 "--max-examples", "15",
                 "--phases", "examples,coverage,fuzzing",
                 "--seed", "1",
-                "--workers", "2",
+                "--workers", "1",
                 "--request-timeout", "20",
                 "-H", f"Authorization: Bearer {reg.admin_token}",
                 "--no-color",
