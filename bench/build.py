@@ -15,6 +15,18 @@ from issue 2: image ≤ 0.90× the bakery's size at ≤ 1.0× its wall time, Pyt
 peak RSS ≤ 150 MB. The default zstd level (sysext.formats.squashfs.DEFAULT_ZSTD_LEVEL) is
 chosen from these figures.
 
+Figures of one run (2 shared cores, other engineers' tests running: wall times are noisy,
+mksquashfs varied from 23 s to 52 s between runs), reference 75.0 MiB / 46.0 s / 420 MB:
+
+    sysext pack     wall s  × ref  size MiB  × ref  python %  tool RSS MB  py RSS MB
+    zstd-9             6.0   0.13      63.5   0.85       9.5           66         56
+    zstd-12            7.3   0.16      63.1   0.84       8.4           66         56
+    zstd-13           19.6   0.43      63.0   0.84       2.5           74         56
+    zstd-15           18.3   0.40      62.9   0.84       3.0           74         56  (default)
+    zstd-19           67.4   1.47      58.9   0.78       0.8           75         56
+    zstd-13/128K      20.4   0.44      70.1   0.93       3.7           24         56
+    xz                80.5   1.75      55.6   0.74       0.8           68         56
+
 Usage: python bench/build.py [--size-mib 250] [--levels 3,9,15,19] [--keep DIR]
 Timings depend on the machine's load; run it on an otherwise idle machine for firm numbers.
 """
@@ -32,19 +44,22 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time
+import json, resource, subprocess, sys, time
 from pathlib import Path
 mode, tree, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+rss_file = out / "tool-rss"
+# /usr/bin/time reports the tool's own peak RSS; RUSAGE_CHILDREN would also count the pages
+# a forked child shares with this process before it execs.
+TIME = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)]
 result = {}
 if mode == "mksquashfs":
-    import subprocess
     start = time.perf_counter()
-    subprocess.run(["mksquashfs", str(tree), str(out / "bakery.raw"), "-all-root", "-noappend",
-                    "-quiet", "-no-progress"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*TIME, "mksquashfs", str(tree), str(out / "bakery.raw"), "-all-root",
+                    "-noappend", "-quiet", "-no-progress"], check=True, stdout=subprocess.DEVNULL)
     result["wall"] = time.perf_counter() - start
     result["size"] = (out / "bakery.raw").stat().st_size
 else:
-    comp, level = sys.argv[4], sys.argv[5]
+    comp, level, block = sys.argv[4], sys.argv[5], sys.argv[6]
     import sysext.formats.squashfs as sq
     from sysext.architecture import Architecture
     from sysext.extension_release import ExtensionRelease
@@ -52,22 +67,23 @@ else:
     from sysext.image import pack
     tool_time = [0.0]
     real_run = sq.run
-    def timed_run(*a, **k):
+    def timed_run(argv, **k):
         t = time.perf_counter()
         try:
-            return real_run(*a, **k)
+            return real_run([*TIME, *argv], **k)
         finally:
             tool_time[0] += time.perf_counter() - t
     sq.run = timed_run
     release = ExtensionRelease("bench", "1.0", Architecture.X86_64)
     start = time.perf_counter()
     built = pack(tree, release, out, compression=Compression(comp),
-                 level=None if level == "-" else int(level))
+                 level=None if level == "-" else int(level),
+                 block_size=None if block == "-" else int(block))
     result["wall"] = time.perf_counter() - start
     result["tool"] = tool_time[0]
     result["size"] = built.size
     result["self_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-result["child_rss_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+result["child_rss_kib"] = int(rss_file.read_text().split()[-1])
 print(json.dumps(result))
 """
 
@@ -116,7 +132,7 @@ def measure(mode: str, tree: Path, work: Path, *extra: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=250)
-    parser.add_argument("--levels", default="3,9,15,19")
+    parser.add_argument("--levels", default="3,9,12,13,15,19")
     parser.add_argument("--no-context", action="store_true", help="skip the xz and gzip runs")
     args = parser.parse_args()
     for tool in ("mksquashfs", "gensquashfs"):
@@ -138,11 +154,13 @@ def main() -> None:
             f"{'python %':>10}{'tool RSS MB':>13}{'py RSS MB':>11}  targets"
         )
         print(header)
-        runs = [("zstd", level) for level in args.levels.split(",")]
+        runs = [("zstd", level, "-") for level in args.levels.split(",")]
         if not args.no_context:
-            runs += [("xz", "-"), ("gzip", "-")]
-        for comp, level in runs:
-            r = measure("pack", tree, work, comp, level)
+            # The same levels with squashfs's traditional 128 KiB blocks, and other compressors.
+            runs += [("zstd", level, "131072") for level in args.levels.split(",")[1:4]]
+            runs += [("xz", "-", "-"), ("gzip", "-", "-"), ("gzip", "-", "131072")]
+        for comp, level, block in runs:
+            r = measure("pack", tree, work, comp, level, block)
             wall_ratio = r["wall"] / ref["wall"]
             size_ratio = r["size"] / ref["size"]
             python_share = (r["wall"] - r["tool"]) / r["wall"] * 100
@@ -154,7 +172,9 @@ def main() -> None:
                 and python_share <= 5
                 and max(tool_rss, py_rss) <= 150
             )
-            label = f"{comp}-{level}" if level != "-" else comp
+            label = (f"{comp}-{level}" if level != "-" else comp) + (
+                f"/{int(block) >> 10}K" if block != "-" else ""
+            )
             print(
                 f"{label:<14}{r['wall']:>8.1f}{wall_ratio:>7.2f}{r['size'] / 2**20:>10.1f}"
                 f"{size_ratio:>7.2f}{python_share:>10.1f}{tool_rss:>13.0f}{py_rss:>11.0f}  "

@@ -1,19 +1,19 @@
 """The registry application: `create_app()` is what `sysext serve` runs under uvicorn.
 
-Route order matters: the API, the catalogue and its static files, the provisioning
-routes, and last the catch-all that serves the materialized public tree.
+GET/HEAD outside the app's own prefixes are served from the materialized public tree by
+a middleware (public.py); the API, the catalogue, its static files and the provisioning
+routes go through FastAPI.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from registry import api, public, web
+from registry import api, provision_routes, public, web
 from registry.errors import RegistryError
 from registry.logs import AccessLogMiddleware, configure_logging
 from registry.service import RegistryService
@@ -61,16 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": exc.message}, status_code=422)
 
     app.include_router(api.router)
-    # Butane/Ignition routes (issue 5) live in their own module.
-    # TODO(integration): import normally once registry/provision_routes.py has landed.
-    try:
-        provision_routes = importlib.import_module("registry.provision_routes")
-    except ModuleNotFoundError:
-        provision_routes = None
-    if provision_routes is not None:
-        app.include_router(provision_routes.router)
+    app.include_router(provision_routes.router)  # Butane/Ignition configs (issue 5)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
-    app.include_router(public.router)
+    # Outermost first: log every request, then serve the public tree, else route.
+    app.add_middleware(public.PublicTree, public_dir=settings.public_dir)
     app.add_middleware(AccessLogMiddleware)
     return app

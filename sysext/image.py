@@ -87,17 +87,20 @@ def pack(
     source_date_epoch: int | None = None,
     provenance: Mapping[str, object] | None = None,
     allow_setuid: frozenset[str] = frozenset(),
+    block_size: int | None = None,
 ) -> BuiltImage:
     """Pack `tree` (holding usr/ and/or opt/) into an extension image in `output_dir`.
 
     `compression=None` picks the format's default (zstd for squashfs, lz4hc for erofs);
-    `level=None` the compressor's default. When the tree ships units under
+    `level=None` the compressor's default; `block_size` (squashfs only, 4 KiB–1 MiB, a power
+    of two) defaults to 1 MiB. When the tree ships units under
     usr/lib/systemd/system, EXTENSION_RELOAD_MANAGER=1 is set even if the caller did not,
     so systemd-sysext reloads the manager and the units become visible (spec §1.3).
     """
     writer = writer_for(image_format)
     chosen, chosen_level = resolve_compression(writer, compression, level)
     mtime = resolve_source_date_epoch(source_date_epoch)
+    _check_block_size(image_format, block_size)
     staged = scan_tree(Path(tree).absolute(), allow_setuid=allow_setuid)
     for warning in staged.warnings:
         log.warning("%s", warning)
@@ -109,7 +112,9 @@ def pack(
         raise SysextError(f"{output_dir}: not a directory", "pass a directory with --output")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        _write_image(writer, staged, release, target, chosen, chosen_level, mtime, image_format)
+        _write_image(
+            writer, staged, release, target, chosen, chosen_level, mtime, image_format, block_size
+        )
     except OSError as exc:
         raise SysextError(
             f"{output_dir}: cannot write the image: {exc.strerror or exc}",
@@ -126,6 +131,7 @@ def pack(
             "format": image_format.value,
             "compression": chosen.value,
             "level": chosen_level,
+            "block_size": block_size,
             "source_date_epoch": mtime,
             "files": 1 + sum(1 for e in staged.entries if e.kind is not EntryKind.DIR),
         },
@@ -155,6 +161,7 @@ def _write_image(
     level: int | None,
     mtime: int,
     image_format: ImageFormat,
+    block_size: int | None,
 ) -> None:
     output_dir = target.parent
     with (
@@ -173,8 +180,24 @@ def _write_image(
                     mtime=mtime,
                     uuid=str(uuid.uuid5(_UUID_NAMESPACE, release.image_stem)),
                     scratch=scratch,
+                    block_size=block_size,
                 )
             )
+
+
+def _check_block_size(image_format: ImageFormat, block_size: int | None) -> None:
+    if block_size is None:
+        return
+    if image_format is not ImageFormat.SQUASHFS:
+        raise SysextError(
+            f"--block-size applies to squashfs images only, not {image_format.value}",
+            "drop --block-size",
+        )
+    if not 4096 <= block_size <= 1 << 20 or block_size & (block_size - 1):
+        raise SysextError(
+            f"block size {block_size} is not a power of two between 4096 and 1048576",
+            "e.g. 131072 (squashfs's traditional default) or 1048576",
+        )
 
 
 def _with_release_file(
@@ -195,8 +218,8 @@ def _with_release_file(
             release.release_path,
             EntryKind.FILE,
             0o644,
-            source=release_source,
+            source=str(release_source),
             size=release_source.stat().st_size,
         )
     )
-    return sorted(entries, key=lambda e: e.path)
+    return entries

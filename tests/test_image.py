@@ -388,6 +388,36 @@ def test_erofs_refuses_names_its_tool_cannot_store(tmp_path: Path) -> None:
     pack(tree, RELEASE, tmp_path / "out")  # squashfs stores it
 
 
+def _block_size(image: Path) -> int:
+    text = subprocess.run(["unsquashfs", "-s", str(image)], capture_output=True, text=True).stdout
+    return int(
+        next(line for line in text.splitlines() if line.startswith("Block size")).split()[-1]
+    )
+
+
+def test_block_size_defaults_to_1_mib_and_can_be_chosen(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    assert _block_size(pack(tree, RELEASE, tmp_path / "a").path) == 1 << 20
+    assert _block_size(pack(tree, RELEASE, tmp_path / "b", block_size=131072).path) == 131072
+    for bad in (1000, 3 << 16, 2 << 20):
+        with pytest.raises(SysextError, match=f"block size {bad} is not a power of two"):
+            pack(tree, RELEASE, tmp_path / "c", block_size=bad)
+    with pytest.raises(SysextError, match="squashfs images only"):
+        pack(tree, RELEASE, tmp_path / "c", image_format=ImageFormat.EROFS, block_size=4096)
+    assert not (tmp_path / "c").exists()
+
+
+def test_cli_allow_setuid(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    (tree / "usr/bin/hello").chmod(0o4755)
+    out = tmp_path / "out"
+    args = ("pack", tree, "--name", "hello", "--version", "1", "--arch", "x86-64", "-o", out)
+    assert run_cli(*args).returncode == 2
+    result = run_cli(*args, "--allow-setuid", "/usr/bin/hello")
+    assert result.returncode == 0, result.stderr
+    assert unsquashfs_lln(out / "hello-1-x86-64.raw")["usr/bin/hello"][0] == "-rwsr-xr-x"
+
+
 def test_output_path_that_is_a_file(tmp_path: Path) -> None:
     target = tmp_path / "file"
     target.write_text("x")

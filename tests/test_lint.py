@@ -325,8 +325,7 @@ def test_unit_starting_a_missing_binary_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir(exist_ok=True)
     (tmp_path / "src/unit").write_text("[Service]\nExecStart=/usr/local/bin/hello --x\n")
     (tmp_path / "src/good").write_text("[Service]\nExecStart=/usr/bin/hello\n")
-    units = ("dir /usr/lib 0755 0 0", "dir /usr/lib/systemd 0755 0 0",
-             "dir /usr/lib/systemd/system 0755 0 0")  # fmt: skip
+    units = ("dir /usr/lib/systemd 0755 0 0", "dir /usr/lib/systemd/system 0755 0 0")
     bad = make_image(
         tmp_path, "hello", good_fields(EXTENSION_RELOAD_MANAGER="1"),
         extra_lines=(*units, "file /usr/lib/systemd/system/hello.service 0644 0 0 {src}/unit"),

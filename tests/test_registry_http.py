@@ -42,7 +42,9 @@ def _env(server: RegistryServer, token: str | None = None) -> dict[str, str]:
     return {"SYSEXT_TOKEN": token or server.admin_token, "SYSEXT_REGISTRY": server.url}
 
 
-def _put(server: RegistryServer, name: str, filename: str, body: bytes, **kw: object) -> requests.Response:
+def _put(
+    server: RegistryServer, name: str, filename: str, body: bytes, **kw: object
+) -> requests.Response:
     headers = kw.pop("headers", server.headers())
     return requests.put(
         f"{server.url}/api/v1/extensions/{name}/images/{filename}",
@@ -60,7 +62,10 @@ def _snapshot_state(server: RegistryServer) -> dict[str, object]:
         "store": sorted(p.name for p in (data / "store").rglob("*") if p.is_file()),
         "tmp": sorted(p.name for p in (data / "tmp").iterdir()),
         "public": sorted(
-            (str(p.relative_to(data / "public")), p.read_bytes() if p.name.startswith("SHA") else b"")
+            (
+                str(p.relative_to(data / "public")),
+                p.read_bytes() if p.name.startswith("SHA") else b"",
+            )
             for p in (data / "public").rglob("*")
             if p.is_file()
         ),
@@ -68,7 +73,9 @@ def _snapshot_state(server: RegistryServer) -> dict[str, object]:
     }
 
 
-def test_publish_then_check_with_registry_keyring(server: RegistryServer, images: Path, tmp_path: Path) -> None:
+def test_publish_then_check_with_registry_keyring(
+    server: RegistryServer, images: Path, tmp_path: Path
+) -> None:
     image = images / "hello-1.0-x86-64.raw"
     result = run_cli("publish", image, env=_env(server))
     assert result.returncode == 0, result.stderr
@@ -85,10 +92,15 @@ def test_publish_then_check_with_registry_keyring(server: RegistryServer, images
     assert served.content == image.read_bytes()
     # The same tree under the explicit stable channel path.
     alias = requests.get(f"{server.url}/channels/stable/extensions/hello/SHA256SUMS", timeout=10)
-    assert alias.content == requests.get(f"{server.url}/extensions/hello/SHA256SUMS", timeout=10).content
+    assert (
+        alias.content
+        == requests.get(f"{server.url}/extensions/hello/SHA256SUMS", timeout=10).content
+    )
 
 
-def test_keyring_binary_and_armored_and_gpg_verifies(server: RegistryServer, tmp_path: Path) -> None:
+def test_keyring_binary_and_armored_and_gpg_verifies(
+    server: RegistryServer, tmp_path: Path
+) -> None:
     binary = server.keyring()
     assert binary[:1] != b"-"
     armored = requests.get(f"{server.url}/keyring.asc", timeout=10).text
@@ -101,11 +113,23 @@ def test_keyring_binary_and_armored_and_gpg_verifies(server: RegistryServer, tmp
     (tmp_path / "home").mkdir(mode=0o700)
     # The exact gpg invocation systemd-pull uses (spec §3.4).
     gpg = subprocess.run(
-        ["gpg", "--no-options", "--no-default-keyring", "--no-auto-key-locate",
-         "--no-auto-check-trustdb", "--batch", "--trust-model=always",
-         f"--homedir={tmp_path / 'home'}", f"--keyring={tmp_path / 'kr.gpg'}",
-         "--verify", str(tmp_path / "sig"), "-"],
-        input=manifest, capture_output=True, check=False,
+        [
+            "gpg",
+            "--no-options",
+            "--no-default-keyring",
+            "--no-auto-key-locate",
+            "--no-auto-check-trustdb",
+            "--batch",
+            "--trust-model=always",
+            f"--homedir={tmp_path / 'home'}",
+            f"--keyring={tmp_path / 'kr.gpg'}",
+            "--verify",
+            str(tmp_path / "sig"),
+            "-",
+        ],
+        input=manifest,
+        capture_output=True,
+        check=False,
     )
     assert gpg.returncode == 0, gpg.stderr.decode()
 
@@ -165,7 +189,9 @@ def test_http_semantics_for_sysupdate(server: RegistryServer) -> None:
     assert beyond.status_code == 416
     assert beyond.headers["content-range"] == f"bytes */{len(full.content)}"
 
-    manifest = requests.get(f"{server.url}/extensions/hello/SHA256SUMS", headers={"Accept-Encoding": "gzip"}, timeout=10)
+    manifest = requests.get(
+        f"{server.url}/extensions/hello/SHA256SUMS", headers={"Accept-Encoding": "gzip"}, timeout=10
+    )
     assert "content-encoding" not in manifest.headers
     assert manifest.headers["cache-control"].startswith("public, max-age=30")
 
@@ -201,7 +227,9 @@ def test_idempotent_and_immutable(server: RegistryServer, images: Path, tmp_path
     assert other.read_bytes() != image.read_bytes()
     result = run_cli("publish", other, env=_env(server))
     assert result.returncode == 2
-    assert "error: registry answered 409: hello-1.0-x86-64.raw is already published" in result.stderr
+    assert (
+        "error: registry answered 409: hello-1.0-x86-64.raw is already published" in result.stderr
+    )
     assert "hint: published versions are immutable" in result.stderr
     assert _snapshot_state(server) == before
 
@@ -223,10 +251,14 @@ def _tarball() -> bytes:
         ("bad-token", 401, "invalid or revoked token"),
         ("garbage", 422, "hello-3.0-x86-64.raw: not a readable extension image"),
         ("tarball", 422, "hello-3.0-x86-64.raw: not a readable extension image"),
-        ("mismatched-release", 422, "holds extension-release.other, expected extension-release.hello"),
+        (
+            "mismatched-release",
+            422,
+            "holds extension-release.other, expected extension-release.hello",
+        ),
         ("wrong-arch", 422, "has ARCHITECTURE=arm64, the file name says x86-64"),
-        # %2F decodes to '/', so no upload route matches: the public tree answers 405.
-        ("traversal-name", 405, "Method Not Allowed"),
+        # %2F decodes to '/', so no upload route matches at all.
+        ("traversal-name", 404, "Not Found"),
         ("traversal-file", 422, "invalid file name"),
         ("dotdot-name", 422, "invalid extension name '..'"),
         ("bad-version", 422, "sysupdate allows only [A-Za-z0-9.,_+-]"),
@@ -291,7 +323,9 @@ def test_tokens_scopes_and_revocation(server: RegistryServer, images: Path) -> N
     before = _snapshot_state(server)
     denied = run_cli("publish", images / "other-2.0-x86-64.raw", env=_env(server, token))
     assert denied.returncode == 2
-    assert "error: registry answered 403: this token may not write extension 'other'" in denied.stderr
+    assert (
+        "error: registry answered 403: this token may not write extension 'other'" in denied.stderr
+    )
     assert _snapshot_state(server) == before
     # A scoped token cannot manage tokens.
     assert run_cli("token", "list", env=_env(server, token)).returncode == 2
@@ -326,7 +360,10 @@ def test_channels_promote_and_yank(server: RegistryServer, images: Path) -> None
     beta = run_cli("publish", image, "--channel", "beta", env=_env(server))
     assert beta.returncode == 0, beta.stderr
     beta_url = f"{server.url}/channels/beta/extensions/other"
-    assert [e.filename for e in parse_manifest(requests.get(f"{beta_url}/SHA256SUMS", timeout=10).content)] == [image.name]
+    assert [
+        e.filename
+        for e in parse_manifest(requests.get(f"{beta_url}/SHA256SUMS", timeout=10).content)
+    ] == [image.name]
     assert "Path=" + beta_url in requests.get(f"{beta_url}/other.conf", timeout=10).text
     assert requests.get(f"{server.url}/extensions/other/SHA256SUMS", timeout=10).status_code == 404
 
@@ -340,14 +377,22 @@ def test_channels_promote_and_yank(server: RegistryServer, images: Path) -> None
     for base in (f"{server.url}/extensions/other", beta_url):
         manifest = requests.get(f"{base}/SHA256SUMS", timeout=10).content
         assert manifest == b""
-        verify_detached(server.keyring(), manifest, requests.get(f"{base}/SHA256SUMS.gpg", timeout=10).content)
+        verify_detached(
+            server.keyring(), manifest, requests.get(f"{base}/SHA256SUMS.gpg", timeout=10).content
+        )
         # Yanked: gone from the manifest, still there for direct links.
         assert requests.get(f"{base}/{image.name}", timeout=10).content == image.read_bytes()
     info = requests.get(f"{server.url}/api/v1/extensions/other", timeout=10).json()
-    assert info["images"][0]["yanked"] is True and info["images"][0]["channels"] == ["beta", "stable"]
+    assert info["images"][0]["yanked"] is True and info["images"][0]["channels"] == [
+        "beta",
+        "stable",
+    ]
 
     assert run_cli("yank", "other", "2.0", "--undo", env=_env(server)).returncode == 0
-    assert image.name.encode() in requests.get(f"{server.url}/extensions/other/SHA256SUMS", timeout=10).content
+    assert (
+        image.name.encode()
+        in requests.get(f"{server.url}/extensions/other/SHA256SUMS", timeout=10).content
+    )
     missing = run_cli("yank", "other", "9.9", env=_env(server))
     assert missing.returncode == 2 and "404: no published image of other 9.9" in missing.stderr
     bad = run_cli("promote", "other", "2.0", "--to", "nightly", env=_env(server))
@@ -383,6 +428,8 @@ def test_web_catalogue(server: RegistryServer) -> None:
 
 def test_request_log_is_structured(server: RegistryServer) -> None:
     requests.get(f"{server.url}/extensions/hello/SHA256SUMS", timeout=10)
-    lines = [line for line in server.log().splitlines() if "path=/extensions/hello/SHA256SUMS" in line]
+    lines = [
+        line for line in server.log().splitlines() if "path=/extensions/hello/SHA256SUMS" in line
+    ]
     assert lines and "method=GET" in lines[-1] and "status=200" in lines[-1]
     assert all(json.dumps(line) for line in lines)

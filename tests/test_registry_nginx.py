@@ -53,16 +53,33 @@ def test_nginx_serves_the_same_tree(tmp_path: Path) -> None:
 
             base = f"{url}/extensions/hello"
             manifest = requests.get(f"{base}/SHA256SUMS", timeout=10)
-            assert manifest.content == requests.get(f"{reg.url}/extensions/hello/SHA256SUMS", timeout=10).content
-            verify_detached(keyring.read_bytes(), manifest.content, requests.get(f"{base}/SHA256SUMS.gpg", timeout=10).content)
+            assert (
+                manifest.content
+                == requests.get(f"{reg.url}/extensions/hello/SHA256SUMS", timeout=10).content
+            )
+            verify_detached(
+                keyring.read_bytes(),
+                manifest.content,
+                requests.get(f"{base}/SHA256SUMS.gpg", timeout=10).content,
+            )
             assert "max-age=30" in manifest.headers["cache-control"]
-            body = requests.get(f"{base}/hello-1.0-x86-64.raw", headers={"Accept-Encoding": "gzip"}, timeout=10)
+            body = requests.get(
+                f"{base}/hello-1.0-x86-64.raw", headers={"Accept-Encoding": "gzip"}, timeout=10
+            )
             assert "content-encoding" not in body.headers
             assert "immutable" in body.headers["cache-control"]
-            assert hashlib.sha256(body.content).hexdigest() == parse_manifest(manifest.content)[0].sha256
+            assert (
+                hashlib.sha256(body.content).hexdigest()
+                == parse_manifest(manifest.content)[0].sha256
+            )
             assert body.content == image.read_bytes()
             # Real 404s, hidden files included; the catalogue and API are proxied.
-            for path in ("/extensions/hello/nope.raw", "/extensions/nothing/SHA256SUMS", "/.lock", "/extensions/hello/.x"):
+            for path in (
+                "/extensions/hello/nope.raw",
+                "/extensions/nothing/SHA256SUMS",
+                "/.lock",
+                "/extensions/hello/.x",
+            ):
                 assert requests.get(url + path, timeout=10).status_code == 404, path
             assert requests.get(url + "/api/v1/extensions", timeout=10).json()[0]["name"] == "hello"
         finally:

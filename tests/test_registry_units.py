@@ -22,7 +22,11 @@ from sysext.manifest import parse_manifest
     [
         ("podman", "podman-5.3.1-x86-64.raw", ImageName("podman", "5.3.1", "x86-64")),
         ("podman", "podman-5.3.1-x86.raw", ImageName("podman", "5.3.1", "x86")),
-        ("docker-compose", "docker-compose-2.1-rc1-arm64.raw", ImageName("docker-compose", "2.1-rc1", "arm64")),
+        (
+            "docker-compose",
+            "docker-compose-2.1-rc1-arm64.raw",
+            ImageName("docker-compose", "2.1-rc1", "arm64"),
+        ),
         ("k", "k-1_2+3,4-ppc64-le.raw", ImageName("k", "1_2+3,4", "ppc64-le")),
     ],
 )
@@ -144,3 +148,19 @@ def test_manifest_in_version_order_without_yanked() -> None:
     names = [e.filename for e in parse_manifest(data)]
     # systemd's order (1.9 < 1.10), not byte order; yanked 2.0 absent.
     assert names == ["x-1.9-arm64.raw", "x-1.9-x86-64.raw", "x-1.10-x86-64.raw"]
+
+
+def test_serve_refuses_bad_settings_without_writing(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    data = tmp_path / "data"
+    bad_port = run_cli("serve", "--data", data, env={"SYSEXT_PORT": "x"})
+    assert bad_port.returncode == 2
+    assert "error: SYSEXT_PORT: invalid value 'x' for port" in bad_port.stderr
+    assert not data.exists()
+    afile = tmp_path / "file"
+    afile.write_text("")
+    not_dir = run_cli("serve", "--data", afile)
+    assert not_dir.returncode == 2
+    assert f"error: cannot use data directory {afile}" in not_dir.stderr
+    assert "hint:" in not_dir.stderr and "Traceback" not in not_dir.stderr

@@ -34,6 +34,9 @@ def pack_command(
         None, "--compression", help="zstd (default), xz, gzip, lz4; erofs: lz4hc (default), lz4."
     ),
     level: int | None = typer.Option(None, "--level", help="Compression level."),
+    block_size: int | None = typer.Option(
+        None, "--block-size", help="squashfs block size in bytes (default 1048576)."
+    ),
     output: Path = typer.Option(Path("."), "--output", "-o", help="Output directory."),
     reload_manager: bool = typer.Option(
         False,
@@ -71,6 +74,7 @@ def pack_command(
         compression=Compression.parse(compression) if compression else None,
         level=level,
         allow_setuid=frozenset(allow_setuid),
+        block_size=block_size,
     )
     for warning in built.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
@@ -171,13 +175,16 @@ def validate_command(
     initrd: bool = typer.Option(False, "--initrd", help="Evaluate as in the initrd (scope)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Lint an image: release file and its name, ARCHITECTURE spelling, version, file name,
-    contents (only usr/ and opt/, no os-release, owner 0:0, no device nodes).
+    """Lint an image; with --os-release, say whether that host's systemd-sysext merges it.
 
-    With --os-release, also say whether systemd-sysext (252–256) on that host would merge
-    the image, and which step of its checks (scope, architecture, ID, SYSEXT_LEVEL,
-    VERSION_ID) rejects it. Exit status: 0 fine, 1 errors found or not merged, 2 unusable
-    input.
+    Checks the release file and its name, ARCHITECTURE spelling, the version (sysupdate's
+    characters), the file name NAME-VERSION-ARCH.raw against the release fields, the
+    contents (only usr/ and opt/, no os-release, owner 0:0, no device nodes) and that the
+    programs of shipped units exist.
+
+    With --os-release, follows systemd-sysext's (252–256) checks in order (scope,
+    architecture, ID, SYSEXT_LEVEL / VERSION_ID) and names the step that rejects the image.
+    Exit status: 0 fine, 1 errors found or not merged, 2 unusable input.
 
     Example: sysext validate out/hello-1.0-x86-64.raw --os-release /etc/os-release
     """

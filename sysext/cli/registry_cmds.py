@@ -59,8 +59,7 @@ def serve(
     (SYSEXT_DATA, SYSEXT_PUBLIC_URL, SYSEXT_ADMIN_TOKEN, SYSEXT_MAX_UPLOAD_BYTES,
     SYSEXT_CHANNELS…), then the config file. Set SYSEXT_ADMIN_TOKEN to allow uploads.
 
-    Example: SYSEXT_ADMIN_TOKEN=secret sysext serve --data /srv/sysext --public-url
-    https://ext.example.com
+    Example: SYSEXT_ADMIN_TOKEN=secret sysext serve -d /srv/sysext --public-url https://ext.example.com
     """
     import uvicorn
 
@@ -78,7 +77,13 @@ def serve(
         },
         config_file=config,
     )
-    fingerprint, created = RegistryService(settings).prepare()
+    try:
+        fingerprint, created = RegistryService(settings).prepare()
+    except OSError as exc:
+        raise SysextError(
+            f"cannot use data directory {settings.data_dir}: {exc.strerror or exc}",
+            "pass --data DIR (or SYSEXT_DATA) naming a writable directory",
+        ) from None
     console.print(
         f"signing key {fingerprint} ({'created' if created else 'existing'}, "
         f"{settings.key_path}); hosts install {settings.base_url}/keyring.gpg"

@@ -70,6 +70,7 @@ class WriteRequest:
     mtime: int  # every inode and the superblock get this time (reproducible builds)
     uuid: str  # file-system UUID where the format has one (erofs)
     scratch: Path  # an empty private directory the writer may use
+    block_size: int | None = None  # squashfs block size in bytes; None: the writer's default
 
 
 class ImageWriter(Protocol):

@@ -22,7 +22,7 @@ def upgrade() -> None:
         sa.Column("arch", sa.String(32), nullable=False),
         sa.Column("filename", sa.String(512), nullable=False, unique=True),
         sa.Column("sha256", sa.String(64), nullable=False),
-        sa.Column("size", sa.Integer, nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("format", sa.String(16), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("yanked", sa.Boolean, nullable=False, server_default=sa.false()),

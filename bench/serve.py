@@ -1,0 +1,186 @@
+"""Serving throughput of `sysext serve` against nginx on the very same DATA/public.
+
+    .venv/bin/python bench/serve.py [--size-mib 272] [--duration 10] [--workers 1]
+
+Publishes one ≥256 MiB image (incompressible payload) to a fresh registry, starts nginx
+(Debian package, 127.0.0.1) with the shipped config over the same files, and measures
+with `wrk`, in one run:
+
+* image throughput with 20 concurrent clients: ours / nginx (target ≥ 0.8);
+* SHA256SUMS with 100 concurrent clients: requests/s and p99 latency, ours / nginx.
+
+Both servers get the same number of worker processes. wrk runs on the same machine, so
+the figures are relative, not absolute: compare the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from registry.nginx_conf import server_block, standalone_config
+from sysext.architecture import Architecture
+from sysext.extension_release import ExtensionRelease
+from sysext.formats import Compression
+from sysext.image import pack
+from tests.registry_server import free_port, running_registry
+
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests_per_s: float
+    bytes_per_s: float
+    p99_ms: float
+    errors: int
+
+
+def _size(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)([KMGT]?)B?", text)
+    if not match:
+        raise ValueError(text)
+    return float(match[1]) * UNITS[match[2]]
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(text)
+    return float(match[1]) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[match[2]]
+
+
+def wrk(url: str, connections: int, duration: int) -> WrkResult:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "30s", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    transfer = _size(re.search(r"Transfer/sec:\s+(\S+)", out)[1])  # type: ignore[index]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out)[1])  # type: ignore[index]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if socket_errors:
+        print(f"  wrk socket errors on {url}: {socket_errors[1]}", file=sys.stderr)
+    return WrkResult(rps, transfer, p99, int(errors[1]) if errors else 0)
+
+
+def make_image(directory: Path, size_mib: int) -> Path:
+    tree = directory / "tree"
+    (tree / "usr" / "lib" / "bench").mkdir(parents=True)
+    with open(tree / "usr" / "lib" / "bench" / "payload", "wb") as f:
+        for _ in range(size_mib):
+            f.write(os.urandom(1 << 20))
+    release = ExtensionRelease(name="bench", version="1.0", arch=Architecture.X86_64)
+    built = pack(tree, release, directory / "out", compression=Compression.ZSTD, level=1)
+    shutil.rmtree(tree)
+    return built.path
+
+
+@contextlib.contextmanager
+def nginx(public: Path, upstream: str, workers: int, prefix: Path) -> Iterator[str]:
+    port = free_port()
+    prefix.mkdir()
+    block = server_block(public, f"127.0.0.1:{port}", upstream)
+    (prefix / "nginx.conf").write_text(standalone_config(prefix, block, workers=workers))
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(url + "/keyring.gpg", timeout=2)
+                break
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=272)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench/serve.py needs {tool} (apt-get install {tool})")
+
+    with tempfile.TemporaryDirectory(prefix="sysext-bench-") as scratch_name:
+        scratch = Path(scratch_name)
+        print(f"building a {args.size_mib} MiB image…", file=sys.stderr)
+        image = make_image(scratch, args.size_mib)
+        size = image.stat().st_size
+        with running_registry(scratch / "data", args=("--workers", str(args.workers))) as reg:
+            with open(image, "rb") as body:
+                response = requests.put(
+                    f"{reg.url}/api/v1/extensions/bench/images/{image.name}",
+                    data=body,
+                    headers=reg.headers(),
+                    timeout=600,
+                )
+            response.raise_for_status()
+            path_image = f"/extensions/bench/{image.name}"
+            path_manifest = "/extensions/bench/SHA256SUMS"
+            with nginx(reg.data / "public", reg.url, args.workers, scratch / "nginx") as ngx:
+                for base in (reg.url, ngx):  # same bytes from both, and warm the page cache
+                    got = requests.get(base + path_image, timeout=600)
+                    assert len(got.content) == size, base
+                results: dict[str, dict[str, WrkResult]] = {}
+                for label, base in (("sysext serve", reg.url), ("nginx", ngx)):
+                    print(f"measuring {label}…", file=sys.stderr)
+                    results[label] = {
+                        "image": wrk(base + path_image, 20, args.duration),
+                        "manifest": wrk(base + path_manifest, 100, args.duration),
+                    }
+
+    ours, ref = results["sysext serve"], results["nginx"]
+    gib = 1 << 30
+    print(
+        f"image: {size / (1 << 20):.0f} MiB, 20 clients, {args.duration} s; "
+        f"SHA256SUMS: 100 clients; {args.workers} worker process(es) each; {os.cpu_count()} CPUs"
+    )
+    print(f"{'':28}{'sysext serve':>14}{'nginx':>14}{'ratio':>8}")
+    print(
+        f"{'image throughput (GiB/s)':28}{ours['image'].bytes_per_s / gib:14.2f}"
+        f"{ref['image'].bytes_per_s / gib:14.2f}"
+        f"{ours['image'].bytes_per_s / ref['image'].bytes_per_s:8.2f}"
+    )
+    print(
+        f"{'SHA256SUMS requests/s':28}{ours['manifest'].requests_per_s:14.0f}"
+        f"{ref['manifest'].requests_per_s:14.0f}"
+        f"{ours['manifest'].requests_per_s / ref['manifest'].requests_per_s:8.2f}"
+    )
+    print(
+        f"{'SHA256SUMS p99 latency (ms)':28}{ours['manifest'].p99_ms:14.1f}"
+        f"{ref['manifest'].p99_ms:14.1f}"
+        f"{ours['manifest'].p99_ms / ref['manifest'].p99_ms:8.2f}"
+    )
+    errors = {k: {m: r.errors for m, r in v.items()} for k, v in results.items()}
+    if any(n for v in errors.values() for n in v.values()):
+        print(f"non-2xx responses: {errors}")
+
+
+if __name__ == "__main__":
+    main()
