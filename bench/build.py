@@ -26,6 +26,7 @@ mksquashfs varied from 23 s to 52 s between runs), reference 75.0 MiB / 46.0 s /
     zstd-19           67.4   1.47      58.9   0.78       0.8           75         56
     zstd-13/128K      20.4   0.44      70.1   0.93       3.7           24         56
     xz                80.5   1.75      55.6   0.74       0.8           68         56
+    gzip/128K         30.5   0.66      74.9   1.00       2.3           20         56
 
 Usage: python bench/build.py [--size-mib 250] [--levels 3,9,15,19] [--keep DIR]
 Timings depend on the machine's load; run it on an otherwise idle machine for firm numbers.

@@ -21,6 +21,22 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger.propagate = False
 
 
+_stamp_second = -1
+_stamp_text = ""
+
+
+def write_access_line(fields: str) -> None:
+    """One access line, written directly: the logging machinery (a LogRecord and a
+    strftime per request) measured ~40% of the SHA256SUMS requests/s budget."""
+    global _stamp_second, _stamp_text
+    now = time.time()
+    second = int(now)
+    if second != _stamp_second:
+        _stamp_second = second
+        _stamp_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+    sys.stderr.write(f"time={_stamp_text},{int(now % 1 * 1000):03d} level=INFO {fields}\n")
+
+
 def _quote(value: str) -> str:
     if value and all(c.isprintable() and c not in ' "=' for c in value):
         return value
@@ -52,13 +68,10 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            client = scope.get("client") or ("-", 0)
-            access_log.info(
-                "method=%s path=%s status=%d bytes=%d duration_ms=%.1f client=%s",
-                scope["method"],
-                _quote(scope["path"]),
-                status or 500,
-                sent,
-                (time.monotonic() - started) * 1000,
-                client[0],
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client") or ("-", 0)
+                write_access_line(
+                    f"method={scope['method']} path={_quote(scope['path'])} "
+                    f"status={status or 500} bytes={sent} "
+                    f"duration_ms={(time.monotonic() - started) * 1000:.1f} client={client[0]}"
+                )

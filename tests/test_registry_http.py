@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
+import shlex
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -428,8 +428,16 @@ def test_web_catalogue(server: RegistryServer) -> None:
 
 def test_request_log_is_structured(server: RegistryServer) -> None:
     requests.get(f"{server.url}/extensions/hello/SHA256SUMS", timeout=10)
-    lines = [
-        line for line in server.log().splitlines() if "path=/extensions/hello/SHA256SUMS" in line
-    ]
-    assert lines and "method=GET" in lines[-1] and "status=200" in lines[-1]
-    assert all(json.dumps(line) for line in lines)
+    requests.get(f"{server.url}/extensions/hello/no such file", timeout=10)
+    lines = [line for line in server.log().splitlines() if "path=" in line]
+    parsed = [dict(field.split("=", 1) for field in shlex.split(line)) for line in lines]
+    assert all(
+        {"time", "level", "method", "path", "status", "bytes", "duration_ms"} <= set(p)
+        for p in parsed
+    )
+    assert {
+        "method": "GET",
+        "path": "/extensions/hello/SHA256SUMS",
+        "status": "200",
+    }.items() <= parsed[-2].items()
+    assert parsed[-1]["path"] == "/extensions/hello/no such file" and parsed[-1]["status"] == "404"

@@ -113,17 +113,16 @@ def build_command(
 
         sign_directory(output, sign_key, passphrase=passphrase)
     table = Table(title=f"{loaded.name}: {len(images)} image(s) in {output}")
-    for column in ("image", "version", "arch", "size", "sha256"):
-        # Wide terminals show everything; narrow ones shorten rather than break lines.
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    # Version and architecture are part of the file name (NAME-VERSION-ARCH.raw).
+    for column in ("image", "size"):
+        table.add_column(column, no_wrap=True)
+    # The full digests are in OUT/SHA256SUMS; a prefix keeps the table within 80 columns.
+    table.add_column("sha256 (prefix)", no_wrap=True)
     for image in images:
-        release = image.release
         table.add_row(
             image.path.name,
-            release.version if release else "",
-            release.arch.systemd_name if release and release.arch else "",
             _size(image.size),
-            image.sha256,
+            image.sha256[:16],
         )
     console.print(table)
     for image in images:
