@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from registry import auth
-from registry.db import Image, Token, utcnow
+from registry.db import Image, Token, as_utc, utcnow
 from registry.errors import RegistryError
 from registry.names import name_problem, parse_image_filename
 from registry.service import RegistryService
@@ -68,9 +68,9 @@ class ImageInfo(BaseModel):
             sha256=image.sha256,
             format=image.format,
             channels=channels,
-            created=image.created_at,
+            created=as_utc(image.created_at),
             yanked=image.yanked,
-            yanked_at=image.yanked_at,
+            yanked_at=as_utc(image.yanked_at) if image.yanked_at else None,
             url=f"/{extension_url_path(image.name, channel)}/{image.filename}",
         )
 
@@ -116,6 +116,7 @@ class Status(BaseModel):
     fingerprint: str
     channels: list[str]
     base_url: str
+    max_upload_bytes: int
 
 
 def _service(request: Request) -> RegistryService:
@@ -141,8 +142,8 @@ def _token_info(token: Token) -> TokenInfo:
         id=token.id,
         scopes=token.scope_list,
         description=token.description,
-        created=token.created_at,
-        revoked=token.revoked_at,
+        created=as_utc(token.created_at),
+        revoked=as_utc(token.revoked_at) if token.revoked_at else None,
     )
 
 
@@ -370,4 +371,5 @@ def status(request: Request) -> Status:
         fingerprint=request.app.state.fingerprint,
         channels=list(service.settings.channels),
         base_url=service.settings.base_url,
+        max_upload_bytes=service.settings.max_upload_bytes,
     )

@@ -13,7 +13,11 @@ access_log = logging.getLogger("registry.access")
 
 def configure_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("time=%(asctime)s level=%(levelname)s %(message)s"))
+    formatter = logging.Formatter(
+        "time=%(asctime)s.%(msecs)03dZ level=%(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"
+    )
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
     for name in ("registry", "registry.access"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
@@ -33,8 +37,8 @@ def write_access_line(fields: str) -> None:
     second = int(now)
     if second != _stamp_second:
         _stamp_second = second
-        _stamp_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-    sys.stderr.write(f"time={_stamp_text},{int(now % 1 * 1000):03d} level=INFO {fields}\n")
+        _stamp_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    sys.stderr.write(f"time={_stamp_text}.{int(now % 1 * 1000):03d}Z level=INFO {fields}\n")
 
 
 def _quote(value: str) -> str:

@@ -19,7 +19,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry import materialize as mat
-from registry.db import Image, ImageChannel, make_engine, make_sessionmaker, migrate, utcnow
+from registry.db import (
+    Image,
+    ImageChannel,
+    as_utc,
+    make_engine,
+    make_sessionmaker,
+    migrate,
+    utcnow,
+)
 from registry.errors import RegistryError
 from registry.failpoints import failpoint
 from registry.keys import Signer
@@ -197,7 +205,7 @@ class RegistryService:
                     "arches": sorted({i.arch for i in live}),
                     "channels": sorted({c for i in live for c in i.channel_names}),
                     "versions": len({i.version for i in members}),
-                    "updated": max(i.created_at for i in members),
+                    "updated": as_utc(max(i.created_at for i in members)),
                 }
             )
         return out

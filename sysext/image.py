@@ -207,12 +207,19 @@ def _with_release_file(
     release_source = scratch / "extension-release"
     release_source.write_text(release.render(), encoding="utf-8")
     entries = list(staged.entries)
-    present = {e.path for e in entries}
+    present = {e.path: e.kind for e in entries}
     parts = RELEASE_DIR.split("/")
     for depth in range(1, len(parts) + 1):
         directory = "/".join(parts[:depth])
-        if directory not in present:
+        kind = present.get(directory)
+        if kind is None:
             entries.append(StagedEntry(directory, EntryKind.DIR, 0o755))
+        elif kind is not EntryKind.DIR:
+            raise SysextError(
+                f"{staged.root}: {directory} is a {kind.value}, but the extension-release "
+                f"file goes into {RELEASE_DIR}/",
+                f"make {directory} a real directory in the tree",
+            )
     entries.append(
         StagedEntry(
             release.release_path,

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import stat
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from sysext.errors import SysextError
 from sysext.extension_release import RELEASE_DIR
@@ -74,7 +75,11 @@ def _kind(mode: int) -> str:
     return "unknown"
 
 
+SUPERBLOCK_PROBE = 2048  # squashfs's magic is at byte 0, erofs's at byte 1024
+
+
 def sniff_format(path: Path) -> ImageFormat:
+    """squashfs or erofs, by magic number; anything else is a clear error."""
     try:
         with open(path, "rb") as f:
             head = f.read(SUPERBLOCK_PROBE)
@@ -82,14 +87,13 @@ def sniff_format(path: Path) -> ImageFormat:
         raise SysextError(f"{path}: is a directory, not an image file", _HINT) from None
     except FileNotFoundError:
         raise SysextError(f"{path}: no such file", "check the path") from None
+    except OSError as exc:
+        raise SysextError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if head[:4] == SQUASHFS_MAGIC:
         return ImageFormat.SQUASHFS
     if is_erofs(head):
         return ImageFormat.EROFS
     raise SysextError(f"{path}: not a squashfs or erofs image", _HINT)
-
-
-SUPERBLOCK_PROBE = 2048
 
 
 def read_image(path: Path) -> ImageContents:
@@ -101,7 +105,8 @@ def read_image(path: Path) -> ImageContents:
         return reader(path)
     except SysextError:
         raise
-    except (ErofsFormatError, Exception) as exc:  # corrupt input must never be a traceback
+    except Exception as exc:  # corrupt input (ErofsFormatError, struct/zlib errors, a
+        # RecursionError from a directory loop…) must never become a traceback
         raise SysextError(
             f"{path}: corrupt {fmt.value} image ({type(exc).__name__}: {exc})", _HINT
         ) from None
@@ -109,13 +114,40 @@ def read_image(path: Path) -> ImageContents:
 
 def read_file(path: Path, member: str) -> bytes:
     """The bytes of one regular file inside the image (e.g. a release file)."""
+    return read_files(path, [member])[member.strip("/")]
+
+
+def read_files(path: Path, members: Iterable[str], *, limit: int | None = None) -> dict[str, bytes]:
+    """Several regular files of one image, opening and indexing it once.
+
+    Keys are the members without a leading '/'. `limit` refuses files larger than that many
+    bytes (for untrusted images).
+    """
     path = Path(path)
     fmt = sniff_format(path)
-    member = member.strip("/")
+    wanted = [m.strip("/") for m in members]
+    member = ""
     try:
+        found: dict[str, bytes] = {}
         if fmt is ImageFormat.SQUASHFS:
-            return _squashfs_member(path, member)
-        return _erofs_member(path, member)
+            opened = _open_squashfs(path)
+            with opened as image:
+                for member in wanted:
+                    item = image.select("/" + member)
+                    if item is None or not item.is_file:
+                        raise FileNotFoundError(member)
+                    _check_limit(member, item.size, limit)
+                    found[member] = item.read_bytes()
+        else:
+            with open(path, "rb") as f:
+                reader = ErofsReader(f, path.stat().st_size)
+                for member in wanted:
+                    inode = reader.lookup(member)
+                    if not stat.S_ISREG(inode.mode):
+                        raise FileNotFoundError(member)
+                    _check_limit(member, inode.size, limit)
+                    found[member] = reader.data(inode)
+        return found
     except SysextError:
         raise
     except FileNotFoundError:
@@ -124,14 +156,15 @@ def read_file(path: Path, member: str) -> bytes:
         raise SysextError(f"{path}: cannot read {member} ({type(exc).__name__}: {exc})") from None
 
 
+def _check_limit(member: str, size: int, limit: int | None) -> None:
+    if limit is not None and size > limit:
+        raise SysextError(f"{member} is {size} bytes, more than the {limit} allowed here")
+
+
 # --- squashfs ----------------------------------------------------------------------------
 
 
 def _read_squashfs(path: Path) -> ImageContents:
-    from PySquashfsImage import SquashFsImage
-
-    squashfs_read.install()
-
     with open(path, "rb") as f:
         head = f.read(96)
     if len(head) < 96:
@@ -140,7 +173,7 @@ def _read_squashfs(path: Path) -> ImageContents:
     compression = _SQUASHFS_COMPRESSORS.get(compression_id, f"unknown ({compression_id})")
     entries: list[ImageEntry] = []
     files: dict[str, Callable[[], bytes]] = {}
-    with SquashFsImage.from_file(str(path)) as image:
+    with _open_squashfs(path) as image:
         for item in image:
             rel = item.path.lstrip("/")
             if not rel:
@@ -173,17 +206,11 @@ def _read_squashfs(path: Path) -> ImageContents:
     )
 
 
-def _squashfs_member(path: Path, member: str) -> bytes:
+def _open_squashfs(path: Path) -> Any:
     from PySquashfsImage import SquashFsImage
 
     squashfs_read.install()
-
-    with SquashFsImage.from_file(str(path)) as image:
-        item = image.select("/" + member)
-        if item is None or not item.is_file:
-            raise FileNotFoundError(member)
-        data: bytes = item.read_bytes()
-        return data
+    return SquashFsImage.from_file(str(path))
 
 
 def _decode(value: object) -> str | None:
@@ -242,15 +269,6 @@ def _bind_erofs_data(reader: ErofsReader, inode: object) -> Callable[[], bytes]:
 
     assert isinstance(inode, ErofsInode)
     return lambda: reader.data(inode, limit=MAX_RELEASE_BYTES)
-
-
-def _erofs_member(path: Path, member: str) -> bytes:
-    with open(path, "rb") as f:
-        reader = ErofsReader(f, path.stat().st_size)
-        inode = reader.lookup(member)
-        if not stat.S_ISREG(inode.mode):
-            raise FileNotFoundError(member)
-        return reader.data(inode)
 
 
 # --- release files -----------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 from sysext.architecture import SYSTEMD_ARCHITECTURES, Architecture
 from sysext.errors import SysextError
 from sysext.extension_release import ANY, host_compatibility, name_problem
-from sysext.imageread import ImageContents, read_file, read_image
+from sysext.imageread import ImageContents, read_files, read_image
 from sysext.staging import is_unit_file, unit_problem
 from sysext.versioning import version_problem
 
@@ -212,6 +212,13 @@ def _check_file_name(path: Path, name: str, release: Mapping[str, str], add: _Ad
             f"{path.name}: systemd-sysext only picks up regular files ending in .raw (spec §1.2)",
         )
         return
+    if path.name.endswith(".sysext.raw"):
+        add(
+            Severity.WARNING,
+            "filename-sysext-suffix",
+            f"{path.name}: systemd 252 keeps '.sysext' in the image name and would look for "
+            f"extension-release.{stem}.sysext; only 255+ strip it (spec §1.2)",
+        )
     if stem == name:
         return  # the activation name itself, e.g. /etc/extensions/podman.raw
     version = release.get("SYSEXT_VERSION_ID", "")
@@ -305,15 +312,16 @@ def _check_units(path: Path, contents: ImageContents, add: _Add) -> None:
         entry = contents.find(rel)
         return None if entry is None else (entry.kind == "file", entry.mode)
 
-    for entry in contents.entries:
-        if entry.kind != "file" or not is_unit_file(entry.path) or entry.size > 1 << 20:
-            continue
-        try:
-            text = read_file(path, entry.path).decode("utf-8", "replace")
-        except SysextError as exc:
-            add(Severity.WARNING, "unit-unreadable", f"{entry.path}: {exc.message}")
-            continue
-        problem = unit_problem(entry.path, text, lookup)
+    units = [e.path for e in contents.entries if e.kind == "file" and is_unit_file(e.path)]
+    if not units:
+        return
+    try:
+        texts = read_files(path, units, limit=1 << 20)
+    except SysextError as exc:
+        add(Severity.WARNING, "unit-unreadable", f"cannot check the units: {exc.message}")
+        return
+    for unit in units:
+        problem = unit_problem(unit, texts[unit].decode("utf-8", "replace"), lookup)
         if problem:
             add(Severity.ERROR, "unit-exec-missing", problem)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sysext.architecture import Architecture
 from sysext.errors import SysextError
 from sysext.extension_release import (
+    MANAGED_KEYS,
     ExtensionRelease,
     host_compatibility,
     name_problem,
@@ -201,3 +204,20 @@ def test_spec_7_6_release_file_named_after_activation_name(
         release_file_path(stem) == f"usr/lib/extension-release.d/extension-release.{release_name}"
     )
     assert name_problem(stem) is None
+
+
+@given(
+    values=st.dictionaries(
+        st.from_regex(r"[A-Z][A-Z0-9_]{0,12}", fullmatch=True).filter(
+            lambda k: k not in MANAGED_KEYS
+        ),
+        st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=40),
+        max_size=5,
+    ),
+    version=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9.,_+-]{0,20}", fullmatch=True),
+)
+def test_any_release_renders_to_what_the_reader_parses_back(
+    values: dict[str, str], version: str
+) -> None:
+    release = ExtensionRelease("x", version, Architecture.ARM64, extra=values)
+    assert parse_os_release(release.render()) == release.fields()

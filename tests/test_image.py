@@ -418,6 +418,15 @@ def test_cli_allow_setuid(tmp_path: Path) -> None:
     assert unsquashfs_lln(out / "hello-1-x86-64.raw")["usr/bin/hello"][0] == "-rwsr-xr-x"
 
 
+def test_usr_lib_as_a_symlink_is_refused(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    (tree / "usr/lib64").mkdir()
+    (tree / "usr/lib").symlink_to("lib64")
+    with pytest.raises(SysextError, match="usr/lib is a symlink, but the extension-release"):
+        pack(tree, RELEASE, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_output_path_that_is_a_file(tmp_path: Path) -> None:
     target = tmp_path / "file"
     target.write_text("x")

@@ -30,7 +30,7 @@ def make_image(
 ) -> Path:
     """A squashfs image with usr/bin/hello and extension-release.NAME holding `fields`."""
     src = base / "src"
-    src.mkdir(exist_ok=True)
+    src.mkdir(parents=True, exist_ok=True)
     (src / "hello").write_text("#!/bin/sh\necho hello\n")
     lines = [
         "dir /usr 0755 0 0",
@@ -174,6 +174,13 @@ def test_file_name_must_agree_with_release(tmp_path: Path, filename: str, code: 
         assert not {c for c in found if c.startswith("filename")}
     else:
         assert code in found
+
+
+def test_sysext_suffix_warns_about_systemd_252(tmp_path: Path) -> None:
+    image = make_image(tmp_path, "hello", good_fields(), filename="hello.sysext.raw")
+    report = lint_image(image)
+    assert report.errors == ()
+    assert "filename-sysext-suffix" in {f.code for f in report.findings}
 
 
 def test_versioned_name_gets_the_activation_note(tmp_path: Path) -> None:

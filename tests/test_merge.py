@@ -6,6 +6,7 @@ see tests/merge_helper.py.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,32 @@ def test_lint_verdict_agrees_with_real_systemd_sysext(
     assert report.host is not None
     assert report.host.merges is expected, report.host.reason
     assert really_merged is expected, result.merge.stderr
+
+
+def test_os_release_inside_an_image_is_refused_as_lint_says(tmp_path: Path) -> None:
+    from tests.test_lint import good_fields, make_image
+
+    bad = make_image(
+        tmp_path / "bad",
+        "bad",
+        good_fields(SYSEXT_ID="bad", ARCHITECTURE=HOST_ARCH.value),
+        filename="bad.raw",
+        extra_lines=("file /usr/lib/os-release 0644 0 0 {src}/hello",),
+    )
+    report = lint_image(bad, host_os_release=parse_os_release(FLATCAR), host_arch=HOST_ARCH)
+    assert "tree-os-release" in {f.code for f in report.errors}
+    assert report.host is not None and not report.host.merges
+    release = ExtensionRelease("hello", "1.0", HOST_ARCH, os_id="flatcar", sysext_level="1.0")
+    good = pack(_tree(tmp_path), release, tmp_path / "out")
+    result = merge_and_run([good.path, bad], FLATCAR, ["{root}/usr/bin/hello"])
+    # 252 aborts the whole merge (spec §1.1), 255+ skips only the bad image: either way the
+    # bad one is never merged.
+    assert "bad" not in result.merged_names
+    assert "os-release" in result.merge.stderr
+    if _systemd_version() < 255:
+        assert result.merged_names == []  # the good image went down with it
+
+
+def _systemd_version() -> int:
+    out = subprocess.run(["systemd-sysext", "--version"], capture_output=True, text=True).stdout
+    return int(out.split()[1])

@@ -140,6 +140,16 @@ def publish(
     for image in images:
         if not image.is_file():
             raise SysextError(f"{image}: no such file", "pass the image files `sysext build` wrote")
+    # Checked up front: a server refusing a huge body mid-stream looks like a broken
+    # connection to the client, not like a clear 413.
+    limit = int(client.request("GET", "status")["max_upload_bytes"])
+    for image in images:
+        if image.stat().st_size > limit:
+            raise SysextError(
+                f"{image.name}: {image.stat().st_size} bytes is more than the registry accepts "
+                f"({limit} bytes)",
+                "ask the registry operator to raise SYSEXT_MAX_UPLOAD_BYTES (--max-upload)",
+            )
     for image in images:
         name = _extension_name(image)
         with byte_progress() as progress:
