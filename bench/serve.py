@@ -46,6 +46,7 @@ UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 class WrkResult:
     requests_per_s: float
     bytes_per_s: float
+    p50_ms: float
     p99_ms: float
     errors: int
 
@@ -73,12 +74,13 @@ def wrk(url: str, connections: int, duration: int) -> WrkResult:
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     transfer = _size(re.search(r"Transfer/sec:\s+(\S+)", out)[1])  # type: ignore[index]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out)[1])  # type: ignore[index]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out)[1])  # type: ignore[index]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     if socket_errors:
         print(f"  wrk socket errors on {url}: {socket_errors[1]}", file=sys.stderr)
-    return WrkResult(rps, transfer, p99, int(errors[1]) if errors else 0)
+    return WrkResult(rps, transfer, p50, p99, int(errors[1]) if errors else 0)
 
 
 def make_image(directory: Path, size_mib: int) -> Path:
@@ -171,6 +173,11 @@ def main() -> None:
         f"{'SHA256SUMS requests/s':28}{ours['manifest'].requests_per_s:14.0f}"
         f"{ref['manifest'].requests_per_s:14.0f}"
         f"{ours['manifest'].requests_per_s / ref['manifest'].requests_per_s:8.2f}"
+    )
+    print(
+        f"{'SHA256SUMS p50 latency (ms)':28}{ours['manifest'].p50_ms:14.1f}"
+        f"{ref['manifest'].p50_ms:14.1f}"
+        f"{ours['manifest'].p50_ms / ref['manifest'].p50_ms:8.2f}"
     )
     print(
         f"{'SHA256SUMS p99 latency (ms)':28}{ours['manifest'].p99_ms:14.1f}"

@@ -16,6 +16,7 @@ then fails that run and succeeds on the next timer; docs/registry.md explains th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Iterable
@@ -47,6 +48,14 @@ class DirectoryContent:
     texts: tuple[tuple[str, bytes], ...]  # NAME.conf, NAME.transfer
 
 
+# Listed when nothing else is (every version yanked): systemd 252–256 refuse an empty
+# SHA256SUMS as a download error (spec §3.3, < 6 bytes), while a line no transfer pattern
+# matches is simply ignored, so hosts see "no version" instead of failing every run. The
+# file exists (empty) so that every listed name downloads and verifies.
+PLACEHOLDER_NAME = "NO-PUBLISHED-IMAGES"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
 def manifest_bytes(images: Iterable[Image]) -> bytes:
     """SHA256SUMS of the non-yanked images, in systemd's version order (oldest first).
 
@@ -56,6 +65,8 @@ def manifest_bytes(images: Iterable[Image]) -> bytes:
     listed = sorted(
         (i for i in images if not i.yanked), key=lambda i: (version_key(i.version), i.arch)
     )
+    if not listed:
+        return format_manifest([ManifestEntry(PLACEHOLDER_NAME, EMPTY_SHA256)])
     return b"".join(format_manifest([ManifestEntry(i.filename, i.sha256)]) for i in listed)
 
 
@@ -77,7 +88,7 @@ def desired_content(
         channel=channel,
         manifest=manifest_bytes(images),
         images=tuple(sorted((i.filename, i.sha256) for i in images)),
-        texts=transfer_texts(name, channel, settings.base_url),
+        texts=(*transfer_texts(name, channel, settings.base_url), (PLACEHOLDER_NAME, b"")),
     )
 
 

@@ -3,11 +3,14 @@ the real CLI and a real HTTP client."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import shlex
+import socket
 import subprocess
 import tarfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -396,7 +399,11 @@ def test_channels_promote_and_yank(server: RegistryServer, images: Path) -> None
     assert yanked.returncode == 0, yanked.stderr
     for base in (f"{server.url}/extensions/other", beta_url):
         manifest = requests.get(f"{base}/SHA256SUMS", timeout=10).content
-        assert manifest == b""
+        # Not empty (252–256 would fail the download): one line no pattern matches.
+        assert [(e.filename, e.sha256) for e in parse_manifest(manifest)] == [
+            ("NO-PUBLISHED-IMAGES", hashlib.sha256(b"").hexdigest())
+        ]
+        assert requests.get(f"{base}/NO-PUBLISHED-IMAGES", timeout=10).content == b""
         verify_detached(
             server.keyring(), manifest, requests.get(f"{base}/SHA256SUMS.gpg", timeout=10).content
         )
@@ -443,6 +450,9 @@ def test_web_catalogue(server: RegistryServer) -> None:
     page = requests.get(server.url + "/catalog/hello", timeout=10).text
     assert "1.10" in page and "arm64" in page and "Verify=yes" in page
     assert "/api/v1/extensions/hello/butane" in page
+    # The provisioning routes are mounted and read the same tree.
+    butane = requests.get(server.url + "/api/v1/extensions/hello/butane", timeout=10)
+    assert butane.status_code == 200 and "hello-1.10-x86-64.raw" in butane.text
     assert requests.get(server.url + "/catalog/nope", timeout=10).status_code == 404
     assert requests.get(server.url + "/static/style.css", timeout=10).status_code == 200
 
@@ -459,3 +469,97 @@ def test_request_log_is_structured(server: RegistryServer) -> None:
     by_path = {p["path"]: p for p in parsed}
     assert by_path["/keyring.gpg"]["method"] == "GET" and by_path["/keyring.gpg"]["status"] == "200"
     assert by_path["/extensions/hello/no such file"]["status"] == "404"
+
+
+def test_signing_key_created_once_and_private(server: RegistryServer) -> None:
+    key = server.data / "keys" / "signing.pgp"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert key.parent.stat().st_mode & 0o777 == 0o700
+    fingerprint = requests.get(f"{server.url}/api/v1/status", timeout=10).json()["fingerprint"]
+    assert f"signing key {fingerprint} (created" in server.log().replace("\n", " ")
+
+
+def test_config_file_channels_and_restart_rematerializes(tmp_path: Path, images: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "registry.toml").write_text('public_url = "https://ext.example.com"\n')
+    image = images / "hello-1.0-x86-64.raw"
+    with running_registry(data, env={"SYSEXT_CHANNELS": "stable,edge"}) as reg:
+        env = _env(reg)
+        assert run_cli("publish", image, "--channel", "edge", env=env).returncode == 0
+        refused = run_cli("publish", image, "--channel", "beta", env=env)
+        assert refused.returncode == 2 and "unknown channel 'beta'" in refused.stderr
+        edge = f"{reg.url}/channels/edge/extensions/hello"
+        conf = requests.get(f"{edge}/hello.conf", timeout=10).text
+        assert "Path=https://ext.example.com/channels/edge/extensions/hello" in conf
+        manifest = requests.get(f"{edge}/SHA256SUMS", timeout=10).content
+        fingerprint = reg.keyring()
+        reg.stop()
+        # Same data, another public URL: the tree is rematerialized from the database.
+        reg.start(env={"SYSEXT_PUBLIC_URL": "https://mirror.example.org"})
+        conf = requests.get(f"{edge}/hello.conf", timeout=10).text
+        assert "Path=https://mirror.example.org/channels/edge/extensions/hello" in conf
+        assert requests.get(f"{edge}/SHA256SUMS", timeout=10).content == manifest
+        assert reg.keyring() == fingerprint  # the key survives restarts
+        verify_detached(
+            reg.keyring(), manifest, requests.get(f"{edge}/SHA256SUMS.gpg", timeout=10).content
+        )
+
+
+class _FlakyProxy:
+    """A TCP proxy to the registry that drops the first upload connection mid-request."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.dropped = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        first = client.recv(65536)
+        if first.startswith(b"PUT") and not self.dropped:
+            self.dropped += 1
+            client.close()  # as if the network failed during the upload
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        upstream.sendall(first)
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+        pump(client, upstream)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_publish_retries_a_dropped_upload(server: RegistryServer, tmp_path: Path) -> None:
+    image = build_image(tmp_path, "retry", "1.0")
+    proxy = _FlakyProxy(server.port)
+    try:
+        result = run_cli(
+            "publish",
+            image,
+            env={**_env(server), "SYSEXT_REGISTRY": f"http://127.0.0.1:{proxy.port}"},
+        )
+    finally:
+        proxy.close()
+    assert proxy.dropped == 1
+    assert result.returncode == 0, result.stderr
+    assert "published: retry-1.0-x86-64.raw" in result.stdout
+    listed = requests.get(f"{server.url}/api/v1/extensions/retry", timeout=10).json()["images"]
+    assert [i["filename"] for i in listed] == [image.name]

@@ -150,6 +150,12 @@ def test_manifest_in_version_order_without_yanked() -> None:
     assert names == ["x-1.9-arm64.raw", "x-1.9-x86-64.raw", "x-1.10-x86-64.raw"]
 
 
+def test_manifest_with_everything_yanked_is_not_empty() -> None:
+    data = manifest_bytes([_image("1.0", yanked=True)])
+    assert len(data) >= 6  # systemd 252–256 fail shorter downloads
+    assert [e.filename for e in parse_manifest(data)] == ["NO-PUBLISHED-IMAGES"]
+
+
 def test_serve_refuses_bad_settings_without_writing(tmp_path: Path) -> None:
     from tests.conftest import run_cli
 
