@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -12,7 +13,10 @@ from registry.errors import RegistryError
 from registry.service import RegistryService
 from sysext.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url_path
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+# The checkout's web/ (editable installs), else the copy a wheel installs under
+# PREFIX/share/sysext/web.
+_CHECKOUT_WEB = Path(__file__).resolve().parent.parent / "web"
+WEB_DIR = _CHECKOUT_WEB if _CHECKOUT_WEB.is_dir() else Path(sys.prefix) / "share" / "sysext" / "web"
 STATIC_DIR = WEB_DIR / "static"
 templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
 router = APIRouter(include_in_schema=False)

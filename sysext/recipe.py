@@ -8,7 +8,9 @@ Source kinds validate their own keys through the plug-in registry in `sysext.sou
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -660,8 +662,15 @@ def _versions(value: object, where: Where) -> VersionFeed | None:
 
 
 def bundled_recipes_dir() -> Path:
-    """The repository's recipes/ directory (next to the sysext package)."""
-    return Path(__file__).resolve().parent.parent / "recipes"
+    """The shipped recipes: `$SYSEXT_RECIPES_DIR`, else the checkout's recipes/ directory
+    (editable installs), else the copy a wheel installs under PREFIX/share/sysext/recipes."""
+    override = os.environ.get("SYSEXT_RECIPES_DIR")
+    if override:
+        return Path(override)
+    checkout = Path(__file__).resolve().parent.parent / "recipes"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "sysext" / "recipes"
 
 
 def available_recipes(directory: Path) -> list[str]:
