@@ -1,6 +1,6 @@
 """Serving throughput of `sysext serve` against nginx on the very same DATA/public.
 
-    .venv/bin/python bench/serve.py [--size-mib 272] [--duration 10] [--workers 1]
+    .venv/bin/python bench/serve.py [--size-mib 272] [--duration 10] [--workers 1,2]
 
 Publishes one ≥256 MiB image (incompressible payload) to a fresh registry, starts nginx
 (Debian package, 127.0.0.1) with the shipped config over the same files, and measures
@@ -9,8 +9,9 @@ with `wrk`, in one run:
 * image throughput with 20 concurrent clients: ours / nginx (target ≥ 0.8);
 * SHA256SUMS with 100 concurrent clients: requests/s and p99 latency, ours / nginx.
 
-Both servers get the same number of worker processes. wrk runs on the same machine, so
-the figures are relative, not absolute: compare the ratios.
+Both servers get the same number of worker processes (each count of --workers is
+measured in turn, default 1 then 2; nginx keeps the shipped config otherwise). wrk runs
+on the same machine, so the figures are relative, not absolute: compare the ratios.
 """
 
 from __future__ import annotations
@@ -65,9 +66,18 @@ def _ms(text: str) -> float:
     return float(match[1]) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[match[2]]
 
 
-def wrk(url: str, connections: int, duration: int) -> WrkResult:
+def wrk(url: str, connections: int, duration: int, threads: int = 2) -> WrkResult:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "30s", url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "--timeout",
+            "30s",
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -119,49 +129,47 @@ def nginx(public: Path, upstream: str, workers: int, prefix: Path) -> Iterator[s
         proc.wait(timeout=10)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mib", type=int, default=272)
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
-    for tool in ("wrk", "nginx"):
-        if shutil.which(tool) is None:
-            sys.exit(f"bench/serve.py needs {tool} (apt-get install {tool})")
+def measure(
+    scratch: Path, image: Path, workers: int, duration: int, threads: int
+) -> dict[str, dict[str, WrkResult]]:
+    """A fresh registry and nginx with `workers` processes each, over the same files."""
+    size = image.stat().st_size
+    data = scratch / f"data-{workers}"
+    with running_registry(data, args=("--workers", str(workers))) as reg:
+        with open(image, "rb") as body:
+            response = requests.put(
+                f"{reg.url}/api/v1/extensions/bench/images/{image.name}",
+                data=body,
+                headers=reg.headers(),
+                timeout=600,
+            )
+        response.raise_for_status()
+        path_image = f"/extensions/bench/{image.name}"
+        path_manifest = "/extensions/bench/SHA256SUMS"
+        with nginx(reg.data / "public", reg.url, workers, scratch / f"nginx-{workers}") as ngx:
+            for base in (reg.url, ngx):  # same bytes from both, and warm the page cache
+                got = requests.get(base + path_image, timeout=600)
+                assert len(got.content) == size, base
+                assert requests.get(base + path_manifest, timeout=10).status_code == 200
+            results: dict[str, dict[str, WrkResult]] = {}
+            for label, base in (("sysext serve", reg.url), ("nginx", ngx)):
+                print(f"measuring {label} ({workers} worker(s))…", file=sys.stderr)
+                results[label] = {
+                    "image": wrk(base + path_image, 20, duration, threads),
+                    "manifest": wrk(base + path_manifest, 100, duration, threads),
+                }
+    return results
 
-    with tempfile.TemporaryDirectory(prefix="sysext-bench-") as scratch_name:
-        scratch = Path(scratch_name)
-        print(f"building a {args.size_mib} MiB image…", file=sys.stderr)
-        image = make_image(scratch, args.size_mib)
-        size = image.stat().st_size
-        with running_registry(scratch / "data", args=("--workers", str(args.workers))) as reg:
-            with open(image, "rb") as body:
-                response = requests.put(
-                    f"{reg.url}/api/v1/extensions/bench/images/{image.name}",
-                    data=body,
-                    headers=reg.headers(),
-                    timeout=600,
-                )
-            response.raise_for_status()
-            path_image = f"/extensions/bench/{image.name}"
-            path_manifest = "/extensions/bench/SHA256SUMS"
-            with nginx(reg.data / "public", reg.url, args.workers, scratch / "nginx") as ngx:
-                for base in (reg.url, ngx):  # same bytes from both, and warm the page cache
-                    got = requests.get(base + path_image, timeout=600)
-                    assert len(got.content) == size, base
-                results: dict[str, dict[str, WrkResult]] = {}
-                for label, base in (("sysext serve", reg.url), ("nginx", ngx)):
-                    print(f"measuring {label}…", file=sys.stderr)
-                    results[label] = {
-                        "image": wrk(base + path_image, 20, args.duration),
-                        "manifest": wrk(base + path_manifest, 100, args.duration),
-                    }
 
+def report(
+    results: dict[str, dict[str, WrkResult]], size: int, workers: int, duration: int, threads: int
+) -> None:
     ours, ref = results["sysext serve"], results["nginx"]
     gib = 1 << 30
     print(
-        f"image: {size / (1 << 20):.0f} MiB, 20 clients, {args.duration} s; "
-        f"SHA256SUMS: 100 clients; {args.workers} worker process(es) each; {os.cpu_count()} CPUs"
+        f"image: {size / (1 << 20):.0f} MiB, 20 clients, {duration} s; "
+        f"SHA256SUMS: 100 clients; {workers} worker process(es) each; {os.cpu_count()} CPUs; "
+        f"wrk -t{threads}"
     )
     print(f"{'':28}{'sysext serve':>14}{'nginx':>14}{'ratio':>8}")
     print(
@@ -174,19 +182,53 @@ def main() -> None:
         f"{ref['manifest'].requests_per_s:14.0f}"
         f"{ours['manifest'].requests_per_s / ref['manifest'].requests_per_s:8.2f}"
     )
-    print(
-        f"{'SHA256SUMS p50 latency (ms)':28}{ours['manifest'].p50_ms:14.1f}"
-        f"{ref['manifest'].p50_ms:14.1f}"
-        f"{ours['manifest'].p50_ms / ref['manifest'].p50_ms:8.2f}"
-    )
-    print(
-        f"{'SHA256SUMS p99 latency (ms)':28}{ours['manifest'].p99_ms:14.1f}"
-        f"{ref['manifest'].p99_ms:14.1f}"
-        f"{ours['manifest'].p99_ms / ref['manifest'].p99_ms:8.2f}"
-    )
+    for label, attr in (("p50", "p50_ms"), ("p99", "p99_ms")):
+        mine, theirs = getattr(ours["manifest"], attr), getattr(ref["manifest"], attr)
+        print(
+            f"{'SHA256SUMS ' + label + ' latency (ms)':28}{mine:14.1f}{theirs:14.1f}"
+            f"{mine / theirs:8.2f}"
+        )
     errors = {k: {m: r.errors for m, r in v.items()} for k, v in results.items()}
     if any(n for v in errors.values() for n in v.values()):
         print(f"non-2xx responses: {errors}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=272)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="worker processes of both servers; a comma list measures each (default 1,2)",
+    )
+    parser.add_argument(
+        "--wrk-threads",
+        type=int,
+        default=2,
+        help="wrk threads; with 2 CPUs, 1 leaves a CPU to the server (steadier p99)",
+    )
+    args = parser.parse_args()
+    try:
+        counts = [int(n) for n in args.workers.split(",")]
+    except ValueError:
+        sys.exit(f"--workers: expected numbers separated by commas, got {args.workers!r}")
+    if not counts or min(counts) < 1:
+        sys.exit("--workers: every count must be at least 1")
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench/serve.py needs {tool} (apt-get install {tool})")
+
+    with tempfile.TemporaryDirectory(prefix="sysext-bench-") as scratch_name:
+        scratch = Path(scratch_name)
+        print(f"building a {args.size_mib} MiB image…", file=sys.stderr)
+        image = make_image(scratch, args.size_mib)
+        size = image.stat().st_size
+        measured = [
+            (n, measure(scratch, image, n, args.duration, args.wrk_threads)) for n in counts
+        ]
+    for n, results in measured:
+        report(results, size, n, args.duration, args.wrk_threads)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The registry application: `create_app()` is what `sysext serve` runs under uvicorn.
 
 GET/HEAD outside the app's own prefixes are served from the materialized public tree by
-a middleware (public.py); the API, the catalogue, its static files and the provisioning
-routes go through FastAPI.
+an ASGI layer in front of FastAPI (public.py); the API, the catalogue, its static files
+and the provisioning routes go through FastAPI.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from registry import api, provision_routes, public, web
 from registry.errors import RegistryError
@@ -24,7 +25,7 @@ from sysext.errors import SysextError
 log = logging.getLogger("registry")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> ASGIApp:
     """Build the app; prepares the data directory (migrations, key, tree) first."""
     configure_logging()
     settings = settings or load_settings()
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(provision_routes.router)  # Butane/Ignition configs (issue 5)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
-    # Outermost first: log every request, then serve the public tree, else route.
-    app.add_middleware(public.PublicTree, public_dir=settings.public_dir)
-    app.add_middleware(AccessLogMiddleware)
-    return app
+    # The public tree is answered in front of FastAPI (whose per-request wrappers cost
+    # more than serving a cached manifest, docs/registry.md); it logs its own requests,
+    # everything else is logged around the FastAPI app.
+    return public.PublicTree(AccessLogMiddleware(app), settings.public_dir)

@@ -42,8 +42,9 @@ def write_access_line(fields: str) -> None:
 
 
 def _quote(value: str) -> str:
-    if value and all(c.isprintable() and c not in ' "=' for c in value):
-        return value
+    # str methods, not a per-character generator: this runs once per request.
+    if value.isprintable() and " " not in value and '"' not in value and "=" not in value:
+        return value if value else '""'
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -72,10 +73,15 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            if access_log.isEnabledFor(logging.INFO):
-                client = scope.get("client") or ("-", 0)
-                write_access_line(
-                    f"method={scope['method']} path={_quote(scope['path'])} "
-                    f"status={status or 500} bytes={sent} "
-                    f"duration_ms={(time.monotonic() - started) * 1000:.1f} client={client[0]}"
-                )
+            log_request(scope, status, sent, started)
+
+
+def log_request(scope: Scope, status: int, sent: int, started: float) -> None:
+    """The access line of one answered request (status 0: failed before answering)."""
+    if access_log.isEnabledFor(logging.INFO):
+        client = scope.get("client") or ("-", 0)
+        write_access_line(
+            f"method={scope['method']} path={_quote(scope['path'])} "
+            f"status={status or 500} bytes={sent} "
+            f"duration_ms={(time.monotonic() - started) * 1000:.1f} client={client[0]}"
+        )

@@ -1,53 +1,88 @@
-"""Serving the materialized public tree (DESIGN.md §3 layout) ahead of the FastAPI router.
+"""Serving the materialized public tree (DESIGN.md §3 layout) ahead of the FastAPI app.
 
 Hosts poll SHA256SUMS often and download big images; these requests take a short pure-ASGI
-path (no routing, no dependency injection, no validation), which measured ~2× the
-requests/s of a catch-all FastAPI route. Everything under the app's own prefixes, and any
-other method, goes on to FastAPI.
+path in front of FastAPI (no routing, no dependency injection, no validation, none of
+FastAPI's per-request wrappers), and small files are answered from memory
+(`files.SmallFileCache`). Everything under the app's own prefixes, any other method and
+the lifespan go on to the wrapped app.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from registry.files import PublicFileResponse, open_public_file
+from registry.files import (
+    SMALL_FILE,
+    Outcome,
+    PublicFileResponse,
+    SmallFileCache,
+    open_public_file,
+    send_small,
+)
+from registry.logs import log_request
 
 APP_PREFIXES = ("/api/", "/catalog/", "/static/")
 APP_PATHS = frozenset({"/", "/openapi.json"})
 NOT_FOUND = b'{"detail":"Not Found"}'
+NOT_FOUND_HEADERS = (
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(NOT_FOUND)).encode()),
+)
 
 
 class PublicTree:
+    """GET/HEAD of the public tree; logs its own requests (one line each, logs.py)."""
+
     def __init__(self, app: ASGIApp, public_dir: Path) -> None:
         self.app = app
         self.public_dir = public_dir
+        self.cache = SmallFileCache(public_dir)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
         if (
-            scope["type"] != "http"
-            or scope["method"] not in ("GET", "HEAD")
+            scope["method"] not in ("GET", "HEAD")
             or path in APP_PATHS
             or path.startswith(APP_PREFIXES)
         ):
             await self.app(scope, receive, send)
             return
-        opened = open_public_file(self.public_dir, path.removeprefix("/"))
+        started = time.monotonic()
+        outcome = Outcome()
+        try:
+            await self._serve(scope, receive, send, path[1:], outcome)
+        finally:
+            log_request(scope, outcome.status, outcome.sent, started)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, url_path: str, outcome: Outcome
+    ) -> None:
+        entry = self.cache.lookup(url_path)
+        if entry is not None:
+            await send_small(scope, send, entry, outcome)
+            return
+        opened = open_public_file(self.public_dir, url_path)
         if opened is None:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 404,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(NOT_FOUND)).encode()),
-                    ],
-                }
-            )
+            outcome.status = 404
+            await send({"type": "http.response.start", "status": 404, "headers": NOT_FOUND_HEADERS})
             body = b"" if scope["method"] == "HEAD" else NOT_FOUND
             await send({"type": "http.response.body", "body": body})
+            outcome.sent = len(body)
             return
         fd, st = opened
-        await PublicFileResponse(fd, st, path.rsplit("/", 1)[-1])(scope, receive, send)
+        if st.st_size <= SMALL_FILE:
+            try:
+                entry = self.cache.load(url_path, fd, st)
+            finally:
+                os.close(fd)
+            await send_small(scope, send, entry, outcome)
+            return
+        response = PublicFileResponse(fd, st, url_path.rsplit("/", 1)[-1], outcome)
+        await response(scope, receive, send)
