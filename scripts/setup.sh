@@ -41,4 +41,5 @@ echo "==> installing sysext${extra} into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
   | grep -v '^WARNING: Location' || true
+[ "$with_tests" = 1 ] && bash scripts/fetch-sysupdate.sh  # real systemd-sysupdate 254 for tests
 echo "==> ready: $(.venv/bin/sysext --version)"

@@ -346,6 +346,13 @@ def check_remote(
     installed_list = list(installed)
     if installed_dir is not None:
         installed_list += installed_versions(installed_dir, compiled_target)
+        if not installed_dir.is_dir():
+            # Seen with the real 254 client: resource_resolve_path() chases [Target] Path=
+            # without CHASE_NONEXISTENT, so 254+ stop before downloading (252 created it).
+            warnings.append(
+                f"target directory {installed_dir} does not exist: systemd 254+ fail with"
+                f" \"Failed to resolve '{installed_dir}'\"; create it first (mkdir -p)"
+            )
     if not available:
         names = ", ".join(sorted(set(ignored))[:5]) or "none"
         raise CheckError(

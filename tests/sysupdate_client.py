@@ -1,0 +1,238 @@
+"""Run the REAL systemd-sysupdate (254, from Debian bookworm-backports) against a test ROOT.
+
+`scripts/fetch-sysupdate.sh` (run by `scripts/setup.sh --test`) unpacks the backports
+`systemd`, `libsystemd-shared` and `systemd-container` packages into `.cache/sysupdate-254/`
+of the repo; nothing is installed on the machine. `run_sysupdate(root, args, keyring)` runs
+that systemd-sysupdate for a host whose files live under ROOT, as root, inside `unshare -m
+--propagation private`, so every mount below exists only for that one run:
+
+* **systemd-pull.** sysupdate execs systemd-pull by absolute path (`/lib/systemd/systemd-pull`,
+  the host's 252 one here) unless `$SYSTEMD_PULL_PATH` names another: we point that at the
+  254 binary, so no bind mount over the host's file is needed. `LD_LIBRARY_PATH` finds the
+  unpacked `libsystemd-shared-254.so` (the host only has the 252 one).
+* **Keyring.** systemd-pull reads `/etc/systemd/import-pubring.gpg`, else the vendor
+  `/lib/systemd/import-pubring.gpg` — HOST paths: `--root` is not applied (seen: a keyring in
+  ROOT/etc/systemd is ignored and the signature check fails with "No public key"). So a
+  tmpfs is mounted on /etc/systemd holding `keyring` when given, and another on the vendor
+  keyring's directory so that `keyring=None` really means "no keyring at all" (gpg then
+  creates an empty keybox and fails the same way), independent of what the host ships.
+* **Target directory.** 254 resolves `[Target] Path=` with chase() (no CHASE_NONEXISTENT) and
+  fails "Failed to resolve '/opt/extensions/NAME' (relative to '/'): No such file or
+  directory" until it exists — on a real host too, not only with --root (spec §2.2 says 252
+  creates it). The transfer file's install comment says `mkdir -p` it; `prepare_root` does.
+* **No --root for the transfers.** 254 resolves an absolute `CurrentSymlink=` with chase()
+  inside ROOT WITHOUT no-follow (`transfer_install_instance()`, only `if (root)`), so on the
+  second update it follows the existing link and replaces the previous IMAGE by a symlink
+  ("Updated symlink 'ROOT/opt/extensions/NAME/NAME-1.0-….raw' → 'NAME-1.1-….raw'"), leaving
+  /etc/extensions/NAME.raw pointing at 1.0. A real host never passes --root, so
+  `run_sysupdate` does what the host does instead: it takes the transfer files from
+  ROOT/etc/sysupdate.NAME.d/ verbatim except that the absolute `[Target] Path=` and
+  `CurrentSymlink=` get the ROOT prefix, and runs `--definitions=COPY` without --root.
+  `root_mode=True` runs the genuine `--root=ROOT -C NAME` to show that trap.
+* Nothing else was needed: no D-Bus, no /run/systemd, no booted system.
+
+`merge_through_link(root, name, command)` proves the CurrentSymlink activates the image:
+systemd-sysext 252 (and 254) with `--root` do not pick up a symlinked ROOT/etc/extensions/
+NAME.raw ("No extensions found"), but without `--root` the same link is followed. So the
+link sysupdate wrote is copied as a link to /run/extensions/NAME.raw (a search path), ROOT/opt
+is bind-mounted on /opt so its relative target `../../opt/…` resolves, and the host's /usr
+is merged — all inside the private mount namespace, never on the real host.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CLIENT_DIR = REPO / ".cache" / "sysupdate-254"
+SYSUPDATE = CLIENT_DIR / "lib" / "systemd" / "systemd-sysupdate"
+PULL = CLIENT_DIR / "lib" / "systemd" / "systemd-pull"
+# Where systemd-pull 252–256 look for the vendor keyring (resolved: /lib may be a symlink).
+VENDOR_KEYRING_DIR = Path("/lib/systemd").resolve()
+
+_RUN_SCRIPT = r"""
+set -eu
+mount -t tmpfs -o mode=0755 tmpfs /etc/systemd
+if [ -n "$KEYRING_FILE" ]; then cp "$KEYRING_FILE" /etc/systemd/import-pubring.gpg; fi
+mount -t tmpfs -o mode=0755 tmpfs "$VENDOR_KEYRING_DIR"
+exec "$SYSUPDATE" "$@"
+"""
+
+_MERGE_SCRIPT = r"""
+set -eu
+mount -t tmpfs tmpfs /run
+mount --make-rshared /
+mount --bind "$ROOT/opt" /opt
+mkdir -p /run/extensions
+cp -P "$ROOT/etc/extensions/$NAME.raw" "/run/extensions/$NAME.raw"
+systemd-sysext merge >&2
+set +e
+"$@"
+rc=$?
+systemd-sysext unmerge >&2
+exit $rc
+"""
+
+
+def _library_dir() -> Path:
+    found = sorted(CLIENT_DIR.glob("usr/lib/*/systemd/libsystemd-shared-*.so"))
+    if not found:
+        pytest.fail(f"no libsystemd-shared in {CLIENT_DIR}; run scripts/fetch-sysupdate.sh")
+    return found[0].parent
+
+
+def require_client() -> Path:
+    """The real systemd-sysupdate binary; fail (not skip) when setup did not fetch it."""
+    if not (SYSUPDATE.is_file() and PULL.is_file()):
+        pytest.fail(
+            f"the real systemd-sysupdate is missing from {CLIENT_DIR}:"
+            " run scripts/fetch-sysupdate.sh (scripts/setup.sh --test does)"
+        )
+    return SYSUPDATE
+
+
+def client_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "LD_LIBRARY_PATH": str(_library_dir()),
+        "SYSTEMD_PULL_PATH": str(PULL),
+        "SYSTEMD_COLORS": "0",
+        "SYSTEMD_PAGER": "cat",
+        "SYSTEMD_LOG_LEVEL": "info",
+    }
+
+
+def client_version() -> str:
+    proc = subprocess.run(
+        [str(require_client()), "--version"],
+        env=client_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return proc.stdout.splitlines()[0]
+
+
+def prepare_root(root: Path, name: str, transfer: str, *, make_dirs: bool = True) -> Path:
+    """A host ROOT for extension NAME: the transfer file in /etc/sysupdate.NAME.d/ and an
+    os-release; with `make_dirs`, the directories the transfer file's own install comment
+    says to create (`#   mkdir -p DIR…`: the target and /etc/extensions), under ROOT."""
+    definitions = root / "etc" / f"sysupdate.{name}.d"
+    definitions.mkdir(parents=True, exist_ok=True)
+    (definitions / f"{name}.conf").write_text(transfer, encoding="utf-8")
+    os_release = root / "etc" / "os-release"
+    if not os_release.exists():
+        os_release.write_text("ID=flatcar\nVERSION_ID=4081.2.0\n", encoding="utf-8")
+    if make_dirs:
+        follow_mkdir_instruction(root, transfer)
+    return root
+
+
+def follow_mkdir_instruction(root: Path, transfer: str) -> list[str]:
+    """Create under ROOT what the transfer's `#   mkdir -p DIR…` comment names."""
+    for line in transfer.splitlines():
+        if line.startswith("#   mkdir -p "):
+            directories = line.removeprefix("#   mkdir -p ").split()
+            for directory in directories:
+                (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            return directories
+    raise AssertionError("the transfer file does not say which directories to create")
+
+
+def rebase_transfer(text: str, root: Path) -> str:
+    """The transfer with its absolute [Target] Path= and CurrentSymlink= moved under ROOT;
+    every other line (source URL, patterns, Verify=, InstancesMax=…) stays as it is."""
+    lines = []
+    section = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+        key, sep, value = stripped.partition("=")
+        if section == "[Target]" and key in ("Path", "CurrentSymlink") and sep:
+            line = f"{key}={root}{value}" if value.startswith("/") else line
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def run_sysupdate(
+    root: Path,
+    args: Sequence[str],
+    keyring: bytes | None,
+    *,
+    root_mode: bool = False,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real client for host ROOT: `args` as given to systemd-sysupdate on the host,
+    e.g. ["-C", "hello", "update"]; `keyring` is the host's /etc/systemd/import-pubring.gpg
+    (None: no keyring at all). See the module doc for how ROOT is applied."""
+    sysupdate = require_client()
+    scratch = Path(tempfile.mkdtemp(prefix="sysupdate-run-"))
+    try:
+        keyring_file = ""
+        if keyring is not None:
+            (scratch / "import-pubring.gpg").write_bytes(keyring)
+            keyring_file = str(scratch / "import-pubring.gpg")
+        argv = list(args)
+        if root_mode:
+            argv = [f"--root={root}", *argv]
+        else:
+            argv = _with_rebased_definitions(root, argv, scratch / "definitions")
+        env = {
+            **client_env(),
+            "SYSUPDATE": str(sysupdate),
+            "KEYRING_FILE": keyring_file,
+            "VENDOR_KEYRING_DIR": str(VENDOR_KEYRING_DIR),
+        }
+        unshare = ["unshare", "-m", "--propagation", "private", "sh", "-c", _RUN_SCRIPT, "sh"]
+        return subprocess.run(
+            [*unshare, *argv], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _with_rebased_definitions(root: Path, args: list[str], definitions: Path) -> list[str]:
+    """Replace `-C NAME` (or the default /etc/sysupdate.d) by --definitions=a rebased copy."""
+    component = None
+    rest: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word in ("-C", "--component"):
+            component = next(words)
+        elif word.startswith("--component="):
+            component = word.partition("=")[2]
+        else:
+            rest.append(word)
+    source = root / "etc" / (f"sysupdate.{component}.d" if component else "sysupdate.d")
+    definitions.mkdir()
+    for conf in sorted(source.glob("*.conf")):
+        rebased = rebase_transfer(conf.read_text(encoding="utf-8"), root)
+        (definitions / conf.name).write_text(rebased, encoding="utf-8")
+    return [f"--definitions={definitions}", *rest]
+
+
+@dataclass(frozen=True)
+class Merged:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def merge_through_link(root: Path, name: str, command: Sequence[str]) -> Merged:
+    """Merge ROOT/etc/extensions/NAME.raw — the symlink itself — with the host's
+    systemd-sysext (no --root; see the module doc) and run `command` while merged."""
+    env = {**os.environ, "ROOT": str(root), "NAME": name, "SYSTEMD_LOG_LEVEL": "info"}
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", _MERGE_SCRIPT, "sh"]
+    proc = subprocess.run(
+        [*argv, *command], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    return Merged(proc.returncode, proc.stdout, proc.stderr)
