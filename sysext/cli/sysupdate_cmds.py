@@ -301,10 +301,12 @@ def transfer(
 ) -> None:
     """Print a systemd-sysupdate transfer file that keeps NAME updated from the registry.
 
-    Install it as /etc/sysupdate.NAME.d/NAME.conf and run `systemd-sysupdate -C NAME
-    update` (then `systemd-sysext refresh`). With Verify=yes (the default) the host needs
-    the registry key as /etc/systemd/import-pubring.gpg: `curl -o
-    /etc/systemd/import-pubring.gpg REGISTRY/keyring.gpg`.
+    Install it as /etc/sysupdate.NAME.d/NAME.conf, create the target directories
+    (`mkdir -p /opt/extensions/NAME /etc/extensions`: systemd-sysupdate does not create
+    them) and run `systemd-sysupdate -C NAME update`, then `systemd-sysext refresh`. With
+    Verify=yes (the default) the host needs the registry key as
+    /etc/systemd/import-pubring.gpg: `curl -o /etc/systemd/import-pubring.gpg
+    REGISTRY/keyring.gpg`.
 
     Example: sysext transfer kubernetes --registry https://ext.example.com --minor 1.29
     """
