@@ -70,7 +70,7 @@ fi
 [ -n "$mirror" ] || die "no 'bookworm' Debian source found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list"
 
 arch=$(dpkg --print-architecture)
-echo "==> fetching systemd-sysupdate ($suite, $arch) from the machine's Debian mirror $mirror"
+echo "==> fetching systemd-sysupdate ($suite, $arch) from the Debian mirror in this machine's apt sources"
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
 options="arch=$arch"
 [ -n "$signed_by" ] && [ -f "$signed_by" ] && options+=" signed-by=$signed_by"

@@ -7,6 +7,7 @@ the CLI (and the sysext library) never depends on it.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,7 @@ def serve(
         },
         config_file=config,
     )
+    _check_listen_address(settings.host, settings.port)
     try:
         fingerprint, created = RegistryService(settings).prepare()
     except OSError as exc:
@@ -103,6 +105,32 @@ def serve(
         log_level="warning",
         timeout_graceful_shutdown=5,
     )
+
+
+def _check_listen_address(host: str, port: int) -> None:
+    """Fail before touching the data directory when HOST:PORT cannot be listened on.
+
+    uvicorn reports a busy port only after our start-up lines, as its own log line with
+    exit status 3; checking first gives the one-line error and hint every command promises.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise SysextError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            "pass --host with an address of this machine, e.g. 127.0.0.1 or 0.0.0.0",
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # The same option uvicorn sets, so a port in TIME_WAIT is not reported as busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise SysextError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                "another process may be using the port: pass --port N (or SYSEXT_PORT)",
+            ) from None
 
 
 def _extension_name(image: Path) -> str:
@@ -257,7 +285,13 @@ def token_revoke(
     Example: SYSEXT_TOKEN=$ADMIN sysext token revoke 3 -r http://127.0.0.1:8080
     """
     client = RegistryClient.from_env(registry)
-    client.request("DELETE", f"tokens/{token_id}")
+    try:
+        client.request("DELETE", f"tokens/{token_id}")
+    except SysextError as exc:
+        # The client's generic 404 hint talks about extensions; here the id is what is wrong.
+        if "answered 404" in exc.message:
+            raise SysextError(exc.message, "see the ids with `sysext token list`") from None
+        raise
     print(f"revoked token {token_id}")
 
 
