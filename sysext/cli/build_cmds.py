@@ -64,7 +64,9 @@ def build_command(
         help="Download cache (default: $SYSEXT_CACHE_DIR, config file, ~/.cache/sysext).",
     ),
     recipes_dir: Path | None = typer.Option(
-        None, "--recipes-dir", help="Where recipe names are looked up (default: recipes/)."
+        None,
+        "--recipes-dir",
+        help="Where recipe names are looked up (default: $SYSEXT_RECIPES_DIR, else shipped).",
     ),
     refresh: bool = typer.Option(
         False, "--refresh", help="Ignore cached downloads and fetch everything again."
@@ -134,7 +136,9 @@ def versions_command(
         ..., metavar="RECIPE", help="Recipe name or path to a .toml file."
     ),
     recipes_dir: Path | None = typer.Option(
-        None, "--recipes-dir", help="Where recipe names are looked up (default: recipes/)."
+        None,
+        "--recipes-dir",
+        help="Where recipe names are looked up (default: $SYSEXT_RECIPES_DIR, else shipped).",
     ),
     limit: int = typer.Option(20, "--limit", "-n", help="Show at most this many (0: all)."),
 ) -> None:

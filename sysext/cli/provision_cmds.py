@@ -38,19 +38,19 @@ BUTANE_HELP = (
     "The registry key is installed as /etc/systemd/import-pubring.gpg, which REPLACES the "
     "host's vendor keyring for systemd-sysupdate (--keyring skip leaves it alone).\n\n"
     "Example:\n\n"
-    "  sysext butane podman crio@1.31.1 --registry https://ext.example.com > host.bu\n\n"
+    "  sysext butane podman crio@1.31.3 --registry https://ext.example.com > host.bu\n\n"
     "  sysext butane podman --registry https://ext.example.com --variant fcos --ignition "
     "-o host.ign"
 )
 
-VERIFY_HELP = """\
-Download every file source of an Ignition or Butane config and check it against the
-config's verification.hash, as Ignition will at first boot.
-
-Example:
-
-  sysext verify-config host.ign
-"""
+VERIFY_HELP = (
+    "Download every file source of an Ignition or Butane config and check it against the "
+    "config's verification.hash, as Ignition will at first boot.\n\n"
+    "Exits 2 on a mismatch, an unreachable source, or a remote source without a hash "
+    "(Ignition would install it unchecked). Run it before handing a config to a fleet.\n\n"
+    "Example:\n\n"
+    "  sysext verify-config host.ign"
+)
 
 
 def _write(text: str, output: Path | None) -> None:
@@ -66,7 +66,12 @@ def _write(text: str, output: Path | None) -> None:
 
 
 def butane(
-    extensions: list[str] = typer.Argument(..., metavar="NAME[@VERSION]...", show_default=False),
+    extensions: list[str] = typer.Argument(
+        ...,
+        metavar="NAME[@VERSION]...",
+        show_default=False,
+        help="Extensions to install, e.g. podman or crio@1.31.3 (default: newest in --channel).",
+    ),
     registry: str = typer.Option(
         ..., "--registry", envvar="SYSEXT_REGISTRY", help="Registry base URL hosts will use."
     ),
@@ -144,7 +149,12 @@ def butane(
 
 
 def verify_config(
-    config_file: Path = typer.Argument(..., metavar="CONFIG", show_default=False),
+    config_file: Path = typer.Argument(
+        ...,
+        metavar="CONFIG",
+        show_default=False,
+        help="An Ignition (.ign, JSON) or Butane (.bu, YAML) config.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     results = verify_config_sources(load_config(config_file))

@@ -40,7 +40,12 @@ def serve(
     ),
     host: str = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1)."),
     port: int = typer.Option(None, "--port", "-p", help="Port (default 8080)."),
-    workers: int = typer.Option(None, "--workers", "-w", help="uvicorn worker processes."),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        "-w",
+        help="Worker processes (default 1; one per CPU for more requests/s).",
+    ),
     public_url: str = typer.Option(
         None,
         "--public-url",
@@ -162,7 +167,7 @@ def publish(
     The token comes from $SYSEXT_TOKEN. Uploading the same bytes again is harmless;
     the same file name with other bytes is refused (versions are immutable).
 
-    Example: SYSEXT_TOKEN=… sysext publish out/podman-5.3.1-x86-64.raw -r https://ext.example.com
+    Example: SYSEXT_TOKEN=… sysext publish out/podman-4.9.4-x86-64.raw -r https://ext.example.com
     """
     client = RegistryClient.from_env(registry)
     for image in images:
@@ -208,7 +213,7 @@ def yank(
 ) -> None:
     """Drop a version from every channel's SHA256SUMS (files stay for direct links).
 
-    Example: sysext yank podman 5.3.0 -r https://ext.example.com
+    Example: sysext yank podman 4.9.4 -r https://ext.example.com
     """
     client = RegistryClient.from_env(registry)
     action = "unyank" if undo else "yank"
@@ -227,7 +232,7 @@ def promote(
 ) -> None:
     """Add a published version to another channel (e.g. beta → stable).
 
-    Example: sysext promote podman 5.3.1 --to stable -r https://ext.example.com
+    Example: sysext promote podman 4.9.4 --to stable -r https://ext.example.com
     """
     client = RegistryClient.from_env(registry)
     images = client.request(
