@@ -3,7 +3,10 @@
 Checked before anything becomes visible (issue 4): a squashfs or erofs image; exactly one
 `extension-release.NAME` and NAME is the file name's (hosts activate it as
 `/etc/extensions/NAME.raw`, so sysext looks for exactly that file, spec §1.2); its
-ARCHITECTURE equals the file name's arch (systemd's vocabulary, spec §1.4).
+ARCHITECTURE equals the file name's arch (systemd's vocabulary, spec §1.4); and
+SYSEXT_VERSION_ID, when present, equals the file name's version — hosts pick versions from
+file names (sysupdate's @v), so a name that lies about its contents would be offered as an
+update it is not.
 """
 
 from __future__ import annotations
@@ -56,5 +59,12 @@ def validate_image(path: Path, expected: ImageName) -> str:
             422,
             f"{expected.filename}: extension-release.{expected.name} has {shown}, "
             f"the file name says {expected.arch}",
+        )
+    version = contents.release_files[releases[0]].get("SYSEXT_VERSION_ID")
+    if version is not None and version != expected.version:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: extension-release.{expected.name} has "
+            f"SYSEXT_VERSION_ID={version}, the file name says {expected.version}",
         )
     return fmt

@@ -260,6 +260,7 @@ def _tarball() -> bytes:
             "holds extension-release.other, expected extension-release.hello",
         ),
         ("wrong-arch", 422, "has ARCHITECTURE=arm64, the file name says x86-64"),
+        ("wrong-version", 422, "has SYSEXT_VERSION_ID=1.0, the file name says 3.0"),
         # %2F decodes to '/', so no upload route matches at all.
         ("traversal-name", 404, "Not Found"),
         ("traversal-file", 422, "invalid file name"),
@@ -287,7 +288,9 @@ def test_bad_uploads_are_clear_4xx_and_write_nothing(
     elif case == "mismatched-release":
         body = build_image(tmp_path, "hello", "3.0", release_name="other").read_bytes()
     elif case == "wrong-arch":
-        body = (images / "hello-1.10-arm64.raw").read_bytes()
+        body = build_image(tmp_path, "hello", "3.0", "arm64").read_bytes()
+    elif case == "wrong-version":
+        pass  # hello 1.0's bytes under the name hello-3.0-x86-64.raw
     elif case == "traversal-name":
         name = "..%2F..%2Fetc"
     elif case == "traversal-file":
