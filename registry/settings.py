@@ -128,7 +128,7 @@ def load_settings(
 ) -> Settings:
     """Settings from (lowest to highest priority) defaults, config file, env, `overrides`.
 
-    The config file is `--config`/`SYSEXT_CONFIG`, else `DATA/registry.toml` if present;
+    The config file is `--config`/`SYSEXT_REGISTRY_CONFIG`, else `DATA/registry.toml` if present;
     its keys are the field names of `Settings` (`public_url = "https://…"`).
     """
     env = os.environ if env is None else env
@@ -142,7 +142,9 @@ def load_settings(
         if env.get(var) not in (None, "")
     }
     data_dir = Path(overrides.get("data_dir") or from_env.get("data_dir") or DEFAULT_DATA_DIR)
-    config_path = config_file or (Path(env["SYSEXT_CONFIG"]) if env.get("SYSEXT_CONFIG") else None)
+    config_path = config_file or (
+        Path(env["SYSEXT_REGISTRY_CONFIG"]) if env.get("SYSEXT_REGISTRY_CONFIG") else None
+    )
     if config_path is None and (data_dir / CONFIG_NAME).is_file():
         config_path = data_dir / CONFIG_NAME
     if config_path is not None:
