@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything sysext needs on a Debian 12 / Ubuntu machine, and say what it installs:
-#   - Debian packages: the image tools, gpg/sqv, ignition-validate, systemd-sysext, nginx, wrk
+#   - Debian packages: the image tools, gpg/sqv, curl, python3-venv; with --test also
+#     ignition-validate, systemd-sysext/dissect, nginx, wrk
 #   - a virtualenv in .venv with this project (and its test tools with --test)
+#   - with --test: systemd 254's systemd-sysupdate unpacked into .cache/ (fetch-sysupdate.sh)
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

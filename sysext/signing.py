@@ -213,8 +213,10 @@ def verify_detached(keyring: bytes | Path, data: bytes, signature: bytes) -> str
     if issuer and not any(issuer.endswith(k) or k.endswith(issuer) for k in known):
         raise SignatureError(
             f"no public key: signed by {issuer.upper()}, which is not in the keyring",
-            "install the registry's key as /etc/systemd/import-pubring.gpg"
-            " (it replaces the vendor keyring, §3.4)",
+            "install the registry's key (REGISTRY/keyring.gpg) as"
+            " /etc/systemd/import-pubring.gpg (it replaces the vendor keyring, §3.4); the"
+            " signer is usually a signing subkey: `gpg --show-keys --with-subkey-fingerprints"
+            " FILE` lists the primary and subkey fingerprints of a keyring",
         )
     try:
         result = pysequoia.verify(bytes=data, store=lambda _ids: certs, signature=sig)
