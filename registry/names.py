@@ -1,6 +1,8 @@
 """What the registry accepts as extension names, image file names and channels.
 
-Pure functions. Image files are `NAME-VERSION-ARCH.raw` (DESIGN.md §3); since NAME and
+Pure functions. Image files are `NAME-VERSION-ARCH.raw` (DESIGN.md §3), or
+`NAME-VERSION-VERSIONID-ARCH.raw` for OS-version-bound images, whose version part is then
+`VERSION-VERSIONID` (registry/validation.py checks it against the release); since NAME and
 VERSION may both contain `-`, the extension name comes from the URL (and, on upload, must
 match the single `extension-release.NAME` inside), and ARCH is one of systemd's names at
 the end.

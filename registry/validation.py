@@ -4,13 +4,15 @@ Checked before anything becomes visible (issue 4): a squashfs or erofs image; ex
 `extension-release.NAME` and NAME is the file name's (hosts activate it as
 `/etc/extensions/NAME.raw`, so sysext looks for exactly that file, spec §1.2); its
 ARCHITECTURE equals the file name's arch (systemd's vocabulary, spec §1.4); and
-SYSEXT_VERSION_ID, when present, equals the file name's version — hosts pick versions from
+SYSEXT_VERSION_ID, when present, equals the file name's version (or, for an image bound to
+one OS VERSION_ID, the file name's version is VERSION-VERSIONID) — hosts pick versions from
 file names (sysupdate's @v), so a name that lies about its contents would be offered as an
 update it is not.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from registry.errors import RegistryError
@@ -60,11 +62,25 @@ def validate_image(path: Path, expected: ImageName) -> str:
             f"{expected.filename}: extension-release.{expected.name} has {shown}, "
             f"the file name says {expected.arch}",
         )
-    version = contents.release_files[releases[0]].get("SYSEXT_VERSION_ID")
-    if version is not None and version != expected.version:
+    release = contents.release_files[releases[0]]
+    version = release.get("SYSEXT_VERSION_ID")
+    if version is not None and expected.version not in _file_versions(version, release):
+        bound = release.get("VERSION_ID")
+        shown = f"SYSEXT_VERSION_ID={version}" + (f" and VERSION_ID={bound}" if bound else "")
         raise RegistryError(
             422,
-            f"{expected.filename}: extension-release.{expected.name} has "
-            f"SYSEXT_VERSION_ID={version}, the file name says {expected.version}",
+            f"{expected.filename}: extension-release.{expected.name} has {shown}, "
+            f"the file name says {expected.version}",
         )
     return fmt
+
+
+def _file_versions(version: str, release: Mapping[str, str]) -> tuple[str, ...]:
+    """The version parts a file name may carry for this release.
+
+    An OS-version-bound image (VERSION_ID set) is published as NAME-VERSION-VERSIONID-ARCH.raw
+    so that hosts find it with `MatchPattern=NAME-@v-%w-%a.raw` (spec §2.3); its file
+    version part is then VERSION-VERSIONID. The plain NAME-VERSION-ARCH.raw stays accepted.
+    """
+    bound = release.get("VERSION_ID")
+    return (version, f"{version}-{bound}") if bound else (version,)

@@ -37,6 +37,7 @@ class BuildRequest:
     version: str | None = None  # None: the recipe's default
     architectures: tuple[Architecture, ...] = ()  # empty: the host's architecture
     os_spec: str | None = None  # ID[:SYSEXT_LEVEL]; None: the recipe's `os`, else _any
+    os_version_id: str | None = None  # VERSION_ID= binding (spec §1.3 step 8); None: unbound
     image_format: ImageFormat = ImageFormat.SQUASHFS
     compression: Compression | None = None
     level: int | None = None
@@ -87,6 +88,7 @@ def build(request: BuildRequest) -> list[BuiltImage]:
             arch=arch,
             os_id=os_id,
             sysext_level=level,
+            version_id=request.os_version_id,
             reload_manager=bool(recipe.reload_manager),
             extra=recipe.extension_release,
         )

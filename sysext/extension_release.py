@@ -98,6 +98,8 @@ class ExtensionRelease:
                 f"SYSEXT_LEVEL {self.sysext_level!r} is not valid",
                 "use the host's SYSEXT_LEVEL= value exactly, e.g. 1.0",
             )
+        if self.version_id is not None:
+            self._check_version_id(self.version_id)
         if self.os_id == ANY and (self.sysext_level or self.version_id):
             raise SysextError(
                 "SYSEXT_LEVEL/VERSION_ID have no effect with ID=_any (spec §1.3 step 5)",
@@ -123,16 +125,47 @@ class ExtensionRelease:
                 raise SysextError(f"extension-release field {key} contains a newline")
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 
+    def _check_version_id(self, version_id: str) -> None:
+        # The VERSION_ID becomes part of the file name (NAME-VERSION-VERSIONID-ARCH.raw)
+        # that sysupdate matches with `%w` (spec §2.3), so it must be valid there too.
+        problem = version_problem(version_id)
+        if problem:
+            raise SysextError(
+                f"--os-version-id: {problem}",
+                "use the host's VERSION_ID= exactly, e.g. 3815.2.0",
+            )
+        if self.os_id == ANY:
+            # ID=_any is accepted before VERSION_ID is ever looked at (spec §1.3 step 5).
+            raise SysextError(
+                "--os-version-id has no effect with ID=_any (spec §1.3 step 5)",
+                f"name the OS: --os flatcar --os-version-id {version_id}",
+            )
+        if self.sysext_level is not None:
+            # With a SYSEXT_LEVEL on both sides, systemd compares levels and ignores the
+            # image's VERSION_ID (spec §1.3 step 8): binding to it would bind nothing.
+            raise SysextError(
+                f"--os-version-id has no effect with SYSEXT_LEVEL={self.sysext_level} "
+                "(spec §1.3 step 8)",
+                f"drop the level: --os {self.os_id} --os-version-id {version_id}",
+            )
+
     @property
     def release_path(self) -> str:
         return release_file_path(self.name)
 
     @property
     def image_stem(self) -> str:
-        """`NAME-VERSION-ARCH` (or `NAME-VERSION` for architecture-independent images)."""
+        """`NAME-VERSION-ARCH` (or `NAME-VERSION` for architecture-independent images).
+
+        An OS-version-bound image (VERSION_ID set) is `NAME-VERSION-VERSIONID-ARCH`: hosts
+        find it with `MatchPattern=NAME-@v-%w-%a.raw`, `%w` being their own VERSION_ID.
+        """
+        stem = f"{self.name}-{self.version}"
+        if self.version_id is not None:
+            stem += f"-{self.version_id}"
         if self.arch is None:
-            return f"{self.name}-{self.version}"
-        return f"{self.name}-{self.version}-{self.arch.systemd_name}"
+            return stem
+        return f"{stem}-{self.arch.systemd_name}"
 
     @property
     def image_filename(self) -> str:

@@ -223,7 +223,15 @@ def _check_file_name(path: Path, name: str, release: Mapping[str, str], add: _Ad
         return  # the activation name itself, e.g. /etc/extensions/podman.raw
     version = release.get("SYSEXT_VERSION_ID", "")
     arch = release.get("ARCHITECTURE", "")
-    expected = f"{name}-{version}" + (f"-{arch}" if arch and arch != ANY else "")
+    arch_part = f"-{arch}" if arch and arch != ANY else ""
+    expected = f"{name}-{version}{arch_part}"
+    accepted = {expected}
+    version_id = release.get("VERSION_ID")
+    if version_id:
+        # OS-version-bound images are published as NAME-VERSION-VERSIONID-ARCH.raw, for
+        # `MatchPattern=NAME-@v-%w-%a.raw` (spec §2.3); the plain name stays fine too.
+        expected = f"{name}-{version}-{version_id}{arch_part}"
+        accepted.add(expected)
     if not stem.startswith(name + "-"):
         add(
             Severity.ERROR,
@@ -232,12 +240,16 @@ def _check_file_name(path: Path, name: str, release: Mapping[str, str], add: _Ad
             f"activated as {name}.raw and published as {expected}.raw (spec §1.2)",
         )
         return
-    if version and stem != expected:
+    if version and stem not in accepted:
+        form = (
+            "NAME-SYSEXT_VERSION_ID-VERSION_ID-ARCHITECTURE"
+            if version_id
+            else ("NAME-SYSEXT_VERSION_ID-ARCHITECTURE")
+        )
         add(
             Severity.ERROR,
             "filename-mismatch",
-            f"{path.name} does not match its release fields: expected {expected}.raw "
-            "(NAME-SYSEXT_VERSION_ID-ARCHITECTURE)",
+            f"{path.name} does not match its release fields: expected {expected}.raw ({form})",
         )
     add(
         Severity.INFO,

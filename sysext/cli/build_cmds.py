@@ -42,6 +42,13 @@ def build_command(
         help="Host OS the image is for, ID[:SYSEXT_LEVEL] (e.g. flatcar:1.0); default: the "
         "recipe's `os`, else _any (every OS).",
     ),
+    os_version_id: str | None = typer.Option(
+        None,
+        "--os-version-id",
+        help="Bind the images to hosts with this os-release VERSION_ID (needs an OS ID "
+        "without a level); names them NAME-VERSION-VERSIONID-ARCH.raw, e.g. --os flatcar "
+        "--os-version-id 3815.2.0.",
+    ),
     image_format: ImageFormat = typer.Option(
         ImageFormat.SQUASHFS, "--format", help="Image file system."
     ),
@@ -85,6 +92,9 @@ def build_command(
     ~/.config/sysext/config.toml (see recipes/README.md).
 
     Example: sysext build shellcheck --output out/
+
+    Example (only for Flatcar 3815.2.0 hosts, see `sysext transfer --os-bound`):
+    sysext build shellcheck --os flatcar --os-version-id 3815.2.0 --output out/
     """
     from sysext.build import BuildRequest, build
 
@@ -104,6 +114,7 @@ def build_command(
             version=version,
             architectures=arches,
             os_spec=os_spec,
+            os_version_id=os_version_id,
             image_format=image_format,
             compression=compression,
             level=level,

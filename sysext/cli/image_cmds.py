@@ -29,6 +29,13 @@ def pack_command(
     os_spec: str = typer.Option(
         "_any", "--os", help="ID[:SYSEXT_LEVEL] of the target OS, e.g. flatcar:1.0 (default _any)."
     ),
+    os_version_id: str | None = typer.Option(
+        None,
+        "--os-version-id",
+        help="Bind the image to hosts with this os-release VERSION_ID (needs --os ID without "
+        "a level); names it NAME-VERSION-VERSIONID-ARCH.raw, e.g. --os flatcar "
+        "--os-version-id 3815.2.0.",
+    ),
     image_format: str = typer.Option("squashfs", "--format", help="squashfs or erofs."),
     compression: str | None = typer.Option(
         None, "--compression", help="zstd (default), xz, gzip, lz4; erofs: lz4hc (default), lz4."
@@ -54,8 +61,15 @@ def pack_command(
     made. Rebuilding the same tree gives the same bytes (times come from SOURCE_DATE_EPOCH,
     default 0).
 
+    With --os-version-id V (and --os ID, no level) the image carries VERSION_ID=V, so
+    only hosts with that exact VERSION_ID merge it, and it is named
+    NAME-VERSION-V-ARCH.raw for `sysext transfer --os-bound` (MatchPattern NAME-@v-%w-%a.raw).
+
     Example: sysext pack ./root --name hello --version 1.0 --arch x86-64 --os flatcar:1.0
     --output ./out
+
+    Example: sysext pack ./root --name kmod --version 1.0 --os flatcar
+    --os-version-id 3815.2.0 --output ./out
     """
     os_id, level_spec = ExtensionRelease.parse_os_spec(os_spec)
     release = ExtensionRelease(
@@ -64,6 +78,7 @@ def pack_command(
         arch=Architecture.parse(arch) if arch else Architecture.from_uname(),
         os_id=os_id,
         sysext_level=level_spec,
+        version_id=os_version_id,
         reload_manager=reload_manager,
     )
     built = pack(
