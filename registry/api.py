@@ -34,7 +34,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "no or unknown token"),
         (403, "token outside its scope"),
         (404, "no such extension or version"),
-        (409, "this file name is already published with other content"),
+        (
+            409,
+            "this file name is already published with other content, or it would mix "
+            "OS-bound and unbound images in one extension",
+        ),
         (413, "upload larger than the configured limit"),
         (422, "invalid name, version, channel or image"),
     )
@@ -49,6 +53,9 @@ class ImageInfo(BaseModel):
     size: int
     sha256: str
     format: str
+    os_version_id: str | None = Field(
+        default=None, description="VERSION_ID an OS-bound image is built for; null: any OS"
+    )
     channels: list[str]
     created: dt.datetime
     yanked: bool
@@ -67,6 +74,7 @@ class ImageInfo(BaseModel):
             size=image.size,
             sha256=image.sha256,
             format=image.format,
+            os_version_id=image.os_version_id,
             channels=channels,
             created=as_utc(image.created_at),
             yanked=image.yanked,
@@ -202,9 +210,16 @@ async def upload_image(
         sha256 = await run_in_threadpool(staged.finish)
         if staged.size == 0:
             raise RegistryError(422, f"{filename}: empty upload")
-        fmt = await run_in_threadpool(validate_image, staged.path, image_name)
+        validated = await run_in_threadpool(validate_image, staged.path, image_name)
         result = await run_in_threadpool(
-            service.publish, staged.path, sha256, staged.size, image_name, fmt, channel
+            service.publish,
+            staged.path,
+            sha256,
+            staged.size,
+            image_name,
+            validated.format,
+            channel,
+            os_version_id=validated.os_version_id,
         )
     return PublishOut(created=result.created, image=ImageInfo.of(result.image))
 

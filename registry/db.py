@@ -55,6 +55,9 @@ class Image(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     format: Mapped[str] = mapped_column(String(16))
+    # VERSION_ID of an OS-bound image (NAME-VERSION-VERSIONID-ARCH.raw), else None;
+    # added by migration 0002.
+    os_version_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     yanked: Mapped[bool] = mapped_column(Boolean, default=False)
     yanked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

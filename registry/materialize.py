@@ -70,9 +70,17 @@ def manifest_bytes(images: Iterable[Image]) -> bytes:
     return b"".join(format_manifest([ManifestEntry(i.filename, i.sha256)]) for i in listed)
 
 
-def transfer_texts(name: str, channel: str, base_url: str) -> tuple[tuple[str, bytes], ...]:
-    """NAME.conf (systemd 252–256 read only this) and NAME.transfer (257+), Verify=yes."""
-    spec = TransferSpec(name=name, base_url=base_url, channel=channel, verify=True)
+def transfer_texts(
+    name: str, channel: str, base_url: str, *, os_bound: bool = False
+) -> tuple[tuple[str, bytes], ...]:
+    """NAME.conf (systemd 252–256 read only this) and NAME.transfer (257+), Verify=yes.
+
+    `os_bound`: the images are NAME-VERSION-VERSIONID-ARCH.raw, so the pattern is
+    NAME-@v-%w-%a.raw and each host (%w: its own VERSION_ID) sees only its images.
+    """
+    spec = TransferSpec(
+        name=name, base_url=base_url, channel=channel, verify=True, os_bound=os_bound
+    )
     return tuple(
         (f"{name}.{kind}", render_transfer(spec, file_format=kind).encode())
         for kind in ("conf", "transfer")
@@ -83,12 +91,18 @@ def desired_content(
     settings: Settings, name: str, channel: str, images: Iterable[Image]
 ) -> DirectoryContent:
     images = list(images)
+    # The registry refuses to mix bound and plain images in one extension (service.py),
+    # so any bound image means all are.
+    os_bound = any(i.os_version_id for i in images)
     return DirectoryContent(
         name=name,
         channel=channel,
         manifest=manifest_bytes(images),
         images=tuple(sorted((i.filename, i.sha256) for i in images)),
-        texts=(*transfer_texts(name, channel, settings.base_url), (PLACEHOLDER_NAME, b"")),
+        texts=(
+            *transfer_texts(name, channel, settings.base_url, os_bound=os_bound),
+            (PLACEHOLDER_NAME, b""),
+        ),
     )
 
 

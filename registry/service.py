@@ -107,9 +107,20 @@ class RegistryService:
             raise RegistryError(422, problem)
 
     def publish(
-        self, staged: Path, sha256: str, size: int, image_name: ImageName, fmt: str, channel: str
+        self,
+        staged: Path,
+        sha256: str,
+        size: int,
+        image_name: ImageName,
+        fmt: str,
+        channel: str,
+        *,
+        os_version_id: str | None = None,
     ) -> PublishResult:
-        """Store a validated upload and make it visible in `channel`."""
+        """Store a validated upload and make it visible in `channel`.
+
+        `os_version_id`: the VERSION_ID of an OS-bound image (validation.ValidatedImage).
+        """
         self.check_channel(channel)
         with exclusive(self.settings.lock_path), self.sessions() as session:
             existing = session.scalars(
@@ -129,6 +140,7 @@ class RegistryService:
                     session.commit()
                     self._refresh(session, existing.name, [channel])
                 return PublishResult(existing, created=False)
+            self._refuse_mixing(session, image_name, os_version_id)
             ingest(self.settings.store_dir, staged, sha256)
             failpoint("after-store")
             image = Image(
@@ -139,6 +151,7 @@ class RegistryService:
                 sha256=sha256,
                 size=size,
                 format=fmt,
+                os_version_id=os_version_id,
                 created_at=utcnow(),
                 yanked=False,
             )
@@ -148,6 +161,42 @@ class RegistryService:
             failpoint("after-commit")
             self._refresh(session, image.name, [channel])
             return PublishResult(image, created=True)
+
+    @staticmethod
+    def _refuse_mixing(session: Session, image_name: ImageName, os_version_id: str | None) -> None:
+        """One extension is either all OS-bound or all plain.
+
+        A host's transfer file has one MatchPattern: NAME-@v-%w-%a.raw for bound images,
+        NAME-@v-%a.raw for plain ones. The plain pattern reads a bound name's
+        "1.0-3815.2.0" as a version and would offer hosts an image their systemd-sysext
+        refuses (VERSION_ID differs, spec §1.3 step 8); the bound one never sees plain
+        images. Yanked images count too: they stay in the public directory.
+        """
+        other = session.scalars(
+            select(Image)
+            .where(
+                Image.name == image_name.name,
+                Image.os_version_id.is_(None)
+                if os_version_id is not None
+                else Image.os_version_id.is_not(None),
+            )
+            .limit(1)
+        ).one_or_none()
+        if other is None:
+            return
+        if os_version_id is not None:
+            problem = (
+                f"{image_name.filename} is bound to VERSION_ID={os_version_id}, but "
+                f"{image_name.name} already has images for any OS version ({other.filename})"
+            )
+        else:
+            problem = (
+                f"{image_name.filename} is for any OS version, but {image_name.name} already "
+                f"has images bound to one VERSION_ID ({other.filename})"
+            )
+        raise RegistryError(
+            409, f"{problem}; one extension cannot mix both, publish it under another name"
+        )
 
     def _select_images(
         self, session: Session, name: str, version: str, arch: str | None

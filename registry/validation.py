@@ -13,6 +13,7 @@ update it is not.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from registry.errors import RegistryError
@@ -23,8 +24,18 @@ from sysext.imageread import read_image
 ACCEPTED_FORMATS = ("squashfs", "erofs")
 
 
-def validate_image(path: Path, expected: ImageName) -> str:
-    """Return the image format; raise RegistryError(422, reason) when it is not acceptable."""
+@dataclass(frozen=True)
+class ValidatedImage:
+    """What the registry records about an accepted upload."""
+
+    format: str  # "squashfs" or "erofs"
+    # The release's VERSION_ID when the file is named NAME-VERSION-VERSIONID-ARCH.raw (an
+    # OS-bound image, served with MatchPattern=NAME-@v-%w-%a.raw); None for the plain form.
+    os_version_id: str | None = None
+
+
+def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
+    """Check an upload; raise RegistryError(422, reason) when it is not acceptable."""
     try:
         contents = read_image(path)
     except SysextError as exc:
@@ -72,7 +83,17 @@ def validate_image(path: Path, expected: ImageName) -> str:
             f"{expected.filename}: extension-release.{expected.name} has {shown}, "
             f"the file name says {expected.version}",
         )
-    return fmt
+    return ValidatedImage(fmt, _bound_version_id(version, release, expected.version))
+
+
+def _bound_version_id(
+    version: str | None, release: Mapping[str, str], file_version: str
+) -> str | None:
+    """VERSION_ID when the file name carries it (the bound form accepted above), else None."""
+    bound = release.get("VERSION_ID")
+    if version is None or not bound or file_version == version:
+        return None
+    return bound if file_version == f"{version}-{bound}" else None
 
 
 def _file_versions(version: str, release: Mapping[str, str]) -> tuple[str, ...]:
