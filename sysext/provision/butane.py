@@ -46,10 +46,15 @@ def data_url_base64(data: bytes) -> str:
     return "data:;base64," + base64.b64encode(data).decode("ascii")
 
 
+def remote_source(contents: RemoteContents) -> dict[str, Any]:
+    """A fetched file with its hash: Butane and Ignition spell it the same way."""
+    return {"source": contents.url, "verification": {"hash": f"sha256-{contents.sha256}"}}
+
+
 def butane_contents(file: File) -> dict[str, Any]:
     contents = file.contents
     if isinstance(contents, RemoteContents):
-        return {"source": contents.url, "verification": {"hash": f"sha256-{contents.sha256}"}}
+        return remote_source(contents)
     if isinstance(contents, InlineContents) and contents.is_text:
         return {"inline": _Block(contents.data.decode("utf-8"))}
     return {"source": data_url_base64(contents.data)}

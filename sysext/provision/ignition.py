@@ -12,7 +12,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from sysext.provision.butane import data_url_base64
+from sysext.provision.butane import data_url_base64, remote_source
 from sysext.provision.model import File, InlineContents, ProvisionConfig, RemoteContents, Unit
 
 
@@ -24,7 +24,7 @@ def data_url_text(text: str) -> str:
 def ignition_contents(file: File) -> dict[str, Any]:
     contents = file.contents
     if isinstance(contents, RemoteContents):
-        return {"source": contents.url, "verification": {"hash": f"sha256-{contents.sha256}"}}
+        return remote_source(contents)
     if isinstance(contents, InlineContents) and contents.is_text:
         return {"source": data_url_text(contents.data.decode("utf-8"))}
     return {"source": data_url_base64(contents.data)}
