@@ -73,9 +73,7 @@ def hello_image(tmp: Path, version: str, *, name: str = "hello", **fields: str) 
                       release, filename=f"{name}-v.raw")  # fmt: skip
 
 
-def test_finding_1_long_name_refused_before_commit(
-    server: RegistryServer, tmp_path: Path
-) -> None:
+def test_finding_1_long_name_refused_before_commit(server: RegistryServer, tmp_path: Path) -> None:
     good = build_image(tmp_path, "hello", "1.0")
     assert upload(server, good, "hello").status_code == 200
     before = state(server)
