@@ -8,6 +8,11 @@ SYSEXT_VERSION_ID, when present, equals the file name's version (or, for an imag
 one OS VERSION_ID, the file name's version is VERSION-VERSIONID) — hosts pick versions from
 file names (sysupdate's @v), so a name that lies about its contents would be offered as an
 update it is not.
+
+Then the image gets exactly the lint `sysext validate` runs (sysext/lint.py, one
+implementation), and any of its errors refuses the upload with the lint's own message: a
+registry must not sign what hosts would refuse or silently skip (issue 13, finding 4).
+Messages name the published file name, never the server's temporary file.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from registry.errors import RegistryError
 from registry.names import ImageName
 from sysext.errors import SysextError
 from sysext.imageread import read_image
+from sysext.lint import lint_image
 
 ACCEPTED_FORMATS = ("squashfs", "erofs")
 
@@ -39,8 +45,9 @@ def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
     try:
         contents = read_image(path)
     except SysextError as exc:
+        reason = _hide_path(exc.message, path)
         raise RegistryError(
-            422, f"{expected.filename}: not a readable extension image: {exc}"
+            422, f"{expected.filename}: not a readable extension image: {reason}"
         ) from None
     fmt = str(getattr(contents.format, "value", contents.format))
     if fmt not in ACCEPTED_FORMATS:
@@ -48,6 +55,11 @@ def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
             422, f"{expected.filename}: {fmt} images are not accepted (squashfs or erofs)"
         )
     releases = sorted(contents.release_files)
+    if not releases and contents.release_errors:
+        bad, reason = sorted(contents.release_errors.items())[0]
+        raise RegistryError(
+            422, f"{expected.filename}: extension-release.{bad} cannot be read: {reason}"
+        )
     if not releases:
         raise RegistryError(
             422,
@@ -83,7 +95,24 @@ def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
             f"{expected.filename}: extension-release.{expected.name} has {shown}, "
             f"the file name says {expected.version}",
         )
+    try:
+        report = lint_image(path, contents=contents, filename=expected.filename)
+    except SysextError as exc:
+        raise RegistryError(422, f"{expected.filename}: {_hide_path(exc.message, path)}") from None
+    if report.errors:
+        first = report.errors[0]
+        more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+        raise RegistryError(
+            422,
+            f"{expected.filename}: {_hide_path(first.message, path)} [{first.code}]{more}; "
+            "`sysext validate` shows every finding",
+        )
     return ValidatedImage(fmt, _bound_version_id(version, release, expected.version))
+
+
+def _hide_path(message: str, path: Path) -> str:
+    """The client never learns where the server keeps its temporary files."""
+    return message.replace(str(path), "the upload").replace(str(path.parent), "…")
 
 
 def _bound_version_id(

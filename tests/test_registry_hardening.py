@@ -201,3 +201,126 @@ def test_registry_check_reports_and_repairs_tree_drift(tmp_path: Path) -> None:
     assert not stray.exists()
     missing = run_cli("registry", "check", "--data", tmp_path / "nowhere")
     assert missing.returncode == 2 and "no registry database" in missing.stdout + missing.stderr
+
+
+# --- finding 4: the upload check is `sysext validate`'s -------------------------------------
+
+HOST_REFUSES = [
+    ("no-id", good_fields(ID="<drop>", SYSEXT_LEVEL="<drop>"), (), "id-missing"),
+    ("empty-id", good_fields(ID="", SYSEXT_LEVEL="<drop>"), (), "id-missing"),
+    ("os-release", good_fields(), ("file /usr/lib/os-release 0644 0 0 {src}/hello",),
+     "tree-os-release"),
+    ("initrd-scope", good_fields(SYSEXT_SCOPE="initrd"), (), "scope-no-system"),
+    ("etc", good_fields(), ("dir /etc 0755 0 0", "file /etc/x 0644 0 0 {src}/hello"),
+     "tree-toplevel"),
+    ("root", good_fields(), ("dir /root 0700 0 0",), "tree-toplevel"),
+    ("owner", good_fields(), ("file /usr/bin/mine 0755 1000 1000 {src}/hello",), "tree-owner"),
+    ("device", good_fields(), ("nod /usr/bin/mem 0644 0 0 c 1 1",), "tree-special"),
+    ("fifo", good_fields(), ("pipe /usr/bin/fifo 0644 0 0",), "tree-special"),
+    ("socket", good_fields(), ("sock /usr/bin/sock 0644 0 0",), "tree-special"),
+    ("setuid", good_fields(), ("file /usr/bin/su2 4755 0 0 {src}/hello",), "tree-setuid"),
+    ("shadow-link", good_fields(), ("slink /usr/bin/pw 0777 0 0 /etc/shadow",),
+     "tree-symlink-sensitive"),
+    ("relative-shadow", good_fields(),
+     ("slink /usr/bin/pw 0777 0 0 ../../etc/shadow",), "tree-symlink-sensitive"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "fields", "lines", "code"), HOST_REFUSES, ids=[c[0] for c in HOST_REFUSES]
+)
+def test_finding_4_uploads_get_the_lint_of_sysext_validate(
+    server: RegistryServer,
+    tmp_path: Path,
+    case: str,
+    fields: dict[str, str],
+    lines: tuple[str, ...],
+    code: str,
+) -> None:
+    image = make_image(tmp_path, "lint", fields, extra_lines=lines)
+    validate = run_cli("validate", image)
+    assert validate.returncode == 1 and f"[{code}]" in validate.stdout, validate.stdout
+    before = state(server)
+    answer = upload(server, image, "lint", "lint-1.0-x86-64.raw")
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert f"[{code}]" in detail and detail.startswith("lint-1.0-x86-64.raw: ")
+    # The lint's own message, word for word.
+    message = next(line for line in validate.stdout.splitlines() if f"[{code}]" in line)
+    assert message.split(": ", 1)[1].removesuffix(f" [{code}]") in detail
+    assert state(server) == before
+
+
+def test_finding_11_no_server_paths_and_unreadable_release(
+    server: RegistryServer, tmp_path: Path
+) -> None:
+    image = make_image(tmp_path, "latin", good_fields(SYSEXT_ID="latin"))
+    # A release file that is not UTF-8: rebuild it with a latin-1 byte.
+    release = tmp_path / "src" / "release"
+    release.write_bytes(release.read_bytes() + b"X_SYSEXT_DESCRIPTION=caf\xe9\n")
+    pack = (tmp_path / "src" / "pack").read_text()
+    image.unlink()
+    import subprocess
+
+    (tmp_path / "src" / "pack").write_text(pack)
+    subprocess.run(
+        ["gensquashfs", "--pack-file", str(tmp_path / "src" / "pack"), "-q", str(image)],
+        check=True,
+    )
+    answer = upload(server, image, "latin")
+    assert answer.status_code == 422
+    assert "extension-release.latin cannot be read: not UTF-8" in answer.json()["detail"]
+    truncated = tmp_path / "latin-1.0-x86-64.raw"
+    truncated.write_bytes(image.read_bytes()[:300])
+    for body in (truncated, tmp_path / "src" / "pack"):
+        answer = upload(server, body, "latin", "latin-1.0-x86-64.raw")
+        assert answer.status_code == 422, answer.text
+        detail = answer.json()["detail"]
+        assert str(server.data) not in detail and ".#upload" not in detail, detail
+        assert "/tmp" not in detail, detail
+
+
+# --- findings 3 and 9: file names belong to one extension; equal versions ----------------
+
+
+def test_finding_3_no_squatting_across_extensions(server: RegistryServer, tmp_path: Path) -> None:
+    hello = build_image(tmp_path, "sq", "1.0")
+    assert upload(server, hello, "sq").status_code == 200
+    # A token for sq publishes sq-x-1.0 (release extension-release.sq, version x-1.0)…
+    squat = hello_image(tmp_path, "x-1.0", name="sq")
+    before = state(server)
+    answer = upload(server, squat, "sq", "sq-x-1.0-x86-64.raw")
+    assert answer.status_code == 422 and "start with a digit" in answer.json()["detail"]
+    assert state(server) == before
+    # …so the owner of sq-x publishes its own 1.0 (was: 409).
+    own = build_image(tmp_path, "sq-x", "1.0")
+    assert upload(server, own, "sq-x").status_code == 200, upload(server, own, "sq-x").text
+    # sq-1 would be matched by sq's pattern sq-@v-%a.raw (version 1-2): refused both ways.
+    before = state(server)
+    clash = build_image(tmp_path, "sq-1", "2")
+    answer = upload(server, clash, "sq-1")
+    assert answer.status_code == 409, answer.text
+    assert "sq-@v-%a.raw" in answer.json()["detail"]
+    assert state(server) == before
+
+
+@pytest.mark.parametrize("twin", ["08.0", "8.00", "8.0+", "8.0_", "8.0.0"])
+def test_finding_9_versions_systemd_orders_as_equal(
+    server: RegistryServer, tmp_path: Path, twin: str
+) -> None:
+    first = build_image(tmp_path, "eq", "8.0")
+    assert upload(server, first, "eq").status_code in (200,)
+    image = hello_image(tmp_path, twin, name="eq")
+    before = state(server)
+    answer = upload(server, image, "eq", f"eq-{twin}-x86-64.raw")
+    if twin == "8.0.0":  # newer than 8.0 for systemd: a normal publish
+        assert answer.status_code == 200, answer.text
+        requests.post(
+            f"{server.url}/api/v1/extensions/eq/versions/8.0.0/yank",
+            headers=server.headers(),
+            timeout=30,
+        )
+        return
+    assert answer.status_code == 409, answer.text
+    assert "eq-8.0-x86-64.raw" in answer.json()["detail"]
+    assert state(server) == before
