@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from registry import api, provision_routes, public, web
+from registry import api, guard, provision_routes, public, web
 from registry.errors import RegistryError
 from registry.logs import AccessLogMiddleware, configure_logging
 from registry.service import RegistryService
@@ -29,6 +29,14 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     """Build the app; prepares the data directory (migrations, key, tree) first."""
     configure_logging()
     settings = settings or load_settings()
+    guard.configure(
+        guard.Limits(
+            header_timeout=settings.header_timeout,
+            max_header_bytes=settings.max_header_bytes,
+            max_connections=settings.connection_cap,
+            max_keepalive_requests=settings.max_keepalive_requests,
+        )
+    )
     service = RegistryService(settings)
     fingerprint, created = service.prepare()
     log.info(

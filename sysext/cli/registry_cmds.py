@@ -135,6 +135,15 @@ def serve(
     config: Path = typer.Option(
         None, "--config", help="TOML settings file (default DATA/registry.toml if present)."
     ),
+    header_timeout: int = typer.Option(
+        None, "--header-timeout", help="Seconds a client has to send its request headers (10)."
+    ),
+    max_connections: int = typer.Option(
+        None,
+        "--max-connections",
+        help="Connections per worker; beyond it the oldest idle one is closed (default: "
+        "3/4 of the file-descriptor limit, at most 1024).",
+    ),
 ) -> None:
     """Run the registry: signed extensions in systemd-sysupdate's layout, plus the API.
 
@@ -142,6 +151,8 @@ def serve(
     start) under --data. Settings come from flags, then SYSEXT_* environment variables
     (SYSEXT_DATA, SYSEXT_PUBLIC_URL, SYSEXT_ADMIN_TOKEN, SYSEXT_MAX_UPLOAD_BYTES,
     SYSEXT_CHANNELS…), then the config file. Set SYSEXT_ADMIN_TOKEN to allow uploads.
+    Client limits (header deadline and size, connection cap, keep-alive) have safe
+    defaults for facing clients directly (docs/registry.md, "Limits").
 
     Example: SYSEXT_ADMIN_TOKEN=secret sysext serve -d /srv/sysext --public-url https://ext.example.com
     """
@@ -158,6 +169,8 @@ def serve(
             "workers": workers,
             "public_url": public_url,
             "max_upload_bytes": max_upload,
+            "header_timeout": header_timeout,
+            "max_connections": max_connections,
         },
         config_file=config,
     )
@@ -190,6 +203,11 @@ def serve(
         access_log=False,  # our middleware logs one structured line per request
         log_level="warning",
         timeout_graceful_shutdown=5,
+        # Client limits (registry/guard.py): header deadline and size, connection cap,
+        # keep-alive; the protocol class is uvicorn's httptools one with those added.
+        http="registry.guard:GuardedHttpToolsProtocol",
+        timeout_keep_alive=settings.keepalive_timeout,
+        backlog=256,
     )
 
 
