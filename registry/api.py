@@ -18,7 +18,7 @@ from registry.errors import RegistryError
 from registry.names import name_problem, parse_image_filename
 from registry.service import RegistryService
 from registry.store import StagedUpload
-from registry.validation import validate_image
+from registry.validation import validate_upload
 from sysext import __version__
 from sysext.urls import DEFAULT_CHANNEL, extension_url_path
 
@@ -210,7 +210,7 @@ async def upload_image(
         sha256 = await run_in_threadpool(staged.finish)
         if staged.size == 0:
             raise RegistryError(422, f"{filename}: empty upload")
-        validated = await run_in_threadpool(validate_image, staged.path, image_name)
+        validated = await run_in_threadpool(validate_upload, staged.path, image_name)
         result = await run_in_threadpool(
             service.publish,
             staged.path,

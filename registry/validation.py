@@ -17,17 +17,26 @@ Messages name the published file name, never the server's temporary file.
 
 from __future__ import annotations
 
+import json
+import resource
+import subprocess
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from registry.errors import RegistryError
-from registry.names import ImageName
-from sysext.errors import SysextError
+from registry.names import ImageName, parse_image_filename
+from sysext.errors import SysextError, ToolError
 from sysext.imageread import read_image
 from sysext.lint import lint_image
+from sysext.process import run
 
 ACCEPTED_FORMATS = ("squashfs", "erofs")
+# Uploads are validated in a child process with these limits: the server's own memory
+# never depends on what an image holds, and a pathological image costs one bounded child.
+CHILD_MEMORY = 1 << 30  # address space (RLIMIT_AS), not RSS: imports alone map ~300 MiB
+CHILD_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -134,3 +143,70 @@ def _file_versions(version: str, release: Mapping[str, str]) -> tuple[str, ...]:
     """
     bound = release.get("VERSION_ID")
     return (version, f"{version}-{bound}") if bound else (version,)
+
+
+def validate_upload(
+    path: Path, expected: ImageName, timeout: float = CHILD_SECONDS
+) -> ValidatedImage:
+    """validate_image() in a child process bounded in memory and time (same answers).
+
+    A 2.3 MB squashfs with 500k symlinks needs ~160 MB to list; done in the server it
+    would stay in the server's RSS. Out of memory or time is a 422 like any refusal.
+    """
+    proc = _run_child(path, expected, timeout)
+    return _child_answer(proc.stdout, proc.returncode, expected)
+
+
+def _run_child(
+    path: Path, expected: ImageName, timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return run(
+            [sys.executable, "-m", "registry.validation", str(path), expected.name,
+             expected.filename],
+            check=False,
+            timeout=timeout,
+        )  # fmt: skip
+    except ToolError:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: not validated within {timeout:.0f} s; the image is too "
+            "complex for this registry",
+        ) from None
+
+
+def _child_answer(stdout: bytes, returncode: int, expected: ImageName) -> ValidatedImage:
+    try:
+        answer = json.loads(stdout)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or returncode != 0:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: validation ran out of memory or failed "
+            f"(exit {returncode}); the image is too large or corrupt for this registry",
+        )
+    if "detail" in answer:
+        raise RegistryError(int(answer["status"]), str(answer["detail"]))
+    return ValidatedImage(**answer)
+
+
+def _child_main(argv: list[str]) -> int:
+    """`python -m registry.validation PATH NAME FILENAME`: one JSON answer on stdout."""
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+    path, name, filename = argv
+    try:
+        result: dict[str, object] = asdict(
+            validate_image(Path(path), parse_image_filename(name, filename))
+        )
+    except RegistryError as exc:
+        result = {"status": exc.status, "detail": exc.detail}
+    except (ValueError, MemoryError, RecursionError) as exc:
+        kind = "needs too much memory" if isinstance(exc, MemoryError) else str(exc)
+        result = {"status": 422, "detail": f"{filename}: not acceptable: {kind}"}
+    sys.stdout.write(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child_main(sys.argv[1:]))

@@ -324,3 +324,72 @@ def test_finding_9_versions_systemd_orders_as_equal(
     assert answer.status_code == 409, answer.text
     assert "eq-8.0-x86-64.raw" in answer.json()["detail"]
     assert state(server) == before
+
+
+# --- findings 5 and 6: bounded validation, superblock sanity -------------------------------
+
+
+def _patched(image: Path, target: Path, offset: int, fmt: str, value: int) -> Path:
+    import struct
+
+    data = bytearray(image.read_bytes())
+    struct.pack_into(fmt, data, offset, value)
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("field", "offset", "fmt", "value", "words"),
+    [
+        ("bytes_used", 40, "<Q", 1 << 40, "claims 1099511627776 bytes"),
+        ("block_size", 12, "<I", 1 << 16, "does not match block_log"),
+        ("block_log", 22, "<H", 25, "does not match block_log"),
+        ("id_table", 48, "<Q", 1 << 39, "id table out of range"),
+    ],
+)
+def test_finding_6_corrupt_superblocks_are_refused_like_unsquashfs(
+    server: RegistryServer, tmp_path: Path, field: str, offset: int, fmt: str, value: int,
+    words: str,
+) -> None:  # fmt: skip
+    import subprocess
+
+    good = build_image(tmp_path, "sb", "1.0")
+    bad = _patched(good, tmp_path / f"bad-{field}.raw", offset, fmt, value)
+    assert subprocess.run(["unsquashfs", "-l", str(bad)], capture_output=True).returncode != 0
+    before = state(server)
+    answer = upload(server, bad, "sb", "sb-1.0-x86-64.raw")
+    assert answer.status_code == 422, answer.text
+    assert words in answer.json()["detail"]
+    assert state(server) == before
+    validate = run_cli("validate", bad)
+    assert validate.returncode == 2 and words in validate.stdout + validate.stderr
+
+
+def test_finding_5_many_entries_do_not_grow_the_server(tmp_path: Path) -> None:
+    """100k symlinks (the finding used 500k: bench/exhaustion.py) validate in a bounded
+    child process: the server's peak RSS does not grow with the entry count."""
+    import subprocess
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "release").write_text("ID=_any\nARCHITECTURE=x86-64\nSYSEXT_VERSION_ID=1.0\n")
+    lines = ["dir /usr 0755 0 0", "dir /usr/lib 0755 0 0",
+             "dir /usr/lib/extension-release.d 0755 0 0",
+             f"file /usr/lib/extension-release.d/extension-release.many 0644 0 0 {src}/release",
+             "dir /usr/share 0755 0 0"]  # fmt: skip
+    for d in range(100):
+        lines.append(f"dir /usr/share/d{d} 0755 0 0")
+        lines += [f"slink /usr/share/d{d}/l{i} 0777 0 0 ../x" for i in range(1000)]
+    (src / "pack").write_text("\n".join(lines) + "\n")
+    image = tmp_path / "many-1.0-x86-64.raw"
+    subprocess.run(["gensquashfs", "--pack-file", str(src / "pack"), "-q", str(image)], check=True)
+    reg = RegistryServer(data=tmp_path / "data", port=free_port())
+    reg.start()
+    try:
+        requests.get(f"{reg.url}/api/v1/extensions", timeout=10)
+        before = reg.rss_kib("VmHWM")
+        answer = upload(reg, image, "many")
+        assert answer.status_code == 200, answer.text
+        assert reg.rss_kib("VmHWM") - before < 24 * 1024
+    finally:
+        reg.stop()
