@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from registry import api, guard, provision_routes, public, web
+from registry import api, auth, guard, provision_routes, public, web
 from registry.errors import RegistryError
 from registry.logs import AccessLogMiddleware, configure_logging
 from registry.service import RegistryService
@@ -65,10 +65,14 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     async def _registry_error(_request: Request, exc: RegistryError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
+    data_dir = str(settings.data_dir.resolve())
+
     @app.exception_handler(SysextError)
     async def _sysext_error(_request: Request, exc: SysextError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=422)
+        # Clients never learn where the server keeps its files.
+        return JSONResponse({"detail": exc.message.replace(data_dir, "DATA")}, status_code=422)
 
+    app.add_middleware(auth.WritesNeedAToken, service=service)
     app.include_router(api.router)
     app.include_router(provision_routes.router)  # Butane/Ignition configs (issue 5)
     app.include_router(web.router)

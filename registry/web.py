@@ -74,5 +74,7 @@ def extension_page(name: str, request: Request) -> HTMLResponse:
 
 
 def _base(request: Request) -> str:
+    # The configured base URL (public_url, else http://HOST:PORT), never the request's
+    # Host header: a client must not choose the URLs the catalogue shows.
     service: RegistryService = request.app.state.service
-    return service.settings.public_url or str(request.base_url).rstrip("/")
+    return service.settings.base_url
