@@ -105,6 +105,10 @@ class ExtensionDetail(BaseModel):
 class TokenIn(BaseModel):
     scopes: list[str] = Field(min_length=1, description="globs over extension names")
     description: str = ""
+    channels: list[str] | None = Field(
+        default=None, description="channels it may publish/yank/promote in; null: all"
+    )
+    expires_at: dt.datetime | None = Field(default=None, description="null: never expires")
 
 
 class TokenInfo(BaseModel):
@@ -113,6 +117,8 @@ class TokenInfo(BaseModel):
     description: str
     created: dt.datetime
     revoked: dt.datetime | None
+    channels: list[str] | None = None
+    expires: dt.datetime | None = None
 
 
 class TokenCreated(TokenInfo):
@@ -152,6 +158,8 @@ def _token_info(token: Token) -> TokenInfo:
         description=token.description,
         created=as_utc(token.created_at),
         revoked=as_utc(token.revoked_at) if token.revoked_at else None,
+        channels=token.channel_list,
+        expires=as_utc(token.expires_at) if token.expires_at else None,
     )
 
 
@@ -190,6 +198,7 @@ async def upload_image(
     except ValueError as exc:
         raise RegistryError(422, str(exc)) from None
     service.check_channel(channel)
+    auth.require_channels(principal, [channel], "publish")
     limit = service.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -263,8 +272,14 @@ def _version_action(
     _check_name(name)
     auth.require_scope(principal, name)
     if action == "promote":
+        auth.require_channels(principal, [channel or DEFAULT_CHANNEL], "promote")
         images = service.promote(name, version, arch, channel or DEFAULT_CHANNEL)
     else:
+        # Yanking drops the version from every channel it is in: all must be the token's.
+        affected = [
+            i for i in service.images_of(name) if i.version == version and arch in (None, i.arch)
+        ]
+        auth.require_channels(principal, {c for i in affected for c in i.channel_names}, action)
         images = service.set_yanked(name, version, arch, yanked=action == "yank")
     return [ImageInfo.of(i) for i in images]
 
@@ -337,7 +352,14 @@ def create_token(
     service = _service(request)
     auth.require_admin(_principal(service, authorization))
     with service.sessions() as session:
-        token, secret = auth.create_token(session, body.scopes, body.description)
+        token, secret = auth.create_token(
+            session,
+            body.scopes,
+            body.description,
+            channels=body.channels,
+            expires_at=body.expires_at,
+            known_channels=service.settings.channels,
+        )
         session.commit()
         return TokenCreated(**_token_info(token).model_dump(), token=secret)
 

@@ -13,6 +13,7 @@ diverge. Either way the previous snapshot is served until a new one is complete.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,7 @@ class RegistryService:
         for directory in (s.data_dir, s.public_dir, s.snapshots_dir, s.store_dir, s.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         with exclusive(s.lock_path):
+            _private_database(s)
             migrate(self.engine)
             fingerprint, created = self.signer.ensure_key()
             self.signer.write_keyrings(s.public_dir)
@@ -414,3 +416,19 @@ class RegistryService:
 
     def blob(self, image: Image) -> Path:
         return blob_path(self.settings.store_dir, image.sha256)
+
+
+def _private_database(settings: Settings) -> None:
+    """registry.db holds token hashes and the whole history: 0600, like the signing key.
+
+    SQLite creates its -wal/-shm files with the database's mode, so creating the file
+    0600 first (and fixing files of older versions) covers all three.
+    """
+    if settings.database_url is not None:
+        return
+    database = settings.data_dir / "registry.db"
+    os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for suffix in ("", "-wal", "-shm"):
+        path = database.with_name(database.name + suffix)
+        if path.exists():
+            os.chmod(path, 0o600)

@@ -393,3 +393,152 @@ def test_finding_5_many_entries_do_not_grow_the_server(tmp_path: Path) -> None:
         assert reg.rss_kib("VmHWM") - before < 24 * 1024
     finally:
         reg.stop()
+
+
+# --- findings 7, 8, 10, 12: no 5xx from any input; auth first; logs; catalogue URLs ------
+
+
+def raw_request(server: RegistryServer, request: bytes) -> tuple[int, bytes]:
+    """Send exact bytes (no client-side quoting) and return (status, body)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/extensions/hello/%00", "/api/v1/extensions/%00", "/catalog/a%00b", "/%0d%0a",
+     "/api/v1/search?q=%00", "/extensions/hello/SHA256SUMS%00.gpg"],
+)  # fmt: skip
+def test_finding_7_nul_and_control_characters_in_paths(server: RegistryServer, path: str) -> None:
+    status, body = raw_request(
+        server, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert status == 400, body
+    assert b"control characters" in body
+
+
+@pytest.mark.parametrize("token", ["sxt_\u00b2_x", "sxt_\u0663_x", "sxt_1\u00b9_secret", "sxt__"])
+def test_finding_7_token_ids_with_unicode_digits(server: RegistryServer, token: str) -> None:
+    status, body = raw_request(
+        server,
+        b"POST /api/v1/extensions/hello/versions/1.0/yank HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 0\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert status == 401, body
+
+
+def test_finding_8_log_lines_cannot_be_forged(server: RegistryServer) -> None:
+    forged = "time=2026-01-01T00:00:00.000Z level=INFO method=GET path=/forged status=200"
+    raw_request(
+        server,
+        b"GET /x%0A" + forged.replace(" ", "%20").encode()
+        + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )  # fmt: skip
+    lines = [line for line in server.log().splitlines() if "path=/forged" in line]
+    assert lines and all(line.startswith("time=") and "\\x0a" in line for line in lines), lines
+    assert not any(line.startswith(forged) for line in server.log().splitlines())
+
+
+def test_finding_10_catalogue_urls_ignore_the_host_header(server: RegistryServer) -> None:
+    answer = requests.get(f"{server.url}/", headers={"Host": "evil.example"}, timeout=10)
+    assert answer.status_code == 200
+    assert "evil.example" not in answer.text
+    assert server.url in answer.text
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", "Bearer sxt_99_nope", "Basic x"])
+def test_finding_12_auth_before_the_body_is_parsed(
+    server: RegistryServer, authorization: str | None
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    for method, path in (
+        ("POST", "/api/v1/tokens"),
+        ("POST", "/api/v1/extensions/hello/versions/1.0/promote?channel=beta"),
+        ("DELETE", "/api/v1/tokens/1"),
+        ("PUT", "/api/v1/extensions/hello/images/hello-9.0-x86-64.raw"),
+    ):
+        answer = requests.request(
+            method, f"{server.url}{path}", data=b"{garbage", headers=headers, timeout=10
+        )
+        assert answer.status_code == 401, (method, path, answer.text)
+
+
+# --- finding 13: tokens that fit a release process; private data files ---------------------
+
+
+def test_finding_13_token_expiry_and_channel_scopes(server: RegistryServer, tmp_path: Path) -> None:
+    import stat
+    import time
+
+    env = {"SYSEXT_TOKEN": server.admin_token, "SYSEXT_REGISTRY": server.url}
+    made = run_cli("token", "create", "--scope", "rel", "--channel", "beta", "--expires", "30d",
+                   env=env)  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    ci = made.stdout.strip().splitlines()[-1]
+    assert "in beta" in made.stderr and "expires" in made.stderr
+    listed = run_cli("token", "list", env=env)
+    row = next(line for line in listed.stderr.splitlines() if "│ rel " in line)
+    assert "beta" in row and str(time.gmtime().tm_year) in row and "never" not in row
+
+    image = build_image(tmp_path, "rel", "1.0")
+    before = state(server)
+    stable = upload(server, image, "rel", token=ci)  # straight to stable: refused
+    assert stable.status_code == 403 and "only in beta" in stable.json()["detail"]
+    assert state(server) == before
+    assert upload(server, image, "rel", token=ci, channel="beta").status_code == 200
+
+    def act(action: str, token: str, **params: str) -> requests.Response:
+        return requests.post(
+            f"{server.url}/api/v1/extensions/rel/versions/1.0/{action}",
+            headers=server.headers(token),
+            params=params,
+            timeout=30,
+        )
+
+    before = state(server)
+    assert act("promote", ci, channel="stable").status_code == 403
+    assert state(server) == before
+    assert act("yank", ci).status_code == 200 and act("unyank", ci).status_code == 200
+    assert act("promote", server.admin_token, channel="stable").status_code == 200
+    before = state(server)
+    refused = act("yank", ci)  # 1.0 is in stable too now: outside the CI token
+    assert refused.status_code == 403 and "stable" in refused.json()["detail"]
+    assert state(server) == before
+
+    short = requests.post(
+        f"{server.url}/api/v1/tokens",
+        json={"scopes": ["rel"], "expires_at": "2000-01-01T00:00:00Z"},
+        headers=server.headers(),
+        timeout=10,
+    )
+    assert short.status_code == 422 and "in the past" in short.json()["detail"]
+    soon = time.time() + 2
+    short = requests.post(
+        f"{server.url}/api/v1/tokens",
+        json={"scopes": ["rel"], "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                            time.gmtime(soon + 1))},
+        headers=server.headers(),
+        timeout=10,
+    )  # fmt: skip
+    assert short.status_code == 201, short.text
+    while time.time() < soon + 2:
+        time.sleep(0.5)
+    expired = act("yank", short.json()["token"])
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+    bad = run_cli("token", "create", "--scope", "x", "--expires", "soon", env=env)
+    assert bad.returncode == 2 and "--expires" in bad.stdout + bad.stderr
+
+    for name in ("registry.db", "registry.db-wal", "served-base-url"):
+        path = server.data / name
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
