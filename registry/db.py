@@ -23,7 +23,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -103,6 +103,9 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # Several uvicorn workers share the file: wait for the writer instead of failing.
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    if url.startswith("postgresql"):
+        # A pooled connection may be dead after a database restart: test it on checkout.
+        kwargs["pool_pre_ping"] = True
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 
@@ -123,10 +126,19 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Any]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+def migrate(target: Engine | Connection) -> None:
+    """Bring the schema to the newest migration (idempotent), on SQLite or PostgreSQL.
+
+    Given a connection, the migrations run in its transaction (the caller commits); the
+    registry passes the one holding the writer lock, so replicas starting together migrate
+    one after the other.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
+    if isinstance(target, Connection):
+        config.attributes["connection"] = target
+        command.upgrade(config, "head")
+        return
+    with target.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

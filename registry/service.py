@@ -1,16 +1,19 @@
 """Registry operations: publish, yank, promote, queries, and start-up preparation.
 
-Every write follows one order, which is what makes a crash harmless: take the writer lock,
-put the validated file in the store, commit the database (the source of truth), then
-materialize the affected directories. A crash before the commit leaves an unreferenced
-blob (garbage-collected on start); after it, the start-up rematerialization publishes what
-was committed. Either way the previous snapshot is served until a new one is complete.
+Every write follows one order, which is what makes a crash harmless: take the writer lock
+(locking.py: per extension, across replicas on PostgreSQL), put the validated file in the
+store, commit the database (the source of truth), then materialize the affected
+directories (storage/: local files or an S3 bucket). A crash before the commit leaves an
+unreferenced blob (garbage-collected on start); after it, the start-up rematerialization
+publishes what was committed. Either way the previous tree is served until a new one is
+complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +34,11 @@ from registry.db import (
 from registry.errors import RegistryError
 from registry.failpoints import failpoint
 from registry.keys import Signer
-from registry.locking import exclusive
+from registry.locking import advisory_session, exclusive
 from registry.names import ImageName, channel_problem
 from registry.settings import Settings
-from registry.store import blob_path, collect_garbage, ingest, remove_abandoned_uploads
-from sysext.atomic import remove_stale_temporaries
+from registry.storage import make_storage
+from registry.store import blob_path, remove_abandoned_uploads
 from sysext.versioning import version_key
 
 log = logging.getLogger("registry")
@@ -53,6 +56,17 @@ class RegistryService:
         self.engine = make_engine(settings.db_url)
         self.sessions = make_sessionmaker(self.engine)
         self.signer = Signer(settings.key_path)
+        self.storage = make_storage(settings)
+
+    @contextlib.contextmanager
+    def _writing(self, name: str | None) -> Iterator[Session]:
+        """A session holding the writer lock of extension `name` (None: of everything)."""
+        if self.engine.dialect.name == "postgresql":
+            with advisory_session(self.engine, name) as session:
+                yield session
+        else:
+            with exclusive(self.settings.lock_path), self.sessions() as session:
+                yield session
 
     # -- start-up -------------------------------------------------------------------
 
@@ -63,19 +77,19 @@ class RegistryService:
         while others serve: it holds the writer lock, and uploads in flight are locked.
         """
         s = self.settings
-        for directory in (s.data_dir, s.public_dir, s.snapshots_dir, s.store_dir, s.tmp_dir):
+        for directory in (s.data_dir, s.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        with exclusive(s.lock_path):
-            migrate(self.engine)
+        with self._writing(None) as session:
+            # Inside the lock of everything: replicas starting together migrate once.
+            migrate(session.connection())
+            session.commit()
             fingerprint, created = self.signer.ensure_key()
-            self.signer.write_keyrings(s.public_dir)
+            self.storage.prepare(self.signer)
             remove_abandoned_uploads(s.tmp_dir)
-            remove_stale_temporaries(s.public_dir)
-            with self.sessions() as session:
-                images = list(session.scalars(select(Image)))
-                collect_garbage(s.store_dir, {i.sha256 for i in images})
-                known = self._rematerialize(images)
-            mat.remove_unknown_links(s, known)
+            images = list(session.scalars(select(Image)))
+            self.storage.collect_garbage({i.sha256 for i in images})
+            known = self._rematerialize(images)
+            self.storage.remove_unknown(known)
         return fingerprint, created
 
     def _rematerialize(self, images: list[Image]) -> set[tuple[str, str]]:
@@ -84,7 +98,7 @@ class RegistryService:
             for channel in image.channel_names:
                 groups.setdefault((image.name, channel), []).append(image)
         for (name, channel), members in sorted(groups.items()):
-            mat.materialize(self.settings, self.signer, self._content(name, channel, members))
+            self.storage.materialize(self.signer, self._content(name, channel, members))
         return set(groups)
 
     def _content(self, name: str, channel: str, images: Iterable[Image]) -> mat.DirectoryContent:
@@ -97,7 +111,7 @@ class RegistryService:
                 .join(ImageChannel)
                 .where(Image.name == name, ImageChannel.channel == channel)
             ).all()
-            mat.materialize(self.settings, self.signer, self._content(name, channel, members))
+            self.storage.materialize(self.signer, self._content(name, channel, members))
 
     # -- writes ---------------------------------------------------------------------
 
@@ -122,7 +136,7 @@ class RegistryService:
         `os_version_id`: the VERSION_ID of an OS-bound image (validation.ValidatedImage).
         """
         self.check_channel(channel)
-        with exclusive(self.settings.lock_path), self.sessions() as session:
+        with self._writing(image_name.name) as session:
             existing = session.scalars(
                 select(Image).where(Image.filename == image_name.filename)
             ).one_or_none()
@@ -141,7 +155,7 @@ class RegistryService:
                     self._refresh(session, existing.name, [channel])
                 return PublishResult(existing, created=False)
             self._refuse_mixing(session, image_name, os_version_id)
-            ingest(self.settings.store_dir, staged, sha256)
+            self.storage.ingest(staged, sha256)
             failpoint("after-store")
             image = Image(
                 name=image_name.name,
@@ -211,7 +225,7 @@ class RegistryService:
         return images
 
     def set_yanked(self, name: str, version: str, arch: str | None, yanked: bool) -> list[Image]:
-        with exclusive(self.settings.lock_path), self.sessions() as session:
+        with self._writing(name) as session:
             images = self._select_images(session, name, version, arch)
             for image in images:
                 image.yanked = yanked
@@ -222,7 +236,7 @@ class RegistryService:
 
     def promote(self, name: str, version: str, arch: str | None, channel: str) -> list[Image]:
         self.check_channel(channel)
-        with exclusive(self.settings.lock_path), self.sessions() as session:
+        with self._writing(name) as session:
             images = self._select_images(session, name, version, arch)
             for image in images:
                 if channel not in image.channel_names:
