@@ -57,6 +57,22 @@ def pg_cluster() -> Iterator[object]:
         remove_cluster(cluster)
 
 
+@pytest.fixture(scope="session")
+def ceph_rgw() -> Iterator[object]:
+    """One single-node Ceph with radosgw (a real S3 engine) for the session (ceph_rgw.py)."""
+    from tests.ceph_rgw import ceph_available, start_rgw, stop_rgw
+
+    if not ceph_available():
+        pytest.fail("Ceph is not installed (ceph-mon, ceph-osd, radosgw): scripts/setup.sh --test")
+    if os.geteuid() != 0:
+        pytest.skip("the test Ceph cluster runs as root")
+    rgw = start_rgw()
+    try:
+        yield rgw
+    finally:
+        stop_rgw(rgw)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def registry_database(request: pytest.FixtureRequest) -> Iterator[str]:
     """The registry's database engine for this module: its servers get a fresh PostgreSQL

@@ -285,14 +285,14 @@ class S3Storage:
                         self._copy_blob(sha256, key, filename)
                 for filename, data in content.texts:
                     self._put(f"{directory}/{filename}", data)
+            stale = [d for d in directories if not self._pair_matches(d, content.manifest, signer)]
+            if not stale:
+                return
             failpoint("before-swap")
-            signature: bytes | None = None
-            for index, directory in enumerate(directories):
+            signature = signer.sign(content.manifest)
+            for index, directory in enumerate(stale):
                 if index:
                     failpoint("between-swaps")
-                if self._pair_matches(directory, content.manifest, signer):
-                    continue
-                signature = signature or signer.sign(content.manifest)
                 self._put(f"{directory}/{SIGNATURE_NAME}", signature)
                 failpoint("between-signature-and-manifest")
                 self._put(f"{directory}/{MANIFEST_NAME}", content.manifest)
