@@ -9,6 +9,7 @@ Packing is counted with a `gensquashfs` wrapper first on PATH that logs each pac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import CliResult, StaticServer, run_cli
-from tests.registry_server import RegistryServer, registry_server  # noqa: F401
+from tests.registry_server import RegistryServer, build_image, registry_server  # noqa: F401
 from tests.test_recipes_catalog import (
     ARM,
     RECIPES,
@@ -262,6 +263,24 @@ def test_publish_uploads_only_what_the_registry_lacks(
     assert "4 published" in beta.stderr
     images = requests.get(f"{api}/extensions/tailscale", timeout=10).json()["images"]
     assert all(sorted(i["channels"]) == ["beta", "stable"] for i in images)
+
+    # `sysext publish --all OUT` asks the same question for the images of a directory.
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    build_image(extra, "k3s", "0.0.9")
+    shutil.copy(matrix.out / "tailscale-0.0.6-arm64.raw", extra)
+    (extra / "SHA256SUMS").write_text(
+        "".join(
+            f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
+            for p in sorted(extra.glob("*.raw"))
+        )
+    )
+    listed = run_cli("publish", "--all", extra, "-r", registry_server.url, env=admin)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == [
+        "published: k3s-0.0.9-x86-64.raw (into stable)",
+        "already published: tailscale-0.0.6-arm64.raw (in beta, stable)",
+    ]
 
 
 def test_matrix_refuses_bad_requests_before_building(tmp_path: Path) -> None:
