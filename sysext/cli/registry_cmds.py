@@ -239,7 +239,15 @@ def _extension_name(image: Path) -> str:
 
 
 def publish(
-    images: list[Path] = typer.Argument(..., help="Image files NAME-VERSION-ARCH.raw."),
+    images: list[Path] = typer.Argument(
+        None, help="Image files NAME-VERSION-ARCH.raw.", show_default=False
+    ),
+    all_in: Path | None = typer.Option(
+        None,
+        "--all",
+        metavar="DIR",
+        help="Publish every image listed in DIR/SHA256SUMS that the registry does not have.",
+    ),
     registry: str = REGISTRY_OPTION,
     channel: str = typer.Option(DEFAULT_CHANNEL, "--channel", "-c", help="Channel to publish in."),
 ) -> None:
@@ -248,9 +256,21 @@ def publish(
     The token comes from $SYSEXT_TOKEN. Uploading the same bytes again is harmless;
     the same file name with other bytes is refused (versions are immutable).
 
+    With --all DIR, the registry is asked which images it has: only the missing ones are
+    uploaded, the rest reported as already published; safe to re-run after a failure.
+
     Example: SYSEXT_TOKEN=… sysext publish out/podman-4.9.4-x86-64.raw -r https://ext.example.com
+
+    Example: SYSEXT_TOKEN=… sysext publish --all out/ -r https://ext.example.com
     """
     client = RegistryClient.from_env(registry)
+    if all_in is not None:
+        if images:
+            raise SysextError("pass image files or --all DIR, not both", "drop one of them")
+        _publish_directory(client, all_in, channel)
+        return
+    if not images:
+        raise SysextError("no image given", "pass image files, or --all DIR")
     for image in images:
         if not image.is_file():
             raise SysextError(f"{image}: no such file", "pass the image files `sysext build` wrote")
@@ -278,6 +298,34 @@ def publish(
         print(
             f"{state}: {info['filename']} sha256 {info['sha256']} in {', '.join(info['channels'])}"
         )
+
+
+def _publish_directory(client: RegistryClient, directory: Path, channel: str) -> None:
+    from sysext.manifest import MANIFEST_NAME, read_manifest_file
+    from sysext.publishing import Publisher
+
+    if not (directory / MANIFEST_NAME).is_file():
+        raise SysextError(
+            f"{directory}: no {MANIFEST_NAME}", "pass the --output directory of `sysext build`"
+        )
+    entries = read_manifest_file(directory / MANIFEST_NAME)
+    publisher = Publisher(client, channel)
+    publisher.check()
+    failed = 0
+    for entry in entries:
+        image = directory / entry.filename
+        try:
+            if not image.is_file():
+                raise SysextError(f"{image}: listed in {MANIFEST_NAME} but missing")
+            outcome = publisher.publish(image, _extension_name(image), entry.sha256)
+        except SysextError as exc:
+            failed += 1
+            print(f"failed: {entry.filename}: {exc.message}")
+            continue
+        print(f"{outcome.state.value}: {entry.filename} ({outcome.detail})")
+    if failed:
+        console.print(f"{failed} of {len(entries)} image(s) failed", markup=False)
+        raise typer.Exit(1)
 
 
 def _print_images(action: str, images: list[dict[str, Any]]) -> None:
