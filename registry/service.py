@@ -41,6 +41,8 @@ from registry.settings import Settings
 from registry.store import blob_path, collect_garbage, ingest, remove_abandoned_uploads
 from sysext.atomic import atomic_write, remove_stale_temporaries
 from sysext.errors import SysextError
+from sysext.image_summary import ImageSummary, summarize
+from sysext.imageread import read_image
 from sysext.versioning import strverscmp, version_key
 
 log = logging.getLogger("registry")
@@ -74,7 +76,7 @@ class RegistryService:
         for directory in (s.data_dir, s.public_dir, s.snapshots_dir, s.store_dir, s.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         with exclusive(s.lock_path):
-            migrate(self.engine)
+            migrate(self.engine, self._stored_summary)
             fingerprint, created = self.signer.ensure_key()
             self.signer.write_keyrings(s.public_dir)
             atomic_write(s.served_url_path, s.base_url.encode() + b"\n", mode=0o600)
@@ -86,6 +88,14 @@ class RegistryService:
                 known = self.rematerialize(images)
             mat.remove_unknown_links(s, known)
         return fingerprint, created
+
+    def _stored_summary(self, sha256: str, name: str) -> ImageSummary | None:
+        """Read what a stored image carries (for rows published before migration 0004)."""
+        try:
+            return summarize(read_image(blob_path(self.settings.store_dir, sha256)), name)
+        except SysextError as exc:
+            log.warning("event=summary-unreadable sha256=%s error=%s", sha256, exc.message)
+            return None
 
     def rematerialize(self, images: list[Image]) -> set[tuple[str, str]]:
         """Materialize every (extension, channel); one broken extension never stops the rest.
@@ -193,10 +203,12 @@ class RegistryService:
         channel: str,
         *,
         os_version_id: str | None = None,
+        summary: ImageSummary | None = None,
     ) -> PublishResult:
         """Store a validated upload and make it visible in `channel`.
 
-        `os_version_id`: the VERSION_ID of an OS-bound image (validation.ValidatedImage).
+        `os_version_id`: the VERSION_ID of an OS-bound image; `summary`: its release fields
+        and contents (both from validation.ValidatedImage).
         """
         self.check_channel(channel)
         with exclusive(self.settings.lock_path), self.sessions() as session:
@@ -238,6 +250,9 @@ class RegistryService:
                 size=size,
                 format=fmt,
                 os_version_id=os_version_id,
+                release=dict(summary.release) if summary else None,
+                binaries=list(summary.binaries) if summary else None,
+                units=list(summary.units) if summary else None,
                 created_at=utcnow(),
                 yanked=False,
             )
@@ -382,6 +397,7 @@ class RegistryService:
     # -- reads ----------------------------------------------------------------------
 
     def extensions(self, query: str | None = None) -> list[dict[str, Any]]:
+        """One summary per extension; `query` matches names and descriptions (any case)."""
         with self.sessions() as session:
             images = list(session.scalars(select(Image)))
         by_name: dict[str, list[Image]] = {}
@@ -390,18 +406,22 @@ class RegistryService:
         out = []
         needle = (query or "").strip().lower()
         for name in sorted(by_name):
-            if needle and needle not in name.lower():
-                continue
             members = by_name[name]
             live = [i for i in members if not i.yanked]
-            latest = max(live, key=lambda i: version_key(i.version), default=None)
+            latest = max(live, key=lambda i: version_key(i.release_version), default=None)
+            described = latest or max(members, key=lambda i: version_key(i.release_version))
+            description = described.summary.description
+            if needle and needle not in name.lower() and needle not in (description or "").lower():
+                continue
             out.append(
                 {
                     "name": name,
-                    "latest_version": latest.version if latest else None,
+                    "description": description,
+                    "latest_version": latest.release_version if latest else None,
                     "arches": sorted({i.arch for i in live}),
                     "channels": sorted({c for i in live for c in i.channel_names}),
-                    "versions": len({i.version for i in members}),
+                    # OS-bound images of one version (one per VERSION_ID) count once.
+                    "versions": len({i.release_version for i in members}),
                     "updated": as_utc(max(i.created_at for i in members)),
                 }
             )
