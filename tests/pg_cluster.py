@@ -66,9 +66,9 @@ class PostgresCluster:
         return f"postgresql+psycopg://{USER}@127.0.0.1:{self.port}/{database}"
 
     def init(self) -> None:
+        argv = [self.bindir / "initdb", "-D", self.data, "-U", USER, "--auth=trust"]
         subprocess.run(
-            [self.bindir / "initdb", "-D", self.data, "-U", USER, "--auth=trust", "-E", "UTF8"]
-            + ["--no-sync", "--no-instructions"],
+            [*argv, "-E", "UTF8", "--no-sync", "--no-instructions"],
             check=True,
             capture_output=True,
             **_as_server_user(),
