@@ -5,12 +5,16 @@
     GET /api/v1/provision/butane             ?ext=podman&ext=crio@1.31.1&…
     GET /api/v1/provision/ignition
 
+`os_version=` (the host's VERSION_ID) is required for an extension published per OS version;
+without it the 400 lists the OS versions that exist.
+
 Resolution reads the materialized public tree (SHA256SUMS and keyring.gpg), exactly what
 hosts will download, so a config can never name a file or hash the tree does not serve.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -35,8 +39,14 @@ from sysext.provision.model import (
     Variant,
     parse_enum,
 )
-from sysext.provision.resolve import BrokenRegistryError, NotPublishedError
-from sysext.urls import DEFAULT_CHANNEL
+from sysext.provision.resolve import (
+    BrokenRegistryError,
+    NotPublishedError,
+    image_release_fields,
+)
+from sysext.urls import DEFAULT_CHANNEL, extension_url_path
+
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 router = APIRouter(prefix="/api/v1", tags=["provisioning"])
 
@@ -55,6 +65,8 @@ class ConfigQuery:
     updates: bool
     on_update: str
     keyring: str
+    os_version: str | None = None
+    timer: bool | None = None
 
 
 def _config_query(
@@ -62,15 +74,28 @@ def _config_query(
     arch: Annotated[str, Query(description="host architecture, systemd name")] = "x86-64",
     variant: Annotated[str, Query(description="flatcar or fcos")] = "flatcar",
     ignition_version: Annotated[
-        str, Query(alias="ignition-version", description="3.3.0 or 3.4.0")
+        str, Query(alias="ignition-version", description="3.3.0, 3.4.0 or 3.5.0 (fcos)")
     ] = "3.3.0",
     updates: Annotated[bool, Query(description="false: install only")] = True,
     on_update: Annotated[
-        str, Query(alias="on-update", description="refresh or reboot-marker")
-    ] = "refresh",
+        str, Query(alias="on-update", description="restart, refresh or reboot-marker")
+    ] = "restart",
     keyring: Annotated[str, Query(description="replace or skip")] = "replace",
+    os_version: Annotated[
+        str | None,
+        Query(
+            description="the host's os-release VERSION_ID; required for extensions "
+            "published per OS version"
+        ),
+    ] = None,
+    timer: Annotated[
+        bool | None,
+        Query(description="enable the update timer (default: flatcar yes, fcos no)"),
+    ] = None,
 ) -> ConfigQuery:
-    return ConfigQuery(channel, arch, variant, ignition_version, updates, on_update, keyring)
+    return ConfigQuery(
+        channel, arch, variant, ignition_version, updates, on_update, keyring, os_version, timer
+    )
 
 
 Options = Annotated[ConfigQuery, Depends(_config_query)]
@@ -90,6 +115,7 @@ def _generate(request: Request, refs: list[str], query: ConfigQuery) -> Provisio
             updates=query.updates,
             on_update=parse_enum(OnUpdate, query.on_update, "on-update action"),
             keyring=parse_enum(KeyringMode, query.keyring, "keyring mode"),
+            timer=query.timer,
         )
         return generate_config(
             _catalog(request),
@@ -97,6 +123,7 @@ def _generate(request: Request, refs: list[str], query: ConfigQuery) -> Provisio
             arch=Architecture.parse(query.arch),
             channel=query.channel,
             options=options,
+            os_version=query.os_version,
         )
     except NotPublishedError as exc:
         raise HTTPException(404, _detail(exc)) from None
@@ -168,3 +195,28 @@ def provision_butane(request: Request, query: Options, ext: Extensions) -> Respo
 def provision_ignition(request: Request, query: Options, ext: Extensions) -> Response:
     config = _generate(request, ext, query)
     return Response(render_ignition(config), media_type=IGNITION_MEDIA_TYPE)
+
+
+_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.raw")
+
+
+@router.get(
+    "/extensions/{name}/images/{filename}/release",
+    responses={404: {"description": "no such published image"}},
+    summary="The extension-release fields inside a published image",
+)
+def image_release(name: str, filename: str, request: Request) -> dict[str, object]:
+    """What `sysext butane` needs from an image without downloading it (X_SYSEXT_REPLACES…),
+    read from the served file itself, so it is what hosts will merge."""
+    catalog = _catalog(request)
+    if not _NAME_PATTERN.fullmatch(name) or not _FILE.fullmatch(filename):
+        raise HTTPException(404, "no such image")
+    for channel in catalog.channel_names() or [DEFAULT_CHANNEL]:
+        path = catalog.public_path(extension_url_path(name, channel)) / filename
+        if path.is_file():
+            try:
+                fields = image_release_fields(path, name)
+            except SysextError as exc:
+                raise HTTPException(500, _detail(exc)) from None
+            return {"name": name, "filename": filename, "fields": fields}
+    raise HTTPException(404, f"no published image {filename!r} of {name!r}")

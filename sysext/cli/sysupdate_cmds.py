@@ -286,8 +286,12 @@ def transfer(
     minor: str | None = typer.Option(
         None, "--minor", help="Follow only X.Y.* patch releases (pattern NAME-X.Y.@v-%a.raw)."
     ),
-    os_bound: bool = typer.Option(
-        False, "--os-bound", help="Images are built per host VERSION_ID (pattern uses %w)."
+    os_bound: bool | None = typer.Option(
+        None,
+        "--os-bound/--any-os",
+        help="Images are built per host VERSION_ID (pattern NAME-@v-%w-%a.raw), or not. "
+        "Default: as the registry's own NAME.conf says (read over HTTP).",
+        show_default=False,
     ),
     instances: int | None = typer.Option(
         None, "--instances", help="InstancesMax= (versions kept on the host; default 3)."
@@ -308,8 +312,14 @@ def transfer(
     /etc/systemd/import-pubring.gpg: `curl -o /etc/systemd/import-pubring.gpg
     REGISTRY/keyring.gpg`.
 
+    Whether the images are bound to the host's OS version (`%w` in the pattern) is read
+    from the registry's own NAME.conf, so both files always agree; --os-bound/--any-os
+    decide it without asking the registry.
+
     Example: sysext transfer kubernetes --registry https://ext.example.com --minor 1.29
     """
+    if os_bound is None:
+        os_bound = _registry_os_bound(registry, name, channel)
     spec = TransferSpec(
         name=name,
         base_url=registry,
@@ -320,6 +330,27 @@ def transfer(
         verify=not no_verify,
     )
     sys.stdout.write(render_transfer(spec, file_format=file_format))
+
+
+def _registry_os_bound(registry: str, name: str, channel: str) -> bool:
+    """Ask the registry whether it serves `name` per OS version (its NAME.conf)."""
+    from sysext.provision.resolve import HttpCatalog, served_os_bound
+    from sysext.urls import extension_url_path
+
+    catalog = HttpCatalog(registry)
+    try:
+        if catalog.read(f"{extension_url_path(name, channel)}/{MANIFEST_NAME}") is None:
+            raise SysextError(
+                f"the registry at {catalog.base_url} serves no {name!r} in channel {channel!r}",
+                "check NAME and --channel, or write the file anyway with --os-bound/--any-os",
+            )
+        return served_os_bound(catalog, name, channel)
+    except SysextError as exc:
+        if exc.hint and "--os-bound" in exc.hint:
+            raise
+        raise SysextError(
+            exc.message, "pass --os-bound or --any-os to write the file without the registry"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:
