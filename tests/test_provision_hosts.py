@@ -326,3 +326,134 @@ def test_real_ignition_stages_the_fcos_config_with_relabel_unit(
     transfer = parse_transfer((root / "etc/sysupdate.podman.d/podman.conf").read_text())
     assert transfer.get("Target", "Path") == "/var/lib/extensions.d/podman"
     assert transfer.get("Target", "CurrentSymlink") == "/var/lib/extensions/podman.raw"
+
+
+# --- the update unit with the real systemd-sysupdate 254 -----------------------------------
+
+_UNIT_RUN = r"""
+set -eu
+mount -t tmpfs -o mode=0755 tmpfs /etc/systemd
+if [ -n "$KEYRING_FILE" ]; then cp "$KEYRING_FILE" /etc/systemd/import-pubring.gpg; fi
+mount -t tmpfs -o mode=0755 tmpfs "$VENDOR_KEYRING_DIR"
+exec "$@"
+"""
+
+
+def run_update_unit(
+    root: Path, name: str, keyring: bytes | None, work: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run the ExecStart= of the staged sysext-update-NAME.service for host ROOT.
+
+    Its absolute paths get the ROOT prefix; systemd-sysupdate is the real 254 client, run
+    as tests/sysupdate_client.py runs it (no --root, transfer copied with ROOT-based target
+    paths, host keyring on a private tmpfs). `systemctl` is a stand-in that logs its
+    arguments to WORK/systemctl.log: the host's service manager is not under test here.
+    """
+    from tests.sysupdate_client import (
+        VENDOR_KEYRING_DIR,
+        _with_rebased_definitions,
+        client_env,
+        require_client,
+    )
+
+    unit = (root / f"etc/systemd/system/sysext-update-{name}.service").read_text()
+    (exec_start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    argv = exec_start.removeprefix("ExecStart=").split()
+    assert argv[:2] == ["/bin/sh", "/etc/sysext/update-extension"]
+    argv = [argv[0], *(f"{root}{a}" if a.startswith("/") else a for a in argv[1:])]
+    work.mkdir(parents=True, exist_ok=True)
+    definitions = work / f"definitions-{len(list(work.glob('definitions-*')))}"
+    rebased = _with_rebased_definitions(root, ["-C", name, "update"], definitions)
+    shim = work / "sysupdate"
+    shim.write_text(
+        "#!/bin/sh\n"
+        f'[ "$*" = "--component={name} update" ] || {{ echo "unexpected: $*" >&2; exit 99; }}\n'
+        f'exec "{require_client()}" {" ".join(rebased)}\n'
+    )
+    shim.chmod(0o755)
+    fake = work / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "systemctl").write_text(f'#!/bin/sh\necho "$*" >> "{work}/systemctl.log"\n')
+    (fake / "systemctl").chmod(0o755)
+    keyring_file = ""
+    if keyring is not None:
+        (work / "keyring.gpg").write_bytes(keyring)
+        keyring_file = str(work / "keyring.gpg")
+    env = {
+        **client_env(),
+        "SYSEXT_SYSUPDATE": str(shim),
+        "PATH": f"{fake}:{os.environ['PATH']}",
+        "KEYRING_FILE": keyring_file,
+        "VENDOR_KEYRING_DIR": str(VENDOR_KEYRING_DIR),
+    }
+    unshare = ["unshare", "-m", "--propagation", "private", "sh", "-c", _UNIT_RUN, "sh"]
+    return subprocess.run(
+        [*unshare, *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def activations(work: Path) -> list[str]:
+    log = work / "systemctl.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.root
+def test_update_unit_skips_cleanly_updates_and_fails_visibly(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    from sysext import signing
+
+    build_dir = tmp_path / "build"
+    upload(registry, build(build_dir, "upd", "1.0", None, None))
+    root = tmp_path / "root"
+    stage(ignition(registry, "upd"), root, tmp_path)
+    keyring = (root / "etc/systemd/import-pubring.gpg").read_bytes()
+    link = root / "etc/extensions/upd.raw"
+    work = tmp_path / "work"
+
+    # Nothing newer: a clean skip, exit 0, no activation.
+    nothing = run_update_unit(root, "upd", keyring, work)
+    assert nothing.returncode == 0, nothing.stderr
+    assert nothing.stdout == f"upd: up to date (upd-1.0-{ARCH}.raw), nothing newer is published\n"
+    assert activations(work) == []
+
+    # A newer version: installed, the link moved, activated as Flatcar documents.
+    upload(registry, build(build_dir, "upd", "1.1", None, None))
+    updated = run_update_unit(root, "upd", keyring, work)
+    assert updated.returncode == 0, updated.stderr
+    assert updated.stdout == (
+        f"upd: installed upd-1.1-{ARCH}.raw (was upd-1.0-{ARCH}.raw), activating: restart\n"
+    )
+    assert activations(work) == ["restart systemd-sysext.service"]
+    assert os.readlink(link).endswith(f"/upd-1.1-{ARCH}.raw")
+
+    # A wrong keyring: a FAILED unit (non-zero) with sysupdate's reason, nothing activated.
+    upload(registry, build(build_dir, "upd", "1.2", None, None))
+    foreign_key = tmp_path / "foreign.pgp"
+    signing.generate_key(foreign_key)
+    wrong = run_update_unit(root, "upd", signing.export_public_key(foreign_key), work)
+    assert wrong.returncode not in (0, 64, 65), wrong
+    assert "Signature verification failed" in wrong.stderr, wrong.stderr
+    assert "upd: update FAILED: systemd-sysupdate exited with status" in wrong.stderr
+    assert os.readlink(link).endswith(f"/upd-1.1-{ARCH}.raw")
+
+    # The registry down: failed as well, with the connection error in the log.
+    transfer = root / "etc/sysupdate.upd.d/upd.conf"
+    good = transfer.read_text()
+    from tests.registry_server import free_port
+
+    transfer.write_text(good.replace(registry.url, f"http://127.0.0.1:{free_port()}"))
+    down = run_update_unit(root, "upd", keyring, work)
+    assert down.returncode not in (0, 64, 65), down
+    assert "upd: update FAILED" in down.stderr
+    assert "Couldn't connect to server" in down.stderr or "Connection refused" in down.stderr, (
+        down.stderr
+    )
+    assert activations(work) == ["restart systemd-sysext.service"]
+
+    # Fixed: it recovers on the next run.
+    transfer.write_text(good)
+    recovered = run_update_unit(root, "upd", keyring, work)
+    assert recovered.returncode == 0, recovered.stderr
+    assert f"installed upd-1.2-{ARCH}.raw" in recovered.stdout
+    assert activations(work) == ["restart systemd-sysext.service"] * 2

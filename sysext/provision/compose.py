@@ -191,7 +191,8 @@ if [ $# -gt 0 ] && [ -e /sys/fs/selinux/enforce ] && command -v restorecon >/dev
     # Files sysupdate wrote get their SELinux labels from the policy, as fedora-sysexts does.
     restorecon -RF "$@" || echo "$name: restorecon $* failed" >&2
 fi
-echo "$name: installed ${after##*/} (was ${before##*/:-nothing}), activating: $activation"
+was=${before##*/}
+echo "$name: installed ${after##*/} (was ${was:-nothing}), activating: $activation"
 case $activation in
     restart) systemctl restart systemd-sysext.service ;;
     refresh) systemd-sysext refresh ;;
