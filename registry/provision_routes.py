@@ -14,7 +14,6 @@ hosts will download, so a config can never name a file or hash the tree does not
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -39,14 +38,8 @@ from sysext.provision.model import (
     Variant,
     parse_enum,
 )
-from sysext.provision.resolve import (
-    BrokenRegistryError,
-    NotPublishedError,
-    image_release_fields,
-)
-from sysext.urls import DEFAULT_CHANNEL, extension_url_path
-
-_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+from sysext.provision.resolve import BrokenRegistryError, NotPublishedError
+from sysext.urls import DEFAULT_CHANNEL
 
 router = APIRouter(prefix="/api/v1", tags=["provisioning"])
 
@@ -195,28 +188,3 @@ def provision_butane(request: Request, query: Options, ext: Extensions) -> Respo
 def provision_ignition(request: Request, query: Options, ext: Extensions) -> Response:
     config = _generate(request, ext, query)
     return Response(render_ignition(config), media_type=IGNITION_MEDIA_TYPE)
-
-
-_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.raw")
-
-
-@router.get(
-    "/extensions/{name}/images/{filename}/release",
-    responses={404: {"description": "no such published image"}},
-    summary="The extension-release fields inside a published image",
-)
-def image_release(name: str, filename: str, request: Request) -> dict[str, object]:
-    """What `sysext butane` needs from an image without downloading it (X_SYSEXT_REPLACES…),
-    read from the served file itself, so it is what hosts will merge."""
-    catalog = _catalog(request)
-    if not _NAME_PATTERN.fullmatch(name) or not _FILE.fullmatch(filename):
-        raise HTTPException(404, "no such image")
-    for channel in catalog.channel_names() or [DEFAULT_CHANNEL]:
-        path = catalog.public_path(extension_url_path(name, channel)) / filename
-        if path.is_file():
-            try:
-                fields = image_release_fields(path, name)
-            except SysextError as exc:
-                raise HTTPException(500, _detail(exc)) from None
-            return {"name": name, "filename": filename, "fields": fields}
-    raise HTTPException(404, f"no published image {filename!r} of {name!r}")

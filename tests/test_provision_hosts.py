@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from sysext.extension_release import ExtensionRelease
 from sysext.image import pack
 from sysext.patterns import HostInfo, expand_specifiers, match_pattern
 from sysext.transfer import parse_transfer
-from tests.conftest import run_cli
+from tests.conftest import StaticServer, run_cli
 from tests.registry_server import RegistryServer, running_registry
 from tests.test_provision import SCHEMA_3_4_0, ignition_validate, schema_problems
 
@@ -183,12 +184,9 @@ def test_transfer_command_writes_the_registrys_own_pattern(registry: RegistrySer
 def test_flatcar_config_switches_off_the_os_extensions_an_image_replaces(
     registry: RegistryServer,
 ) -> None:
-    release = requests.get(
-        f"{registry.url}/api/v1/extensions/docker/images/docker-28.0.1-{ARCH}.raw/release",
-        timeout=10,
-    )
-    assert release.status_code == 200, release.text
-    assert release.json()["fields"]["X_SYSEXT_REPLACES"] == "docker-flatcar containerd-flatcar"
+    # The registry read the field from the image at publish time (GET /api/v1/extensions/N).
+    detail = requests.get(f"{registry.url}/api/v1/extensions/docker", timeout=10).json()
+    assert detail["images"][0]["replaces"] == ["docker-flatcar", "containerd-flatcar"]
     document = butane(registry, "docker", "podman", "hello")
     links = {link["path"]: link for link in document["storage"]["links"]}
     for os_name in ("docker-flatcar", "containerd-flatcar"):
@@ -457,3 +455,18 @@ def test_update_unit_skips_cleanly_updates_and_fails_visibly(
     assert recovered.returncode == 0, recovered.stderr
     assert f"installed upd-1.2-{ARCH}.raw" in recovered.stdout
     assert activations(work) == ["restart systemd-sysext.service"] * 2
+
+
+def test_a_static_copy_without_api_still_gets_the_masks(
+    registry: RegistryServer, static_server: StaticServer
+) -> None:
+    # A plain HTTP copy of the public tree has no JSON API: the image itself is fetched,
+    # checked against SHA256SUMS and read.
+    shutil.copytree(registry.data / "public", static_server.root, dirs_exist_ok=True)
+    result = run_cli("butane", "docker", "--registry", static_server.url)
+    assert result.returncode == 0, result.stderr
+    links = yaml.safe_load(result.stdout)["storage"]["links"]
+    assert [link["path"] for link in links if link["target"] == "/dev/null"] == [
+        "/etc/extensions/docker-flatcar.raw",
+        "/etc/extensions/containerd-flatcar.raw",
+    ]

@@ -286,11 +286,6 @@ def resolve(
     )
 
 
-def release_api_path(name: str, filename: str) -> str:
-    """The registry route answering an image's extension-release fields as JSON."""
-    return f"api/v1/extensions/{name}/images/{filename}/release"
-
-
 def image_release_fields(path: Path, name: str) -> dict[str, str]:
     """extension-release.NAME of the image at `path`, parsed (a 64 KiB limit: untrusted)."""
     member = release_file_path(name).lstrip("/")
@@ -384,11 +379,17 @@ class HttpCatalog:
         return None
 
     def release_fields(self, image: ResolvedImage) -> Mapping[str, str]:
-        # The registry reads them from its copy of the image (RELEASE_API); a plain static
-        # mirror has no API, so the image is downloaded, checked and read here instead.
-        payload = self._api_json(release_api_path(image.name, image.filename))
-        if isinstance(payload, dict) and isinstance(payload.get("fields"), dict):
-            return {str(k): str(v) for k, v in payload["fields"].items()}
+        # The registry's GET /api/v1/extensions/NAME lists each image's extension-release
+        # fields (`release`, read at publish time); a plain static mirror has no API, and an
+        # image published before the registry stored them has none, so then the image is
+        # downloaded, checked against its SHA-256 and read here instead.
+        payload = self._api_json(f"api/v1/extensions/{image.name}")
+        images = payload.get("images") if isinstance(payload, dict) else None
+        for item in images if isinstance(images, list) else []:
+            if isinstance(item, dict) and item.get("filename") == image.filename:
+                release = item.get("release")
+                if isinstance(release, dict):
+                    return {str(k): str(v) for k, v in release.items()}
         with tempfile.NamedTemporaryFile(prefix="sysext-image-", suffix=".raw") as tmp:
             digest = hashlib.sha256()
             try:
