@@ -23,6 +23,7 @@ import pytest
 import requests
 import yaml
 
+from sysext import signing
 from sysext.architecture import Architecture
 from sysext.extension_release import ExtensionRelease
 from sysext.image import pack
@@ -294,6 +295,36 @@ def test_real_ignition_stages_the_flatcar_config_with_masks(
     assert "enable sysext-update-docker.timer" in preset
     assert (root / "etc/systemd/import-pubring.gpg").read_bytes() == registry.keyring()
 
+    # On the host, `sysext check --component` reads what the unit uses and finds nothing.
+    def check() -> subprocess.CompletedProcess[str]:
+        return run_cli("check", "--component", "docker", "--root", root, "--arch", ARCH)
+
+    fine = check()
+    assert fine.returncode == 0, fine.stderr
+    assert "still merges" not in fine.stdout
+    assert "installed: 28.0.1" in fine.stdout
+    # Flatcar's Docker unmasked again: the host check says both merge and how to fix it.
+    (extensions / "docker-flatcar.raw").unlink()
+    (extensions / "docker-flatcar.raw").symlink_to("/usr/share/flatcar/sysext/docker-flatcar.raw")
+    unmasked = check()
+    assert (
+        "warning:   Flatcar's docker-flatcar still merges next to docker, which replaces it: "
+        "link /etc/extensions/docker-flatcar.raw to /dev/null"
+    ) in unmasked.stdout, unmasked.stdout
+    # systemd 258+ with an /etc .pgp keyring: that one is used, and the check says so.
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    (root / "usr/lib/systemd/libsystemd-shared-258.so").write_bytes(b"")
+    (root / "etc/systemd/import-pubring.pgp").write_bytes(registry.keyring())
+    newer = check()
+    assert newer.returncode == 0, newer.stderr
+    assert "systemd 258+ verify with it and ignore" in newer.stdout
+    foreign = tmp_path / "foreign.pgp"
+    signing.generate_key(foreign)
+    (root / "etc/systemd/import-pubring.pgp").write_bytes(signing.export_public_key(foreign))
+    refused = check()
+    assert refused.returncode == 2, refused.stdout
+    assert refused.stderr.startswith("error: no public key: signed by "), refused.stderr
+
 
 @pytest.mark.root
 def test_real_ignition_stages_the_fcos_config_with_relabel_unit(
@@ -399,8 +430,6 @@ def activations(work: Path) -> list[str]:
 def test_update_unit_skips_cleanly_updates_and_fails_visibly(
     registry: RegistryServer, tmp_path: Path
 ) -> None:
-    from sysext import signing
-
     build_dir = tmp_path / "build"
     upload(registry, build(build_dir, "upd", "1.0", None, None))
     root = tmp_path / "root"
@@ -470,3 +499,30 @@ def test_a_static_copy_without_api_still_gets_the_masks(
         "/etc/extensions/docker-flatcar.raw",
         "/etc/extensions/containerd-flatcar.raw",
     ]
+
+
+def test_validate_warns_where_the_os_extension_would_merge_too(tmp_path: Path) -> None:
+    flatcar = tmp_path / "flatcar-os-release"
+    flatcar.write_text("ID=flatcar\nVERSION_ID=4081.2.0\nSYSEXT_LEVEL=1.0\n")
+    fedora = tmp_path / "fedora-os-release"
+    fedora.write_text("ID=fedora\nVERSION_ID=42\n")
+    declared = build(tmp_path, "docker", "28.0.1", None, "docker-flatcar containerd-flatcar")
+    undeclared = build(tmp_path, "podman", "5.4.0", None, None)
+
+    def validate(image: Path, os_release: Path) -> list[str]:
+        result = run_cli("validate", image, "--os-release", os_release, "--arch", ARCH)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return [line for line in result.stdout.splitlines() if "[os-extension]" in line]
+
+    assert validate(declared, flatcar) == [
+        "warning: docker replaces Flatcar's docker-flatcar, which would merge too: link "
+        "/etc/extensions/docker-flatcar.raw to /dev/null (sysext butane does) [os-extension]",
+        "warning: docker replaces Flatcar's containerd-flatcar, which would merge too: link "
+        "/etc/extensions/containerd-flatcar.raw to /dev/null (sysext butane does) [os-extension]",
+    ]
+    assert validate(undeclared, flatcar) == [
+        "warning: podman ships /usr/bin/podman like Flatcar's flatcar-podman when enabled; "
+        "both merge and the overlay order picks one: declare X_SYSEXT_REPLACES=flatcar-podman "
+        "(recipe key `replaces`) [os-extension]"
+    ]
+    assert validate(declared, fedora) == []
