@@ -182,10 +182,14 @@ def failed_units(box: Container) -> list[str]:
     return [line.split()[0] for line in text.splitlines() if line.split()]
 
 
-def journal_of(box: Container, unit: str, lines: int = 15) -> tuple[str, ...]:
+def journal_of(box: Container, unit: str, first: int = 10, last: int = 4) -> tuple[str, ...]:
+    """The unit's journal of this boot: its first lines (the first failure names the cause;
+    restarts only repeat "Failed with result") and its last ones."""
     argv = ["journalctl", "--boot", f"--unit={unit}", "--no-pager", "--output=short-monotonic"]
-    text = box.text([*argv, f"--lines={lines}", "--quiet"])
-    return tuple(line for line in text.splitlines() if line.strip())
+    lines = [line for line in box.text([*argv, "--quiet"]).splitlines() if line.strip()]
+    if len(lines) <= first + last:
+        return tuple(lines)
+    return (*lines[:first], f"… {len(lines) - first - last} more lines …", *lines[-last:])
 
 
 def render(report: TryReport) -> str:
