@@ -42,7 +42,9 @@ def daemon_script(text: str) -> tuple[bytes, int]:
         "#!/bin/sh\n"
         'if [ -n "$INVOCATION_ID" ] && [ -z "$SERVICE_RESULT" ]; then\n'
         '  echo "$0 $* started as a daemon"\n'
-        '  if [ -n "$NOTIFY_SOCKET" ]; then exec systemd-notify --ready --exec \\; sleep infinity; fi\n'
+        '  if [ -n "$NOTIFY_SOCKET" ]; then\n'
+        "    exec systemd-notify --ready --exec \\; sleep infinity\n"
+        "  fi\n"
         "  exec sleep infinity\n"
         "fi\n"
         f"echo '{text}'\n"
