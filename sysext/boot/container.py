@@ -131,8 +131,9 @@ class Container:
         finally:
             notify.close()
         remaining = max(1.0, started + timeout - time.monotonic())
-        proc = self.run(["systemctl", "is-system-running", "--wait"], timeout=remaining)
-        state = proc.stdout.decode().strip() or "unknown"
+        self.run(["systemctl", "is-system-running", "--wait"], timeout=remaining)
+        self._settle(started + timeout)
+        state = self.text(["systemctl", "is-system-running"]).strip() or "unknown"
         if state not in ("running", "degraded"):
             self.stop()
             raise SysextError(
@@ -141,6 +142,20 @@ class Container:
             )
         self.last_boot = BootResult(time.monotonic() - started, state)
         return self.last_boot
+
+    def _settle(self, deadline: float, quiet: float = 1.0) -> None:
+        """Wait until no job has been queued for `quiet` seconds. "running" comes as soon as
+        the boot transaction is done, but merged extensions start their units after it (the
+        manager reload after the merge, Upholds= retries), and a report must see those."""
+        calm_since = time.monotonic()
+        while time.monotonic() < deadline:
+            jobs = self.text(["systemctl", "list-jobs", "--no-legend", "--plain"]).strip()
+            now = time.monotonic()
+            if jobs:
+                calm_since = now
+            elif now - calm_since >= quiet:
+                return
+            time.sleep(0.2)
 
     def _start(self, notify_path: Path) -> None:
         devices = self.workdir / "dev"
