@@ -22,12 +22,14 @@ import resource
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from registry.errors import RegistryError
 from registry.names import ImageName, parse_image_filename
 from sysext.errors import SysextError, ToolError
+from sysext.image_summary import ImageSummary, summarize
 from sysext.imageread import read_image
 from sysext.lint import lint_image
 from sysext.process import run
@@ -47,6 +49,8 @@ class ValidatedImage:
     # The release's VERSION_ID when the file is named NAME-VERSION-VERSIONID-ARCH.raw (an
     # OS-bound image, served with MatchPattern=NAME-@v-%w-%a.raw); None for the plain form.
     os_version_id: str | None = None
+    # Release fields and what the image ships, stored with it for the API and the pages.
+    summary: ImageSummary = field(default_factory=ImageSummary)
 
 
 def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
@@ -116,7 +120,11 @@ def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
             f"{expected.filename}: {_hide_path(first.message, path)} [{first.code}]{more}; "
             "`sysext validate` shows every finding",
         )
-    return ValidatedImage(fmt, _bound_version_id(version, release, expected.version))
+    return ValidatedImage(
+        fmt,
+        _bound_version_id(version, release, expected.version),
+        summarize(contents, expected.name),
+    )
 
 
 def _hide_path(message: str, path: Path) -> str:
@@ -188,7 +196,16 @@ def _child_answer(stdout: bytes, returncode: int, expected: ImageName) -> Valida
         )
     if "detail" in answer:
         raise RegistryError(int(answer["status"]), str(answer["detail"]))
-    return ValidatedImage(**answer)
+    summary = answer.get("summary") or {}
+    return ValidatedImage(
+        format=str(answer["format"]),
+        os_version_id=answer.get("os_version_id"),
+        summary=ImageSummary(
+            release=MappingProxyType(dict(summary.get("release") or {})),
+            binaries=tuple(summary.get("binaries") or ()),
+            units=tuple(summary.get("units") or ()),
+        ),
+    )
 
 
 def _child_main(argv: list[str]) -> int:
@@ -196,9 +213,16 @@ def _child_main(argv: list[str]) -> int:
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
     path, name, filename = argv
     try:
-        result: dict[str, object] = asdict(
-            validate_image(Path(path), parse_image_filename(name, filename))
-        )
+        validated = validate_image(Path(path), parse_image_filename(name, filename))
+        result: dict[str, object] = {
+            "format": validated.format,
+            "os_version_id": validated.os_version_id,
+            "summary": {
+                "release": dict(validated.summary.release),
+                "binaries": list(validated.summary.binaries),
+                "units": list(validated.summary.units),
+            },
+        }
     except RegistryError as exc:
         result = {"status": exc.status, "detail": exc.detail}
     except (ValueError, MemoryError, RecursionError) as exc:

@@ -159,7 +159,6 @@ def test_a_0001_database_upgrades_and_keeps_its_rows(tmp_path: Path) -> None:
     migrate(engine)
     assert "os_version_id" in {c["name"] for c in inspect(engine).get_columns("images")}
     with engine.connect() as connection:
-        # At the newest revision (0002 added the column; later ones follow it).
         head = ScriptDirectory.from_config(_config(url)).get_current_head()
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
         rows = connection.execute(text("SELECT filename, os_version_id FROM images")).all()

@@ -123,7 +123,7 @@ def serve(
         None,
         "--workers",
         "-w",
-        help="Worker processes (default 1; one per CPU for more requests/s).",
+        help="Worker processes (default: one per CPU this process may use).",
     ),
     public_url: str = typer.Option(
         None,
@@ -155,9 +155,16 @@ def serve(
     Client limits (header deadline and size, connection cap, keep-alive) have safe
     defaults for facing clients directly (docs/registry.md, "Limits").
 
+    Scaling out (docs/registry.md): SYSEXT_DATABASE_URL=postgresql+psycopg://… for metadata
+    shared by replicas, SYSEXT_S3_ENDPOINT + SYSEXT_S3_BUCKET [+ SYSEXT_S3_PREFIX] to keep
+    images and the public tree in an S3 bucket hosts read directly, SYSEXT_SIGNING_KEY for
+    the key file every replica shares.
+
     Example: SYSEXT_ADMIN_TOKEN=secret sysext serve -d /srv/sysext --public-url https://ext.example.com
     """
     import uvicorn
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
 
     from registry.service import RegistryService
     from registry.settings import load_settings, settings_env
@@ -184,6 +191,14 @@ def serve(
             f"cannot use data directory {settings.data_dir}: {exc.strerror or exc}",
             "pass --data DIR (or SYSEXT_DATA) naming a writable directory",
         ) from None
+    except OperationalError as exc:
+        shown = make_url(settings.db_url).render_as_string(hide_password=True)
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise SysextError(
+            f"cannot use database {shown}: {reason}",
+            "check SYSEXT_DATABASE_URL (postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB) "
+            "and that the server is up",
+        ) from None
     for problem in service.broken:
         console.print(f"[red]broken extension, not updated:[/red] {problem.line()}", soft_wrap=True)
     console.print(
@@ -192,7 +207,15 @@ def serve(
     )
     if not settings.admin_token:
         console.print("[yellow]note:[/yellow] SYSEXT_ADMIN_TOKEN is not set: nobody can upload")
-    console.print(f"serving {settings.public_dir} on http://{settings.host}:{settings.port}")
+    tree = (
+        f"bucket {settings.s3_bucket} at {settings.s3_endpoint}"
+        if settings.uses_s3
+        else str(settings.public_dir)
+    )
+    console.print(
+        f"serving {tree} on http://{settings.host}:{settings.port} "
+        f"({settings.worker_count} worker{'s' if settings.worker_count > 1 else ''})"
+    )
     # Workers are separate processes: they read the very same settings from the environment.
     os.environ.update(settings_env(settings))
     uvicorn.run(
@@ -200,7 +223,7 @@ def serve(
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
+        workers=settings.worker_count,
         access_log=False,  # our middleware logs one structured line per request
         log_level="warning",
         timeout_graceful_shutdown=5,
@@ -258,7 +281,15 @@ def _extension_name(image: Path) -> str:
 
 
 def publish(
-    images: list[Path] = typer.Argument(..., help="Image files NAME-VERSION-ARCH.raw."),
+    images: list[Path] = typer.Argument(
+        None, help="Image files NAME-VERSION-ARCH.raw.", show_default=False
+    ),
+    all_in: Path | None = typer.Option(
+        None,
+        "--all",
+        metavar="DIR",
+        help="Publish every image listed in DIR/SHA256SUMS that the registry does not have.",
+    ),
     registry: str = REGISTRY_OPTION,
     channel: str = typer.Option(DEFAULT_CHANNEL, "--channel", "-c", help="Channel to publish in."),
 ) -> None:
@@ -267,9 +298,21 @@ def publish(
     The token comes from $SYSEXT_TOKEN. Uploading the same bytes again is harmless;
     the same file name with other bytes is refused (versions are immutable).
 
+    With --all DIR, the registry is asked which images it has: only the missing ones are
+    uploaded, the rest reported as already published; safe to re-run after a failure.
+
     Example: SYSEXT_TOKEN=… sysext publish out/podman-4.9.4-x86-64.raw -r https://ext.example.com
+
+    Example: SYSEXT_TOKEN=… sysext publish --all out/ -r https://ext.example.com
     """
     client = RegistryClient.from_env(registry)
+    if all_in is not None:
+        if images:
+            raise SysextError("pass image files or --all DIR, not both", "drop one of them")
+        _publish_directory(client, all_in, channel)
+        return
+    if not images:
+        raise SysextError("no image given", "pass image files, or --all DIR")
     for image in images:
         if not image.is_file():
             raise SysextError(f"{image}: no such file", "pass the image files `sysext build` wrote")
@@ -297,6 +340,34 @@ def publish(
         print(
             f"{state}: {info['filename']} sha256 {info['sha256']} in {', '.join(info['channels'])}"
         )
+
+
+def _publish_directory(client: RegistryClient, directory: Path, channel: str) -> None:
+    from sysext.manifest import MANIFEST_NAME, read_manifest_file
+    from sysext.publishing import Publisher
+
+    if not (directory / MANIFEST_NAME).is_file():
+        raise SysextError(
+            f"{directory}: no {MANIFEST_NAME}", "pass the --output directory of `sysext build`"
+        )
+    entries = read_manifest_file(directory / MANIFEST_NAME)
+    publisher = Publisher(client, channel)
+    publisher.check()
+    failed = 0
+    for entry in entries:
+        image = directory / entry.filename
+        try:
+            if not image.is_file():
+                raise SysextError(f"{image}: listed in {MANIFEST_NAME} but missing")
+            outcome = publisher.publish(image, _extension_name(image), entry.sha256)
+        except SysextError as exc:
+            failed += 1
+            print(f"failed: {entry.filename}: {exc.message}")
+            continue
+        print(f"{outcome.state.value}: {entry.filename} ({outcome.detail})")
+    if failed:
+        console.print(f"{failed} of {len(entries)} image(s) failed", markup=False)
+        raise typer.Exit(1)
 
 
 def _print_images(action: str, images: list[dict[str, Any]]) -> None:
