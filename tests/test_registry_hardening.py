@@ -447,10 +447,14 @@ def test_finding_8_log_lines_cannot_be_forged(server: RegistryServer) -> None:
     assert not any(line.startswith(forged) for line in server.log().splitlines())
 
 
-def test_finding_10_catalogue_urls_ignore_the_host_header(server: RegistryServer) -> None:
-    answer = requests.get(f"{server.url}/", headers={"Host": "evil.example"}, timeout=10)
-    assert answer.status_code == 200
-    assert "evil.example" not in answer.text
+def test_finding_10_catalogue_urls_ignore_the_host_header(
+    server: RegistryServer, tmp_path: Path
+) -> None:
+    assert upload(server, build_image(tmp_path, "host", "1.0"), "host").status_code == 200
+    for page in ("/", "/catalog/host"):
+        answer = requests.get(f"{server.url}{page}", headers={"Host": "evil.example"}, timeout=10)
+        assert answer.status_code == 200
+        assert "evil.example" not in answer.text
     assert server.url in answer.text
 
 

@@ -66,9 +66,15 @@ def _offline_service(data: Path | None, config: Path | None) -> Any:
             f"{settings.data_dir}: no registry database (registry.db) here",
             "pass --data DIR naming the directory `sysext serve --data` uses",
         )
+    if settings.uses_s3:
+        raise SysextError(
+            "sysext registry check|repair compare a local public tree; this registry keeps "
+            "its tree in S3",
+            "restart `sysext serve`: start-up rematerializes every extension from the database",
+        )
     service = RegistryService(settings)
     with exclusive(settings.lock_path):
-        migrate(service.engine)
+        migrate(service.engine, service._stored_summary)
     return service
 
 
