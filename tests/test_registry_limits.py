@@ -44,41 +44,51 @@ def _read_all(sock: socket.socket, timeout: float) -> bytes:
     return out
 
 
-def test_half_sent_headers_are_cut_off(tmp_path: Path) -> None:
-    with serving(tmp_path, "--header-timeout", "1") as reg:
-        slow = socket.create_connection(("127.0.0.1", reg.port))
-        slow.sendall(b"GET /keyring.gpg HTTP/1.1\r\nHost: x\r\nX-Slow: a")
-        idle = socket.create_connection(("127.0.0.1", reg.port))
-        # Trickling bytes does not extend the deadline (it used to, forever).
-        answer = b""
-        for _ in range(40):
-            with contextlib.suppress(OSError):
-                slow.sendall(b"a")
-            slow.settimeout(0.25)
-            with contextlib.suppress(TimeoutError):
-                answer = slow.recv(4096)
-            if answer:
-                break
-        assert answer.startswith(b"HTTP/1.1 408"), answer
-        assert _read_all(idle, 30) == b""  # closed silently, never answered
-        assert requests.get(f"{reg.url}/keyring.gpg", timeout=10).status_code == 200
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """Shipped limits, but a 1 s header deadline and 3 requests per connection."""
+    with serving(
+        tmp_path_factory.mktemp("limits"), "--header-timeout", "1",
+        SYSEXT_MAX_KEEPALIVE_REQUESTS="3",
+    ) as reg:  # fmt: skip
+        yield reg
 
 
-def test_oversized_headers_are_refused_in_bounded_memory(tmp_path: Path) -> None:
-    with serving(tmp_path) as reg:
-        before = reg.rss_kib()
-        answers = []
-        for _ in range(5):  # the finding: five unfinished 50 MiB headers, +257 MiB RSS
-            sock = socket.create_connection(("127.0.0.1", reg.port))
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
-            with contextlib.suppress(OSError):
-                for _chunk in range(50 * 16):
-                    sock.sendall(b"a" * 65536)
-            answers.append(_read_all(sock, 10))
-            sock.close()
-        assert all(a.startswith(b"HTTP/1.1 431") for a in answers), answers
-        assert reg.rss_kib("VmHWM") - before < 32 * 1024
-        assert requests.get(f"{reg.url}/api/v1/status", timeout=10).status_code == 200
+def test_half_sent_headers_are_cut_off(limited: RegistryServer) -> None:
+    reg = limited
+    slow = socket.create_connection(("127.0.0.1", reg.port))
+    slow.sendall(b"GET /keyring.gpg HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+    idle = socket.create_connection(("127.0.0.1", reg.port))
+    # Trickling bytes does not extend the deadline (it used to, forever).
+    answer = b""
+    for _ in range(40):
+        with contextlib.suppress(OSError):
+            slow.sendall(b"a")
+        slow.settimeout(0.25)
+        with contextlib.suppress(TimeoutError):
+            answer = slow.recv(4096)
+        if answer:
+            break
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert _read_all(idle, 30) == b""  # closed silently, never answered
+    assert requests.get(f"{reg.url}/keyring.gpg", timeout=10).status_code == 200
+
+
+def test_oversized_headers_are_refused_in_bounded_memory(limited: RegistryServer) -> None:
+    reg = limited
+    before = reg.rss_kib()
+    answers = []
+    for _ in range(5):  # the finding: five unfinished 50 MiB headers, +257 MiB RSS
+        sock = socket.create_connection(("127.0.0.1", reg.port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(OSError):
+            for _chunk in range(50 * 16):
+                sock.sendall(b"a" * 65536)
+        answers.append(_read_all(sock, 10))
+        sock.close()
+    assert all(a.startswith(b"HTTP/1.1 431") for a in answers), answers
+    assert reg.rss_kib("VmHWM") - before < 32 * 1024
+    assert requests.get(f"{reg.url}/api/v1/status", timeout=10).status_code == 200
 
 
 def test_idle_connections_cannot_starve_new_requests(tmp_path: Path) -> None:
@@ -97,14 +107,14 @@ def test_idle_connections_cannot_starve_new_requests(tmp_path: Path) -> None:
         assert "Too many open files" not in reg.log()
 
 
-def test_keep_alive_connections_are_recycled(tmp_path: Path) -> None:
-    with serving(tmp_path, SYSEXT_MAX_KEEPALIVE_REQUESTS="3") as reg:
-        session = requests.Session()
-        closing = [
-            session.get(f"{reg.url}/api/v1/status", timeout=10).headers.get("connection")
-            for _ in range(4)
-        ]
-        assert closing[:3] == [None, None, "close"], closing
+def test_keep_alive_connections_are_recycled(limited: RegistryServer) -> None:
+    reg = limited
+    session = requests.Session()
+    closing = [
+        session.get(f"{reg.url}/api/v1/status", timeout=10).headers.get("connection")
+        for _ in range(4)
+    ]
+    assert closing[:3] == [None, None, "close"], closing
 
 
 def test_limits_are_configurable_and_checked(tmp_path: Path) -> None:
