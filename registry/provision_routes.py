@@ -35,7 +35,7 @@ from sysext.provision.model import (
     Variant,
     parse_enum,
 )
-from sysext.provision.resolve import BrokenRegistryError, NotPublishedError
+from sysext.provision.resolve import BrokenRegistryError, Catalog, NotPublishedError
 from sysext.urls import DEFAULT_CHANNEL
 
 router = APIRouter(prefix="/api/v1", tags=["provisioning"])
@@ -76,9 +76,13 @@ def _config_query(
 Options = Annotated[ConfigQuery, Depends(_config_query)]
 
 
-def _catalog(request: Request) -> DirectoryCatalog:
+def _catalog(request: Request) -> Catalog:
     state = request.app.state
     settings = getattr(state, "settings", None) or state.service.settings
+    if settings.uses_s3:
+        from registry.storage.s3 import BucketCatalog
+
+        return BucketCatalog(state.service.storage, settings.base_url, tuple(settings.channels))
     return DirectoryCatalog(settings.public_dir, settings.base_url, tuple(settings.channels))
 
 

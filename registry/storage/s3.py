@@ -37,6 +37,7 @@ file: no image is ever held in memory.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -63,6 +64,11 @@ log = logging.getLogger("registry")
 
 MIB = 1 << 20
 PUBLIC_PATTERNS = ("extensions/*", "channels/*", KEYRING_BINARY, KEYRING_ARMORED)
+
+
+def _md5(data: bytes) -> str:
+    """The ETag S3 gives an object written by one PUT (not a security check)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _missing(exc: ClientError) -> bool:
@@ -277,15 +283,26 @@ class S3Storage:
     def materialize(self, signer: Signer, content: DirectoryContent) -> None:
         directories = self.directories(content.name, content.channel)
         with self._errors("materializing the public tree"):
+            # One listing per directory; an object whose ETag is the MD5 of the wanted
+            # bytes (single-part PUT) is already right, so a restart rewrites nothing.
+            present = {
+                d: {o["Key"]: o["ETag"].strip('"') for o in self._list(d + "/")}
+                for d in directories
+            }
             for directory in directories:
-                present = {o["Key"] for o in self._list(directory + "/")}
                 for filename, sha256 in content.images:
                     key = self._key(f"{directory}/{filename}")
-                    if key not in present:
+                    if key not in present[directory]:
                         self._copy_blob(sha256, key, filename)
                 for filename, data in content.texts:
-                    self._put(f"{directory}/{filename}", data)
-            stale = [d for d in directories if not self._pair_matches(d, content.manifest, signer)]
+                    key = self._key(f"{directory}/{filename}")
+                    if present[directory].get(key) != _md5(data):
+                        self._put(f"{directory}/{filename}", data)
+            stale = [
+                d
+                for d in directories
+                if not self._pair_matches(d, content.manifest, signer, present[d])
+            ]
             if not stale:
                 return
             failpoint("before-swap")
@@ -312,9 +329,11 @@ class S3Storage:
             Config=self.transfer,
         )
 
-    def _pair_matches(self, directory: str, manifest: bytes, signer: Signer) -> bool:
+    def _pair_matches(
+        self, directory: str, manifest: bytes, signer: Signer, etags: dict[str, str]
+    ) -> bool:
         """True when the stored SHA256SUMS is `manifest` and its stored signature verifies."""
-        if self._get(f"{directory}/{MANIFEST_NAME}") != manifest:
+        if etags.get(self._key(f"{directory}/{MANIFEST_NAME}")) != _md5(manifest):
             return False
         signature = self._get(f"{directory}/{SIGNATURE_NAME}")
         if signature is None:
@@ -340,3 +359,28 @@ class S3Storage:
     def read_public(self, url_path: str) -> bytes | None:
         with self._errors("reading the public tree"):
             return self._get(url_path)
+
+
+class BucketCatalog:
+    """The public tree in the bucket as a provisioning catalog (sysext.provision.Catalog):
+    what the registry's Butane/Ignition routes read when there is no local tree."""
+
+    def __init__(self, storage: S3Storage, base_url: str, channels: tuple[str, ...]) -> None:
+        self._storage = storage
+        self._base = base_url.rstrip("/")
+        self._channels = channels
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    def read(self, path: str) -> bytes | None:
+        return self._storage.read_public(path)
+
+    def extension_names(self, channel: str) -> list[str] | None:
+        with self._storage._errors("listing extensions"):
+            names = self._storage._subdirs(f"channels/{channel}/extensions/")
+        return sorted(n for n in names if self.read(f"{extension_url_path(n, channel)}/SHA256SUMS"))
+
+    def channel_names(self) -> list[str] | None:
+        return sorted({DEFAULT_CHANNEL, *self._channels})
