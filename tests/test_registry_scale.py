@@ -492,3 +492,26 @@ def test_sysupdate_updates_from_the_bucket_and_through_nginx(
     finally:
         nginx.terminate()
         nginx.wait(timeout=15)
+
+
+def test_unreachable_database_or_bucket_is_a_one_line_error(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    cases = {
+        "cannot use database postgresql+psycopg://sysext:***@127.0.0.1": {
+            "SYSEXT_DATABASE_URL": f"postgresql+psycopg://sysext:hunter2@127.0.0.1:{port}/x"
+        },
+        "cannot use bucket 'nope' at http://127.0.0.1": {
+            "SYSEXT_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+            "SYSEXT_S3_BUCKET": "nope",
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+            "AWS_MAX_ATTEMPTS": "1",
+        },
+    }
+    for n, (message, env) in enumerate(cases.items()):
+        result = run_cli("serve", "--data", tmp_path / f"d{n}", "--port", str(free_port()), env=env)
+        assert result.returncode == 2, result.stdout + result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert message in lines[0], result.stderr
+        assert "hunter2" not in result.stderr + result.stdout
+        assert not (tmp_path / f"d{n}" / "public").exists()
