@@ -69,7 +69,7 @@ class RegistryService:
         self.storage = make_storage(settings)
 
     @contextlib.contextmanager
-    def _writing(self, name: str | None) -> Iterator[Session]:
+    def writing(self, name: str | None) -> Iterator[Session]:
         """A session holding the writer lock of extension `name` (None: of everything)."""
         if self.engine.dialect.name == "postgresql":
             with advisory_session(self.engine, name) as session:
@@ -89,7 +89,7 @@ class RegistryService:
         s = self.settings
         for directory in (s.data_dir, s.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        with self._writing(None) as session:
+        with self.writing(None) as session:
             # Inside the lock of everything: replicas starting together migrate once.
             migrate(session.connection(), self._stored_summary)
             session.commit()
@@ -228,7 +228,7 @@ class RegistryService:
         and contents (both from validation.ValidatedImage).
         """
         self.check_channel(channel)
-        with self._writing(image_name.name) as session:
+        with self.writing(image_name.name) as session:
             existing = session.scalars(
                 select(Image).where(
                     Image.name == image_name.name, Image.filename == image_name.filename
@@ -379,7 +379,7 @@ class RegistryService:
         return images
 
     def set_yanked(self, name: str, version: str, arch: str | None, yanked: bool) -> list[Image]:
-        with self._writing(name) as session:
+        with self.writing(name) as session:
             images = self._select_images(session, name, version, arch)
             before = [(i, i.yanked, i.yanked_at) for i in images]
             for image in images:
@@ -396,7 +396,7 @@ class RegistryService:
 
     def promote(self, name: str, version: str, arch: str | None, channel: str) -> list[Image]:
         self.check_channel(channel)
-        with self._writing(name) as session:
+        with self.writing(name) as session:
             images = self._select_images(session, name, version, arch)
             added = []
             for image in images:

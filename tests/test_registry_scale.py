@@ -291,7 +291,7 @@ def test_twenty_uploads_over_two_replicas_while_hosts_poll_the_bucket(
     for thread in readers:
         thread.start()
     try:
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(20) as pool:
             results = list(
                 pool.map(
                     lambda pair: upload_retrying(pair[0], pair[1]),
