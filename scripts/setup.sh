@@ -14,8 +14,10 @@ with_tests=0
 packages=(squashfs-tools-ng squashfs-tools erofs-utils gnupg sqv python3-venv python3-pip curl ca-certificates)
 if [ "$with_tests" = 1 ]; then
   # real tools the tests and benchmarks drive: Ignition's validator, a real systemd-sysext,
-  # systemd-dissect, nginx and wrk for the serving benchmark, util-linux for unshare
-  packages+=(ignition systemd systemd-container nginx wrk util-linux)
+  # systemd-dissect, nginx and wrk for the serving benchmark, util-linux for unshare,
+  # Chromium for the web catalogue's browser tests (driven by Playwright, which must never
+  # download a browser of its own)
+  packages+=(ignition systemd systemd-container nginx wrk util-linux chromium)
 fi
 
 missing=()
