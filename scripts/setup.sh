@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything sysext needs on a Debian 12 / Ubuntu machine, and say what it installs:
 #   - Debian packages: the image tools, gpg/sqv, curl, python3-venv; with --test also
-#     ignition-validate, systemd-sysext/dissect, nginx, wrk
+#     ignition-validate, systemd-sysext/dissect, nginx, wrk, chromium (browser tests)
 #   - a virtualenv in .venv with this project (and its test tools with --test)
 #   - with --test: systemd 254's systemd-sysupdate unpacked into .cache/ (fetch-sysupdate.sh)
 # Safe to run again: it installs only what is missing.
