@@ -440,3 +440,49 @@ def test_verify_it_yourself_commands_run(registry: RegistryServer, tmp_path: Pat
     assert fingerprint in ran.stdout  # gpg --show-keys
     assert "Good signature" in ran.stderr  # gpg --verify
     assert "crio-1.30.0-x86-64.raw: OK" in ran.stdout  # sha256sum --check
+
+
+@pytest.mark.parametrize("os_version", OS_VERSIONS)
+def test_os_bound_snippets_pick_the_image_of_the_chosen_os_version(
+    registry: RegistryServer, tmp_path: Path, os_version: str
+) -> None:
+    query = {"channel": "stable", "arch": "x86-64", "variant": "flatcar", "os_version": os_version}
+    page = requests.get(f"{registry.url}/catalog/nvidia", params=query, timeout=30)
+    assert page.status_code == 200
+    assert f"OS version <strong>{os_version}</strong>" in page.text
+    butane, ignition = snippet(page.text, "butane"), snippet(page.text, "ignition")
+    # The newest version built for this OS version, with that image's own hash.
+    images = requests.get(f"{registry.url}/api/v1/extensions/nvidia", timeout=10).json()["images"]
+    (chosen,) = [
+        i for i in images if i["os_version_id"] == os_version and i["version"].startswith("560.35")
+    ]
+    assert chosen["release"]["VERSION_ID"] == os_version
+    assert f"/extensions/nvidia/{chosen['filename']}" in butane
+    assert f"sha256-{chosen['sha256']}" in butane and f"sha256-{chosen['sha256']}" in ignition
+    others = [i["filename"] for i in images if i["filename"] != chosen["filename"]]
+    assert not any(other in butane for other in others)
+    assert "MatchPattern=nvidia-@v-%w-%a.raw" in butane
+    api = f"{registry.url}/api/v1/extensions/nvidia"
+    assert butane == requests.get(f"{api}/butane", params=query, timeout=30).text
+    assert ignition == requests.get(f"{api}/ignition", params=query, timeout=30).text
+    command = snippet(page.text, "cli").split()
+    assert command[-2:] == ["--os-version", os_version]
+    assert run_cli(*command[1:]).stdout == butane
+    config = tmp_path / "nvidia.ign"
+    config.write_text(ignition)
+    validated = subprocess.run(
+        ["ignition-validate", str(config)], capture_output=True, text=True, check=False
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+def test_an_os_bound_extension_offers_only_its_os_versions(registry: RegistryServer) -> None:
+    page = requests.get(
+        f"{registry.url}/catalog/nvidia", params={"os_version": "9999.0.0"}, timeout=30
+    )
+    assert page.status_code == 200
+    assert "No image for OS version &#39;9999.0.0&#39;" in page.text
+    options = re.findall(r'<option value="([^"]+)"', page.text.split('id="os_version"')[1])
+    assert options[: len(OS_VERSIONS)] == sorted(OS_VERSIONS, reverse=True)
+    # The versions table counts versions, and shows each image's OS version.
+    assert page.text.count('<td data-label="OS version">') == 3
