@@ -486,3 +486,57 @@ def test_an_os_bound_extension_offers_only_its_os_versions(registry: RegistrySer
     assert options[: len(OS_VERSIONS)] == sorted(OS_VERSIONS, reverse=True)
     # The versions table counts versions, and shows each image's OS version.
     assert page.text.count('<td data-label="OS version">') == 3
+
+
+_HOST_SCRIPT = r"""
+set -eu
+# The host's /etc and /opt, writable only inside this private mount namespace.
+for d in /etc /opt; do
+  mkdir -p "$WORK/upper$d" "$WORK/work$d"
+  mount -t overlay overlay -o "lowerdir=$d,upperdir=$WORK/upper$d,workdir=$WORK/work$d" "$d"
+done
+mount -t tmpfs tmpfs /run
+mount --make-rshared /
+bash -euo pipefail -c "$COMMANDS"
+"$EXTENSION"
+systemd-sysext unmerge >&2
+"""
+
+
+@pytest.mark.root
+def test_the_running_host_commands_install_with_the_real_sysupdate(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """The page's shell commands, run as root on this machine in a private mount namespace
+    (the sysupdate path pointed at the real 254 client the tests fetch), install, verify and
+    merge the extension: its command runs."""
+    from tests.sysupdate_client import SYSUPDATE, client_env, require_client
+
+    require_client()
+    text = requests.get(f"{registry.url}/catalog/docker-compose", timeout=30).text
+    commands = snippet(text, "shell")
+    assert "/usr/lib/systemd/systemd-sysupdate -C docker-compose update" in commands
+    env = {
+        **client_env(),
+        "WORK": str(tmp_path),
+        "COMMANDS": commands.replace("/usr/lib/systemd/systemd-sysupdate", str(SYSUPDATE)),
+        "EXTENSION": "docker-compose",
+    }
+    ran = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "bash", "-c", _HOST_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.strip().endswith("docker-compose 2.29.1")
+    installed = tmp_path / "upper" / "opt" / "extensions" / "docker-compose"
+    assert [p.name for p in installed.iterdir()] == ["docker-compose-2.29.1-x86-64.raw"]
+    link = tmp_path / "upper" / "etc" / "extensions" / "docker-compose.raw"
+    assert os.readlink(link).endswith(
+        "/opt/extensions/docker-compose/docker-compose-2.29.1-x86-64.raw"
+    )
+    keyring = tmp_path / "upper" / "etc" / "systemd" / "import-pubring.gpg"
+    assert keyring.read_bytes() == registry.keyring()
