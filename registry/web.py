@@ -115,6 +115,7 @@ class Snippets:
     ignition_url: str
     conf_url: str
     cli: str
+    ignition_version: str
 
 
 def _snippets(request: Request, name: str, choice: catalogue.Choice) -> Snippets:
@@ -148,6 +149,7 @@ def _snippets(request: Request, name: str, choice: catalogue.Choice) -> Snippets
         ignition_url=f"/api/v1/extensions/{name}/ignition?{encoded}",
         conf_url=f"/{extension_url_path(name, choice.channel)}/{name}.conf",
         cli=cli,
+        ignition_version=config.ignition_version.value,
     )
 
 
