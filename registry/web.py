@@ -28,13 +28,12 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from registry import catalogue
+from registry import catalogue, provision_routes
 from registry.db import Image
 from registry.service import RegistryService
 from sysext.architecture import Architecture
 from sysext.errors import SysextError
 from sysext.provision import (
-    DirectoryCatalog,
     ExtensionRef,
     ProvisionOptions,
     generate_config,
@@ -120,18 +119,15 @@ class Snippets:
 
 def _snippets(request: Request, name: str, choice: catalogue.Choice) -> Snippets:
     """Butane, Ignition and shell text for `choice`, as the CLI and the API make them."""
-    settings = _service(request).settings
-    base = settings.base_url
-    source = DirectoryCatalog(settings.public_dir, base, tuple(settings.channels))
-    # Passed only for OS-bound extensions: the one input the host's OS version changes.
-    os_bound: dict[str, Any] = {"os_version": choice.os_version} if choice.os_version else {}
+    base = _service(request).settings.base_url
+    # The catalogue the API's provisioning routes read, so both resolve the same files.
     config = generate_config(
-        source,
+        provision_routes.catalog(request),
         [ExtensionRef(name)],
         arch=Architecture.parse(choice.arch),
         channel=choice.channel,
         options=ProvisionOptions(variant=choice.variant),
-        **os_bound,
+        os_version=choice.os_version,
     )
     query = {"channel": choice.channel, "arch": choice.arch, "variant": choice.variant.value}
     if choice.os_version:
