@@ -383,7 +383,7 @@ def status(request: Request) -> Status:
     service = _service(request)
     return Status(
         version=__version__,
-        fingerprint=request.app.state.fingerprint,
+        fingerprint=service.signer.fingerprint(),
         channels=list(service.settings.channels),
         base_url=service.settings.base_url,
         max_upload_bytes=service.settings.max_upload_bytes,

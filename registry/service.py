@@ -30,7 +30,7 @@ from registry.db import (
 )
 from registry.errors import RegistryError
 from registry.failpoints import failpoint
-from registry.keys import Signer
+from registry.keys import Rotation, Signer
 from registry.locking import exclusive
 from registry.names import ImageName, channel_problem
 from registry.settings import Settings
@@ -52,7 +52,7 @@ class RegistryService:
         self.settings = settings
         self.engine = make_engine(settings.db_url)
         self.sessions = make_sessionmaker(self.engine)
-        self.signer = Signer(settings.key_path)
+        self.signer = Signer(settings.key_path, settings.signing_policy)
 
     # -- start-up -------------------------------------------------------------------
 
@@ -67,16 +67,38 @@ class RegistryService:
             directory.mkdir(parents=True, exist_ok=True)
         with exclusive(s.lock_path):
             migrate(self.engine)
-            fingerprint, created = self.signer.ensure_key()
+            _, created = self.signer.ensure_key()
+            self.signer.advance()
             self.signer.write_keyrings(s.public_dir)
             remove_abandoned_uploads(s.tmp_dir)
             remove_stale_temporaries(s.public_dir)
-            with self.sessions() as session:
+            with self.sessions() as session, self.signer.batch():
                 images = list(session.scalars(select(Image)))
                 collect_garbage(s.store_dir, {i.sha256 for i in images})
                 known = self._rematerialize(images)
             mat.remove_unknown_links(s, known)
-        return fingerprint, created
+        return self.signer.fingerprint(), created
+
+    def maintain(self, *, force_advance: bool = False) -> str | None:
+        """The periodic job: advance a due key rotation, re-sign ageing manifests.
+
+        Only signatures that are older than `resign_interval` or by a key that no longer
+        signs are rewritten (in place: no other byte of the tree changes). Returns the
+        rotation phase entered, if any.
+        """
+        with exclusive(self.settings.lock_path):
+            entered = self.signer.advance(force=force_advance)
+            self.signer.write_keyrings(self.settings.public_dir)
+            with self.sessions() as session, self.signer.batch():
+                self._rematerialize(list(session.scalars(select(Image))))
+            return entered
+
+    def rotate_key(self) -> Rotation:
+        """Start a key rotation (keys.py): the new key joins the served keyring."""
+        with exclusive(self.settings.lock_path):
+            rotation = self.signer.rotate(self.settings.key_overlap_duration)
+            self.signer.write_keyrings(self.settings.public_dir)
+            return rotation
 
     def _rematerialize(self, images: list[Image]) -> set[tuple[str, str]]:
         groups: dict[tuple[str, str], list[Image]] = {}
@@ -91,6 +113,10 @@ class RegistryService:
         return mat.desired_content(self.settings, name, channel, images)
 
     def _refresh(self, session: Session, name: str, channels: Iterable[str]) -> None:
+        with self.signer.batch():
+            self._refresh_signed(session, name, channels)
+
+    def _refresh_signed(self, session: Session, name: str, channels: Iterable[str]) -> None:
         for channel in sorted(set(channels)):
             members = session.scalars(
                 select(Image)
