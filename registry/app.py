@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
-from registry import api, provision_routes, public, web
+from registry import api, key_routes, provision_routes, public, web
 from registry.errors import RegistryError
 from registry.logs import AccessLogMiddleware, configure_logging
 from registry.service import RegistryService
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         return JSONResponse({"detail": exc.message}, status_code=422)
 
     app.include_router(api.router)
+    app.include_router(key_routes.router)  # signing keys and rotation (issue 14)
     app.include_router(provision_routes.router)  # Butane/Ignition configs (issue 5)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry import audit
 from registry import materialize as mat
 from registry.db import (
     Image,
@@ -142,10 +143,12 @@ class RegistryService:
         channel: str,
         *,
         os_version_id: str | None = None,
+        actor: audit.Actor | None = None,
     ) -> PublishResult:
         """Store a validated upload and make it visible in `channel`.
 
         `os_version_id`: the VERSION_ID of an OS-bound image (validation.ValidatedImage).
+        `actor`: who asked; the audit entry commits with the change.
         """
         self.check_channel(channel)
         with exclusive(self.settings.lock_path), self.sessions() as session:
@@ -161,9 +164,12 @@ class RegistryService:
                         "publish a new version",
                     )
                 # Same bytes: idempotent, so a retried upload after a lost response is fine.
-                if channel not in existing.channel_names:
+                added = channel not in existing.channel_names
+                if added:
                     existing.channels.append(ImageChannel(channel=channel, added_at=utcnow()))
-                    session.commit()
+                _audit(session, actor, audit.Action.PUBLISH, existing, channel, created=False)
+                session.commit()
+                if added:
                     self._refresh(session, existing.name, [channel])
                 return PublishResult(existing, created=False)
             self._refuse_mixing(session, image_name, os_version_id)
@@ -183,6 +189,7 @@ class RegistryService:
             )
             image.channels.append(ImageChannel(channel=channel, added_at=utcnow()))
             session.add(image)
+            _audit(session, actor, audit.Action.PUBLISH, image, channel, created=True)
             session.commit()
             failpoint("after-commit")
             self._refresh(session, image.name, [channel])
@@ -236,23 +243,40 @@ class RegistryService:
             raise RegistryError(404, f"no published image of {what}")
         return images
 
-    def set_yanked(self, name: str, version: str, arch: str | None, yanked: bool) -> list[Image]:
+    def set_yanked(
+        self,
+        name: str,
+        version: str,
+        arch: str | None,
+        yanked: bool,
+        actor: audit.Actor | None = None,
+    ) -> list[Image]:
         with exclusive(self.settings.lock_path), self.sessions() as session:
             images = self._select_images(session, name, version, arch)
             for image in images:
                 image.yanked = yanked
                 image.yanked_at = utcnow() if yanked else None
+                action = audit.Action.YANK if yanked else audit.Action.UNYANK
+                _audit(session, actor, action, image, None)
             session.commit()
             self._refresh(session, name, {c for i in images for c in i.channel_names})
             return images
 
-    def promote(self, name: str, version: str, arch: str | None, channel: str) -> list[Image]:
+    def promote(
+        self,
+        name: str,
+        version: str,
+        arch: str | None,
+        channel: str,
+        actor: audit.Actor | None = None,
+    ) -> list[Image]:
         self.check_channel(channel)
         with exclusive(self.settings.lock_path), self.sessions() as session:
             images = self._select_images(session, name, version, arch)
             for image in images:
                 if channel not in image.channel_names:
                     image.channels.append(ImageChannel(channel=channel, added_at=utcnow()))
+                _audit(session, actor, audit.Action.PROMOTE, image, channel)
             session.commit()
             self._refresh(session, name, [channel])
             return images
@@ -292,3 +316,20 @@ class RegistryService:
 
     def blob(self, image: Image) -> Path:
         return blob_path(self.settings.store_dir, image.sha256)
+
+
+def _audit(
+    session: Session,
+    actor: audit.Actor | None,
+    action: audit.Action,
+    image: Image,
+    channel: str | None,
+    **detail: Any,
+) -> None:
+    """One audit entry per image touched, in the transaction of the change."""
+    if actor is None:
+        return
+    facts: dict[str, Any] = {"sha256": image.sha256, **detail}
+    if channel is not None:
+        facts["channel"] = channel
+    audit.record(session, actor, action, image.filename, facts)
