@@ -30,7 +30,9 @@ from registry.layout import channel_alias_dir, extension_dir
 from registry.settings import Settings
 from registry.store import blob_path
 from sysext.atomic import atomic_write
+from sysext.errors import SysextError
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME, ManifestEntry, format_manifest
+from sysext.signing import verify_detached
 from sysext.transfer import TransferSpec, render_transfer
 from sysext.urls import DEFAULT_CHANNEL
 from sysext.versioning import version_key
@@ -233,3 +235,15 @@ def remove_unknown_links(settings: Settings, known: set[tuple[str, str]]) -> Non
                 path.unlink()
             elif path.is_dir():
                 shutil.rmtree(path)
+
+
+def snapshot_matches(snapshot: Path, content: DirectoryContent, keyring: bytes) -> bool:
+    """The content check materialize() uses, plus a signature hosts with `keyring` accept
+    (valid and not expired); registry/consistency.py reports drift with it."""
+    if not _snapshot_matches(snapshot, content):
+        return False
+    try:
+        verify_detached(keyring, content.manifest, (snapshot / SIGNATURE_NAME).read_bytes())
+    except (OSError, SysextError):
+        return False
+    return True

@@ -89,6 +89,12 @@ class Settings:
         return parse_duration(self.key_overlap, what="key_overlap")
 
     @property
+    def served_url_path(self) -> Path:
+        """The base URL the last start wrote into transfer files (`sysext registry check`
+        compares against it when not given one)."""
+        return self.data_dir / "served-base-url"
+
+    @property
     def lock_path(self) -> Path:
         return self.data_dir / ".lock"
 

@@ -14,7 +14,7 @@ import requests
 
 from sysext.errors import SysextError
 from sysext.extract import ArchiveFormat
-from sysext.sources.base import FetchContext, Fetched, register
+from sysext.sources.base import FetchContext, Fetched, Resolved, register
 from sysext.sources.checksums import find_sha256
 
 if TYPE_CHECKING:
@@ -62,13 +62,18 @@ class UrlSource:
                 "downloads are always verified: pin the hash or name the upstream checksum file",
             )
 
-    def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched:
+    def resolve(self, spec: SourceSpec, ctx: FetchContext) -> Resolved:
+        # A pin or the upstream checksum file (a few bytes) names the payload exactly.
         assert spec.url is not None
         url = ctx.expand(spec, spec.url, "url")
         file_name = (
             ctx.expand(spec, spec.file_name, "file_name") if spec.file_name else url_file_name(url)
         )
-        sha256 = expected_sha256(spec, ctx, url, url_file_name(url))
+        return Resolved(url, expected_sha256(spec, ctx, url, url_file_name(url)), file_name)
+
+    def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched:
+        resolved = self.resolve(spec, ctx)
+        url, sha256, file_name = resolved.origin, resolved.sha256, resolved.file_name
         path = ctx.downloader.fetch(url, sha256, label=file_name)
         fmt = spec.format or ArchiveFormat.from_filename(file_name)
         return Fetched(path=path, format=fmt, origin=url, sha256=sha256, file_name=file_name)

@@ -1,8 +1,7 @@
 """audit_log: every write through the API (who, what, when, from where), append-only.
 
 Revision ID: 0005
-Revises: 0002 (the newest revision on this branch; the final chain puts 0004_image_metadata
-here, after 0003_token_policy)
+Revises: 0004 (0004_image_metadata, the newest revision on this branch)
 
 Besides the API, which has no route that edits or deletes an entry, the database itself
 refuses UPDATE and DELETE on the table (a trigger on SQLite and on PostgreSQL), so a bug
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0002"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
