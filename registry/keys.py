@@ -182,11 +182,15 @@ class Signer:
         """The keyring hosts install: the active key, plus the other key of a rotation."""
         self._fresh()
         if self._keyring is None:
-            rotation = self.rotation()
             parts = [self._public_cert(self.key_path)]
-            if rotation is not None:
-                other = self._next_path if rotation.phase == "introducing" else self._previous_path
-                parts.append(self._public_cert(other))
+            if self.rotation() is not None:
+                # The next key (introducing) or the previous one (retiring); both files
+                # are looked at so that a rotation interrupted mid-advance still serves
+                # both keys until advance() completes it.
+                active = self.fingerprint()
+                for other in (self._next_path, self._previous_path):
+                    if other.exists() and signing.key_fingerprint(other) != active:
+                        parts.append(self._public_cert(other))
             self._keyring = b"".join(parts)
         if armor:
             return pysequoia.armor(self._keyring, pysequoia.ArmorKind.PublicKey).encode()
@@ -294,12 +298,15 @@ class Signer:
             return None
         overlap = dt.timedelta(seconds=rotation.overlap_seconds)
         if rotation.phase == "introducing":
-            # Copies first, then the state: a crash in between leaves a state that the next
-            # advance() completes, and the active key file is replaced atomically.
-            old_fpr = self.fingerprint()
-            shutil.copy2(self.key_path, self._previous_path)
-            os.chmod(self._previous_path, 0o600)
-            os.replace(self._next_path, self.key_path)
+            # Files first, then the state: a crash in between leaves a state that the next
+            # advance() completes (the new key may already be active), and the active key
+            # file is replaced atomically.
+            if self.fingerprint() != rotation.other:
+                shutil.copy2(self.key_path, self._previous_path)
+                os.chmod(self._previous_path, 0o600)
+                os.replace(self._next_path, self.key_path)
+                self._fresh()
+            old_fpr = signing.key_fingerprint(self._previous_path)
             seconds = int(overlap.total_seconds())
             self._write_state(Rotation("retiring", old_fpr, now, now + overlap, seconds))
             return "retiring"
