@@ -17,7 +17,7 @@ from sysext.errors import SysextError
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from tests.conftest import run_cli
 from tests.past_keys import gpg_verify_like_systemd, make_past_key, sqv_verify
-from tests.registry_server import build_image, running_registry
+from tests.registry_server import build_image, free_port, running_registry
 
 MANIFEST = b"0" * 64 + b"  hello-1.0-x86-64.raw\n"
 WEEK = dt.timedelta(days=7)
@@ -177,3 +177,24 @@ def test_registry_signs_with_expiry_and_renews_only_the_signature(
         assert changed == {SIGNATURE_NAME}
         status = requests.get(f"{reg.url}/api/v1/keys", timeout=10).json()
         assert status["signature_lifetime_seconds"] == WEEK.total_seconds()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SYSEXT_SIGNATURE_LIFETIME": "soon"}, "error: invalid signature_lifetime 'soon'"),
+        ({"SYSEXT_KEY_OVERLAP": "0d"}, "error: invalid key_overlap '0d': it must be longer"),
+        (
+            {"SYSEXT_RESIGN_INTERVAL": "4d"},
+            "error: resign_interval 4d is more than half of signature_lifetime 7d",
+        ),
+    ],
+)
+def test_bad_signing_settings_are_refused_before_anything_is_written(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    data = tmp_path / "data"
+    result = run_cli("serve", "--data", data, "--port", str(free_port()), env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0].startswith(message)
+    assert not data.exists()
