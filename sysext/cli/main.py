@@ -21,6 +21,7 @@ from sysext.cli import (
     registry_cmds,
     sysupdate_cmds,
     trust_cmds,
+    try_cmds,
 )
 from sysext.errors import SysextError
 from sysext.steps import console
@@ -60,7 +61,15 @@ def _root(
     )
 
 
-for _module in (build_cmds, image_cmds, sysupdate_cmds, registry_cmds, provision_cmds, trust_cmds):
+for _module in (
+    build_cmds,
+    image_cmds,
+    sysupdate_cmds,
+    registry_cmds,
+    provision_cmds,
+    trust_cmds,
+    try_cmds,
+):
     _module.register(app)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from sysext.provision.model import File, InlineContents, Unit
 from sysext.transfer import KEYRING_PATH
 
-SCRIPT_PATH = "/opt/libexec/sysext-keyring-update"
+SCRIPT_PATH = "/etc/sysext/keyring-update"
 SERVICE = "sysext-keyring-update.service"
 TIMER = "sysext-keyring-update.timer"
 # The served keyring: /keyring.gpg at the registry's root (DESIGN §3).
