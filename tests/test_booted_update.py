@@ -115,6 +115,9 @@ def test_update_activates_the_new_version_without_reboot(
         assert state(box, "hello-extra.service") == "active", explain(box)
         assert "extrad 2.0 started" in journal(box, "hello-extra.service")
         assert state(box, "hello.service") == "active"
+        # Activation merges the new /usr; a daemon already running is not restarted and
+        # keeps its old binary until its unit restarts (recipes/README.md says so).
+        assert "hellod 2.0 started" not in journal(box, "hello.service")
         assert box.text(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]) == ""
 
 
