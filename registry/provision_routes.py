@@ -94,7 +94,8 @@ def _config_query(
 Options = Annotated[ConfigQuery, Depends(_config_query)]
 
 
-def _catalog(request: Request) -> DirectoryCatalog:
+def catalog(request: Request) -> DirectoryCatalog:
+    """The public tree configs are resolved from (the web catalogue uses the same)."""
     state = request.app.state
     settings = getattr(state, "settings", None) or state.service.settings
     return DirectoryCatalog(settings.public_dir, settings.base_url, tuple(settings.channels))
@@ -111,7 +112,7 @@ def _generate(request: Request, refs: list[str], query: ConfigQuery) -> Provisio
             timer=query.timer,
         )
         return generate_config(
-            _catalog(request),
+            catalog(request),
             [ExtensionRef.parse(text) for text in refs],
             arch=Architecture.parse(query.arch),
             channel=query.channel,
