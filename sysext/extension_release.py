@@ -232,6 +232,31 @@ class ExtensionRelease:
         return os_id, (level or None)
 
 
+# OS IDs whose os-release carries no SYSEXT_LEVEL: systemd-sysext then compares the image's
+# VERSION_ID with the host's, and an image with neither field is refused (spec §1.3 step 8).
+# Fedora CoreOS 42 is such a host (fedora-sysexts builds with VERSION_ID, `-%w-` in names).
+VERSION_ID_BOUND_OS = frozenset({"fedora"})
+
+
+def check_os_binding(os_id: str, level: str | None, version_id: str | None) -> None:
+    """Refuse a binding the named OS can never merge (one line, with the form that does)."""
+    if os_id not in VERSION_ID_BOUND_OS:
+        return
+    example = f"--os {os_id} --os-version-id 42"
+    if level is not None:
+        raise SysextError(
+            f"--os {os_id}:{level}: {os_id} hosts have no SYSEXT_LEVEL in os-release, so "
+            "systemd-sysext refuses an image bound by level there",
+            f"bind to the host's VERSION_ID instead: {example}",
+        )
+    if version_id is None:
+        raise SysextError(
+            f"--os {os_id} needs --os-version-id: without SYSEXT_LEVEL on the host, "
+            "systemd-sysext merges only an image with the host's VERSION_ID",
+            f"e.g. {example} (or --os _any for every OS)",
+        )
+
+
 # --- host compatibility (spec §1.3) -------------------------------------------------------
 
 
