@@ -30,6 +30,7 @@ from sysext.provision import (
     render_butane,
     render_ignition,
 )
+from sysext.provision.host_commands import host_commands
 from sysext.provision.model import (
     IgnitionVersion,
     KeyringMode,
@@ -38,8 +39,8 @@ from sysext.provision.model import (
     Variant,
     parse_enum,
 )
-from sysext.provision.resolve import BrokenRegistryError, NotPublishedError
-from sysext.urls import DEFAULT_CHANNEL
+from sysext.provision.resolve import BrokenRegistryError, NotPublishedError, check_channel_name
+from sysext.urls import DEFAULT_CHANNEL, extension_url_path
 
 router = APIRouter(prefix="/api/v1", tags=["provisioning"])
 
@@ -164,6 +165,32 @@ def extension_ignition(
 ) -> Response:
     config = _generate(request, _one(name, version), query)
     return Response(render_ignition(config), media_type=IGNITION_MEDIA_TYPE)
+
+
+@router.get(
+    "/extensions/{name}/commands",
+    response_class=PlainTextResponse,
+    responses=_RESPONSES,
+    summary="Shell commands installing one extension on a running host",
+)
+def extension_commands(
+    name: str,
+    request: Request,
+    channel: Annotated[str, Query(description="registry channel")] = DEFAULT_CHANNEL,
+    variant: Annotated[str, Query(description="flatcar or fcos")] = "flatcar",
+) -> Response:
+    """What `sysext transfer NAME --commands` prints and the catalogue page shows."""
+    try:
+        ExtensionRef.parse(name)
+        check_channel_name(channel)
+        chosen = parse_enum(Variant, variant, "variant")
+    except SysextError as exc:
+        raise HTTPException(400, _detail(exc)) from None
+    if catalog(request).read(f"{extension_url_path(name, channel)}/SHA256SUMS") is None:
+        raise HTTPException(404, f"no extension {name!r} in channel {channel!r}")
+    base = catalog(request).base_url
+    text = host_commands(name, base, channel=channel, variant=chosen)
+    return PlainTextResponse(text)
 
 
 Extensions = Annotated[

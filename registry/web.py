@@ -114,6 +114,8 @@ class Snippets:
     ignition_url: str
     conf_url: str
     cli: str
+    commands_url: str
+    commands_cli: str
     ignition_version: str
 
 
@@ -145,6 +147,10 @@ def _snippets(request: Request, name: str, choice: catalogue.Choice) -> Snippets
         ignition_url=f"/api/v1/extensions/{name}/ignition?{encoded}",
         conf_url=f"/{extension_url_path(name, choice.channel)}/{name}.conf",
         cli=cli,
+        commands_url=f"/api/v1/extensions/{name}/commands?"
+        + urllib.parse.urlencode({"channel": choice.channel, "variant": choice.variant.value}),
+        commands_cli=f"sysext transfer {name} --registry {base} --channel {choice.channel} "
+        f"--commands --variant {choice.variant.value}",
         ignition_version=config.ignition_version.value,
     )
 

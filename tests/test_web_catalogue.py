@@ -540,3 +540,35 @@ def test_the_running_host_commands_install_with_the_real_sysupdate(
     )
     keyring = tmp_path / "upper" / "etc" / "systemd" / "import-pubring.gpg"
     assert keyring.read_bytes() == registry.keyring()
+
+
+@pytest.mark.parametrize(
+    ("name", "channel", "variant"),
+    [("podman", "beta", "fcos"), ("nvidia", "stable", "flatcar")],
+)
+def test_running_host_commands_equal_the_api_and_the_cli(
+    registry: RegistryServer, name: str, channel: str, variant: str
+) -> None:
+    query = {"channel": channel, "variant": variant}
+    page = requests.get(f"{registry.url}/catalog/{name}", params=query, timeout=30).text
+    shown = snippet(page, "shell")
+    api = requests.get(
+        f"{registry.url}/api/v1/extensions/{name}/commands", params=query, timeout=10
+    )
+    assert api.status_code == 200 and api.text == shown
+    found = re.search(r'<code id="commands-cli">(.*?)</code>', page)
+    assert found is not None
+    command = html.unescape(found.group(1))
+    from_cli = run_cli(*command.split()[1:])
+    assert from_cli.returncode == 0, from_cli.stderr
+    assert from_cli.stdout == shown
+    assert ("systemctl enable systemd-sysext.service" in shown) == (variant == "fcos")
+    # Nothing to install: the API and the CLI say so.
+    missing = requests.get(
+        f"{registry.url}/api/v1/extensions/wasmtime/commands",
+        params={"channel": "stable"},
+        timeout=10,
+    )
+    assert missing.status_code == 404
+    refused = run_cli("transfer", "wasmtime", "--registry", registry.url, "--commands")
+    assert refused.returncode == 2 and "serves no 'wasmtime' in channel 'stable'" in refused.stderr
