@@ -14,16 +14,17 @@ hosts will download, so a config can never name a file or hash the tree does not
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from registry.service import RegistryService
 from sysext.architecture import Architecture
 from sysext.errors import SysextError
 from sysext.provision import (
-    DirectoryCatalog,
     ExtensionRef,
     ProvisionOptions,
     generate_config,
@@ -39,7 +40,12 @@ from sysext.provision.model import (
     Variant,
     parse_enum,
 )
-from sysext.provision.resolve import BrokenRegistryError, NotPublishedError, check_channel_name
+from sysext.provision.resolve import (
+    BrokenRegistryError,
+    NotPublishedError,
+    ResolvedImage,
+    check_channel_name,
+)
 from sysext.urls import DEFAULT_CHANNEL, extension_url_path
 
 router = APIRouter(prefix="/api/v1", tags=["provisioning"])
@@ -95,11 +101,37 @@ def _config_query(
 Options = Annotated[ConfigQuery, Depends(_config_query)]
 
 
-def catalog(request: Request) -> DirectoryCatalog:
+class StorageCatalog:
+    """The registry's public tree wherever its storage keeps it: the local directory or an
+    S3 bucket (storage/). Configs name exactly the files and hashes hosts will download."""
+
+    def __init__(self, service: RegistryService) -> None:
+        self._service = service
+
+    @property
+    def base_url(self) -> str:
+        return self._service.settings.base_url
+
+    def read(self, path: str) -> bytes | None:
+        return self._service.storage.read_public(path)
+
+    def extension_names(self, channel: str) -> list[str] | None:
+        return [e["name"] for e in self._service.extensions() if channel in e["channels"]]
+
+    def channel_names(self) -> list[str] | None:
+        return list(self._service.settings.channels)
+
+    def release_fields(self, image: ResolvedImage) -> Mapping[str, str]:
+        """As stored at upload (migration 0004); {} for an image whose fields are unknown."""
+        for row in self._service.images_of(image.name):
+            if row.filename == image.filename:
+                return dict(row.release or {})
+        return {}
+
+
+def catalog(request: Request) -> StorageCatalog:
     """The public tree configs are resolved from (the web catalogue uses the same)."""
-    state = request.app.state
-    settings = getattr(state, "settings", None) or state.service.settings
-    return DirectoryCatalog(settings.public_dir, settings.base_url, tuple(settings.channels))
+    return StorageCatalog(request.app.state.service)
 
 
 def _generate(request: Request, refs: list[str], query: ConfigQuery) -> ProvisionConfig:

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry import catalogue, provision_routes
 from registry.db import Image
+from registry.errors import RegistryError
 from registry.service import RegistryService
 from sysext.architecture import Architecture
 from sysext.errors import SysextError
@@ -185,6 +186,8 @@ def extension_page(
             # The tree disagrees with the database (e.g. mid-rematerialization): say so
             # instead of failing the whole page.
             problem = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+        except RegistryError as exc:  # the storage (an object store) failed
+            problem = exc.detail
         newest = next(
             r.filename
             for group in catalogue.versions_by_channel(images, configured)
