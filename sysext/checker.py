@@ -9,6 +9,7 @@ CheckError with the reason; warnings cover what a host would silently get wrong.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -38,7 +39,7 @@ from sysext.patterns import (
     parse_pattern,
 )
 from sysext.selection import DEFAULT_INSTANCES_MAX, Selection, select_candidate, vacuum_plan
-from sysext.signing import MAX_SIGNATURE_BYTES, verify_detached
+from sysext.signing import MAX_SIGNATURE_BYTES, verify_signature
 from sysext.transfer import TransferConfig, transfer_problems
 from sysext.versioning import sort_versions, version_is_valid
 
@@ -194,6 +195,7 @@ class CheckReport:
     installed: tuple[str, ...]
     selection: Selection
     signer: str | None = None  # fingerprint when the signature was verified
+    signature_expires: dt.datetime | None = None  # None: never (or not checked)
     payload_verified: str | None = None  # file name whose SHA-256 was checked
     warnings: tuple[str, ...] = field(default=())
     # Installed versions `update` would delete first (transfer_vacuum(), space=1).
@@ -225,6 +227,9 @@ class CheckReport:
             "manifest_url": self.manifest_url,
             "signature_url": self.signature_url,
             "verified_by": self.signer,
+            "signature_expires": (
+                self.signature_expires.isoformat() if self.signature_expires else None
+            ),
             "patterns": list(self.patterns),
             "manifest_entries": self.manifest_entries,
             "available": [
@@ -330,6 +335,7 @@ def check_remote(
         )
     s_url: str | None = None
     signer: str | None = None
+    expires: dt.datetime | None = None
     if keyring is not None:
         s_url = signature_url(url)
         try:
@@ -340,9 +346,14 @@ def check_remote(
                 "with Verify=yes the detached SHA256SUMS.gpg is mandatory; sign the"
                 " directory (sysext sign) or the host refuses every update",
             ) from None
-        signer = verify_detached(keyring, manifest, signature)
+        info = verify_signature(keyring, manifest, signature)
+        signer, expires = info.signer, info.expires
     entries = parse_manifest(manifest)
     available, ignored, warnings = _classify(url, entries, compiled)
+    if keyring is not None:
+        expiry_warning = info.expiry_warning()
+        if expiry_warning:
+            warnings.append(expiry_warning)
     installed_list = list(installed)
     if installed_dir is not None:
         installed_list += installed_versions(installed_dir, compiled_target)
@@ -383,6 +394,7 @@ def check_remote(
         installed=tuple(sort_versions(installed_list, newest_first=True)),
         selection=selection,
         signer=signer,
+        signature_expires=expires,
         warnings=tuple(warnings),
         vacuum=tuple(vacuum),
     )
@@ -467,6 +479,14 @@ HOST_KEYRINGS = (
     Path("/etc/systemd/import-pubring.gpg"),
     Path("/usr/lib/systemd/import-pubring.gpg"),
 )
+# systemd 258 renamed the keyrings (commit ff401d5d): /etc/systemd/import-pubring.pgp, then
+# the legacy /etc/systemd/import-pubring.gpg, then /usr/lib/systemd/import-pubring.pgp; the
+# first that exists is used alone (systemd PR 43485, later, merges them instead).
+HOST_KEYRINGS_258 = (
+    Path("/etc/systemd/import-pubring.pgp"),
+    Path("/etc/systemd/import-pubring.gpg"),
+    Path("/usr/lib/systemd/import-pubring.pgp"),
+)
 
 
 @dataclass(frozen=True)
@@ -550,13 +570,41 @@ def transfer_check(config: TransferConfig, host: HostInfo) -> TransferCheck:
     )
 
 
-def host_keyring() -> Path:
-    """The keyring a host's Verify=yes uses (§3.4); error when neither file exists."""
-    for path in HOST_KEYRINGS:
-        if path.exists():
-            return path
+def host_systemd_version(root: Path = Path("/")) -> int | None:
+    """The host's systemd major version, from its libsystemd-shared-NNN.so (no exec)."""
+    for pattern in (
+        "usr/lib/systemd/libsystemd-shared-*.so",
+        "usr/lib/*/systemd/libsystemd-shared-*.so",
+    ):
+        for found in sorted(root.glob(pattern)):
+            number = found.name.removeprefix("libsystemd-shared-").removesuffix(".so")
+            if number.split(".")[0].isdigit():
+                return int(number.split(".")[0])
+    return None
+
+
+def host_keyring(root: Path = Path("/"), systemd_version: int | None = None) -> Path:
+    """The keyring a host's Verify=yes uses (§3.4, and the 258 order); error when none
+    exists. `systemd_version` None: read from the host, 252–257 order when unknown."""
+    version = systemd_version if systemd_version is not None else host_systemd_version(root)
+    candidates = HOST_KEYRINGS_258 if version is not None and version >= 258 else HOST_KEYRINGS
+    for path in candidates:
+        if (root / path.relative_to("/")).exists():
+            return root / path.relative_to("/")
     raise CheckError(
-        "Verify=yes, but neither /etc/systemd/import-pubring.gpg nor"
-        " /usr/lib/systemd/import-pubring.gpg exists",
+        "Verify=yes, but none of " + ", ".join(str(p) for p in candidates) + " exists",
         "install the registry key: curl -o /etc/systemd/import-pubring.gpg REGISTRY/keyring.gpg",
     )
+
+
+def keyring_warnings(root: Path = Path("/"), systemd_version: int | None = None) -> list[str]:
+    """What makes a host verify with another keyring than the one sysext configs install."""
+    version = systemd_version if systemd_version is not None else host_systemd_version(root)
+    etc_pgp = root / "etc/systemd/import-pubring.pgp"
+    etc_gpg = root / "etc/systemd/import-pubring.gpg"
+    if etc_pgp.exists() and etc_gpg.exists() and (version is None or version >= 258):
+        return [
+            f"{etc_pgp} exists: systemd 258+ verify with it and ignore {etc_gpg} "
+            "(the file sysext configs install); put the registry key into the .pgp keyring"
+        ]
+    return []

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sysext.errors import SysextError
+from sysext.extension_release import name_problem
 from sysext.patterns import PatternError, parse_pattern
 from sysext.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url
 from sysext.versioning import version_problem
@@ -68,11 +69,9 @@ def image_file_name(name: str, version: str, arch: str, *, os_version_id: str | 
 
 
 def validate_spec(spec: TransferSpec) -> None:
-    if not _NAME.fullmatch(spec.name):
-        raise TransferError(
-            f"invalid extension name {spec.name!r}",
-            "names start with a letter or digit and use only [A-Za-z0-9._+-]",
-        )
+    problem = name_problem(spec.name)
+    if problem:
+        raise TransferError(problem, "e.g. podman, docker-compose, k3s")
     if not _HTTP_URL.fullmatch(spec.base_url):
         raise TransferError(
             f"invalid registry URL {spec.base_url!r}",
@@ -122,7 +121,8 @@ def render_transfer(spec: TransferSpec, *, file_format: str = "conf") -> str:
         # 254+ fail "Failed to resolve '<Path>'" for a missing target directory (seen with
         # the real 254 client: resource_resolve_path() chases it without CHASE_NONEXISTENT).
         f"#   mkdir -p {spec.target_path} {spec.symlink_path.rsplit('/', 1)[0]}",
-        f"#   systemd-sysupdate -C {name} update && systemd-sysext refresh",
+        # Activation as Flatcar and fedora-sysexts document it (a manual refresh is not).
+        f"#   systemd-sysupdate -C {name} update && systemctl restart systemd-sysext.service",
     ]
     if file_format == "transfer":
         lines.append("# (.transfer needs systemd 257+; systemd 252-256, e.g. Flatcar, read .conf)")

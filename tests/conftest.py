@@ -167,3 +167,19 @@ def static_server(tmp_path: Path) -> Iterator[StaticServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def boot_root() -> Path:
+    """The cached Debian 12 root with systemd 254 that booted tests boot (tests/booted.py)."""
+    from sysext.boot.rootfs import Base, ensure_root
+
+    return ensure_root(Base.DEBIAN_12)
+
+
+@pytest.fixture(scope="session")
+def boot_root_newest() -> Path:
+    """The cached Debian 13 root with systemd 257, the newest that boots here."""
+    from sysext.boot.rootfs import Base, ensure_root
+
+    return ensure_root(Base.DEBIAN_13)

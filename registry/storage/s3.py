@@ -57,7 +57,7 @@ from registry.materialize import DirectoryContent
 from registry.settings import Settings
 from sysext.errors import SysextError
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from sysext.signing import load_keyring, verify_detached
+from sysext.signing import load_keyring
 from sysext.urls import DEFAULT_CHANNEL, KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
 
 log = logging.getLogger("registry")
@@ -229,8 +229,9 @@ class S3Storage:
         if existing is not None and existing != keyring:
             ours = {c.fingerprint for c in load_keyring(keyring)}
             theirs = {c.fingerprint for c in load_keyring(existing)}
-            if ours != theirs:
+            if not ours & theirs:
                 # Two keys behind one bucket would make every other publish fail to verify.
+                # (A key rotation always keeps one key in common between its phases.)
                 raise SysextError(
                     f"bucket {self.bucket!r} publishes the keyring of key "
                     f"{', '.join(sorted(theirs))}, but this registry signs with "
@@ -332,17 +333,15 @@ class S3Storage:
     def _pair_matches(
         self, directory: str, manifest: bytes, signer: Signer, etags: dict[str, str]
     ) -> bool:
-        """True when the stored SHA256SUMS is `manifest` and its stored signature verifies."""
+        """True when the stored SHA256SUMS is `manifest` (by its ETag, from the listing) and
+        its stored signature is current (by the active key, not due for renewal:
+        keys.Signer.signature_is_current)."""
         if etags.get(self._key(f"{directory}/{MANIFEST_NAME}")) != _md5(manifest):
             return False
         signature = self._get(f"{directory}/{SIGNATURE_NAME}")
         if signature is None:
             return False
-        try:
-            verify_detached(signer.public_keyring(), manifest, signature)
-        except SysextError:
-            return False
-        return True
+        return signer.signature_is_current(manifest, signature)
 
     def remove_unknown(self, known: set[tuple[str, str]]) -> None:
         doomed: list[str] = []
@@ -359,28 +358,3 @@ class S3Storage:
     def read_public(self, url_path: str) -> bytes | None:
         with self._errors("reading the public tree"):
             return self._get(url_path)
-
-
-class BucketCatalog:
-    """The public tree in the bucket as a provisioning catalog (sysext.provision.Catalog):
-    what the registry's Butane/Ignition routes read when there is no local tree."""
-
-    def __init__(self, storage: S3Storage, base_url: str, channels: tuple[str, ...]) -> None:
-        self._storage = storage
-        self._base = base_url.rstrip("/")
-        self._channels = channels
-
-    @property
-    def base_url(self) -> str:
-        return self._base
-
-    def read(self, path: str) -> bytes | None:
-        return self._storage.read_public(path)
-
-    def extension_names(self, channel: str) -> list[str] | None:
-        with self._storage._errors("listing extensions"):
-            names = self._storage._subdirs(f"channels/{channel}/extensions/")
-        return sorted(n for n in names if self.read(f"{extension_url_path(n, channel)}/SHA256SUMS"))
-
-    def channel_names(self) -> list[str] | None:
-        return sorted({DEFAULT_CHANNEL, *self._channels})
