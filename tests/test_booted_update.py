@@ -177,7 +177,7 @@ def test_update_failures_are_visible_and_the_next_run_recovers(
         assert box.text(["systemctl", "is-failed", UPDATE_UNIT]).strip() == "failed"
         log = journal(box, UPDATE_UNIT)
         assert "hello: update FAILED: systemd-sysupdate exited with status" in log, log
-        assert "Signature verification succeeded" not in log.split("up to date")[-1]
+        assert "DOWNLOAD INVALID: Signature verification failed." in log, log
         assert box.text(["hello"]) == "hello 1.0\n"
         assert state(box, "sysext-update-hello.timer") == "active"  # it will try again
 
@@ -188,6 +188,7 @@ def test_update_failures_are_visible_and_the_next_run_recovers(
         assert box.text(["systemctl", "is-failed", UPDATE_UNIT]).strip() == "failed"
         log = journal(box, UPDATE_UNIT)
         assert log.count("hello: update FAILED") == 2, log
+        assert "Could not connect to server" in log, log
         assert box.text(["hello"]) == "hello 1.0\n"
 
         registry.start()
