@@ -168,7 +168,7 @@ def test_update_failures_are_visible_and_the_next_run_recovers(
     with Container(boot_root) as box:
         boot_first_version(box, registry, tmp_path)
         keyring = "/etc/systemd/import-pubring.gpg"
-        assert box.run(["cp", keyring, "/root/registry.gpg"]).returncode == 0
+        assert box.run(["cp", keyring, "/etc/systemd/registry.gpg.saved"]).returncode == 0
         replace = ["sh", "-c", f"cat > {keyring}"]
         assert box.run(replace, input=signing.export_public_key(foreign)).returncode == 0
 
@@ -181,7 +181,7 @@ def test_update_failures_are_visible_and_the_next_run_recovers(
         assert box.text(["hello"]) == "hello 1.0\n"
         assert state(box, "sysext-update-hello.timer") == "active"  # it will try again
 
-        assert box.run(["cp", "/root/registry.gpg", keyring]).returncode == 0
+        assert box.run(["cp", "/etc/systemd/registry.gpg.saved", keyring]).returncode == 0
         registry.stop()
         down = box.run(["systemctl", "start", UPDATE_UNIT], timeout=180)
         assert down.returncode != 0
