@@ -31,6 +31,7 @@ PACKAGE_OF_TOOL: dict[str, str] = {
     "dump.erofs": "erofs-utils",
     "fsck.erofs": "erofs-utils",
     "gpg": "gnupg",
+    "gpgconf": "gpgconf",
     "gpgv": "gpgv",
     "sqv": "sqv",
     "ignition-validate": "ignition",
