@@ -188,18 +188,12 @@ def extension_page(
             problem = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
         except RegistryError as exc:  # the storage (an object store) failed
             problem = exc.detail
-        newest = next(
-            r.filename
-            for group in catalogue.versions_by_channel(images, configured)
-            if group.channel == choice.channel
-            for r in group.rows
-            if not r.yanked and r.arch == choice.arch
-        )
         verify = verify_commands(
             name,
             service.settings.base_url,
             channel=choice.channel,
-            filename=newest,
+            # The image the instructions install (newest for the reader's choices).
+            filename=described.filename if described else None,
             fingerprint=getattr(request.app.state, "fingerprint", None),
         )
     return templates.TemplateResponse(
