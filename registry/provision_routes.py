@@ -164,6 +164,11 @@ def _detail(exc: SysextError) -> str:
     return f"{exc.message} ({exc.hint})" if exc.hint else exc.message
 
 
+def _saved_as(filename: str) -> dict[str, str]:
+    """Browsers save a YAML answer instead of showing it: under NAME.bu, not "butane"."""
+    return {"Content-Disposition": f'inline; filename="{filename}"'}
+
+
 def _one(name: str, version: str | None) -> list[str]:
     return [f"{name}@{version}" if version else name]
 
@@ -184,7 +189,9 @@ def extension_butane(
     name: str, request: Request, query: Options, version: str | None = None
 ) -> Response:
     config = _generate(request, _one(name, version), query)
-    return Response(render_butane(config), media_type=BUTANE_MEDIA_TYPE)
+    return Response(
+        render_butane(config), media_type=BUTANE_MEDIA_TYPE, headers=_saved_as(f"{name}.bu")
+    )
 
 
 @router.get(
@@ -196,7 +203,9 @@ def extension_ignition(
     name: str, request: Request, query: Options, version: str | None = None
 ) -> Response:
     config = _generate(request, _one(name, version), query)
-    return Response(render_ignition(config), media_type=IGNITION_MEDIA_TYPE)
+    return Response(
+        render_ignition(config), media_type=IGNITION_MEDIA_TYPE, headers=_saved_as(f"{name}.ign")
+    )
 
 
 @router.get(

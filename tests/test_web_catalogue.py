@@ -252,7 +252,9 @@ def test_snippets_equal_the_api_and_the_cli_and_validate(
         butane = snippet(page.text, "butane")
         ignition = snippet(page.text, "ignition")
         api = f"{registry.url}/api/v1/extensions/{name}"
-        assert butane == requests.get(f"{api}/butane", params=query, timeout=30).text
+        from_api = requests.get(f"{api}/butane", params=query, timeout=30)
+        assert butane == from_api.text
+        assert from_api.headers["content-disposition"] == f'inline; filename="{name}.bu"'
         assert ignition == requests.get(f"{api}/ignition", params=query, timeout=30).text
         assert f"channel {channel})" in butane and f"-{arch}.raw" in butane
         config = tmp_path / f"{name}-{channel}-{arch}-{variant}.ign"
