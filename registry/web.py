@@ -229,15 +229,25 @@ def favicon() -> Response:
     return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
 
+# Swagger UI titles the page (its own <h1>); a way back to the catalogue.
+_DOCS_HEADER = (
+    '<nav style="font:15px/1.5 system-ui,sans-serif;padding:.6rem 1.2rem;'
+    'border-bottom:1px solid #d5dbe1"><a href="/" style="color:#1f56b8">'
+    "sysext registry</a> · API</nav>"
+)
+
+
 @router.api_route("/api/docs", methods=PAGE_METHODS)
 def api_docs(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=request.app.openapi_url or "/openapi.json",
         title="sysext registry API",
         swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
         swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
         swagger_favicon_url="/favicon.ico",
     )
+    body = bytes(page.body).decode().replace("<body>", "<body>" + _DOCS_HEADER, 1)
+    return HTMLResponse(body)
 
 
 def not_found_page(request: Request, message: str) -> HTMLResponse:

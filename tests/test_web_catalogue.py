@@ -419,6 +419,7 @@ def test_not_found_head_favicon_and_offline_api_docs(
     assert page.goto(f"{registry.url}/api/docs") == 200
     page.page.wait_for_selector(".opblock", timeout=30_000)
     assert page.page.locator(".opblock").count() >= 10
+    assert page.page.locator("h1").count() == 1 and page.page.locator('a[href="/"]').count()
     assert page.errors == [] and page.foreign == []
 
 
