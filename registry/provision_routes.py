@@ -45,6 +45,7 @@ from sysext.provision.resolve import (
     NotPublishedError,
     ResolvedImage,
     check_channel_name,
+    served_os_bound,
 )
 from sysext.urls import DEFAULT_CHANNEL, extension_url_path
 
@@ -227,10 +228,14 @@ def extension_commands(
         chosen = parse_enum(Variant, variant, "variant")
     except SysextError as exc:
         raise HTTPException(400, _detail(exc)) from None
-    if catalog(request).read(f"{extension_url_path(name, channel)}/SHA256SUMS") is None:
+    source = catalog(request)
+    if source.read(f"{extension_url_path(name, channel)}/SHA256SUMS") is None:
         raise HTTPException(404, f"no extension {name!r} in channel {channel!r}")
-    base = catalog(request).base_url
-    text = host_commands(name, base, channel=channel, variant=chosen)
+    try:
+        os_bound = served_os_bound(source, name, channel)
+    except SysextError as exc:
+        raise HTTPException(500, _detail(exc)) from None
+    text = host_commands(name, source.base_url, channel=channel, variant=chosen, os_bound=os_bound)
     return PlainTextResponse(text)
 
 

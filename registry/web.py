@@ -120,7 +120,7 @@ class Snippets:
     ignition_version: str
 
 
-def _snippets(request: Request, name: str, choice: catalogue.Choice) -> Snippets:
+def _snippets(request: Request, name: str, choice: catalogue.Choice, *, os_bound: bool) -> Snippets:
     """Butane, Ignition and shell text for `choice`, as the CLI and the API make them."""
     base = _service(request).settings.base_url
     # The catalogue the API's provisioning routes read, so both resolve the same files.
@@ -143,7 +143,9 @@ def _snippets(request: Request, name: str, choice: catalogue.Choice) -> Snippets
     return Snippets(
         butane=render_butane(config),
         ignition=render_ignition(config),
-        shell=host_commands(name, base, channel=choice.channel, variant=choice.variant),
+        shell=host_commands(
+            name, base, channel=choice.channel, variant=choice.variant, os_bound=os_bound
+        ),
         butane_url=f"/api/v1/extensions/{name}/butane?{encoded}",
         ignition_url=f"/api/v1/extensions/{name}/ignition?{encoded}",
         conf_url=f"/{extension_url_path(name, choice.channel)}/{name}.conf",
@@ -181,7 +183,7 @@ def extension_page(
     choice = outcome.choice
     if choice is not None:
         try:
-            snippets = _snippets(request, name, choice)
+            snippets = _snippets(request, name, choice, os_bound=offer.os_bound)
         except SysextError as exc:
             # The tree disagrees with the database (e.g. mid-rematerialization): say so
             # instead of failing the whole page.

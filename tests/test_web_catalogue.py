@@ -495,8 +495,8 @@ def test_an_os_bound_extension_offers_only_its_os_versions(registry: RegistrySer
 
 _HOST_SCRIPT = r"""
 set -eu
-# The host's /etc and /opt, writable only inside this private mount namespace.
-for d in /etc /opt; do
+# The host's /etc, /opt and /var, writable only inside this private mount namespace.
+for d in /etc /opt /var; do
   mkdir -p "$WORK/upper$d" "$WORK/work$d"
   mount -t overlay overlay -o "lowerdir=$d,upperdir=$WORK/upper$d,workdir=$WORK/work$d" "$d"
 done
@@ -506,25 +506,41 @@ bash -euo pipefail -c "$COMMANDS"
 "$EXTENSION"
 systemd-sysext unmerge >&2
 """
+# Where each variant's commands put the image and its activation link.
+LAYOUTS = {
+    "flatcar": ("opt/extensions/docker-compose", "etc/extensions/docker-compose.raw"),
+    "fcos": ("var/lib/extensions.d/docker-compose", "var/lib/extensions/docker-compose.raw"),
+}
 
 
 @pytest.mark.root
+@pytest.mark.parametrize("variant", ["flatcar", "fcos"])
 def test_the_running_host_commands_install_with_the_real_sysupdate(
-    registry: RegistryServer, tmp_path: Path
+    registry: RegistryServer, tmp_path: Path, variant: str
 ) -> None:
-    """The page's shell commands, run as root on this machine in a private mount namespace
-    (the sysupdate path pointed at the real 254 client the tests fetch), install, verify and
-    merge the extension: its command runs."""
+    """The page's shell commands, run as root on this machine in a private mount namespace,
+    install, verify and merge the extension: its command runs. Only what needs a booted
+    systemd is swapped: the sysupdate path for the real 254 client the tests fetch, and
+    `systemctl restart systemd-sysext.service` for what that unit runs (`systemd-sysext
+    refresh`); `systemctl enable` has nothing to enable here."""
     from tests.sysupdate_client import SYSUPDATE, client_env, require_client
 
     require_client()
-    text = requests.get(f"{registry.url}/catalog/docker-compose", timeout=30).text
-    commands = snippet(text, "shell")
+    page = requests.get(
+        f"{registry.url}/catalog/docker-compose", params={"variant": variant}, timeout=30
+    )
+    commands = snippet(page.text, "shell")
     assert "/usr/lib/systemd/systemd-sysupdate -C docker-compose update" in commands
+    assert commands.endswith("systemctl restart systemd-sysext.service\n")
+    runnable = (
+        commands.replace("/usr/lib/systemd/systemd-sysupdate", str(SYSUPDATE))
+        .replace("systemctl restart systemd-sysext.service", "systemd-sysext refresh")
+        .replace("systemctl enable systemd-sysext.service", ":")
+    )
     env = {
         **client_env(),
         "WORK": str(tmp_path),
-        "COMMANDS": commands.replace("/usr/lib/systemd/systemd-sysupdate", str(SYSUPDATE)),
+        "COMMANDS": runnable,
         "EXTENSION": "docker-compose",
     }
     ran = subprocess.run(
@@ -537,12 +553,11 @@ def test_the_running_host_commands_install_with_the_real_sysupdate(
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert ran.stdout.strip().endswith("docker-compose 2.29.1")
-    installed = tmp_path / "upper" / "opt" / "extensions" / "docker-compose"
+    images, link = LAYOUTS[variant]
+    installed = tmp_path / "upper" / images
     assert [p.name for p in installed.iterdir()] == ["docker-compose-2.29.1-x86-64.raw"]
-    link = tmp_path / "upper" / "etc" / "extensions" / "docker-compose.raw"
-    assert os.readlink(link).endswith(
-        "/opt/extensions/docker-compose/docker-compose-2.29.1-x86-64.raw"
-    )
+    target = os.path.join(os.path.dirname(f"/{link}"), os.readlink(tmp_path / "upper" / link))
+    assert os.path.normpath(target) == f"/{images}/docker-compose-2.29.1-x86-64.raw"
     keyring = tmp_path / "upper" / "etc" / "systemd" / "import-pubring.gpg"
     assert keyring.read_bytes() == registry.keyring()
 
