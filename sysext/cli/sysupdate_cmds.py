@@ -420,8 +420,10 @@ def transfer(
         from sysext.provision.model import Variant, parse_enum
 
         chosen = parse_enum(Variant, variant, "variant")
-        _registry_os_bound(registry, name, channel)  # the registry must serve NAME there
-        sys.stdout.write(host_commands(name, registry, channel=channel, variant=chosen))
+        if os_bound is None:  # also refuses a NAME the registry does not serve there
+            os_bound = _registry_os_bound(registry, name, channel)
+        text = host_commands(name, registry, channel=channel, variant=chosen, os_bound=os_bound)
+        sys.stdout.write(text)
         return
     if os_bound is None:
         os_bound = _registry_os_bound(registry, name, channel)
