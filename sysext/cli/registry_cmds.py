@@ -34,6 +34,84 @@ token_app = typer.Typer(
 )
 
 
+registry_app = typer.Typer(
+    help=(
+        "Check or repair a registry's data directory (run on the server).\n\n"
+        "Example: sysext registry check --data /srv/sysext"
+    ),
+    no_args_is_help=True,
+)
+DATA_OPTION = typer.Option(
+    None, "--data", "-d", help="Data directory (default ./sysext-data, or $SYSEXT_DATA)."
+)
+CONFIG_OPTION = typer.Option(
+    None, "--config", help="TOML settings file (default DATA/registry.toml if present)."
+)
+
+
+def _offline_service(data: Path | None, config: Path | None) -> Any:
+    from registry.db import migrate
+    from registry.locking import exclusive
+    from registry.service import RegistryService
+    from registry.settings import load_settings
+
+    settings = load_settings({"data_dir": data}, config_file=config)
+    if settings.public_url is None and settings.served_url_path.is_file():
+        # The transfer files must keep naming the URL the server uses, not a default.
+        served = settings.served_url_path.read_text().strip()
+        settings = load_settings({"data_dir": data, "public_url": served}, config_file=config)
+    if settings.database_url is None and not (settings.data_dir / "registry.db").is_file():
+        raise SysextError(
+            f"{settings.data_dir}: no registry database (registry.db) here",
+            "pass --data DIR naming the directory `sysext serve --data` uses",
+        )
+    service = RegistryService(settings)
+    with exclusive(settings.lock_path):
+        migrate(service.engine)
+    return service
+
+
+@registry_app.command("check")
+def registry_check(data: Path = DATA_OPTION, config: Path = CONFIG_OPTION) -> None:
+    """Explain where the public tree and the database disagree (exit 1 if they do).
+
+    Reports rows that can never be served (e.g. a file name over 255 bytes, a missing
+    stored file), directories that differ from the database, published directories the
+    database does not know, and rows today's upload rules would refuse. Changes nothing.
+
+    Example: sysext registry check --data /srv/sysext
+    """
+    from registry.consistency import check
+
+    problems = check(_offline_service(data, config))
+    for problem in problems:
+        print(problem.line())
+    if problems:
+        console.print(f"{len(problems)} problem(s); `sysext registry repair` fixes them")
+        raise typer.Exit(1)
+    print("consistent: the public tree serves exactly what the database holds")
+
+
+@registry_app.command("repair")
+def registry_repair(data: Path = DATA_OPTION, config: Path = CONFIG_OPTION) -> None:
+    """Make the public tree serve the database again (no SQL needed).
+
+    Deletes rows that can never be served (no manifest ever listed them), rebuilds every
+    extension directory from the database and unpublishes directories it does not know.
+    Safe while `sysext serve` runs (it takes the writer lock).
+
+    Example: sysext registry repair --data /srv/sysext
+    """
+    from registry.consistency import repair
+
+    actions = repair(_offline_service(data, config))
+    for action in actions:
+        print(action)
+    if any(a.startswith("NOT FIXED") for a in actions):
+        raise typer.Exit(1)
+    print("consistent" if actions else "nothing to repair: already consistent")
+
+
 def serve(
     data: Path = typer.Option(
         None, "--data", "-d", help="Data directory (default ./sysext-data, or $SYSEXT_DATA)."
@@ -44,7 +122,7 @@ def serve(
         None,
         "--workers",
         "-w",
-        help="Worker processes (default 1; one per CPU for more requests/s).",
+        help="Worker processes (default: one per CPU this process may use).",
     ),
     public_url: str = typer.Option(
         None,
@@ -65,9 +143,16 @@ def serve(
     (SYSEXT_DATA, SYSEXT_PUBLIC_URL, SYSEXT_ADMIN_TOKEN, SYSEXT_MAX_UPLOAD_BYTES,
     SYSEXT_CHANNELS…), then the config file. Set SYSEXT_ADMIN_TOKEN to allow uploads.
 
+    Scaling out (docs/registry.md): SYSEXT_DATABASE_URL=postgresql+psycopg://… for metadata
+    shared by replicas, SYSEXT_S3_ENDPOINT + SYSEXT_S3_BUCKET [+ SYSEXT_S3_PREFIX] to keep
+    images and the public tree in an S3 bucket hosts read directly, SYSEXT_SIGNING_KEY for
+    the key file every replica shares.
+
     Example: SYSEXT_ADMIN_TOKEN=secret sysext serve -d /srv/sysext --public-url https://ext.example.com
     """
     import uvicorn
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
 
     from registry.service import RegistryService
     from registry.settings import load_settings, settings_env
@@ -85,19 +170,38 @@ def serve(
     )
     _check_listen_address(settings.host, settings.port)
     try:
-        fingerprint, created = RegistryService(settings).prepare()
+        service = RegistryService(settings)
+        fingerprint, created = service.prepare()
     except OSError as exc:
         raise SysextError(
             f"cannot use data directory {settings.data_dir}: {exc.strerror or exc}",
             "pass --data DIR (or SYSEXT_DATA) naming a writable directory",
         ) from None
+    except OperationalError as exc:
+        shown = make_url(settings.db_url).render_as_string(hide_password=True)
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise SysextError(
+            f"cannot use database {shown}: {reason}",
+            "check SYSEXT_DATABASE_URL (postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB) "
+            "and that the server is up",
+        ) from None
+    for problem in service.broken:
+        console.print(f"[red]broken extension, not updated:[/red] {problem.line()}", soft_wrap=True)
     console.print(
         f"signing key {fingerprint} ({'created' if created else 'existing'}, "
         f"{settings.key_path}); hosts install {settings.base_url}/keyring.gpg"
     )
     if not settings.admin_token:
         console.print("[yellow]note:[/yellow] SYSEXT_ADMIN_TOKEN is not set: nobody can upload")
-    console.print(f"serving {settings.public_dir} on http://{settings.host}:{settings.port}")
+    tree = (
+        f"bucket {settings.s3_bucket} at {settings.s3_endpoint}"
+        if settings.uses_s3
+        else str(settings.public_dir)
+    )
+    console.print(
+        f"serving {tree} on http://{settings.host}:{settings.port} "
+        f"({settings.worker_count} worker{'s' if settings.worker_count > 1 else ''})"
+    )
     # Workers are separate processes: they read the very same settings from the environment.
     os.environ.update(settings_env(settings))
     uvicorn.run(
@@ -105,7 +209,7 @@ def serve(
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
+        workers=settings.worker_count,
         access_log=False,  # our middleware logs one structured line per request
         log_level="warning",
         timeout_graceful_shutdown=5,
@@ -355,6 +459,7 @@ def register(app: typer.Typer) -> None:
     app.command()(yank)
     app.command()(promote)
     app.add_typer(token_app, name="token")
+    app.add_typer(registry_app, name="registry")
 
 
 __all__ = ["TOKEN_ENV", "register"]
