@@ -173,6 +173,16 @@ def test_transfer_command_writes_the_registrys_own_pattern(registry: RegistrySer
         for text in (cli.stdout, served.text):
             assert parse_transfer(text).match_patterns("Source") == [expected]
             assert parse_transfer(text).match_patterns("Target") == [expected]
+    # The FCOS layout: the same text the fcos first-boot config installs.
+    fcos = run_cli("transfer", "kmod", "--registry", registry.url, "--variant", "fcos")
+    assert fcos.returncode == 0, fcos.stderr
+    config = butane(registry, "kmod", "--os-version", "4081.2.0", "--variant", "fcos")
+    assert files_of(config)["/etc/sysupdate.kmod.d/kmod.conf"]["contents"]["inline"] == (
+        fcos.stdout
+    )
+    assert parse_transfer(fcos.stdout).get("Target", "CurrentSymlink") == (
+        "/var/lib/extensions/kmod.raw"
+    )
     unknown = run_cli("transfer", "nope", "--registry", registry.url)
     assert unknown.returncode == 2
     assert "serves no 'nope' in channel 'stable'" in unknown.stderr

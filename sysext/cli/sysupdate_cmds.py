@@ -365,12 +365,19 @@ def transfer(
     no_verify: bool = typer.Option(
         False, "--no-verify", help="Verify=no (unsigned registries only; not recommended)."
     ),
+    variant: str = typer.Option(
+        "flatcar",
+        "--variant",
+        help="Host layout: flatcar (/opt/extensions/NAME, /etc/extensions/NAME.raw) or fcos "
+        "(/var/lib/extensions.d/NAME, /var/lib/extensions/NAME.raw, as fedora-sysexts).",
+    ),
 ) -> None:
     """Print a systemd-sysupdate transfer file that keeps NAME updated from the registry.
 
     Install it as /etc/sysupdate.NAME.d/NAME.conf, create the target directories
     (`mkdir -p /opt/extensions/NAME /etc/extensions`: systemd-sysupdate does not create
-    them) and run `systemd-sysupdate -C NAME update`, then `systemd-sysext refresh`. With
+    them) and run `systemd-sysupdate -C NAME update`, then `systemctl restart
+    systemd-sysext.service` (as Flatcar and fedora-sysexts document). With
     Verify=yes (the default) the host needs the registry key as
     /etc/systemd/import-pubring.gpg: `curl -o /etc/systemd/import-pubring.gpg
     REGISTRY/keyring.gpg`.
@@ -381,9 +388,15 @@ def transfer(
 
     Example: sysext transfer kubernetes --registry https://ext.example.com --minor 1.29
     """
+    from sysext.provision.compose import host_layout
+    from sysext.provision.model import Variant, parse_enum
+
+    layout = host_layout(name, parse_enum(Variant, variant, "variant"))
     if os_bound is None:
         os_bound = _registry_os_bound(registry, name, channel)
     spec = TransferSpec(
+        target_dir=layout.images_dir,
+        current_symlink=layout.link,
         name=name,
         base_url=registry,
         channel=channel,
