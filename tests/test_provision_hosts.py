@@ -76,13 +76,19 @@ def upload(reg: RegistryServer, image: Path) -> None:
     assert response.status_code == 200, response.text
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+@pytest.fixture(scope="session")
+def hosts_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """One registry for this module and the docs-commands test (started once)."""
     work = tmp_path_factory.mktemp("hosts")
     with running_registry(work / "data") as reg:
         for entry in PUBLISHED:
             upload(reg, build(work, *entry))
         yield reg
+
+
+@pytest.fixture
+def registry(hosts_registry: RegistryServer) -> RegistryServer:
+    return hosts_registry
 
 
 def sha256(data: bytes) -> str:
