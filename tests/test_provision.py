@@ -744,8 +744,10 @@ def test_update_units_pass_systemd_analyze_verify(
     output = (result.stdout + result.stderr).decode().splitlines()
     # Debian does not package systemd-sysupdate (DESIGN.md §4): that complaint is expected,
     # anything else (unknown keys, bad sections, bad timer specs) is a real mistake.
-    # restorecon (policycoreutils) only exists on SELinux hosts such as Fedora CoreOS.
-    missing = ("Command /usr/lib/systemd/systemd-sysupdate is not executable",)
+    # Nor are the scripts the config itself installs (the keyring updater), nor restorecon
+    # (policycoreutils), which only SELinux hosts such as Fedora CoreOS have.
+    expected = ["/usr/lib/systemd/systemd-sysupdate", *(f.path for f in config.files)]
     if not Path("/usr/sbin/restorecon").exists():
-        missing += ("Command /usr/sbin/restorecon is not executable",)
+        expected.append("/usr/sbin/restorecon")
+    missing = tuple(f"Command {path} is not executable" for path in expected)
     assert [line for line in output if not any(m in line for m in missing)] == []

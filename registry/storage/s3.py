@@ -56,7 +56,7 @@ from registry.materialize import DirectoryContent
 from registry.settings import Settings
 from sysext.errors import SysextError
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from sysext.signing import load_keyring, verify_detached
+from sysext.signing import load_keyring
 from sysext.urls import DEFAULT_CHANNEL, KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
 
 log = logging.getLogger("registry")
@@ -223,8 +223,9 @@ class S3Storage:
         if existing is not None and existing != keyring:
             ours = {c.fingerprint for c in load_keyring(keyring)}
             theirs = {c.fingerprint for c in load_keyring(existing)}
-            if ours != theirs:
+            if not ours & theirs:
                 # Two keys behind one bucket would make every other publish fail to verify.
+                # (A key rotation always keeps one key in common between its phases.)
                 raise SysextError(
                     f"bucket {self.bucket!r} publishes the keyring of key "
                     f"{', '.join(sorted(theirs))}, but this registry signs with "
@@ -313,17 +314,14 @@ class S3Storage:
         )
 
     def _pair_matches(self, directory: str, manifest: bytes, signer: Signer) -> bool:
-        """True when the stored SHA256SUMS is `manifest` and its stored signature verifies."""
+        """True when the stored SHA256SUMS is `manifest` and its stored signature is current
+        (by the active key, not due for renewal: keys.Signer.signature_is_current)."""
         if self._get(f"{directory}/{MANIFEST_NAME}") != manifest:
             return False
         signature = self._get(f"{directory}/{SIGNATURE_NAME}")
         if signature is None:
             return False
-        try:
-            verify_detached(signer.public_keyring(), manifest, signature)
-        except SysextError:
-            return False
-        return True
+        return signer.signature_is_current(manifest, signature)
 
     def remove_unknown(self, known: set[tuple[str, str]]) -> None:
         doomed: list[str] = []
