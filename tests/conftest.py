@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # only read the materialized tree, which does not depend on the database: they stay on
 # SQLite to keep the suite's time down; they passed on PostgreSQL when this was added.)
 REGISTRY_DB_MODULES = frozenset(
-    {"test_registry_http", "test_registry_os_bound", "test_registry_robustness"}
+    {"test_registry_http", "test_registry_os_bound", "test_registry_robustness", "test_audit"}
 )
 
 
