@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,33 @@ def test_bad_signing_settings_are_refused_before_anything_is_written(tmp_path: P
     assert result.returncode == 2
     assert result.stderr.startswith("error: resign_interval 4d is more than half of")
     assert not data.exists()
+
+
+def test_a_running_registry_renews_signatures_on_its_schedule(tmp_path: Path) -> None:
+    """With a 3 s re-sign interval (a 30 s lifetime) the maintenance loop, not a restart,
+    renews the served signature; the manifest stays the same bytes."""
+    images = tmp_path / "images"
+    images.mkdir()
+    image = build_image(images, "hello", "1.0")
+    env = {"SYSEXT_SIGNATURE_LIFETIME": "30s", "SYSEXT_RESIGN_INTERVAL": "3s"}
+    with running_registry(tmp_path / "data", env=env) as reg:
+        published = run_cli(
+            "publish", image, "--registry", reg.url, env={"SYSEXT_TOKEN": reg.admin_token}
+        )
+        assert published.returncode == 0, published.stderr
+        url = f"{reg.url}/extensions/hello"
+        manifest = requests.get(f"{url}/{MANIFEST_NAME}", timeout=10).content
+        first = requests.get(f"{url}/{SIGNATURE_NAME}", timeout=10).content
+        created, expires = signing.signature_times(first)
+        assert created is not None and expires == created + dt.timedelta(seconds=30)
+        renewed = first
+        for _ in range(120):  # the loop checks every second; renewal is due after 3 s
+            renewed = requests.get(f"{url}/{SIGNATURE_NAME}", timeout=10).content
+            if renewed != first:
+                break
+            time.sleep(0.5)
+        assert renewed != first, "the signature was not renewed within a minute"
+        later, _ = signing.signature_times(renewed)
+        assert later is not None and later > created
+        assert requests.get(f"{url}/{MANIFEST_NAME}", timeout=10).content == manifest
+        assert signing.verify_detached(reg.keyring(), manifest, renewed)
