@@ -265,12 +265,17 @@ async def upload_image(
 
 @router.get("/extensions", response_model=list[ExtensionSummary], summary="List extensions")
 def list_extensions(
-    request: Request, q: Annotated[str | None, Query(description="substring of the name")] = None
+    request: Request,
+    q: Annotated[str | None, Query(description="substring of the name or description")] = None,
 ) -> list[ExtensionSummary]:
     return [ExtensionSummary(**e) for e in _service(request).extensions(q)]
 
 
-@router.get("/search", response_model=list[ExtensionSummary], summary="Search extensions by name")
+@router.get(
+    "/search",
+    response_model=list[ExtensionSummary],
+    summary="Search extensions by name and description",
+)
 def search(request: Request, q: str = "") -> list[ExtensionSummary]:
     return [ExtensionSummary(**e) for e in _service(request).extensions(q)]
 

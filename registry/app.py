@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
@@ -82,7 +81,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             "fetch `/extensions/NAME/SHA256SUMS` (+ `.gpg`) and the images; writes under "
             "`/api/v1` need a token."
         ),
-        docs_url="/api/docs",
+        docs_url=None,  # web.py serves /api/docs with local Swagger UI files (no CDN)
         redoc_url=None,
     )
     app.state.settings = settings
@@ -100,8 +99,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     app.include_router(api.router)
     app.include_router(key_routes.router)  # signing keys and rotation (issue 14)
     app.include_router(provision_routes.router)  # Butane/Ignition configs (issue 5)
-    app.include_router(web.router)
-    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    web.install(app)  # the catalogue, its static files, /api/docs, the HTML 404
     # The public tree is answered in front of FastAPI (whose per-request wrappers cost
     # more than serving a cached manifest, docs/registry.md); it logs its own requests,
     # everything else is logged around the FastAPI app.

@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -62,6 +63,7 @@ def run(
     env: Mapping[str, str] | None = None,
     check: bool = True,
     capture_stdout: bool = True,
+    stdout_to_stderr: bool = False,
     timeout: float | None = None,
     hint: str | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
@@ -79,7 +81,13 @@ def run(
             input=input,
             cwd=cwd,
             env=dict(env) if env is not None else None,
-            stdout=subprocess.PIPE if capture_stdout else None,
+            # stdout_to_stderr: a long tool's own progress lines, shown but kept off our
+            # stdout (which may be JSON).
+            stdout=_stderr_fd()
+            if stdout_to_stderr
+            else subprocess.PIPE
+            if capture_stdout
+            else None,
             stderr=subprocess.PIPE,
             timeout=timeout,
             check=False,
@@ -91,6 +99,13 @@ def run(
         log.debug("%s failed with %d: %s", args[0], proc.returncode, stderr)
         raise ToolError(Path(args[0]).name, proc.returncode, stderr, hint)
     return proc
+
+
+def _stderr_fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by something without a file
+        return subprocess.PIPE
 
 
 def start(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sysext import signing
 from sysext.boot.container import Container
 from tests.booted import apply_ignition, service_image
 from tests.conftest import run_cli
@@ -41,6 +42,9 @@ def ignition(reg: RegistryServer, *options: str) -> dict[str, object]:
     result = run_cli("butane", "hello", "--registry", reg.url, "--ignition", *options)
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
+
+
+UPDATE_UNIT = "sysext-update-hello.service"
 
 
 def state(box: Container, unit: str) -> str:
@@ -70,9 +74,10 @@ def boot_first_version(box: Container, reg: RegistryServer, images: Path, *optio
     # Ignition's preset line, applied on the first boot, enabled and started the timer.
     assert box.text(["systemctl", "is-enabled", "sysext-update-hello.timer"]).strip() == "enabled"
     assert state(box, "sysext-update-hello.timer") == "active"
-    # Nothing newer yet: check-new (ExecCondition) skips the update, nothing fails.
+    # Nothing newer yet: the update succeeds doing nothing, and says so.
     skipped = box.run(["systemctl", "start", "sysext-update-hello.service"])
     assert skipped.returncode == 0, explain(box)
+    assert "hello: up to date (hello-1.0-x86-64.raw)" in journal(box, UPDATE_UNIT)
     assert box.text(["readlink", "-f", "/etc/extensions/hello.raw"]).strip() == (
         "/opt/extensions/hello/hello-1.0-x86-64.raw"
     )
@@ -83,27 +88,32 @@ def boot_first_version(box: Container, reg: RegistryServer, images: Path, *optio
 
 
 @pytest.mark.parametrize(
-    "root_fixture",
+    ("root_fixture", "on_update"),
     [
+        pytest.param("boot_root", "restart", id="systemd-254-restart"),
         pytest.param(
             "boot_root",
-            id="systemd-254",
+            "refresh",
+            id="systemd-254-refresh",
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="systemd 254 ignores EXTENSION_RELOAD_MANAGER, and `systemd-sysext "
-                "refresh` in the update unit loads no new units; activating by restarting "
-                "systemd-sysext.service (issue 15) does",
+                "refresh` loads no new units; restarting systemd-sysext.service does",
             ),
         ),
-        pytest.param("boot_root_newest", id="systemd-257"),
+        pytest.param("boot_root_newest", "refresh", id="systemd-257-refresh"),
     ],
 )
 def test_update_activates_the_new_version_without_reboot(
-    root_fixture: str, request: pytest.FixtureRequest, registry: RegistryServer, tmp_path: Path
+    root_fixture: str,
+    on_update: str,
+    request: pytest.FixtureRequest,
+    registry: RegistryServer,
+    tmp_path: Path,
 ) -> None:
     root = request.getfixturevalue(root_fixture)
     with Container(root) as box:
-        boot_first_version(box, registry, tmp_path)
+        boot_first_version(box, registry, tmp_path, "--on-update", on_update)
         update = box.run(["systemctl", "start", "sysext-update-hello.service"], timeout=180)
         assert update.returncode == 0, explain(box)
         log = journal(box, "sysext-update-hello.service")
@@ -115,6 +125,9 @@ def test_update_activates_the_new_version_without_reboot(
         assert state(box, "hello-extra.service") == "active", explain(box)
         assert "extrad 2.0 started" in journal(box, "hello-extra.service")
         assert state(box, "hello.service") == "active"
+        # Activation merges the new /usr; a daemon already running is not restarted and
+        # keeps its old binary until its unit restarts (recipes/README.md says so).
+        assert "hellod 2.0 started" not in journal(box, "hello.service")
         assert box.text(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]) == ""
 
 
@@ -142,3 +155,48 @@ def test_update_with_reboot_marker_activates_after_reboot(
         assert "hellod 2.0 started" in journal(box, "hello.service")
         assert state(box, "hello-extra.service") == "active"
         assert "extrad 2.0 started" in journal(box, "hello-extra.service")
+
+
+def test_update_failures_are_visible_and_the_next_run_recovers(
+    boot_root: Path, registry: RegistryServer, tmp_path: Path
+) -> None:
+    """A wrong keyring and an unreachable registry each leave the update unit failed, with
+    the reason in its journal and the running version untouched; once fixed, the next start
+    installs and activates (the generated default: restart systemd-sysext.service)."""
+    foreign = tmp_path / "foreign.pgp"
+    signing.generate_key(foreign)
+    with Container(boot_root) as box:
+        boot_first_version(box, registry, tmp_path)
+        keyring = "/etc/systemd/import-pubring.gpg"
+        assert box.run(["cp", keyring, "/root/registry.gpg"]).returncode == 0
+        replace = ["sh", "-c", f"cat > {keyring}"]
+        assert box.run(replace, input=signing.export_public_key(foreign)).returncode == 0
+
+        failed = box.run(["systemctl", "start", UPDATE_UNIT], timeout=180)
+        assert failed.returncode != 0
+        assert box.text(["systemctl", "is-failed", UPDATE_UNIT]).strip() == "failed"
+        log = journal(box, UPDATE_UNIT)
+        assert "hello: update FAILED: systemd-sysupdate exited with status" in log, log
+        assert "Signature verification succeeded" not in log.split("up to date")[-1]
+        assert box.text(["hello"]) == "hello 1.0\n"
+        assert state(box, "sysext-update-hello.timer") == "active"  # it will try again
+
+        assert box.run(["cp", "/root/registry.gpg", keyring]).returncode == 0
+        registry.stop()
+        down = box.run(["systemctl", "start", UPDATE_UNIT], timeout=180)
+        assert down.returncode != 0
+        assert box.text(["systemctl", "is-failed", UPDATE_UNIT]).strip() == "failed"
+        log = journal(box, UPDATE_UNIT)
+        assert log.count("hello: update FAILED") == 2, log
+        assert box.text(["hello"]) == "hello 1.0\n"
+
+        registry.start()
+        recovered = box.run(["systemctl", "start", UPDATE_UNIT], timeout=180)
+        assert recovered.returncode == 0, explain(box)
+        assert box.text(["systemctl", "is-failed", UPDATE_UNIT]).strip() != "failed"
+        assert "hello: installed hello-2.0-x86-64.raw (was hello-1.0-x86-64.raw)" in journal(
+            box, UPDATE_UNIT
+        )
+        assert box.text(["hello"]) == "hello 2.0\n"
+        assert state(box, "hello-extra.service") == "active", explain(box)
+        assert box.text(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]) == ""

@@ -388,6 +388,15 @@ def transfer(
     no_verify: bool = typer.Option(
         False, "--no-verify", help="Verify=no (unsigned registries only; not recommended)."
     ),
+    commands: bool = typer.Option(
+        False,
+        "--commands",
+        help="Print the shell commands that install NAME on a running host with this "
+        "transfer file (as the registry's web page shows them) instead of the file.",
+    ),
+    variant: str = typer.Option(
+        "flatcar", "--variant", help="With --commands: flatcar or fcos (FCOS enables sysext)."
+    ),
 ) -> None:
     """Print a systemd-sysupdate transfer file that keeps NAME updated from the registry.
 
@@ -403,7 +412,17 @@ def transfer(
     decide it without asking the registry.
 
     Example: sysext transfer kubernetes --registry https://ext.example.com --minor 1.29
+
+    Example: sysext transfer podman --registry https://ext.example.com --commands | sh
     """
+    if commands:
+        from sysext.provision.host_commands import host_commands
+        from sysext.provision.model import Variant, parse_enum
+
+        chosen = parse_enum(Variant, variant, "variant")
+        _registry_os_bound(registry, name, channel)  # the registry must serve NAME there
+        sys.stdout.write(host_commands(name, registry, channel=channel, variant=chosen))
+        return
     if os_bound is None:
         os_bound = _registry_os_bound(registry, name, channel)
     spec = TransferSpec(
