@@ -150,14 +150,22 @@ def test_registry_signs_with_expiry_and_renews_only_the_signature(
         assert checked.returncode == 0, checked.stderr
         assert "signature: OK, key" in checked.stdout and ", expires 20" in checked.stdout
 
-        # A stale copy whose signature has expired (what a frozen mirror would serve):
-        # `sysext check` fails exactly as the host's gpg does.
+        # A signature five days into its week still verifies, with a warning; one that
+        # has expired (what a frozen mirror would serve) fails exactly as the host's gpg.
         snapshot = (data / "public/extensions/hello").resolve()
-        ten_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
-        stale = signing.sign_detached(key, manifest, lifetime=WEEK, created=ten_days_ago)
-        tmp = snapshot / ".#stale"
-        tmp.write_bytes(stale)
-        os.replace(tmp, snapshot / SIGNATURE_NAME)
+        now = dt.datetime.now(dt.UTC)
+        for days_ago in (5, 10):
+            old = signing.sign_detached(
+                key, manifest, lifetime=WEEK, created=now - dt.timedelta(days=days_ago)
+            )
+            tmp = snapshot / ".#old"
+            tmp.write_bytes(old)
+            os.replace(tmp, snapshot / SIGNATURE_NAME)
+            if days_ago == 5:
+                ageing = run_cli("check", url, "--keyring", tmp_path / "keyring.gpg")
+                assert ageing.returncode == 0, ageing.stderr
+                assert "warning:   the signature expires in 1d 23h" in ageing.stdout
+        stale = old
         refused = run_cli("check", url, "--keyring", tmp_path / "keyring.gpg")
         assert refused.returncode == 2
         assert "error: the signature expired at" in refused.stderr
