@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # SQLite to keep the suite's time down: they passed on PostgreSQL too (`--registry-db
 # postgresql`), and test_registry_scale.py runs parallel publishes, kill -9 and restarts on
 # PostgreSQL with two replicas.
-REGISTRY_DB_MODULES = frozenset({"test_registry_http", "test_registry_os_bound"})
+REGISTRY_DB_MODULES = frozenset({"test_registry_http", "test_registry_os_bound", "test_audit"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
