@@ -20,6 +20,7 @@ from sysext.cli import (
     provision_cmds,
     registry_cmds,
     sysupdate_cmds,
+    trust_cmds,
     try_cmds,
 )
 from sysext.errors import SysextError
@@ -60,7 +61,15 @@ def _root(
     )
 
 
-for _module in (build_cmds, image_cmds, sysupdate_cmds, registry_cmds, provision_cmds, try_cmds):
+for _module in (
+    build_cmds,
+    image_cmds,
+    sysupdate_cmds,
+    registry_cmds,
+    provision_cmds,
+    trust_cmds,
+    try_cmds,
+):
     _module.register(app)
 
 
