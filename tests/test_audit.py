@@ -76,7 +76,12 @@ def test_every_write_is_recorded_once_and_cannot_be_edited(tmp_path: Path) -> No
         ]
         assert [e["detail"].get("created") for e in entries[1:3]] == [True, False]
         assert entries[5]["detail"]["channel"] == "beta"
-        assert entries[0]["detail"] == {"description": "ci-podman", "scopes": ["podman"]}
+        assert entries[0]["detail"] == {
+            "description": "ci-podman",
+            "scopes": ["podman"],
+            "channels": None,  # token policy (issue 13): every channel, never expires
+            "expires_at": None,
+        }
         assert {e["client"] for e in entries} == {"127.0.0.1"}
         assert len({e["id"] for e in entries}) == len(entries)
 
