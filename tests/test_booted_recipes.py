@@ -29,7 +29,7 @@ from sysext.recipe import available_recipes
 from tests import test_recipes_catalog as catalog
 from tests.conftest import StaticServer, _QuietHandler
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root(reason="needs root: boots systemd in a systemd-nspawn container")
 
 
 def podman_upstream(up: catalog.Upstream, version: str, arch: Architecture) -> dict[str, str]:
