@@ -45,6 +45,7 @@ from sysext.provision.resolve import (
     NotPublishedError,
     ResolvedImage,
     check_channel_name,
+    served_os_bound,
 )
 from sysext.urls import DEFAULT_CHANNEL, extension_url_path
 
@@ -164,6 +165,11 @@ def _detail(exc: SysextError) -> str:
     return f"{exc.message} ({exc.hint})" if exc.hint else exc.message
 
 
+def _saved_as(filename: str) -> dict[str, str]:
+    """Browsers save a YAML answer instead of showing it: under NAME.bu, not "butane"."""
+    return {"Content-Disposition": f'inline; filename="{filename}"'}
+
+
 def _one(name: str, version: str | None) -> list[str]:
     return [f"{name}@{version}" if version else name]
 
@@ -184,7 +190,9 @@ def extension_butane(
     name: str, request: Request, query: Options, version: str | None = None
 ) -> Response:
     config = _generate(request, _one(name, version), query)
-    return Response(render_butane(config), media_type=BUTANE_MEDIA_TYPE)
+    return Response(
+        render_butane(config), media_type=BUTANE_MEDIA_TYPE, headers=_saved_as(f"{name}.bu")
+    )
 
 
 @router.get(
@@ -196,7 +204,9 @@ def extension_ignition(
     name: str, request: Request, query: Options, version: str | None = None
 ) -> Response:
     config = _generate(request, _one(name, version), query)
-    return Response(render_ignition(config), media_type=IGNITION_MEDIA_TYPE)
+    return Response(
+        render_ignition(config), media_type=IGNITION_MEDIA_TYPE, headers=_saved_as(f"{name}.ign")
+    )
 
 
 @router.get(
@@ -218,10 +228,14 @@ def extension_commands(
         chosen = parse_enum(Variant, variant, "variant")
     except SysextError as exc:
         raise HTTPException(400, _detail(exc)) from None
-    if catalog(request).read(f"{extension_url_path(name, channel)}/SHA256SUMS") is None:
+    source = catalog(request)
+    if source.read(f"{extension_url_path(name, channel)}/SHA256SUMS") is None:
         raise HTTPException(404, f"no extension {name!r} in channel {channel!r}")
-    base = catalog(request).base_url
-    text = host_commands(name, base, channel=channel, variant=chosen)
+    try:
+        os_bound = served_os_bound(source, name, channel)
+    except SysextError as exc:
+        raise HTTPException(500, _detail(exc)) from None
+    text = host_commands(name, source.base_url, channel=channel, variant=chosen, os_bound=os_bound)
     return PlainTextResponse(text)
 
 

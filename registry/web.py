@@ -120,7 +120,7 @@ class Snippets:
     ignition_version: str
 
 
-def _snippets(request: Request, name: str, choice: catalogue.Choice) -> Snippets:
+def _snippets(request: Request, name: str, choice: catalogue.Choice, *, os_bound: bool) -> Snippets:
     """Butane, Ignition and shell text for `choice`, as the CLI and the API make them."""
     base = _service(request).settings.base_url
     # The catalogue the API's provisioning routes read, so both resolve the same files.
@@ -143,7 +143,9 @@ def _snippets(request: Request, name: str, choice: catalogue.Choice) -> Snippets
     return Snippets(
         butane=render_butane(config),
         ignition=render_ignition(config),
-        shell=host_commands(name, base, channel=choice.channel, variant=choice.variant),
+        shell=host_commands(
+            name, base, channel=choice.channel, variant=choice.variant, os_bound=os_bound
+        ),
         butane_url=f"/api/v1/extensions/{name}/butane?{encoded}",
         ignition_url=f"/api/v1/extensions/{name}/ignition?{encoded}",
         conf_url=f"/{extension_url_path(name, choice.channel)}/{name}.conf",
@@ -181,25 +183,19 @@ def extension_page(
     choice = outcome.choice
     if choice is not None:
         try:
-            snippets = _snippets(request, name, choice)
+            snippets = _snippets(request, name, choice, os_bound=offer.os_bound)
         except SysextError as exc:
             # The tree disagrees with the database (e.g. mid-rematerialization): say so
             # instead of failing the whole page.
             problem = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
         except RegistryError as exc:  # the storage (an object store) failed
             problem = exc.detail
-        newest = next(
-            r.filename
-            for group in catalogue.versions_by_channel(images, configured)
-            if group.channel == choice.channel
-            for r in group.rows
-            if not r.yanked and r.arch == choice.arch
-        )
         verify = verify_commands(
             name,
             service.settings.base_url,
             channel=choice.channel,
-            filename=newest,
+            # The image the instructions install (newest for the reader's choices).
+            filename=described.filename if described else None,
             fingerprint=getattr(request.app.state, "fingerprint", None),
         )
     return templates.TemplateResponse(
@@ -235,15 +231,25 @@ def favicon() -> Response:
     return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
 
+# Swagger UI titles the page (its own <h1>); a way back to the catalogue.
+_DOCS_HEADER = (
+    '<nav style="font:15px/1.5 system-ui,sans-serif;padding:.6rem 1.2rem;'
+    'border-bottom:1px solid #d5dbe1"><a href="/" style="color:#1f56b8">'
+    "sysext registry</a> · API</nav>"
+)
+
+
 @router.api_route("/api/docs", methods=PAGE_METHODS)
 def api_docs(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=request.app.openapi_url or "/openapi.json",
         title="sysext registry API",
         swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
         swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
         swagger_favicon_url="/favicon.ico",
     )
+    body = bytes(page.body).decode().replace("<body>", "<body>" + _DOCS_HEADER, 1)
+    return HTMLResponse(body)
 
 
 def not_found_page(request: Request, message: str) -> HTMLResponse:

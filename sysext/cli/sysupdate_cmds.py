@@ -426,8 +426,10 @@ def transfer(
     if commands:
         from sysext.provision.host_commands import host_commands
 
-        _registry_os_bound(registry, name, channel)  # the registry must serve NAME there
-        sys.stdout.write(host_commands(name, registry, channel=channel, variant=chosen))
+        if os_bound is None:  # also refuses a NAME the registry does not serve there
+            os_bound = _registry_os_bound(registry, name, channel)
+        text = host_commands(name, registry, channel=channel, variant=chosen, os_bound=os_bound)
+        sys.stdout.write(text)
         return
     layout = host_layout(name, chosen)
     if os_bound is None:

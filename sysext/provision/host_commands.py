@@ -1,18 +1,22 @@
 """Shell commands that install a registry extension on a running host, by hand.
 
-The same steps a first-boot config takes (compose.py), for a host that is already up:
-create the directories systemd-sysupdate does not create itself (254 fails with "Failed to
-resolve" without the target directory), fetch the transfer file and the registry key, let
-sysupdate download and verify the newest image, then merge it. Paths come from the same
-constants the configs use, so both install into the same places.
+The same steps a first-boot config takes (compose.py), for a host that is already up, in the
+same places (compose.host_layout: Flatcar /opt/extensions + /etc/extensions, Fedora CoreOS
+/var/lib/extensions.d + /var/lib/extensions): create the directories systemd-sysupdate does
+not create itself (254 fails with "Failed to resolve" without the target directory), put the
+transfer file and the registry key in place, let sysupdate download and verify the newest
+image, then activate it the way the distributions document (a restart of
+systemd-sysext.service; on Fedora CoreOS after enabling it and relabelling for SELinux).
 """
 
 from __future__ import annotations
 
-from sysext.provision.compose import SYSUPDATE, transfer_path
+from sysext.provision.compose import SYSUPDATE, host_layout, transfer_path
 from sysext.provision.model import Variant
-from sysext.transfer import KEYRING_PATH, TransferSpec
+from sysext.transfer import KEYRING_PATH, TransferSpec, render_transfer
 from sysext.urls import DEFAULT_CHANNEL, KEYRING_BINARY
+
+ACTIVATE = "systemctl restart systemd-sysext.service"
 
 
 def host_commands(
@@ -21,28 +25,47 @@ def host_commands(
     *,
     channel: str = DEFAULT_CHANNEL,
     variant: Variant = Variant.FLATCAR,
+    os_bound: bool = False,
     keyring: bool = True,
 ) -> str:
-    """The commands, one per line, to run as root on the host."""
-    spec = TransferSpec(name=name, base_url=registry_url.rstrip("/"), channel=channel)
+    """The commands, one per line, to run as root on the host.
+
+    `os_bound`: the registry serves NAME per OS version (its transfer pattern holds `%w`).
+    """
+    base = registry_url.rstrip("/")
+    layout = host_layout(name, variant)
+    spec = TransferSpec(
+        name=name,
+        base_url=base,
+        channel=channel,
+        os_bound=os_bound,
+        target_dir=layout.images_dir,
+        current_symlink=layout.link,
+    )
     conf = transfer_path(name)
     directories = [conf.rpartition("/")[0], spec.target_path, spec.symlink_path.rpartition("/")[0]]
-    lines = [
-        f"mkdir -p {' '.join(directories)}",
-        f"curl -fsSo {conf} {spec.source_url}/{name}.conf",
-    ]
+    lines = [f"mkdir -p {' '.join(directories)}"]
+    if spec == TransferSpec(name=name, base_url=base, channel=channel, os_bound=os_bound):
+        # The registry serves exactly this file beside the images.
+        lines.append(f"curl -fsSo {conf} {spec.source_url}/{name}.conf")
+    else:
+        # Another layout than the served file's: write the transfer for this host's.
+        lines.append(f"cat > {conf} <<'EOF'\n{render_transfer(spec).rstrip()}\nEOF")
     if keyring:
-        # systemd-sysupdate reads only this file once it exists (spec §3.4).
+        # systemd-sysupdate 252-257 read only this file once it exists (spec §3.4).
         lines.append(
-            f"curl -fsSo {KEYRING_PATH} {spec.base_url}/{KEYRING_BINARY}"
-            "   # replaces the vendor keyring"
+            f"curl -fsSo {KEYRING_PATH} {base}/{KEYRING_BINARY}   # replaces the vendor keyring"
         )
     lines.append(f"{SYSUPDATE} -C {name} update")
+    if layout.relabel:
+        # Files sysupdate wrote get their SELinux labels, as fedora-sysexts' steps do.
+        lines.append(
+            f"command -v restorecon >/dev/null && restorecon -RF {' '.join(layout.relabel)}"
+        )
     if variant is Variant.FCOS:
-        # Fedora CoreOS ships systemd-sysext.service disabled: without it nothing is merged
-        # at the next boot.
+        # Fedora CoreOS ships systemd-sysext.service disabled: nothing would merge at boot.
         lines.append("systemctl enable systemd-sysext.service")
-    lines.append("systemd-sysext refresh")
+    lines.append(ACTIVATE)
     return "\n".join(lines) + "\n"
 
 
