@@ -1,7 +1,7 @@
 """Every documented command a user types runs: the ```sh blocks of README.md and docs/*.md
-that follow a line holding only `<!-- docs-test -->` are run, in order per file, by bash in one scratch
-directory against a real registry (`REGISTRY` in the environment, the project's CLI first
-on PATH). A block that fails, or a marker without a block, fails the test.
+that follow a line holding only `<!-- docs-test -->` are run, in order per file, by bash in
+one scratch directory against a real registry (`REGISTRY` in the environment, the project's
+CLI first on PATH). A block that fails, or a marker without a block, fails the test.
 
 The registry holds what the docs' examples name: `podman` (any OS) and `kmod`, published per
 Flatcar version (4081.2.0). Blocks that need a host (writing /etc, systemctl) are not marked;
