@@ -36,7 +36,7 @@ async def _maintenance_loop(service: RegistryService) -> None:
     (a signature parse per directory), and it keeps the renewal well inside the interval.
     Every worker runs it; the writer lock and the "due" test make the extra runs no-ops.
     """
-    period = min(3600.0, max(60.0, service.signer.policy.resign_interval.total_seconds() / 24))
+    period = min(3600.0, max(1.0, service.signer.policy.resign_interval.total_seconds() / 24))
     while True:
         await asyncio.sleep(period)
         try:

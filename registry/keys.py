@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,7 +103,14 @@ class Signer:
         self._stamp_seen: tuple[Any, ...] | None = None
         self._tsk: pysequoia.Tsk | None = None
         self._keyring: bytes | None = None
-        self._home: GpgHome | None = None
+        # One gpg home per thread: API requests for different extensions may sign at once
+        # (PostgreSQL locks per extension), and a home is closed when its batch ends.
+        self._local = threading.local()
+
+    @property
+    def _home(self) -> GpgHome | None:
+        home: GpgHome | None = getattr(self._local, "home", None)
+        return home
 
     # -- files ----------------------------------------------------------------------
 
@@ -137,8 +145,9 @@ class Signer:
             self._stamp_seen = stamp
             self._tsk = None
             self._keyring = None
-            if self._home is not None:  # a batch spanning a rotation: use the new key
-                self._home.import_keys(str(self._loaded_tsk()).encode())
+            home = self._home
+            if home is not None:  # a batch spanning a rotation: use the new key
+                home.import_keys(str(self._loaded_tsk()).encode())
 
     def _loaded_tsk(self) -> pysequoia.Tsk:
         if self._tsk is None:
@@ -213,21 +222,22 @@ class Signer:
             return
         with gpg_home() as home:
             home.import_keys(str(self._loaded()).encode())
-            self._home = home
+            self._local.home = home
             try:
                 yield
             finally:
-                self._home = None
+                self._local.home = None
 
     def sign(self, data: bytes) -> bytes:
         tsk = self._loaded()
         lifetime = self.policy.lifetime
         if lifetime is None:
             return signing.sign_with(tsk, data, armor=False)
-        if self._home is None:
+        home = self._home
+        if home is None:
             return signing.sign_with(tsk, data, armor=False, lifetime=lifetime)
         fingerprint = str(tsk.extract_certificate().fingerprint).upper()
-        return self._home.detach_sign(fingerprint, data, lifetime=lifetime)
+        return home.detach_sign(fingerprint, data, lifetime=lifetime)
 
     def signature_is_current(
         self, manifest: bytes, signature: bytes, now: dt.datetime | None = None

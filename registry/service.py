@@ -69,7 +69,7 @@ class RegistryService:
         self.storage = make_storage(settings)
 
     @contextlib.contextmanager
-    def _writing(self, name: str | None) -> Iterator[Session]:
+    def writing(self, name: str | None) -> Iterator[Session]:
         """A session holding the writer lock of extension `name` (None: of everything)."""
         if self.engine.dialect.name == "postgresql":
             with advisory_session(self.engine, name) as session:
@@ -89,7 +89,7 @@ class RegistryService:
         s = self.settings
         for directory in (s.data_dir, s.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        with self._writing(None) as session:
+        with self.writing(None) as session:
             # Inside the lock of everything: replicas starting together migrate once.
             migrate(session.connection(), self._stored_summary)
             session.commit()
@@ -112,7 +112,7 @@ class RegistryService:
         signs are rewritten (in place: no other byte of the tree changes). Returns the
         rotation phase entered, if any.
         """
-        with self._writing(None) as session:
+        with self.writing(None) as session:
             entered = self.signer.advance(force=force_advance)
             self.storage.prepare(self.signer)  # publishes the keyring of the new phase
             with self.signer.batch():
@@ -121,7 +121,7 @@ class RegistryService:
 
     def rotate_key(self) -> Rotation:
         """Start a key rotation (keys.py): the new key joins the served keyring."""
-        with self._writing(None):
+        with self.writing(None):
             rotation = self.signer.rotate(self.settings.key_overlap_duration)
             self.storage.prepare(self.signer)
             return rotation
@@ -255,7 +255,7 @@ class RegistryService:
         entry commits with the change.
         """
         self.check_channel(channel)
-        with self._writing(image_name.name) as session:
+        with self.writing(image_name.name) as session:
             existing = session.scalars(
                 select(Image).where(
                     Image.name == image_name.name, Image.filename == image_name.filename
@@ -427,7 +427,7 @@ class RegistryService:
         yanked: bool,
         actor: audit.Actor | None = None,
     ) -> list[Image]:
-        with self._writing(name) as session:
+        with self.writing(name) as session:
             images = self._select_images(session, name, version, arch)
             before = [(i, i.yanked, i.yanked_at) for i in images]
             for image in images:
@@ -453,7 +453,7 @@ class RegistryService:
         actor: audit.Actor | None = None,
     ) -> list[Image]:
         self.check_channel(channel)
-        with self._writing(name) as session:
+        with self.writing(name) as session:
             images = self._select_images(session, name, version, arch)
             _audit(session, actor, audit.Action.PROMOTE, images, channel)
             added = []

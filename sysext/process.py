@@ -136,16 +136,21 @@ def start(
 
 
 def interactive(argv: Sequence[str | Path], *, env: Mapping[str, str] | None = None) -> int:
-    """Run a tool on the caller's terminal (a shell) and return its exit code; Ctrl-C goes
-    to the tool, not to us, as with os.system()."""
+    """Run a tool on the caller's terminal (a shell) and return its exit code. While it
+    runs, Ctrl-C is the tool's: we ignore SIGINT as os.system() does, but only after the
+    start, so the tool keeps the default action (an ignored signal would be inherited). Any
+    other interruption of the wait (SIGTERM turned into KeyboardInterrupt) kills it."""
     args = [str(a) for a in argv]
     require_tool(args[0])
     log.debug("interactive: %s", shlex.join(args))
+    proc = subprocess.Popen(args, env=dict(env) if env is not None else None)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return subprocess.run(
-            args, env=dict(env) if env is not None else None, check=False
-        ).returncode
+        return proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
 

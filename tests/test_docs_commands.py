@@ -1,11 +1,12 @@
 """Every documented command a user types runs: the ```sh blocks of README.md and docs/*.md
 that follow a line holding only `<!-- docs-test -->` are run, in order per file, by bash in
-one scratch directory against a real registry (`REGISTRY` in the environment, the project's
-CLI first on PATH). A block that fails, or a marker without a block, fails the test.
+one scratch directory against a real registry (`REGISTRY` in the environment, the
+project's CLI first on PATH). A block that fails, or a marker without a block, fails.
 
-The registry holds what the docs' examples name: `podman` (any OS) and `kmod`, published per
-Flatcar version (4081.2.0). Blocks that need a host (writing /etc, systemctl) are not marked;
-the tests of the host steps run them in scratch roots instead.
+The registry (shared with test_provision_hosts.py) holds what the docs' examples name:
+`podman` (any OS) and `kmod`, published per Flatcar version (4081.2.0 among others).
+Blocks that need a host (writing /etc, systemctl) are not marked; the tests of the host
+steps run them in scratch roots instead.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.registry_server import RegistryServer, running_registry
-from tests.test_provision_hosts import build
+from tests.registry_server import RegistryServer
+from tests.test_provision_hosts import hosts_registry  # noqa: F401 (the shared registry)
 
 REPO = Path(__file__).resolve().parent.parent
 MARKER = "<!-- docs-test -->"
@@ -46,29 +45,15 @@ def test_the_docs_mark_the_commands_users_type() -> None:
     assert counts["README.md"] >= 1 and counts["provisioning.md"] >= 2, counts
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    work = tmp_path_factory.mktemp("docs")
-    with running_registry(work / "data") as reg:
-        for image in (
-            build(work, "podman", "5.4.0", None, "flatcar-podman"),
-            build(work, "kmod", "1.0", "4081.2.0", None),
-        ):
-            name = image.name.split("-")[0]
-            response = requests.put(
-                f"{reg.url}/api/v1/extensions/{name}/images/{image.name}",
-                data=image.read_bytes(),
-                headers=reg.headers(),
-                timeout=60,
-            )
-            assert response.status_code == 200, response.text
-        yield reg
-
-
 @pytest.mark.parametrize(
     "document", [d for d in DOCUMENTS if runnable_blocks(d)], ids=lambda d: d.name
 )
-def test_documented_commands_run(document: Path, registry: RegistryServer, tmp_path: Path) -> None:
+def test_documented_commands_run(
+    document: Path,
+    hosts_registry: RegistryServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    registry = hosts_registry
     env = {
         **os.environ,
         "REGISTRY": registry.url,

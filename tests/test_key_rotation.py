@@ -113,3 +113,41 @@ def test_expiry_policy_decides_when_to_resign(tmp_path: Path) -> None:
     never = Signer(signer.key_path, SigningPolicy(lifetime=None))
     assert never.signature_is_current(MANIFEST, plain)
     assert not never.signature_is_current(MANIFEST, signature)
+
+
+def test_concurrent_batches_each_sign_with_their_own_gpg_home(tmp_path: Path) -> None:
+    """Writes to different extensions may sign at the same time (PostgreSQL locks each
+    extension on its own): one thread's batch ending must not close another's gpg home."""
+    import threading
+
+    signer = Signer(tmp_path / "keys" / "signing.pgp", SigningPolicy(dt.timedelta(days=7)))
+    signer.ensure_key()
+    inside = threading.Barrier(2)
+    first_done = threading.Event()
+    results: dict[str, bytes] = {}
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        try:
+            with signer.batch():
+                inside.wait(timeout=60)
+                if name == "second":
+                    first_done.wait(timeout=60)  # sign after the other batch has closed
+                    home = signer._home  # this thread's own home, still open
+                    assert home is not None and (home.path / "pubring.kbx").is_file()
+                results[name] = signer.sign(MANIFEST)
+            if name == "first":
+                first_done.set()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+            first_done.set()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert sorted(results) == ["first", "second"]
+    for signature in results.values():
+        assert signing.verify_signature(signer.public_keyring(), MANIFEST, signature).expires

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from registry.settings import load_settings
 from sysext import signing
 from sysext.durations import format_duration, parse_duration
 from sysext.errors import SysextError
@@ -147,14 +150,22 @@ def test_registry_signs_with_expiry_and_renews_only_the_signature(
         assert checked.returncode == 0, checked.stderr
         assert "signature: OK, key" in checked.stdout and ", expires 20" in checked.stdout
 
-        # A stale copy whose signature has expired (what a frozen mirror would serve):
-        # `sysext check` fails exactly as the host's gpg does.
+        # A signature five days into its week still verifies, with a warning; one that
+        # has expired (what a frozen mirror would serve) fails exactly as the host's gpg.
         snapshot = (data / "public/extensions/hello").resolve()
-        ten_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
-        stale = signing.sign_detached(key, manifest, lifetime=WEEK, created=ten_days_ago)
-        tmp = snapshot / ".#stale"
-        tmp.write_bytes(stale)
-        os.replace(tmp, snapshot / SIGNATURE_NAME)
+        now = dt.datetime.now(dt.UTC)
+        for days_ago in (5, 10):
+            old = signing.sign_detached(
+                key, manifest, lifetime=WEEK, created=now - dt.timedelta(days=days_ago)
+            )
+            tmp = snapshot / ".#old"
+            tmp.write_bytes(old)
+            os.replace(tmp, snapshot / SIGNATURE_NAME)
+            if days_ago == 5:
+                ageing = run_cli("check", url, "--keyring", tmp_path / "keyring.gpg")
+                assert ageing.returncode == 0, ageing.stderr
+                assert "warning:   the signature expires in 1d 23h" in ageing.stdout
+        stale = old
         refused = run_cli("check", url, "--keyring", tmp_path / "keyring.gpg")
         assert refused.returncode == 2
         assert "error: the signature expired at" in refused.stderr
@@ -179,22 +190,50 @@ def test_registry_signs_with_expiry_and_renews_only_the_signature(
         assert status["signature_lifetime_seconds"] == WEEK.total_seconds()
 
 
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        ({"SYSEXT_SIGNATURE_LIFETIME": "soon"}, "error: invalid signature_lifetime 'soon'"),
-        ({"SYSEXT_KEY_OVERLAP": "0d"}, "error: invalid key_overlap '0d': it must be longer"),
-        (
-            {"SYSEXT_RESIGN_INTERVAL": "4d"},
-            "error: resign_interval 4d is more than half of signature_lifetime 7d",
-        ),
-    ],
-)
-def test_bad_signing_settings_are_refused_before_anything_is_written(
-    tmp_path: Path, env: dict[str, str], message: str
-) -> None:
+def test_bad_signing_settings_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    for env, message in (
+        ({"SYSEXT_SIGNATURE_LIFETIME": "soon"}, "invalid signature_lifetime 'soon'"),
+        ({"SYSEXT_KEY_OVERLAP": "0d"}, "invalid key_overlap '0d': it must be longer"),
+        ({"SYSEXT_RESIGN_INTERVAL": "4d"}, "resign_interval 4d is more than half of"),
+    ):
+        with pytest.raises(SysextError, match=re.escape(message)):
+            _ = load_settings(env={**env, "SYSEXT_DATA": str(tmp_path)}).signing_policy
+    assert load_settings(env={"SYSEXT_SIGNATURE_LIFETIME": "never"}).signing_policy.lifetime is None
+    # And `sysext serve` says so in one line, before it writes anything.
     data = tmp_path / "data"
-    result = run_cli("serve", "--data", data, "--port", str(free_port()), env=env)
+    result = run_cli(
+        "serve", "--data", data, "--port", str(free_port()), env={"SYSEXT_RESIGN_INTERVAL": "4d"}
+    )
     assert result.returncode == 2
-    assert result.stderr.splitlines()[0].startswith(message)
+    assert result.stderr.startswith("error: resign_interval 4d is more than half of")
     assert not data.exists()
+
+
+def test_a_running_registry_renews_signatures_on_its_schedule(tmp_path: Path) -> None:
+    """With a 3 s re-sign interval (a 30 s lifetime) the maintenance loop, not a restart,
+    renews the served signature; the manifest stays the same bytes."""
+    images = tmp_path / "images"
+    images.mkdir()
+    image = build_image(images, "hello", "1.0")
+    env = {"SYSEXT_SIGNATURE_LIFETIME": "30s", "SYSEXT_RESIGN_INTERVAL": "3s"}
+    with running_registry(tmp_path / "data", env=env) as reg:
+        published = run_cli(
+            "publish", image, "--registry", reg.url, env={"SYSEXT_TOKEN": reg.admin_token}
+        )
+        assert published.returncode == 0, published.stderr
+        url = f"{reg.url}/extensions/hello"
+        manifest = requests.get(f"{url}/{MANIFEST_NAME}", timeout=10).content
+        first = requests.get(f"{url}/{SIGNATURE_NAME}", timeout=10).content
+        created, expires = signing.signature_times(first)
+        assert created is not None and expires == created + dt.timedelta(seconds=30)
+        renewed = first
+        for _ in range(120):  # the loop checks every second; renewal is due after 3 s
+            renewed = requests.get(f"{url}/{SIGNATURE_NAME}", timeout=10).content
+            if renewed != first:
+                break
+            time.sleep(0.5)
+        assert renewed != first, "the signature was not renewed within a minute"
+        later, _ = signing.signature_times(renewed)
+        assert later is not None and later > created
+        assert requests.get(f"{url}/{MANIFEST_NAME}", timeout=10).content == manifest
+        assert signing.verify_detached(reg.keyring(), manifest, renewed)

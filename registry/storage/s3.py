@@ -37,6 +37,7 @@ file: no image is ever held in memory.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -63,6 +64,11 @@ log = logging.getLogger("registry")
 
 MIB = 1 << 20
 PUBLIC_PATTERNS = ("extensions/*", "channels/*", KEYRING_BINARY, KEYRING_ARMORED)
+
+
+def _md5(data: bytes) -> str:
+    """The ETag S3 gives an object written by one PUT (not a security check)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _missing(exc: ClientError) -> bool:
@@ -278,15 +284,26 @@ class S3Storage:
     def materialize(self, signer: Signer, content: DirectoryContent) -> None:
         directories = self.directories(content.name, content.channel)
         with self._errors("materializing the public tree"):
+            # One listing per directory; an object whose ETag is the MD5 of the wanted
+            # bytes (single-part PUT) is already right, so a restart rewrites nothing.
+            present = {
+                d: {o["Key"]: o["ETag"].strip('"') for o in self._list(d + "/")}
+                for d in directories
+            }
             for directory in directories:
-                present = {o["Key"] for o in self._list(directory + "/")}
                 for filename, sha256 in content.images:
                     key = self._key(f"{directory}/{filename}")
-                    if key not in present:
+                    if key not in present[directory]:
                         self._copy_blob(sha256, key, filename)
                 for filename, data in content.texts:
-                    self._put(f"{directory}/{filename}", data)
-            stale = [d for d in directories if not self._pair_matches(d, content.manifest, signer)]
+                    key = self._key(f"{directory}/{filename}")
+                    if present[directory].get(key) != _md5(data):
+                        self._put(f"{directory}/{filename}", data)
+            stale = [
+                d
+                for d in directories
+                if not self._pair_matches(d, content.manifest, signer, present[d])
+            ]
             if not stale:
                 return
             failpoint("before-swap")
@@ -313,10 +330,13 @@ class S3Storage:
             Config=self.transfer,
         )
 
-    def _pair_matches(self, directory: str, manifest: bytes, signer: Signer) -> bool:
-        """True when the stored SHA256SUMS is `manifest` and its stored signature is current
-        (by the active key, not due for renewal: keys.Signer.signature_is_current)."""
-        if self._get(f"{directory}/{MANIFEST_NAME}") != manifest:
+    def _pair_matches(
+        self, directory: str, manifest: bytes, signer: Signer, etags: dict[str, str]
+    ) -> bool:
+        """True when the stored SHA256SUMS is `manifest` (by its ETag, from the listing) and
+        its stored signature is current (by the active key, not due for renewal:
+        keys.Signer.signature_is_current)."""
+        if etags.get(self._key(f"{directory}/{MANIFEST_NAME}")) != _md5(manifest):
             return False
         signature = self._get(f"{directory}/{SIGNATURE_NAME}")
         if signature is None:

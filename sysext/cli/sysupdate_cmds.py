@@ -395,14 +395,18 @@ def transfer(
         "transfer file (as the registry's web page shows them) instead of the file.",
     ),
     variant: str = typer.Option(
-        "flatcar", "--variant", help="With --commands: flatcar or fcos (FCOS enables sysext)."
+        "flatcar",
+        "--variant",
+        help="Host layout: flatcar (/opt/extensions/NAME, /etc/extensions/NAME.raw) or fcos "
+        "(/var/lib/extensions.d/NAME, /var/lib/extensions/NAME.raw, as fedora-sysexts).",
     ),
 ) -> None:
     """Print a systemd-sysupdate transfer file that keeps NAME updated from the registry.
 
     Install it as /etc/sysupdate.NAME.d/NAME.conf, create the target directories
     (`mkdir -p /opt/extensions/NAME /etc/extensions`: systemd-sysupdate does not create
-    them) and run `systemd-sysupdate -C NAME update`, then `systemd-sysext refresh`. With
+    them) and run `systemd-sysupdate -C NAME update`, then `systemctl restart
+    systemd-sysext.service` (as Flatcar and fedora-sysexts document). With
     Verify=yes (the default) the host needs the registry key as
     /etc/systemd/import-pubring.gpg: `curl -o /etc/systemd/import-pubring.gpg
     REGISTRY/keyring.gpg`.
@@ -415,19 +419,24 @@ def transfer(
 
     Example: sysext transfer podman --registry https://ext.example.com --commands | sh
     """
+    from sysext.provision.compose import host_layout
+    from sysext.provision.model import Variant, parse_enum
+
+    chosen = parse_enum(Variant, variant, "variant")
     if commands:
         from sysext.provision.host_commands import host_commands
-        from sysext.provision.model import Variant, parse_enum
 
-        chosen = parse_enum(Variant, variant, "variant")
         if os_bound is None:  # also refuses a NAME the registry does not serve there
             os_bound = _registry_os_bound(registry, name, channel)
         text = host_commands(name, registry, channel=channel, variant=chosen, os_bound=os_bound)
         sys.stdout.write(text)
         return
+    layout = host_layout(name, chosen)
     if os_bound is None:
         os_bound = _registry_os_bound(registry, name, channel)
     spec = TransferSpec(
+        target_dir=layout.images_dir,
+        current_symlink=layout.link,
         name=name,
         base_url=registry,
         channel=channel,

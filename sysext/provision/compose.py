@@ -179,8 +179,8 @@ before=$(readlink "$link" 2>/dev/null || true)
 "$sysupdate" --component="$name" update
 status=$?
 if [ "$status" -ne 0 ]; then
-    echo "$name: update FAILED: systemd-sysupdate exited with status $status (reason above;" \\
-        "sysext check --transfer /etc/sysupdate.$name.d/$name.conf explains it)" >&2
+    echo "$name: update FAILED: systemd-sysupdate exited with status $status" \\
+        "(reason above; sysext check --component $name explains it)" >&2
     exit "$status"
 fi
 after=$(readlink "$link" 2>/dev/null || true)
