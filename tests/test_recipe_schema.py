@@ -1,0 +1,58 @@
+"""The recipe format is declared once (sysext/recipe_schema.py): the published JSON Schema
+and the README's key table are generated from it and must be current, every shipped
+recipe points editors at the schema, and the schema accepts every shipped recipe and
+rejects what the parser rejects."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import jsonschema
+import pytest
+
+from sysext.recipe import available_recipes, bundled_recipes_dir
+from sysext.recipe_schema import json_schema_text, readme_with_table
+
+RECIPES = bundled_recipes_dir()
+
+
+def test_schema_json_is_generated_from_the_declaration() -> None:
+    assert (RECIPES / "schema.json").read_text() == json_schema_text(), (
+        "recipes/schema.json is stale: run python -m sysext.recipe_schema"
+    )
+
+
+def test_readme_key_table_is_generated_from_the_declaration() -> None:
+    readme = (RECIPES / "README.md").read_text()
+    assert readme == readme_with_table(readme), (
+        "the key table in recipes/README.md is stale: run python -m sysext.recipe_schema"
+    )
+    for key in ("signature_url", "signing_keys", "replaces", "tag_prefix", "exclude"):
+        assert f"| `{key}` |" in readme
+
+
+@pytest.mark.parametrize("name", available_recipes(RECIPES))
+def test_shipped_recipe_names_the_schema_and_validates_against_it(name: str) -> None:
+    text = (RECIPES / f"{name}.toml").read_text()
+    assert text.startswith("#:schema ./schema.json\n")
+    schema = json.loads((RECIPES / "schema.json").read_text())
+    jsonschema.validate(tomllib.loads(text), schema)
+
+
+@pytest.mark.parametrize(
+    ("patch", "path"),
+    [
+        ({"colour": "red"}, []),
+        ({"version": 3}, ["version"]),
+        ({"architectures": ["x86_64"]}, ["architectures", 0]),
+    ],
+)
+def test_schema_rejects_what_the_parser_rejects(
+    patch: dict[str, object], path: list[object]
+) -> None:
+    schema = json.loads((RECIPES / "schema.json").read_text())
+    document = tomllib.loads((RECIPES / "tailscale.toml").read_text()) | patch
+    with pytest.raises(jsonschema.ValidationError) as info:
+        jsonschema.validate(document, schema)
+    assert list(info.value.absolute_path) == path
