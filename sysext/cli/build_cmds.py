@@ -26,7 +26,10 @@ def build_command(
         help="Recipe name (looked up in recipes/ or --recipes-dir) or path to a .toml file.",
     ),
     version: str | None = typer.Option(
-        None, "--version", help="Upstream version to build (default: the recipe's `version`)."
+        None,
+        "--version",
+        help="Upstream version to build, `latest`, or a track such as 1.31 (the newest "
+        "1.31.x) (default: the recipe's `version`).",
     ),
     arch: list[str] = typer.Option(
         [],
@@ -78,6 +81,15 @@ def build_command(
     refresh: bool = typer.Option(
         False, "--refresh", help="Ignore cached downloads and fetch everything again."
     ),
+    locked: bool = typer.Option(
+        False,
+        "--locked",
+        help="Use only files recorded by `sysext lock` (--lock-file, default "
+        "./RECIPE.lock.json); a changed upstream file is an error.",
+    ),
+    lock_file: Path | None = typer.Option(
+        None, "--lock-file", help="Lock file for --locked (default: ./RECIPE.lock.json)."
+    ),
 ) -> None:
     """Build extension images from a recipe: fetch, verify, extract, stage, pack.
 
@@ -93,13 +105,19 @@ def build_command(
 
     Example: sysext build shellcheck --output out/
 
+    Example (only files recorded by `sysext lock docker`): sysext build docker --locked
+
     Example (only for Flatcar 3815.2.0 hosts, see `sysext transfer --os-bound`):
     sysext build shellcheck --os flatcar --os-version-id 3815.2.0 --output out/
     """
     from sysext.build import BuildRequest, build
+    from sysext.lockfile import default_lock_path, load_lock
+    from sysext.upstream_versions import resolve_version
 
     settings = load_settings(cache_dir=cache_dir)
     loaded = load_recipe(find_recipe(recipe, recipes_dir))
+    lock = load_lock(lock_file or default_lock_path(loaded.name), loaded.name) if locked else None
+    version = resolve_version(loaded, version, Downloader(settings.cache_dir, settings.mirrors))
     arches = tuple(Architecture.parse(a) for a in arch)
     passphrase = os.environ.get("SYSEXT_KEY_PASSPHRASE") or None
     if sign_key is not None:
@@ -119,6 +137,7 @@ def build_command(
             compression=compression,
             level=level,
             refresh=refresh,
+            lock=lock,
         )
     )
     if sign_key is not None:

@@ -14,7 +14,14 @@ import typer
 from rich.markup import escape
 
 from sysext import __version__
-from sysext.cli import build_cmds, image_cmds, provision_cmds, registry_cmds, sysupdate_cmds
+from sysext.cli import (
+    build_cmds,
+    image_cmds,
+    lock_cmds,
+    provision_cmds,
+    registry_cmds,
+    sysupdate_cmds,
+)
 from sysext.errors import SysextError
 from sysext.steps import console
 
@@ -53,7 +60,7 @@ def _root(
     )
 
 
-for _module in (build_cmds, image_cmds, sysupdate_cmds, registry_cmds, provision_cmds):
+for _module in (build_cmds, lock_cmds, image_cmds, sysupdate_cmds, registry_cmds, provision_cmds):
     _module.register(app)
 
 
