@@ -7,8 +7,8 @@ specific project can be sent somewhere else than the rest of its host. Pure func
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sysext.errors import SysextError

@@ -44,7 +44,7 @@ _FIELD = re.compile(r"[A-Z][A-Z0-9_]*")
 _MODE = re.compile(r"0?[0-7]{3,4}")
 # The hierarchies systemd-sysext merges (spec §1.5); anything else in an image is ignored.
 IMAGE_TOP_DIRS = ("usr/", "opt/")
-SOURCE_KINDS = ("deb", "file", "pypi", "rpm", "url")
+SOURCE_KINDS = ("deb", "file", "pypi", "url")
 
 
 class RecipeError(SysextError):
@@ -499,7 +499,11 @@ class SourceDoc(BaseModel):
 
     model_config = _STRICT
 
-    kind: Kind = Field("url", description="`url` (default), `file`, `pypi`, `deb`, `rpm`")
+    kind: Kind = Field(
+        "url",
+        description="`url` (default), `file`, `pypi`, `deb`; a `.rpm` download is a `url` "
+        "source whose payload is extracted (scripts never run)",
+    )
     id: SourceId | None = _doc(
         "name used by `install.source` (default: the package name or `sourceN`); required in "
         "rules only when there are several sources"
@@ -508,9 +512,7 @@ class SourceDoc(BaseModel):
         'pin: `"HEX"`, a table per architecture `{ x86-64 = "HEX" }`, or per version '
         '`sha256."1.0.3".x86-64 = "HEX"` (most specific wins)'
     )
-    format: Format | None = _doc(
-        "archive format (default: from the file name; `.whl` is zip, `.rpm` is rpm)"
-    )
+    format: Format | None = _doc("archive format (default: from the file name; `.whl` is zip)")
     strip_components: Strip = Field(0, description="leading path components to drop from members")
     allow_setuid: Strings = Field(
         default_factory=list,
@@ -518,34 +520,34 @@ class SourceDoc(BaseModel):
     )
     architectures: Arches | None = _doc("limit this source to some of the recipe's architectures")
     url: NonEmpty | None = _doc(
-        "download URL template (`https://`, `http://`, `file://` or a local path)", "url, rpm"
+        "download URL template (`https://`, `http://`, `file://` or a local path)", "url"
     )
     checksum_url: NonEmpty | None = _doc(
         "upstream checksum file (sha256sum text or binary mode, aggregate, BSD, or a bare "
         "digest); used when no pin matches",
-        "url, rpm",
+        "url",
     )
     signature_url: NonEmpty | None = _doc(
         "detached OpenPGP signature of the download (`.asc` armored or `.sig` binary), "
         "checked against `signing_keys`",
-        "url, rpm",
+        "url",
     )
     signing_keys: Fingerprints | None = _doc(
         "fingerprints of the OpenPGP certificates allowed to sign (primary key fingerprints)",
-        "url, rpm",
+        "url",
     )
     key_url: NonEmpty | None = _doc(
         "where the signing certificate is fetched from (URL, or a path relative to the "
         "recipe); only certificates whose fingerprint is in `signing_keys` are used",
-        "url, rpm",
+        "url",
     )
     integrity: Literal["lock"] | None = _doc(
         'upstream publishes no checksum or signature: `"lock"` makes builds need a '
         "`sysext lock` entry (`sysext build --locked`)",
-        "url, rpm",
+        "url",
     )
     file_name: NonEmpty | None = _doc(
-        "the name a single-file download gets inside the image source tree", "url, file, rpm"
+        "the name a single-file download gets inside the image source tree", "url, file"
     )
     path: NonEmpty | None = _doc("a file relative to the recipe", "file")
     package: NonEmpty | None = _doc("project / package name", "pypi, deb")
