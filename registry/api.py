@@ -61,9 +61,28 @@ class ImageInfo(BaseModel):
     yanked: bool
     yanked_at: dt.datetime | None
     url: str = Field(description="path of the image in the public tree (stable if listed)")
+    description: str | None = Field(default=None, description="X_SYSEXT_DESCRIPTION")
+    homepage: str | None = Field(default=None, description="X_SYSEXT_HOMEPAGE")
+    license: str | None = Field(default=None, description="X_SYSEXT_LICENSE (an SPDX expression)")
+    upstream_version: str | None = Field(default=None, description="X_SYSEXT_UPSTREAM_VERSION")
+    replaces: list[str] = Field(
+        default_factory=list,
+        description="X_SYSEXT_REPLACES: OS-shipped extensions this one replaces",
+    )
+    release: dict[str, str] | None = Field(
+        default=None,
+        description="every field of the image's extension-release file; null: not known",
+    )
+    binaries: list[str] | None = Field(
+        default=None, description="commands the image puts on PATH; null: not known"
+    )
+    units: list[str] | None = Field(
+        default=None, description="systemd units the image ships; null: not known"
+    )
 
     @classmethod
     def of(cls, image: Image) -> ImageInfo:
+        summary = image.summary
         channels = image.channel_names
         channel = DEFAULT_CHANNEL if DEFAULT_CHANNEL in channels else channels[0]
         return cls(
@@ -80,6 +99,14 @@ class ImageInfo(BaseModel):
             yanked=image.yanked,
             yanked_at=as_utc(image.yanked_at) if image.yanked_at else None,
             url=f"/{extension_url_path(image.name, channel)}/{image.filename}",
+            description=summary.description,
+            homepage=summary.homepage,
+            license=summary.license,
+            upstream_version=summary.upstream_version,
+            replaces=list(summary.replaces),
+            release=image.release,
+            binaries=image.binaries,
+            units=image.units,
         )
 
 
@@ -90,6 +117,9 @@ class PublishOut(BaseModel):
 
 class ExtensionSummary(BaseModel):
     name: str
+    description: str | None = Field(
+        default=None, description="X_SYSEXT_DESCRIPTION of the newest listed image"
+    )
     latest_version: str | None
     arches: list[str]
     channels: list[str]
@@ -99,6 +129,13 @@ class ExtensionSummary(BaseModel):
 
 class ExtensionDetail(BaseModel):
     name: str
+    description: str | None = Field(
+        default=None, description="X_SYSEXT_DESCRIPTION of the newest listed image"
+    )
+    homepage: str | None = None
+    license: str | None = None
+    upstream_version: str | None = None
+    replaces: list[str] = Field(default_factory=list)
     images: list[ImageInfo]
 
 
@@ -220,6 +257,7 @@ async def upload_image(
             validated.format,
             channel,
             os_version_id=validated.os_version_id,
+            summary=validated.summary,
         )
     return PublishOut(created=result.created, image=ImageInfo.of(result.image))
 
@@ -246,7 +284,18 @@ def get_extension(name: str, request: Request) -> ExtensionDetail:
     images = _service(request).images_of(name)
     if not images:
         raise RegistryError(404, f"no extension named {name!r}")
-    return ExtensionDetail(name=name, images=[ImageInfo.of(i) for i in images])
+    infos = [ImageInfo.of(i) for i in images]
+    # Images come newest first; a yanked one describes the extension only if nothing else does.
+    lead = next((i for i in infos if not i.yanked), infos[0])
+    return ExtensionDetail(
+        name=name,
+        description=lead.description,
+        homepage=lead.homepage,
+        license=lead.license,
+        upstream_version=lead.upstream_version,
+        replaces=lead.replaces,
+        images=infos,
+    )
 
 
 def _version_action(

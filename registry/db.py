@@ -7,12 +7,14 @@ in `registry/migrations`, run at every start (`migrate()`).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -25,6 +27,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+if TYPE_CHECKING:
+    from sysext.image_summary import ImageSummary
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -58,6 +63,11 @@ class Image(Base):
     # VERSION_ID of an OS-bound image (NAME-VERSION-VERSIONID-ARCH.raw), else None;
     # added by migration 0002.
     os_version_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The image's extension-release fields, the commands and units it ships (migration
+    # 0004); NULL: not known (an image the backfill could not read).
+    release: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    binaries: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    units: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     yanked: Mapped[bool] = mapped_column(Boolean, default=False)
     yanked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -68,6 +78,24 @@ class Image(Base):
     @property
     def channel_names(self) -> list[str]:
         return sorted(c.channel for c in self.channels)
+
+    @property
+    def release_version(self) -> str:
+        """The extension's own version: an OS-bound image's file version is VERSION-VERSIONID."""
+        suffix = f"-{self.os_version_id}" if self.os_version_id else ""
+        if suffix and self.version.endswith(suffix):
+            return self.version[: -len(suffix)]
+        return self.version
+
+    @property
+    def summary(self) -> ImageSummary:
+        from sysext.image_summary import ImageSummary
+
+        return ImageSummary(
+            release=dict(self.release or {}),
+            binaries=tuple(self.binaries or ()),
+            units=tuple(self.units or ()),
+        )
 
 
 class ImageChannel(Base):
@@ -123,10 +151,17 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Any]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+def migrate(
+    engine: Engine, image_summary: Callable[[str, str], ImageSummary | None] | None = None
+) -> None:
+    """Bring the schema to the newest migration (idempotent).
+
+    `image_summary(sha256, name)` reads a stored image; migrations that add what images
+    carry (0004) use it to fill rows published before them.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
+        config.attributes["image_summary"] = image_summary
         command.upgrade(config, "head")

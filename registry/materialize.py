@@ -230,3 +230,8 @@ def remove_unknown_links(settings: Settings, known: set[tuple[str, str]]) -> Non
                 path.unlink()
             elif path.is_dir():
                 shutil.rmtree(path)
+
+
+def snapshot_matches(snapshot: Path, content: DirectoryContent, keyring: bytes) -> bool:
+    """Public name of the check materialize() uses (registry/consistency.py reports drift)."""
+    return _snapshot_matches(snapshot, content, keyring)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from sysext.architecture import Architecture
+from sysext.extension_release import image_filename_problem
 from sysext.versioning import version_problem
 
 IMAGE_SUFFIX = ".raw"
@@ -68,10 +69,45 @@ def parse_image_filename(name: str, filename: str) -> ImageName:
             f"{filename!r} does not end in -ARCH{IMAGE_SUFFIX} with a systemd "
             f"architecture ({known})"
         )
-    problem = version_problem(version)
+    problem = version_problem(version) or registry_version_problem(version)
     if problem:
         raise ValueError(f"{filename!r}: {problem}")
+    # The name becomes a file in every snapshot directory, a SHA256SUMS line and a hard
+    # link: whatever systemd or the file system cannot hold must be refused here, before
+    # anything is committed (issue 13, finding 1).
+    problem = image_filename_problem(filename)
+    if problem:
+        raise ValueError(problem)
     return ImageName(name, version, arch)
+
+
+def registry_version_problem(version: str) -> str | None:
+    """The registry's own rule on top of sysupdate's: a version starts with a digit.
+
+    sysupdate's `@v` matches letters too, so `hello-x-1.0-x86-64.raw` is version `x-1.0`
+    of `hello` to a host, while its owner meant version 1.0 of `hello-x`. Requiring a
+    digit first makes every file name belong to one extension only (docs/registry.md).
+    """
+    if not version[:1].isascii() or not version[:1].isdigit():
+        return (
+            f"version {version!r} does not start with a digit; this registry accepts "
+            "versions such as 1.0 or 2024.05.1 (a leading letter would let NAME-x-1.0 "
+            "pass for a version of NAME)"
+        )
+    return None
+
+
+def claimed_by(other: str, filename: str) -> bool:
+    """True when `filename` is what the transfer pattern `OTHER-@v-%a.raw` of extension
+    `other` (with the registry's version rule) would match: such a file could be taken for
+    one of `other`'s versions, so no other extension may publish it."""
+    if not filename.startswith(other + "-"):
+        return False
+    try:
+        parse_image_filename(other, filename)
+    except ValueError:
+        return False
+    return True
 
 
 def channel_problem(channel: str, channels: tuple[str, ...]) -> str | None:

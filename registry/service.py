@@ -1,16 +1,19 @@
 """Registry operations: publish, yank, promote, queries, and start-up preparation.
 
 Every write follows one order, which is what makes a crash harmless: take the writer lock,
-put the validated file in the store, commit the database (the source of truth), then
-materialize the affected directories. A crash before the commit leaves an unreferenced
-blob (garbage-collected on start); after it, the start-up rematerialization publishes what
-was committed. Either way the previous snapshot is served until a new one is complete.
+put the validated file in the store, build and check the directory contents the change
+will publish (consistency.py: only what can be served is committed), commit the database
+(the source of truth), then materialize the affected directories. A crash before the
+commit leaves an unreferenced blob (garbage-collected on start); after it, the start-up
+rematerialization publishes what was committed. A materialization that fails after the
+commit (a full disk) undoes the change in the database, so database and tree never
+diverge. Either way the previous snapshot is served until a new one is complete.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry import consistency
 from registry import materialize as mat
 from registry.db import (
     Image,
@@ -32,11 +36,14 @@ from registry.errors import RegistryError
 from registry.failpoints import failpoint
 from registry.keys import Signer
 from registry.locking import exclusive
-from registry.names import ImageName, channel_problem
+from registry.names import ImageName, channel_problem, claimed_by
 from registry.settings import Settings
 from registry.store import blob_path, collect_garbage, ingest, remove_abandoned_uploads
-from sysext.atomic import remove_stale_temporaries
-from sysext.versioning import version_key
+from sysext.atomic import atomic_write, remove_stale_temporaries
+from sysext.errors import SysextError
+from sysext.image_summary import ImageSummary, summarize
+from sysext.imageread import read_image
+from sysext.versioning import strverscmp, version_key
 
 log = logging.getLogger("registry")
 
@@ -53,6 +60,9 @@ class RegistryService:
         self.engine = make_engine(settings.db_url)
         self.sessions = make_sessionmaker(self.engine)
         self.signer = Signer(settings.key_path)
+        # (name, channel) directories start-up could not materialize: served from their
+        # previous snapshot (if any) and reported; `sysext registry check` explains them.
+        self.broken: list[consistency.Problem] = []
 
     # -- start-up -------------------------------------------------------------------
 
@@ -66,38 +76,115 @@ class RegistryService:
         for directory in (s.data_dir, s.public_dir, s.snapshots_dir, s.store_dir, s.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         with exclusive(s.lock_path):
-            migrate(self.engine)
+            migrate(self.engine, self._stored_summary)
             fingerprint, created = self.signer.ensure_key()
             self.signer.write_keyrings(s.public_dir)
+            atomic_write(s.served_url_path, s.base_url.encode() + b"\n", mode=0o600)
             remove_abandoned_uploads(s.tmp_dir)
             remove_stale_temporaries(s.public_dir)
             with self.sessions() as session:
                 images = list(session.scalars(select(Image)))
                 collect_garbage(s.store_dir, {i.sha256 for i in images})
-                known = self._rematerialize(images)
+                known = self.rematerialize(images)
             mat.remove_unknown_links(s, known)
         return fingerprint, created
 
-    def _rematerialize(self, images: list[Image]) -> set[tuple[str, str]]:
+    def _stored_summary(self, sha256: str, name: str) -> ImageSummary | None:
+        """Read what a stored image carries (for rows published before migration 0004)."""
+        try:
+            return summarize(read_image(blob_path(self.settings.store_dir, sha256)), name)
+        except SysextError as exc:
+            log.warning("event=summary-unreadable sha256=%s error=%s", sha256, exc.message)
+            return None
+
+    def rematerialize(self, images: list[Image]) -> set[tuple[str, str]]:
+        """Materialize every (extension, channel); one broken extension never stops the rest.
+
+        A directory that cannot be materialized keeps serving its previous snapshot and
+        is reported loudly (log line and `self.broken`); the registry starts regardless.
+        """
         groups: dict[tuple[str, str], list[Image]] = {}
         for image in images:
             for channel in image.channel_names:
                 groups.setdefault((image.name, channel), []).append(image)
+        self.broken = []
         for (name, channel), members in sorted(groups.items()):
-            mat.materialize(self.settings, self.signer, self._content(name, channel, members))
+            try:
+                content = consistency.checked_content(self.settings, name, channel, members)
+                mat.materialize(self.settings, self.signer, content)
+            except (RegistryError, OSError, SysextError) as exc:
+                message = exc.detail if isinstance(exc, RegistryError) else str(exc)
+                problem = consistency.Problem(
+                    name, channel, message, "run `sysext registry check --data DIR`"
+                )
+                self.broken.append(problem)
+                log.error(
+                    "event=extension-broken name=%s channel=%s problem=%r "
+                    "action=serving-previous-snapshot hint=%r",
+                    name,
+                    channel,
+                    message,
+                    "sysext registry check --data DIR; sysext registry repair --data DIR",
+                )
         return set(groups)
 
-    def _content(self, name: str, channel: str, images: Iterable[Image]) -> mat.DirectoryContent:
-        return mat.desired_content(self.settings, name, channel, images)
-
     def _refresh(self, session: Session, name: str, channels: Iterable[str]) -> None:
+        for content in self._planned(session, name, channels):
+            mat.materialize(self.settings, self.signer, content)
+
+    def _planned(
+        self, session: Session, name: str, channels: Iterable[str]
+    ) -> list[mat.DirectoryContent]:
+        """The checked contents of `name`'s directories in `channels`, as the session sees
+        them (pending changes included): RegistryError 422 when one could not be served."""
+        session.flush()
+        planned = []
         for channel in sorted(set(channels)):
             members = session.scalars(
                 select(Image)
                 .join(ImageChannel)
                 .where(Image.name == name, ImageChannel.channel == channel)
             ).all()
-            mat.materialize(self.settings, self.signer, self._content(name, channel, members))
+            planned.append(consistency.checked_content(self.settings, name, channel, members))
+        return planned
+
+    def _commit_and_serve(
+        self,
+        session: Session,
+        name: str,
+        channels: Iterable[str],
+        undo: Callable[[Session], None],
+    ) -> None:
+        """Check, commit, materialize; if materializing fails, `undo` the committed change.
+
+        Everything materialization checks by itself was checked before (`_planned`), so
+        what remains is the machine failing (disk full, I/O error): the client gets a 503,
+        the database is as before the request and the tree is rebuilt from it.
+        """
+        channels = sorted(set(channels))
+        try:
+            planned = self._planned(session, name, channels)
+        except RegistryError:
+            session.rollback()
+            raise
+        session.commit()
+        failpoint("after-commit")
+        try:
+            for content in planned:
+                mat.materialize(self.settings, self.signer, content)
+        except (OSError, SysextError) as exc:
+            log.error("event=materialize-failed name=%s problem=%r action=undo", name, str(exc))
+            undo(session)
+            session.commit()
+            try:
+                self._refresh(session, name, channels)
+            except (OSError, SysextError, RegistryError) as again:
+                log.error("event=extension-broken name=%s problem=%r", name, str(again))
+            raise RegistryError(
+                503,
+                f"could not write the public tree for {name} ({type(exc).__name__}); "
+                "nothing was changed, try again later",
+            ) from None
 
     # -- writes ---------------------------------------------------------------------
 
@@ -116,16 +203,23 @@ class RegistryService:
         channel: str,
         *,
         os_version_id: str | None = None,
+        summary: ImageSummary | None = None,
     ) -> PublishResult:
         """Store a validated upload and make it visible in `channel`.
 
-        `os_version_id`: the VERSION_ID of an OS-bound image (validation.ValidatedImage).
+        `os_version_id`: the VERSION_ID of an OS-bound image; `summary`: its release fields
+        and contents (both from validation.ValidatedImage).
         """
         self.check_channel(channel)
         with exclusive(self.settings.lock_path), self.sessions() as session:
             existing = session.scalars(
-                select(Image).where(Image.filename == image_name.filename)
+                select(Image).where(
+                    Image.name == image_name.name, Image.filename == image_name.filename
+                )
             ).one_or_none()
+            if existing is None:
+                self._refuse_squatting(session, image_name)
+                self._refuse_equal_version(session, image_name)
             if existing is not None:
                 if existing.sha256 != sha256:
                     raise RegistryError(
@@ -136,9 +230,13 @@ class RegistryService:
                     )
                 # Same bytes: idempotent, so a retried upload after a lost response is fine.
                 if channel not in existing.channel_names:
-                    existing.channels.append(ImageChannel(channel=channel, added_at=utcnow()))
-                    session.commit()
-                    self._refresh(session, existing.name, [channel])
+                    added = ImageChannel(channel=channel, added_at=utcnow())
+                    existing.channels.append(added)
+
+                    def drop_channel(s: Session, image: Image = existing) -> None:
+                        image.channels[:] = [c for c in image.channels if c.channel != channel]
+
+                    self._commit_and_serve(session, existing.name, [channel], drop_channel)
                 return PublishResult(existing, created=False)
             self._refuse_mixing(session, image_name, os_version_id)
             ingest(self.settings.store_dir, staged, sha256)
@@ -152,15 +250,68 @@ class RegistryService:
                 size=size,
                 format=fmt,
                 os_version_id=os_version_id,
+                release=dict(summary.release) if summary else None,
+                binaries=list(summary.binaries) if summary else None,
+                units=list(summary.units) if summary else None,
                 created_at=utcnow(),
                 yanked=False,
             )
             image.channels.append(ImageChannel(channel=channel, added_at=utcnow()))
             session.add(image)
-            session.commit()
-            failpoint("after-commit")
-            self._refresh(session, image.name, [channel])
+
+            def forget(s: Session) -> None:
+                s.delete(image)  # its blob is garbage-collected at the next start
+
+            self._commit_and_serve(session, image.name, [channel], forget)
             return PublishResult(image, created=True)
+
+    @staticmethod
+    def _refuse_squatting(session: Session, image_name: ImageName) -> None:
+        """No file name two extensions' transfer patterns could both match.
+
+        With versions starting with a digit (names.py), `hello-x-1.0-x86-64.raw` is only
+        ever hello-x's; but `a-1-2-x86-64.raw` is version 1-2 of `a` *and* version 2 of
+        `a-1`. Whichever extension comes second is refused, in both directions: its file
+        would be matched by the other's `OTHER-@v-%a.raw`, or its pattern would match
+        the other's files (hosts sharing a target directory would mistake them).
+        """
+        filename = image_name.filename
+        others = {n for n in session.scalars(select(Image.name).distinct()) if n != image_name.name}
+        for other in sorted(others):
+            if claimed_by(other, filename):
+                raise RegistryError(
+                    409,
+                    f"{filename} would also match extension {other}'s transfer pattern "
+                    f"{other}-@v-%a.raw; publish {image_name.name} under a name that is not "
+                    f"{other}-DIGIT…",
+                )
+        prefix = image_name.name + "-"
+        for row in session.scalars(
+            select(Image).where(Image.name != image_name.name, Image.filename.startswith(prefix))
+        ):
+            if claimed_by(image_name.name, row.filename):
+                raise RegistryError(
+                    409,
+                    f"{image_name.name}'s transfer pattern {image_name.name}-@v-%a.raw would "
+                    f"match {row.filename} of extension {row.name}; pick another name",
+                )
+
+    @staticmethod
+    def _refuse_equal_version(session: Session, image_name: ImageName) -> None:
+        """Versions systemd orders as equal (8.0, 08.0, 8.00, 8.0+) cannot coexist.
+
+        sysupdate picks the newest by strverscmp; between equal ones its choice depends
+        on listing order, so hosts could get either image.
+        """
+        for row in session.scalars(select(Image).where(Image.name == image_name.name)):
+            same = strverscmp(row.version, image_name.version) == 0
+            if same and row.version != image_name.version:
+                raise RegistryError(
+                    409,
+                    f"version {image_name.version} of {image_name.name} is the same version "
+                    f"as the published {row.version} ({row.filename}) to systemd-sysupdate; "
+                    "publish a version that sorts differently",
+                )
 
     @staticmethod
     def _refuse_mixing(session: Session, image_name: ImageName, os_version_id: str | None) -> None:
@@ -213,27 +364,40 @@ class RegistryService:
     def set_yanked(self, name: str, version: str, arch: str | None, yanked: bool) -> list[Image]:
         with exclusive(self.settings.lock_path), self.sessions() as session:
             images = self._select_images(session, name, version, arch)
+            before = [(i, i.yanked, i.yanked_at) for i in images]
             for image in images:
                 image.yanked = yanked
                 image.yanked_at = utcnow() if yanked else None
-            session.commit()
-            self._refresh(session, name, {c for i in images for c in i.channel_names})
+
+            def restore(s: Session) -> None:
+                for image, was, at in before:
+                    image.yanked, image.yanked_at = was, at
+
+            channels = {c for i in images for c in i.channel_names}
+            self._commit_and_serve(session, name, channels, restore)
             return images
 
     def promote(self, name: str, version: str, arch: str | None, channel: str) -> list[Image]:
         self.check_channel(channel)
         with exclusive(self.settings.lock_path), self.sessions() as session:
             images = self._select_images(session, name, version, arch)
+            added = []
             for image in images:
                 if channel not in image.channel_names:
                     image.channels.append(ImageChannel(channel=channel, added_at=utcnow()))
-            session.commit()
-            self._refresh(session, name, [channel])
+                    added.append(image)
+
+            def demote(s: Session) -> None:
+                for image in added:
+                    image.channels[:] = [c for c in image.channels if c.channel != channel]
+
+            self._commit_and_serve(session, name, [channel], demote)
             return images
 
     # -- reads ----------------------------------------------------------------------
 
     def extensions(self, query: str | None = None) -> list[dict[str, Any]]:
+        """One summary per extension; `query` matches names and descriptions (any case)."""
         with self.sessions() as session:
             images = list(session.scalars(select(Image)))
         by_name: dict[str, list[Image]] = {}
@@ -242,18 +406,22 @@ class RegistryService:
         out = []
         needle = (query or "").strip().lower()
         for name in sorted(by_name):
-            if needle and needle not in name.lower():
-                continue
             members = by_name[name]
             live = [i for i in members if not i.yanked]
-            latest = max(live, key=lambda i: version_key(i.version), default=None)
+            latest = max(live, key=lambda i: version_key(i.release_version), default=None)
+            described = latest or max(members, key=lambda i: version_key(i.release_version))
+            description = described.summary.description
+            if needle and needle not in name.lower() and needle not in (description or "").lower():
+                continue
             out.append(
                 {
                     "name": name,
-                    "latest_version": latest.version if latest else None,
+                    "description": description,
+                    "latest_version": latest.release_version if latest else None,
                     "arches": sorted({i.arch for i in live}),
                     "channels": sorted({c for i in live for c in i.channel_names}),
-                    "versions": len({i.version for i in members}),
+                    # OS-bound images of one version (one per VERSION_ID) count once.
+                    "versions": len({i.release_version for i in members}),
                     "updated": as_utc(max(i.created_at for i in members)),
                 }
             )

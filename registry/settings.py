@@ -61,6 +61,12 @@ class Settings:
         return self.data_dir / "keys" / "signing.pgp"
 
     @property
+    def served_url_path(self) -> Path:
+        """The base URL the last start wrote into transfer files (`sysext registry check`
+        compares against it when not given one)."""
+        return self.data_dir / "served-base-url"
+
+    @property
     def lock_path(self) -> Path:
         return self.data_dir / ".lock"
 

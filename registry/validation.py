@@ -13,12 +13,13 @@ update it is not.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry.errors import RegistryError
 from registry.names import ImageName
 from sysext.errors import SysextError
+from sysext.image_summary import ImageSummary, summarize
 from sysext.imageread import read_image
 
 ACCEPTED_FORMATS = ("squashfs", "erofs")
@@ -32,6 +33,8 @@ class ValidatedImage:
     # The release's VERSION_ID when the file is named NAME-VERSION-VERSIONID-ARCH.raw (an
     # OS-bound image, served with MatchPattern=NAME-@v-%w-%a.raw); None for the plain form.
     os_version_id: str | None = None
+    # Release fields and what the image ships, stored with it for the API and the pages.
+    summary: ImageSummary = field(default_factory=ImageSummary)
 
 
 def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
@@ -83,7 +86,11 @@ def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
             f"{expected.filename}: extension-release.{expected.name} has {shown}, "
             f"the file name says {expected.version}",
         )
-    return ValidatedImage(fmt, _bound_version_id(version, release, expected.version))
+    return ValidatedImage(
+        fmt,
+        _bound_version_id(version, release, expected.version),
+        summarize(contents, expected.name),
+    )
 
 
 def _bound_version_id(

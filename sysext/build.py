@@ -3,28 +3,39 @@
 Every architecture is fetched, extracted and staged first, in a private temporary
 directory; only when all of them staged cleanly are images packed into the output
 directory. So a bad source, checksum or archive never leaves a partial result behind.
+
+Before anything is fetched, each architecture's sources are resolved (pins, upstream
+checksum files, the wheel cache) into a build key (sysext.build_key); when the output
+directory already holds an image recorded with that key, the architecture is done:
+"unchanged", with no download, staging or packing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sysext.architecture import Architecture
 from sysext.assemble import assemble
+from sysext.build_key import KeyInputs, SourceIdentity, build_key
 from sysext.config import Settings
 from sysext.download import Downloader
 from sysext.errors import SysextError
 from sysext.extension_release import ExtensionRelease
 from sysext.extract import ExtractOptions, extract
-from sysext.formats import Compression, ImageFormat
-from sysext.image import BuiltImage, pack
+from sysext.formats import Compression, ImageFormat, resolve_compression, writer_for
+from sysext.image import BuiltImage, pack, resolve_source_date_epoch
 from sysext.lockfile import Lock, LockEntry, LockError
+from sysext.manifest import MANIFEST_NAME, ManifestEntry, merge_into_manifest, read_manifest_file
+from sysext.provenance import provenance_filename, read_provenance
 from sysext.recipe import Recipe
 from sysext.sources import FetchContext, Fetched, source_kind
+from sysext.sources.base import Resolved
 from sysext.staging import scan_tree
 from sysext.steps import step
 from sysext.versioning import version_problem
@@ -44,6 +55,8 @@ class BuildRequest:
     level: int | None = None
     refresh: bool = False
     source_date_epoch: int | None = None
+    block_size: int | None = None
+    force: bool = False  # pack even when an image of the same build key exists
     lock: Lock | None = None  # --locked: only the files recorded there are used
 
     @property
@@ -86,7 +99,21 @@ def target_architectures(
     return chosen
 
 
-def build(request: BuildRequest) -> list[BuiltImage]:
+@dataclass(frozen=True)
+class BuildHooks:
+    """How a caller running several builds at once (sysext.matrix) watches and paces them."""
+
+    # Called with the architecture and the stage: resolving, fetching, staging, packing.
+    on_stage: Callable[[Architecture, str], None] = lambda arch, stage: None
+    # Held while an image is packed: bounds how many compressors run at once.
+    pack_slot: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+    jobs: int | None = None  # compressor threads per image; None: one per core
+
+
+def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltImage]:
+    """Build the request's images; images whose build key is already in the output directory
+    come back with `unchanged=True`, neither staged nor packed (see sysext.build_key)."""
+    hooks = hooks or BuildHooks()
     recipe = request.recipe
     version = request.chosen_version
     problem = version_problem(version)
@@ -114,18 +141,65 @@ def build(request: BuildRequest) -> list[BuiltImage]:
         mirrors=request.settings.mirrors,
         refresh=request.refresh,
     )
+    writer = writer_for(request.image_format)
+    compression, chosen_level = resolve_compression(writer, request.compression, request.level)
+    mtime = resolve_source_date_epoch(request.source_date_epoch)
+    recipe_sha = hashlib.sha256(recipe.path.read_bytes()).hexdigest()
+
+    def key_of(arch: Architecture, sources: Sequence[SourceIdentity]) -> str:
+        return build_key(
+            KeyInputs(
+                recipe_sha256=recipe_sha,
+                release=releases[arch].fields(),
+                sources=sources,
+                options={
+                    "format": request.image_format.value,
+                    "compression": compression.value,
+                    "level": chosen_level,
+                    "block_size": request.block_size,
+                },
+                tools=writer.tool_versions(),
+                source_date_epoch=mtime,
+            )
+        )
+
+    done: dict[Architecture, BuiltImage] = {}
     with tempfile.TemporaryDirectory(prefix="sysext-build-") as work_name:
         work = Path(work_name)
-        staged = [
-            _stage(recipe, version, arch, downloader, work / arch.systemd_name, request.lock)
-            for arch in arches
-        ]
-        recipe_sha = hashlib.sha256(recipe.path.read_bytes()).hexdigest()
+        to_pack: list[tuple[_Staged, str]] = []
+        for arch in arches:
+            ctx = FetchContext(
+                recipe=recipe,
+                version=version,
+                arch=arch,
+                downloader=downloader,
+                work_dir=work / arch.systemd_name,
+                lock=request.lock,
+            )
+            ctx.work_dir.mkdir(parents=True)
+            hooks.on_stage(arch, "resolving")
+            known = _resolve(recipe, ctx)
+            if known is not None and not request.force:
+                existing = _unchanged(request.output_dir, releases[arch], key_of(arch, known))
+                if existing is not None:
+                    done[arch] = existing
+                    continue
+            hooks.on_stage(arch, "fetching")
+            fetched = _fetch(recipe, ctx)
+            key = key_of(arch, [_identity(sid, kind, f) for sid, kind, f in fetched])
+            if known is None and not request.force:
+                # Sources only a fetch can name (apt, pip): decide now, still before staging.
+                existing = _unchanged(request.output_dir, releases[arch], key)
+                if existing is not None:
+                    done[arch] = existing
+                    continue
+            hooks.on_stage(arch, "staging")
+            to_pack.append((_stage(recipe, ctx, fetched), key))
         tools: dict[str, str] = {}
-        for kind in sorted({spec.kind for spec in recipe.sources}):
-            tools.update(source_kind(kind).tools())
-        images = []
-        for item in staged:
+        if to_pack:
+            for kind in sorted({spec.kind for spec in recipe.sources}):
+                tools.update(source_kind(kind).tools())
+        for item, key in to_pack:
             provenance: dict[str, object] = {
                 "recipe": {"name": recipe.name, "file": recipe.file_label, "sha256": recipe_sha},
                 "version": version,
@@ -142,46 +216,106 @@ def build(request: BuildRequest) -> list[BuiltImage]:
                     for sid, kind, f in item.fetched
                 ],
             }
-            images.append(
-                pack(
+            with hooks.pack_slot():
+                hooks.on_stage(item.arch, "packing")
+                done[item.arch] = pack(
                     item.tree,
                     releases[item.arch],
                     request.output_dir,
                     image_format=request.image_format,
-                    compression=request.compression,
-                    level=request.level,
-                    source_date_epoch=request.source_date_epoch,
+                    compression=compression,
+                    level=chosen_level,
+                    source_date_epoch=mtime,
                     provenance=provenance,
                     allow_setuid=frozenset(p.strip("/") for p in recipe.allow_setuid),
+                    block_size=request.block_size,
+                    key=key,
+                    jobs=hooks.jobs,
                 )
-            )
-    return images
+    return [done[arch] for arch in arches]
 
 
-def _stage(
-    recipe: Recipe,
-    version: str,
-    arch: Architecture,
-    downloader: Downloader,
-    work: Path,
-    lock: Lock | None = None,
-) -> _Staged:
-    work.mkdir(parents=True)
-    ctx = FetchContext(
-        recipe=recipe, version=version, arch=arch, downloader=downloader, work_dir=work, lock=lock
-    )
-    fetched: list[tuple[str, str, Fetched]] = []
-    extracted: dict[str, Path] = {}
+def _identity(sid: str, kind: str, got: Fetched | Resolved) -> SourceIdentity:
+    return SourceIdentity(sid, kind, got.sha256, got.file_name)
+
+
+def _resolve(recipe: Recipe, ctx: FetchContext) -> list[SourceIdentity] | None:
+    """The identities of this architecture's sources without fetching payloads, or None
+    when a source kind can name its file only by fetching it."""
+    found = []
     for spec in recipe.sources:
-        if not spec.applies_to(arch):
+        if not spec.applies_to(ctx.arch):
             continue
-        with step(f"Fetching {recipe.name} {version} {arch.systemd_name}: source {spec.id}"):
+        resolved = source_kind(spec.kind).resolve(spec, ctx)
+        if resolved is None:
+            return None
+        found.append(_identity(spec.id, spec.kind, resolved))
+    return found
+
+
+def _unchanged(output_dir: Path, release: ExtensionRelease, key: str) -> BuiltImage | None:
+    """The image already in `output_dir` built from the same key, if there is one.
+
+    Checked: the provenance file records the key, the image named there exists with the
+    recorded size, and SHA256SUMS lists it (re-added when someone removed the line).
+    """
+    provenance_path = output_dir / provenance_filename(release.image_stem)
+    try:
+        record = read_provenance(provenance_path)
+    except (OSError, ValueError):
+        return None
+    image = record.get("image")
+    build_info = record.get("build")
+    if record.get("key") != key or not isinstance(image, dict) or not isinstance(build_info, dict):
+        return None
+    path = output_dir / release.image_filename
+    sha256, size = image.get("sha256"), image.get("size")
+    if image.get("file") != path.name or not isinstance(sha256, str):
+        return None
+    try:
+        if path.stat().st_size != size:
+            return None
+    except OSError:
+        return None
+    entry = ManifestEntry(path.name, sha256)
+    if entry not in read_manifest_file(output_dir / MANIFEST_NAME):
+        merge_into_manifest(output_dir / MANIFEST_NAME, [entry])
+    level = build_info.get("level")
+    return BuiltImage(
+        path=path,
+        sha256=sha256,
+        size=path.stat().st_size,
+        provenance_path=provenance_path,
+        release=release,
+        image_format=ImageFormat(build_info.get("format", ImageFormat.SQUASHFS.value)),
+        compression=Compression(build_info.get("compression", Compression.ZSTD.value)),
+        level=level if isinstance(level, int) else None,
+        unchanged=True,
+    )
+
+
+def _fetch(recipe: Recipe, ctx: FetchContext) -> list[tuple[str, str, Fetched]]:
+    fetched: list[tuple[str, str, Fetched]] = []
+    for spec in recipe.sources:
+        if not spec.applies_to(ctx.arch):
+            continue
+        with step(
+            f"Fetching {recipe.name} {ctx.version} {ctx.arch.systemd_name}: source {spec.id}"
+        ):
             got = source_kind(spec.kind).fetch(spec, ctx)
         _check_against_lock(ctx, spec.id, got)
         fetched.append((spec.id, spec.kind, got))
-        destination = work / "sources" / spec.id
+    return fetched
+
+
+def _stage(recipe: Recipe, ctx: FetchContext, fetched: list[tuple[str, str, Fetched]]) -> _Staged:
+    work = ctx.work_dir
+    extracted: dict[str, Path] = {}
+    for sid, _, got in fetched:
+        spec = next(s for s in recipe.sources if s.id == sid)
+        destination = work / "sources" / sid
         destination.mkdir(parents=True)
-        with step(f"Extracting source {spec.id} ({got.format.value})"):
+        with step(f"Extracting source {sid} ({got.format.value})"):
             extract(
                 got.path,
                 destination,
@@ -193,15 +327,15 @@ def _stage(
                 ),
                 label=got.file_name,
             )
-        extracted[spec.id] = destination
+        extracted[sid] = destination
     tree = work / "tree"
     tree.mkdir()
-    with step(f"Staging {recipe.name} {version} {arch.systemd_name}"):
+    with step(f"Staging {recipe.name} {ctx.version} {ctx.arch.systemd_name}"):
         assemble(recipe, extracted, tree)
         # pack() checks the tree again; checking here too means a tree that cannot become an
         # image fails the build before any architecture has written its image.
         scan_tree(tree, allow_setuid=recipe.allow_setuid)
-    return _Staged(arch, tree, tuple(fetched))
+    return _Staged(ctx.arch, tree, tuple(fetched))
 
 
 def _check_against_lock(ctx: FetchContext, source_id: str, got: Fetched) -> None:

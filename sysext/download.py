@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -157,6 +158,12 @@ class Downloader:
         sha256 = sha256.lower()
         if is_local(url):
             return self._verify_local(url, sha256)
+        # Matrix builds run several fetches at once; two of them wanting the same blob (a
+        # tool shared by two recipes or versions) must not append to one partial file.
+        with _blob_lock(sha256):
+            return self._fetch_blob(url, sha256, label)
+
+    def _fetch_blob(self, url: str, sha256: str, label: str | None) -> Path:
         blob = self.cache_dir / "downloads" / "sha256" / sha256
         if blob.exists():
             if not self.refresh and sha256_of(blob) == sha256:
@@ -291,6 +298,15 @@ class Downloader:
             yield response
         finally:
             response.close()
+
+
+_BLOB_LOCKS: dict[str, threading.Lock] = {}
+_BLOB_LOCKS_GUARD = threading.Lock()
+
+
+def _blob_lock(sha256: str) -> threading.Lock:
+    with _BLOB_LOCKS_GUARD:
+        return _BLOB_LOCKS.setdefault(sha256, threading.Lock())
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -51,6 +51,26 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+# Linux file names (NAME_MAX) and systemd's filename_is_valid() stop at 255 bytes; an
+# image name beyond it can be neither linked into /etc/extensions nor listed in SHA256SUMS.
+MAX_FILENAME_BYTES = 255
+
+
+def image_filename_problem(filename: str) -> str | None:
+    """Why `filename` cannot be an image file name on hosts (and in a registry), or None.
+
+    One rule for `sysext pack`/`build` and the registry's uploads, so that what the builder
+    writes is what the registry can serve.
+    """
+    size = len(filename.encode())
+    if size > MAX_FILENAME_BYTES:
+        return (
+            f"image file name {filename[:40]}… is {size} bytes; file names (and SHA256SUMS "
+            f"entries) hold at most {MAX_FILENAME_BYTES}"
+        )
+    return None
+
+
 def release_file_path(name: str) -> str:
     """Image path of the release file for activation name `name` (spec §1.1)."""
     return f"{RELEASE_DIR}/extension-release.{name}"
@@ -100,6 +120,9 @@ class ExtensionRelease:
             )
         if self.version_id is not None:
             self._check_version_id(self.version_id)
+        problem = image_filename_problem(self.image_filename)
+        if problem:
+            raise SysextError(problem, "use a shorter version (or extension name)")
         if self.os_id == ANY and (self.sysext_level or self.version_id):
             raise SysextError(
                 "SYSEXT_LEVEL/VERSION_ID have no effect with ID=_any (spec §1.3 step 5)",

@@ -53,6 +53,7 @@ class BuiltImage:
     compression: Compression = Compression.ZSTD
     level: int | None = None
     warnings: tuple[str, ...] = ()
+    unchanged: bool = False  # an image of the same build key was already there: not packed
 
 
 def resolve_source_date_epoch(explicit: int | None = None) -> int:
@@ -88,14 +89,18 @@ def pack(
     provenance: Mapping[str, object] | None = None,
     allow_setuid: frozenset[str] = frozenset(),
     block_size: int | None = None,
+    key: str | None = None,
+    jobs: int | None = None,
 ) -> BuiltImage:
     """Pack `tree` (holding usr/ and/or opt/) into an extension image in `output_dir`.
 
     `compression=None` picks the format's default (zstd for squashfs, lz4hc for erofs);
     `level=None` the compressor's default; `block_size` (squashfs only, 4 KiB–1 MiB, a power
-    of two) defaults to 1 MiB. When the tree ships units under
-    usr/lib/systemd/system, EXTENSION_RELOAD_MANAGER=1 is set even if the caller did not,
-    so systemd-sysext reloads the manager and the units become visible (spec §1.3).
+    of two) defaults to 1 MiB. `key` (sysext.build_key) is recorded in the provenance file;
+    `jobs` caps the compressor's threads (matrix builds pack several images at once). When
+    the tree ships units under usr/lib/systemd/system, EXTENSION_RELOAD_MANAGER=1 is set even
+    if the caller did not, so systemd-sysext reloads the manager and the units become
+    visible (spec §1.3).
     """
     writer = writer_for(image_format)
     chosen, chosen_level = resolve_compression(writer, compression, level)
@@ -113,8 +118,9 @@ def pack(
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         _write_image(
-            writer, staged, release, target, chosen, chosen_level, mtime, image_format, block_size
-        )
+            writer, staged, release, target, chosen, chosen_level, mtime, image_format, block_size,
+            jobs,
+        )  # fmt: skip
     except OSError as exc:
         raise SysextError(
             f"{output_dir}: cannot write the image: {exc.strerror or exc}",
@@ -136,6 +142,7 @@ def pack(
             "files": 1 + sum(1 for e in staged.entries if e.kind is not EntryKind.DIR),
         },
         inputs=provenance,
+        key=key,
     )
     provenance_path = output_dir / provenance_filename(release.image_stem)
     write_provenance(provenance_path, record)
@@ -162,6 +169,7 @@ def _write_image(
     mtime: int,
     image_format: ImageFormat,
     block_size: int | None,
+    jobs: int | None,
 ) -> None:
     output_dir = target.parent
     with (
@@ -181,6 +189,7 @@ def _write_image(
                     uuid=str(uuid.uuid5(_UUID_NAMESPACE, release.image_stem)),
                     scratch=scratch,
                     block_size=block_size,
+                    jobs=jobs,
                 )
             )
 

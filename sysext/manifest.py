@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ SIGNATURE_NAME = "SHA256SUMS.gpg"
 MIN_DOWNLOAD_BYTES = 6
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _LOWER_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MERGE_LOCK = threading.Lock()
 
 
 class ManifestError(SysextError):
@@ -156,9 +158,11 @@ def merge_into_manifest(path: Path, new: Iterable[ManifestEntry]) -> list[Manife
     never lists something a host cannot download.
     """
     directory = path.parent
-    merged = {e.filename: e for e in read_manifest_file(path)}
-    for entry in new:
-        merged[entry.filename] = entry
-    kept = [e for e in merged.values() if (directory / e.filename).exists()]
-    atomic_write(path, format_manifest(kept))
+    # Read-modify-write: matrix builds finish images in several threads at once.
+    with _MERGE_LOCK:
+        merged = {e.filename: e for e in read_manifest_file(path)}
+        for entry in new:
+            merged[entry.filename] = entry
+        kept = [e for e in merged.values() if (directory / e.filename).exists()]
+        atomic_write(path, format_manifest(kept))
     return sorted(kept)

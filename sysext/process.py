@@ -6,6 +6,7 @@ the tool's own last message, so no caller ever parses CalledProcessError by hand
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 import shutil
@@ -86,9 +87,17 @@ def run(
 
 def tool_version(tool: str, *flags: str) -> str:
     """First line a tool prints about its version, or 'unknown' (for provenance records)."""
-    if shutil.which(tool) is None:
+    found = shutil.which(tool)
+    if found is None:
         return "not installed"
-    proc = run([tool, *(flags or ("--version",))], check=False)
+    return _version_of(found, flags or ("--version",))
+
+
+@functools.cache
+def _version_of(executable: str, flags: tuple[str, ...]) -> str:
+    # Cached per executable path: a no-op rebuild of a catalogue asks for the packing tool's
+    # version once per image (it is part of the build key), not once per process start.
+    proc = run([executable, *flags], check=False)
     text = (proc.stdout or b"").decode("utf-8", "replace") + proc.stderr.decode("utf-8", "replace")
     for line in text.splitlines():
         if line.strip():

@@ -30,6 +30,7 @@ def provenance_record(
     tools: Mapping[str, str],
     build: Mapping[str, object],
     inputs: Mapping[str, object] | None = None,
+    key: str | None = None,
 ) -> dict[str, object]:
     record: dict[str, object] = {
         "schema": 1,
@@ -39,6 +40,9 @@ def provenance_record(
         "build": dict(build),
         "tools": dict(tools),
     }
+    if key:
+        # sysext.build_key: a build with the same key finds this image and skips packing.
+        record["key"] = key
     if inputs:
         # recipe name/file, sources with their sha256… whatever the caller knows.
         record["inputs"] = dict(inputs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -24,6 +25,18 @@ from rich.progress import (
 
 log = logging.getLogger("sysext")
 console = Console(stderr=True, highlight=False)
+# Set while a view of its own (sysext.matrix) owns the terminal: steps only log, and no
+# download bar competes with it (rich allows one live display at a time).
+_quiet = threading.Event()
+
+
+@contextlib.contextmanager
+def quiet_steps() -> Iterator[None]:
+    _quiet.set()
+    try:
+        yield
+    finally:
+        _quiet.clear()
 
 
 @contextlib.contextmanager
@@ -31,7 +44,7 @@ def step(title: str) -> Iterator[None]:
     """Log and time one named piece of work."""
     started = time.monotonic()
     log.info("%s", title)
-    if not log.isEnabledFor(logging.INFO):
+    if not log.isEnabledFor(logging.INFO) and not _quiet.is_set():
         console.print(f"[bold]•[/bold] {title}")
     try:
         yield
@@ -51,5 +64,5 @@ def byte_progress() -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=not sys.stderr.isatty(),
+        disable=not sys.stderr.isatty() or _quiet.is_set(),
     )

@@ -219,10 +219,14 @@ def resolve_version(recipe: Recipe, requested: str | None, downloader: Downloade
         return _marker(feed, feed.track_url.replace("{track}", requested), downloader)
     if recipe.versions is not None and recipe.versions.pypi:
         return requested
-    found = [v for v in upstream_versions(recipe, downloader) if v.startswith(requested + ".")]
+    found = [
+        v
+        for v in upstream_versions(recipe, downloader)
+        if v == requested or v.startswith((requested + ".", requested + "-", requested + "+"))
+    ]
     if not found:
         raise SysextError(
-            f"recipe {recipe.file_label}: no upstream version in the {requested} track",
+            f"{recipe.name}: no upstream version in the {requested} track",
             f"list them with `sysext versions {recipe.name}`",
         )
     return found[0]

@@ -13,23 +13,35 @@ from sysext.config import load_settings
 from sysext.download import Downloader
 from sysext.errors import SysextError
 from sysext.formats import Compression, ImageFormat
-from sysext.recipe import find_recipe, load_recipe
+from sysext.recipe import (
+    Recipe,
+    available_recipes,
+    bundled_recipes_dir,
+    find_recipe,
+    load_recipe,
+)
 from sysext.steps import console
+from sysext.urls import DEFAULT_CHANNEL
 
 DEFAULT_OUTPUT = Path("out")
 
 
 def build_command(
-    recipe: str = typer.Argument(
-        ...,
-        metavar="RECIPE",
-        help="Recipe name (looked up in recipes/ or --recipes-dir) or path to a .toml file.",
-    ),
-    version: str | None = typer.Option(
+    recipes: list[str] = typer.Argument(
         None,
+        metavar="RECIPE...",
+        help="Recipe names (looked up in recipes/ or --recipes-dir) or paths to .toml files.",
+        show_default=False,
+    ),
+    all_recipes: bool = typer.Option(
+        False, "--all", help="Build every recipe in --recipes-dir (or the shipped ones)."
+    ),
+    version: list[str] = typer.Option(
+        [],
         "--version",
-        help="Upstream version to build, `latest`, or a track such as 1.31 (the newest "
-        "1.31.x) (default: the recipe's `version`).",
+        help="Upstream version to build (default: the recipe's `version`); with several "
+        "recipes or versions also `latest` or a track X.Y (its newest X.Y.*); repeatable.",
+        show_default=False,
     ),
     arch: list[str] = typer.Option(
         [],
@@ -81,21 +93,46 @@ def build_command(
     refresh: bool = typer.Option(
         False, "--refresh", help="Ignore cached downloads and fetch everything again."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Pack again even when an image of the same inputs is in OUTPUT."
+    ),
+    publish: str | None = typer.Option(
+        None,
+        "--publish",
+        metavar="URL",
+        help="After building, upload to this registry what it does not have yet (token from "
+        "$SYSEXT_TOKEN); builds the matrix way even for one recipe.",
+    ),
+    channel: str = typer.Option(
+        DEFAULT_CHANNEL, "--channel", "-c", help="Channel to publish in (with --publish)."
+    ),
+    jobs: int = typer.Option(
+        4, "--jobs", "-j", min=1, help="Images in progress at once in a matrix build."
+    ),
     locked: bool = typer.Option(
         False,
         "--locked",
         help="Use only files recorded by `sysext lock` (--lock-file, default "
-        "./RECIPE.lock.json); a changed upstream file is an error.",
+        "./RECIPE.lock.json); a changed upstream file is an error. One recipe at a time.",
     ),
     lock_file: Path | None = typer.Option(
         None, "--lock-file", help="Lock file for --locked (default: ./RECIPE.lock.json)."
     ),
 ) -> None:
-    """Build extension images from a recipe: fetch, verify, extract, stage, pack.
+    """Build extension images from recipes: fetch, verify, extract, stage, pack.
 
     Writes OUTPUT/NAME-VERSION-ARCH.raw, merges OUTPUT/SHA256SUMS and writes
-    OUTPUT/NAME-VERSION-ARCH.provenance.json. Nothing is written unless every
-    requested architecture fetched, verified and staged cleanly.
+    OUTPUT/NAME-VERSION-ARCH.provenance.json. For one recipe, nothing is written unless
+    every requested architecture fetched, verified and staged cleanly.
+
+    Incremental: an image whose inputs (recipe file, source hashes, options, tool version,
+    SOURCE_DATE_EPOCH) match the provenance file of the image in OUTPUT is not rebuilt
+    ("unchanged"); --force packs it again.
+
+    Several recipes, --all, several --version or --publish build every combination in
+    parallel (downloads overlap, packing is bounded by the cores) and end with a summary
+    table (built / unchanged / published / already published / failed and why); a failed
+    row leaves nothing behind and the exit status is 1.
 
     Images are reproducible: file times come from SOURCE_DATE_EPOCH (default 0).
 
@@ -109,27 +146,47 @@ def build_command(
 
     Example (only for Flatcar 3815.2.0 hosts, see `sysext transfer --os-bound`):
     sysext build shellcheck --os flatcar --os-version-id 3815.2.0 --output out/
+
+    Example (the catalogue for two architectures, published to a registry):
+    SYSEXT_TOKEN=… sysext build --all --arch x86-64 --arch arm64 --output out/
+    --publish https://ext.example.com
     """
     from sysext.build import BuildRequest, build
-    from sysext.lockfile import default_lock_path, load_lock
-    from sysext.upstream_versions import resolve_version
 
+    recipes = recipes or []
+    if all_recipes and recipes:
+        raise SysextError("pass recipe names or --all, not both", "drop the names or --all")
+    if not all_recipes and not recipes:
+        raise SysextError("no recipe given", "name one or more recipes, or pass --all")
     settings = load_settings(cache_dir=cache_dir)
-    loaded = load_recipe(find_recipe(recipe, recipes_dir))
-    lock = load_lock(lock_file or default_lock_path(loaded.name), loaded.name) if locked else None
-    version = resolve_version(loaded, version, Downloader(settings.cache_dir, settings.mirrors))
     arches = tuple(Architecture.parse(a) for a in arch)
     passphrase = os.environ.get("SYSEXT_KEY_PASSPHRASE") or None
     if sign_key is not None:
         from sysext.signing import load_key
 
         load_key(sign_key, passphrase=passphrase)  # a bad key fails before any download
-    images = build(
-        BuildRequest(
-            recipe=loaded,
+    matrix = all_recipes or len(recipes) > 1 or len(version) > 1 or publish is not None
+    if locked and matrix:
+        raise SysextError(
+            "--locked builds one recipe at a time", "run one `sysext build R --locked` per recipe"
+        )
+    if matrix:
+        from sysext.cli.matrix_cmd import run_matrix_command
+        from sysext.matrix import MatrixRequest
+
+        directory = recipes_dir or bundled_recipes_dir()
+        names = available_recipes(directory) if all_recipes else recipes
+        if not names:
+            raise SysextError(f"no recipes in {directory}", "pass --recipes-dir DIR")
+        loaded_all: dict[str, Recipe] = {}
+        for name in names:
+            one = load_recipe(find_recipe(name, recipes_dir))
+            loaded_all.setdefault(one.name, one)
+        request = MatrixRequest(
+            recipes=tuple(loaded_all.values()),
             output_dir=output,
             settings=settings,
-            version=version,
+            versions=tuple(version),
             architectures=arches,
             os_spec=os_spec,
             os_version_id=os_version_id,
@@ -137,9 +194,48 @@ def build_command(
             compression=compression,
             level=level,
             refresh=refresh,
+            force=force,
+            workers=jobs,
+        )
+        failed = run_matrix_command(request, publish, channel)
+        if sign_key is not None:
+            from sysext.signing import sign_directory
+
+            sign_directory(output, sign_key, passphrase=passphrase)
+        if failed:
+            raise typer.Exit(1)
+        return
+    from sysext.lockfile import default_lock_path, load_lock
+    from sysext.upstream_versions import resolve_version
+
+    loaded = load_recipe(find_recipe(recipes[0], recipes_dir))
+    lock = load_lock(lock_file or default_lock_path(loaded.name), loaded.name) if locked else None
+    downloader = Downloader(settings.cache_dir, settings.mirrors)
+    chosen = resolve_version(loaded, version[0] if version else None, downloader)
+    images = build(
+        BuildRequest(
+            recipe=loaded,
+            output_dir=output,
+            settings=settings,
+            version=chosen,
+            architectures=arches,
+            os_spec=os_spec,
+            os_version_id=os_version_id,
+            image_format=image_format,
+            compression=compression,
+            level=level,
+            refresh=refresh,
+            force=force,
             lock=lock,
         )
     )
+    for image in images:
+        if image.unchanged:
+            console.print(
+                f"unchanged: {image.path.name} (same inputs as the image in {output}; "
+                "--force packs it again)",
+                markup=False,
+            )
     if sign_key is not None:
         from sysext.signing import sign_directory
 

@@ -34,6 +34,84 @@ token_app = typer.Typer(
 )
 
 
+registry_app = typer.Typer(
+    help=(
+        "Check or repair a registry's data directory (run on the server).\n\n"
+        "Example: sysext registry check --data /srv/sysext"
+    ),
+    no_args_is_help=True,
+)
+DATA_OPTION = typer.Option(
+    None, "--data", "-d", help="Data directory (default ./sysext-data, or $SYSEXT_DATA)."
+)
+CONFIG_OPTION = typer.Option(
+    None, "--config", help="TOML settings file (default DATA/registry.toml if present)."
+)
+
+
+def _offline_service(data: Path | None, config: Path | None) -> Any:
+    from registry.db import migrate
+    from registry.locking import exclusive
+    from registry.service import RegistryService
+    from registry.settings import load_settings
+
+    settings = load_settings({"data_dir": data}, config_file=config)
+    if settings.public_url is None and settings.served_url_path.is_file():
+        # The transfer files must keep naming the URL the server uses, not a default.
+        served = settings.served_url_path.read_text().strip()
+        settings = load_settings({"data_dir": data, "public_url": served}, config_file=config)
+    if settings.database_url is None and not (settings.data_dir / "registry.db").is_file():
+        raise SysextError(
+            f"{settings.data_dir}: no registry database (registry.db) here",
+            "pass --data DIR naming the directory `sysext serve --data` uses",
+        )
+    service = RegistryService(settings)
+    with exclusive(settings.lock_path):
+        migrate(service.engine)
+    return service
+
+
+@registry_app.command("check")
+def registry_check(data: Path = DATA_OPTION, config: Path = CONFIG_OPTION) -> None:
+    """Explain where the public tree and the database disagree (exit 1 if they do).
+
+    Reports rows that can never be served (e.g. a file name over 255 bytes, a missing
+    stored file), directories that differ from the database, published directories the
+    database does not know, and rows today's upload rules would refuse. Changes nothing.
+
+    Example: sysext registry check --data /srv/sysext
+    """
+    from registry.consistency import check
+
+    problems = check(_offline_service(data, config))
+    for problem in problems:
+        print(problem.line())
+    if problems:
+        console.print(f"{len(problems)} problem(s); `sysext registry repair` fixes them")
+        raise typer.Exit(1)
+    print("consistent: the public tree serves exactly what the database holds")
+
+
+@registry_app.command("repair")
+def registry_repair(data: Path = DATA_OPTION, config: Path = CONFIG_OPTION) -> None:
+    """Make the public tree serve the database again (no SQL needed).
+
+    Deletes rows that can never be served (no manifest ever listed them), rebuilds every
+    extension directory from the database and unpublishes directories it does not know.
+    Safe while `sysext serve` runs (it takes the writer lock).
+
+    Example: sysext registry repair --data /srv/sysext
+    """
+    from registry.consistency import repair
+
+    actions = repair(_offline_service(data, config))
+    for action in actions:
+        print(action)
+    if any(a.startswith("NOT FIXED") for a in actions):
+        raise typer.Exit(1)
+    print("consistent" if actions else "nothing to repair: already consistent")
+
+
 def serve(
     data: Path = typer.Option(
         None, "--data", "-d", help="Data directory (default ./sysext-data, or $SYSEXT_DATA)."
@@ -85,12 +163,15 @@ def serve(
     )
     _check_listen_address(settings.host, settings.port)
     try:
-        fingerprint, created = RegistryService(settings).prepare()
+        service = RegistryService(settings)
+        fingerprint, created = service.prepare()
     except OSError as exc:
         raise SysextError(
             f"cannot use data directory {settings.data_dir}: {exc.strerror or exc}",
             "pass --data DIR (or SYSEXT_DATA) naming a writable directory",
         ) from None
+    for problem in service.broken:
+        console.print(f"[red]broken extension, not updated:[/red] {problem.line()}", soft_wrap=True)
     console.print(
         f"signing key {fingerprint} ({'created' if created else 'existing'}, "
         f"{settings.key_path}); hosts install {settings.base_url}/keyring.gpg"
@@ -158,7 +239,15 @@ def _extension_name(image: Path) -> str:
 
 
 def publish(
-    images: list[Path] = typer.Argument(..., help="Image files NAME-VERSION-ARCH.raw."),
+    images: list[Path] = typer.Argument(
+        None, help="Image files NAME-VERSION-ARCH.raw.", show_default=False
+    ),
+    all_in: Path | None = typer.Option(
+        None,
+        "--all",
+        metavar="DIR",
+        help="Publish every image listed in DIR/SHA256SUMS that the registry does not have.",
+    ),
     registry: str = REGISTRY_OPTION,
     channel: str = typer.Option(DEFAULT_CHANNEL, "--channel", "-c", help="Channel to publish in."),
 ) -> None:
@@ -167,9 +256,21 @@ def publish(
     The token comes from $SYSEXT_TOKEN. Uploading the same bytes again is harmless;
     the same file name with other bytes is refused (versions are immutable).
 
+    With --all DIR, the registry is asked which images it has: only the missing ones are
+    uploaded, the rest reported as already published; safe to re-run after a failure.
+
     Example: SYSEXT_TOKEN=… sysext publish out/podman-4.9.4-x86-64.raw -r https://ext.example.com
+
+    Example: SYSEXT_TOKEN=… sysext publish --all out/ -r https://ext.example.com
     """
     client = RegistryClient.from_env(registry)
+    if all_in is not None:
+        if images:
+            raise SysextError("pass image files or --all DIR, not both", "drop one of them")
+        _publish_directory(client, all_in, channel)
+        return
+    if not images:
+        raise SysextError("no image given", "pass image files, or --all DIR")
     for image in images:
         if not image.is_file():
             raise SysextError(f"{image}: no such file", "pass the image files `sysext build` wrote")
@@ -197,6 +298,34 @@ def publish(
         print(
             f"{state}: {info['filename']} sha256 {info['sha256']} in {', '.join(info['channels'])}"
         )
+
+
+def _publish_directory(client: RegistryClient, directory: Path, channel: str) -> None:
+    from sysext.manifest import MANIFEST_NAME, read_manifest_file
+    from sysext.publishing import Publisher
+
+    if not (directory / MANIFEST_NAME).is_file():
+        raise SysextError(
+            f"{directory}: no {MANIFEST_NAME}", "pass the --output directory of `sysext build`"
+        )
+    entries = read_manifest_file(directory / MANIFEST_NAME)
+    publisher = Publisher(client, channel)
+    publisher.check()
+    failed = 0
+    for entry in entries:
+        image = directory / entry.filename
+        try:
+            if not image.is_file():
+                raise SysextError(f"{image}: listed in {MANIFEST_NAME} but missing")
+            outcome = publisher.publish(image, _extension_name(image), entry.sha256)
+        except SysextError as exc:
+            failed += 1
+            print(f"failed: {entry.filename}: {exc.message}")
+            continue
+        print(f"{outcome.state.value}: {entry.filename} ({outcome.detail})")
+    if failed:
+        console.print(f"{failed} of {len(entries)} image(s) failed", markup=False)
+        raise typer.Exit(1)
 
 
 def _print_images(action: str, images: list[dict[str, Any]]) -> None:
@@ -307,6 +436,7 @@ def register(app: typer.Typer) -> None:
     app.command()(yank)
     app.command()(promote)
     app.add_typer(token_app, name="token")
+    app.add_typer(registry_app, name="registry")
 
 
 __all__ = ["TOKEN_ENV", "register"]

@@ -71,6 +71,7 @@ class WriteRequest:
     uuid: str  # file-system UUID where the format has one (erofs)
     scratch: Path  # an empty private directory the writer may use
     block_size: int | None = None  # squashfs block size in bytes; None: the writer's default
+    jobs: int | None = None  # compressor threads; None: one per core
 
 
 class ImageWriter(Protocol):

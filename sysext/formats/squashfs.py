@@ -92,7 +92,7 @@ class SquashfsWriter:
             argv = ["-c", comp.value]
             if request.level is not None:
                 argv += ["-X", f"level={request.level}"]
-        jobs = str(os.cpu_count() or 1)
+        jobs = str(request.jobs or os.cpu_count() or 1)
         block = str(request.block_size or DEFAULT_BLOCK_SIZE)
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(request.mtime)}
         if request.output.exists():

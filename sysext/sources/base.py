@@ -59,11 +59,25 @@ class Fetched:
     integrity: str = ""  # how it was verified, for provenance and `sysext lock`
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """What a source will be, known without fetching its payload: the build key's input."""
+
+    origin: str
+    sha256: str
+    file_name: str
+
+
 class SourceKind(Protocol):
     name: str
     keys: frozenset[str]
 
     def check(self, spec: SourceSpec, where: Where) -> None: ...
+
+    def resolve(self, spec: SourceSpec, ctx: FetchContext) -> Resolved | None:
+        """The source's identity without downloading its payload, or None when only a fetch
+        can tell (the build then fetches first and decides afterwards)."""
+        ...
 
     def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched: ...
 

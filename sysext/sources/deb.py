@@ -16,7 +16,7 @@ from sysext.download import sha256_of
 from sysext.errors import SysextError, ToolError
 from sysext.extract import ArchiveFormat
 from sysext.process import run, tool_version
-from sysext.sources.base import FetchContext, Fetched, register
+from sysext.sources.base import FetchContext, Fetched, Resolved, register
 
 if TYPE_CHECKING:
     from sysext.recipe import SourceSpec, Where
@@ -33,6 +33,10 @@ class DebSource:
     def check(self, spec: SourceSpec, where: Where) -> None:
         if spec.package is None:
             raise (where / "package").error('missing (the Debian package name, e.g. "hello")')
+
+    def resolve(self, spec: SourceSpec, ctx: FetchContext) -> Resolved | None:
+        # Which build apt picks is known only once it has downloaded it.
+        return None
 
     def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched:
         assert spec.package is not None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sysext.download import sha256_of
 from sysext.errors import SysextError
 from sysext.extract import ArchiveFormat
-from sysext.sources.base import FetchContext, Fetched, register
+from sysext.sources.base import FetchContext, Fetched, Resolved, register
 
 if TYPE_CHECKING:
     from sysext.recipe import SourceSpec, Where
@@ -21,6 +21,11 @@ class FileSource:
     def check(self, spec: SourceSpec, where: Where) -> None:
         if spec.path is None:
             raise (where / "path").error('missing (a path relative to the recipe, e.g. "files/x")')
+
+    def resolve(self, spec: SourceSpec, ctx: FetchContext) -> Resolved:
+        # Local: "fetching" is hashing the file, which is what resolving needs anyway.
+        got = self.fetch(spec, ctx)
+        return Resolved(got.origin, got.sha256, got.file_name)
 
     def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched:
         assert spec.path is not None

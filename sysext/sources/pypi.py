@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sysext.architecture import Architecture
@@ -17,7 +18,7 @@ from sysext.download import ensure_cache_dir, sha256_of
 from sysext.errors import SysextError, ToolError
 from sysext.extract import ArchiveFormat
 from sysext.process import run
-from sysext.sources.base import FetchContext, Fetched, register
+from sysext.sources.base import FetchContext, Fetched, Resolved, register
 
 if TYPE_CHECKING:
     from sysext.recipe import SourceSpec, Where
@@ -44,9 +45,38 @@ class PypiSource:
     def platforms(self, spec: SourceSpec, arch: Architecture) -> tuple[str, ...]:
         return spec.platforms.get(arch) or DEFAULT_PLATFORMS.get(arch, ())
 
-    def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched:
+    def _directory(self, spec: SourceSpec, ctx: FetchContext) -> tuple[str, Path]:
         assert spec.package is not None
         version = ctx.expand(spec, spec.package_version or "{version}", "package_version")
+        return version, ctx.cache_dir / "pypi" / spec.package / version / ctx.arch.systemd_name
+
+    def _wheels(self, spec: SourceSpec, version: str, directory: Path) -> list[Path]:
+        assert spec.package is not None
+        normalized = spec.package.replace("-", "_").lower()
+        return sorted(
+            p
+            for p in directory.glob("*.whl")
+            if p.name.lower().startswith(f"{normalized}-{version}-".lower())
+        )
+
+    def resolve(self, spec: SourceSpec, ctx: FetchContext) -> Resolved | None:
+        # PyPI files are immutable: a wheel of this exact version already in the cache is the
+        # one pip would pick again, so the cache answers without running pip (seconds).
+        version, directory = self._directory(spec, ctx)
+        if ctx.downloader.refresh or not directory.is_dir():
+            return None
+        wheels = self._wheels(spec, version, directory)
+        if not wheels:
+            return None
+        got = sha256_of(wheels[0])
+        pinned = ctx.pinned_sha256(spec)
+        if pinned and pinned != got:
+            return None  # the fetch reports the mismatch
+        return Resolved(f"pypi:{spec.package}=={version} ({wheels[0].name})", got, wheels[0].name)
+
+    def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched:
+        assert spec.package is not None
+        version, directory = self._directory(spec, ctx)
         platforms = self.platforms(spec, ctx.arch)
         label = f"recipe {ctx.recipe.file_label}: sources[{spec.index}]"
         if not platforms:
@@ -55,7 +85,6 @@ class PypiSource:
                 f'set sources.platforms.{ctx.arch.systemd_name} = ["…"] in the recipe',
             )
         python_version = spec.python_version or f"{sys.version_info[0]}.{sys.version_info[1]}"
-        directory = ctx.cache_dir / "pypi" / spec.package / version / ctx.arch.systemd_name
         if ctx.downloader.refresh and directory.exists():
             shutil.rmtree(directory)
         ensure_cache_dir(directory)
@@ -76,12 +105,7 @@ class PypiSource:
                     f"`sysext versions {ctx.recipe.name}`, or drop the architecture",
                 ) from exc
             raise SysextError(f"{label}: pip download {requirement} failed: {exc}") from exc
-        normalized = spec.package.replace("-", "_").lower()
-        wheels = sorted(
-            p
-            for p in directory.glob("*.whl")
-            if p.name.lower().startswith(f"{normalized}-{version}-".lower())
-        )
+        wheels = self._wheels(spec, version, directory)
         if not wheels:
             raise SysextError(f"{label}: pip reported success but left no wheel for {requirement}")
         wheel = wheels[0]

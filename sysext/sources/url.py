@@ -25,7 +25,7 @@ from sysext.download import DownloadError, is_local
 from sysext.errors import SysextError
 from sysext.extract import ArchiveFormat
 from sysext.lockfile import LockError
-from sysext.sources.base import FetchContext, Fetched, register
+from sysext.sources.base import FetchContext, Fetched, Resolved, register
 from sysext.sources.checksums import find_sha256
 from sysext.upstream_signature import (
     UpstreamSignatureError,
@@ -143,6 +143,22 @@ class UrlSource:
                 "downloads are always verified: pin the hash, name the upstream checksum file "
                 'or signature, or set integrity = "lock" when upstream publishes neither',
             )
+
+    def resolve(self, spec: SourceSpec, ctx: FetchContext) -> Resolved | None:
+        """The payload's identity from the lock, a pin or the upstream checksum file (a few
+        bytes); None where only the download itself can tell (a signature, first use)."""
+        assert spec.url is not None
+        url = ctx.expand(spec, spec.url, "url")
+        upstream_name = url_file_name(url)
+        file_name = (
+            ctx.expand(spec, spec.file_name, "file_name") if spec.file_name else upstream_name
+        )
+        entry = ctx.locked(spec, url)
+        if entry is not None:
+            return Resolved(url, entry.sha256, file_name)
+        if ctx.pinned_sha256(spec) or (spec.signature_url is None and spec.checksum_url):
+            return Resolved(url, expected_sha256(spec, ctx, url, upstream_name), file_name)
+        return None
 
     def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched:
         assert spec.url is not None

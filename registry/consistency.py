@@ -1,0 +1,207 @@
+"""Can the database be served? Checks before a commit, and `sysext registry check|repair`.
+
+The database is the source of truth and the public tree is derived from it (materialize.py).
+That only holds if every committed state can be materialized, so each write builds the
+directory contents it is about to publish and checks them here *before* committing: file
+names a file system and systemd can hold, a manifest that parses back to exactly the
+images listed. The same checks, run over a whole data directory, explain drift between
+database and tree (an older version's rows, a restored backup, a full disk mid-write) and
+`repair` fixes it without SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from registry import materialize as mat
+from registry.db import Image
+from registry.errors import RegistryError
+from registry.locking import exclusive
+from registry.names import parse_image_filename
+from registry.settings import Settings
+from registry.store import blob_path
+from sysext.manifest import ManifestError, filename_problem, parse_manifest
+from sysext.urls import DEFAULT_CHANNEL
+
+if TYPE_CHECKING:
+    from registry.service import RegistryService
+
+log = logging.getLogger("registry")
+
+
+def content_problem(content: mat.DirectoryContent) -> str | None:
+    """Why materializing `content` would fail or publish something hosts cannot use."""
+    for filename, _ in (*content.images, *content.texts):
+        problem = filename_problem(filename)
+        if problem:
+            return f"{filename[:60]}…: {problem}" if len(filename) > 60 else problem
+    try:
+        listed = parse_manifest(content.manifest)
+    except ManifestError as exc:
+        return f"SHA256SUMS would not parse: {exc.message}"
+    served = {f for f, _ in content.images} | {f for f, _ in content.texts}
+    for entry in listed:
+        if entry.filename not in served:
+            return f"SHA256SUMS would list {entry.filename}, which the directory lacks"
+    return None
+
+
+def checked_content(
+    settings: Settings, name: str, channel: str, images: Iterable[Image]
+) -> mat.DirectoryContent:
+    """desired_content() for a write about to be committed; RegistryError 422 if unservable."""
+    try:
+        content = mat.desired_content(settings, name, channel, images)
+    except ManifestError as exc:
+        problem: str | None = exc.message
+    else:
+        problem = content_problem(content)
+    if problem:
+        raise RegistryError(
+            422, f"{name} in {channel} could not be served after this change: {problem}"
+        )
+    return content
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One inconsistency; `fix` says what `sysext registry repair` does about it."""
+
+    name: str
+    channel: str | None
+    message: str
+    fix: str
+
+    def line(self) -> str:
+        where = f"{self.name} ({self.channel})" if self.channel else self.name
+        return f"{where}: {self.message} — repair: {self.fix}"
+
+
+def unservable_reason(settings: Settings, image: Image) -> str | None:
+    """Why this committed row cannot be served at all (repair deletes such rows)."""
+    problem = filename_problem(image.filename)
+    if problem:
+        return problem
+    blob = blob_path(settings.store_dir, image.sha256)
+    try:
+        size = os.stat(blob).st_size
+    except OSError:
+        return f"its stored file (sha256 {image.sha256}) is missing"
+    if size != image.size:
+        return f"its stored file has {size} bytes, the database says {image.size}"
+    return None
+
+
+def policy_reason(image: Image) -> str | None:
+    """Rows that can be served but that today's upload rules would refuse (reported only)."""
+    try:
+        parse_image_filename(image.name, image.filename)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def check(service: RegistryService) -> list[Problem]:
+    """Every way the data directory differs from what the database says should be served."""
+    settings = service.settings
+    problems: list[Problem] = []
+    with service.sessions() as session:
+        images = list(session.scalars(select(Image)))
+    groups: dict[tuple[str, str], list[Image]] = {}
+    for image in images:
+        reason = unservable_reason(settings, image)
+        if reason:
+            problems.append(
+                Problem(
+                    image.name,
+                    None,
+                    f"{_short(image.filename)} cannot be served: {reason}",
+                    "delete this row (it is in no served manifest)",
+                )
+            )
+            continue
+        policy = policy_reason(image)
+        if policy:
+            problems.append(
+                Problem(image.name, None, policy, "none (served as before; yank it if unwanted)")
+            )
+        for channel in image.channel_names:
+            groups.setdefault((image.name, channel), []).append(image)
+    keyring = service.signer.public_keyring()
+    for (name, channel), members in sorted(groups.items()):
+        try:
+            content = checked_content(settings, name, channel, members)
+        except RegistryError as exc:
+            problems.append(Problem(name, channel, exc.detail, "delete the unservable rows"))
+            continue
+        current = mat.current_snapshot(settings, name, channel)
+        if current is None:
+            problems.append(
+                Problem(name, channel, "not published in the public tree", "materialize it")
+            )
+        elif not mat.snapshot_matches(current, content, keyring):
+            problems.append(
+                Problem(
+                    name,
+                    channel,
+                    "the public tree differs from the database (manifest, files or signature)",
+                    "materialize it again from the database",
+                )
+            )
+    for name, channel in sorted(published_directories(settings) - set(groups)):
+        problems.append(
+            Problem(name, channel, "published but unknown to the database", "unpublish it")
+        )
+    return problems
+
+
+def repair(service: RegistryService) -> list[str]:
+    """Fix what check() finds; returns one line per fixed problem, then what remains.
+
+    Rows that cannot be served are deleted (no manifest ever listed them: materializing
+    them failed); every directory is rebuilt from the database; unknown ones unpublished.
+    Holds the writer lock, so a running server's writes wait meanwhile.
+    """
+    settings = service.settings
+    fixed: list[str] = []
+    with exclusive(settings.lock_path):
+        with service.sessions() as session:
+            for image in list(session.scalars(select(Image))):
+                reason = unservable_reason(settings, image)
+                if reason:
+                    fixed.append(f"deleted row {image.name} {_short(image.filename)}: {reason}")
+                    session.delete(image)
+            session.commit()
+        drift = check(service)
+        with service.sessions() as session:
+            known = service.rematerialize(list(session.scalars(select(Image))))
+        mat.remove_unknown_links(settings, known)
+    remaining = {p.line() for p in check(service)}
+    fixed += [f"fixed {p.line()}" for p in drift if p.line() not in remaining]
+    return fixed + [f"NOT FIXED {line}" for line in sorted(remaining)]
+
+
+def published_directories(settings: Settings) -> set[tuple[str, str]]:
+    """(name, channel) of every extension directory in the public tree."""
+    public = settings.public_dir
+    found = set()
+    channels = public / "channels"
+    if channels.is_dir():
+        for channel_dir in channels.iterdir():
+            extensions = channel_dir / "extensions"
+            if extensions.is_dir():
+                found |= {(p.name, channel_dir.name) for p in extensions.iterdir()}
+    stable = public / "extensions"
+    if stable.is_dir():
+        found |= {(p.name, DEFAULT_CHANNEL) for p in stable.iterdir()}
+    return {(n, c) for n, c in found if not n.startswith(".")}
+
+
+def _short(filename: str) -> str:
+    return filename if len(filename) <= 60 else f"{filename[:56]}…raw"

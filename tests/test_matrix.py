@@ -1,0 +1,330 @@
+"""Matrix builds (`sysext build R1 R2 … --arch … [--publish URL]`) from upstream-shaped
+trees served on 127.0.0.1: every row builds; a second run packs nothing; a changed recipe
+rebuilds only its own images; a failing source fails only its rows and leaves nothing
+partial; `--publish` against a real `sysext serve` uploads only what the registry lacks.
+
+Packing is counted with a `gensquashfs` wrapper first on PATH that logs each packing call
+(not version queries) and runs the real tool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import CliResult, StaticServer, run_cli
+from tests.registry_server import RegistryServer, build_image, registry_server  # noqa: F401
+from tests.test_recipes_catalog import (
+    ARM,
+    RECIPES,
+    X86,
+    Upstream,
+    containerd_upstream,
+    k3s_upstream,
+    mirrors_env,
+    tailscale_upstream,
+)
+
+VERSIONS = {"containerd": "0.0.2", "k3s": "0.0.4+k3s1", "tailscale": "0.0.6"}
+UPSTREAMS = {
+    "containerd": containerd_upstream,
+    "k3s": k3s_upstream,
+    "tailscale": tailscale_upstream,
+}
+
+
+class Matrix:
+    """Recipes copied into a private directory, their fixtures served, a counting packer."""
+
+    def __init__(self, tmp_path: Path, server: StaticServer, names: tuple[str, ...]) -> None:
+        self.tmp = tmp_path
+        self.server = server
+        self.names = names
+        self.recipes = tmp_path / "recipes"
+        self.recipes.mkdir()
+        self.out = tmp_path / "out"
+        self.pack_log = tmp_path / "packs.log"
+        self.pack_log.touch()
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        wrapper = bin_dir / "gensquashfs"
+        real = shutil.which("gensquashfs")
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f'case "$1" in --version|-V) ;; *) echo "$@" >> {self.pack_log} ;; esac\n'
+            f'exec {real} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        self.path = f"{bin_dir}:{os.environ['PATH']}"
+        self.upstream = Upstream()
+        for name in names:
+            (self.recipes / f"{name}.toml").write_text((RECIPES / f"{name}.toml").read_text())
+            # Every recipe is built at its fixture's version: pin it as the default.
+            text = (self.recipes / f"{name}.toml").read_text()
+            (self.recipes / f"{name}.toml").write_text(
+                text.replace('\nversion = "', f'\nversion = "{VERSIONS[name]}"\n# was "', 1)
+            )
+            for arch in (X86, ARM):
+                UPSTREAMS[name](self.upstream, VERSIONS[name], arch)
+        self.upstream.publish(server)
+
+    def build(self, *extra: str, env: dict[str, str] | None = None) -> CliResult:
+        return run_cli(
+            "build",
+            *self.names,
+            "--recipes-dir",
+            self.recipes,
+            "--cache-dir",
+            self.tmp / "cache",
+            "--arch",
+            "x86-64",
+            "--arch",
+            "arm64",
+            "--output",
+            self.out,
+            *extra,
+            env={**mirrors_env(self.server), "PATH": self.path, **(env or {})},
+        )
+
+    def packs(self) -> int:
+        return len(self.pack_log.read_text().splitlines())
+
+    def images(self) -> list[str]:
+        return sorted(p.name for p in self.out.glob("*.raw"))
+
+
+def expected_images(names: tuple[str, ...]) -> list[str]:
+    return sorted(f"{n}-{VERSIONS[n]}-{a}.raw" for n in names for a in ("x86-64", "arm64"))
+
+
+def no_leftovers(out: Path) -> None:
+    """Only images, their provenance and SHA256SUMS: no temporaries, no scratch dirs."""
+    for path in out.iterdir():
+        assert path.name == "SHA256SUMS" or path.name.endswith((".raw", ".provenance.json")), path
+
+
+def test_matrix_builds_then_skips_then_rebuilds_only_what_changed(
+    tmp_path: Path, static_server: StaticServer
+) -> None:
+    names = ("containerd", "k3s", "tailscale")
+    matrix = Matrix(tmp_path, static_server, names)
+
+    first = matrix.build()
+    assert first.returncode == 0, first.stderr
+    assert matrix.images() == expected_images(names)
+    assert matrix.packs() == 6
+    assert "6 built" in first.stderr
+    assert sorted(Path(line).name for line in first.stdout.splitlines()) == matrix.images()
+    sums = (matrix.out / "SHA256SUMS").read_text().splitlines()
+    assert sorted(line.split("  ")[1] for line in sums) == matrix.images()
+    no_leftovers(matrix.out)
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in matrix.out.iterdir()}
+    record = json.loads((matrix.out / "k3s-0.0.4+k3s1-arm64.provenance.json").read_text())
+    assert record["key"].startswith("sha256:")
+
+    # Same inputs: every row is "unchanged", nothing is packed, no file is rewritten.
+    second = matrix.build()
+    assert second.returncode == 0, second.stderr
+    assert "6 unchanged" in second.stderr
+    assert matrix.packs() == 6
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in matrix.out.iterdir()}
+    assert after == before
+
+    # A changed recipe rebuilds its two images, and only those.
+    k3s = matrix.recipes / "k3s.toml"
+    k3s.write_text(k3s.read_text().replace('description = "', 'description = "Changed: ', 1))
+    third = matrix.build()
+    assert third.returncode == 0, third.stderr
+    assert "2 built, 4 unchanged" in third.stderr
+    assert matrix.packs() == 8
+    rebuilt = sorted(
+        name for name, stamp in before.items() if (matrix.out / name).stat().st_mtime_ns != stamp[1]
+    )
+    assert rebuilt == [
+        "SHA256SUMS",
+        "k3s-0.0.4+k3s1-arm64.provenance.json",
+        "k3s-0.0.4+k3s1-arm64.raw",
+        "k3s-0.0.4+k3s1-x86-64.provenance.json",
+        "k3s-0.0.4+k3s1-x86-64.raw",
+    ]
+    # --force packs again although nothing changed; a lone recipe keeps its old output.
+    forced = run_cli(
+        "build",
+        "tailscale",
+        "--recipes-dir",
+        matrix.recipes,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--arch",
+        "arm64",
+        "--output",
+        matrix.out,
+        env={**mirrors_env(static_server), "PATH": matrix.path},
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert "unchanged: tailscale-0.0.6-arm64.raw" in forced.stderr
+    assert forced.stdout.strip() == str(matrix.out / "tailscale-0.0.6-arm64.raw")
+    assert matrix.packs() == 8
+
+
+def test_a_failing_source_fails_only_its_rows(tmp_path: Path, static_server: StaticServer) -> None:
+    names = ("k3s", "tailscale")
+    matrix = Matrix(tmp_path, static_server, names)
+    # The arm64 tarball no longer matches its upstream checksum file.
+    tarball = static_server.root / "ts/stable/tailscale_0.0.6_arm64.tgz"
+    tarball.write_bytes(tarball.read_bytes() + b"tampered")
+
+    result = matrix.build()
+    assert result.returncode == 1
+    assert matrix.images() == [
+        "k3s-0.0.4+k3s1-arm64.raw",
+        "k3s-0.0.4+k3s1-x86-64.raw",
+        "tailscale-0.0.6-x86-64.raw",
+    ]
+    assert "3 built, 1 failed" in result.stderr
+    (failed,) = [line for line in result.stderr.splitlines() if ": failed" in line]
+    assert "tailscale 0.0.6 arm64: failed" in failed
+    assert "tailscale_0.0.6_arm64.tgz" in failed and "sha256 mismatch" in failed
+    assert not (matrix.out / "tailscale-0.0.6-arm64.provenance.json").exists()
+    no_leftovers(matrix.out)
+    sums = (matrix.out / "SHA256SUMS").read_text()
+    assert "tailscale-0.0.6-arm64.raw" not in sums
+    assert list((tmp_path / "cache/downloads/partial").glob("*")) == []
+
+    # Once upstream is fixed, only the missing row is built.
+    Upstream(
+        {k: v for k, v in matrix.upstream.files.items() if "tailscale_0.0.6_arm64" in k}
+    ).publish(static_server)
+    again = matrix.build()
+    assert again.returncode == 0, again.stderr
+    assert "1 built, 3 unchanged" in again.stderr
+    assert matrix.images() == expected_images(names)
+
+
+def test_publish_uploads_only_what_the_registry_lacks(
+    tmp_path: Path,
+    static_server: StaticServer,
+    registry_server: RegistryServer,  # noqa: F811
+) -> None:
+    names = ("k3s", "tailscale")
+    matrix = Matrix(tmp_path, static_server, names)
+    admin = {"SYSEXT_TOKEN": registry_server.admin_token}
+    api = f"{registry_server.url}/api/v1"
+
+    # Half-way failure: a token that may write k3s only publishes k3s, tailscale fails.
+    created = requests.post(
+        f"{api}/tokens",
+        json={"scopes": ["k3s"]},
+        headers=registry_server.headers(),
+        timeout=10,
+    )
+    created.raise_for_status()
+    partial = matrix.build(
+        "--publish", registry_server.url, env={"SYSEXT_TOKEN": created.json()["token"]}
+    )
+    assert partial.returncode == 1
+    assert "2 published, 2 failed" in partial.stderr, partial.stderr
+    assert matrix.images() == expected_images(names)  # building itself succeeded
+    k3s_before = requests.get(f"{api}/extensions/k3s", timeout=10).json()["images"]
+    assert sorted(i["filename"] for i in k3s_before) == [
+        "k3s-0.0.4+k3s1-arm64.raw",
+        "k3s-0.0.4+k3s1-x86-64.raw",
+    ]
+    assert requests.get(f"{api}/extensions/tailscale", timeout=10).status_code == 404
+
+    # Re-run with a token that may write both: builds nothing, uploads only tailscale.
+    rerun = matrix.build("--publish", registry_server.url, env=admin)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "2 published, 2 already published" in rerun.stderr, rerun.stderr
+    assert matrix.packs() == 4
+    assert requests.get(f"{api}/extensions/k3s", timeout=10).json()["images"] == k3s_before
+    local = {
+        line.split("  ")[1]: line.split("  ")[0]
+        for line in (matrix.out / "SHA256SUMS").read_text().splitlines()
+    }
+    for name in names:
+        served = requests.get(f"{registry_server.url}/extensions/{name}/SHA256SUMS", timeout=10)
+        for line in served.text.splitlines():
+            digest, filename = line.split("  ")
+            assert local[filename] == digest
+
+    # Idempotent: a third run publishes nothing; another channel gets the same bytes.
+    third = matrix.build("--publish", registry_server.url, env=admin)
+    assert third.returncode == 0, third.stderr
+    assert "4 already published" in third.stderr
+    beta = matrix.build("--publish", registry_server.url, "--channel", "beta", env=admin)
+    assert beta.returncode == 0, beta.stderr
+    assert "4 published" in beta.stderr
+    images = requests.get(f"{api}/extensions/tailscale", timeout=10).json()["images"]
+    assert all(sorted(i["channels"]) == ["beta", "stable"] for i in images)
+
+    # `sysext publish --all OUT` asks the same question for the images of a directory.
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    build_image(extra, "k3s", "0.0.9")
+    shutil.copy(matrix.out / "tailscale-0.0.6-arm64.raw", extra)
+    (extra / "SHA256SUMS").write_text(
+        "".join(
+            f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
+            for p in sorted(extra.glob("*.raw"))
+        )
+    )
+    listed = run_cli("publish", "--all", extra, "-r", registry_server.url, env=admin)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == [
+        "published: k3s-0.0.9-x86-64.raw (into stable)",
+        "already published: tailscale-0.0.6-arm64.raw (in beta, stable)",
+    ]
+
+
+def test_matrix_refuses_bad_requests_before_building(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    both = run_cli("build", "k3s", "--all", "--output", out)
+    assert both.returncode == 2
+    assert "error: pass recipe names or --all, not both" in both.stderr
+    neither = run_cli("build", "--output", out)
+    assert neither.returncode == 2
+    assert "error: no recipe given" in neither.stderr
+    no_token = run_cli(
+        "build",
+        "k3s",
+        "--publish",
+        "http://127.0.0.1:9",
+        "--output",
+        out,
+        env={"SYSEXT_TOKEN": ""},
+    )
+    assert no_token.returncode == 2
+    assert "SYSEXT_TOKEN is not set" in no_token.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("spec", ["latest", "1.2"])
+def test_version_specs_resolve_against_the_feed(
+    tmp_path: Path, static_server: StaticServer, spec: str
+) -> None:
+    """`latest` and a track X.Y pick from the recipe's GitHub releases feed (mirrored)."""
+    from sysext.config import load_settings
+    from sysext.download import Downloader
+    from sysext.matrix import resolve_version
+    from sysext.recipe import load_recipe
+
+    releases = [
+        {"tag_name": t, "draft": False, "prerelease": p}
+        for t, p in (("v1.3.0", True), ("v1.2.10", False), ("v1.2.9", False), ("v1.10.0", False))
+    ]
+    api = static_server.root / "api/repos/tailscale/tailscale"
+    api.mkdir(parents=True)
+    (api / "releases").write_text(json.dumps(releases))
+    env = {"SYSEXT_MIRRORS": f"https://api.github.com/={static_server.url}/api/"}
+    settings = load_settings(cache_dir=tmp_path / "cache", env=env)
+    downloader = Downloader(settings.cache_dir, settings.mirrors)
+    recipe = load_recipe(RECIPES / "tailscale.toml")
+    expected = {"latest": "1.10.0", "1.2": "1.2.10"}[spec]
+    assert resolve_version(recipe, spec, downloader) == expected
