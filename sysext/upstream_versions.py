@@ -57,8 +57,10 @@ def upstream_versions(recipe: Recipe, downloader: Downloader) -> list[str]:
         releases = index_releases(feed, downloader)
         source = f"the listing {feed.index_url}"
     else:
+        # PyPI lists versions, not tags: no tag scheme applies.
+        plain = VersionFeed(pypi=feed.pypi, tag_prefixes=("",), prereleases=feed.prereleases)
         releases = [Release(v) for v in pypi_versions(feed)]
-        source = f"PyPI versions of {feed.pypi}"
+        return select_versions(releases, plain, f"PyPI versions of {feed.pypi}", recipe.file_label)
     return select_versions(releases, feed, source, recipe.file_label)
 
 

@@ -52,8 +52,9 @@ STRAY = re.compile(r"(?i)^(license|licence|readme|notice|changelog|copying)(\.\w
 BIN_DIRS = ("usr/bin/", "usr/sbin/", "opt/cni/bin/", "usr/libexec/")
 
 
-def mirrors_env(url: str) -> dict[str, str]:
+def mirrors_env(server: StaticServer | str) -> dict[str, str]:
     # Comma-separated, as users write lists in one variable (issue 8).
+    url: str = getattr(server, "url", server)
     rules = ",".join(f"{up}={url}/{local}" for up, local in MIRROR_DIRS.items())
     return {"SYSEXT_MIRRORS": rules, "SOURCE_DATE_EPOCH": "1700000000"}
 
@@ -244,7 +245,7 @@ def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Static
     """Every case's upstream release, published once and served for the whole session."""
     root = tmp_path_factory.mktemp("upstreams") / "www"
     root.mkdir()
-    up = Upstream(SigningKey())
+    up = Upstream(key=SigningKey())
     for case in CASES:
         for arch in case.arches:
             BUILDERS[case.recipe](up, case.version, arch)

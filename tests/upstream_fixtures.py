@@ -19,6 +19,7 @@ from pathlib import Path
 import pysequoia
 
 from sysext.architecture import Architecture
+from tests.conftest import StaticServer
 from tests.rpm_fixture import rpm_package
 
 X86, ARM = Architecture.X86_64, Architecture.ARM64
@@ -90,16 +91,18 @@ class SigningKey:
 
 @dataclass
 class Upstream:
-    """Files to serve, keyed by their real upstream URL."""
+    """Files to serve, keyed by their real upstream URL; `key` signs where upstream does."""
 
-    key: SigningKey
     files: dict[str, bytes] = field(default_factory=dict)
+    key: SigningKey = field(default_factory=SigningKey)
 
     def add(self, url: str, blob: bytes) -> bytes:
         self.files[url] = blob
         return blob
 
-    def publish(self, root: Path) -> None:
+    def publish(self, target: Path | StaticServer) -> None:
+        # Duck-typed: pytest may load conftest under two module names.
+        root: Path = getattr(target, "root", target)
         for url, blob in self.files.items():
             prefix = next(p for p in MIRROR_DIRS if url.startswith(p))
             relative = url.removeprefix(prefix).split("?", 1)[0]
