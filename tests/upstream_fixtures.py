@@ -81,6 +81,11 @@ class SigningKey:
         self.fingerprint = self.cert.fingerprint.upper()
         self.armored = str(self.cert).encode()
 
+    def sig_issuer(self, blob: bytes) -> str:
+        """The issuer a signature of this key names (its signing subkey's fingerprint)."""
+        sig = pysequoia.Sig.from_bytes(self.sign(blob, armor=False))
+        return str(sig.issuer_fingerprint).upper()
+
     def sign(self, blob: bytes, *, armor: bool) -> bytes:
         return bytes(
             pysequoia.sign(
