@@ -186,7 +186,7 @@ def test_lock_then_locked_build_then_changed_upstream(
     # Another version is not in the lock: refused before any download.
     other = release.run("build", "--locked", "--lock-file", release.lock_file, "--version", "1.2.4")
     assert one_error(other) == (
-        f"error: tool.lock.json: no entry for tool 1.2.4 x86-64 source 'tool'; --locked "
+        "error: tool.lock.json: no entry for tool 1.2.4 x86-64 source 'tool'; --locked "
         "builds use only locked files"
     )
 
