@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import tomllib
+from pathlib import Path
 
 import jsonschema
 import pytest
 
-from sysext.recipe import available_recipes, bundled_recipes_dir
+from sysext.recipe import available_recipes, bundled_recipes_dir, load_recipe
 from sysext.recipe_schema import json_schema_text, readme_with_table
 
 RECIPES = bundled_recipes_dir()
@@ -56,3 +57,24 @@ def test_schema_rejects_what_the_parser_rejects(
     with pytest.raises(jsonschema.ValidationError) as info:
         jsonschema.validate(document, schema)
     assert list(info.value.absolute_path) == path
+
+
+def test_readme_lists_every_recipe_with_its_integrity_source() -> None:
+    readme = (RECIPES / "README.md").read_text()
+    table = readme.split("## Shipped recipes", 1)[1]
+    rows = {line.split("|")[1].strip(" `") for line in table.splitlines() if line.startswith("| `")}
+    assert rows == set(available_recipes(RECIPES))
+
+
+def test_readme_shows_a_complete_recipe_in_under_30_lines(tmp_path: Path) -> None:
+    readme = (RECIPES / "README.md").read_text()
+    section = readme.split("## Adding a recipe", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert len(example.splitlines()) < 30
+    (tmp_path / "hello.toml").write_text(example)
+    recipe = load_recipe(tmp_path / "hello.toml")
+    assert recipe.versions is not None and recipe.versions.github == "example/hello"
+    assert [f.path for f in recipe.files] == [
+        "usr/lib/systemd/system/hello.service",
+        "usr/lib/systemd/system/multi-user.target.d/10-hello.conf",
+    ]
