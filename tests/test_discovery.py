@@ -151,6 +151,20 @@ def api() -> Iterator[str]:
         7,
         [release("v1.34.0-alpha.1", prerelease=True), release("v1.33.1"), release("v1.31.4")],
     )
+    listing = "".join(
+        f'<a href="{name}">{name}</a>   2025-01-01 00:00  70M\n'
+        for name in (
+            "docker-18.06.3-ce.tgz",
+            "docker-27.5.1.tgz",
+            "docker-28.5.2.tgz",
+            "docker-29.1.2.tgz",
+            "docker-rootless-extras-29.1.2.tgz",
+        )
+    )
+    Recorded.responses["/docker/linux/static/stable/x86_64/"] = (
+        f"<html><body><pre>{listing}</pre></body></html>".encode(),
+        {"Content-Type": "text/html"},
+    )
     Recorded.responses["/k8s/release/stable-1.31.txt"] = (b"v1.31.4", {})  # no newline
     Recorded.responses["/k8s/release/stable-1.30.txt"] = (b"v1.30.8\n", {})
     Recorded.responses["/k8s/release/stable.txt"] = (b"v1.33.1", {})
@@ -271,3 +285,23 @@ def test_comma_separated_mirror_list() -> None:
         parse_mirror_spec("https://a/=http://x/,https://a/=http://y/", source="env")
     with pytest.raises(SysextError, match="does not start with an upstream URL"):
         parse_mirror_spec("github.com=http://x/", source="env")
+
+
+def test_directory_listing_feed_with_a_tag_pattern(api: str, tmp_path: Path) -> None:
+    """download.docker.com has no API: its index page, read with a pattern, is a feed."""
+    recipe = tmp_path / "docker.toml"
+    recipe.write_text(
+        (RECIPES / "docker.toml")
+        .read_text()
+        .replace(
+            'github = "moby/moby"\ntag_prefix = ["docker-v", "v"]',
+            'index_url = "https://download.docker.com/linux/static/stable/x86_64/"\n'
+            "tag_pattern = 'docker-(?P<version>\\d+\\.\\d+\\.\\d+)\\.tgz'",
+        )
+    )
+    settings = load_settings(
+        cache_dir=tmp_path / "cache",
+        env={"SYSEXT_MIRRORS": f"https://download.docker.com/={api}/docker/"},
+    )
+    found = upstream_versions(load_recipe(recipe), Downloader(settings.cache_dir, settings.mirrors))
+    assert found == ["29.1.2", "28.5.2", "27.5.1"]
