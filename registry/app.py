@@ -68,4 +68,6 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     # The public tree is answered in front of FastAPI (whose per-request wrappers cost
     # more than serving a cached manifest, docs/registry.md); it logs its own requests,
     # everything else is logged around the FastAPI app.
+    if settings.uses_s3:
+        return public.RedirectTree(AccessLogMiddleware(app), settings.base_url)
     return public.PublicTree(AccessLogMiddleware(app), settings.public_dir)

@@ -25,7 +25,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 if TYPE_CHECKING:
@@ -131,6 +131,9 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # Several uvicorn workers share the file: wait for the writer instead of failing.
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    if url.startswith("postgresql"):
+        # A pooled connection may be dead after a database restart: test it on checkout.
+        kwargs["pool_pre_ping"] = True
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 
@@ -152,16 +155,23 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Any]:
 
 
 def migrate(
-    engine: Engine, image_summary: Callable[[str, str], ImageSummary | None] | None = None
+    target: Engine | Connection,
+    image_summary: Callable[[str, str], ImageSummary | None] | None = None,
 ) -> None:
-    """Bring the schema to the newest migration (idempotent).
+    """Bring the schema to the newest migration (idempotent), on SQLite or PostgreSQL.
 
     `image_summary(sha256, name)` reads a stored image; migrations that add what images
-    carry (0004) use it to fill rows published before them.
+    carry (0004) use it to fill rows published before them. Given a connection, the
+    migrations run in its transaction (the caller commits): the registry passes the one
+    holding the writer lock, so replicas starting together migrate one after the other.
     """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
+    config.attributes["image_summary"] = image_summary
+    if isinstance(target, Connection):
+        config.attributes["connection"] = target
+        command.upgrade(config, "head")
+        return
+    with target.begin() as connection:
         config.attributes["connection"] = connection
-        config.attributes["image_summary"] = image_summary
         command.upgrade(config, "head")

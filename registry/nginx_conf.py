@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parent / "nginx" / "sysext-registry.conf"
+REPLICAS_TEMPLATE = Path(__file__).resolve().parent / "nginx" / "sysext-replicas.conf"
 
 
 def server_block(public_dir: Path, listen: str, upstream: str) -> str:
@@ -21,6 +22,30 @@ def server_block(public_dir: Path, listen: str, upstream: str) -> str:
     for old, new in replacements.items():
         if old not in text:
             raise ValueError(f"{TEMPLATE.name} no longer contains {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+def replicas_block(listen: str, replicas: list[str], bucket_url: str) -> str:
+    """The replicas block with its listen address, upstream servers (HOST:PORT) and the
+    bucket's path-style URL replaced."""
+    text = REPLICAS_TEMPLATE.read_text()
+    default_upstream = (
+        "    server 127.0.0.1:8081 max_fails=1 fail_timeout=5s;\n"
+        "    server 127.0.0.1:8082 max_fails=1 fail_timeout=5s;\n"
+    )
+    endpoint = bucket_url.split("://", 1)[1].split("/", 1)[0]
+    replacements = {
+        "listen 80;": f"listen {listen};",
+        default_upstream: "".join(
+            f"    server {r} max_fails=1 fail_timeout=5s;\n" for r in replicas
+        ),
+        "proxy_pass http://127.0.0.1:7480/sysext/;": f"proxy_pass {bucket_url.rstrip('/')}/;",
+        "proxy_set_header Host 127.0.0.1:7480;": f"proxy_set_header Host {endpoint};",
+    }
+    for old, new in replacements.items():
+        if old not in text:
+            raise ValueError(f"{REPLICAS_TEMPLATE.name} no longer contains {old!r}")
         text = text.replace(old, new)
     return text
 

@@ -5,6 +5,9 @@
     GET /api/v1/provision/butane             ?ext=podman&ext=crio@1.31.1&…
     GET /api/v1/provision/ignition
 
+`os_version=` (the host's VERSION_ID) is required for an extension published per OS version;
+without it the 400 lists the OS versions that exist.
+
 Resolution reads the materialized public tree (SHA256SUMS and keyring.gpg), exactly what
 hosts will download, so a config can never name a file or hash the tree does not serve.
 """
@@ -55,6 +58,8 @@ class ConfigQuery:
     updates: bool
     on_update: str
     keyring: str
+    os_version: str | None = None
+    timer: bool | None = None
 
 
 def _config_query(
@@ -62,15 +67,28 @@ def _config_query(
     arch: Annotated[str, Query(description="host architecture, systemd name")] = "x86-64",
     variant: Annotated[str, Query(description="flatcar or fcos")] = "flatcar",
     ignition_version: Annotated[
-        str, Query(alias="ignition-version", description="3.3.0 or 3.4.0")
+        str, Query(alias="ignition-version", description="3.3.0, 3.4.0 or 3.5.0 (fcos)")
     ] = "3.3.0",
     updates: Annotated[bool, Query(description="false: install only")] = True,
     on_update: Annotated[
-        str, Query(alias="on-update", description="refresh or reboot-marker")
-    ] = "refresh",
+        str, Query(alias="on-update", description="restart, refresh or reboot-marker")
+    ] = "restart",
     keyring: Annotated[str, Query(description="replace or skip")] = "replace",
+    os_version: Annotated[
+        str | None,
+        Query(
+            description="the host's os-release VERSION_ID; required for extensions "
+            "published per OS version"
+        ),
+    ] = None,
+    timer: Annotated[
+        bool | None,
+        Query(description="enable the update timer (default: flatcar yes, fcos no)"),
+    ] = None,
 ) -> ConfigQuery:
-    return ConfigQuery(channel, arch, variant, ignition_version, updates, on_update, keyring)
+    return ConfigQuery(
+        channel, arch, variant, ignition_version, updates, on_update, keyring, os_version, timer
+    )
 
 
 Options = Annotated[ConfigQuery, Depends(_config_query)]
@@ -90,6 +108,7 @@ def _generate(request: Request, refs: list[str], query: ConfigQuery) -> Provisio
             updates=query.updates,
             on_update=parse_enum(OnUpdate, query.on_update, "on-update action"),
             keyring=parse_enum(KeyringMode, query.keyring, "keyring mode"),
+            timer=query.timer,
         )
         return generate_config(
             _catalog(request),
@@ -97,6 +116,7 @@ def _generate(request: Request, refs: list[str], query: ConfigQuery) -> Provisio
             arch=Architecture.parse(query.arch),
             channel=query.channel,
             options=options,
+            os_version=query.os_version,
         )
     except NotPublishedError as exc:
         raise HTTPException(404, _detail(exc)) from None

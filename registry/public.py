@@ -86,3 +86,30 @@ class PublicTree:
             return
         response = PublicFileResponse(fd, st, url_path.rsplit("/", 1)[-1], outcome)
         await response(scope, receive, send)
+
+
+class RedirectTree:
+    """With object storage the public tree lives in the bucket: GET/HEAD of it from a
+    replica answer 307 to the same path under the public URL (hosts normally go there
+    directly; systemd-pull and curl follow redirects)."""
+
+    def __init__(self, app: ASGIApp, base_url: str) -> None:
+        self.app = app
+        self.base_url = base_url.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("GET", "HEAD")
+            or path in APP_PATHS
+            or path.startswith(APP_PREFIXES)
+        ):
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        location = (self.base_url + path).encode()
+        headers = ((b"location", location), (b"content-length", b"0"))
+        await send({"type": "http.response.start", "status": 307, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        log_request(scope, 307, 0, started)

@@ -1,7 +1,8 @@
 """Registry operations: publish, yank, promote, queries, and start-up preparation.
 
-Every write follows one order, which is what makes a crash harmless: take the writer lock,
-put the validated file in the store, build and check the directory contents the change
+Every write follows one order, which is what makes a crash harmless: take the writer lock
+(locking.py: per extension, across replicas on PostgreSQL), put the validated file in the
+store (storage/: local files or an S3 bucket), build and check the directory contents the change
 will publish (consistency.py: only what can be served is committed), commit the database
 (the source of truth), then materialize the affected directories. A crash before the
 commit leaves an unreferenced blob (garbage-collected on start); after it, the start-up
@@ -12,8 +13,9 @@ diverge. Either way the previous snapshot is served until a new one is complete.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +37,12 @@ from registry.db import (
 from registry.errors import RegistryError
 from registry.failpoints import failpoint
 from registry.keys import Signer
-from registry.locking import exclusive
+from registry.locking import advisory_session, exclusive
 from registry.names import ImageName, channel_problem, claimed_by
 from registry.settings import Settings
-from registry.store import blob_path, collect_garbage, ingest, remove_abandoned_uploads
-from sysext.atomic import atomic_write, remove_stale_temporaries
+from registry.storage import make_storage
+from registry.store import blob_path, remove_abandoned_uploads
+from sysext.atomic import atomic_write
 from sysext.errors import SysextError
 from sysext.image_summary import ImageSummary, summarize
 from sysext.imageread import read_image
@@ -63,6 +66,17 @@ class RegistryService:
         # (name, channel) directories start-up could not materialize: served from their
         # previous snapshot (if any) and reported; `sysext registry check` explains them.
         self.broken: list[consistency.Problem] = []
+        self.storage = make_storage(settings)
+
+    @contextlib.contextmanager
+    def _writing(self, name: str | None) -> Iterator[Session]:
+        """A session holding the writer lock of extension `name` (None: of everything)."""
+        if self.engine.dialect.name == "postgresql":
+            with advisory_session(self.engine, name) as session:
+                yield session
+        else:
+            with exclusive(self.settings.lock_path), self.sessions() as session:
+                yield session
 
     # -- start-up -------------------------------------------------------------------
 
@@ -73,24 +87,26 @@ class RegistryService:
         while others serve: it holds the writer lock, and uploads in flight are locked.
         """
         s = self.settings
-        for directory in (s.data_dir, s.public_dir, s.snapshots_dir, s.store_dir, s.tmp_dir):
+        for directory in (s.data_dir, s.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        with exclusive(s.lock_path):
-            migrate(self.engine, self._stored_summary)
+        with self._writing(None) as session:
+            # Inside the lock of everything: replicas starting together migrate once.
+            migrate(session.connection(), self._stored_summary)
+            session.commit()
             fingerprint, created = self.signer.ensure_key()
-            self.signer.write_keyrings(s.public_dir)
+            self.storage.prepare(self.signer)
             atomic_write(s.served_url_path, s.base_url.encode() + b"\n", mode=0o600)
             remove_abandoned_uploads(s.tmp_dir)
-            remove_stale_temporaries(s.public_dir)
-            with self.sessions() as session:
-                images = list(session.scalars(select(Image)))
-                collect_garbage(s.store_dir, {i.sha256 for i in images})
-                known = self.rematerialize(images)
-            mat.remove_unknown_links(s, known)
+            images = list(session.scalars(select(Image)))
+            self.storage.collect_garbage({i.sha256 for i in images})
+            known = self.rematerialize(images)
+            self.storage.remove_unknown(known)
         return fingerprint, created
 
     def _stored_summary(self, sha256: str, name: str) -> ImageSummary | None:
         """Read what a stored image carries (for rows published before migration 0004)."""
+        if self.settings.uses_s3:
+            return None  # S3 came after 0004: no such rows there
         try:
             return summarize(read_image(blob_path(self.settings.store_dir, sha256)), name)
         except SysextError as exc:
@@ -111,7 +127,7 @@ class RegistryService:
         for (name, channel), members in sorted(groups.items()):
             try:
                 content = consistency.checked_content(self.settings, name, channel, members)
-                mat.materialize(self.settings, self.signer, content)
+                self.storage.materialize(self.signer, content)
             except (RegistryError, OSError, SysextError) as exc:
                 message = exc.detail if isinstance(exc, RegistryError) else str(exc)
                 problem = consistency.Problem(
@@ -130,7 +146,7 @@ class RegistryService:
 
     def _refresh(self, session: Session, name: str, channels: Iterable[str]) -> None:
         for content in self._planned(session, name, channels):
-            mat.materialize(self.settings, self.signer, content)
+            self.storage.materialize(self.signer, content)
 
     def _planned(
         self, session: Session, name: str, channels: Iterable[str]
@@ -171,8 +187,9 @@ class RegistryService:
         failpoint("after-commit")
         try:
             for content in planned:
-                mat.materialize(self.settings, self.signer, content)
-        except (OSError, SysextError) as exc:
+                self.storage.materialize(self.signer, content)
+        except (OSError, SysextError, RegistryError) as exc:
+            # RegistryError: the object store failed (storage/s3.py), the same as a disk.
             log.error("event=materialize-failed name=%s problem=%r action=undo", name, str(exc))
             undo(session)
             session.commit()
@@ -211,7 +228,7 @@ class RegistryService:
         and contents (both from validation.ValidatedImage).
         """
         self.check_channel(channel)
-        with exclusive(self.settings.lock_path), self.sessions() as session:
+        with self._writing(image_name.name) as session:
             existing = session.scalars(
                 select(Image).where(
                     Image.name == image_name.name, Image.filename == image_name.filename
@@ -239,7 +256,7 @@ class RegistryService:
                     self._commit_and_serve(session, existing.name, [channel], drop_channel)
                 return PublishResult(existing, created=False)
             self._refuse_mixing(session, image_name, os_version_id)
-            ingest(self.settings.store_dir, staged, sha256)
+            self.storage.ingest(staged, sha256)
             failpoint("after-store")
             image = Image(
                 name=image_name.name,
@@ -362,7 +379,7 @@ class RegistryService:
         return images
 
     def set_yanked(self, name: str, version: str, arch: str | None, yanked: bool) -> list[Image]:
-        with exclusive(self.settings.lock_path), self.sessions() as session:
+        with self._writing(name) as session:
             images = self._select_images(session, name, version, arch)
             before = [(i, i.yanked, i.yanked_at) for i in images]
             for image in images:
@@ -379,7 +396,7 @@ class RegistryService:
 
     def promote(self, name: str, version: str, arch: str | None, channel: str) -> list[Image]:
         self.check_channel(channel)
-        with exclusive(self.settings.lock_path), self.sessions() as session:
+        with self._writing(name) as session:
             images = self._select_images(session, name, version, arch)
             added = []
             for image in images:

@@ -30,7 +30,8 @@ class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = 1
+    # None: one worker process per CPU this process may run on (`worker_count`).
+    workers: int | None = None
     # Externally visible base URL (what hosts put in Path=); else derived from host:port.
     public_url: str | None = None
     admin_token: str | None = field(default=None, repr=False)
@@ -39,6 +40,33 @@ class Settings:
     channels: tuple[str, ...] = DEFAULT_CHANNELS
     # Old snapshots of an extension directory kept for readers still mid-request.
     keep_snapshots: int = 3
+    # The OpenPGP signing key; replicas share one file (docs/registry.md). None: DATA/keys.
+    signing_key: Path | None = None
+    # Object storage (registry/storage/s3.py): with a bucket set, images and the public
+    # tree live in S3 instead of DATA/store and DATA/public.
+    s3_endpoint: str | None = None
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_region: str = "us-east-1"
+    # Else boto3's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials).
+    s3_access_key_id: str | None = field(default=None, repr=False)
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        return max(1, len(os.sched_getaffinity(0)))
+
+    @property
+    def uses_s3(self) -> bool:
+        return bool(self.s3_bucket)
+
+    @property
+    def s3_key_prefix(self) -> str:
+        """The key prefix with exactly one trailing slash, or "" (the bucket's root)."""
+        prefix = self.s3_prefix.strip("/")
+        return f"{prefix}/" if prefix else ""
 
     @property
     def public_dir(self) -> Path:
@@ -58,7 +86,7 @@ class Settings:
 
     @property
     def key_path(self) -> Path:
-        return self.data_dir / "keys" / "signing.pgp"
+        return self.signing_key or self.data_dir / "keys" / "signing.pgp"
 
     @property
     def served_url_path(self) -> Path:
@@ -79,6 +107,11 @@ class Settings:
         """Base URL written into transfer files and shown in the catalogue."""
         if self.public_url:
             return self.public_url.rstrip("/")
+        if self.uses_s3 and self.s3_endpoint:
+            # Hosts read the bucket itself (path-style URL) unless told otherwise.
+            return f"{self.s3_endpoint.rstrip('/')}/{self.s3_bucket}/{self.s3_key_prefix}".rstrip(
+                "/"
+            )
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         if ":" in host:
             host = f"[{host}]"
@@ -97,6 +130,13 @@ ENV_NAMES = {
     "max_upload_bytes": "SYSEXT_MAX_UPLOAD_BYTES",
     "channels": "SYSEXT_CHANNELS",
     "keep_snapshots": "SYSEXT_KEEP_SNAPSHOTS",
+    "signing_key": "SYSEXT_SIGNING_KEY",
+    "s3_endpoint": "SYSEXT_S3_ENDPOINT",
+    "s3_bucket": "SYSEXT_S3_BUCKET",
+    "s3_prefix": "SYSEXT_S3_PREFIX",
+    "s3_region": "SYSEXT_S3_REGION",
+    "s3_access_key_id": "SYSEXT_S3_ACCESS_KEY_ID",
+    "s3_secret_access_key": "SYSEXT_S3_SECRET_ACCESS_KEY",
 }
 
 
@@ -107,7 +147,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if number < (0 if name == "port" else 1):
                 raise ValueError
             return number
-        if name == "data_dir":
+        if name in ("data_dir", "signing_key"):
             return Path(value)
         if name == "channels":
             items = value.split(",") if isinstance(value, str) else list(value)
@@ -181,7 +221,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if name == "channels":
             value = ",".join(value)
-        elif name == "data_dir":
+        elif name in ("data_dir", "signing_key"):
             value = str(Path(value).resolve())
         out[var] = str(value)
     return out

@@ -51,13 +51,8 @@ def extension_page(name: str, request: Request) -> HTMLResponse:
     if not images:
         raise RegistryError(404, f"no extension named {name!r}")
     channels = sorted({c for i in images for c in i.channel_names})
-    transfer = (
-        service.settings.public_dir / extension_url_path(name, DEFAULT_CHANNEL) / f"{name}.conf"
-    )
-    if DEFAULT_CHANNEL not in channels:
-        transfer = (
-            service.settings.public_dir / extension_url_path(name, channels[0]) / f"{name}.conf"
-        )
+    channel = DEFAULT_CHANNEL if DEFAULT_CHANNEL in channels else channels[0]
+    transfer = service.storage.read_public(f"{extension_url_path(name, channel)}/{name}.conf")
     return templates.TemplateResponse(
         request,
         "extension.html",
@@ -66,7 +61,7 @@ def extension_page(name: str, request: Request) -> HTMLResponse:
             "images": images,
             "channels": channels,
             "paths": {c: "/" + extension_url_path(name, c) for c in channels},
-            "transfer": transfer.read_text() if transfer.exists() else "",
+            "transfer": transfer.decode() if transfer is not None else "",
             "keyring": "/" + KEYRING_BINARY,
             "base_url": _base(request),
         },

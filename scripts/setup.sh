@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything sysext needs on a Debian 12 / Ubuntu machine, and say what it installs:
 #   - Debian packages: the image tools, gpg/sqv, curl, python3-venv; with --test also
-#     ignition-validate, systemd-sysext/dissect, nginx, wrk
+#     ignition-validate, systemd-sysext/dissect/nspawn, nginx, wrk, debootstrap, PostgreSQL
+#     and Ceph (mon, osd, radosgw: a real S3 engine)
 #   - a virtualenv in .venv with this project (and its test tools with --test)
 #   - with --test: systemd 254's systemd-sysupdate unpacked into .cache/ (fetch-sysupdate.sh)
 # Safe to run again: it installs only what is missing.
@@ -14,8 +15,11 @@ with_tests=0
 packages=(squashfs-tools-ng squashfs-tools erofs-utils gnupg sqv python3-venv python3-pip curl ca-certificates)
 if [ "$with_tests" = 1 ]; then
   # real tools the tests and benchmarks drive: Ignition's validator, a real systemd-sysext,
-  # systemd-dissect, nginx and wrk for the serving benchmark, util-linux for unshare
-  packages+=(ignition systemd systemd-container nginx wrk util-linux)
+  # systemd-dissect, nginx and wrk for the serving benchmark, util-linux for unshare,
+  # PostgreSQL and a single-node Ceph with radosgw (S3) for the scale-out tests,
+  # debootstrap: the minimal Debian root the booted tests and `sysext try` boot in nspawn
+  packages+=(ignition systemd systemd-container nginx wrk util-linux postgresql debootstrap)
+  packages+=(ceph-mon ceph-osd ceph-common radosgw uuid-runtime)
 fi
 
 missing=()

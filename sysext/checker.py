@@ -467,6 +467,14 @@ HOST_KEYRINGS = (
     Path("/etc/systemd/import-pubring.gpg"),
     Path("/usr/lib/systemd/import-pubring.gpg"),
 )
+# systemd 258 renamed the keyrings (commit ff401d5d): /etc/systemd/import-pubring.pgp, then
+# the legacy /etc/systemd/import-pubring.gpg, then /usr/lib/systemd/import-pubring.pgp; the
+# first that exists is used alone (systemd PR 43485, later, merges them instead).
+HOST_KEYRINGS_258 = (
+    Path("/etc/systemd/import-pubring.pgp"),
+    Path("/etc/systemd/import-pubring.gpg"),
+    Path("/usr/lib/systemd/import-pubring.pgp"),
+)
 
 
 @dataclass(frozen=True)
@@ -550,13 +558,41 @@ def transfer_check(config: TransferConfig, host: HostInfo) -> TransferCheck:
     )
 
 
-def host_keyring() -> Path:
-    """The keyring a host's Verify=yes uses (§3.4); error when neither file exists."""
-    for path in HOST_KEYRINGS:
-        if path.exists():
-            return path
+def host_systemd_version(root: Path = Path("/")) -> int | None:
+    """The host's systemd major version, from its libsystemd-shared-NNN.so (no exec)."""
+    for pattern in (
+        "usr/lib/systemd/libsystemd-shared-*.so",
+        "usr/lib/*/systemd/libsystemd-shared-*.so",
+    ):
+        for found in sorted(root.glob(pattern)):
+            number = found.name.removeprefix("libsystemd-shared-").removesuffix(".so")
+            if number.split(".")[0].isdigit():
+                return int(number.split(".")[0])
+    return None
+
+
+def host_keyring(root: Path = Path("/"), systemd_version: int | None = None) -> Path:
+    """The keyring a host's Verify=yes uses (§3.4, and the 258 order); error when none
+    exists. `systemd_version` None: read from the host, 252–257 order when unknown."""
+    version = systemd_version if systemd_version is not None else host_systemd_version(root)
+    candidates = HOST_KEYRINGS_258 if version is not None and version >= 258 else HOST_KEYRINGS
+    for path in candidates:
+        if (root / path.relative_to("/")).exists():
+            return root / path.relative_to("/")
     raise CheckError(
-        "Verify=yes, but neither /etc/systemd/import-pubring.gpg nor"
-        " /usr/lib/systemd/import-pubring.gpg exists",
+        "Verify=yes, but none of " + ", ".join(str(p) for p in candidates) + " exists",
         "install the registry key: curl -o /etc/systemd/import-pubring.gpg REGISTRY/keyring.gpg",
     )
+
+
+def keyring_warnings(root: Path = Path("/"), systemd_version: int | None = None) -> list[str]:
+    """What makes a host verify with another keyring than the one sysext configs install."""
+    version = systemd_version if systemd_version is not None else host_systemd_version(root)
+    etc_pgp = root / "etc/systemd/import-pubring.pgp"
+    etc_gpg = root / "etc/systemd/import-pubring.gpg"
+    if etc_pgp.exists() and etc_gpg.exists() and (version is None or version >= 258):
+        return [
+            f"{etc_pgp} exists: systemd 258+ verify with it and ignore {etc_gpg} "
+            "(the file sysext configs install); put the registry key into the .pgp keyring"
+        ]
+    return []

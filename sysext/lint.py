@@ -17,6 +17,7 @@ from sysext.architecture import SYSTEMD_ARCHITECTURES, Architecture
 from sysext.errors import SysextError
 from sysext.extension_release import ANY, host_compatibility, name_problem
 from sysext.imageread import ImageContents, read_files, read_image
+from sysext.os_extensions import flatcar_conflicts
 from sysext.staging import is_unit_file, unit_problem
 from sysext.versioning import version_problem
 
@@ -102,6 +103,10 @@ def lint_image(
         else:
             merges, reason = host_compatibility(release, host_os_release, arch=arch, scope=scope)
             verdict = HostVerdict(merges, reason)
+            if merges and name is not None and host_os_release.get("ID") == "flatcar":
+                shipped = frozenset(e.path.strip("/") for e in contents.entries)
+                for conflict in flatcar_conflicts(name, release, shipped):
+                    add(Severity.WARNING, "os-extension", conflict.message)
     return LintReport(path, contents, name, tuple(findings), verdict)
 
 

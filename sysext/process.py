@@ -10,9 +10,11 @@ import functools
 import logging
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from sysext.errors import ToolError, ToolMissingError
 
@@ -35,6 +37,11 @@ PACKAGE_OF_TOOL: dict[str, str] = {
     "systemd-dissect": "systemd-container",
     "apt-get": "apt",
     "nginx": "nginx",
+    "debootstrap": "debootstrap",
+    "systemd-nspawn": "systemd-nspawn",
+    "nsenter": "util-linux",
+    "unshare": "util-linux",
+    "chroot": "coreutils",
 }
 
 
@@ -83,6 +90,48 @@ def run(
         log.debug("%s failed with %d: %s", args[0], proc.returncode, stderr)
         raise ToolError(Path(args[0]).name, proc.returncode, stderr, hint)
     return proc
+
+
+def start(
+    argv: Sequence[str | Path],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+    stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running tool (a booted container, a server) and return its process.
+
+    The caller owns the process and must wait for it; `new_session` keeps a terminal's
+    Ctrl-C away from it, so the caller decides how it stops.
+    """
+    args = [str(a) for a in argv]
+    require_tool(args[0])
+    log.debug("start: %s", shlex.join(args))
+    return subprocess.Popen(
+        args,
+        env=dict(env) if env is not None else None,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=new_session,
+    )
+
+
+def interactive(argv: Sequence[str | Path], *, env: Mapping[str, str] | None = None) -> int:
+    """Run a tool on the caller's terminal (a shell) and return its exit code; Ctrl-C goes
+    to the tool, not to us, as with os.system()."""
+    args = [str(a) for a in argv]
+    require_tool(args[0])
+    log.debug("interactive: %s", shlex.join(args))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.run(
+            args, env=dict(env) if env is not None else None, check=False
+        ).returncode
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def tool_version(tool: str, *flags: str) -> str:

@@ -122,7 +122,8 @@ def render_transfer(spec: TransferSpec, *, file_format: str = "conf") -> str:
         # 254+ fail "Failed to resolve '<Path>'" for a missing target directory (seen with
         # the real 254 client: resource_resolve_path() chases it without CHASE_NONEXISTENT).
         f"#   mkdir -p {spec.target_path} {spec.symlink_path.rsplit('/', 1)[0]}",
-        f"#   systemd-sysupdate -C {name} update && systemd-sysext refresh",
+        # Activation as Flatcar and fedora-sysexts document it (a manual refresh is not).
+        f"#   systemd-sysupdate -C {name} update && systemctl restart systemd-sysext.service",
     ]
     if file_format == "transfer":
         lines.append("# (.transfer needs systemd 257+; systemd 252-256, e.g. Flatcar, read .conf)")

@@ -21,6 +21,86 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Registry test modules that run once on SQLite and once on PostgreSQL (`--registry-db`):
+# everything that writes or reads metadata. (The small-file cache and provisioning modules
+# only read the materialized tree, which does not depend on the database: they stay on
+# SQLite to keep the suite's time down; they passed on PostgreSQL when this was added.)
+REGISTRY_DB_MODULES = frozenset(
+    {"test_registry_http", "test_registry_os_bound", "test_registry_robustness"}
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--registry-db",
+        default=os.environ.get("SYSEXT_TEST_REGISTRY_DB", "sqlite,postgresql"),
+        help="databases the registry tests run on: sqlite, postgresql or both (comma-separated)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rsplit(".", 1)[-1] not in REGISTRY_DB_MODULES:
+        return
+    engines = [e.strip() for e in metafunc.config.getoption("--registry-db").split(",")]
+    metafunc.parametrize("registry_database", engines, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """One throw-away PostgreSQL for the whole session (tests/pg_cluster.py)."""
+    from tests.pg_cluster import remove_cluster, start_cluster
+
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        remove_cluster(cluster)
+
+
+@pytest.fixture(scope="session")
+def ceph_rgw() -> Iterator[object]:
+    """One single-node Ceph with radosgw (a real S3 engine) for the session (ceph_rgw.py)."""
+    from tests.ceph_rgw import ceph_available, start_rgw, stop_rgw
+
+    if not ceph_available():
+        pytest.fail("Ceph is not installed (ceph-mon, ceph-osd, radosgw): scripts/setup.sh --test")
+    if os.geteuid() != 0:
+        pytest.skip("the test Ceph cluster runs as root")
+    rgw = start_rgw()
+    try:
+        yield rgw
+    finally:
+        stop_rgw(rgw)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registry_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The registry's database engine for this module: its servers get a fresh PostgreSQL
+    database per data directory, or the default SQLite file."""
+    from tests import registry_server
+
+    engine = getattr(request, "param", "sqlite")
+    if engine == "sqlite":
+        yield engine
+        return
+    if engine != "postgresql":
+        raise pytest.UsageError(f"--registry-db: unknown database {engine!r}")
+    cluster = request.getfixturevalue("pg_cluster")
+    databases: dict[Path, str] = {}
+
+    def database_for(data: Path) -> str:
+        key = data.resolve()
+        if key not in databases:
+            databases[key] = cluster.create_database()  # type: ignore[attr-defined]
+        return databases[key]
+
+    registry_server.database_for = database_for
+    try:
+        yield engine
+    finally:
+        registry_server.database_for = None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return
@@ -87,3 +167,19 @@ def static_server(tmp_path: Path) -> Iterator[StaticServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def boot_root() -> Path:
+    """The cached Debian 12 root with systemd 254 that booted tests boot (tests/booted.py)."""
+    from sysext.boot.rootfs import Base, ensure_root
+
+    return ensure_root(Base.DEBIAN_12)
+
+
+@pytest.fixture(scope="session")
+def boot_root_newest() -> Path:
+    """The cached Debian 13 root with systemd 257, the newest that boots here."""
+    from sysext.boot.rootfs import Base, ensure_root
+
+    return ensure_root(Base.DEBIAN_13)

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,11 @@ import pytest
 import requests
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+
+# Set by the `registry_database` fixture (conftest.py) while a test runs on PostgreSQL: the
+# database URL for a data directory (one database each, so a restart on the same directory
+# finds its data again). None: the registry's default SQLite file in the data directory.
+database_for: Callable[[Path], str] | None = None
 
 
 def free_port() -> int:
@@ -51,6 +56,8 @@ class RegistryServer:
     def start(self, env: Mapping[str, str] | None = None, timeout: float = 60) -> None:
         """Start (or restart) `sysext serve` on the same data dir and port; wait until ready."""
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("SYSEXT_")}
+        if database_for is not None and "SYSEXT_DATABASE_URL" not in self.env:
+            self.env["SYSEXT_DATABASE_URL"] = database_for(self.data)
         full_env = {
             **inherited,
             "SYSEXT_ADMIN_TOKEN": self.admin_token,
@@ -103,6 +110,10 @@ class RegistryServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    @property
+    def database_url(self) -> str:
+        return self.env.get("SYSEXT_DATABASE_URL") or f"sqlite:///{self.data / 'registry.db'}"
+
     def keyring(self) -> bytes:
         response = requests.get(f"{self.url}/keyring.gpg", timeout=10)
         response.raise_for_status()
@@ -110,6 +121,25 @@ class RegistryServer:
 
     def headers(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.admin_token}"}
+
+
+def database_dump(server: RegistryServer) -> bytes:
+    """Every byte the registry's database holds: the SQLite files, or a PostgreSQL dump."""
+    if "SYSEXT_DATABASE_URL" not in server.env:
+        files = ("registry.db", "registry.db-wal")
+        return b"".join((server.data / f).read_bytes() for f in files if (server.data / f).exists())
+    import psycopg
+
+    dsn = server.env["SYSEXT_DATABASE_URL"].replace("+psycopg", "")
+    out = bytearray()
+    with psycopg.connect(dsn) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+        for (table,) in tables:
+            for row in conn.execute(f'SELECT * FROM "{table}"').fetchall():
+                out += repr(row).encode()
+    return bytes(out)
 
 
 @contextlib.contextmanager

@@ -74,7 +74,7 @@ def test_ignition_endpoint_validates_verifies_and_equals_the_cli(
     document = response.json()
     checks = verify_config_sources(document)
     assert [c.path for c in checks if c.verified] == [
-        "/opt/extensions/podman/podman-5.3.1-x86-64.raw"
+        "/var/lib/extensions.d/podman/podman-5.3.1-x86-64.raw"
     ]
     # The CLI resolves over HTTP, the endpoint from the public tree: same config.
     cli = run_cli("butane", "podman", "--registry", registry.url, "--variant", "fcos", "--ignition")
@@ -99,6 +99,7 @@ def test_multi_extension_endpoint_with_options(registry: RegistryServer, tmp_pat
         "/opt/extensions/crio/crio-1.31.1-x86-64.raw",
         "/etc/sysupdate.podman.d/podman.conf",
         "/etc/sysupdate.crio.d/crio.conf",
+        "/etc/sysext/update-extension",
     }
     newer = get(
         registry,

@@ -20,7 +20,7 @@ import requests
 from sysext.manifest import parse_manifest
 from sysext.signing import verify_detached
 from tests.conftest import run_cli
-from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.registry_server import RegistryServer, build_image, database_dump, running_registry
 
 
 @pytest.fixture(scope="module")
@@ -334,9 +334,8 @@ def test_tokens_scopes_and_revocation(server: RegistryServer, images: Path) -> N
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
     assert token.startswith("sxt_")
-    # Stored hashed: the secret appears nowhere in the database file.
-    db = (server.data / "registry.db").read_bytes() + (server.data / "registry.db-wal").read_bytes()
-    assert token.split("_", 2)[2].encode() not in db
+    # Stored hashed: the secret appears nowhere in the database.
+    assert token.split("_", 2)[2].encode() not in database_dump(server)
 
     ok = run_cli("publish", images / "hello-1.0-x86-64.raw", env=_env(server, token))
     assert ok.returncode == 0, ok.stderr

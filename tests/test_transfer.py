@@ -254,7 +254,7 @@ def test_any_valid_name_renders_a_file_that_parses(name: str) -> None:
 def test_cli_transfer() -> None:
     result = run_cli(
         "transfer", "kubernetes", "--registry", "https://r.example", "--minor", "1.29",
-        "--instances", "2",
+        "--instances", "2", "--any-os",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     config = parse_transfer(result.stdout)
@@ -262,7 +262,7 @@ def test_cli_transfer() -> None:
     assert config.get("Target", "InstancesMax") == "2"
     assert "/etc/sysupdate.kubernetes.d/kubernetes.conf" in result.stdout
 
-    bad = run_cli("transfer", "podman", "--registry", "ftp://r.example")
+    bad = run_cli("transfer", "podman", "--registry", "ftp://r.example", "--any-os")
     assert bad.returncode == 2 and "invalid registry URL" in bad.stderr
     assert "hint:" in bad.stderr and "Traceback" not in bad.stderr
     assert bad.stdout == ""

@@ -40,7 +40,10 @@ BUTANE_HELP = (
     "Example:\n\n"
     "  sysext butane podman crio@1.31.3 --registry https://ext.example.com > host.bu\n\n"
     "  sysext butane podman --registry https://ext.example.com --variant fcos --ignition "
-    "-o host.ign"
+    "-o host.ign\n\n"
+    "An extension published per OS version (NAME-VERSION-VERSIONID-ARCH.raw) needs the "
+    "host's VERSION_ID:\n\n"
+    "  sysext butane nvidia --os-version 3975.2.0 --registry https://ext.example.com"
 )
 
 VERIFY_HELP = (
@@ -77,22 +80,38 @@ def butane(
     ),
     channel: str = typer.Option(DEFAULT_CHANNEL, "--channel", help="Registry channel."),
     arch: str = typer.Option("x86-64", "--arch", help="Host architecture (systemd name)."),
+    os_version: str | None = typer.Option(
+        None,
+        "--os-version",
+        help="The host's os-release VERSION_ID (e.g. 3975.2.0); required for extensions "
+        "the registry serves per OS version, ignored by the others.",
+    ),
     version: str | None = typer.Option(
         None, "--version", help="Version of a single NAME (same as NAME@VERSION)."
     ),
     variant: str = typer.Option("flatcar", "--variant", help="flatcar or fcos."),
     ignition: bool = typer.Option(False, "--ignition", help="Print Ignition JSON, not Butane."),
     ignition_version: str = typer.Option(
-        "3.3.0", "--ignition-version", help="Ignition spec: 3.3.0 or 3.4.0."
+        "3.3.0",
+        "--ignition-version",
+        help="Ignition spec: 3.3.0, 3.4.0, or 3.5.0 (fcos only: Butane fcos 1.6.0).",
     ),
     no_updates: bool = typer.Option(
         False, "--no-updates", help="Install only; no transfer file, timer or keyring."
     ),
     on_update: str = typer.Option(
-        "refresh",
+        "restart",
         "--on-update",
-        help="After an update: refresh (systemd-sysext refresh) or reboot-marker "
+        help="After an update: restart (systemctl restart systemd-sysext.service, as Flatcar "
+        "and fedora-sysexts document), refresh (systemd-sysext refresh) or reboot-marker "
         "(touch /run/reboot-required).",
+    ),
+    timer: bool | None = typer.Option(
+        None,
+        "--timer/--no-timer",
+        help="Enable the update timer. Default: on for flatcar; off for fcos (its SELinux "
+        "policy does not let systemd-sysupdate run as a service yet).",
+        show_default=False,
     ),
     keyring: str = typer.Option(
         "replace", "--keyring", help="replace: install the registry key; skip: leave it alone."
@@ -127,6 +146,7 @@ def butane(
         updates=not no_updates,
         on_update=parse_enum(OnUpdate, on_update, "--on-update action"),
         keyring=parse_enum(KeyringMode, keyring, "--keyring mode"),
+        timer=timer,
     )
     user_text = read_butane_file(merge_into) if merge_into is not None else None
     config = generate_config(
@@ -135,6 +155,7 @@ def butane(
         arch=Architecture.parse(arch),
         channel=channel,
         options=options,
+        os_version=os_version,
     )
     if check:
         for result in verify_config_sources(ignition_document(config)):

@@ -122,7 +122,7 @@ def serve(
         None,
         "--workers",
         "-w",
-        help="Worker processes (default 1; one per CPU for more requests/s).",
+        help="Worker processes (default: one per CPU this process may use).",
     ),
     public_url: str = typer.Option(
         None,
@@ -143,9 +143,16 @@ def serve(
     (SYSEXT_DATA, SYSEXT_PUBLIC_URL, SYSEXT_ADMIN_TOKEN, SYSEXT_MAX_UPLOAD_BYTES,
     SYSEXT_CHANNELS…), then the config file. Set SYSEXT_ADMIN_TOKEN to allow uploads.
 
+    Scaling out (docs/registry.md): SYSEXT_DATABASE_URL=postgresql+psycopg://… for metadata
+    shared by replicas, SYSEXT_S3_ENDPOINT + SYSEXT_S3_BUCKET [+ SYSEXT_S3_PREFIX] to keep
+    images and the public tree in an S3 bucket hosts read directly, SYSEXT_SIGNING_KEY for
+    the key file every replica shares.
+
     Example: SYSEXT_ADMIN_TOKEN=secret sysext serve -d /srv/sysext --public-url https://ext.example.com
     """
     import uvicorn
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
 
     from registry.service import RegistryService
     from registry.settings import load_settings, settings_env
@@ -170,6 +177,14 @@ def serve(
             f"cannot use data directory {settings.data_dir}: {exc.strerror or exc}",
             "pass --data DIR (or SYSEXT_DATA) naming a writable directory",
         ) from None
+    except OperationalError as exc:
+        shown = make_url(settings.db_url).render_as_string(hide_password=True)
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise SysextError(
+            f"cannot use database {shown}: {reason}",
+            "check SYSEXT_DATABASE_URL (postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB) "
+            "and that the server is up",
+        ) from None
     for problem in service.broken:
         console.print(f"[red]broken extension, not updated:[/red] {problem.line()}", soft_wrap=True)
     console.print(
@@ -178,7 +193,15 @@ def serve(
     )
     if not settings.admin_token:
         console.print("[yellow]note:[/yellow] SYSEXT_ADMIN_TOKEN is not set: nobody can upload")
-    console.print(f"serving {settings.public_dir} on http://{settings.host}:{settings.port}")
+    tree = (
+        f"bucket {settings.s3_bucket} at {settings.s3_endpoint}"
+        if settings.uses_s3
+        else str(settings.public_dir)
+    )
+    console.print(
+        f"serving {tree} on http://{settings.host}:{settings.port} "
+        f"({settings.worker_count} worker{'s' if settings.worker_count > 1 else ''})"
+    )
     # Workers are separate processes: they read the very same settings from the environment.
     os.environ.update(settings_env(settings))
     uvicorn.run(
@@ -186,7 +209,7 @@ def serve(
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
+        workers=settings.worker_count,
         access_log=False,  # our middleware logs one structured line per request
         log_level="warning",
         timeout_graceful_shutdown=5,

@@ -11,7 +11,13 @@ from pathlib import Path
 import typer
 
 from sysext.architecture import Architecture
-from sysext.checker import CheckReport, check_remote, host_keyring, transfer_check
+from sysext.checker import (
+    CheckReport,
+    check_remote,
+    host_keyring,
+    keyring_warnings,
+    transfer_check,
+)
 from sysext.errors import SysextError
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.patterns import HostInfo
@@ -169,6 +175,17 @@ def check(
         False, "--verify-payload", help="Also download the chosen image and check its SHA-256."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    component: str | None = typer.Option(
+        None,
+        "--component",
+        "-C",
+        help="On a host: check extension NAME as its update unit does (its transfer file "
+        "/etc/sysupdate.NAME.d/NAME.conf, the keyring this systemd reads, the OS's own "
+        "extensions that would merge too).",
+    ),
+    root: Path = typer.Option(
+        Path("/"), "--root", help="With --component: the host's files live under this root."
+    ),
 ) -> None:
     """Read a served directory as systemd-sysupdate does and say what a host would install.
 
@@ -183,7 +200,25 @@ def check(
     Example: sysext check https://ext.example.com/extensions/podman --keyring pubring.gpg
 
     Example: sysext check --transfer /etc/sysupdate.podman.d/podman.conf
+
+    With --component NAME, on a host whose sysext-update-NAME.service failed: the same
+    check with that host's transfer file and keyring (the order of its systemd version),
+    plus warnings for Flatcar extensions that merge next to NAME although it replaces them.
+
+    Example: sysext check --component podman
     """
+    host_notes: list[str] = []
+    if component is not None:
+        if transfer_file is not None or url is not None:
+            raise SysextError(
+                "give --component or a URL/--transfer, not both",
+                "--component NAME reads /etc/sysupdate.NAME.d/NAME.conf itself",
+            )
+        transfer_file = root / f"etc/sysupdate.{component}.d/{component}.conf"
+        if keyring is None:
+            keyring = host_keyring(root)
+        host_notes += keyring_warnings(root)
+        host_notes += _os_extension_notes(root, component, transfer_file)
     if os_release is not None:
         host = HostInfo.from_os_release_file(os_release, arch)
     else:
@@ -204,13 +239,14 @@ def check(
             )
         inputs = transfer_check(parse_transfer(_read_text(transfer_file)), host)
         url, pattern, target_patterns = inputs.url, inputs.patterns, inputs.target_patterns
-        installed = installed or inputs.installed_dir
+        if installed is None and inputs.installed_dir is not None:
+            installed = root / inputs.installed_dir.relative_to("/")
         min_version = min_version or inputs.min_version
         if inputs.verify and keyring is None:
             keyring = host_keyring()
         elif not inputs.verify:
             keyring = None
-        notes = inputs.warnings
+        notes = (*host_notes, *inputs.warnings)
         instances_max, protected = inputs.instances_max, inputs.protected
     if url is None:
         raise SysextError("no URL given", "pass the registry directory URL, or --transfer FILE")
@@ -234,6 +270,33 @@ def check(
         _print_report(report)
     if report.problem is not None:
         raise SysextError(report.problem, _problem_hint(report))
+
+
+def _os_extension_notes(root: Path, name: str, transfer_file: Path) -> list[str]:
+    """Warnings for OS extensions the installed NAME replaces that this host still merges."""
+    from sysext.os_extensions import host_merges, masking_advice, replaced
+    from sysext.provision.resolve import image_release_fields
+
+    config = parse_transfer(_read_text(transfer_file))
+    link_value = config.get("Target", "CurrentSymlink")
+    if not link_value or not link_value.startswith("/"):
+        return []
+    link = root / link_value.lstrip("/")
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return [f"{link_value} does not exist: {name} is not installed"]
+    image = root / target.lstrip("/") if target.startswith("/") else link.parent / target
+    try:
+        release = image_release_fields(image, name)
+    except SysextError as exc:
+        return [f"cannot read {name}'s installed image: {exc.message}"]
+    return [
+        f"Flatcar's {os_name} still merges next to {name}, which replaces it: "
+        f"{masking_advice(os_name)}"
+        for os_name in replaced(release)
+        if host_merges(root, os_name)
+    ]
 
 
 def _read_text(path: Path) -> str:
@@ -286,8 +349,12 @@ def transfer(
     minor: str | None = typer.Option(
         None, "--minor", help="Follow only X.Y.* patch releases (pattern NAME-X.Y.@v-%a.raw)."
     ),
-    os_bound: bool = typer.Option(
-        False, "--os-bound", help="Images are built per host VERSION_ID (pattern uses %w)."
+    os_bound: bool | None = typer.Option(
+        None,
+        "--os-bound/--any-os",
+        help="Images are built per host VERSION_ID (pattern NAME-@v-%w-%a.raw), or not. "
+        "Default: as the registry's own NAME.conf says (read over HTTP).",
+        show_default=False,
     ),
     instances: int | None = typer.Option(
         None, "--instances", help="InstancesMax= (versions kept on the host; default 3)."
@@ -308,8 +375,14 @@ def transfer(
     /etc/systemd/import-pubring.gpg: `curl -o /etc/systemd/import-pubring.gpg
     REGISTRY/keyring.gpg`.
 
+    Whether the images are bound to the host's OS version (`%w` in the pattern) is read
+    from the registry's own NAME.conf, so both files always agree; --os-bound/--any-os
+    decide it without asking the registry.
+
     Example: sysext transfer kubernetes --registry https://ext.example.com --minor 1.29
     """
+    if os_bound is None:
+        os_bound = _registry_os_bound(registry, name, channel)
     spec = TransferSpec(
         name=name,
         base_url=registry,
@@ -320,6 +393,27 @@ def transfer(
         verify=not no_verify,
     )
     sys.stdout.write(render_transfer(spec, file_format=file_format))
+
+
+def _registry_os_bound(registry: str, name: str, channel: str) -> bool:
+    """Ask the registry whether it serves `name` per OS version (its NAME.conf)."""
+    from sysext.provision.resolve import HttpCatalog, served_os_bound
+    from sysext.urls import extension_url_path
+
+    catalog = HttpCatalog(registry)
+    try:
+        if catalog.read(f"{extension_url_path(name, channel)}/{MANIFEST_NAME}") is None:
+            raise SysextError(
+                f"the registry at {catalog.base_url} serves no {name!r} in channel {channel!r}",
+                "check NAME and --channel, or write the file anyway with --os-bound/--any-os",
+            )
+        return served_os_bound(catalog, name, channel)
+    except SysextError as exc:
+        if exc.hint and "--os-bound" in exc.hint:
+            raise
+        raise SysextError(
+            exc.message, "pass --os-bound or --any-os to write the file without the registry"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,14 @@ from typing import Any
 
 import yaml
 
-from sysext.provision.model import File, InlineContents, ProvisionConfig, RemoteContents, Unit
+from sysext.provision.model import (
+    File,
+    InlineContents,
+    Link,
+    ProvisionConfig,
+    RemoteContents,
+    Unit,
+)
 
 
 class _Octal(int):
@@ -64,6 +71,14 @@ def butane_file(file: File) -> dict[str, Any]:
     return {"path": file.path, "mode": _Octal(file.mode), "contents": butane_contents(file)}
 
 
+def link_entry(link: Link) -> dict[str, Any]:
+    """A link as Butane and Ignition both spell it (`overwrite` only when set)."""
+    entry: dict[str, Any] = {"path": link.path, "target": link.target, "hard": link.hard}
+    if link.overwrite:
+        entry["overwrite"] = True
+    return entry
+
+
 def butane_unit(unit: Unit) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": unit.name}
     if unit.enabled is not None:
@@ -82,9 +97,7 @@ def butane_document(config: ProvisionConfig) -> dict[str, Any]:
     if config.files:
         storage["files"] = [butane_file(f) for f in config.files]
     if config.links:
-        storage["links"] = [
-            {"path": link.path, "target": link.target, "hard": link.hard} for link in config.links
-        ]
+        storage["links"] = [link_entry(link) for link in config.links]
     if storage:
         document["storage"] = storage
     if config.units:

@@ -15,7 +15,8 @@ component fails or succeeds on its own and needs no workaround.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sysext.errors import SysextError
@@ -30,19 +31,38 @@ from sysext.provision.model import (
     RemoteContents,
     Unit,
     Variant,
+    check_versions,
 )
 from sysext.provision.resolve import ResolvedImage
-from sysext.transfer import KEYRING_PATH, TransferSpec, render_transfer
-
-# KEYRING_PATH: systemd-sysupdate reads only this file when it exists; the vendor keyring in
-# /usr/lib/systemd/ is then ignored, never merged (spec §3.4).
-SYSUPDATE = "/usr/lib/systemd/systemd-sysupdate"
-KEYRING_NOTE = (
-    f"{KEYRING_PATH} REPLACES the host's vendor keyring /usr/lib/systemd/import-pubring.gpg: "
-    "systemd-sysupdate reads exactly one of the two (the /etc one when it exists), so every "
-    "sysupdate transfer on this host must be signed by this registry's key. "
-    "Use --keyring skip if the host manages its keyring otherwise."
+from sysext.transfer import (
+    ACTIVATION_DIR,
+    EXTENSIONS_DIR,
+    KEYRING_PATH,
+    TransferSpec,
+    render_transfer,
 )
+
+SYSUPDATE = "/usr/lib/systemd/systemd-sysupdate"
+UPDATE_SCRIPT = "/etc/sysext/update-extension"
+KEYRING_NOTE = (
+    f"{KEYRING_PATH} REPLACES the host's vendor keyring for systemd-sysupdate on systemd "
+    "252-257 (it reads this file, else /usr/lib/systemd/import-pubring.gpg, never both), so "
+    "every sysupdate transfer on this host must be signed by this registry's key. systemd "
+    "258+ read /etc/systemd/import-pubring.pgp first (this file only when that one is "
+    "absent). Use --keyring skip if the host manages its keyring otherwise."
+)
+# What each distribution documents for a new or changed image (Flatcar: "Supplying your
+# sysext image from Ignition" in its systemd-sysext docs; fedora-sysexts: known issues).
+ACTIVATION_DOCS = {
+    Variant.FLATCAR: "https://www.flatcar.org/docs/latest/provisioning/sysext/",
+    Variant.FCOS: "https://fedora-sysexts.github.io/known-issues.html",
+}
+# Flatcar's own extensions: built-in ones are switched off by a /dev/null link; optional
+# ones (flatcar-NAME, enabled through /etc/flatcar/enabled-sysext.conf) by a `-NAME` line.
+FLATCAR_OPTIONAL_PREFIX = "flatcar-"
+FLATCAR_ENABLED_SYSEXT = "/etc/flatcar/enabled-sysext.conf"
+_OS_EXTENSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SELINUX_RELABEL_UNIT = "sysext-relabel.service"
 
 
 @dataclass(frozen=True)
@@ -50,15 +70,64 @@ class ProvisionOptions:
     variant: Variant = Variant.FLATCAR
     ignition_version: IgnitionVersion = IgnitionVersion.V3_3_0
     updates: bool = True
-    on_update: OnUpdate = OnUpdate.REFRESH
+    on_update: OnUpdate = OnUpdate.RESTART
     keyring: KeyringMode = KeyringMode.REPLACE
+    # Whether the update timer is enabled; None: the variant's default (Flatcar yes;
+    # Fedora CoreOS no, see FCOS_NO_TIMER).
+    timer: bool | None = None
+
+    @property
+    def timer_enabled(self) -> bool:
+        if self.timer is not None:
+            return self.timer
+        return self.variant is not Variant.FCOS
 
 
-def transfer_spec(image: ResolvedImage, registry_url: str) -> TransferSpec:
+FCOS_NO_TIMER = (
+    "Fedora CoreOS: the update timers are NOT enabled. The SELinux policy for "
+    "systemd-importd, which systemd-sysupdate uses, is incomplete, so updates cannot run as "
+    "a background service yet (fedora-sysexts known issues; selinux-policy PR 2604, issue "
+    "2622). Update by hand as root: /usr/lib/systemd/systemd-sysupdate update --component "
+    "NAME && systemctl restart systemd-sysext.service, or generate with --timer once the "
+    "policy allows it."
+)
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """Where one variant keeps an extension's images and its activation link."""
+
+    images_dir: str
+    link: str
+    relabel: tuple[str, ...] = ()
+
+
+def host_layout(name: str, variant: Variant) -> HostLayout:
+    if variant is Variant.FCOS:
+        # fedora-sysexts' layout: versioned images in /var/lib/extensions.d, the active one
+        # linked as /var/lib/extensions/NAME.raw. One directory per extension, because a
+        # shared one lets `foo-@v-%a.raw` match foo-bar's images (@v takes "bar-1.0").
+        return HostLayout(
+            images_dir=f"/var/lib/extensions.d/{name}",
+            link=f"/var/lib/extensions/{name}.raw",
+            relabel=("/var/lib/extensions", "/var/lib/extensions.d"),
+        )
+    return HostLayout(images_dir=f"{EXTENSIONS_DIR}/{name}", link=f"{ACTIVATION_DIR}/{name}.raw")
+
+
+def transfer_spec(image: ResolvedImage, registry_url: str, variant: Variant) -> TransferSpec:
     """The transfer that keeps `image` current; its paths are where the config puts it, so
     sysupdate recognizes the first-boot image as the installed version (pattern match in
     the target directory) and moves the same link (CurrentSymlink) on update."""
-    return TransferSpec(name=image.name, base_url=registry_url, channel=image.channel)
+    layout = host_layout(image.name, variant)
+    return TransferSpec(
+        name=image.name,
+        base_url=registry_url,
+        channel=image.channel,
+        os_bound=image.os_version_id is not None,
+        target_dir=layout.images_dir,
+        current_symlink=layout.link,
+    )
 
 
 def image_path(spec: TransferSpec, image: ResolvedImage) -> str:
@@ -74,25 +143,82 @@ def update_unit_name(name: str, suffix: str) -> str:
     return f"sysext-update-{name}.{suffix}"
 
 
-def update_service(name: str, on_update: OnUpdate) -> str:
-    if on_update is OnUpdate.REFRESH:
-        after = (
-            "# sysupdate only swaps the link; refresh re-merges /usr and /opt with the new image.\n"
-            "ExecStartPost=/usr/bin/systemd-sysext refresh\n"
-        )
-    else:
-        after = (
-            "# The new image becomes active at the next boot; tell reboot managers (kured,\n"
-            "# FLUO, locksmith-style tools) that one is wanted.\n"
-            "ExecStartPost=/usr/bin/touch /run/reboot-required\n"
-        )
+UPDATE_SCRIPT_TEXT = """\
+#!/bin/sh
+# Generated by sysext butane: update one system extension with systemd-sysupdate and
+# activate a new image the way the distribution documents.
+#
+#   update-extension NAME LINK ACTIVATION [RELABEL_PATH...]
+#
+# ACTIVATION: restart (systemctl restart systemd-sysext.service), refresh
+# (systemd-sysext refresh) or reboot-marker (touch /run/reboot-required).
+# Exit status, also the unit's:
+#   0   a newer image was installed and activated, or nothing newer is published
+#       (the journal says which);
+#   64  wrong arguments;
+#   65  the new image is installed but activating it failed;
+#   any other: systemd-sysupdate's own status. The download, the signature or keyring
+#       check, or the registry failed; its reason is in the journal right above.
+# `check-new` is not used to skip: it exits 1 for "nothing newer" and for every error.
+set -u
+if [ $# -lt 3 ]; then
+    echo "usage: $0 NAME LINK ACTIVATION [RELABEL_PATH...]" >&2
+    exit 64
+fi
+name=$1
+link=$2
+activation=$3
+shift 3
+case $activation in
+    restart|refresh|reboot-marker) ;;
+    *) echo "$name: unknown activation '$activation'" >&2; exit 64 ;;
+esac
+sysupdate=${SYSEXT_SYSUPDATE:-/usr/lib/systemd/systemd-sysupdate}
+before=$(readlink "$link" 2>/dev/null || true)
+"$sysupdate" --component="$name" update
+status=$?
+if [ "$status" -ne 0 ]; then
+    echo "$name: update FAILED: systemd-sysupdate exited with status $status (reason above;" \\
+        "sysext check --transfer /etc/sysupdate.$name.d/$name.conf explains it)" >&2
+    exit "$status"
+fi
+after=$(readlink "$link" 2>/dev/null || true)
+if [ "$before" = "$after" ]; then
+    echo "$name: up to date (${after##*/}), nothing newer is published"
+    exit 0
+fi
+if [ $# -gt 0 ] && [ -e /sys/fs/selinux/enforce ] && command -v restorecon >/dev/null; then
+    # Files sysupdate wrote get their SELinux labels from the policy, as fedora-sysexts does.
+    restorecon -RF "$@" || echo "$name: restorecon $* failed" >&2
+fi
+was=${before##*/}
+echo "$name: installed ${after##*/} (was ${was:-nothing}), activating: $activation"
+case $activation in
+    restart) systemctl restart systemd-sysext.service ;;
+    refresh) systemd-sysext refresh ;;
+    reboot-marker) touch /run/reboot-required ;;
+esac
+status=$?
+if [ "$status" -ne 0 ]; then
+    echo "$name: ${after##*/} is installed but activating it FAILED ($activation: $status)" >&2
+    exit 65
+fi
+"""
+
+
+def update_service(name: str, on_update: OnUpdate, variant: Variant) -> str:
+    layout = host_layout(name, variant)
+    argv = " ".join((UPDATE_SCRIPT, name, layout.link, on_update.value, *layout.relabel))
     return (
         f"# Generated by sysext butane: update the {name} system extension.\n"
         "# systemd-sysupdate downloads, verifies and links a newer image but never\n"
-        "# activates it, so this unit does that step itself.\n"
+        f"# activates it; {UPDATE_SCRIPT} does that step ({on_update.value}) only\n"
+        "# when the link moved. Exit 0: updated, or nothing newer (a clean skip). Any\n"
+        "# other status is a failed unit: download, signature, keyring or registry trouble,\n"
+        "# with systemd-sysupdate's reason in the journal.\n"
         "[Unit]\n"
         f"Description=Update the {name} system extension\n"
-        "Documentation=man:systemd-sysupdate(8)\n"
+        f"Documentation=man:systemd-sysupdate(8) {ACTIVATION_DOCS[variant]}\n"
         "Wants=network-online.target\n"
         "After=network-online.target\n"
         f"ConditionPathExists={transfer_path(name)}\n"
@@ -101,10 +227,8 @@ def update_service(name: str, on_update: OnUpdate) -> str:
         "\n"
         "[Service]\n"
         "Type=oneshot\n"
-        "# check-new exits 1 when nothing newer is published: the rest is skipped, not failed.\n"
-        f"ExecCondition={SYSUPDATE} --component={name} check-new\n"
-        f"ExecStart={SYSUPDATE} --component={name} update\n"
-        f"{after}"
+        f"SyslogIdentifier=sysext-update-{name}\n"
+        f"ExecStart=/bin/sh {argv}\n"
     )
 
 
@@ -127,14 +251,74 @@ def update_timer(name: str) -> str:
     )
 
 
+def relabel_unit(paths: Sequence[str]) -> str:
+    return (
+        "# Generated by sysext butane: give the extension images the SELinux labels the\n"
+        "# policy expects before systemd-sysext merges them (as fedora-sysexts does with\n"
+        "# restorecon after installing). Skipped on hosts without SELinux.\n"
+        "[Unit]\n"
+        "Description=Relabel system extension images for SELinux\n"
+        "DefaultDependencies=no\n"
+        "After=local-fs.target\n"
+        "Before=systemd-sysext.service\n"
+        "ConditionSecurity=selinux\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        f"ExecStart=/usr/sbin/restorecon -RF {' '.join(paths)}\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=systemd-sysext.service\n"
+    )
+
+
+def os_extension_masks(
+    images: Sequence[ResolvedImage], replaces: Mapping[str, Sequence[str]]
+) -> tuple[list[Link], list[str], list[str]]:
+    """Flatcar's own extensions each image replaces, switched off as Flatcar documents:
+    (links to /dev/null, `-NAME` lines for enabled-sysext.conf, notes)."""
+    links: list[Link] = []
+    disabled: list[str] = []
+    notes: list[str] = []
+    for image in images:
+        for os_name in replaces.get(image.name, ()):
+            if not _OS_EXTENSION.fullmatch(os_name):
+                raise SysextError(
+                    f"{image.name}: X_SYSEXT_REPLACES names {os_name!r}, not an extension name",
+                    "fix the recipe's `replaces` and rebuild the image",
+                )
+            if os_name.startswith(FLATCAR_OPTIONAL_PREFIX):
+                short = os_name[len(FLATCAR_OPTIONAL_PREFIX) :]
+                if short not in disabled:
+                    disabled.append(short)
+                    notes.append(
+                        f"{image.name} replaces Flatcar's {os_name}: -{short} in "
+                        f"{FLATCAR_ENABLED_SYSEXT}"
+                    )
+            elif all(link.path != f"{ACTIVATION_DIR}/{os_name}.raw" for link in links):
+                links.append(Link(f"{ACTIVATION_DIR}/{os_name}.raw", "/dev/null", overwrite=True))
+                notes.append(f"{image.name} replaces Flatcar's {os_name}: masked with /dev/null")
+    return links, disabled, notes
+
+
+def _described(image: ResolvedImage) -> str:
+    bound = f", for VERSION_ID={image.os_version_id} hosts" if image.os_version_id else ""
+    return f"{image.arch.value}, channel {image.channel}{bound}"
+
+
 def compose_config(
     images: Sequence[ResolvedImage],
     *,
     registry_url: str,
     keyring: bytes | None,
     options: ProvisionOptions,
+    replaces: Mapping[str, Sequence[str]] | None = None,
 ) -> ProvisionConfig:
-    """The config installing `images`; `keyring` is the registry's binary public key."""
+    """The config installing `images`; `keyring` is the registry's binary public key;
+    `replaces` maps an image's name to the OS-shipped extensions it replaces (its
+    X_SYSEXT_REPLACES), which the Flatcar variant switches off."""
+    check_versions(options.variant, options.ignition_version)
     names = [image.name for image in images]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -147,15 +331,23 @@ def compose_config(
     units: list[Unit] = []
     notes = [
         "Generated by `sysext butane`; versions and hashes were resolved at generation time:",
-        *(f"  {i.name} {i.version} ({i.arch.value}, channel {i.channel})" for i in images),
+        *(f"  {i.name} {i.version} ({_described(i)})" for i in images),
     ]
-    specs = [transfer_spec(image, registry_url) for image in images]
+    specs = [transfer_spec(image, registry_url, options.variant) for image in images]
     for spec, image in zip(specs, images, strict=True):
         files.append(File(image_path(spec, image), RemoteContents(image.url, image.sha256)))
         # The activation name (link name) is what systemd-sysext matches the release file
         # against (spec §1.2), whatever versioned file the link points to.
         links.append(Link(spec.symlink_path, image_path(spec, image)))
+    if options.variant is Variant.FLATCAR and replaces:
+        masks, disabled, mask_notes = os_extension_masks(images, replaces)
+        links += masks
+        notes += mask_notes
+        if disabled:
+            text = "".join(f"-{name}\n" for name in disabled)
+            files.append(File(FLATCAR_ENABLED_SYSEXT, InlineContents(text.encode())))
     if options.updates:
+        files.append(File(UPDATE_SCRIPT, InlineContents(UPDATE_SCRIPT_TEXT.encode()), 0o755))
         for spec, image in zip(specs, images, strict=True):
             files.append(
                 File(transfer_path(image.name), InlineContents(render_transfer(spec).encode()))
@@ -163,15 +355,22 @@ def compose_config(
             units.append(
                 Unit(
                     update_unit_name(image.name, "service"),
-                    contents=update_service(image.name, options.on_update),
+                    contents=update_service(image.name, options.on_update, options.variant),
                 )
             )
             units.append(
                 Unit(
                     update_unit_name(image.name, "timer"),
                     contents=update_timer(image.name),
-                    enabled=True,
+                    enabled=options.timer_enabled,
                 )
+            )
+        if not options.timer_enabled:
+            notes.append(
+                FCOS_NO_TIMER
+                if options.variant is Variant.FCOS and options.timer is None
+                else "The update timers are not enabled (--no-timer): "
+                "systemctl start sysext-update-NAME.service updates by hand."
             )
         if options.keyring is KeyringMode.REPLACE:
             if keyring is None:
@@ -180,6 +379,9 @@ def compose_config(
     if options.variant is Variant.FCOS:
         # Fedora CoreOS ships systemd-sysext.service disabled; Flatcar enables it.
         units.append(Unit("systemd-sysext.service", enabled=True))
+        relabel = host_layout(images[0].name, Variant.FCOS).relabel if images else ()
+        if relabel:
+            units.append(Unit(SELINUX_RELABEL_UNIT, contents=relabel_unit(relabel), enabled=True))
     return ProvisionConfig(
         variant=options.variant,
         ignition_version=options.ignition_version,

@@ -7,8 +7,14 @@ from collections.abc import Sequence
 from sysext.architecture import Architecture
 from sysext.errors import SysextError
 from sysext.provision.compose import ProvisionOptions, compose_config
-from sysext.provision.model import KeyringMode, ProvisionConfig
-from sysext.provision.resolve import Catalog, ExtensionRef, fetch_keyring, resolve
+from sysext.provision.model import KeyringMode, ProvisionConfig, Variant
+from sysext.provision.resolve import (
+    Catalog,
+    ExtensionRef,
+    fetch_keyring,
+    replaced_extensions,
+    resolve,
+)
 from sysext.urls import DEFAULT_CHANNEL
 
 
@@ -19,12 +25,34 @@ def generate_config(
     arch: Architecture = Architecture.X86_64,
     channel: str = DEFAULT_CHANNEL,
     options: ProvisionOptions = ProvisionOptions(),
+    os_version: str | None = None,
 ) -> ProvisionConfig:
+    """The config installing `refs` from `catalog` on one kind of host.
+
+    `arch`, `channel` and `os_version` (the host's os-release VERSION_ID, required for
+    extensions the registry serves per OS version) choose the images; `options` shape
+    the rest. The CLI (`sysext butane`), the registry's provisioning routes and its web
+    pages all call this, so the three always produce the same text for the same choices.
+    """
     if not refs:
         raise SysextError("no extension given", "e.g. sysext butane podman --registry URL")
-    images = [resolve(catalog, ref, arch=arch, channel=channel) for ref in refs]
+    images = [
+        resolve(catalog, ref, arch=arch, channel=channel, os_version=os_version) for ref in refs
+    ]
     # The key only matters to systemd-sysupdate, so a config without updates leaves the
     # host's keyring alone.
     wants_key = options.updates and options.keyring is KeyringMode.REPLACE
     keyring = fetch_keyring(catalog) if wants_key else None
-    return compose_config(images, registry_url=catalog.base_url, keyring=keyring, options=options)
+    # Only Flatcar ships extensions of its own that ours can collide with.
+    replaces = (
+        {image.name: replaced_extensions(catalog.release_fields(image)) for image in images}
+        if options.variant is Variant.FLATCAR
+        else None
+    )
+    return compose_config(
+        images,
+        registry_url=catalog.base_url,
+        keyring=keyring,
+        options=options,
+        replaces=replaces,
+    )

@@ -1,9 +1,9 @@
-"""Ignition JSON (spec 3.3.0 or 3.4.0) from the provisioning model.
+"""Ignition JSON (spec 3.3.0, 3.4.0 or 3.5.0) from the provisioning model.
 
 This is what Butane would produce from butane.py's output; the Butane transpiler is not a
 dependency, so the project writes the JSON itself. Everything emitted here has the same
-shape in spec 3.3.0 and 3.4.0 (3.4.0 only adds fields this project does not use), so only
-`ignition.version` differs.
+shape in specs 3.3.0 to 3.5.0 (the later specs only add fields this project does not use),
+so only `ignition.version` differs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from sysext.provision.butane import data_url_base64, remote_source
+from sysext.provision.butane import data_url_base64, link_entry, remote_source
 from sysext.provision.model import File, InlineContents, ProvisionConfig, RemoteContents, Unit
 
 
@@ -49,9 +49,7 @@ def ignition_document(config: ProvisionConfig) -> dict[str, Any]:
             {"path": f.path, "mode": f.mode, "contents": ignition_contents(f)} for f in config.files
         ]
     if config.links:
-        storage["links"] = [
-            {"path": link.path, "target": link.target, "hard": link.hard} for link in config.links
-        ]
+        storage["links"] = [link_entry(link) for link in config.links]
     if storage:
         document["storage"] = storage
     if config.units:

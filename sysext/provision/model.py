@@ -27,19 +27,33 @@ class Variant(enum.Enum):
 class IgnitionVersion(enum.Enum):
     V3_3_0 = "3.3.0"
     V3_4_0 = "3.4.0"
+    V3_5_0 = "3.5.0"
 
     def butane_version(self, variant: Variant) -> str:
         """The Butane spec version of `variant` that transpiles to this Ignition version."""
         return _BUTANE_VERSIONS[(variant, self)]
 
 
-# Butane's stable specs and the Ignition spec each emits (Butane docs, "Config versions").
+# Butane's stable specs and the Ignition spec each emits (Butane docs, "Config versions"):
+# fcos 1.6.0 → 3.5.0 is stable; Butane has no stable flatcar spec for 3.5.0 yet
+# (flatcar 1.2.0 is experimental), so Flatcar + 3.5.0 is refused with that reason.
 _BUTANE_VERSIONS: dict[tuple[Variant, IgnitionVersion], str] = {
     (Variant.FLATCAR, IgnitionVersion.V3_3_0): "1.0.0",
     (Variant.FLATCAR, IgnitionVersion.V3_4_0): "1.1.0",
     (Variant.FCOS, IgnitionVersion.V3_3_0): "1.4.0",
     (Variant.FCOS, IgnitionVersion.V3_4_0): "1.5.0",
+    (Variant.FCOS, IgnitionVersion.V3_5_0): "1.6.0",
 }
+
+
+def check_versions(variant: Variant, ignition: IgnitionVersion) -> None:
+    """Refuse a variant/spec pair no stable Butane spec produces."""
+    if (variant, ignition) not in _BUTANE_VERSIONS:
+        known = ", ".join(sorted(i.value for (v, i) in _BUTANE_VERSIONS if v is variant))
+        raise SysextError(
+            f"Butane has no stable {variant.value} spec for Ignition {ignition.value}",
+            f"use --ignition-version {known.split(', ')[-1]} for {variant.value} (stable: {known})",
+        )
 
 
 def butane_versions(variant: Variant) -> list[str]:
@@ -55,8 +69,15 @@ def ignition_version_of_butane(variant: str, version: str) -> IgnitionVersion | 
 
 
 class OnUpdate(enum.Enum):
-    """What happens after systemd-sysupdate installed a newer image (it never activates it)."""
+    """What happens after systemd-sysupdate installed a newer image (it never activates it).
 
+    RESTART is what Flatcar and fedora-sysexts document (`systemctl restart
+    systemd-sysext.service`; on Flatcar it also runs ensure-sysext.service, which reloads
+    units); REFRESH (`systemd-sysext refresh`) is kept for other hosts, both distributions
+    advise against it.
+    """
+
+    RESTART = "restart"
     REFRESH = "refresh"
     REBOOT_MARKER = "reboot-marker"
 
@@ -114,6 +135,9 @@ class Link:
     path: str
     target: str
     hard: bool = False
+    # True replaces what the OS image already has at `path` (e.g. Flatcar's
+    # /etc/extensions/docker-flatcar.raw); Ignition's default (false) would fail the boot.
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)

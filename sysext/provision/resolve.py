@@ -8,8 +8,11 @@ reads the layout over HTTP, the registry reads the very same files from its publ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,7 +22,12 @@ import requests
 from sysext import __version__
 from sysext.architecture import Architecture
 from sysext.errors import SysextError
-from sysext.manifest import MANIFEST_NAME, ManifestError, parse_manifest
+from sysext.extension_release import release_file_path
+from sysext.imageread import read_files
+from sysext.manifest import MANIFEST_NAME, ManifestEntry, ManifestError, parse_manifest
+from sysext.osrelease import parse_os_release
+from sysext.patterns import HostInfo, expand_specifiers, match_pattern
+from sysext.transfer import TransferError, TransferSpec, image_file_name, parse_transfer
 from sysext.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url, extension_url_path
 from sysext.versioning import sort_versions, version_problem
 
@@ -74,6 +82,9 @@ class ResolvedImage:
     filename: str
     sha256: str
     url: str
+    # The host VERSION_ID an OS-bound image is built for (NAME-VERSION-VERSIONID-ARCH.raw,
+    # followed with MatchPattern=NAME-@v-%w-%a.raw); None for images any OS version takes.
+    os_version_id: str | None = None
 
 
 def check_channel_name(channel: str) -> str:
@@ -102,24 +113,76 @@ class Catalog(Protocol):
         """Channels of the registry; None when it cannot tell."""
         ...
 
+    def release_fields(self, image: ResolvedImage) -> Mapping[str, str]:
+        """The extension-release fields inside `image` (e.g. X_SYSEXT_REPLACES)."""
+        ...
+
 
 def image_filename(name: str, version: str, arch: Architecture) -> str:
-    return f"{name}-{version}-{arch.value}.raw"
+    return image_file_name(name, version, arch.value)
 
 
-def _split_image_name(name: str, filename: str) -> tuple[str, Architecture] | None:
-    """(version, arch) when `filename` is NAME-@v-ARCH.raw with a version sysupdate accepts."""
+def served_os_bound(catalog: Catalog, name: str, channel: str) -> bool:
+    """Whether the registry serves `name` per host OS version in `channel`.
+
+    The registry's own transfer file (NAME.conf beside SHA256SUMS, written from
+    `TransferSpec`) is the one place that says so: its pattern holds `%w` exactly when
+    the images are NAME-VERSION-VERSIONID-ARCH.raw. A tree without one (a hand-made
+    static copy) is read as unbound, the layout `sysext sign` writes.
+    """
+    data = catalog.read(f"{extension_url_path(name, channel)}/{name}.conf")
+    if data is None:
+        return False
+    try:
+        config = parse_transfer(data.decode("utf-8", errors="replace"))
+    except TransferError:
+        raise BrokenRegistryError(
+            f"{name} ({channel}): the registry's {name}.conf is not a valid transfer file",
+            "republish the extension so the registry rewrites it",
+        ) from None
+    return any("%w" in pattern for pattern in config.match_patterns("Source"))
+
+
+@dataclass(frozen=True)
+class _Published:
+    version: str
+    arch: Architecture
+    os_version_id: str | None
+    sha256: str
+
+
+def _published(name: str, entries: list[ManifestEntry], os_bound: bool) -> list[_Published]:
+    """The manifest's images as a host's transfer sees them.
+
+    Each candidate split of a file name is confirmed with the transfer's own pattern,
+    expanded for a host of that architecture (and VERSION_ID) and matched the way
+    systemd-sysupdate matches it, so the version we pin is the version sysupdate will
+    compare later (for `NAME-1.0-3975.2.0-x86-64.raw` that is `1.0`, never `1.0-3975.2.0`).
+    """
+    pattern = TransferSpec(name=name, base_url="http://registry", os_bound=os_bound).match_pattern
     prefix = f"{name}-"
-    if not filename.startswith(prefix) or not filename.endswith(".raw"):
-        return None
-    middle = filename[len(prefix) : -len(".raw")]
-    for arch in Architecture:
-        suffix = f"-{arch.value}"
-        if middle.endswith(suffix):
-            version = middle[: -len(suffix)]
-            if version and version_problem(version) is None:
-                return version, arch
-    return None
+    found: list[_Published] = []
+    for entry in entries:
+        filename = entry.filename
+        if not filename.startswith(prefix) or not filename.endswith(".raw"):
+            continue
+        for arch in Architecture:
+            suffix = f"-{arch.value}.raw"
+            if not filename.endswith(suffix):
+                continue
+            middle = filename[len(prefix) : -len(suffix)]
+            version_id: str | None = None
+            if os_bound:
+                middle, _, version_id = middle.rpartition("-")
+                if not version_id or version_problem(version_id) is not None:
+                    continue
+            if not middle or version_problem(middle) is not None:
+                continue
+            host = HostInfo(arch=arch.value, os_release={"VERSION_ID": version_id or ""})
+            match = match_pattern(expand_specifiers(pattern, host), filename, strict=True)
+            if match is not None and match.version == middle:
+                found.append(_Published(middle, arch, version_id, entry.sha256))
+    return found
 
 
 def _listing(items: list[str] | None, what: str) -> str:
@@ -136,8 +199,15 @@ def resolve(
     *,
     arch: Architecture = Architecture.X86_64,
     channel: str = DEFAULT_CHANNEL,
+    os_version: str | None = None,
 ) -> ResolvedImage:
-    """Pick the image of `ref` for `arch` in `channel`: the requested version or the newest."""
+    """Pick the image of `ref` for `arch` in `channel`: the requested version or the newest.
+
+    `os_version` is the host's os-release VERSION_ID. It is required for an extension the
+    registry serves per OS version (its transfer pattern holds `%w`) and then selects the
+    image built for exactly that VERSION_ID; other extensions fit every OS version and
+    ignore it.
+    """
     check_channel_name(channel)
     manifest_path = f"{extension_url_path(ref.name, channel)}/{MANIFEST_NAME}"
     data = catalog.read(manifest_path)
@@ -159,34 +229,73 @@ def resolve(
             f"{ref.name} ({channel}): the registry's {exc.message}",
             "systemd-sysupdate would refuse this manifest too; republish the extension",
         ) from None
-    by_arch: dict[Architecture, dict[str, str]] = {}
-    for entry in entries:
-        split = _split_image_name(ref.name, entry.filename)
-        if split is not None:
-            version, image_arch = split
-            by_arch.setdefault(image_arch, {})[version] = entry.sha256
-    if arch not in by_arch:
-        arches = sorted(a.value for a in by_arch)
+    os_bound = served_os_bound(catalog, ref.name, channel)
+    published = _published(ref.name, entries, os_bound)
+    for_arch = [p for p in published if p.arch is arch]
+    if not for_arch:
+        arches = sorted({p.arch.value for p in published})
         raise NotPublishedError(
             f"{ref.name} has no {arch.value} image in channel {channel!r}",
             _listing(arches, "architectures"),
         )
-    versions = by_arch[arch]
+    if os_bound:
+        os_versions = sort_versions(
+            {p.os_version_id for p in for_arch if p.os_version_id}, newest_first=True
+        )
+        if os_version is None:
+            raise SysextError(
+                f"{ref.name} is built per OS version: give the host's VERSION_ID",
+                f"--os-version V (API: os_version=V); {arch.value} images exist for "
+                + _listing(os_versions, "OS versions"),
+            )
+        problem = version_problem(os_version)
+        if problem:
+            raise SysextError(f"OS version {os_version!r}: {problem}", "e.g. 3975.2.0 or 42")
+        for_arch = [p for p in for_arch if p.os_version_id == os_version]
+        if not for_arch:
+            raise NotPublishedError(
+                f"{ref.name} has no {arch.value} image for OS version {os_version} "
+                f"in channel {channel!r}",
+                _listing(os_versions, "OS versions"),
+            )
+    versions = {p.version: p for p in for_arch}
     newest_first = sort_versions(versions, newest_first=True)
     if ref.version is None:
         version = newest_first[0]
     elif ref.version in versions:
         version = ref.version
     else:
+        where = f" for OS version {os_version}" if os_bound else ""
         raise NotPublishedError(
-            f"{ref.name} {ref.version} is not published for {arch.value} in channel {channel!r}",
+            f"{ref.name} {ref.version} is not published for {arch.value}{where} "
+            f"in channel {channel!r}",
             _listing(newest_first, "versions"),
         )
-    filename = image_filename(ref.name, version, arch)
+    chosen = versions[version]
+    filename = image_file_name(ref.name, version, arch.value, os_version_id=chosen.os_version_id)
     base = extension_url(catalog.base_url, ref.name, channel)
     return ResolvedImage(
-        ref.name, version, arch, channel, filename, versions[version], f"{base}/{filename}"
+        ref.name,
+        version,
+        arch,
+        channel,
+        filename,
+        chosen.sha256,
+        f"{base}/{filename}",
+        chosen.os_version_id,
     )
+
+
+def image_release_fields(path: Path, name: str) -> dict[str, str]:
+    """extension-release.NAME of the image at `path`, parsed (a 64 KiB limit: untrusted)."""
+    member = release_file_path(name).lstrip("/")
+    data = read_files(path, [member], limit=64 * 1024)[member]
+    return parse_os_release(data.decode("utf-8", errors="replace"), source=member)
+
+
+def replaced_extensions(fields: Mapping[str, str]) -> tuple[str, ...]:
+    """X_SYSEXT_REPLACES: the OS-shipped extensions an image replaces (space-separated)."""
+    return tuple(fields.get("X_SYSEXT_REPLACES", "").split())
 
 
 def fetch_keyring(catalog: Catalog) -> bytes:
@@ -269,6 +378,43 @@ class HttpCatalog:
             return [str(c) for c in payload["channels"]]
         return None
 
+    def release_fields(self, image: ResolvedImage) -> Mapping[str, str]:
+        # The registry's GET /api/v1/extensions/NAME lists each image's extension-release
+        # fields (`release`, read at publish time); a plain static mirror has no API, and an
+        # image published before the registry stored them has none, so then the image is
+        # downloaded, checked against its SHA-256 and read here instead.
+        payload = self._api_json(f"api/v1/extensions/{image.name}")
+        images = payload.get("images") if isinstance(payload, dict) else None
+        for item in images if isinstance(images, list) else []:
+            if isinstance(item, dict) and item.get("filename") == image.filename:
+                release = item.get("release")
+                if isinstance(release, dict):
+                    return {str(k): str(v) for k, v in release.items()}
+        with tempfile.NamedTemporaryFile(prefix="sysext-image-", suffix=".raw") as tmp:
+            digest = hashlib.sha256()
+            try:
+                with self._session.get(image.url, stream=True, timeout=self._timeout) as got:
+                    if got.status_code != 200:
+                        raise SysextError(
+                            f"GET {image.url}: HTTP {got.status_code}",
+                            "check --registry and the registry's logs",
+                        )
+                    for block in got.iter_content(1 << 20):
+                        digest.update(block)
+                        tmp.write(block)
+            except requests.RequestException as exc:
+                raise SysextError(
+                    f"cannot download {image.url}: {type(exc).__name__}",
+                    "check --registry and that the registry is running",
+                ) from None
+            tmp.flush()
+            if digest.hexdigest() != image.sha256:
+                raise BrokenRegistryError(
+                    f"{image.url} does not match its SHA256SUMS entry",
+                    "the registry's file changed; republish the extension",
+                )
+            return image_release_fields(Path(tmp.name), image.name)
+
 
 class DirectoryCatalog:
     """A registry's materialized public tree on disk (what the registry itself serves)."""
@@ -301,6 +447,14 @@ class DirectoryCatalog:
             for p in parent.iterdir()
             if _NAME.fullmatch(p.name) and (p / MANIFEST_NAME).is_file()
         )
+
+    def public_path(self, url_path: str) -> Path:
+        """Where URL path `url_path` (no leading slash) lives on disk."""
+        return self._public / url_path
+
+    def release_fields(self, image: ResolvedImage) -> Mapping[str, str]:
+        path = self.public_path(extension_url_path(image.name, image.channel)) / image.filename
+        return image_release_fields(path, image.name)
 
     def channel_names(self) -> list[str] | None:
         found = {DEFAULT_CHANNEL, *(self._channels or ())}

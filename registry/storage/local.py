@@ -1,0 +1,46 @@
+"""The default backend: the content-addressed store and the snapshot tree under DATA.
+
+The work itself lives in registry/store.py (blobs) and registry/materialize.py
+(snapshots swapped in by symlink); this adapts them to `Storage`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from registry import materialize as mat
+from registry import store
+from registry.keys import Signer
+from registry.settings import Settings
+from sysext.atomic import remove_stale_temporaries
+
+
+class LocalStorage:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def prepare(self, signer: Signer) -> None:
+        s = self.settings
+        for directory in (s.public_dir, s.snapshots_dir, s.store_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        signer.write_keyrings(s.public_dir)
+        remove_stale_temporaries(s.public_dir)
+
+    def ingest(self, staged: Path, sha256: str) -> None:
+        store.ingest(self.settings.store_dir, staged, sha256)
+
+    def collect_garbage(self, referenced: set[str]) -> int:
+        return store.collect_garbage(self.settings.store_dir, referenced)
+
+    def materialize(self, signer: Signer, content: mat.DirectoryContent) -> None:
+        mat.materialize(self.settings, signer, content)
+
+    def remove_unknown(self, known: set[tuple[str, str]]) -> None:
+        mat.remove_unknown_links(self.settings, known)
+
+    def read_public(self, url_path: str) -> bytes | None:
+        path = self.settings.public_dir / url_path
+        try:
+            return path.read_bytes() if path.is_file() else None
+        except OSError:
+            return None

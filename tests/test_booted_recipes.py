@@ -1,0 +1,165 @@
+"""Every recipe's units, proven under a booted systemd (root).
+
+Each recipe with a fixture in tests/test_recipes_catalog.py is built from its
+upstream-shaped release (same URLs, archive members, checksum files) whose binaries are
+scripts that behave like the real ones where it matters here: run by systemd as a service
+they report ready when the unit is Type=notify and stay alive like a daemon; run otherwise
+(ExecStopPost=, a shell) they print a version and exit. Several extensions boot in one
+container (those shipping the same unit names, e.g. docker's and containerd's
+containerd.service, boot apart), and `sysext try`'s report says, per extension: merged, the
+units it pulls in itself (Upholds=, .wants/ links, sockets.target) active, none failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sysext.architecture import Architecture
+from sysext.boot.container import Container
+from sysext.boot.report import TryReport, render
+from sysext.boot.trial import GuestOS, identify, inspect, root_os_release, stage
+from sysext.imageread import read_image
+from sysext.recipe import available_recipes
+from tests import test_recipes_catalog as catalog
+from tests.conftest import StaticServer, _QuietHandler
+
+pytestmark = pytest.mark.root
+
+
+def podman_upstream(up: catalog.Upstream, version: str, arch: Architecture) -> dict[str, str]:
+    """podman-static's release tarball (the layout tests/test_build.py checks); no checksum
+    file upstream, so the fixture's hash is pinned as a maintainer would."""
+    s, d = catalog.script, catalog.data
+    members = {
+        "etc/containers/containers.conf": d("[containers]\n"),
+        "etc/containers/policy.json": d('{"default": [{"type": "insecureAcceptAnything"}]}\n'),
+        "etc/containers/registries.conf": d('unqualified-search-registries = ["docker.io"]\n'),
+        "etc/containers/storage.conf": d('[storage]\ndriver = "overlay"\n'),
+        "usr/local/bin/podman": s(f"podman version {version}"),
+        "usr/local/bin/crun": s("crun"),
+        "usr/local/bin/fuse-overlayfs": s("fuse-overlayfs"),
+        "usr/local/lib/podman/conmon": s("conmon"),
+        "usr/local/lib/podman/rootlessport": s("rootlessport"),
+        "usr/local/lib/podman/catatonit": s("catatonit"),
+    }
+    top = f"podman-linux-{arch.debian_name}"
+    url = f"https://github.com/mgoltzsche/podman-static/releases/download/v{version}/{top}.tar.gz"
+    return {arch.systemd_name: catalog.sha(up.add(url, catalog.tarball(members, top)))}
+
+
+PODMAN = catalog.Case(
+    "podman", "0.0.7", podman_upstream, ("usr/bin/podman", "--version"), "", (), ()
+)
+CASES = {case.name: case for case in [*catalog.CASES, PODMAN]}
+# Extensions that boot together; a recipe missing here boots alone. Apart: those shipping
+# the same unit names (docker's and containerd's containerd.service).
+GROUPS = (("docker", "crio", "k3s", "tailscale"), ("containerd", "kubernetes", "podman"))
+
+
+def daemon_script(text: str) -> tuple[bytes, int]:
+    """The catalogue's stand-in binary, daemon-shaped: INVOCATION_ID is set for processes
+    systemd starts for a unit, SERVICE_RESULT only for ExecStop=/ExecStopPost= ones."""
+    body = (
+        "#!/bin/sh\n"
+        'if [ -n "$INVOCATION_ID" ] && [ -z "$SERVICE_RESULT" ]; then\n'
+        '  echo "$0 $* started as a daemon"\n'
+        '  if [ -n "$NOTIFY_SOCKET" ]; then\n'
+        "    exec systemd-notify --ready --exec \\; sleep infinity\n"
+        "  fi\n"
+        "  exec sleep infinity\n"
+        "fi\n"
+        f"echo '{text}'\n"
+    )
+    return body.encode(), 0o755
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaticServer]:
+    root = tmp_path_factory.mktemp("upstream")
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield StaticServer(root, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def images(
+    upstream: StaticServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Path]]:
+    """One x86-64 image per catalogue recipe, built by `sysext build` from the fixtures."""
+    built: dict[str, Path] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(catalog, "script", daemon_script)
+        for name, case in CASES.items():
+            work = tmp_path_factory.mktemp(f"build-{name}")
+            result, out = catalog.build_case(work, upstream, case, (catalog.X86,))
+            assert result.returncode == 0, result.stderr
+            (image,) = out.glob(f"{name}-*.raw")
+            built[name] = image
+    yield built
+
+
+def _boot_group(root: Path, paths: list[Path]) -> TryReport:
+    extensions = [identify(path) for path in paths]
+    with Container(root) as box:
+        stage(box, extensions, GuestOS.DEBIAN)
+        box.boot()
+        return inspect(box, extensions, root_os_release(root, GuestOS.DEBIAN))
+
+
+@pytest.fixture(scope="module")
+def reports(boot_root: Path, images: dict[str, Path]) -> dict[str, TryReport]:
+    """Boot each group once; every recipe maps to the report of its boot."""
+    grouped = [list(group) for group in GROUPS]
+    grouped += [[name] for name in images if not any(name in g for g in GROUPS)]
+    by_name = {}
+    for group in grouped:
+        report = _boot_group(boot_root, [images[name] for name in group if name in images])
+        for name in group:
+            by_name[name] = report
+    return by_name
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_recipe_units_start_and_none_fails(name: str, reports: dict[str, TryReport]) -> None:
+    report = reports[name]
+    (extension,) = [e for e in report.extensions if e.name == name]
+    context = render(report)
+    assert extension.merged, context
+    meant = [unit for unit in extension.units if unit.meant_to_start]
+    assert meant, f"{name}: nothing in the image starts any of its units\n{context}"
+    for unit in extension.units:
+        assert unit.ok, f"{name}: {unit}\n{context}"
+    assert report.failed_units == (), context
+
+
+def test_every_recipe_with_units_has_a_booted_proof() -> None:
+    """A recipe whose image ships units needs a fixture in test_recipes_catalog.CASES,
+    else nothing here proves its units start."""
+    for name in available_recipes(catalog.RECIPES):
+        text = (catalog.RECIPES / f"{name}.toml").read_text()
+        if "usr/lib/systemd/system/" in text and name not in CASES:
+            pytest.fail(f"recipe {name} ships units but has no upstream fixture in CASES")
+
+
+def test_report_reads_units_from_the_image(images: dict[str, Path]) -> None:
+    """The report's idea of what docker pulls in comes from the image: its socket, upheld
+    by sockets.target, not the service (socket-activated)."""
+    from sysext.boot.report import drop_in_paths, units_meant_to_start
+    from sysext.imageread import read_files
+
+    image = images["docker"]
+    contents = read_image(image)
+    assert units_meant_to_start(contents, read_files(image, drop_in_paths(contents))) == (
+        "docker.socket",
+    )
