@@ -106,8 +106,8 @@ class Upstream:
         return blob
 
     def publish(self, target: Path | StaticServer) -> None:
-        # Duck-typed: pytest may load conftest under two module names.
-        root: Path = getattr(target, "root", target)
+        # A server is duck-typed: pytest may load conftest under two module names.
+        root: Path = target if isinstance(target, Path) else target.root
         for url, blob in self.files.items():
             prefix = next(p for p in MIRROR_DIRS if url.startswith(p))
             relative = url.removeprefix(prefix).split("?", 1)[0]
