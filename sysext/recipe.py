@@ -161,6 +161,7 @@ class VersionFeed:
     tag_pattern: str | None = None  # regex with a (?P<version>…) group
     include: str | None = None  # keep only versions matching this regex
     prereleases: str = "skip"  # skip | include | by-version
+    asset: str | None = None  # glob a GitHub release must have an asset for
     track_url: str | None = None  # marker template with {track}
     latest_url: str | None = None  # marker holding the newest version
 
@@ -441,6 +442,7 @@ def _versions(doc: VersionsDoc | None) -> VersionFeed | None:
         tag_pattern=doc.tag_pattern,
         include=doc.include,
         prereleases=doc.prereleases,
+        asset=doc.asset,
         track_url=doc.track_url,
         latest_url=doc.latest_url,
     )

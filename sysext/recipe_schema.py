@@ -639,6 +639,10 @@ class VersionsDoc(BaseModel):
         description="`skip` GitHub releases flagged prerelease (default), `include` them, or "
         "`by-version`: ignore the flag and skip versions with -rc/-alpha/-beta/-pre/-dev",
     )
+    asset: NonEmpty | None = _doc(
+        "GitHub feeds: a release counts only once it has an asset matching this glob "
+        "(`{version}` is filled in); releases created before their uploads are not ready"
+    )
     track_url: NonEmpty | None = _doc(
         "marker file template for `--version TRACK` (e.g. `…/stable-{track}.txt`); "
         "`--version latest` reads it with the track `latest`"

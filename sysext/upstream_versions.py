@@ -8,6 +8,8 @@ Feeds are declared in the recipe's `[versions]` table (recipes/README.md):
   (`prereleases = "skip" | "include" | "by-version"`), since some upstreams flag every
   release as a prerelease (podman-static) and others flag none (CNI release candidates).
 * `pypi = "project"`: `pip index versions`, so the user's pip configuration applies.
+* `asset`: with a GitHub feed, a release counts only once an asset matching this glob is
+  attached (podman-static and k3s create the release before uploading its files).
 * `index_url`: an HTML directory listing (download.docker.com has no API), read with
   `tag_pattern`.
 
@@ -21,6 +23,7 @@ error says what was found and which setting to change.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import sys
@@ -45,6 +48,7 @@ class Release:
 
     tag: str
     prerelease: bool = False
+    assets: tuple[str, ...] | None = None  # None: the feed does not say
 
 
 def upstream_versions(recipe: Recipe, downloader: Downloader) -> list[str]:
@@ -98,6 +102,7 @@ def select_versions(
     flagged = sum(1 for r in releases if r.prerelease)
     versions: set[str] = set()
     unmatched: list[str] = []
+    not_ready: list[str] = []
     for release in releases:
         version = tag_version(feed, release.tag)
         if version is None:
@@ -109,6 +114,11 @@ def select_versions(
             continue
         if feed.include and not re.search(feed.include, version):
             continue
+        if feed.asset and release.assets is not None:
+            wanted = feed.asset.replace("{version}", version)
+            if not any(fnmatch.fnmatchcase(name, wanted) for name in release.assets):
+                not_ready.append(version)  # created before its files were uploaded
+                continue
         if version_is_valid(version):
             versions.add(version)
     if versions:
@@ -130,6 +140,12 @@ def select_versions(
             f"recipe {label}: none of the {total} tags in {source} matches {scheme} "
             f"(e.g. {', '.join(repr(t) for t in unmatched[:3])})",
             "set tag_prefix (several are allowed) or tag_pattern in [versions]",
+        )
+    if not_ready:
+        raise SysextError(
+            f"recipe {label}: {len(not_ready)} releases in {source} have no asset matching "
+            f"{feed.asset!r} (yet), e.g. {not_ready[0]}",
+            "upstream may still be uploading; otherwise check `asset` in [versions]",
         )
     raise SysextError(
         f"recipe {label}: {source} has {total} releases ({flagged} marked prerelease) but "
@@ -158,7 +174,13 @@ def github_releases(repo: str, downloader: Downloader) -> list[Release]:
                 continue
             if item.get("draft"):
                 continue
-            releases.append(Release(item["tag_name"], bool(item.get("prerelease"))))
+            assets = item.get("assets")
+            names = (
+                tuple(a["name"] for a in assets if isinstance(a, dict) and "name" in a)
+                if isinstance(assets, list)
+                else None
+            )
+            releases.append(Release(item["tag_name"], bool(item.get("prerelease")), names))
         match = _NEXT.search(link or "")
         url = match.group(1) if match else None
     return releases

@@ -26,9 +26,17 @@ from sysext.upstream_versions import resolve_version, upstream_versions
 from tests.conftest import run_cli
 
 RECIPES = bundled_recipes_dir()
+K3S = ("k3s", "k3s-arm64", "sha256sum-amd64.txt", "sha256sum-arm64.txt")
 
 
-def release(tag: str, *, prerelease: bool = False, draft: bool = False, n: int = 1) -> dict:
+def release(
+    tag: str,
+    *,
+    prerelease: bool = False,
+    draft: bool = False,
+    n: int = 1,
+    assets: tuple[str, ...] = (),
+) -> dict:
     """A release object as the GitHub API returns it (fields trimmed to the common ones)."""
     return {
         "url": f"https://api.github.com/repos/o/r/releases/{n}",
@@ -41,7 +49,14 @@ def release(tag: str, *, prerelease: bool = False, draft: bool = False, n: int =
         "prerelease": prerelease,
         "created_at": "2026-01-01T00:00:00Z",
         "published_at": None if draft else "2026-01-01T00:00:00Z",
-        "assets": [],
+        "assets": [
+            {
+                "name": name,
+                "browser_download_url": f"https://github.com/o/r/releases/download/{tag}/{name}",
+                "digest": "sha256:" + "0" * 64,
+            }
+            for name in assets
+        ],
         "body": "",
     }
 
@@ -94,22 +109,28 @@ def api() -> Iterator[str]:
     moby += [release(f"v28.4.{p}") for p in range(89)]  # fills page 1 …
     moby += [release("v27.5.1"), release("v27.0.3")]  # … page 2 holds 27.x
     pages("moby/moby", 7691631, moby)
-    podman = [
-        release(f"v5.{m}.{p}", prerelease=True) for m in range(8, -1, -1) for p in (4, 3, 2, 1)
+    files = tuple(f"podman-linux-{a}.tar.gz{x}" for a in ("amd64", "arm64") for x in ("", ".asc"))
+    podman = [release("v5.9.0", prerelease=True)]  # created, assets not uploaded yet
+    podman += [
+        release(f"v5.{m}.{p}", prerelease=True, assets=files)
+        for m in range(8, -1, -1)
+        for p in (4, 3, 2, 1)
     ]
     podman += [
-        release(t, prerelease=True) for t in ("v5.1.1-1", "v3.4.0-rc2", "v2.1.0-crun", "v4.9.4")
+        release(t, prerelease=True, assets=files)
+        for t in ("v5.1.1-1", "v3.4.0-rc2", "v2.1.0-crun", "v4.9.4")
     ]
     pages("mgoltzsche/podman-static", 1, podman)
     pages(
         "k3s-io/k3s",
         2,
         [
-            release("v1.32.0-rc1+k3s1", prerelease=True),
-            release("v1.31.4+k3s2"),
-            release("v1.31.10+k3s1"),
-            release("v1.31.4+k3s1"),
-            release("v1.30.9+k3s1"),
+            release("v1.32.0-rc1+k3s1", prerelease=True, assets=K3S),
+            release("v1.31.11+k3s1"),  # not ready: no binaries yet
+            release("v1.31.4+k3s2", assets=K3S),
+            release("v1.31.10+k3s1", assets=K3S),
+            release("v1.31.4+k3s1", assets=K3S),
+            release("v1.30.9+k3s1", assets=K3S),
         ],
     )
     pages(
@@ -217,7 +238,7 @@ def test_podman_static_flags_every_release_as_prerelease(api: str, tmp_path: Pat
     with pytest.raises(SysextError) as info:
         versions("podman", api, tmp_path, strict)
     assert info.value.message == (
-        "recipe podman.toml: all 40 releases in GitHub releases of mgoltzsche/podman-static "
+        "recipe podman.toml: all 41 releases in GitHub releases of mgoltzsche/podman-static "
         "are marked prerelease"
     )
     assert info.value.hint is not None and 'prereleases = "by-version"' in info.value.hint
@@ -305,3 +326,19 @@ def test_directory_listing_feed_with_a_tag_pattern(api: str, tmp_path: Path) -> 
     )
     found = upstream_versions(load_recipe(recipe), Downloader(settings.cache_dir, settings.mirrors))
     assert found == ["29.1.2", "28.5.2", "27.5.1"]
+
+
+def test_release_without_its_assets_is_not_ready(api: str, tmp_path: Path) -> None:
+    """podman-static and k3s create the release first and upload files afterwards."""
+    assert "5.9.0" not in versions("podman", api, tmp_path)
+    assert "1.31.11+k3s1" not in versions("k3s", api, tmp_path)
+    waiting = tmp_path / "k3s.toml"
+    waiting.write_text(
+        (RECIPES / "k3s.toml").read_text().replace("sha256sum-amd64.txt", "k3s-riscv64")
+    )
+    with pytest.raises(SysextError) as info:
+        versions("k3s", api, tmp_path, waiting)
+    assert info.value.message == (
+        "recipe k3s.toml: 5 releases in GitHub releases of k3s-io/k3s have no asset matching "
+        "'k3s-riscv64' (yet), e.g. 1.31.11+k3s1"
+    )
