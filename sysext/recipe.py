@@ -28,7 +28,6 @@ from sysext.recipe_schema import (
     RecipeError,
     SourceDoc,
     VersionsDoc,
-    image_path_problem,
     show,
     validate_document,
 )
@@ -384,15 +383,6 @@ TEMPLATE_KEYS = (
     "package_version",
     "file_name",
 )
-
-
-def image_path(value: object, where: Where, *, directory_ok: bool) -> str:
-    """A relative path inside the image, below usr/ or opt/ (spec §1.5)."""
-    found = image_path_problem(value, directory_ok=directory_ok)
-    if found:
-        raise where.error(found[0], found[1])
-    assert isinstance(value, str)
-    return value.lstrip("/")
 
 
 def _install_rules(

@@ -3,10 +3,8 @@
 The models below describe the TOML document exactly as written. `validate_document()`
 turns a pydantic failure into ONE `RecipeError` naming the file and the key path
 (`recipe podman.toml: sources[0].sha256: expected 64 hex digits, got 'abc'`);
-`json_schema()` is what `recipes/schema.json` holds (editors such as taplo complete and
-check keys with it, from the `#:schema` line at the top of each recipe); `key_table()` is
-the reference table of recipes/README.md. `python -m sysext.recipe_schema` rewrites both
-files; a test fails when they are out of date.
+the same declaration gives `recipes/schema.json` and the README's key table
+(sysext.recipe_docs; `python -m sysext.recipe_docs` rewrites both).
 
 Checks that need more than one key (templates against `arch_map`, install rules against
 source ids, which keys a source kind accepts) live in sysext.recipe, after this layer.
@@ -14,11 +12,9 @@ source ids, which keys a source kind accepts) live in sysext.recipe, after this 
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -793,68 +789,3 @@ def validate_document(data: Mapping[str, object], file: str) -> RecipeDoc:
         return RecipeDoc.model_validate(dict(data))
     except ValidationError as exc:
         raise translate(exc.errors()[0], file) from None
-
-
-# -- generated artefacts: recipes/schema.json and the README's key table --------------------
-
-
-def json_schema() -> dict[str, Any]:
-    schema = RecipeDoc.model_json_schema(by_alias=True)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
-
-
-def json_schema_text() -> str:
-    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
-
-
-_SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
-    ("top level", RecipeDoc),
-    ("[[sources]]", SourceDoc),
-    ("[[install]]", InstallDoc),
-    ("[[files]]", FileDoc),
-    ("[[links]]", LinkDoc),
-    ("[versions]", VersionsDoc),
-)
-TABLE_BEGIN = "<!-- BEGIN generated key table (python -m sysext.recipe_schema) -->"
-TABLE_END = "<!-- END generated key table -->"
-
-
-def key_table() -> str:
-    """The README's reference table, one row per key, from the same declaration."""
-    lines = [
-        TABLE_BEGIN,
-        "",
-        "| table | key | kinds | required | meaning |",
-        "|---|---|---|---|---|",
-    ]
-    for section, model in _SECTIONS:
-        for name, info in model.model_fields.items():
-            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-            kinds = str(extra.get("x-kinds", "")) if model is SourceDoc else ""
-            required = "yes" if info.is_required() else ""
-            meaning = (info.description or "").replace("|", "\\|")
-            lines.append(
-                f"| {section} | `{info.alias or name}` | {kinds or '—'} | {required} | {meaning} |"
-            )
-    lines += ["", TABLE_END]
-    return "\n".join(lines)
-
-
-def readme_with_table(readme: str) -> str:
-    start, end = readme.find(TABLE_BEGIN), readme.find(TABLE_END)
-    if start < 0 or end < 0:
-        raise SysextError("recipes/README.md has no generated key table markers")
-    return readme[:start] + key_table() + readme[end + len(TABLE_END) :]
-
-
-def main(argv: list[str]) -> int:
-    """Rewrite recipes/schema.json and the key table in recipes/README.md."""
-    recipes = Path(argv[0]) if argv else Path(__file__).resolve().parent.parent / "recipes"
-    (recipes / "schema.json").write_text(json_schema_text(), encoding="utf-8")
-    readme = recipes / "README.md"
-    readme.write_text(readme_with_table(readme.read_text(encoding="utf-8")), encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

@@ -13,21 +13,21 @@ import jsonschema
 import pytest
 
 from sysext.recipe import available_recipes, bundled_recipes_dir, load_recipe
-from sysext.recipe_schema import json_schema_text, readme_with_table
+from sysext.recipe_docs import json_schema_text, readme_with_table
 
 RECIPES = bundled_recipes_dir()
 
 
 def test_schema_json_is_generated_from_the_declaration() -> None:
     assert (RECIPES / "schema.json").read_text() == json_schema_text(), (
-        "recipes/schema.json is stale: run python -m sysext.recipe_schema"
+        "recipes/schema.json is stale: run python -m sysext.recipe_docs"
     )
 
 
 def test_readme_key_table_is_generated_from_the_declaration() -> None:
     readme = (RECIPES / "README.md").read_text()
     assert readme == readme_with_table(readme), (
-        "the key table in recipes/README.md is stale: run python -m sysext.recipe_schema"
+        "the key table in recipes/README.md is stale: run python -m sysext.recipe_docs"
     )
     for key in ("signature_url", "signing_keys", "replaces", "tag_prefix", "exclude"):
         assert f"| `{key}` |" in readme
