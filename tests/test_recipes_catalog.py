@@ -235,31 +235,13 @@ class Built:
         return self.out / f"{self.case.recipe}-{self.case.version}-{arch.systemd_name}.raw"
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="session")
-def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaticServer]:
-    """Every case's upstream release, published once and served for the whole session."""
-    root = tmp_path_factory.mktemp("upstreams") / "www"
-    root.mkdir()
-    up = Upstream(key=SigningKey())
-    for case in CASES:
+def publish_cases(cases: list[Case], root: Path, key: SigningKey) -> None:
+    """Every case's upstream release files, for each of its architectures, under `root`."""
+    up = Upstream(key=key)
+    for case in cases:
         for arch in case.arches:
             BUILDERS[case.recipe](up, case.version, arch)
     up.publish(root)
-    (root / "fingerprint").write_text(up.key.fingerprint)
-    handler = functools.partial(_Quiet, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield StaticServer(root, f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def recipe_copies(directory: Path, fingerprint: str) -> Path:
@@ -275,6 +257,54 @@ def recipe_copies(directory: Path, fingerprint: str) -> Path:
     return directory
 
 
+def build_case(
+    case: Case,
+    server_url: str,
+    recipes: Path,
+    work: Path,
+    arches: tuple[Architecture, ...] | None = None,
+    extra: tuple[str, ...] = (),
+) -> Built:
+    """`sysext build` of one case as a user would run it (after `sysext lock` for lock-only
+    upstreams), all architectures in one command."""
+    env = mirrors_env(server_url)
+    out = work / case.id
+    common = ["--recipes-dir", recipes, "--cache-dir", work / "cache"]
+    arch_args = [a for arch in arches or case.arches for a in ("--arch", arch.systemd_name)]
+    version = ["--version", case.request or case.version]
+    steps = []
+    lock = ["--lock-file", work / f"{case.id}.lock.json"]
+    if case.locked:
+        steps.append(run_cli("lock", case.recipe, *version, *arch_args, *common, *lock, env=env))
+    build = ["build", case.recipe, *version, *arch_args, *common, *extra, "--output", out]
+    result = run_cli(*build, *(["--locked", *lock] if case.locked else []), env=env)
+    return Built(case, result, out, steps)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaticServer]:
+    """Every case's upstream release, published once and served for the whole session."""
+    root = tmp_path_factory.mktemp("upstreams") / "www"
+    root.mkdir()
+    key = SigningKey()
+    publish_cases(CASES, root, key)
+    (root / "fingerprint").write_text(key.fingerprint)
+    handler = functools.partial(_Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield StaticServer(root, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="session")
 def catalogue(
     upstream_server: StaticServer, tmp_path_factory: pytest.TempPathFactory
@@ -282,21 +312,7 @@ def catalogue(
     """Build every case once (all its architectures in one command)."""
     work = tmp_path_factory.mktemp("catalogue")
     recipes = recipe_copies(work / "recipes", (upstream_server.root / "fingerprint").read_text())
-    env = mirrors_env(upstream_server.url)
-    built: dict[str, Built] = {}
-    for case in CASES:
-        out = work / case.id
-        common = ["--recipes-dir", recipes, "--cache-dir", work / "cache"]
-        arches = [a for arch in case.arches for a in ("--arch", arch.systemd_name)]
-        version = ["--version", case.request or case.version]
-        steps = []
-        lock = ["--lock-file", work / f"{case.id}.lock.json"]
-        if case.locked:
-            steps.append(run_cli("lock", case.recipe, *version, *arches, *common, *lock, env=env))
-        build = ["build", case.recipe, *version, *arches, *common, "--output", out]
-        result = run_cli(*build, *(["--locked", *lock] if case.locked else []), env=env)
-        built[case.id] = Built(case, result, out, steps)
-    return built
+    return {case.id: build_case(case, upstream_server.url, recipes, work) for case in CASES}
 
 
 def test_every_shipped_recipe_has_a_case() -> None:
