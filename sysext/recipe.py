@@ -106,6 +106,7 @@ class SourceSpec:
     signing_keys: tuple[str, ...] = ()  # pinned certificate fingerprints, upper-case hex
     key_url: str | None = None  # where those certificates are fetched (template)
     lock_required: bool = False  # upstream publishes nothing: only a lock entry is trusted
+    github_digest: bool = False  # GitHub's per-asset sha256, else only a lock entry
     format: ArchiveFormat | None = None
     strip_components: int = 0
     allow_setuid: tuple[str, ...] = ()
@@ -322,7 +323,8 @@ def _sources(
             signature_url=item.signature_url,
             signing_keys=tuple(item.signing_keys or ()),
             key_url=item.key_url,
-            lock_required=item.integrity == "lock",
+            lock_required=item.integrity in ("lock", "github-digest"),
+            github_digest=item.integrity == "github-digest",
             format=item.format,
             strip_components=item.strip_components,
             allow_setuid=tuple(item.allow_setuid),

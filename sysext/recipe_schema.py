@@ -537,9 +537,10 @@ class SourceDoc(BaseModel):
         "recipe); only certificates whose fingerprint is in `signing_keys` are used",
         "url",
     )
-    integrity: Literal["lock"] | None = _doc(
-        'upstream publishes no checksum or signature: `"lock"` makes builds need a '
-        "`sysext lock` entry (`sysext build --locked`)",
+    integrity: Literal["lock", "github-digest"] | None = _doc(
+        'where upstream publishes no checksum or signature: `"lock"` makes builds need a '
+        '`sysext lock` entry (`sysext build --locked`); `"github-digest"` takes the sha256 '
+        "GitHub records for a release asset (uploads since June 2025), else needs the lock",
         "url",
     )
     file_name: NonEmpty | None = _doc(

@@ -189,17 +189,16 @@ CASES = [
         absent=("opt/cni/bin/LICENSE", "opt/cni/bin/README.md"),
         prints={"opt/cni/bin/tuning": "CNI tuning plugin v1.9.1"},
     ),
-    Case(
+    Case(  # uploaded before GitHub recorded digests: lock-only
         "wasmtime",
         "14.0.4",
         locked=True,
         absent=("usr/bin/wasmtime-min",),
         prints={"usr/bin/wasmtime": "wasmtime 14.0.4"},
     ),
-    Case(
+    Case(  # GitHub's asset digest: no lock needed
         "wasmtime",
         "48.0.0",
-        locked=True,
         prints={"usr/bin/wasmtime-min": "wasmtime-min 48.0.0"},
     ),
     Case(
@@ -443,11 +442,14 @@ def test_recipe_builds_from_its_upstream_layout(
     # How each file was verified: the lock for lock-only upstreams, the pinned key where
     # upstream signs, else the upstream checksum file; never trust on first use in a build.
     signed = {spec.id for spec in recipe.sources if spec.signing_keys}
+    digests = {spec.id for spec in recipe.sources if spec.github_digest}
     for source in sources:
         if case.locked:
             assert source["integrity"] == "lock"
         elif source["id"] in signed:
             assert source["integrity"].startswith("openpgp:"), source
+        elif source["id"] in digests:
+            assert source["integrity"] == "github-digest", source
         else:
             assert source["integrity"] == "checksum-file", source
 

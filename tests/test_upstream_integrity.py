@@ -220,3 +220,54 @@ def test_bad_lock_files(
     release.lock_file.write_text(text)
     error = one_error(release.run("build", "--locked", "--lock-file", release.lock_file))
     assert expected in error
+
+
+# -- GitHub's per-asset digest --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["good", "wrong", "none"])
+def test_github_asset_digest(tmp_path: Path, static_server: StaticServer, case: str) -> None:
+    """The sha256 GitHub's releases API records for an asset (uploads since June 2025)."""
+    release = Release(tmp_path, static_server, lock=True)
+    release.recipe.write_text(
+        release.recipe.read_text().replace('integrity = "lock"', 'integrity = "github-digest"')
+    )
+    digest = {
+        "good": "sha256:" + hashlib.sha256(release.blob).hexdigest(),
+        "wrong": "sha256:" + "0" * 64,
+        "none": None,
+    }[case]
+    asset: dict[str, object] = {"name": ASSET, "size": len(release.blob)}
+    if digest:
+        asset["digest"] = digest
+    api = static_server.root / f"api/repos/example/tool/releases/tags/v{VERSION}"
+    api.parent.mkdir(parents=True)
+    api.write_text(json.dumps({"tag_name": f"v{VERSION}", "assets": [asset]}))
+    env = {
+        "SYSEXT_MIRRORS": f"https://github.com/={static_server.url}/gh/,"
+        f"https://api.github.com/={static_server.url}/api/"
+    }
+    result = run_cli(
+        "build",
+        release.recipe,
+        "--arch",
+        "x86-64",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--output",
+        release.out,
+        env=env,
+    )
+    if case == "good":
+        assert result.returncode == 0, result.stderr
+        provenance = json.loads((release.out / "tool-1.2.3-x86-64.provenance.json").read_text())
+        assert provenance["inputs"]["sources"][0]["integrity"] == "github-digest"
+    elif case == "wrong":
+        assert f"{BASE}{ASSET} (via mirror " in one_error(result)
+        assert "sha256 mismatch (expected " + "0" * 64 in result.stderr
+        assert not release.out.exists()
+    else:
+        assert one_error(result) == (
+            f"error: recipe tool.toml: sources[0]: {ASSET}: GitHub lists no digest for it "
+            "(uploaded before June 2025), so only a locked build may use it"
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -353,7 +354,15 @@ def wasmtime(up: Upstream, version: str, arch: Architecture) -> None:
     if major(version) >= 15:
         members["wasmtime-min"] = script(f"wasmtime-min {version}")
     base = f"https://github.com/bytecodealliance/wasmtime/releases/download/v{version}/"
-    up.add(base + f"{top}.tar.xz", tarball(members, top, xz=True))
+    blob = up.add(base + f"{top}.tar.xz", tarball(members, top, xz=True))
+    # The releases API: since June 2025 every uploaded asset has a sha256 `digest`.
+    api = f"https://api.github.com/repos/bytecodealliance/wasmtime/releases/tags/v{version}"
+    assets = json.loads(up.files.get(api, b'{"assets": []}'))["assets"]
+    asset: dict[str, object] = {"name": f"{top}.tar.xz", "size": len(blob)}
+    if major(version) >= 34:
+        asset["digest"] = f"sha256:{sha(blob)}"
+    assets.append(asset)
+    up.add(api, json.dumps({"tag_name": f"v{version}", "assets": assets}).encode())
 
 
 SSM_KEY_URL = (

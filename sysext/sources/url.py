@@ -7,14 +7,18 @@ Where the expected content comes from, first match wins:
 3. a detached OpenPGP signature (`signature_url`) made by a key whose fingerprint the
    recipe pins (`signing_keys`, certificate from `key_url`), checked with pysequoia;
 4. the upstream checksum file (`checksum_url`), fetched fresh on every build, never cached;
-5. `integrity = "lock"` (upstream publishes nothing): only `sysext lock` may fetch it,
-   and builds need `--locked`.
+5. `integrity = "github-digest"`: the sha256 GitHub's releases API records for the asset
+   (every upload since June 2025), for GitHub release assets with nothing else;
+6. `integrity = "lock"` (upstream publishes nothing), or a GitHub asset without a digest:
+   only `sysext lock` may fetch it, and builds need `--locked`.
 
 Nothing unverified enters the download cache.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,6 +119,37 @@ def fetch_signed(spec: SourceSpec, ctx: FetchContext, url: str, name: str) -> tu
     return ctx.downloader.store(path, sha256), sha256
 
 
+_RELEASE_ASSET = re.compile(
+    r"https://github\.com/(?P<repo>[^/]+/[^/]+)/releases/download/(?P<tag>[^/]+)/(?P<asset>[^/]+)"
+)
+
+
+def github_asset_digest(url: str, ctx: FetchContext, label: str) -> str | None:
+    """The `sha256:` digest GitHub's API lists for the release asset at `url`, or None for
+    assets uploaded before GitHub recorded digests (June 2025)."""
+    match = _RELEASE_ASSET.fullmatch(url)
+    if match is None:
+        raise SysextError(
+            f'{label}: integrity = "github-digest" needs a GitHub release asset URL, got {url}'
+        )
+    api = f"https://api.github.com/repos/{match['repo']}/releases/tags/{match['tag']}"
+    try:
+        release = json.loads(ctx.downloader.fetch_bytes(api))
+    except ValueError as exc:
+        raise SysextError(f"{api}: not JSON ({exc})") from exc
+    asset_name = urllib.parse.unquote(match["asset"])
+    for asset in release.get("assets", []) if isinstance(release, dict) else []:
+        if isinstance(asset, dict) and asset.get("name") == asset_name:
+            digest = asset.get("digest")
+            if isinstance(digest, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+                return digest.removeprefix("sha256:")
+            return None
+    raise SysextError(
+        f"{api}: release {match['tag']} has no asset {asset_name}",
+        "upstream may still be uploading; check the version and the recipe's url",
+    )
+
+
 class UrlSource:
     name = "url"
     keys = frozenset(
@@ -198,11 +233,19 @@ class UrlSource:
         if spec.checksum_url is not None:
             sha256 = checksum_file_sha256(spec, ctx, name)
             return ctx.downloader.fetch(url, sha256, label=name), sha256, "checksum-file"
+        if spec.github_digest:
+            digest = github_asset_digest(url, ctx, _label(spec, ctx))
+            if digest is not None:
+                return ctx.downloader.fetch(url, digest, label=name), digest, "github-digest"
         # integrity = "lock": upstream vouches for nothing.
         if not ctx.locking:
+            what = (
+                "GitHub lists no digest for it (uploaded before June 2025)"
+                if spec.github_digest
+                else "upstream publishes no checksum or signature"
+            )
             raise SysextError(
-                f"{_label(spec, ctx)}: {name}: upstream publishes no checksum or signature, "
-                "so only a locked build may use it",
+                f"{_label(spec, ctx)}: {name}: {what}, so only a locked build may use it",
                 f"record it once: sysext lock {ctx.recipe.name} --version {ctx.version} --arch "
                 f"{ctx.arch.systemd_name}; then build with --locked",
             )
