@@ -1,14 +1,16 @@
 """Verify a SHA256SUMS signature: sysext (pysequoia, in-process) vs gpg (systemd's exact
-command line, §3.4) vs sqv, measured in the same run.
+command line, §3.4) vs sqv, measured in the same run; then what an *expiring* signature
+costs to make (gpg, sysext/gpg.py) against pysequoia's non-expiring one.
 
     .venv/bin/python bench/bench_signing.py [--rounds N] [--lines N]
 
-Prints seconds per verification and the ratio against gpg. Not part of the test suite.
+Prints seconds per operation and the ratio against the reference. Not part of the tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,7 +18,15 @@ from pathlib import Path
 
 from sysext.manifest import ManifestEntry, format_manifest
 from sysext.process import run
-from sysext.signing import export_public_key, generate_key, sign_detached, verify_detached
+from sysext.signing import (
+    export_public_key,
+    generate_key,
+    load_key,
+    sign_detached,
+    sign_many_with,
+    sign_with,
+    verify_detached,
+)
 
 
 def _timed(rounds: int, action: Callable[[], object]) -> float:
@@ -60,10 +70,28 @@ def main() -> None:
                 args.rounds, lambda: verify_detached(keyring, manifest, signature)
             ),
         }
+        tsk = load_key(key)
+        week = dt.timedelta(days=7)
+        batch = 20
+        signing_results = {
+            "pysequoia, no expiry": _timed(args.rounds, lambda: sign_with(tsk, manifest)),
+            "gpg, expiring, own home": _timed(
+                args.rounds, lambda: sign_with(tsk, manifest, lifetime=week)
+            ),
+            f"gpg, expiring, {batch} per home": _timed(
+                max(1, args.rounds // batch),
+                lambda: sign_many_with(tsk, [manifest] * batch, lifetime=week),
+            )
+            / batch,
+        }
     reference = results["gpg (systemd command line)"]
     print(f"{args.lines}-line SHA256SUMS, {args.rounds} rounds each")
     for name, seconds in results.items():
         print(f"{name:<28} {seconds * 1000:8.2f} ms   ×{reference / seconds:6.1f} vs gpg")
+    base = signing_results["pysequoia, no expiry"]
+    print("signing one manifest:")
+    for name, seconds in signing_results.items():
+        print(f"{name:<28} {seconds * 1000:8.2f} ms   ×{seconds / base:6.1f} of pysequoia")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ with `wrk`, in one run:
 Both servers get the same number of worker processes (each count of --workers is
 measured in turn, default 1 then 2; nginx keeps the shipped config otherwise). wrk runs
 on the same machine, so the figures are relative, not absolute: compare the ratios.
+
+`--object-store` adds the scale-out read path in the same run: a single-node Ceph radosgw
+(tests/ceph_rgw.py, root, Debian's ceph packages) with the image published into a bucket
+by `sysext serve` with SYSEXT_S3_*, read straight from RGW and through the shipped
+replicas nginx config (registry/nginx/sysext-replicas.conf), against the same plain
+nginx on local files.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from registry.nginx_conf import server_block, standalone_config
+from registry.nginx_conf import replicas_block, server_block, standalone_config
 from sysext.architecture import Architecture
 from sysext.extension_release import ExtensionRelease
 from sysext.formats import Compression
@@ -106,10 +112,15 @@ def make_image(directory: Path, size_mib: int) -> Path:
 
 
 @contextlib.contextmanager
-def nginx(public: Path, upstream: str, workers: int, prefix: Path) -> Iterator[str]:
+def nginx(
+    public: Path, upstream: str, workers: int, prefix: Path, block: str | None = None
+) -> Iterator[str]:
     port = free_port()
     prefix.mkdir()
-    block = server_block(public, f"127.0.0.1:{port}", upstream)
+    if block is None:
+        block = server_block(public, f"127.0.0.1:{port}", upstream)
+    else:
+        block = block.replace("listen PORT;", f"listen 127.0.0.1:{port};")
     (prefix / "nginx.conf").write_text(standalone_config(prefix, block, workers=workers))
     proc = subprocess.Popen(
         ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
@@ -161,6 +172,51 @@ def measure(
     return results
 
 
+def measure_object_store(
+    scratch: Path, image: Path, workers: int, duration: int, threads: int
+) -> dict[str, dict[str, WrkResult]]:
+    """The same image published into a radosgw bucket: read from RGW and via nginx."""
+    from tests.ceph_rgw import start_rgw, stop_rgw
+
+    print("starting a single-node Ceph radosgw…", file=sys.stderr)
+    rgw = start_rgw()
+    try:
+        bucket = "sysext-bench"
+        env = {
+            "SYSEXT_S3_ENDPOINT": rgw.endpoint,
+            "SYSEXT_S3_BUCKET": bucket,
+            "AWS_ACCESS_KEY_ID": rgw.access_key,
+            "AWS_SECRET_ACCESS_KEY": rgw.secret_key,
+        }
+        size = image.stat().st_size
+        with running_registry(scratch / "data-s3", env=env, args=("--workers", "1")) as reg:
+            with open(image, "rb") as body:
+                response = requests.put(
+                    f"{reg.url}/api/v1/extensions/bench/images/{image.name}",
+                    data=body,
+                    headers=reg.headers(),
+                    timeout=600,
+                )
+            response.raise_for_status()
+            bucket_url = f"{rgw.endpoint}/{bucket}"
+            block = replicas_block("PORT", [f"127.0.0.1:{reg.port}"], bucket_url)
+            path_image = f"/extensions/bench/{image.name}"
+            path_manifest = "/extensions/bench/SHA256SUMS"
+            with nginx(Path(), reg.url, workers, scratch / "nginx-s3", block=block) as ngx:
+                results: dict[str, dict[str, WrkResult]] = {}
+                for label, base in (("RGW (bucket)", bucket_url), ("nginx -> RGW", ngx)):
+                    got = requests.get(base + path_image, timeout=600)
+                    assert len(got.content) == size, base
+                    print(f"measuring {label}…", file=sys.stderr)
+                    results[label] = {
+                        "image": wrk(base + path_image, 20, duration, threads),
+                        "manifest": wrk(base + path_manifest, 100, duration, threads),
+                    }
+        return results
+    finally:
+        stop_rgw(rgw)
+
+
 def report(
     results: dict[str, dict[str, WrkResult]], size: int, workers: int, duration: int, threads: int
 ) -> None:
@@ -188,6 +244,18 @@ def report(
             f"{'SHA256SUMS ' + label + ' latency (ms)':28}{mine:14.1f}{theirs:14.1f}"
             f"{mine / theirs:8.2f}"
         )
+    for label in [k for k in results if k not in ("sysext serve", "nginx")]:
+        other = results[label]
+        print(f"{label + ' vs nginx on local files':36}")
+        print(
+            f"  image throughput (GiB/s) {other['image'].bytes_per_s / gib:8.2f}"
+            f"  ratio {other['image'].bytes_per_s / ref['image'].bytes_per_s:5.2f}"
+        )
+        print(
+            f"  SHA256SUMS requests/s   {other['manifest'].requests_per_s:9.0f}"
+            f"  ratio {other['manifest'].requests_per_s / ref['manifest'].requests_per_s:5.2f}"
+            f"  p99 {other['manifest'].p99_ms:.1f} ms"
+        )
     errors = {k: {m: r.errors for m, r in v.items()} for k, v in results.items()}
     if any(n for v in errors.values() for n in v.values()):
         print(f"non-2xx responses: {errors}")
@@ -208,6 +276,11 @@ def main() -> None:
         default=2,
         help="wrk threads; with 2 CPUs, 1 leaves a CPU to the server (steadier p99)",
     )
+    parser.add_argument(
+        "--object-store",
+        action="store_true",
+        help="also read the image from a Ceph radosgw bucket, directly and through nginx",
+    )
     args = parser.parse_args()
     try:
         counts = [int(n) for n in args.workers.split(",")]
@@ -227,6 +300,9 @@ def main() -> None:
         measured = [
             (n, measure(scratch, image, n, args.duration, args.wrk_threads)) for n in counts
         ]
+        if args.object_store:
+            n, results = measured[-1]
+            results.update(measure_object_store(scratch, image, n, args.duration, args.wrk_threads))
     for n, results in measured:
         report(results, size, n, args.duration, args.wrk_threads)
 

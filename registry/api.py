@@ -12,7 +12,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from registry import auth
+from registry import audit, auth
 from registry.db import Image, Token, as_utc, utcnow
 from registry.errors import RegistryError
 from registry.names import name_problem, parse_image_filename
@@ -258,18 +258,24 @@ async def upload_image(
             channel,
             os_version_id=validated.os_version_id,
             summary=validated.summary,
+            actor=audit.Actor.of(principal, request),
         )
     return PublishOut(created=result.created, image=ImageInfo.of(result.image))
 
 
 @router.get("/extensions", response_model=list[ExtensionSummary], summary="List extensions")
 def list_extensions(
-    request: Request, q: Annotated[str | None, Query(description="substring of the name")] = None
+    request: Request,
+    q: Annotated[str | None, Query(description="substring of the name or description")] = None,
 ) -> list[ExtensionSummary]:
     return [ExtensionSummary(**e) for e in _service(request).extensions(q)]
 
 
-@router.get("/search", response_model=list[ExtensionSummary], summary="Search extensions by name")
+@router.get(
+    "/search",
+    response_model=list[ExtensionSummary],
+    summary="Search extensions by name and description",
+)
 def search(request: Request, q: str = "") -> list[ExtensionSummary]:
     return [ExtensionSummary(**e) for e in _service(request).extensions(q)]
 
@@ -311,10 +317,11 @@ def _version_action(
     principal = _principal(service, authorization)
     _check_name(name)
     auth.require_scope(principal, name)
+    actor = audit.Actor.of(principal, request)
     if action == "promote":
-        images = service.promote(name, version, arch, channel or DEFAULT_CHANNEL)
+        images = service.promote(name, version, arch, channel or DEFAULT_CHANNEL, actor)
     else:
-        images = service.set_yanked(name, version, arch, yanked=action == "yank")
+        images = service.set_yanked(name, version, arch, action == "yank", actor)
     return [ImageInfo.of(i) for i in images]
 
 
@@ -384,9 +391,17 @@ def create_token(
     body: TokenIn, request: Request, authorization: Authorization = None
 ) -> TokenCreated:
     service = _service(request)
-    auth.require_admin(_principal(service, authorization))
+    principal = _principal(service, authorization)
+    auth.require_admin(principal)
     with service.sessions() as session:
         token, secret = auth.create_token(session, body.scopes, body.description)
+        audit.record(
+            session,
+            audit.Actor.of(principal, request),
+            audit.Action.TOKEN_CREATE,
+            f"token {token.id}",
+            {"scopes": body.scopes, "description": body.description},
+        )
         session.commit()
         return TokenCreated(**_token_info(token).model_dump(), token=secret)
 
@@ -416,14 +431,22 @@ def revoke_token(
     authorization: Authorization = None,
 ) -> TokenInfo:
     service = _service(request)
-    auth.require_admin(_principal(service, authorization))
+    principal = _principal(service, authorization)
+    auth.require_admin(principal)
     with service.sessions() as session:
         token = session.get(Token, token_id)
         if token is None:
             raise RegistryError(404, f"no token with id {token_id}")
+        audit.record(
+            session,
+            audit.Actor.of(principal, request),
+            audit.Action.TOKEN_REVOKE,
+            f"token {token_id}",
+            {"already_revoked": token.revoked_at is not None},
+        )
         if token.revoked_at is None:
             token.revoked_at = utcnow()
-            session.commit()
+        session.commit()
         return _token_info(token)
 
 
@@ -432,8 +455,39 @@ def status(request: Request) -> Status:
     service = _service(request)
     return Status(
         version=__version__,
-        fingerprint=request.app.state.fingerprint,
+        fingerprint=service.signer.fingerprint(),
         channels=list(service.settings.channels),
         base_url=service.settings.base_url,
         max_upload_bytes=service.settings.max_upload_bytes,
     )
+
+
+class AuditInfo(BaseModel):
+    id: int
+    at: dt.datetime
+    token_id: int | None = Field(description="null: the admin token")
+    principal: str = Field(description="'admin' or the token's description")
+    action: str
+    target: str
+    detail: dict[str, Any]
+    client: str = Field(description="address the request came from")
+
+
+@router.get(
+    "/audit",
+    response_model=list[AuditInfo],
+    responses={k: v for k, v in ERRORS.items() if k in (401, 403)},
+    summary="The audit trail of every write, newest first (admin only, read-only)",
+)
+def audit_log(
+    request: Request,
+    authorization: Authorization = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    action: Annotated[str | None, Query(description="only this action, e.g. image.yank")] = None,
+    after: Annotated[int, Query(ge=0, le=2**31, description="only entries after this id")] = 0,
+) -> list[AuditInfo]:
+    service = _service(request)
+    auth.require_admin(_principal(service, authorization))
+    with service.sessions() as session:
+        found = audit.entries(session, limit=limit, action=action, after_id=after)
+        return [AuditInfo(**entry.to_json()) for entry in found]

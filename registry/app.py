@@ -7,14 +7,18 @@ and the provisioning routes go through FastAPI.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
-from registry import api, provision_routes, public, web
+from registry import api, key_routes, provision_routes, public, web
 from registry.errors import RegistryError
 from registry.logs import AccessLogMiddleware, configure_logging
 from registry.service import RegistryService
@@ -23,6 +27,25 @@ from sysext import __version__
 from sysext.errors import SysextError
 
 log = logging.getLogger("registry")
+
+
+async def _maintenance_loop(service: RegistryService) -> None:
+    """Re-sign ageing manifests and advance key rotations while the registry runs.
+
+    Checks every 1/24 of the re-sign interval (at most hourly): cheap when nothing is due
+    (a signature parse per directory), and it keeps the renewal well inside the interval.
+    Every worker runs it; the writer lock and the "due" test make the extra runs no-ops.
+    """
+    period = min(3600.0, max(1.0, service.signer.policy.resign_interval.total_seconds() / 24))
+    while True:
+        await asyncio.sleep(period)
+        try:
+            entered = await run_in_threadpool(service.maintain)
+        except Exception:  # keep serving; the next round retries
+            log.exception("event=maintenance_failed")
+        else:
+            if entered:
+                log.info("event=key_rotation phase=%s", entered)
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
@@ -38,7 +61,19 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         created,
         settings.base_url,
     )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_maintenance_loop(service))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app = FastAPI(
+        lifespan=lifespan,
         title="sysext registry",
         version=__version__,
         description=(
@@ -46,7 +81,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             "fetch `/extensions/NAME/SHA256SUMS` (+ `.gpg`) and the images; writes under "
             "`/api/v1` need a token."
         ),
-        docs_url="/api/docs",
+        docs_url=None,  # web.py serves /api/docs with local Swagger UI files (no CDN)
         redoc_url=None,
     )
     app.state.settings = settings
@@ -62,9 +97,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         return JSONResponse({"detail": exc.message}, status_code=422)
 
     app.include_router(api.router)
+    app.include_router(key_routes.router)  # signing keys and rotation (issue 14)
     app.include_router(provision_routes.router)  # Butane/Ignition configs (issue 5)
-    app.include_router(web.router)
-    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    web.install(app)  # the catalogue, its static files, /api/docs, the HTML 404
     # The public tree is answered in front of FastAPI (whose per-request wrappers cost
     # more than serving a cached manifest, docs/registry.md); it logs its own requests,
     # everything else is logged around the FastAPI app.

@@ -22,7 +22,6 @@ from sqlalchemy import select
 from registry import materialize as mat
 from registry.db import Image
 from registry.errors import RegistryError
-from registry.locking import exclusive
 from registry.names import parse_image_filename
 from registry.settings import Settings
 from registry.store import blob_path
@@ -170,18 +169,17 @@ def repair(service: RegistryService) -> list[str]:
     """
     settings = service.settings
     fixed: list[str] = []
-    with exclusive(settings.lock_path):
-        with service.sessions() as session:
-            for image in list(session.scalars(select(Image))):
-                reason = unservable_reason(settings, image)
-                if reason:
-                    fixed.append(f"deleted row {image.name} {_short(image.filename)}: {reason}")
-                    session.delete(image)
-            session.commit()
+    # The server's own writer lock (the flock, or PostgreSQL's advisory lock of everything).
+    with service.writing(None) as session:
+        for image in list(session.scalars(select(Image))):
+            reason = unservable_reason(settings, image)
+            if reason:
+                fixed.append(f"deleted row {image.name} {_short(image.filename)}: {reason}")
+                session.delete(image)
+        session.commit()
         drift = check(service)
-        with service.sessions() as session:
-            known = service.rematerialize(list(session.scalars(select(Image))))
-        mat.remove_unknown_links(settings, known)
+        known = service.rematerialize(list(session.scalars(select(Image))))
+        service.storage.remove_unknown(known)
     remaining = {p.line() for p in check(service)}
     fixed += [f"fixed {p.line()}" for p in drift if p.line() not in remaining]
     return fixed + [f"NOT FIXED {line}" for line in sorted(remaining)]

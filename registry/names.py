@@ -10,17 +10,14 @@ the end.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sysext.architecture import Architecture
 from sysext.extension_release import image_filename_problem
+from sysext.extension_release import name_problem as release_name_problem
 from sysext.versioning import version_problem
 
 IMAGE_SUFFIX = ".raw"
-# A name becomes a directory, part of a URL path and of `extension-release.NAME`: keep it
-# to a boring, shell- and URL-safe charset. No `/`, no leading `.` (so never `..`).
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Longest first, so that "x86-64" wins over "x86".
 _ARCHES = sorted((a.value for a in Architecture), key=len, reverse=True)
 
@@ -37,13 +34,15 @@ class ImageName:
 
 
 def name_problem(name: str) -> str | None:
-    """Why `name` is not acceptable as an extension name, or None."""
-    if not _NAME.fullmatch(name) or ".." in name:
-        return (
-            f"invalid extension name {name!r}: use letters, digits, '.', '_' and '-' "
-            "(at most 128, starting with a letter or digit)"
-        )
-    return None
+    """Why `name` is not acceptable as an extension name, or None.
+
+    The same rule as `sysext pack`/`build` (sysext.extension_release.name_problem), so an
+    image the builder makes is never refused for its name here, and the other way round.
+    """
+    problem = release_name_problem(name)
+    if problem and not problem.startswith("invalid extension name"):
+        return f"invalid extension name {name[:130]!r}: {problem}"
+    return problem
 
 
 def parse_image_filename(name: str, filename: str) -> ImageName:

@@ -34,13 +34,16 @@ def replicas_block(listen: str, replicas: list[str], bucket_url: str) -> str:
         "    server 127.0.0.1:8081 max_fails=1 fail_timeout=5s;\n"
         "    server 127.0.0.1:8082 max_fails=1 fail_timeout=5s;\n"
     )
-    endpoint = bucket_url.split("://", 1)[1].split("/", 1)[0]
+    endpoint, _, path = bucket_url.split("://", 1)[1].partition("/")
     replacements = {
         "listen 80;": f"listen {listen};",
         default_upstream: "".join(
             f"    server {r} max_fails=1 fail_timeout=5s;\n" for r in replicas
         ),
-        "proxy_pass http://127.0.0.1:7480/sysext/;": f"proxy_pass {bucket_url.rstrip('/')}/;",
+        "    server 127.0.0.1:7480;\n": f"    server {endpoint};\n",
+        "proxy_pass http://sysext_bucket/sysext/;": (
+            f"proxy_pass http://sysext_bucket/{path.strip('/')}/;"
+        ),
         "proxy_set_header Host 127.0.0.1:7480;": f"proxy_set_header Host {endpoint};",
     }
     for old, new in replacements.items():

@@ -14,22 +14,24 @@ hosts will download, so a config can never name a file or hash the tree does not
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from registry.service import RegistryService
 from sysext.architecture import Architecture
 from sysext.errors import SysextError
 from sysext.provision import (
-    DirectoryCatalog,
     ExtensionRef,
     ProvisionOptions,
     generate_config,
     render_butane,
     render_ignition,
 )
+from sysext.provision.host_commands import host_commands
 from sysext.provision.model import (
     IgnitionVersion,
     KeyringMode,
@@ -38,8 +40,14 @@ from sysext.provision.model import (
     Variant,
     parse_enum,
 )
-from sysext.provision.resolve import BrokenRegistryError, NotPublishedError
-from sysext.urls import DEFAULT_CHANNEL
+from sysext.provision.resolve import (
+    BrokenRegistryError,
+    NotPublishedError,
+    ResolvedImage,
+    check_channel_name,
+    served_os_bound,
+)
+from sysext.urls import DEFAULT_CHANNEL, extension_url_path
 
 router = APIRouter(prefix="/api/v1", tags=["provisioning"])
 
@@ -94,10 +102,37 @@ def _config_query(
 Options = Annotated[ConfigQuery, Depends(_config_query)]
 
 
-def _catalog(request: Request) -> DirectoryCatalog:
-    state = request.app.state
-    settings = getattr(state, "settings", None) or state.service.settings
-    return DirectoryCatalog(settings.public_dir, settings.base_url, tuple(settings.channels))
+class StorageCatalog:
+    """The registry's public tree wherever its storage keeps it: the local directory or an
+    S3 bucket (storage/). Configs name exactly the files and hashes hosts will download."""
+
+    def __init__(self, service: RegistryService) -> None:
+        self._service = service
+
+    @property
+    def base_url(self) -> str:
+        return self._service.settings.base_url
+
+    def read(self, path: str) -> bytes | None:
+        return self._service.storage.read_public(path)
+
+    def extension_names(self, channel: str) -> list[str] | None:
+        return [e["name"] for e in self._service.extensions() if channel in e["channels"]]
+
+    def channel_names(self) -> list[str] | None:
+        return list(self._service.settings.channels)
+
+    def release_fields(self, image: ResolvedImage) -> Mapping[str, str]:
+        """As stored at upload (migration 0004); {} for an image whose fields are unknown."""
+        for row in self._service.images_of(image.name):
+            if row.filename == image.filename:
+                return dict(row.release or {})
+        return {}
+
+
+def catalog(request: Request) -> StorageCatalog:
+    """The public tree configs are resolved from (the web catalogue uses the same)."""
+    return StorageCatalog(request.app.state.service)
 
 
 def _generate(request: Request, refs: list[str], query: ConfigQuery) -> ProvisionConfig:
@@ -111,7 +146,7 @@ def _generate(request: Request, refs: list[str], query: ConfigQuery) -> Provisio
             timer=query.timer,
         )
         return generate_config(
-            _catalog(request),
+            catalog(request),
             [ExtensionRef.parse(text) for text in refs],
             arch=Architecture.parse(query.arch),
             channel=query.channel,
@@ -128,6 +163,11 @@ def _generate(request: Request, refs: list[str], query: ConfigQuery) -> Provisio
 
 def _detail(exc: SysextError) -> str:
     return f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+
+
+def _saved_as(filename: str) -> dict[str, str]:
+    """Browsers save a YAML answer instead of showing it: under NAME.bu, not "butane"."""
+    return {"Content-Disposition": f'inline; filename="{filename}"'}
 
 
 def _one(name: str, version: str | None) -> list[str]:
@@ -150,7 +190,9 @@ def extension_butane(
     name: str, request: Request, query: Options, version: str | None = None
 ) -> Response:
     config = _generate(request, _one(name, version), query)
-    return Response(render_butane(config), media_type=BUTANE_MEDIA_TYPE)
+    return Response(
+        render_butane(config), media_type=BUTANE_MEDIA_TYPE, headers=_saved_as(f"{name}.bu")
+    )
 
 
 @router.get(
@@ -162,7 +204,39 @@ def extension_ignition(
     name: str, request: Request, query: Options, version: str | None = None
 ) -> Response:
     config = _generate(request, _one(name, version), query)
-    return Response(render_ignition(config), media_type=IGNITION_MEDIA_TYPE)
+    return Response(
+        render_ignition(config), media_type=IGNITION_MEDIA_TYPE, headers=_saved_as(f"{name}.ign")
+    )
+
+
+@router.get(
+    "/extensions/{name}/commands",
+    response_class=PlainTextResponse,
+    responses=_RESPONSES,
+    summary="Shell commands installing one extension on a running host",
+)
+def extension_commands(
+    name: str,
+    request: Request,
+    channel: Annotated[str, Query(description="registry channel")] = DEFAULT_CHANNEL,
+    variant: Annotated[str, Query(description="flatcar or fcos")] = "flatcar",
+) -> Response:
+    """What `sysext transfer NAME --commands` prints and the catalogue page shows."""
+    try:
+        ExtensionRef.parse(name)
+        check_channel_name(channel)
+        chosen = parse_enum(Variant, variant, "variant")
+    except SysextError as exc:
+        raise HTTPException(400, _detail(exc)) from None
+    source = catalog(request)
+    if source.read(f"{extension_url_path(name, channel)}/SHA256SUMS") is None:
+        raise HTTPException(404, f"no extension {name!r} in channel {channel!r}")
+    try:
+        os_bound = served_os_bound(source, name, channel)
+    except SysextError as exc:
+        raise HTTPException(500, _detail(exc)) from None
+    text = host_commands(name, source.base_url, channel=channel, variant=chosen, os_bound=os_bound)
+    return PlainTextResponse(text)
 
 
 Extensions = Annotated[

@@ -26,7 +26,7 @@ from registry.files import (
 from registry.logs import log_request
 
 APP_PREFIXES = ("/api/", "/catalog/", "/static/")
-APP_PATHS = frozenset({"/", "/openapi.json"})
+APP_PATHS = frozenset({"/", "/openapi.json", "/favicon.ico"})
 NOT_FOUND = b'{"detail":"Not Found"}'
 NOT_FOUND_HEADERS = (
     (b"content-type", b"application/json"),
@@ -56,26 +56,35 @@ class PublicTree:
             return
         started = time.monotonic()
         outcome = Outcome()
+        served = False
         try:
-            await self._serve(scope, receive, send, path[1:], outcome)
+            served = await self._serve(scope, receive, send, path[1:], outcome)
         finally:
-            log_request(scope, outcome.status, outcome.sent, started)
+            if served or outcome.status:
+                log_request(scope, outcome.status, outcome.sent, started)
+        if not served:
+            # No such file and a person's browser asking: the app answers with its HTML
+            # 404 page (and logs the request itself).
+            await self.app(scope, receive, send)
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, url_path: str, outcome: Outcome
-    ) -> None:
+    ) -> bool:
+        """Answer from the tree; False (nothing sent) for a missing file asked by a browser."""
         entry = self.cache.lookup(url_path)
         if entry is not None:
             await send_small(scope, send, entry, outcome)
-            return
+            return True
         opened = open_public_file(self.public_dir, url_path)
+        if opened is None and _accepts_html(scope):
+            return False
         if opened is None:
             outcome.status = 404
             await send({"type": "http.response.start", "status": 404, "headers": NOT_FOUND_HEADERS})
             body = b"" if scope["method"] == "HEAD" else NOT_FOUND
             await send({"type": "http.response.body", "body": body})
             outcome.sent = len(body)
-            return
+            return True
         fd, st = opened
         if st.st_size <= SMALL_FILE:
             try:
@@ -83,9 +92,17 @@ class PublicTree:
             finally:
                 os.close(fd)
             await send_small(scope, send, entry, outcome)
-            return
+            return True
         response = PublicFileResponse(fd, st, url_path.rsplit("/", 1)[-1], outcome)
         await response(scope, receive, send)
+        return True
+
+
+def _accepts_html(scope: Scope) -> bool:
+    for key, value in scope.get("headers", ()):
+        if key == b"accept":
+            return b"text/html" in value
+    return False
 
 
 class RedirectTree:

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry import consistency
+from registry import audit, consistency
 from registry import materialize as mat
 from registry.db import (
     Image,
@@ -36,7 +36,7 @@ from registry.db import (
 )
 from registry.errors import RegistryError
 from registry.failpoints import failpoint
-from registry.keys import Signer
+from registry.keys import Rotation, Signer
 from registry.locking import advisory_session, exclusive
 from registry.names import ImageName, channel_problem, claimed_by
 from registry.settings import Settings
@@ -62,14 +62,14 @@ class RegistryService:
         self.settings = settings
         self.engine = make_engine(settings.db_url)
         self.sessions = make_sessionmaker(self.engine)
-        self.signer = Signer(settings.key_path)
+        self.signer = Signer(settings.key_path, settings.signing_policy)
         # (name, channel) directories start-up could not materialize: served from their
         # previous snapshot (if any) and reported; `sysext registry check` explains them.
         self.broken: list[consistency.Problem] = []
         self.storage = make_storage(settings)
 
     @contextlib.contextmanager
-    def _writing(self, name: str | None) -> Iterator[Session]:
+    def writing(self, name: str | None) -> Iterator[Session]:
         """A session holding the writer lock of extension `name` (None: of everything)."""
         if self.engine.dialect.name == "postgresql":
             with advisory_session(self.engine, name) as session:
@@ -89,19 +89,42 @@ class RegistryService:
         s = self.settings
         for directory in (s.data_dir, s.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        with self._writing(None) as session:
+        with self.writing(None) as session:
             # Inside the lock of everything: replicas starting together migrate once.
             migrate(session.connection(), self._stored_summary)
             session.commit()
-            fingerprint, created = self.signer.ensure_key()
+            _, created = self.signer.ensure_key()
+            self.signer.advance()
             self.storage.prepare(self.signer)
             atomic_write(s.served_url_path, s.base_url.encode() + b"\n", mode=0o600)
             remove_abandoned_uploads(s.tmp_dir)
             images = list(session.scalars(select(Image)))
             self.storage.collect_garbage({i.sha256 for i in images})
-            known = self.rematerialize(images)
+            with self.signer.batch():
+                known = self.rematerialize(images)
             self.storage.remove_unknown(known)
-        return fingerprint, created
+        return self.signer.fingerprint(), created
+
+    def maintain(self, *, force_advance: bool = False) -> str | None:
+        """The periodic job: advance a due key rotation, re-sign ageing manifests.
+
+        Only signatures that are older than `resign_interval` or by a key that no longer
+        signs are rewritten (in place: no other byte of the tree changes). Returns the
+        rotation phase entered, if any.
+        """
+        with self.writing(None) as session:
+            entered = self.signer.advance(force=force_advance)
+            self.storage.prepare(self.signer)  # publishes the keyring of the new phase
+            with self.signer.batch():
+                self.rematerialize(list(session.scalars(select(Image))))
+            return entered
+
+    def rotate_key(self) -> Rotation:
+        """Start a key rotation (keys.py): the new key joins the served keyring."""
+        with self.writing(None):
+            rotation = self.signer.rotate(self.settings.key_overlap_duration)
+            self.storage.prepare(self.signer)
+            return rotation
 
     def _stored_summary(self, sha256: str, name: str) -> ImageSummary | None:
         """Read what a stored image carries (for rows published before migration 0004)."""
@@ -145,8 +168,9 @@ class RegistryService:
         return set(groups)
 
     def _refresh(self, session: Session, name: str, channels: Iterable[str]) -> None:
-        for content in self._planned(session, name, channels):
-            self.storage.materialize(self.signer, content)
+        with self.signer.batch():
+            for content in self._planned(session, name, channels):
+                self.storage.materialize(self.signer, content)
 
     def _planned(
         self, session: Session, name: str, channels: Iterable[str]
@@ -186,8 +210,9 @@ class RegistryService:
         session.commit()
         failpoint("after-commit")
         try:
-            for content in planned:
-                self.storage.materialize(self.signer, content)
+            with self.signer.batch():
+                for content in planned:
+                    self.storage.materialize(self.signer, content)
         except (OSError, SysextError, RegistryError) as exc:
             # RegistryError: the object store failed (storage/s3.py), the same as a disk.
             log.error("event=materialize-failed name=%s problem=%r action=undo", name, str(exc))
@@ -221,14 +246,16 @@ class RegistryService:
         *,
         os_version_id: str | None = None,
         summary: ImageSummary | None = None,
+        actor: audit.Actor | None = None,
     ) -> PublishResult:
         """Store a validated upload and make it visible in `channel`.
 
         `os_version_id`: the VERSION_ID of an OS-bound image; `summary`: its release fields
-        and contents (both from validation.ValidatedImage).
+        and contents (both from validation.ValidatedImage). `actor`: who asked; the audit
+        entry commits with the change.
         """
         self.check_channel(channel)
-        with self._writing(image_name.name) as session:
+        with self.writing(image_name.name) as session:
             existing = session.scalars(
                 select(Image).where(
                     Image.name == image_name.name, Image.filename == image_name.filename
@@ -246,6 +273,7 @@ class RegistryService:
                         "publish a new version",
                     )
                 # Same bytes: idempotent, so a retried upload after a lost response is fine.
+                _audit(session, actor, audit.Action.PUBLISH, [existing], channel, created=False)
                 if channel not in existing.channel_names:
                     added = ImageChannel(channel=channel, added_at=utcnow())
                     existing.channels.append(added)
@@ -253,7 +281,14 @@ class RegistryService:
                     def drop_channel(s: Session, image: Image = existing) -> None:
                         image.channels[:] = [c for c in image.channels if c.channel != channel]
 
-                    self._commit_and_serve(session, existing.name, [channel], drop_channel)
+                    self._commit_and_serve(
+                        session,
+                        existing.name,
+                        [channel],
+                        _undone(actor, drop_channel, audit.Action.PUBLISH, [existing]),
+                    )
+                else:
+                    session.commit()
                 return PublishResult(existing, created=False)
             self._refuse_mixing(session, image_name, os_version_id)
             self.storage.ingest(staged, sha256)
@@ -275,11 +310,17 @@ class RegistryService:
             )
             image.channels.append(ImageChannel(channel=channel, added_at=utcnow()))
             session.add(image)
+            _audit(session, actor, audit.Action.PUBLISH, [image], channel, created=True)
 
             def forget(s: Session) -> None:
                 s.delete(image)  # its blob is garbage-collected at the next start
 
-            self._commit_and_serve(session, image.name, [channel], forget)
+            self._commit_and_serve(
+                session,
+                image.name,
+                [channel],
+                _undone(actor, forget, audit.Action.PUBLISH, [image]),
+            )
             return PublishResult(image, created=True)
 
     @staticmethod
@@ -378,26 +419,43 @@ class RegistryService:
             raise RegistryError(404, f"no published image of {what}")
         return images
 
-    def set_yanked(self, name: str, version: str, arch: str | None, yanked: bool) -> list[Image]:
-        with self._writing(name) as session:
+    def set_yanked(
+        self,
+        name: str,
+        version: str,
+        arch: str | None,
+        yanked: bool,
+        actor: audit.Actor | None = None,
+    ) -> list[Image]:
+        with self.writing(name) as session:
             images = self._select_images(session, name, version, arch)
             before = [(i, i.yanked, i.yanked_at) for i in images]
             for image in images:
                 image.yanked = yanked
                 image.yanked_at = utcnow() if yanked else None
+            action = audit.Action.YANK if yanked else audit.Action.UNYANK
+            _audit(session, actor, action, images, None)
 
             def restore(s: Session) -> None:
                 for image, was, at in before:
                     image.yanked, image.yanked_at = was, at
 
             channels = {c for i in images for c in i.channel_names}
-            self._commit_and_serve(session, name, channels, restore)
+            self._commit_and_serve(session, name, channels, _undone(actor, restore, action, images))
             return images
 
-    def promote(self, name: str, version: str, arch: str | None, channel: str) -> list[Image]:
+    def promote(
+        self,
+        name: str,
+        version: str,
+        arch: str | None,
+        channel: str,
+        actor: audit.Actor | None = None,
+    ) -> list[Image]:
         self.check_channel(channel)
-        with self._writing(name) as session:
+        with self.writing(name) as session:
             images = self._select_images(session, name, version, arch)
+            _audit(session, actor, audit.Action.PROMOTE, images, channel)
             added = []
             for image in images:
                 if channel not in image.channel_names:
@@ -408,7 +466,9 @@ class RegistryService:
                 for image in added:
                     image.channels[:] = [c for c in image.channels if c.channel != channel]
 
-            self._commit_and_serve(session, name, [channel], demote)
+            self._commit_and_serve(
+                session, name, [channel], _undone(actor, demote, audit.Action.PROMOTE, images)
+            )
             return images
 
     # -- reads ----------------------------------------------------------------------
@@ -451,3 +511,37 @@ class RegistryService:
 
     def blob(self, image: Image) -> Path:
         return blob_path(self.settings.store_dir, image.sha256)
+
+
+def _audit(
+    session: Session,
+    actor: audit.Actor | None,
+    action: audit.Action,
+    images: Iterable[Image],
+    channel: str | None,
+    **detail: Any,
+) -> None:
+    """One audit entry per image touched, in the transaction of the change."""
+    if actor is None:
+        return
+    for image in images:
+        facts: dict[str, Any] = {"sha256": image.sha256, **detail}
+        if channel is not None:
+            facts["channel"] = channel
+        audit.record(session, actor, action, image.filename, facts)
+
+
+def _undone(
+    actor: audit.Actor | None,
+    undo: Callable[[Session], None],
+    action: audit.Action,
+    images: list[Image],
+) -> Callable[[Session], None]:
+    """`undo`, plus an entry saying so: the trail is append-only, so the committed entry
+    of the change stays and this one tells that the registry rolled it back (503)."""
+
+    def undo_and_record(session: Session) -> None:
+        undo(session)
+        _audit(session, actor, action, images, None, undone=True)
+
+    return undo_and_record

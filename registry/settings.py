@@ -7,6 +7,7 @@ the materialized public tree that the app, nginx or a CDN serve.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tomllib
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from registry.keys import SigningPolicy
+from sysext.durations import parse_duration
 from sysext.errors import SysextError
 from sysext.urls import DEFAULT_CHANNEL
 
@@ -40,6 +43,11 @@ class Settings:
     channels: tuple[str, ...] = DEFAULT_CHANNELS
     # Old snapshots of an extension directory kept for readers still mid-request.
     keep_snapshots: int = 3
+    # How long a SHA256SUMS signature stays valid ("never" turns expiry off), how often
+    # manifests are re-signed, and how long each key-rotation phase lasts (keys.py).
+    signature_lifetime: str = "7d"
+    resign_interval: str = "1d"
+    key_overlap: str = "7d"
     # The OpenPGP signing key; replicas share one file (docs/registry.md). None: DATA/keys.
     signing_key: Path | None = None
     # Object storage (registry/storage/s3.py): with a bucket set, images and the public
@@ -89,6 +97,26 @@ class Settings:
         return self.signing_key or self.data_dir / "keys" / "signing.pgp"
 
     @property
+    def signing_policy(self) -> SigningPolicy:
+        lifetime = (
+            None
+            if self.signature_lifetime.strip().lower() in NEVER
+            else parse_duration(self.signature_lifetime, what="signature_lifetime")
+        )
+        interval = parse_duration(self.resign_interval, what="resign_interval")
+        if lifetime is not None and interval * 2 > lifetime:
+            raise SysextError(
+                f"resign_interval {self.resign_interval} is more than half of"
+                f" signature_lifetime {self.signature_lifetime}",
+                "re-sign well before signatures expire, e.g. lifetime 7d, interval 1d",
+            )
+        return SigningPolicy(lifetime, interval)
+
+    @property
+    def key_overlap_duration(self) -> dt.timedelta:
+        return parse_duration(self.key_overlap, what="key_overlap")
+
+    @property
     def served_url_path(self) -> Path:
         """The base URL the last start wrote into transfer files (`sysext registry check`
         compares against it when not given one)."""
@@ -130,6 +158,9 @@ ENV_NAMES = {
     "max_upload_bytes": "SYSEXT_MAX_UPLOAD_BYTES",
     "channels": "SYSEXT_CHANNELS",
     "keep_snapshots": "SYSEXT_KEEP_SNAPSHOTS",
+    "signature_lifetime": "SYSEXT_SIGNATURE_LIFETIME",
+    "resign_interval": "SYSEXT_RESIGN_INTERVAL",
+    "key_overlap": "SYSEXT_KEY_OVERLAP",
     "signing_key": "SYSEXT_SIGNING_KEY",
     "s3_endpoint": "SYSEXT_S3_ENDPOINT",
     "s3_bucket": "SYSEXT_S3_BUCKET",
@@ -138,6 +169,7 @@ ENV_NAMES = {
     "s3_access_key_id": "SYSEXT_S3_ACCESS_KEY_ID",
     "s3_secret_access_key": "SYSEXT_S3_SECRET_ACCESS_KEY",
 }
+NEVER = ("never", "off", "0", "none")
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -149,6 +181,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return number
         if name in ("data_dir", "signing_key"):
             return Path(value)
+        if name in ("signature_lifetime", "resign_interval", "key_overlap"):
+            text = str(value)
+            if not (name == "signature_lifetime" and text.strip().lower() in NEVER):
+                parse_duration(text, what=name)
+            return text
         if name == "channels":
             items = value.split(",") if isinstance(value, str) else list(value)
             channels = tuple(str(c).strip() for c in items if str(c).strip())

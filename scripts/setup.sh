@@ -2,7 +2,7 @@
 # Set up everything sysext needs on a Debian 12 / Ubuntu machine, and say what it installs:
 #   - Debian packages: the image tools, gpg/sqv, curl, python3-venv; with --test also
 #     ignition-validate, systemd-sysext/dissect/nspawn, nginx, wrk, debootstrap, PostgreSQL
-#     and Ceph (mon, osd, radosgw: a real S3 engine)
+#     and Ceph (mon, osd, radosgw: a real S3 engine), chromium (browser tests)
 #   - a virtualenv in .venv with this project (and its test tools with --test)
 #   - with --test: systemd 254's systemd-sysupdate unpacked into .cache/ (fetch-sysupdate.sh)
 # Safe to run again: it installs only what is missing.
@@ -17,9 +17,11 @@ if [ "$with_tests" = 1 ]; then
   # real tools the tests and benchmarks drive: Ignition's validator, a real systemd-sysext,
   # systemd-dissect, nginx and wrk for the serving benchmark, util-linux for unshare,
   # PostgreSQL and a single-node Ceph with radosgw (S3) for the scale-out tests,
-  # debootstrap: the minimal Debian root the booted tests and `sysext try` boot in nspawn
+  # debootstrap: the minimal Debian root the booted tests and `sysext try` boot in nspawn,
+  # Chromium for the web catalogue's browser tests (driven by Playwright, which must never
+  # download a browser of its own)
   packages+=(ignition systemd systemd-container nginx wrk util-linux postgresql debootstrap)
-  packages+=(ceph-mon ceph-osd ceph-common radosgw uuid-runtime)
+  packages+=(ceph-mon ceph-osd ceph-common radosgw uuid-runtime chromium)
 fi
 
 missing=()

@@ -26,7 +26,7 @@ from sysext.build_key import KeyInputs, SourceIdentity, build_key
 from sysext.config import Settings
 from sysext.download import Downloader
 from sysext.errors import SysextError
-from sysext.extension_release import ExtensionRelease
+from sysext.extension_release import ExtensionRelease, check_os_binding
 from sysext.extract import ExtractOptions, extract
 from sysext.formats import Compression, ImageFormat, resolve_compression, writer_for
 from sysext.image import BuiltImage, pack, resolve_source_date_epoch
@@ -123,6 +123,7 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
     os_id, level = recipe.os_id, recipe.sysext_level
     if request.os_spec is not None:
         os_id, level = ExtensionRelease.parse_os_spec(request.os_spec)
+    check_os_binding(os_id, level, request.os_version_id)
     releases = {
         arch: ExtensionRelease(
             name=recipe.name,

@@ -9,6 +9,7 @@ CheckError with the reason; warnings cover what a host would silently get wrong.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -38,7 +39,7 @@ from sysext.patterns import (
     parse_pattern,
 )
 from sysext.selection import DEFAULT_INSTANCES_MAX, Selection, select_candidate, vacuum_plan
-from sysext.signing import MAX_SIGNATURE_BYTES, verify_detached
+from sysext.signing import MAX_SIGNATURE_BYTES, verify_signature
 from sysext.transfer import TransferConfig, transfer_problems
 from sysext.versioning import sort_versions, version_is_valid
 
@@ -194,6 +195,7 @@ class CheckReport:
     installed: tuple[str, ...]
     selection: Selection
     signer: str | None = None  # fingerprint when the signature was verified
+    signature_expires: dt.datetime | None = None  # None: never (or not checked)
     payload_verified: str | None = None  # file name whose SHA-256 was checked
     warnings: tuple[str, ...] = field(default=())
     # Installed versions `update` would delete first (transfer_vacuum(), space=1).
@@ -225,6 +227,9 @@ class CheckReport:
             "manifest_url": self.manifest_url,
             "signature_url": self.signature_url,
             "verified_by": self.signer,
+            "signature_expires": (
+                self.signature_expires.isoformat() if self.signature_expires else None
+            ),
             "patterns": list(self.patterns),
             "manifest_entries": self.manifest_entries,
             "available": [
@@ -330,6 +335,7 @@ def check_remote(
         )
     s_url: str | None = None
     signer: str | None = None
+    expires: dt.datetime | None = None
     if keyring is not None:
         s_url = signature_url(url)
         try:
@@ -340,9 +346,14 @@ def check_remote(
                 "with Verify=yes the detached SHA256SUMS.gpg is mandatory; sign the"
                 " directory (sysext sign) or the host refuses every update",
             ) from None
-        signer = verify_detached(keyring, manifest, signature)
+        info = verify_signature(keyring, manifest, signature)
+        signer, expires = info.signer, info.expires
     entries = parse_manifest(manifest)
     available, ignored, warnings = _classify(url, entries, compiled)
+    if keyring is not None:
+        expiry_warning = info.expiry_warning()
+        if expiry_warning:
+            warnings.append(expiry_warning)
     installed_list = list(installed)
     if installed_dir is not None:
         installed_list += installed_versions(installed_dir, compiled_target)
@@ -383,6 +394,7 @@ def check_remote(
         installed=tuple(sort_versions(installed_list, newest_first=True)),
         selection=selection,
         signer=signer,
+        signature_expires=expires,
         warnings=tuple(warnings),
         vacuum=tuple(vacuum),
     )

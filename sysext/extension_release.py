@@ -20,10 +20,14 @@ from sysext.versioning import version_problem
 
 RELEASE_DIR = "usr/lib/extension-release.d"
 ANY = "_any"
-# Extension names: what works as a file name, a URL path segment and a sysupdate pattern
-# literal alike. `-` is allowed (docker-compose) but a name never starts with `.` (`.#`
-# marks temporaries, spec §1.7).
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+# Extension names: the ONE rule `pack`, `build`, lint, `publish` and the registry share. A
+# name is a file name (NAME.raw, extension-release.NAME), a URL path segment, a sysupdate
+# pattern literal and component (`-C NAME`, /etc/sysupdate.NAME.d) and part of systemd unit
+# names (sysext-update-NAME.timer), so it keeps to the characters valid in all of them:
+# unit names allow only [A-Za-z0-9:_.\\-] (systemd.unit(5)), hence no '+'. `-` is allowed
+# (docker-compose); never a leading `.` (`.#` marks temporaries, spec §1.7) or `..`.
+NAME_MAX = 128
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # os-release(5): ID and SYSEXT_LEVEL are lower-case letters, digits, '.', '_', '-'.
 _OS_ID = re.compile(r"[a-z0-9._-]+")
 _LEVEL = re.compile(r"[a-z0-9._-]+")
@@ -36,17 +40,20 @@ MANAGED_KEYS = frozenset(
 
 
 def name_problem(name: str) -> str | None:
-    """Why `name` cannot be an extension's activation name, or None."""
+    """Why `name` cannot be an extension's name, or None (the rule shared by every command)."""
     if not name:
         return "the extension name is empty"
     if "/" in name:
         return f"extension name {name!r} contains '/'"
     if name.endswith(".raw"):
         return f"extension name {name!r} ends in .raw (systemd strips it from the file name)"
-    if not _NAME.fullmatch(name):
+    if len(name) > NAME_MAX:
+        return f"extension name {name[:20]!r}… is {len(name)} characters, more than {NAME_MAX}"
+    if not _NAME.fullmatch(name) or ".." in name:
         return (
-            f"extension name {name!r} is not valid: use letters, digits, '.', '_', '+', '-', "
-            "starting with a letter or digit (at most 128 characters)"
+            f"invalid extension name {name!r}: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (no '..'; '+' cannot appear in the systemd unit "
+            "names that update it)"
         )
     return None
 
@@ -223,6 +230,31 @@ class ExtensionRelease:
                 "e.g. --os flatcar:1.0, --os fedora, or --os _any",
             )
         return os_id, (level or None)
+
+
+# OS IDs whose os-release carries no SYSEXT_LEVEL: systemd-sysext then compares the image's
+# VERSION_ID with the host's, and an image with neither field is refused (spec §1.3 step 8).
+# Fedora CoreOS 42 is such a host (fedora-sysexts builds with VERSION_ID, `-%w-` in names).
+VERSION_ID_BOUND_OS = frozenset({"fedora"})
+
+
+def check_os_binding(os_id: str, level: str | None, version_id: str | None) -> None:
+    """Refuse a binding the named OS can never merge (one line, with the form that does)."""
+    if os_id not in VERSION_ID_BOUND_OS:
+        return
+    example = f"--os {os_id} --os-version-id 42"
+    if level is not None:
+        raise SysextError(
+            f"--os {os_id}:{level}: {os_id} hosts have no SYSEXT_LEVEL in os-release, so "
+            "systemd-sysext refuses an image bound by level there",
+            f"bind to the host's VERSION_ID instead: {example}",
+        )
+    if version_id is None:
+        raise SysextError(
+            f"--os {os_id} needs --os-version-id: without SYSEXT_LEVEL on the host, "
+            "systemd-sysext merges only an image with the host's VERSION_ID",
+            f"e.g. {example} (or --os _any for every OS)",
+        )
 
 
 # --- host compatibility (spec §1.3) -------------------------------------------------------

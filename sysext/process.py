@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -30,6 +31,7 @@ PACKAGE_OF_TOOL: dict[str, str] = {
     "dump.erofs": "erofs-utils",
     "fsck.erofs": "erofs-utils",
     "gpg": "gnupg",
+    "gpgconf": "gpgconf",
     "gpgv": "gpgv",
     "sqv": "sqv",
     "ignition-validate": "ignition",
@@ -61,6 +63,7 @@ def run(
     env: Mapping[str, str] | None = None,
     check: bool = True,
     capture_stdout: bool = True,
+    stdout_to_stderr: bool = False,
     timeout: float | None = None,
     hint: str | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
@@ -78,7 +81,13 @@ def run(
             input=input,
             cwd=cwd,
             env=dict(env) if env is not None else None,
-            stdout=subprocess.PIPE if capture_stdout else None,
+            # stdout_to_stderr: a long tool's own progress lines, shown but kept off our
+            # stdout (which may be JSON).
+            stdout=_stderr_fd()
+            if stdout_to_stderr
+            else subprocess.PIPE
+            if capture_stdout
+            else None,
             stderr=subprocess.PIPE,
             timeout=timeout,
             check=False,
@@ -90,6 +99,13 @@ def run(
         log.debug("%s failed with %d: %s", args[0], proc.returncode, stderr)
         raise ToolError(Path(args[0]).name, proc.returncode, stderr, hint)
     return proc
+
+
+def _stderr_fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by something without a file
+        return subprocess.PIPE
 
 
 def start(
@@ -120,16 +136,21 @@ def start(
 
 
 def interactive(argv: Sequence[str | Path], *, env: Mapping[str, str] | None = None) -> int:
-    """Run a tool on the caller's terminal (a shell) and return its exit code; Ctrl-C goes
-    to the tool, not to us, as with os.system()."""
+    """Run a tool on the caller's terminal (a shell) and return its exit code. While it
+    runs, Ctrl-C is the tool's: we ignore SIGINT as os.system() does, but only after the
+    start, so the tool keeps the default action (an ignored signal would be inherited). Any
+    other interruption of the wait (SIGTERM turned into KeyboardInterrupt) kills it."""
     args = [str(a) for a in argv]
     require_tool(args[0])
     log.debug("interactive: %s", shlex.join(args))
+    proc = subprocess.Popen(args, env=dict(env) if env is not None else None)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return subprocess.run(
-            args, env=dict(env) if env is not None else None, check=False
-        ).returncode
+        return proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -12,6 +12,7 @@ the secret key packets themselves); `gpg --decrypt KEY | gpg --import` recovers 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from pysequoia.packet import PacketPile, Tag
 
 from sysext.architecture import SYSTEMD_ARCHITECTURES, Architecture
 from sysext.atomic import atomic_path
+from sysext.durations import format_duration
 from sysext.errors import SysextError
+from sysext.gpg import gpg_home
 from sysext.manifest import (
     MANIFEST_NAME,
     MIN_DOWNLOAD_BYTES,
@@ -43,6 +46,51 @@ _PASSPHRASE_HINT = f"set {PASSPHRASE_ENV} to the key's passphrase"
 
 class SignatureError(SysextError):
     """A signature a host would reject (or that cannot be checked at all)."""
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """A signature that verified: who made it, when, and until when hosts accept it."""
+
+    signer: str  # fingerprint of the signing certificate (primary key)
+    created: dt.datetime | None
+    expires: dt.datetime | None  # None: never
+
+    def remaining(self, now: dt.datetime | None = None) -> dt.timedelta | None:
+        if self.expires is None:
+            return None
+        return self.expires - (now or _now())
+
+    def expiry_warning(self, now: dt.datetime | None = None) -> str | None:
+        """A warning when less than half of the signature's lifetime is left.
+
+        A registry re-signs daily a signature that lives a week, so its signatures never
+        get there; one that does has missed several re-signings (or is a replayed copy).
+        """
+        remaining = self.remaining(now)
+        if remaining is None or self.created is None or self.expires is None:
+            return None
+        if remaining * 2 < self.expires - self.created:
+            return (
+                f"the signature expires in {format_duration(remaining)} ({_iso(self.expires)});"
+                " hosts refuse the manifest after that: re-sign it"
+            )
+        return None
+
+    def describe(self, now: dt.datetime | None = None) -> str:
+        if self.expires is None:
+            return "never expires"
+        remaining = self.remaining(now)
+        assert remaining is not None
+        return f"expires {_iso(self.expires)} (in {format_duration(remaining)})"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @dataclass(frozen=True)
@@ -122,20 +170,59 @@ def key_fingerprint(key_path: Path, *, passphrase: str | None = None) -> str:
 
 
 def sign_detached(
-    key_path: Path, data: bytes, *, passphrase: str | None = None, armor: bool = False
+    key_path: Path,
+    data: bytes,
+    *,
+    passphrase: str | None = None,
+    armor: bool = False,
+    lifetime: dt.timedelta | None = None,
+    created: dt.datetime | None = None,
 ) -> bytes:
     """A detached signature of `data`; binary by default (both forms verify on hosts)."""
     tsk = load_key(key_path, passphrase=passphrase)
-    return sign_with(tsk, data, armor=armor)
+    return sign_with(tsk, data, armor=armor, lifetime=lifetime, created=created)
 
 
-def sign_with(tsk: pysequoia.Tsk, data: bytes, *, armor: bool = False) -> bytes:
-    """Sign with an already loaded key (the registry keeps one loaded)."""
+def sign_with(
+    tsk: pysequoia.Tsk,
+    data: bytes,
+    *,
+    armor: bool = False,
+    lifetime: dt.timedelta | None = None,
+    created: dt.datetime | None = None,
+) -> bytes:
+    """Sign with an already loaded key (the registry keeps one loaded).
+
+    With a `lifetime` the signature carries an expiration time, which pysequoia cannot
+    write: gpg makes it then (sysext/gpg.py). `created` backdates the signature (tests).
+    """
+    if lifetime is not None or created is not None:
+        return sign_many_with(tsk, [data], armor=armor, lifetime=lifetime, created=created)[0]
     try:
         signer = tsk.signer()
     except RuntimeError as exc:
         raise SysextError(f"the key cannot sign: {_first_line(exc)}") from None
     return pysequoia.sign(signer, data, mode=pysequoia.SignatureMode.DETACHED, armor=armor)
+
+
+def sign_many_with(
+    tsk: pysequoia.Tsk,
+    items: list[bytes],
+    *,
+    armor: bool = False,
+    lifetime: dt.timedelta | None = None,
+    created: dt.datetime | None = None,
+) -> list[bytes]:
+    """Expiring signatures of several documents with one gpg home (one key import)."""
+    if lifetime is None and created is None:
+        return [sign_with(tsk, item, armor=armor) for item in items]
+    fingerprint = tsk.extract_certificate().fingerprint.upper()
+    with gpg_home() as home:
+        home.import_keys(str(tsk).encode())
+        return [
+            home.detach_sign(fingerprint, item, lifetime=lifetime, created=created, armor=armor)
+            for item in items
+        ]
 
 
 # --- verification -------------------------------------------------------------------------
@@ -191,7 +278,33 @@ def verify_detached(keyring: bytes | Path, data: bytes, signature: bytes) -> str
     """Check a detached signature of `data`; return the signing certificate's fingerprint.
 
     Raises SignatureError naming the reason a host would fail: no/short signature, a key
-    not in the keyring, or a signature that does not match the bytes.
+    not in the keyring, an expired signature, or a signature that does not match the bytes.
+    """
+    return verify_signature(keyring, data, signature).signer
+
+
+def signature_times(signature: bytes) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(created, expires) of a detached signature, without verifying it."""
+    try:
+        sig = pysequoia.Sig.from_bytes(signature)
+    except RuntimeError:
+        return None, None
+    return _utc(sig.created), _utc(sig.expiration)
+
+
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def verify_signature(
+    keyring: bytes | Path, data: bytes, signature: bytes, *, now: dt.datetime | None = None
+) -> SignatureInfo:
+    """verify_detached() with the signature's creation and expiration times.
+
+    An expired signature is refused as gpg (systemd's command line) and sqv refuse it:
+    both exit 1 ("Expired signature"), and systemd-sysupdate fails the update.
     """
     certs = load_keyring(keyring)
     if len(signature) < MIN_DOWNLOAD_BYTES:
@@ -208,6 +321,14 @@ def verify_detached(keyring: bytes | Path, data: bytes, signature: bytes) -> str
             f"not an OpenPGP detached signature ({_first_line(exc)})",
             "SHA256SUMS.gpg must be a detached signature (inline/clear-signed is unsupported)",
         ) from None
+    created, expires = _utc(sig.created), _utc(sig.expiration)
+    if expires is not None and expires <= (now or _now()):
+        raise SignatureError(
+            f"the signature expired at {_iso(expires)}; hosts refuse it"
+            " (gpg: 'Expired signature'), so they stay on their current version",
+            "the registry must re-sign its manifests (a running `sysext serve` does so"
+            " daily); by hand: sysext sign DIR --key KEY --expires 7d",
+        )
     issuer = (sig.issuer_fingerprint or sig.issuer_key_id or "").lower()
     known = set().union(*(_key_ids(c) for c in certs))
     if issuer and not any(issuer.endswith(k) or k.endswith(issuer) for k in known):
@@ -227,7 +348,7 @@ def verify_detached(keyring: bytes | Path, data: bytes, signature: bytes) -> str
         ) from None
     if not result.valid_sigs:
         raise SignatureError("no valid signature found")
-    return str(result.valid_sigs[0].certificate).upper()
+    return SignatureInfo(str(result.valid_sigs[0].certificate).upper(), created, expires)
 
 
 # --- directories --------------------------------------------------------------------------
@@ -286,7 +407,11 @@ def write_signed_manifest(
 
 
 def sign_directory(
-    directory: Path, key_path: Path, *, passphrase: str | None = None
+    directory: Path,
+    key_path: Path,
+    *,
+    passphrase: str | None = None,
+    lifetime: dt.timedelta | None = None,
 ) -> list[ManifestEntry]:
     """(Re)write DIR/SHA256SUMS for the images in DIR and its detached DIR/SHA256SUMS.gpg."""
     directory = Path(directory)
@@ -298,15 +423,17 @@ def sign_directory(
             "build one first: sysext build RECIPE --output DIR",
         )
     manifest = format_manifest(entries)
-    signature = sign_with(tsk, manifest)
+    signature = sign_with(tsk, manifest, lifetime=lifetime)
     write_signed_manifest(directory, manifest, signature)
     return entries
 
 
-def verify_directory(directory: Path, keyring: bytes | Path) -> tuple[str, list[VerifiedEntry]]:
+def verify_directory(
+    directory: Path, keyring: bytes | Path
+) -> tuple[SignatureInfo, list[VerifiedEntry]]:
     """Check DIR/SHA256SUMS.gpg and then every listed file's hash.
 
-    Returns the signer fingerprint and one result per manifest entry; raises
+    Returns the verified signature and one result per manifest entry; raises
     SignatureError/ManifestError when the manifest itself cannot be trusted.
     """
     directory = Path(directory)
@@ -320,7 +447,7 @@ def verify_directory(directory: Path, keyring: bytes | Path) -> tuple[str, list[
             "sign it: sysext sign DIR --key KEY",
         )
     manifest = manifest_path.read_bytes()
-    fingerprint = verify_detached(keyring, manifest, signature_path.read_bytes())
+    info = verify_signature(keyring, manifest, signature_path.read_bytes())
     entries = parse_manifest(manifest)
     results: list[VerifiedEntry] = []
     for entry in entries:
@@ -335,7 +462,7 @@ def verify_directory(directory: Path, keyring: bytes | Path) -> tuple[str, list[
             )
         else:
             results.append(VerifiedEntry(entry, True))
-    return fingerprint, results
+    return info, results
 
 
 def _first_line(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sysext.errors import SysextError
+from sysext.extension_release import name_problem
 from sysext.patterns import PatternError, parse_pattern
 from sysext.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url
 from sysext.versioning import version_problem
@@ -68,11 +69,9 @@ def image_file_name(name: str, version: str, arch: str, *, os_version_id: str | 
 
 
 def validate_spec(spec: TransferSpec) -> None:
-    if not _NAME.fullmatch(spec.name):
-        raise TransferError(
-            f"invalid extension name {spec.name!r}",
-            "names start with a letter or digit and use only [A-Za-z0-9._+-]",
-        )
+    problem = name_problem(spec.name)
+    if problem:
+        raise TransferError(problem, "e.g. podman, docker-compose, k3s")
     if not _HTTP_URL.fullmatch(spec.base_url):
         raise TransferError(
             f"invalid registry URL {spec.base_url!r}",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sysext import signing
 from sysext.boot.container import Container
 from tests.booted import apply_ignition, service_image
 from tests.conftest import run_cli
@@ -26,9 +27,11 @@ from tests.registry_server import RegistryServer, running_registry
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RegistryServer]:
-    with running_registry(tmp_path / "data") as reg:
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """One registry for the module (starting one costs seconds); each test has its own
+    extension name, so their versions never meet."""
+    with running_registry(tmp_path_factory.mktemp("registry") / "data") as reg:
         yield reg
 
 
@@ -37,8 +40,8 @@ def publish(reg: RegistryServer, image: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def ignition(reg: RegistryServer, *options: str) -> dict[str, object]:
-    result = run_cli("butane", "hello", "--registry", reg.url, "--ignition", *options)
+def ignition(reg: RegistryServer, name: str, *options: str) -> dict[str, object]:
+    result = run_cli("butane", name, "--registry", reg.url, "--ignition", *options)
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
 
@@ -51,70 +54,85 @@ def journal(box: Container, unit: str) -> str:
     return box.text(["journalctl", "--boot", f"--unit={unit}", "--no-pager", "--output=cat"])
 
 
-def explain(box: Container) -> str:
+def explain(box: Container, name: str) -> str:
     """What to look at when an assertion fails: failed units and the update's journal."""
     failed = box.text(["systemctl", "list-units", "--failed", "--plain", "--no-legend"])
     return (
-        f"failed units:\n{failed}\nupdate journal:\n{journal(box, 'sysext-update-hello.service')}"
+        f"failed units:\n{failed}\nupdate journal:\n{journal(box, 'sysext-update-{name}.service')}"
     )
 
 
-def boot_first_version(box: Container, reg: RegistryServer, images: Path, *options: str) -> None:
-    publish(reg, service_image(images, "hello", "1.0"))
-    apply_ignition(ignition(reg, *options), box.upper)
+def boot_first_version(
+    box: Container, reg: RegistryServer, images: Path, name: str, *options: str
+) -> None:
+    publish(reg, service_image(images, name, "1.0"))
+    apply_ignition(ignition(reg, name, *options), box.upper)
     boot = box.boot()
-    assert boot.state == "running", explain(box)
-    assert box.text(["hello"]) == "hello 1.0\n"
-    assert state(box, "hello.service") == "active"
-    assert "hellod 1.0 started" in journal(box, "hello.service")
+    assert boot.state == "running", explain(box, name)
+    assert box.text([name]) == f"{name} 1.0\n"
+    assert state(box, f"{name}.service") == "active"
+    assert f"{name}d 1.0 started" in journal(box, f"{name}.service")
     # Ignition's preset line, applied on the first boot, enabled and started the timer.
-    assert box.text(["systemctl", "is-enabled", "sysext-update-hello.timer"]).strip() == "enabled"
-    assert state(box, "sysext-update-hello.timer") == "active"
-    # Nothing newer yet: check-new (ExecCondition) skips the update, nothing fails.
-    skipped = box.run(["systemctl", "start", "sysext-update-hello.service"])
-    assert skipped.returncode == 0, explain(box)
-    assert box.text(["readlink", "-f", "/etc/extensions/hello.raw"]).strip() == (
-        "/opt/extensions/hello/hello-1.0-x86-64.raw"
+    assert box.text(["systemctl", "is-enabled", f"sysext-update-{name}.timer"]).strip() == "enabled"
+    assert state(box, f"sysext-update-{name}.timer") == "active"
+    # Nothing newer yet: the update succeeds doing nothing, and says so.
+    skipped = box.run(["systemctl", "start", f"sysext-update-{name}.service"])
+    assert skipped.returncode == 0, explain(box, name)
+    assert f"{name}: up to date ({name}-1.0-x86-64.raw)" in journal(
+        box, f"sysext-update-{name}.service"
+    )
+    assert box.text(["readlink", "-f", f"/etc/extensions/{name}.raw"]).strip() == (
+        f"/opt/extensions/{name}/{name}-1.0-x86-64.raw"
     )
     # 2.0 brings a second daemon, upheld like the first: proof its units were loaded.
     publish(
-        reg, service_image(images, "hello", "2.0", extra_units={"hello-extra.service": "extrad"})
+        reg, service_image(images, name, "2.0", extra_units={f"{name}-extra.service": "extrad"})
     )
 
 
 @pytest.mark.parametrize(
-    "root_fixture",
+    ("root_fixture", "on_update"),
     [
+        pytest.param("boot_root", "restart", id="systemd-254-restart"),
         pytest.param(
             "boot_root",
-            id="systemd-254",
+            "refresh",
+            id="systemd-254-refresh",
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="systemd 254 ignores EXTENSION_RELOAD_MANAGER, and `systemd-sysext "
-                "refresh` in the update unit loads no new units; activating by restarting "
-                "systemd-sysext.service (issue 15) does",
+                "refresh` loads no new units; restarting systemd-sysext.service does",
             ),
         ),
-        pytest.param("boot_root_newest", id="systemd-257"),
+        pytest.param("boot_root_newest", "refresh", id="systemd-257-refresh"),
     ],
 )
 def test_update_activates_the_new_version_without_reboot(
-    root_fixture: str, request: pytest.FixtureRequest, registry: RegistryServer, tmp_path: Path
+    root_fixture: str,
+    on_update: str,
+    request: pytest.FixtureRequest,
+    registry: RegistryServer,
+    tmp_path: Path,
 ) -> None:
     root = request.getfixturevalue(root_fixture)
+    name = f"up{root_fixture.removeprefix('boot_root')}{on_update}".replace("_", "")
     with Container(root) as box:
-        boot_first_version(box, registry, tmp_path)
-        update = box.run(["systemctl", "start", "sysext-update-hello.service"], timeout=180)
-        assert update.returncode == 0, explain(box)
-        log = journal(box, "sysext-update-hello.service")
+        boot_first_version(box, registry, tmp_path, name, "--on-update", on_update)
+        update = box.run(["systemctl", "start", f"sysext-update-{name}.service"], timeout=180)
+        assert update.returncode == 0, explain(box, name)
+        box.settle()  # the activation queues the new units' starts without waiting
+        log = journal(box, f"sysext-update-{name}.service")
         assert "Signature verification succeeded" in log, log
-        assert box.text(["readlink", "-f", "/etc/extensions/hello.raw"]).strip() == (
-            "/opt/extensions/hello/hello-2.0-x86-64.raw"
+        assert box.text(["readlink", "-f", f"/etc/extensions/{name}.raw"]).strip() == (
+            f"/opt/extensions/{name}/{name}-2.0-x86-64.raw"
         )
-        assert box.text(["hello"]) == "hello 2.0\n"
-        assert state(box, "hello-extra.service") == "active", explain(box)
-        assert "extrad 2.0 started" in journal(box, "hello-extra.service")
-        assert state(box, "hello.service") == "active"
+        assert box.text([name]) == f"{name} 2.0\n"
+        assert state(box, f"{name}-extra.service") == "active", explain(box, name)
+        assert "extrad 2.0 started" in journal(box, f"{name}-extra.service")
+        assert state(box, f"{name}.service") == "active"
+        # Activation merges the new /usr; a daemon already running is not restarted and
+        # keeps its old binary until its unit restarts (recipes/README.md says so).
+        assert f"{name}d 2.0 started" not in journal(box, f"{name}.service")
         assert box.text(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]) == ""
 
 
@@ -124,21 +142,80 @@ def test_update_with_reboot_marker_activates_after_reboot(
     tmp_path: Path,
 ) -> None:
     with Container(boot_root) as box:
-        boot_first_version(box, registry, tmp_path, "--on-update", "reboot-marker")
-        update = box.run(["systemctl", "start", "sysext-update-hello.service"], timeout=180)
-        assert update.returncode == 0, explain(box)
-        assert "Signature verification succeeded" in journal(box, "sysext-update-hello.service")
+        name = "uprebootmarker"
+        boot_first_version(box, registry, tmp_path, name, "--on-update", "reboot-marker")
+        update = box.run(["systemctl", "start", f"sysext-update-{name}.service"], timeout=180)
+        assert update.returncode == 0, explain(box, name)
+        box.settle()  # the activation queues the new units' starts without waiting
+        assert "Signature verification succeeded" in journal(box, f"sysext-update-{name}.service")
         assert box.run(["test", "-e", "/run/reboot-required"]).returncode == 0
         # Downloaded and linked, not active until the reboot.
-        assert box.text(["readlink", "-f", "/etc/extensions/hello.raw"]).strip() == (
-            "/opt/extensions/hello/hello-2.0-x86-64.raw"
+        assert box.text(["readlink", "-f", f"/etc/extensions/{name}.raw"]).strip() == (
+            f"/opt/extensions/{name}/{name}-2.0-x86-64.raw"
         )
-        assert box.text(["hello"]) == "hello 1.0\n"
-        assert state(box, "hello-extra.service") != "active"
+        assert box.text([name]) == f"{name} 1.0\n"
+        assert state(box, f"{name}-extra.service") != "active"
         boot = box.reboot()
-        assert boot.state == "running", explain(box)
+        assert boot.state == "running", explain(box, name)
         assert box.run(["test", "-e", "/run/reboot-required"]).returncode != 0
-        assert box.text(["hello"]) == "hello 2.0\n"
-        assert "hellod 2.0 started" in journal(box, "hello.service")
-        assert state(box, "hello-extra.service") == "active"
-        assert "extrad 2.0 started" in journal(box, "hello-extra.service")
+        assert box.text([name]) == f"{name} 2.0\n"
+        assert f"{name}d 2.0 started" in journal(box, f"{name}.service")
+        assert state(box, f"{name}-extra.service") == "active"
+        assert "extrad 2.0 started" in journal(box, f"{name}-extra.service")
+
+
+def test_update_failures_are_visible_and_the_next_run_recovers(
+    boot_root: Path, registry: RegistryServer, tmp_path: Path
+) -> None:
+    """A wrong keyring and an unreachable registry each leave the update unit failed, with
+    the reason in its journal and the running version untouched; once fixed, the next start
+    installs and activates (the generated default: restart systemd-sysext.service)."""
+    foreign = tmp_path / "foreign.pgp"
+    signing.generate_key(foreign)
+    with Container(boot_root) as box:
+        name = "upfailures"
+        boot_first_version(box, registry, tmp_path, name)
+        keyring = "/etc/systemd/import-pubring.gpg"
+        assert box.run(["cp", keyring, "/etc/systemd/registry.gpg.saved"]).returncode == 0
+        replace = ["sh", "-c", f"cat > {keyring}"]
+        assert box.run(replace, input=signing.export_public_key(foreign)).returncode == 0
+
+        failed = box.run(["systemctl", "start", f"sysext-update-{name}.service"], timeout=180)
+        assert failed.returncode != 0
+        assert (
+            box.text(["systemctl", "is-failed", f"sysext-update-{name}.service"]).strip()
+            == "failed"
+        )
+        log = journal(box, f"sysext-update-{name}.service")
+        assert f"{name}: update FAILED: systemd-sysupdate exited with status" in log, log
+        assert "DOWNLOAD INVALID: Signature verification failed." in log, log
+        assert box.text([name]) == f"{name} 1.0\n"
+        assert state(box, f"sysext-update-{name}.timer") == "active"  # it will try again
+
+        assert box.run(["cp", "/etc/systemd/registry.gpg.saved", keyring]).returncode == 0
+        registry.stop()
+        down = box.run(["systemctl", "start", f"sysext-update-{name}.service"], timeout=180)
+        assert down.returncode != 0
+        assert (
+            box.text(["systemctl", "is-failed", f"sysext-update-{name}.service"]).strip()
+            == "failed"
+        )
+        log = journal(box, f"sysext-update-{name}.service")
+        assert log.count(f"{name}: update FAILED") == 2, log
+        assert "Could not connect to server" in log, log
+        assert box.text([name]) == f"{name} 1.0\n"
+
+        registry.start()
+        recovered = box.run(["systemctl", "start", f"sysext-update-{name}.service"], timeout=180)
+        assert recovered.returncode == 0, explain(box, name)
+        box.settle()
+        assert (
+            box.text(["systemctl", "is-failed", f"sysext-update-{name}.service"]).strip()
+            != "failed"
+        )
+        assert f"{name}: installed {name}-2.0-x86-64.raw (was {name}-1.0-x86-64.raw)" in journal(
+            box, f"sysext-update-{name}.service"
+        )
+        assert box.text([name]) == f"{name} 2.0\n"
+        assert state(box, f"{name}-extra.service") == "active", explain(box, name)
+        assert box.text(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]) == ""

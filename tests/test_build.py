@@ -210,15 +210,24 @@ def test_os_option_and_recipe_default(
         check=True,
     ).stdout
     assert "ID=flatcar" in release and "SYSEXT_LEVEL=1.0" in release
-    result = build(tmp_path, static_server.url, "--output", out, "--os", "fedora")
+    # Fedora hosts have no SYSEXT_LEVEL: only a VERSION_ID binding merges there.
+    for spec in ("fedora", "fedora:42"):
+        refused = build(tmp_path, static_server.url, "--output", out, "--os", spec)
+        assert refused.returncode == 2
+        assert "--os fedora --os-version-id 42" in refused.stderr, refused.stderr
+    result = build(
+        tmp_path, static_server.url, "--output", out, "--os", "fedora", "--os-version-id", "42"
+    )
     assert result.returncode == 0, result.stderr
+    fedora_image = out / f"hello-1.0-42-{HOST.systemd_name}.raw"
     release = subprocess.run(
-        ["unsquashfs", "-cat", image, "usr/lib/extension-release.d/extension-release.hello"],
+        ["unsquashfs", "-cat", fedora_image, "usr/lib/extension-release.d/extension-release.hello"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert "ID=fedora" in release and "SYSEXT_LEVEL" not in release
+    assert "ID=fedora" in release and "VERSION_ID=42" in release
+    assert "SYSEXT_LEVEL" not in release
 
 
 @pytest.mark.root

@@ -157,7 +157,7 @@ def test_parse_os_spec_refuses(spec: str) -> None:
     ("kwargs", "message"),
     [
         ({"name": "a/b"}, "contains '/'"),
-        ({"name": ".#x"}, "not valid"),
+        ({"name": ".#x"}, "invalid extension name"),
         ({"name": "x.raw"}, "ends in .raw"),
         ({"name": ""}, "empty"),
         ({"version": "1.0~rc1"}, "'~'"),

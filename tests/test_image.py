@@ -331,6 +331,8 @@ def _bad_tree(base: Path, kind: str) -> Path:
         ("setuid", (), "usr/bin/hello has the setuid/setgid bit"),
         ("ok", ("--version", "1.0~rc1"), "version '1.0~rc1' contains '~'"),
         ("ok", ("--name", "a/b"), "extension name 'a/b' contains '/'"),
+        # The registry refuses it too (one rule, tests/test_name_rule.py).
+        ("ok", ("--name", "gtk+tools"), "invalid extension name 'gtk+tools'"),
         ("ok", ("--arch", "x86_64"), "architecture 'x86_64' is not systemd's name for it"),
         ("ok", ("--arch", "amd64"), "architecture 'amd64' is not systemd's name"),
         ("ok", ("--os", "flatcar:"), "is not ID or ID:SYSEXT_LEVEL"),

@@ -111,9 +111,18 @@ def _config(connection: object) -> Config:
     return config
 
 
-def _old_database(data: Path, images: list[Path]) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database: SQLite, or one on the session's throw-away PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'registry.db'}"
+    cluster = request.getfixturevalue("pg_cluster")
+    return str(cluster.create_database())
+
+
+def _old_database(url: str, data: Path, images: list[Path]) -> None:
     """A registry database at revision 0002 holding `images` (stored, but not described)."""
-    engine = make_engine(f"sqlite:///{data / 'registry.db'}")
+    engine = make_engine(url)
     with engine.begin() as connection:
         command.upgrade(_config(connection), "0002")
     assert "release" not in {c["name"] for c in inspect(engine).get_columns("images")}
@@ -128,7 +137,7 @@ def _old_database(data: Path, images: list[Path]) -> None:
                 text(
                     "INSERT INTO images (id, name, version, arch, filename, sha256, size, "
                     "format, created_at, yanked) VALUES (:id, :name, :version, :arch, "
-                    ":filename, :sha256, :size, 'squashfs', :created, 0)"
+                    ":filename, :sha256, :size, 'squashfs', :created, false)"
                 ),
                 {
                     "id": number,
@@ -157,13 +166,15 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_migration_0004_fills_rows_from_the_stored_images(tmp_path: Path) -> None:
+def test_migration_0004_fills_rows_from_the_stored_images(
+    tmp_path: Path, database_url: str
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     described = make_image(tmp_path / "out", "olddesc", "2.0", extra=FIELDS, units=["a.service"])
     plain = make_image(tmp_path / "out", "oldplain", "1.0")
-    _old_database(data, [described, plain])
-    service = RegistryService(Settings(data_dir=data))
+    _old_database(database_url, data, [described, plain])
+    service = RegistryService(Settings(data_dir=data, database_url=database_url))
     service.prepare()
     with service.sessions() as session:
         rows = {i.name: i for i in session.scalars(select(Image))}
@@ -176,14 +187,16 @@ def test_migration_0004_fills_rows_from_the_stored_images(tmp_path: Path) -> Non
     service.engine.dispose()
 
 
-def test_an_unreadable_stored_image_leaves_its_row_unknown(tmp_path: Path) -> None:
+def test_an_unreadable_stored_image_leaves_its_row_unknown(
+    tmp_path: Path, database_url: str
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     image = make_image(tmp_path / "out", "oldbroken", "1.0")
-    _old_database(data, [image])
+    _old_database(database_url, data, [image])
     blob = blob_path(data / "store", _sha256(image))
     blob.write_bytes(b"not an image any more")
-    service = RegistryService(Settings(data_dir=data))
+    service = RegistryService(Settings(data_dir=data, database_url=database_url))
     service.prepare()
     with service.sessions() as session:
         (row,) = session.scalars(select(Image))

@@ -242,8 +242,9 @@ def test_sign_directory_lists_only_images(tmp_path: Path, keys: dict[str, Path])
     signature = (directory / "SHA256SUMS.gpg").read_bytes()
     assert gpg_verify_like_systemd(tmp_path, keys["main.pub"], signature, manifest) == 0
     assert not [p for p in directory.iterdir() if p.name.startswith(".#")]
-    fingerprint, results = verify_directory(directory, keys["main.pub"])
-    assert fingerprint == key_fingerprint(keys["main"]) and all(r.ok for r in results)
+    info, results = verify_directory(directory, keys["main.pub"])
+    assert info.expires is None
+    assert info.signer == key_fingerprint(keys["main"]) and all(r.ok for r in results)
 
 
 def test_verify_directory_finds_changed_and_missing_files(

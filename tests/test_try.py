@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +167,50 @@ def test_try_run_returns_the_commands_exit_code(boot_root: Path, tmp_path: Path)
     assert result.stdout.splitlines()[-2:] == ["hello 1.0", "active"]
     assert "hello: merged" in result.stdout
     assert os.geteuid() == 0
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_try_cleans_up_when_stopped(boot_root: Path, tmp_path: Path, signum: int) -> None:
+    """Killed while its command runs inside (SIGTERM as from `timeout`; SIGINT as Ctrl-C
+    sends it to the whole terminal group): the container stops and nothing is left."""
+    image = service_image(tmp_path, "hello", "1.0")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {
+        **os.environ,
+        "TMPDIR": str(scratch),
+        ROOTS_ENV: str(boot_root.parent),
+        "NO_COLOR": "1",
+    }
+    argv = [sys.executable, "-m", "sysext.cli.main", "try", str(image), "--run", "sleep 300"]
+    # Own process group, like a terminal's foreground job.
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    assert proc.stdout is not None
+    seen = []
+    for raw in proc.stdout:
+        seen.append(raw.decode())
+        if raw.startswith(b"failed units:"):
+            break
+    assert any("hello: merged" in line for line in seen), seen
+    inside: list[Path] = []
+    for _ in range(150):  # the report is printed just before the command starts
+        inside = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_sleep_300(p)]
+        if inside:
+            break
+        time.sleep(0.2)
+    assert inside, "the command is not running inside"
+    os.killpg(proc.pid, signum)
+    assert proc.wait(timeout=120) != 0
+    assert list(scratch.iterdir()) == []
+    assert str(scratch) not in Path("/proc/self/mountinfo").read_text()
+    assert not [p for p in inside if p.exists()]
+
+
+def _is_sleep_300(proc_dir: Path) -> bool:
+    try:
+        return (proc_dir / "cmdline").read_bytes() == b"sleep\x00300\x00"
+    except OSError:
+        return False

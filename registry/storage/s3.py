@@ -37,6 +37,7 @@ file: no image is ever held in memory.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -56,13 +57,18 @@ from registry.materialize import DirectoryContent
 from registry.settings import Settings
 from sysext.errors import SysextError
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from sysext.signing import load_keyring, verify_detached
+from sysext.signing import load_keyring
 from sysext.urls import DEFAULT_CHANNEL, KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
 
 log = logging.getLogger("registry")
 
 MIB = 1 << 20
 PUBLIC_PATTERNS = ("extensions/*", "channels/*", KEYRING_BINARY, KEYRING_ARMORED)
+
+
+def _md5(data: bytes) -> str:
+    """The ETag S3 gives an object written by one PUT (not a security check)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _missing(exc: ClientError) -> bool:
@@ -223,8 +229,9 @@ class S3Storage:
         if existing is not None and existing != keyring:
             ours = {c.fingerprint for c in load_keyring(keyring)}
             theirs = {c.fingerprint for c in load_keyring(existing)}
-            if ours != theirs:
+            if not ours & theirs:
                 # Two keys behind one bucket would make every other publish fail to verify.
+                # (A key rotation always keeps one key in common between its phases.)
                 raise SysextError(
                     f"bucket {self.bucket!r} publishes the keyring of key "
                     f"{', '.join(sorted(theirs))}, but this registry signs with "
@@ -277,15 +284,26 @@ class S3Storage:
     def materialize(self, signer: Signer, content: DirectoryContent) -> None:
         directories = self.directories(content.name, content.channel)
         with self._errors("materializing the public tree"):
+            # One listing per directory; an object whose ETag is the MD5 of the wanted
+            # bytes (single-part PUT) is already right, so a restart rewrites nothing.
+            present = {
+                d: {o["Key"]: o["ETag"].strip('"') for o in self._list(d + "/")}
+                for d in directories
+            }
             for directory in directories:
-                present = {o["Key"] for o in self._list(directory + "/")}
                 for filename, sha256 in content.images:
                     key = self._key(f"{directory}/{filename}")
-                    if key not in present:
+                    if key not in present[directory]:
                         self._copy_blob(sha256, key, filename)
                 for filename, data in content.texts:
-                    self._put(f"{directory}/{filename}", data)
-            stale = [d for d in directories if not self._pair_matches(d, content.manifest, signer)]
+                    key = self._key(f"{directory}/{filename}")
+                    if present[directory].get(key) != _md5(data):
+                        self._put(f"{directory}/{filename}", data)
+            stale = [
+                d
+                for d in directories
+                if not self._pair_matches(d, content.manifest, signer, present[d])
+            ]
             if not stale:
                 return
             failpoint("before-swap")
@@ -312,18 +330,18 @@ class S3Storage:
             Config=self.transfer,
         )
 
-    def _pair_matches(self, directory: str, manifest: bytes, signer: Signer) -> bool:
-        """True when the stored SHA256SUMS is `manifest` and its stored signature verifies."""
-        if self._get(f"{directory}/{MANIFEST_NAME}") != manifest:
+    def _pair_matches(
+        self, directory: str, manifest: bytes, signer: Signer, etags: dict[str, str]
+    ) -> bool:
+        """True when the stored SHA256SUMS is `manifest` (by its ETag, from the listing) and
+        its stored signature is current (by the active key, not due for renewal:
+        keys.Signer.signature_is_current)."""
+        if etags.get(self._key(f"{directory}/{MANIFEST_NAME}")) != _md5(manifest):
             return False
         signature = self._get(f"{directory}/{SIGNATURE_NAME}")
         if signature is None:
             return False
-        try:
-            verify_detached(signer.public_keyring(), manifest, signature)
-        except SysextError:
-            return False
-        return True
+        return signer.signature_is_current(manifest, signature)
 
     def remove_unknown(self, known: set[tuple[str, str]]) -> None:
         doomed: list[str] = []

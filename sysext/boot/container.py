@@ -132,7 +132,7 @@ class Container:
             notify.close()
         remaining = max(1.0, started + timeout - time.monotonic())
         self.run(["systemctl", "is-system-running", "--wait"], timeout=remaining)
-        self._settle(started + timeout)
+        self.settle(max(1.0, started + timeout - time.monotonic()))
         state = self.text(["systemctl", "is-system-running"]).strip() or "unknown"
         if state not in ("running", "degraded"):
             self.stop()
@@ -143,10 +143,12 @@ class Container:
         self.last_boot = BootResult(time.monotonic() - started, state)
         return self.last_boot
 
-    def _settle(self, deadline: float, quiet: float = 1.0) -> None:
+    def settle(self, timeout: float = 60, quiet: float = 1.0) -> None:
         """Wait until no job has been queued for `quiet` seconds. "running" comes as soon as
         the boot transaction is done, but merged extensions start their units after it (the
-        manager reload after the merge, Upholds= retries), and a report must see those."""
+        manager reload after the merge, Upholds= retries), and a report must see those; the
+        same after an update's activation, which queues its starts without waiting."""
+        deadline = time.monotonic() + timeout
         calm_since = time.monotonic()
         while time.monotonic() < deadline:
             jobs = self.text(["systemctl", "list-jobs", "--no-legend", "--plain"]).strip()

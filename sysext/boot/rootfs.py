@@ -158,7 +158,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def ensure_root(base: Base = DEFAULT_BASE) -> Path:
-    """The cached root for `base`, built now (about a minute) when missing."""
+    """The cached root for `base`, built now (one to three minutes) when missing."""
     found = cached_root(base)
     if found is not None:
         return found
@@ -183,7 +183,7 @@ def _build(base: Base, directory: Path) -> Path:
     mirror = host_debian_mirror()
     console.print(
         f"Building the {base.description} boot root once for this machine into {target} "
-        "(about a minute; later runs reuse it)"
+        "(one to three minutes; later runs reuse it)"
     )
     started = time.monotonic()
     try:
@@ -193,6 +193,7 @@ def _build(base: Base, directory: Path) -> Path:
                 argv.append(f"--keyring={mirror.signed_by}")
             run(
                 [*argv, spec.suite, scratch, mirror.uri],
+                stdout_to_stderr=True,  # its "I: Retrieving…" lines are the progress
                 hint="the Debian mirror in this machine's apt sources must be reachable",
             )
         with step(f"Installing {' '.join(spec.extra)} from {spec.extra_suite}"):

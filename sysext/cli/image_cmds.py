@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from sysext.architecture import Architecture
-from sysext.extension_release import ExtensionRelease
+from sysext.extension_release import ExtensionRelease, check_os_binding
 from sysext.formats import Compression, ImageFormat
 from sysext.image import pack
 from sysext.imageread import ImageContents, ImageEntry, read_image
@@ -72,6 +72,7 @@ def pack_command(
     --os-version-id 3815.2.0 --output ./out
     """
     os_id, level_spec = ExtensionRelease.parse_os_spec(os_spec)
+    check_os_binding(os_id, level_spec, os_version_id)
     release = ExtensionRelease(
         name=name,
         version=version,

@@ -21,6 +21,7 @@ from sysext.cli import (
     provision_cmds,
     registry_cmds,
     sysupdate_cmds,
+    trust_cmds,
     try_cmds,
 )
 from sysext.errors import SysextError
@@ -61,16 +62,16 @@ def _root(
     )
 
 
-_COMMANDS = (
+for _module in (
     build_cmds,
     lock_cmds,
     image_cmds,
     sysupdate_cmds,
     registry_cmds,
     provision_cmds,
+    trust_cmds,
     try_cmds,
-)
-for _module in _COMMANDS:
+):
     _module.register(app)
 
 

@@ -18,6 +18,7 @@ from sysext.checker import (
     keyring_warnings,
     transfer_check,
 )
+from sysext.durations import parse_duration
 from sysext.errors import SysextError
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.patterns import HostInfo
@@ -29,6 +30,7 @@ from sysext.signing import (
     generate_key,
     key_fingerprint,
     sign_directory,
+    signature_times,
     verify_directory,
 )
 from sysext.steps import console
@@ -100,22 +102,33 @@ def key_export(
 def sign(
     directory: Path = typer.Argument(..., help="Directory holding NAME-VERSION-ARCH.raw images."),
     key: Path = typer.Option(..., "--key", "-k", help="Secret key from `sysext key generate`."),
+    expires: str | None = typer.Option(
+        None,
+        "--expires",
+        "-e",
+        help="Signature lifetime (7d, 36h, 2w): hosts refuse the manifest after it, so a"
+        " stale mirror cannot freeze them. Re-sign well before. Default: never expires.",
+    ),
 ) -> None:
     """(Re)write DIR/SHA256SUMS for the images in DIR and sign it (DIR/SHA256SUMS.gpg).
 
     Only files named like images (NAME-VERSION-ARCH.raw) are listed: sidecar files would
     match the hosts' patterns (systemd 252–256 ignore trailing text). Both files are
-    written atomically. Passphrase from SYSEXT_KEY_PASSPHRASE.
+    written atomically. Passphrase from SYSEXT_KEY_PASSPHRASE. With --expires the
+    signature carries an expiration time (made with gpg, which must be installed).
 
-    Example: sysext sign out/ --key signing.key
+    Example: sysext sign out/ --key signing.key --expires 7d
     """
-    entries = sign_directory(directory, key, passphrase=_passphrase())
+    lifetime = parse_duration(expires, what="--expires") if expires is not None else None
+    entries = sign_directory(directory, key, passphrase=_passphrase(), lifetime=lifetime)
     for entry in entries:
         print(f"{entry.sha256}  {entry.filename}")
     fingerprint = key_fingerprint(key, passphrase=_passphrase())
+    _, expiry = signature_times((directory / SIGNATURE_NAME).read_bytes())
+    until = f", expires {expiry:%Y-%m-%d %H:%M:%S} UTC" if expiry else ", never expires"
     console.print(
         f"signed {len(entries)} image(s): {directory / MANIFEST_NAME},"
-        f" {directory / SIGNATURE_NAME} (key {fingerprint})",
+        f" {directory / SIGNATURE_NAME} (key {fingerprint}{until})",
         soft_wrap=True,
     )
 
@@ -126,12 +139,14 @@ def verify(
 ) -> None:
     """Check DIR/SHA256SUMS.gpg against the keyring, then every listed file's SHA-256.
 
-    Fails exactly where a host would: missing or bad signature, a key not in the keyring,
-    an armored keyring, a manifest line sysupdate refuses, a changed or missing image.
+    Fails exactly where a host would: missing, bad or expired signature, a key not in the
+    keyring, an armored keyring, a manifest line sysupdate refuses, a changed or missing
+    image. Reports when the signature expires and warns when less than half of its
+    lifetime is left.
 
     Example: sysext verify out/ --keyring import-pubring.gpg
     """
-    fingerprint, results = verify_directory(directory, keyring)
+    info, results = verify_directory(directory, keyring)
     bad = [r for r in results if not r.ok]
     for result in results:
         status = "OK" if result.ok else f"FAILED: {result.problem}"
@@ -143,7 +158,13 @@ def verify(
             f" (first: {first.entry.filename}: {first.problem})",
             "rebuild or re-sign: sysext sign DIR --key KEY",
         )
-    console.print(f"signature OK (key {fingerprint}); {len(results)} file(s) match", soft_wrap=True)
+    console.print(
+        f"signature OK (key {info.signer}, {info.describe()}); {len(results)} file(s) match",
+        soft_wrap=True,
+    )
+    warning = info.expiry_warning()
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
 
 
 def check(
@@ -320,7 +341,9 @@ def _print_report(report: CheckReport) -> None:
     sel = report.selection
     print(f"manifest:  {report.manifest_url} ({report.manifest_entries} entries)")
     if report.signer:
-        print(f"signature: OK, key {report.signer}")
+        expiry = report.signature_expires
+        until = f"expires {expiry:%Y-%m-%d %H:%M:%S} UTC" if expiry else "never expires"
+        print(f"signature: OK, key {report.signer}, {until}")
     else:
         print("signature: not checked (no --keyring; like Verify=no)")
     print(f"pattern:   {' '.join(report.patterns)}")
@@ -365,12 +388,25 @@ def transfer(
     no_verify: bool = typer.Option(
         False, "--no-verify", help="Verify=no (unsigned registries only; not recommended)."
     ),
+    commands: bool = typer.Option(
+        False,
+        "--commands",
+        help="Print the shell commands that install NAME on a running host with this "
+        "transfer file (as the registry's web page shows them) instead of the file.",
+    ),
+    variant: str = typer.Option(
+        "flatcar",
+        "--variant",
+        help="Host layout: flatcar (/opt/extensions/NAME, /etc/extensions/NAME.raw) or fcos "
+        "(/var/lib/extensions.d/NAME, /var/lib/extensions/NAME.raw, as fedora-sysexts).",
+    ),
 ) -> None:
     """Print a systemd-sysupdate transfer file that keeps NAME updated from the registry.
 
     Install it as /etc/sysupdate.NAME.d/NAME.conf, create the target directories
     (`mkdir -p /opt/extensions/NAME /etc/extensions`: systemd-sysupdate does not create
-    them) and run `systemd-sysupdate -C NAME update`, then `systemd-sysext refresh`. With
+    them) and run `systemd-sysupdate -C NAME update`, then `systemctl restart
+    systemd-sysext.service` (as Flatcar and fedora-sysexts document). With
     Verify=yes (the default) the host needs the registry key as
     /etc/systemd/import-pubring.gpg: `curl -o /etc/systemd/import-pubring.gpg
     REGISTRY/keyring.gpg`.
@@ -380,10 +416,27 @@ def transfer(
     decide it without asking the registry.
 
     Example: sysext transfer kubernetes --registry https://ext.example.com --minor 1.29
+
+    Example: sysext transfer podman --registry https://ext.example.com --commands | sh
     """
+    from sysext.provision.compose import host_layout
+    from sysext.provision.model import Variant, parse_enum
+
+    chosen = parse_enum(Variant, variant, "variant")
+    if commands:
+        from sysext.provision.host_commands import host_commands
+
+        if os_bound is None:  # also refuses a NAME the registry does not serve there
+            os_bound = _registry_os_bound(registry, name, channel)
+        text = host_commands(name, registry, channel=channel, variant=chosen, os_bound=os_bound)
+        sys.stdout.write(text)
+        return
+    layout = host_layout(name, chosen)
     if os_bound is None:
         os_bound = _registry_os_bound(registry, name, channel)
     spec = TransferSpec(
+        target_dir=layout.images_dir,
+        current_symlink=layout.link,
         name=name,
         base_url=registry,
         channel=channel,

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sysext.errors import SysextError
+from sysext.provision.keyring_update import keyring_update_files, keyring_update_units
 from sysext.provision.model import (
     File,
     IgnitionVersion,
@@ -178,8 +179,8 @@ before=$(readlink "$link" 2>/dev/null || true)
 "$sysupdate" --component="$name" update
 status=$?
 if [ "$status" -ne 0 ]; then
-    echo "$name: update FAILED: systemd-sysupdate exited with status $status (reason above;" \\
-        "sysext check --transfer /etc/sysupdate.$name.d/$name.conf explains it)" >&2
+    echo "$name: update FAILED: systemd-sysupdate exited with status $status" \\
+        "(reason above; sysext check --component $name explains it)" >&2
     exit "$status"
 fi
 after=$(readlink "$link" 2>/dev/null || true)
@@ -376,6 +377,9 @@ def compose_config(
             if keyring is None:
                 raise ValueError("keyring bytes are required with KeyringMode.REPLACE")
             files.append(File(KEYRING_PATH, InlineContents(keyring), comment=KEYRING_NOTE))
+            # The keyring then follows the registry's key rotations (issue 14).
+            files += keyring_update_files()
+            units += keyring_update_units(registry_url)
     if options.variant is Variant.FCOS:
         # Fedora CoreOS ships systemd-sysext.service disabled; Flatcar enables it.
         units.append(Unit("systemd-sysext.service", enabled=True))
