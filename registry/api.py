@@ -18,7 +18,7 @@ from registry.errors import RegistryError
 from registry.names import name_problem, parse_image_filename
 from registry.service import RegistryService
 from registry.store import StagedUpload
-from registry.validation import validate_image
+from registry.validation import validate_upload
 from sysext import __version__
 from sysext.urls import DEFAULT_CHANNEL, extension_url_path
 
@@ -142,6 +142,10 @@ class ExtensionDetail(BaseModel):
 class TokenIn(BaseModel):
     scopes: list[str] = Field(min_length=1, description="globs over extension names")
     description: str = ""
+    channels: list[str] | None = Field(
+        default=None, description="channels it may publish/yank/promote in; null: all"
+    )
+    expires_at: dt.datetime | None = Field(default=None, description="null: never expires")
 
 
 class TokenInfo(BaseModel):
@@ -150,6 +154,8 @@ class TokenInfo(BaseModel):
     description: str
     created: dt.datetime
     revoked: dt.datetime | None
+    channels: list[str] | None = None
+    expires: dt.datetime | None = None
 
 
 class TokenCreated(TokenInfo):
@@ -189,6 +195,8 @@ def _token_info(token: Token) -> TokenInfo:
         description=token.description,
         created=as_utc(token.created_at),
         revoked=as_utc(token.revoked_at) if token.revoked_at else None,
+        channels=token.channel_list,
+        expires=as_utc(token.expires_at) if token.expires_at else None,
     )
 
 
@@ -227,6 +235,7 @@ async def upload_image(
     except ValueError as exc:
         raise RegistryError(422, str(exc)) from None
     service.check_channel(channel)
+    auth.require_channels(principal, [channel], "publish")
     limit = service.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -247,7 +256,7 @@ async def upload_image(
         sha256 = await run_in_threadpool(staged.finish)
         if staged.size == 0:
             raise RegistryError(422, f"{filename}: empty upload")
-        validated = await run_in_threadpool(validate_image, staged.path, image_name)
+        validated = await run_in_threadpool(validate_upload, staged.path, image_name)
         result = await run_in_threadpool(
             service.publish,
             staged.path,
@@ -319,8 +328,14 @@ def _version_action(
     auth.require_scope(principal, name)
     actor = audit.Actor.of(principal, request)
     if action == "promote":
+        auth.require_channels(principal, [channel or DEFAULT_CHANNEL], "promote")
         images = service.promote(name, version, arch, channel or DEFAULT_CHANNEL, actor)
     else:
+        # Yanking drops the version from every channel it is in: all must be the token's.
+        affected = [
+            i for i in service.images_of(name) if i.version == version and arch in (None, i.arch)
+        ]
+        auth.require_channels(principal, {c for i in affected for c in i.channel_names}, action)
         images = service.set_yanked(name, version, arch, action == "yank", actor)
     return [ImageInfo.of(i) for i in images]
 
@@ -394,13 +409,25 @@ def create_token(
     principal = _principal(service, authorization)
     auth.require_admin(principal)
     with service.sessions() as session:
-        token, secret = auth.create_token(session, body.scopes, body.description)
+        token, secret = auth.create_token(
+            session,
+            body.scopes,
+            body.description,
+            channels=body.channels,
+            expires_at=body.expires_at,
+            known_channels=service.settings.channels,
+        )
         audit.record(
             session,
             audit.Actor.of(principal, request),
             audit.Action.TOKEN_CREATE,
             f"token {token.id}",
-            {"scopes": body.scopes, "description": body.description},
+            {
+                "scopes": body.scopes,
+                "description": body.description,
+                "channels": body.channels,
+                "expires_at": body.expires_at.isoformat() if body.expires_at else None,
+            },
         )
         session.commit()
         return TokenCreated(**_token_info(token).model_dump(), token=secret)

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
-from registry import api, key_routes, provision_routes, public, web
+from registry import api, auth, guard, key_routes, provision_routes, public, web
 from registry.errors import RegistryError
 from registry.logs import AccessLogMiddleware, configure_logging
 from registry.service import RegistryService
@@ -52,6 +52,14 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     """Build the app; prepares the data directory (migrations, key, tree) first."""
     configure_logging()
     settings = settings or load_settings()
+    guard.configure(
+        guard.Limits(
+            header_timeout=settings.header_timeout,
+            max_header_bytes=settings.max_header_bytes,
+            max_connections=settings.connection_cap,
+            max_keepalive_requests=settings.max_keepalive_requests,
+        )
+    )
     service = RegistryService(settings)
     fingerprint, created = service.prepare()
     log.info(
@@ -92,10 +100,14 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     async def _registry_error(_request: Request, exc: RegistryError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
+    data_dir = str(settings.data_dir.resolve())
+
     @app.exception_handler(SysextError)
     async def _sysext_error(_request: Request, exc: SysextError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=422)
+        # Clients never learn where the server keeps its files.
+        return JSONResponse({"detail": exc.message.replace(data_dir, "DATA")}, status_code=422)
 
+    app.add_middleware(auth.WritesNeedAToken, service=service)
     app.include_router(api.router)
     app.include_router(key_routes.router)  # signing keys and rotation (issue 14)
     app.include_router(provision_routes.router)  # Butane/Ignition configs (issue 5)

@@ -4,21 +4,33 @@
 Scoped tokens look like `sxt_<id>_<secret>`; the database keeps only the SHA-256 of the
 secret, and comparisons are constant-time (`hmac.compare_digest`), so neither a database
 leak nor response timing reveals a usable token. Scopes are shell-style globs over
-extension names (`podman`, `k*`).
+extension names (`podman`, `k*`). A token may also expire, and may be limited to some
+channels (issue 13): a CI token that publishes to `beta` only, while promotion to `stable`
+needs a token allowed there; yank and promote stay within the token's channels.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from registry.db import Token, utcnow
+from registry.db import Token, as_utc, utcnow
 from registry.errors import RegistryError
+
+if TYPE_CHECKING:
+    from registry.service import RegistryService
 
 TOKEN_PREFIX = "sxt_"
 
@@ -29,6 +41,7 @@ class Principal:
 
     token_id: int | None  # None: the admin token
     scopes: tuple[str, ...]
+    channels: tuple[str, ...] | None = None  # None: every channel
 
     @property
     def is_admin(self) -> bool:
@@ -38,6 +51,9 @@ class Principal:
         if self.is_admin:
             return True
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.scopes)
+
+    def may_use_channel(self, channel: str) -> bool:
+        return self.channels is None or channel in self.channels
 
 
 def _digest(secret: str) -> str:
@@ -63,14 +79,24 @@ def authenticate(session: Session, presented: str | None, admin_token: str | Non
         return Principal(None, ("*",))
     if presented.startswith(TOKEN_PREFIX):
         token_id, _, secret = presented[len(TOKEN_PREFIX) :].partition("_")
-        if token_id.isdigit() and len(token_id) < 10 and secret:
+        # isdigit() alone accepts '²' and other digits int() refuses: ASCII only.
+        if token_id.isascii() and token_id.isdigit() and len(token_id) < 10 and secret:
             token = session.get(Token, int(token_id))
             if (
                 token is not None
                 and token.revoked_at is None
                 and hmac.compare_digest(token.secret_sha256, _digest(secret))
             ):
-                return Principal(token.id, tuple(token.scope_list))
+                if token.expires_at is not None and as_utc(token.expires_at) <= utcnow():
+                    raise RegistryError(
+                        401,
+                        f"token {token.id} expired at {as_utc(token.expires_at).isoformat()}; "
+                        "ask the registry admin for a new one",
+                    )
+                channels = token.channel_list
+                return Principal(
+                    token.id, tuple(token.scope_list), None if channels is None else tuple(channels)
+                )
     raise RegistryError(401, "invalid or revoked token")
 
 
@@ -79,6 +105,18 @@ def require_scope(principal: Principal, name: str) -> None:
         raise RegistryError(
             403,
             f"this token may not write extension {name!r} (scopes: {', '.join(principal.scopes)})",
+        )
+
+
+def require_channels(principal: Principal, channels: Iterable[str], action: str) -> None:
+    """403 unless the token may act in every one of `channels`."""
+    outside = sorted(c for c in set(channels) if not principal.may_use_channel(c))
+    if outside:
+        allowed = ", ".join(principal.channels or ())
+        raise RegistryError(
+            403,
+            f"this token may {action} only in {allowed or 'no channel'}; "
+            f"not in {', '.join(outside)}",
         )
 
 
@@ -93,21 +131,80 @@ def scope_problem(pattern: str) -> str | None:
     return None
 
 
-def create_token(session: Session, scopes: list[str], description: str) -> tuple[Token, str]:
-    """Store a new token; returns it and the one-time plain-text value."""
+def create_token(
+    session: Session,
+    scopes: list[str],
+    description: str,
+    *,
+    channels: list[str] | None = None,
+    expires_at: dt.datetime | None = None,
+    known_channels: tuple[str, ...] = (),
+) -> tuple[Token, str]:
+    """Store a new token; returns it and the one-time plain-text value.
+
+    `channels` None: every channel; `expires_at` None: never expires.
+    """
     if not scopes:
         raise RegistryError(422, "a token needs at least one scope")
     for pattern in scopes:
         problem = scope_problem(pattern)
         if problem:
             raise RegistryError(422, problem)
+    if channels is not None:
+        if not channels:
+            raise RegistryError(422, "a token limited to channels needs at least one")
+        unknown = sorted(set(channels) - set(known_channels))
+        if unknown:
+            raise RegistryError(
+                422,
+                f"unknown channel {', '.join(unknown)} (this registry has: "
+                f"{', '.join(known_channels)})",
+            )
+    if expires_at is not None:
+        expires_at = as_utc(expires_at).astimezone(dt.UTC).replace(microsecond=0)
+        if expires_at <= utcnow():
+            raise RegistryError(422, f"expiry {expires_at.isoformat()} is in the past")
     secret = secrets.token_urlsafe(32)
     token = Token(
         secret_sha256=_digest(secret),
         scopes="\n".join(scopes),
         description=description,
         created_at=utcnow(),
+        channels=None if channels is None else "\n".join(sorted(set(channels))),
+        expires_at=expires_at,
     )
     session.add(token)
     session.flush()
     return token, f"{TOKEN_PREFIX}{token.id}_{secret}"
+
+
+class WritesNeedAToken:
+    """Authenticate every API write before its body is read or parsed.
+
+    FastAPI reads and validates a JSON body before any dependency or endpoint code runs, so
+    without this a client with no token learned `422` (and made the server parse its body)
+    instead of `401`. Endpoints still check scopes and admin rights themselves.
+    """
+
+    def __init__(self, app: ASGIApp, service: RegistryService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] not in ("GET", "HEAD", "OPTIONS")
+            and scope["path"].startswith("/api/")
+        ):
+            header = Headers(scope=scope).get("authorization")
+            try:
+                await run_in_threadpool(self._authenticate, header)
+            except RegistryError as exc:
+                response = JSONResponse({"detail": exc.detail}, status_code=exc.status)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _authenticate(self, header: str | None) -> Principal:
+        with self.service.sessions() as session:
+            return authenticate(session, bearer_token(header), self.service.settings.admin_token)

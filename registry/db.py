@@ -120,10 +120,20 @@ class Token(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Migration 0003_token_policy: NULL expires_at never expires; NULL channels: all.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    channels: Mapped[str | None] = mapped_column(Text, nullable=True)  # newline-separated
 
     @property
     def scope_list(self) -> list[str]:
         return [s for s in self.scopes.split("\n") if s]
+
+    @property
+    def channel_list(self) -> list[str] | None:
+        """The channels this token may write to, or None for every channel."""
+        if self.channels is None:
+            return None
+        return [c for c in self.channels.split("\n") if c]
 
 
 def make_engine(url: str) -> Engine:

@@ -45,7 +45,16 @@ def _quote(value: str) -> str:
     # str methods, not a per-character generator: this runs once per request.
     if value.isprintable() and " " not in value and '"' not in value and "=" not in value:
         return value if value else '""'
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    if not escaped.isprintable():
+        # A decoded %0A must not end the line: a client could forge whole log lines.
+        escaped = "".join(c if c.isprintable() else _escape(c) for c in escaped)
+    return '"' + escaped + '"'
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class AccessLogMiddleware:

@@ -28,6 +28,10 @@ from registry.logs import log_request
 APP_PREFIXES = ("/api/", "/catalog/", "/static/")
 APP_PATHS = frozenset({"/", "/openapi.json", "/favicon.ico"})
 NOT_FOUND = b'{"detail":"Not Found"}'
+BAD_PATH = b'{"detail":"invalid request path: control characters are not allowed"}'
+# NUL and other control characters are in no served name and would reach open(), the
+# database or the log as they are: refused for every route before anything looks at them.
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
 NOT_FOUND_HEADERS = (
     (b"content-type", b"application/json"),
     (b"content-length", str(len(NOT_FOUND)).encode()),
@@ -47,6 +51,21 @@ class PublicTree:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if not _CONTROL.isdisjoint(path) or b"%00" in scope.get("query_string", b""):
+            started = time.monotonic()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": (
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(BAD_PATH)).encode()),
+                    ),
+                }
+            )
+            await send({"type": "http.response.body", "body": BAD_PATH})
+            log_request(scope, 400, len(BAD_PATH), started)
+            return
         if (
             scope["method"] not in ("GET", "HEAD")
             or path in APP_PATHS

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,7 @@ class RegistryService:
         s = self.settings
         for directory in (s.data_dir, s.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        _private_database(s)
         with self.writing(None) as session:
             # Inside the lock of everything: replicas starting together migrate once.
             migrate(session.connection(), self._stored_summary)
@@ -511,6 +513,22 @@ class RegistryService:
 
     def blob(self, image: Image) -> Path:
         return blob_path(self.settings.store_dir, image.sha256)
+
+
+def _private_database(settings: Settings) -> None:
+    """registry.db holds token hashes and the whole history: 0600, like the signing key.
+
+    SQLite creates its -wal/-shm files with the database's mode, so creating the file
+    0600 first (and fixing files of older versions) covers all three.
+    """
+    if settings.database_url is not None:
+        return
+    database = settings.data_dir / "registry.db"
+    os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for suffix in ("", "-wal", "-shm"):
+        path = database.with_name(database.name + suffix)
+        if path.exists():
+            os.chmod(path, 0o600)
 
 
 def _audit(

@@ -76,6 +76,27 @@ class Settings:
         prefix = self.s3_prefix.strip("/")
         return f"{prefix}/" if prefix else ""
 
+    # Client limits (registry/guard.py, docs/registry.md "Limits"): the request line and
+    # headers must arrive within header_timeout seconds and max_header_bytes; each worker
+    # keeps at most max_connections (0: three quarters of its file-descriptor limit, at
+    # most 1024); kept-alive connections close after keepalive_timeout idle seconds or
+    # max_keepalive_requests requests.
+    header_timeout: int = 10
+    max_header_bytes: int = 64 << 10
+    max_connections: int = 0
+    keepalive_timeout: int = 5
+    max_keepalive_requests: int = 1000
+
+    @property
+    def connection_cap(self) -> int:
+        if self.max_connections:
+            return self.max_connections
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # The rest of the descriptors: the database, images being sent, logs, the key.
+        return max(8, min(1024, (soft * 3) // 4 - 16))
+
     @property
     def public_dir(self) -> Path:
         return self.data_dir / "public"
@@ -168,15 +189,27 @@ ENV_NAMES = {
     "s3_region": "SYSEXT_S3_REGION",
     "s3_access_key_id": "SYSEXT_S3_ACCESS_KEY_ID",
     "s3_secret_access_key": "SYSEXT_S3_SECRET_ACCESS_KEY",
+    "header_timeout": "SYSEXT_HEADER_TIMEOUT",
+    "max_header_bytes": "SYSEXT_MAX_HEADER_BYTES",
+    "max_connections": "SYSEXT_MAX_CONNECTIONS",
+    "keepalive_timeout": "SYSEXT_KEEPALIVE_TIMEOUT",
+    "max_keepalive_requests": "SYSEXT_MAX_KEEPALIVE_REQUESTS",
 }
 NEVER = ("never", "off", "0", "none")
+_INTEGERS = frozenset(
+    {
+        "port", "workers", "max_upload_bytes", "keep_snapshots", "header_timeout",
+        "max_header_bytes", "max_connections", "keepalive_timeout", "max_keepalive_requests",
+    }
+)  # fmt: skip
+_ZERO_OK = frozenset({"port", "max_connections"})
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     try:
-        if name in ("port", "workers", "max_upload_bytes", "keep_snapshots"):
+        if name in _INTEGERS:
             number = int(value)
-            if number < (0 if name == "port" else 1):
+            if number < (0 if name in _ZERO_OK else 1):
                 raise ValueError
             return number
         if name in ("data_dir", "signing_key"):

@@ -8,21 +8,37 @@ SYSEXT_VERSION_ID, when present, equals the file name's version (or, for an imag
 one OS VERSION_ID, the file name's version is VERSION-VERSIONID) — hosts pick versions from
 file names (sysupdate's @v), so a name that lies about its contents would be offered as an
 update it is not.
+
+Then the image gets exactly the lint `sysext validate` runs (sysext/lint.py, one
+implementation), and any of its errors refuses the upload with the lint's own message: a
+registry must not sign what hosts would refuse or silently skip (issue 13, finding 4).
+Messages name the published file name, never the server's temporary file.
 """
 
 from __future__ import annotations
 
+import json
+import resource
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from registry.errors import RegistryError
-from registry.names import ImageName
-from sysext.errors import SysextError
+from registry.names import ImageName, parse_image_filename
+from sysext.errors import SysextError, ToolError
 from sysext.image_summary import ImageSummary, summarize
 from sysext.imageread import read_image
+from sysext.lint import lint_image
+from sysext.process import run
 
 ACCEPTED_FORMATS = ("squashfs", "erofs")
+# Uploads are validated in a child process with these limits: the server's own memory
+# never depends on what an image holds, and a pathological image costs one bounded child.
+CHILD_MEMORY = 1 << 30  # address space (RLIMIT_AS), not RSS: imports alone map ~300 MiB
+CHILD_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -42,8 +58,9 @@ def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
     try:
         contents = read_image(path)
     except SysextError as exc:
+        reason = _hide_path(exc.message, path)
         raise RegistryError(
-            422, f"{expected.filename}: not a readable extension image: {exc}"
+            422, f"{expected.filename}: not a readable extension image: {reason}"
         ) from None
     fmt = str(getattr(contents.format, "value", contents.format))
     if fmt not in ACCEPTED_FORMATS:
@@ -51,6 +68,11 @@ def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
             422, f"{expected.filename}: {fmt} images are not accepted (squashfs or erofs)"
         )
     releases = sorted(contents.release_files)
+    if not releases and contents.release_errors:
+        bad, reason = sorted(contents.release_errors.items())[0]
+        raise RegistryError(
+            422, f"{expected.filename}: extension-release.{bad} cannot be read: {reason}"
+        )
     if not releases:
         raise RegistryError(
             422,
@@ -86,11 +108,28 @@ def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
             f"{expected.filename}: extension-release.{expected.name} has {shown}, "
             f"the file name says {expected.version}",
         )
+    try:
+        report = lint_image(path, contents=contents, filename=expected.filename)
+    except SysextError as exc:
+        raise RegistryError(422, f"{expected.filename}: {_hide_path(exc.message, path)}") from None
+    if report.errors:
+        first = report.errors[0]
+        more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+        raise RegistryError(
+            422,
+            f"{expected.filename}: {_hide_path(first.message, path)} [{first.code}]{more}; "
+            "`sysext validate` shows every finding",
+        )
     return ValidatedImage(
         fmt,
         _bound_version_id(version, release, expected.version),
         summarize(contents, expected.name),
     )
+
+
+def _hide_path(message: str, path: Path) -> str:
+    """The client never learns where the server keeps its temporary files."""
+    return message.replace(str(path), "the upload").replace(str(path.parent), "…")
 
 
 def _bound_version_id(
@@ -112,3 +151,86 @@ def _file_versions(version: str, release: Mapping[str, str]) -> tuple[str, ...]:
     """
     bound = release.get("VERSION_ID")
     return (version, f"{version}-{bound}") if bound else (version,)
+
+
+def validate_upload(
+    path: Path, expected: ImageName, timeout: float = CHILD_SECONDS
+) -> ValidatedImage:
+    """validate_image() in a child process bounded in memory and time (same answers).
+
+    A 2.3 MB squashfs with 500k symlinks needs ~160 MB to list; done in the server it
+    would stay in the server's RSS. Out of memory or time is a 422 like any refusal.
+    """
+    proc = _run_child(path, expected, timeout)
+    return _child_answer(proc.stdout, proc.returncode, expected)
+
+
+def _run_child(
+    path: Path, expected: ImageName, timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return run(
+            [sys.executable, "-m", "registry.validation", str(path), expected.name,
+             expected.filename],
+            check=False,
+            timeout=timeout,
+        )  # fmt: skip
+    except ToolError:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: not validated within {timeout:.0f} s; the image is too "
+            "complex for this registry",
+        ) from None
+
+
+def _child_answer(stdout: bytes, returncode: int, expected: ImageName) -> ValidatedImage:
+    try:
+        answer = json.loads(stdout)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or returncode != 0:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: validation ran out of memory or failed "
+            f"(exit {returncode}); the image is too large or corrupt for this registry",
+        )
+    if "detail" in answer:
+        raise RegistryError(int(answer["status"]), str(answer["detail"]))
+    summary = answer.get("summary") or {}
+    return ValidatedImage(
+        format=str(answer["format"]),
+        os_version_id=answer.get("os_version_id"),
+        summary=ImageSummary(
+            release=MappingProxyType(dict(summary.get("release") or {})),
+            binaries=tuple(summary.get("binaries") or ()),
+            units=tuple(summary.get("units") or ()),
+        ),
+    )
+
+
+def _child_main(argv: list[str]) -> int:
+    """`python -m registry.validation PATH NAME FILENAME`: one JSON answer on stdout."""
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+    path, name, filename = argv
+    try:
+        validated = validate_image(Path(path), parse_image_filename(name, filename))
+        result: dict[str, object] = {
+            "format": validated.format,
+            "os_version_id": validated.os_version_id,
+            "summary": {
+                "release": dict(validated.summary.release),
+                "binaries": list(validated.summary.binaries),
+                "units": list(validated.summary.units),
+            },
+        }
+    except RegistryError as exc:
+        result = {"status": exc.status, "detail": exc.detail}
+    except (ValueError, MemoryError, RecursionError) as exc:
+        kind = "needs too much memory" if isinstance(exc, MemoryError) else str(exc)
+        result = {"status": 422, "detail": f"{filename}: not acceptable: {kind}"}
+    sys.stdout.write(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child_main(sys.argv[1:]))

@@ -109,6 +109,8 @@ def assemble(recipe: Recipe, extracted: Mapping[str, Path], root: Path) -> dict[
         target.write_text(inline.content, encoding="utf-8")
         os.chmod(target, tree.mode_for(inline.path, 0, inline.mode, where))
     for index, link in enumerate(recipe.links):
+        if link.optional and not _target_in_image(root, link.path, link.target):
+            continue  # e.g. quadlet's generator links, for versions that ship quadlet
         os.symlink(link.target, tree.claim(link.path, f"links[{index}]"))
     # Directories created along the way get fixed modes too: the image must not depend on
     # the builder's umask.
@@ -120,9 +122,24 @@ def assemble(recipe: Recipe, extracted: Mapping[str, Path], root: Path) -> dict[
     return tree.owner
 
 
+def _target_in_image(root: Path, link_path: str, target: str) -> bool:
+    """Whether a link's target names something already staged (absolute targets are image
+    paths, since the image's /usr becomes the host's)."""
+    if target.startswith("/"):
+        resolved = os.path.normpath(target.lstrip("/"))
+    else:
+        resolved = os.path.normpath(os.path.join(os.path.dirname(link_path), target))
+    return not resolved.startswith("..") and os.path.lexists(root / resolved)
+
+
+def _excluded(rule: InstallRule, member: str) -> bool:
+    base = member.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(base, pattern) for pattern in rule.exclude)
+
+
 def _apply(tree: _Tree, rule: InstallRule, source_root: Path, members: list[str]) -> None:
     where = f"install[{rule.index}]"
-    matched = [m for m in members if glob_match(rule.match, m)]
+    matched = [m for m in members if glob_match(rule.match, m) and not _excluded(rule, m)]
     # A matched directory brings its subtree; do not copy its members a second time.
     matched_dirs = [m for m in matched if (source_root / m).is_dir()]
     matched = [m for m in matched if not any(m.startswith(d + "/") for d in matched_dirs if d != m)]

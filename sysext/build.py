@@ -30,6 +30,7 @@ from sysext.extension_release import ExtensionRelease, check_os_binding
 from sysext.extract import ExtractOptions, extract
 from sysext.formats import Compression, ImageFormat, resolve_compression, writer_for
 from sysext.image import BuiltImage, pack, resolve_source_date_epoch
+from sysext.lockfile import Lock, LockEntry, LockError
 from sysext.manifest import MANIFEST_NAME, ManifestEntry, merge_into_manifest, read_manifest_file
 from sysext.provenance import provenance_filename, read_provenance
 from sysext.recipe import Recipe
@@ -56,10 +57,24 @@ class BuildRequest:
     source_date_epoch: int | None = None
     block_size: int | None = None
     force: bool = False  # pack even when an image of the same build key exists
+    lock: Lock | None = None  # --locked: only the files recorded there are used
 
     @property
     def chosen_version(self) -> str:
         return self.version or self.recipe.version
+
+
+def metadata_fields(recipe: Recipe, upstream_version: str) -> dict[str, str]:
+    """The self-description every image carries in extension-release.NAME (the X_SYSEXT_*
+    contract shared with the registry and provisioning): absent fields mean unknown."""
+    fields = {
+        "X_SYSEXT_DESCRIPTION": recipe.description,
+        "X_SYSEXT_HOMEPAGE": recipe.homepage,
+        "X_SYSEXT_LICENSE": recipe.license,
+        "X_SYSEXT_UPSTREAM_VERSION": upstream_version,
+        "X_SYSEXT_REPLACES": " ".join(recipe.replaces),
+    }
+    return {key: value for key, value in fields.items() if value}
 
 
 @dataclass(frozen=True)
@@ -118,7 +133,7 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
             sysext_level=level,
             version_id=request.os_version_id,
             reload_manager=bool(recipe.reload_manager),
-            extra=recipe.extension_release,
+            extra={**recipe.extension_release, **metadata_fields(recipe, version)},
         )
         for arch in arches
     }
@@ -160,6 +175,7 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
                 arch=arch,
                 downloader=downloader,
                 work_dir=work / arch.systemd_name,
+                lock=request.lock,
             )
             ctx.work_dir.mkdir(parents=True)
             hooks.on_stage(arch, "resolving")
@@ -196,6 +212,7 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
                         "origin": f.origin,
                         "file": f.file_name,
                         "sha256": f.sha256,
+                        "integrity": f.integrity,
                     }
                     for sid, kind, f in item.fetched
                 ],
@@ -286,7 +303,9 @@ def _fetch(recipe: Recipe, ctx: FetchContext) -> list[tuple[str, str, Fetched]]:
         with step(
             f"Fetching {recipe.name} {ctx.version} {ctx.arch.systemd_name}: source {spec.id}"
         ):
-            fetched.append((spec.id, spec.kind, source_kind(spec.kind).fetch(spec, ctx)))
+            got = source_kind(spec.kind).fetch(spec, ctx)
+        _check_against_lock(ctx, spec.id, got)
+        fetched.append((spec.id, spec.kind, got))
     return fetched
 
 
@@ -318,3 +337,61 @@ def _stage(recipe: Recipe, ctx: FetchContext, fetched: list[tuple[str, str, Fetc
         # image fails the build before any architecture has written its image.
         scan_tree(tree, allow_setuid=recipe.allow_setuid)
     return _Staged(ctx.arch, tree, tuple(fetched))
+
+
+def _check_against_lock(ctx: FetchContext, source_id: str, got: Fetched) -> None:
+    """Kinds that fetch through pip or apt learn the hash only afterwards: compare it."""
+    if ctx.lock is None or got.integrity == "lock":
+        return
+    entry = ctx.lock.require(ctx.version, ctx.arch.systemd_name, source_id, got.origin)
+    if entry.sha256 != got.sha256:
+        raise LockError(
+            f"UPSTREAM FILE CHANGED: {got.origin} has sha256 {got.sha256}, but "
+            f"{ctx.lock.path.name} locked {entry.sha256}",
+            "upstream replaced a released file; find out why before re-locking it",
+        )
+
+
+def lock_entries(
+    recipe: Recipe,
+    version: str,
+    arches: Sequence[Architecture],
+    settings: Settings,
+    *,
+    refresh: bool = False,
+) -> list[LockEntry]:
+    """Fetch and verify every source of `version` for `arches`; what a lock file records.
+
+    Sources upstream vouches for are verified as in a build; `integrity = "lock"` sources
+    are recorded on first use (the lock is then their only integrity).
+    """
+    downloader = Downloader(cache_dir=settings.cache_dir, mirrors=settings.mirrors, refresh=refresh)
+    entries: list[LockEntry] = []
+    with tempfile.TemporaryDirectory(prefix="sysext-lock-") as work_name:
+        for arch in target_architectures(recipe, arches):
+            work = Path(work_name) / arch.systemd_name
+            work.mkdir()
+            ctx = FetchContext(
+                recipe=recipe,
+                version=version,
+                arch=arch,
+                downloader=downloader,
+                work_dir=work,
+                locking=True,
+            )
+            for spec in recipe.sources:
+                if not spec.applies_to(arch):
+                    continue
+                with step(f"Locking {recipe.name} {version} {arch.systemd_name}: {spec.id}"):
+                    got = source_kind(spec.kind).fetch(spec, ctx)
+                entries.append(
+                    LockEntry(
+                        version=version,
+                        arch=arch.systemd_name,
+                        source=spec.id,
+                        url=got.origin,
+                        sha256=got.sha256,
+                        size=got.path.stat().st_size,
+                    )
+                )
+    return entries

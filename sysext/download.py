@@ -108,6 +108,49 @@ class Downloader:
                     raise DownloadError(f"{_describe(url, target)}: larger than {limit} bytes")
             return data
 
+    def fetch_page(self, url: str, *, limit: int = 16 << 20) -> tuple[bytes, str]:
+        """GET a small document and its `Link` header (paginated APIs)."""
+        if is_local(url):
+            return self.fetch_bytes(url, limit=limit), ""
+        target = self.mirrors.rewrite(url)
+        with self._session() as session, self._request(session, url, target) as response:
+            data = b""
+            for chunk in response.iter_content(CHUNK):
+                data += chunk
+                if len(data) > limit:
+                    raise DownloadError(f"{_describe(url, target)}: larger than {limit} bytes")
+            return data, response.headers.get("Link", "")
+
+    # -- payloads whose hash is only known after a signature check -------------------------
+
+    def fetch_unverified(self, url: str, *, label: str | None = None) -> tuple[Path, str]:
+        """Download `url` to a private partial file; return it and its sha256.
+
+        The caller verifies it (a detached signature) and then calls `store()`; nothing
+        unverified ever enters the content-addressed cache.
+        """
+        if is_local(url):
+            path = local_path(url)
+            if not path.is_file():
+                raise DownloadError(f"{url}: no such file")
+            return path, sha256_of(path)
+        name = hashlib.sha256(url.encode()).hexdigest()
+        partial = self.cache_dir / "downloads" / "unverified" / f"{name}.part"
+        ensure_cache_dir(partial.parent)
+        partial.unlink(missing_ok=True)
+        target = self.mirrors.rewrite(url)
+        self._download(url, target, partial, label or url.rsplit("/", 1)[-1])
+        return partial, sha256_of(partial)
+
+    def store(self, path: Path, sha256: str) -> Path:
+        """Move a verified download into the cache under its hash; return the cached blob."""
+        if not str(path).startswith(str(self.cache_dir)):
+            return path  # a local file: used in place, never moved
+        blob = self.cache_dir / "downloads" / "sha256" / sha256
+        ensure_cache_dir(blob.parent)
+        os.replace(path, blob)
+        return blob
+
     # -- payloads: verified against a known sha256, cached by it ---------------------------
 
     def fetch(self, url: str, sha256: str, *, label: str | None = None) -> Path:

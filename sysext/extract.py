@@ -12,8 +12,8 @@ an error naming the archive and the member:
 * device nodes, FIFOs and sockets;
 * setuid/setgid files, unless the member's path (after stripping) is listed as allowed.
 
-Supported: tar (plain, gz, xz, bz2, zst), zip (and .whl), .deb (ar + data.tar.*), and a
-single plain file.
+Supported: tar (plain, gz, xz, bz2, zst), zip (and .whl), .deb (ar + data.tar.*), .rpm
+(the cpio payload; see sysext.rpm), and a single plain file. Package scripts never run.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class ArchiveFormat(enum.Enum):
     TAR_ZST = "tar.zst"
     ZIP = "zip"
     DEB = "deb"
+    RPM = "rpm"
     FILE = "file"
 
     @classmethod
@@ -67,6 +68,7 @@ _SUFFIXES: tuple[tuple[tuple[str, ...], ArchiveFormat], ...] = (
     ((".tar",), ArchiveFormat.TAR),
     ((".zip", ".whl"), ArchiveFormat.ZIP),
     ((".deb",), ArchiveFormat.DEB),
+    ((".rpm",), ArchiveFormat.RPM),
 )
 
 
@@ -110,6 +112,10 @@ def extract(
         with _deb_data_tar(archive, label) as (member_name, stream):
             writer.label = f"{label}:{member_name}"
             _extract_tar_stream(stream, _tar_mode_for(member_name), writer)
+        return
+    if fmt is ArchiveFormat.RPM:
+        with open(archive, "rb") as raw:
+            _extract_rpm(raw, writer)
         return
     with open(archive, "rb") as raw:
         if fmt is ArchiveFormat.TAR_ZST:
@@ -204,6 +210,35 @@ def _extract_zip(archive: Path, writer: _SafeWriter) -> None:
                     )
     except (zipfile.BadZipFile, OSError) as exc:
         raise SysextError(f"{writer.label}: not a readable zip archive ({exc})") from exc
+
+
+def _extract_rpm(raw: IO[bytes], writer: _SafeWriter) -> None:
+    """Write an RPM's payload. cpio stores a hard-linked file's data with the LAST of its
+    names (the others have size 0), so earlier names wait for it and become hard links."""
+    from sysext.rpm import payload_entries
+
+    waiting: dict[int, list[str]] = {}
+    for entry in payload_entries(raw, writer.label):
+        kind = entry.kind
+        if kind == stat.S_IFDIR:
+            writer.directory(entry.name, entry.mode & 0o7777)
+        elif kind == stat.S_IFLNK:
+            writer.symlink(entry.name, entry.data.read(4096).decode("utf-8", "surrogateescape"))
+        elif kind == stat.S_IFREG:
+            if entry.nlink > 1 and entry.size == 0:
+                waiting.setdefault(entry.inode, []).append(entry.name)
+                continue
+            writer.file(entry.name, entry.data, entry.mode & 0o7777)
+            for name in waiting.pop(entry.inode, []):
+                writer.hardlink(name, entry.name)
+        else:
+            raise UnsafeArchiveError(
+                f"{writer.label}: member {entry.name!r} is a device, FIFO or socket; refusing it",
+                "an extension image may hold only files, directories and symlinks",
+            )
+    for names in waiting.values():  # hard-linked empty files
+        for name in names:
+            writer.file(name, io.BytesIO(b""), 0o644)
 
 
 # -- .deb: an `ar` archive holding debian-binary, control.tar.* and data.tar.* -------------

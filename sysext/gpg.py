@@ -17,6 +17,7 @@ home starts is stopped on exit, so nothing outlives one `with GpgHome()` block.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -89,12 +90,41 @@ class GpgHome:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+HOME_PARENT = Path("/tmp")  # short: gpg-agent sockets have a ~100-byte path limit
+HOME_PREFIX = "sysext-gpg-"
+
+
 @contextmanager
 def gpg_home() -> Iterator[GpgHome]:
-    """A fresh GNUPGHOME (short path: gpg-agent sockets have a ~100-byte path limit)."""
-    path = Path(tempfile.mkdtemp(prefix="sysext-gpg-", dir="/tmp"))
+    """A fresh GNUPGHOME, named after this process so that leftovers can be told apart."""
+    sweep_orphaned_homes()
+    path = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-", dir=HOME_PARENT))
     home = GpgHome(path)
     try:
         yield home
     finally:
         home.close()
+
+
+def sweep_orphaned_homes() -> None:
+    """Stop the agent of, and remove, every home whose process died without closing it.
+
+    A process killed mid-signature (a crashed registry worker, kill -9) cannot run its
+    `finally`; its gpg-agent would otherwise live on. Homes of live processes (another
+    registry, a concurrent `sysext sign`) are left alone.
+    """
+    for path in HOME_PARENT.glob(f"{HOME_PREFIX}*-*"):
+        owner = path.name[len(HOME_PREFIX) :].split("-", 1)[0]
+        if not owner.isdigit() or int(owner) == os.getpid() or _alive(int(owner)):
+            continue
+        GpgHome(path).close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True

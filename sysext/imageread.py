@@ -1,6 +1,7 @@
 """Read an extension image without mounting it: entries, owners, modes, release files.
 
-squashfs is read with PySquashfsImage (+ zstandard, lz4), erofs with the small reader in
+squashfs is read with the streaming reader in `sysext.formats.squashfs_walk` (bounded
+decompressors from `squashfs_read`), erofs with the small reader in
 `sysext.formats.erofs_read`. Both run in-process on bytes only: nothing is extracted or
 mounted, so this is safe on untrusted uploads (the registry validates with it). Any
 corruption becomes one `SysextError` naming the file.
@@ -20,6 +21,7 @@ from sysext.errors import SysextError
 from sysext.extension_release import RELEASE_DIR
 from sysext.formats import ImageFormat, squashfs_read
 from sysext.formats.erofs_read import ErofsFormatError, ErofsReader, is_erofs
+from sysext.formats.squashfs_walk import SquashfsWalker
 from sysext.osrelease import OsReleaseError, parse_os_release
 
 SQUASHFS_MAGIC = b"hsqs"
@@ -31,7 +33,7 @@ _EROFS_COMPRESSORS = {0: "lz4", 1: "lzma"}  # bits of available_compr_algs
 _HINT = "build images with `sysext pack` or `sysext build`; only squashfs and erofs are supported"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageEntry:
     path: str  # relative, e.g. "usr/bin/podman"
     kind: str  # file, dir, symlink, fifo, socket, char-device, block-device
@@ -130,14 +132,14 @@ def read_files(path: Path, members: Iterable[str], *, limit: int | None = None) 
     try:
         found: dict[str, bytes] = {}
         if fmt is ImageFormat.SQUASHFS:
-            opened = _open_squashfs(path)
-            with opened as image:
+            with open(path, "rb") as f:
+                walker = _squashfs_walker(f, path)
                 for member in wanted:
-                    item = image.select("/" + member)
-                    if item is None or not item.is_file:
+                    node = walker.lookup(member)
+                    if not stat.S_ISREG(node.kind):
                         raise FileNotFoundError(member)
-                    _check_limit(member, item.size, limit)
-                    found[member] = item.read_bytes()
+                    _check_limit(member, node.size, limit)
+                    found[member] = walker.read(node, limit or (1 << 31))
         else:
             with open(path, "rb") as f:
                 reader = ErofsReader(f, path.stat().st_size)
@@ -165,36 +167,30 @@ def _check_limit(member: str, size: int, limit: int | None) -> None:
 
 
 def _read_squashfs(path: Path) -> ImageContents:
-    with open(path, "rb") as f:
-        head = f.read(96)
-    if len(head) < 96:
-        raise SysextError(f"{path}: truncated squashfs superblock", _HINT)
-    (compression_id,) = struct.unpack_from("<H", head, 20)
-    compression = _SQUASHFS_COMPRESSORS.get(compression_id, f"unknown ({compression_id})")
     entries: list[ImageEntry] = []
     files: dict[str, Callable[[], bytes]] = {}
-    with _open_squashfs(path) as image:
-        for item in image:
-            rel = item.path.lstrip("/")
-            if not rel:
-                continue
+    with open(path, "rb") as f:
+        walker = _squashfs_walker(f, path)
+        compression = _SQUASHFS_COMPRESSORS.get(
+            walker.sb.compression, f"unknown ({walker.sb.compression})"
+        )
+        for rel, node in walker.walk():
             if len(entries) >= MAX_ENTRIES:
                 raise SysextError(f"{path}: more than {MAX_ENTRIES} entries", _HINT)
-            mode = item.mode
-            target = item.readlink() if item.is_symlink else None
+            is_file = stat.S_ISREG(node.kind)
             entries.append(
                 ImageEntry(
                     path=rel,
-                    kind=_kind(mode),
-                    mode=stat.S_IMODE(mode),
-                    uid=item.uid,
-                    gid=item.gid,
-                    size=item.size if item.is_file else 0,
-                    target=_decode(target),
+                    kind=_kind(node.kind),
+                    mode=node.mode & 0o7777,
+                    uid=node.uid,
+                    gid=node.gid,
+                    size=node.size if is_file else 0,
+                    target=_decode(node.target),
                 )
             )
-            if _is_release_candidate(rel) and item.is_file:
-                files[rel] = item.read_bytes if item.size <= MAX_RELEASE_BYTES else _too_big
+            if _is_release_candidate(rel) and is_file:
+                files[rel] = _bind_squashfs_data(walker, node)
         releases, errors = _parse_releases(files)
     return ImageContents(
         format=ImageFormat.SQUASHFS,
@@ -206,11 +202,18 @@ def _read_squashfs(path: Path) -> ImageContents:
     )
 
 
-def _open_squashfs(path: Path) -> Any:
-    from PySquashfsImage import SquashFsImage
+def _squashfs_walker(f: Any, path: Path) -> SquashfsWalker:
+    compression_id = struct.unpack("<H", f.read(22)[20:22] or b"\0\0")[0]
+    try:
+        decompress = squashfs_read.decompressor(compression_id)
+    except ValueError:
+        name = _SQUASHFS_COMPRESSORS.get(compression_id, f"id {compression_id}")
+        raise SysextError(f"{path}: squashfs compression {name} is not supported", _HINT) from None
+    return SquashfsWalker(f, path.stat().st_size, decompress)
 
-    squashfs_read.install()
-    return SquashFsImage.from_file(str(path))
+
+def _bind_squashfs_data(walker: SquashfsWalker, node: Any) -> Callable[[], bytes]:
+    return lambda: walker.read(node, MAX_RELEASE_BYTES)
 
 
 def _decode(value: object) -> str | None:

@@ -8,15 +8,16 @@ systemd-sysext there would merge the image, following spec §1.3 step by step.
 from __future__ import annotations
 
 import enum
+import posixpath
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from sysext.architecture import SYSTEMD_ARCHITECTURES, Architecture
 from sysext.errors import SysextError
 from sysext.extension_release import ANY, host_compatibility, name_problem
-from sysext.imageread import ImageContents, read_files, read_image
+from sysext.imageread import ImageContents, ImageEntry, read_files, read_image
 from sysext.os_extensions import flatcar_conflicts
 from sysext.staging import is_unit_file, unit_problem
 from sysext.versioning import version_problem
@@ -24,6 +25,13 @@ from sysext.versioning import version_problem
 _SCOPES = ("system", "initrd", "portable")
 _OS_ID = re.compile(r"[a-z0-9._-]+")
 _TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
+# Host files an extension has no business linking to: merged under /usr, such a link turns
+# a path services trust (or serve) into a window on the host's secrets.
+_SENSITIVE = (
+    "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",
+    "/etc/sudoers.d", "/etc/ssh", "/etc/machine-id", "/root", "/var/lib/sss",
+    "/etc/systemd/credstore", "/etc/credstore",
+)  # fmt: skip
 
 
 class Severity(enum.Enum):
@@ -73,21 +81,29 @@ def lint_image(
     host_arch: Architecture | str | None = None,
     scope: str = "system",
     contents: ImageContents | None = None,
+    filename: str | None = None,
+    allow_setuid: Iterable[str] = (),
 ) -> LintReport:
-    """Check `path`; with `host_os_release`, also decide whether that host merges it."""
+    """Check `path`; with `host_os_release`, also decide whether that host merges it.
+
+    `filename`: the name the image is published under when `path` is a temporary file (the
+    registry's uploads). `allow_setuid`: image paths that may keep a setuid/setgid bit (the
+    builder's allowance); any other such file is an error.
+    """
     path = Path(path)
     contents = contents or read_image(path)
     findings: list[Finding] = []
+    shown = Path(filename) if filename else path
 
     def add(severity: Severity, code: str, message: str) -> None:
         findings.append(Finding(severity, code, message))
 
-    name = _pick_release(path, contents, add)
+    name = _pick_release(shown, contents, add)
     release = contents.release_files.get(name, {}) if name else {}
     if name is not None:
-        _check_release(name, release, add)
-        _check_file_name(path, name, release, add)
-    _check_tree(contents, release, add)
+        _check_release(name, release, add, scope)
+        _check_file_name(shown, name, release, add)
+    _check_tree(contents, release, add, frozenset(p.strip("/") for p in allow_setuid))
     _check_units(path, contents, add)
     verdict = None
     if host_os_release is not None:
@@ -145,7 +161,7 @@ def _image_stem(path: Path) -> str:
     return name
 
 
-def _check_release(name: str, release: Mapping[str, str], add: _Add) -> None:
+def _check_release(name: str, release: Mapping[str, str], add: _Add, scope: str) -> None:
     problem = name_problem(name)
     if problem:
         add(Severity.ERROR, "name-invalid", problem)
@@ -186,11 +202,14 @@ def _check_release(name: str, release: Mapping[str, str], add: _Add) -> None:
         unknown = [s for s in scopes if s not in _SCOPES]
         if unknown:
             add(Severity.WARNING, "scope-unknown", f"SYSEXT_SCOPE has unknown {' '.join(unknown)}")
-        if scopes and "system" not in scopes:
+        if scopes and scope not in scopes:
+            # An error: /etc/extensions (where hosts and registries put images) is merged
+            # on the booted system, so such an image silently disappears after an update.
+            where = "on a booted system" if scope == "system" else f"in the {scope}"
             add(
-                Severity.WARNING,
-                "scope-no-system",
-                f"SYSEXT_SCOPE={' '.join(scopes)}: never merged on a booted system",
+                Severity.ERROR,
+                "scope-no-system" if scope == "system" else "scope-mismatch",
+                f"SYSEXT_SCOPE={' '.join(scopes)}: never merged {where} (spec §1.3 step 2)",
             )
     version = release.get("SYSEXT_VERSION_ID")
     if version is None:
@@ -264,7 +283,9 @@ def _check_file_name(path: Path, name: str, release: Mapping[str, str], add: _Ad
     )
 
 
-def _check_tree(contents: ImageContents, release: Mapping[str, str], add: _Add) -> None:
+def _check_tree(
+    contents: ImageContents, release: Mapping[str, str], add: _Add, allow_setuid: frozenset[str]
+) -> None:
     top = sorted({e.path.split("/", 1)[0] for e in contents.entries})
     for name in top:
         if name not in ("usr", "opt"):
@@ -296,11 +317,20 @@ def _check_tree(contents: ImageContents, release: Mapping[str, str], add: _Add) 
                 "tree-special",
                 f"{entry.path} is a {entry.kind}; extensions are mounted nodev (spec §1.5)",
             )
-        elif entry.kind == "file" and entry.mode & 0o6000:
+        elif entry.kind == "file" and entry.mode & 0o6000 and entry.path not in allow_setuid:
             add(
-                Severity.WARNING,
+                Severity.ERROR,
                 "tree-setuid",
-                f"{entry.path} is setuid/setgid (mode {entry.mode:04o})",
+                f"{entry.path} is setuid/setgid root (mode {entry.mode:04o}): every host "
+                "merging it gains a privileged program; allow it explicitly "
+                "(recipe `setuid`, --allow-setuid) if that is the point",
+            )
+        elif entry.kind == "symlink" and entry.target and _sensitive_target(entry):
+            add(
+                Severity.ERROR,
+                "tree-symlink-sensitive",
+                f"{entry.path} links to {entry.target}, a host secret; extensions must not "
+                "expose it under /usr or /opt",
             )
     if any(e.path == "usr/sbin" for e in contents.entries):
         add(
@@ -341,6 +371,14 @@ def _check_units(path: Path, contents: ImageContents, add: _Add) -> None:
         problem = unit_problem(unit, texts[unit].decode("utf-8", "replace"), lookup)
         if problem:
             add(Severity.ERROR, "unit-exec-missing", problem)
+
+
+def _sensitive_target(entry: ImageEntry) -> bool:
+    target = entry.target or ""
+    if not target.startswith("/"):  # relative: resolved where the image is merged
+        target = "/" + posixpath.dirname(entry.path) + "/" + target
+    resolved = posixpath.normpath(target)
+    return any(resolved == s or resolved.startswith(s + "/") for s in _SENSITIVE)
 
 
 def _is_release(path: str) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,12 +34,10 @@ from sysext.formats import Compression, ImageFormat
 from sysext.image import BuiltImage
 from sysext.publishing import Publisher, PublishState
 from sysext.recipe import Recipe
-from sysext.upstream_versions import upstream_versions
 
 log = logging.getLogger("sysext.matrix")
 
 LATEST = "latest"
-_TRACK = re.compile(r"\d+\.\d+")
 
 
 class Outcome(enum.Enum):
@@ -119,24 +116,12 @@ class MatrixView(Protocol):
 
 def resolve_version(recipe: Recipe, spec: str, downloader: Downloader) -> str:
     """`latest` → the newest upstream version; `X.Y` → the newest `X.Y.*` (or `X.Y` itself)
-    when the recipe has a version feed; anything else is taken as the version."""
-    is_track = _TRACK.fullmatch(spec) is not None
-    if spec != LATEST and not (is_track and recipe.versions is not None):
-        return spec
-    found = upstream_versions(recipe, downloader)  # newest first
-    if spec == LATEST:
-        if not found:
-            raise SysextError(
-                f"{recipe.name}: upstream lists no versions", f"see `sysext versions {recipe.name}`"
-            )
-        return found[0]
-    for version in found:
-        if version == spec or version.startswith((spec + ".", spec + "-", spec + "+")):
-            return version
-    raise SysextError(
-        f"{recipe.name}: no upstream version in the {spec} track",
-        f"`sysext versions {recipe.name}` lists what upstream has",
-    )
+    when the recipe has a version feed; anything else is taken as the version. One rule for
+    single and matrix builds: sysext.upstream_versions (which also reads per-minor marker
+    files such as Kubernetes' stable-1.31.txt)."""
+    from sysext.upstream_versions import resolve_version as resolve
+
+    return resolve(recipe, spec, downloader)
 
 
 def plan(request: MatrixRequest, downloader: Downloader) -> MatrixPlan:

@@ -7,6 +7,7 @@ specific project can be sent somewhere else than the rest of its host. Pure func
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -34,15 +35,24 @@ class MirrorMap:
 
 
 def parse_mirror_spec(text: str, *, source: str) -> MirrorMap:
-    """Parse `PREFIX=REPLACEMENT` pairs separated by whitespace (the SYSEXT_MIRRORS syntax)."""
+    """Parse `PREFIX=REPLACEMENT` pairs separated by whitespace or commas (the
+    SYSEXT_MIRRORS syntax). Commas separate rules too, since that is how lists are usually
+    written in one environment variable; a URL containing a comma cannot be a rule here."""
     rules: dict[str, str] = {}
-    for item in text.split():
+    for item in (part for part in re.split(r"[\s,]+", text) if part):
         prefix, sep, replacement = item.partition("=")
         if not sep or not prefix or not replacement:
             raise SysextError(
                 f"{source}: mirror rule {item!r} is not PREFIX=REPLACEMENT",
                 "example: SYSEXT_MIRRORS='https://github.com/=http://mirror.example/gh/'",
             )
+        if "://" not in prefix:
+            raise SysextError(
+                f"{source}: mirror rule {item!r} does not start with an upstream URL",
+                "example: SYSEXT_MIRRORS='https://github.com/=http://mirror.example/gh/'",
+            )
+        if prefix in rules:
+            raise SysextError(f"{source}: the prefix {prefix!r} is mapped twice")
         rules[prefix] = replacement
     return MirrorMap(rules)
 

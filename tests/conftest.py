@@ -103,10 +103,11 @@ def registry_database(request: pytest.FixtureRequest) -> Iterator[str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return
-    skip = pytest.mark.skip(reason="needs root (loop mounts in a private mount namespace)")
+    default = "needs root (loop mounts in a private mount namespace)"
     for item in items:
-        if "root" in item.keywords:
-            item.add_marker(skip)
+        marker = item.get_closest_marker("root")
+        if marker is not None:  # pytest.mark.root(reason=…) says why a module needs root
+            item.add_marker(pytest.mark.skip(reason=marker.kwargs.get("reason", default)))
 
 
 @dataclass(frozen=True)

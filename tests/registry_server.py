@@ -48,6 +48,8 @@ class RegistryServer:
     args: tuple[str, ...] = ()
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    # Soft RLIMIT_NOFILE for the server (file-descriptor exhaustion tests), None: inherited.
+    nofile: int | None = None
 
     @property
     def url(self) -> str:
@@ -70,8 +72,22 @@ class RegistryServer:
         argv = [sys.executable, "-m", "sysext.cli.main", "serve", "--data", str(self.data)]
         argv += ["--port", str(self.port), *self.args]
         # Own process group: a crash test kills the supervisor and every worker at once.
+        nofile = self.nofile
+
+        def limit_fds() -> None:
+            if nofile is not None:
+                import resource
+
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
         self.process = subprocess.Popen(
-            argv, env=full_env, stdout=log, stderr=log, start_new_session=True
+            argv,
+            env=full_env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=limit_fds if nofile is not None else None,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -106,6 +122,14 @@ class RegistryServer:
     def wait_exit(self, timeout: float = 30) -> int:
         assert self.process is not None
         return self.process.wait(timeout=timeout)
+
+    def rss_kib(self, field: str = "VmRSS") -> int:
+        """The server process's resident memory (VmRSS) or its peak (VmHWM), in KiB."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field} for {self.process.pid}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

@@ -1,7 +1,8 @@
 """Every recipe's units, proven under a booted systemd (root).
 
-Each recipe with a fixture in tests/test_recipes_catalog.py is built from its
-upstream-shaped release (same URLs, archive members, checksum files) whose binaries are
+Each recipe with units is built from its upstream-shaped release (tests/upstream_fixtures.py,
+the cases of tests/test_recipes_catalog.py: same URLs, archive members, checksum files and
+signatures) whose binaries are
 scripts that behave like the real ones where it matters here: run by systemd as a service
 they report ready when the unit is Type=notify and stay alive like a daemon; run otherwise
 (ExecStopPost=, a shell) they print a version and exit. Several extensions boot in one
@@ -20,46 +21,34 @@ from pathlib import Path
 
 import pytest
 
-from sysext.architecture import Architecture
 from sysext.boot.container import Container
 from sysext.boot.report import TryReport, render
 from sysext.boot.trial import GuestOS, identify, inspect, root_os_release, stage
 from sysext.imageread import read_image
 from sysext.recipe import available_recipes
 from tests import test_recipes_catalog as catalog
+from tests import upstream_fixtures as fixtures
 from tests.conftest import StaticServer, _QuietHandler
+from tests.upstream_fixtures import SigningKey
 
-pytestmark = pytest.mark.root
-
-
-def podman_upstream(up: catalog.Upstream, version: str, arch: Architecture) -> dict[str, str]:
-    """podman-static's release tarball (the layout tests/test_build.py checks); no checksum
-    file upstream, so the fixture's hash is pinned as a maintainer would."""
-    s, d = catalog.script, catalog.data
-    members = {
-        "etc/containers/containers.conf": d("[containers]\n"),
-        "etc/containers/policy.json": d('{"default": [{"type": "insecureAcceptAnything"}]}\n'),
-        "etc/containers/registries.conf": d('unqualified-search-registries = ["docker.io"]\n'),
-        "etc/containers/storage.conf": d('[storage]\ndriver = "overlay"\n'),
-        "usr/local/bin/podman": s(f"podman version {version}"),
-        "usr/local/bin/crun": s("crun"),
-        "usr/local/bin/fuse-overlayfs": s("fuse-overlayfs"),
-        "usr/local/lib/podman/conmon": s("conmon"),
-        "usr/local/lib/podman/rootlessport": s("rootlessport"),
-        "usr/local/lib/podman/catatonit": s("catatonit"),
-    }
-    top = f"podman-linux-{arch.debian_name}"
-    url = f"https://github.com/mgoltzsche/podman-static/releases/download/v{version}/{top}.tar.gz"
-    return {arch.systemd_name: catalog.sha(up.add(url, catalog.tarball(members, top)))}
+pytestmark = pytest.mark.root(reason="needs root: boots systemd in a systemd-nspawn container")
 
 
-PODMAN = catalog.Case(
-    "podman", "0.0.7", podman_upstream, ("usr/bin/podman", "--version"), "", (), ()
-)
-CASES = {case.name: case for case in [*catalog.CASES, PODMAN]}
+# One case per recipe whose image ships units (the newest upstream layout of each).
+CASES = {
+    case.recipe: case
+    for case in catalog.CASES
+    if "usr/lib/systemd/system/" in (catalog.RECIPES / f"{case.recipe}.toml").read_text()
+}
 # Extensions that boot together; a recipe missing here boots alone. Apart: those shipping
-# the same unit names (docker's and containerd's containerd.service).
-GROUPS = (("docker", "crio", "k3s", "tailscale"), ("containerd", "kubernetes", "podman"))
+# the same unit names (docker's and containerd's containerd.service, the SSM agent's
+# amazon-ssm-agent.service in amazon-ssm-agent and oem-ami).
+GROUPS = (
+    ("docker", "crio", "k3s", "tailscale", "oem-ami"),
+    ("containerd", "kubernetes", "podman", "amazon-ssm-agent", "droplet-agent"),
+)
+# The guest is Debian: OS-bound images are built for any OS here.
+BUILD_OPTIONS = {"oem-ami": ("--os", "_any")}
 
 
 def daemon_script(text: str) -> tuple[bytes, int]:
@@ -96,16 +85,20 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaticServer]
 def images(
     upstream: StaticServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Path]]:
-    """One x86-64 image per catalogue recipe, built by `sysext build` from the fixtures."""
-    built: dict[str, Path] = {}
+    """One x86-64 image per recipe with units, built by `sysext build` from the fixtures."""
+    key = SigningKey()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(catalog, "script", daemon_script)
-        for name, case in CASES.items():
-            work = tmp_path_factory.mktemp(f"build-{name}")
-            result, out = catalog.build_case(work, upstream, case, (catalog.X86,))
-            assert result.returncode == 0, result.stderr
-            (image,) = out.glob(f"{name}-*.raw")
-            built[name] = image
+        patch.setattr(fixtures, "script", daemon_script)
+        catalog.publish_cases(list(CASES.values()), upstream.root, key)
+    work = tmp_path_factory.mktemp("builds")
+    recipes = catalog.recipe_copies(work / "recipes", key.fingerprint)
+    built: dict[str, Path] = {}
+    for name, case in CASES.items():
+        result = catalog.build_case(
+            case, upstream.url, recipes, work, (catalog.X86,), BUILD_OPTIONS.get(name, ())
+        )
+        assert result.result.returncode == 0, result.result.stderr
+        built[name] = result.image(catalog.X86)
     yield built
 
 
@@ -144,8 +137,8 @@ def test_recipe_units_start_and_none_fails(name: str, reports: dict[str, TryRepo
 
 
 def test_every_recipe_with_units_has_a_booted_proof() -> None:
-    """A recipe whose image ships units needs a fixture in test_recipes_catalog.CASES,
-    else nothing here proves its units start."""
+    """A recipe whose image ships units needs a case in test_recipes_catalog.CASES, else
+    nothing here proves its units start."""
     for name in available_recipes(catalog.RECIPES):
         text = (catalog.RECIPES / f"{name}.toml").read_text()
         if "usr/lib/systemd/system/" in text and name not in CASES:

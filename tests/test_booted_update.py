@@ -24,7 +24,7 @@ from tests.booted import apply_ignition, service_image
 from tests.conftest import run_cli
 from tests.registry_server import RegistryServer, running_registry
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root(reason="needs root: boots systemd in a systemd-nspawn container")
 
 
 @pytest.fixture(scope="module")

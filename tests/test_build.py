@@ -441,9 +441,11 @@ PODMAN_MEMBERS: dict[str, tuple[bytes, int]] = {
 def test_podman_recipe_builds_from_its_real_url_layout(
     tmp_path: Path, static_server: StaticServer
 ) -> None:
-    """The shipped recipe, unchanged but for a pin of the fixture's hash (exactly what a
-    maintainer adds when bumping the version), fetched from its real upstream URL through
-    the mirror setting."""
+    """The shipped recipe, unchanged but for the signing key's fingerprint (a test key in
+    place of podman-static's), fetched from its real upstream URL through the mirror
+    setting and verified against the detached `.asc` signature."""
+    from tests.upstream_fixtures import PINNED_FINGERPRINTS, SigningKey
+
     version = "0.0.1-fixture"
     arch = HOST.debian_name
     tarball = upstream_tarball(PODMAN_MEMBERS, f"podman-linux-{arch}")
@@ -453,20 +455,28 @@ def test_podman_recipe_builds_from_its_real_url_layout(
     )
     asset.parent.mkdir(parents=True)
     asset.write_bytes(tarball)
+    key = SigningKey()
+    asset.with_name(asset.name + ".asc").write_bytes(key.sign(tarball, armor=True))
+    (static_server.root / "keys/pks").mkdir(parents=True)
+    (static_server.root / "keys/pks/lookup").write_bytes(key.armored)
     shipped = Path(__file__).resolve().parent.parent / "recipes" / "podman.toml"
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    pin = hashlib.sha256(tarball).hexdigest()
     (recipes / "podman.toml").write_text(
-        shipped.read_text() + f'\n[sources.sha256."{version}"]\n{HOST.systemd_name} = "{pin}"\n'
+        shipped.read_text().replace(PINNED_FINGERPRINTS[0], key.fingerprint)
     )
     out = tmp_path / "out"
-    env = {"SYSEXT_MIRRORS": f"https://github.com/={static_server.url}/gh/"}
+    env = {
+        "SYSEXT_MIRRORS": f"https://github.com/={static_server.url}/gh/ "
+        f"https://keyserver.ubuntu.com/={static_server.url}/keys/"
+    }
     args = ["build", "podman", "--recipes-dir", recipes, "--cache-dir", tmp_path / "cache"]
-    # Without the pin the build refuses to trust the download.
-    unpinned = tmp_path / "unpinned"
-    result = run_cli(*args, "--version", "0.0.2", "--output", unpinned, env=env)
-    assert_failed_cleanly(result, unpinned, "no sha256 pinned for version 0.0.2")
+    # A release without its signature is refused.
+    unsigned = tmp_path / "unsigned"
+    result = run_cli(*args, "--version", "0.0.2", "--output", unsigned, env=env)
+    assert_failed_cleanly(
+        result, unsigned, "podman-linux-", ".tar.gz.asc: signature missing (HTTP 404"
+    )
     result = run_cli(*args, "--version", version, "--output", out, env=env)
     assert result.returncode == 0, result.stderr
     image = out / f"podman-{version}-{HOST.systemd_name}.raw"

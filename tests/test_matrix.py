@@ -20,16 +20,11 @@ import requests
 
 from tests.conftest import CliResult, StaticServer, run_cli
 from tests.registry_server import RegistryServer, build_image, registry_server  # noqa: F401
-from tests.test_recipes_catalog import (
-    ARM,
-    RECIPES,
-    X86,
-    Upstream,
-    containerd_upstream,
-    k3s_upstream,
-    mirrors_env,
-    tailscale_upstream,
-)
+from tests.test_recipes_catalog import RECIPES, mirrors_env
+from tests.upstream_fixtures import ARM, X86, Upstream
+from tests.upstream_fixtures import containerd as containerd_upstream
+from tests.upstream_fixtures import k3s as k3s_upstream
+from tests.upstream_fixtures import tailscale as tailscale_upstream
 
 VERSIONS = {"containerd": "0.0.2", "k3s": "0.0.4+k3s1", "tailscale": "0.0.6"}
 UPSTREAMS = {

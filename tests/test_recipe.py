@@ -105,7 +105,10 @@ def test_podman_recipe_uses_the_real_upstream_layout() -> None:
         "https://github.com/mgoltzsche/podman-static/releases/download/v5.3.1/"
         "podman-linux-arm64.tar.gz"
     )
-    assert recipe.sources[0].sha256.lookup("4.9.4", Architecture.X86_64, default_version="0")
+    # podman-static publishes signatures, not checksums: the recipe pins the signing key.
+    assert recipe.sources[0].signing_keys == ("0CCF102C4F95D89E583FF1D4F8B5AF50344BB503",)
+    assert recipe.expand(recipe.sources[0].signature_url or "", "5.3.1", Architecture.ARM64, "s")
+    assert recipe.sources[0].sha256.empty
 
 
 # (recipe text transformation, expected message fragment)

@@ -178,26 +178,372 @@ def test_finding_1_start_up_survives_a_broken_extension_and_repair_fixes_it(
         reg.stop()
 
 
-def test_registry_check_reports_and_repairs_tree_drift(tmp_path: Path) -> None:
+def test_registry_check_reports_and_repairs_tree_drift(
+    server: RegistryServer, tmp_path: Path
+) -> None:
+    image = build_image(tmp_path, "drift", "1.0")
+    assert upload(server, image, "drift").status_code == 200
+    server.stop()
+    try:
+        manifest = server.data / "public" / "extensions" / "drift" / "SHA256SUMS"
+        manifest.resolve().write_bytes(b"tampered\n")
+        stray = server.data / "public" / "extensions" / "ghost"
+        stray.mkdir()
+        checked = run_cli("registry", "check", "--data", server.data)
+        assert checked.returncode == 1
+        assert "differs from the database" in checked.stdout
+        assert "ghost (stable): published but unknown" in checked.stdout
+        repaired = run_cli("registry", "repair", "--data", server.data)
+        assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+        assert run_cli("registry", "check", "--data", server.data).returncode == 0
+        assert b"drift-1.0-x86-64.raw" in manifest.read_bytes()
+        assert not stray.exists()
+    finally:
+        server.start()
+    missing = run_cli("registry", "check", "--data", tmp_path / "nowhere")
+    assert missing.returncode == 2 and "no registry database" in missing.stdout + missing.stderr
+
+
+# --- finding 4: the upload check is `sysext validate`'s -------------------------------------
+
+HOST_REFUSES = [
+    ("no-id", good_fields(ID="<drop>", SYSEXT_LEVEL="<drop>"), (), "id-missing"),
+    ("empty-id", good_fields(ID="", SYSEXT_LEVEL="<drop>"), (), "id-missing"),
+    ("os-release", good_fields(), ("file /usr/lib/os-release 0644 0 0 {src}/hello",),
+     "tree-os-release"),
+    ("initrd-scope", good_fields(SYSEXT_SCOPE="initrd"), (), "scope-no-system"),
+    ("etc", good_fields(), ("dir /etc 0755 0 0", "file /etc/x 0644 0 0 {src}/hello"),
+     "tree-toplevel"),
+    ("root", good_fields(), ("dir /root 0700 0 0",), "tree-toplevel"),
+    ("owner", good_fields(), ("file /usr/bin/mine 0755 1000 1000 {src}/hello",), "tree-owner"),
+    ("device", good_fields(), ("nod /usr/bin/mem 0644 0 0 c 1 1",), "tree-special"),
+    ("fifo", good_fields(), ("pipe /usr/bin/fifo 0644 0 0",), "tree-special"),
+    ("socket", good_fields(), ("sock /usr/bin/sock 0644 0 0",), "tree-special"),
+    ("setuid", good_fields(), ("file /usr/bin/su2 4755 0 0 {src}/hello",), "tree-setuid"),
+    ("shadow-link", good_fields(), ("slink /usr/bin/pw 0777 0 0 /etc/shadow",),
+     "tree-symlink-sensitive"),
+    ("relative-shadow", good_fields(),
+     ("slink /usr/bin/pw 0777 0 0 ../../etc/shadow",), "tree-symlink-sensitive"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "fields", "lines", "code"), HOST_REFUSES, ids=[c[0] for c in HOST_REFUSES]
+)
+def test_finding_4_uploads_get_the_lint_of_sysext_validate(
+    server: RegistryServer,
+    tmp_path: Path,
+    case: str,
+    fields: dict[str, str],
+    lines: tuple[str, ...],
+    code: str,
+) -> None:
+    image = make_image(tmp_path, "lint", fields, extra_lines=lines)
+    validate = run_cli("validate", image)
+    assert validate.returncode == 1 and f"[{code}]" in validate.stdout, validate.stdout
+    before = state(server)
+    answer = upload(server, image, "lint", "lint-1.0-x86-64.raw")
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert f"[{code}]" in detail and detail.startswith("lint-1.0-x86-64.raw: ")
+    # The lint's own message, word for word.
+    message = next(line for line in validate.stdout.splitlines() if f"[{code}]" in line)
+    assert message.split(": ", 1)[1].removesuffix(f" [{code}]") in detail
+    assert state(server) == before
+
+
+def test_finding_11_no_server_paths_and_unreadable_release(
+    server: RegistryServer, tmp_path: Path
+) -> None:
+    image = make_image(tmp_path, "latin", good_fields(SYSEXT_ID="latin"))
+    # A release file that is not UTF-8: rebuild it with a latin-1 byte.
+    release = tmp_path / "src" / "release"
+    release.write_bytes(release.read_bytes() + b"X_SYSEXT_DESCRIPTION=caf\xe9\n")
+    pack = (tmp_path / "src" / "pack").read_text()
+    image.unlink()
+    import subprocess
+
+    (tmp_path / "src" / "pack").write_text(pack)
+    subprocess.run(
+        ["gensquashfs", "--pack-file", str(tmp_path / "src" / "pack"), "-q", str(image)],
+        check=True,
+    )
+    answer = upload(server, image, "latin")
+    assert answer.status_code == 422
+    assert "extension-release.latin cannot be read: not UTF-8" in answer.json()["detail"]
+    truncated = tmp_path / "latin-1.0-x86-64.raw"
+    truncated.write_bytes(image.read_bytes()[:300])
+    for body in (truncated, tmp_path / "src" / "pack"):
+        answer = upload(server, body, "latin", "latin-1.0-x86-64.raw")
+        assert answer.status_code == 422, answer.text
+        detail = answer.json()["detail"]
+        assert str(server.data) not in detail and ".#upload" not in detail, detail
+        assert "/tmp" not in detail, detail
+
+
+# --- findings 3 and 9: file names belong to one extension; equal versions ----------------
+
+
+def test_finding_3_no_squatting_across_extensions(server: RegistryServer, tmp_path: Path) -> None:
+    hello = build_image(tmp_path, "sq", "1.0")
+    assert upload(server, hello, "sq").status_code == 200
+    # A token for sq publishes sq-x-1.0 (release extension-release.sq, version x-1.0)…
+    squat = hello_image(tmp_path, "x-1.0", name="sq")
+    before = state(server)
+    answer = upload(server, squat, "sq", "sq-x-1.0-x86-64.raw")
+    assert answer.status_code == 422 and "start with a digit" in answer.json()["detail"]
+    assert state(server) == before
+    # …so the owner of sq-x publishes its own 1.0 (was: 409).
+    own = build_image(tmp_path, "sq-x", "1.0")
+    assert upload(server, own, "sq-x").status_code == 200, upload(server, own, "sq-x").text
+    # sq-1 would be matched by sq's pattern sq-@v-%a.raw (version 1-2): refused both ways.
+    before = state(server)
+    clash = build_image(tmp_path, "sq-1", "2")
+    answer = upload(server, clash, "sq-1")
+    assert answer.status_code == 409, answer.text
+    assert "sq-@v-%a.raw" in answer.json()["detail"]
+    assert state(server) == before
+
+
+@pytest.mark.parametrize("twin", ["08.0", "8.00", "8.0+", "8.0_", "8.0.0"])
+def test_finding_9_versions_systemd_orders_as_equal(
+    server: RegistryServer, tmp_path: Path, twin: str
+) -> None:
+    first = build_image(tmp_path, "eq", "8.0")
+    assert upload(server, first, "eq").status_code in (200,)
+    image = hello_image(tmp_path, twin, name="eq")
+    before = state(server)
+    answer = upload(server, image, "eq", f"eq-{twin}-x86-64.raw")
+    if twin == "8.0.0":  # newer than 8.0 for systemd: a normal publish
+        assert answer.status_code == 200, answer.text
+        requests.post(
+            f"{server.url}/api/v1/extensions/eq/versions/8.0.0/yank",
+            headers=server.headers(),
+            timeout=30,
+        )
+        return
+    assert answer.status_code == 409, answer.text
+    assert "eq-8.0-x86-64.raw" in answer.json()["detail"]
+    assert state(server) == before
+
+
+# --- findings 5 and 6: bounded validation, superblock sanity -------------------------------
+
+
+def _patched(image: Path, target: Path, offset: int, fmt: str, value: int) -> Path:
+    import struct
+
+    data = bytearray(image.read_bytes())
+    struct.pack_into(fmt, data, offset, value)
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("field", "offset", "fmt", "value", "words"),
+    [
+        ("bytes_used", 40, "<Q", 1 << 40, "claims 1099511627776 bytes"),
+        ("block_size", 12, "<I", 1 << 16, "does not match block_log"),
+        ("block_log", 22, "<H", 25, "does not match block_log"),
+        ("id_table", 48, "<Q", 1 << 39, "id table out of range"),
+    ],
+)
+def test_finding_6_corrupt_superblocks_are_refused_like_unsquashfs(
+    server: RegistryServer, tmp_path: Path, field: str, offset: int, fmt: str, value: int,
+    words: str,
+) -> None:  # fmt: skip
+    import subprocess
+
+    good = build_image(tmp_path, "sb", "1.0")
+    bad = _patched(good, tmp_path / f"bad-{field}.raw", offset, fmt, value)
+    assert subprocess.run(["unsquashfs", "-l", str(bad)], capture_output=True).returncode != 0
+    before = state(server)
+    answer = upload(server, bad, "sb", "sb-1.0-x86-64.raw")
+    assert answer.status_code == 422, answer.text
+    assert words in answer.json()["detail"]
+    assert state(server) == before
+    validate = run_cli("validate", bad)
+    assert validate.returncode == 2 and words in validate.stdout + validate.stderr
+
+
+def test_finding_5_many_entries_do_not_grow_the_server(tmp_path: Path) -> None:
+    """50k symlinks (the finding used 500k: bench/exhaustion.py) validate in a bounded
+    child process: the server's peak RSS does not grow with the entry count."""
+    import subprocess
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "release").write_text("ID=_any\nARCHITECTURE=x86-64\nSYSEXT_VERSION_ID=1.0\n")
+    lines = ["dir /usr 0755 0 0", "dir /usr/lib 0755 0 0",
+             "dir /usr/lib/extension-release.d 0755 0 0",
+             f"file /usr/lib/extension-release.d/extension-release.many 0644 0 0 {src}/release",
+             "dir /usr/share 0755 0 0"]  # fmt: skip
+    for d in range(50):
+        lines.append(f"dir /usr/share/d{d} 0755 0 0")
+        lines += [f"slink /usr/share/d{d}/l{i} 0777 0 0 ../x" for i in range(1000)]
+    (src / "pack").write_text("\n".join(lines) + "\n")
+    image = tmp_path / "many-1.0-x86-64.raw"
+    subprocess.run(["gensquashfs", "--pack-file", str(src / "pack"), "-q", str(image)], check=True)
     reg = RegistryServer(data=tmp_path / "data", port=free_port())
     reg.start()
     try:
-        image = build_image(tmp_path, "drift", "1.0")
-        assert upload(reg, image, "drift").status_code == 200
+        requests.get(f"{reg.url}/api/v1/extensions", timeout=10)
+        before = reg.rss_kib("VmHWM")
+        answer = upload(reg, image, "many")
+        assert answer.status_code == 200, answer.text
+        assert reg.rss_kib("VmHWM") - before < 24 * 1024
     finally:
         reg.stop()
-    manifest = reg.data / "public" / "extensions" / "drift" / "SHA256SUMS"
-    manifest.resolve().write_bytes(b"tampered\n")
-    stray = reg.data / "public" / "extensions" / "ghost"
-    stray.mkdir()
-    checked = run_cli("registry", "check", "--data", reg.data)
-    assert checked.returncode == 1
-    assert "differs from the database" in checked.stdout
-    assert "ghost (stable): published but unknown" in checked.stdout
-    repaired = run_cli("registry", "repair", "--data", reg.data)
-    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
-    assert run_cli("registry", "check", "--data", reg.data).returncode == 0
-    assert b"drift-1.0-x86-64.raw" in manifest.read_bytes()
-    assert not stray.exists()
-    missing = run_cli("registry", "check", "--data", tmp_path / "nowhere")
-    assert missing.returncode == 2 and "no registry database" in missing.stdout + missing.stderr
+
+
+# --- findings 7, 8, 10, 12: no 5xx from any input; auth first; logs; catalogue URLs ------
+
+
+def raw_request(server: RegistryServer, request: bytes) -> tuple[int, bytes]:
+    """Send exact bytes (no client-side quoting) and return (status, body)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/extensions/hello/%00", "/api/v1/extensions/%00", "/catalog/a%00b", "/%0d%0a",
+     "/api/v1/search?q=%00", "/extensions/hello/SHA256SUMS%00.gpg"],
+)  # fmt: skip
+def test_finding_7_nul_and_control_characters_in_paths(server: RegistryServer, path: str) -> None:
+    status, body = raw_request(
+        server, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert status == 400, body
+    assert b"control characters" in body
+
+
+@pytest.mark.parametrize("token", ["sxt_\u00b2_x", "sxt_\u0663_x", "sxt_1\u00b9_secret", "sxt__"])
+def test_finding_7_token_ids_with_unicode_digits(server: RegistryServer, token: str) -> None:
+    status, body = raw_request(
+        server,
+        b"POST /api/v1/extensions/hello/versions/1.0/yank HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 0\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert status == 401, body
+
+
+def test_finding_8_log_lines_cannot_be_forged(server: RegistryServer) -> None:
+    forged = "time=2026-01-01T00:00:00.000Z level=INFO method=GET path=/forged status=200"
+    raw_request(
+        server,
+        b"GET /x%0A" + forged.replace(" ", "%20").encode()
+        + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )  # fmt: skip
+    lines = [line for line in server.log().splitlines() if "path=/forged" in line]
+    assert lines and all(line.startswith("time=") and "\\x0a" in line for line in lines), lines
+    assert not any(line.startswith(forged) for line in server.log().splitlines())
+
+
+def test_finding_10_catalogue_urls_ignore_the_host_header(
+    server: RegistryServer, tmp_path: Path
+) -> None:
+    assert upload(server, build_image(tmp_path, "host", "1.0"), "host").status_code == 200
+    for page in ("/", "/catalog/host"):
+        answer = requests.get(f"{server.url}{page}", headers={"Host": "evil.example"}, timeout=10)
+        assert answer.status_code == 200
+        assert "evil.example" not in answer.text
+    assert server.url in answer.text
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", "Bearer sxt_99_nope", "Basic x"])
+def test_finding_12_auth_before_the_body_is_parsed(
+    server: RegistryServer, authorization: str | None
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    for method, path in (
+        ("POST", "/api/v1/tokens"),
+        ("POST", "/api/v1/extensions/hello/versions/1.0/promote?channel=beta"),
+        ("DELETE", "/api/v1/tokens/1"),
+        ("PUT", "/api/v1/extensions/hello/images/hello-9.0-x86-64.raw"),
+    ):
+        answer = requests.request(
+            method, f"{server.url}{path}", data=b"{garbage", headers=headers, timeout=10
+        )
+        assert answer.status_code == 401, (method, path, answer.text)
+
+
+# --- finding 13: tokens that fit a release process; private data files ---------------------
+
+
+def test_finding_13_token_expiry_and_channel_scopes(server: RegistryServer, tmp_path: Path) -> None:
+    import stat
+    import time
+
+    env = {"SYSEXT_TOKEN": server.admin_token, "SYSEXT_REGISTRY": server.url}
+    made = run_cli("token", "create", "--scope", "rel", "--channel", "beta", "--expires", "30d",
+                   env=env)  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    ci = made.stdout.strip().splitlines()[-1]
+    assert "in beta" in made.stderr and "expires" in made.stderr
+    listed = run_cli("token", "list", env=env)
+    row = next(line for line in listed.stderr.splitlines() if "│ rel " in line)
+    assert "beta" in row and str(time.gmtime().tm_year) in row and "never" not in row
+
+    image = build_image(tmp_path, "rel", "1.0")
+    before = state(server)
+    stable = upload(server, image, "rel", token=ci)  # straight to stable: refused
+    assert stable.status_code == 403 and "only in beta" in stable.json()["detail"]
+    assert state(server) == before
+    assert upload(server, image, "rel", token=ci, channel="beta").status_code == 200
+
+    def act(action: str, token: str, **params: str) -> requests.Response:
+        return requests.post(
+            f"{server.url}/api/v1/extensions/rel/versions/1.0/{action}",
+            headers=server.headers(token),
+            params=params,
+            timeout=30,
+        )
+
+    before = state(server)
+    assert act("promote", ci, channel="stable").status_code == 403
+    assert state(server) == before
+    assert act("yank", ci).status_code == 200 and act("unyank", ci).status_code == 200
+    assert act("promote", server.admin_token, channel="stable").status_code == 200
+    before = state(server)
+    refused = act("yank", ci)  # 1.0 is in stable too now: outside the CI token
+    assert refused.status_code == 403 and "stable" in refused.json()["detail"]
+    assert state(server) == before
+
+    short = requests.post(
+        f"{server.url}/api/v1/tokens",
+        json={"scopes": ["rel"], "expires_at": "2000-01-01T00:00:00Z"},
+        headers=server.headers(),
+        timeout=10,
+    )
+    assert short.status_code == 422 and "in the past" in short.json()["detail"]
+    soon = time.time() + 2
+    short = requests.post(
+        f"{server.url}/api/v1/tokens",
+        json={"scopes": ["rel"], "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                            time.gmtime(soon + 1))},
+        headers=server.headers(),
+        timeout=10,
+    )  # fmt: skip
+    assert short.status_code == 201, short.text
+    while time.time() < soon + 2:
+        time.sleep(0.5)
+    expired = act("yank", short.json()["token"])
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+    bad = run_cli("token", "create", "--scope", "x", "--expires", "soon", env=env)
+    assert bad.returncode == 2 and "--expires" in bad.stdout + bad.stderr
+
+    for name in ("registry.db", "registry.db-wal", "served-base-url"):
+        path = server.data / name
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name

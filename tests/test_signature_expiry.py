@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from registry.settings import load_settings
 from sysext import signing
 from sysext.durations import format_duration, parse_duration
 from sysext.errors import SysextError
+from sysext.gpg import sweep_orphaned_homes
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from tests.conftest import run_cli
 from tests.past_keys import gpg_verify_like_systemd, make_past_key, sqv_verify
@@ -237,3 +240,44 @@ def test_a_running_registry_renews_signatures_on_its_schedule(tmp_path: Path) ->
         assert later is not None and later > created
         assert requests.get(f"{url}/{MANIFEST_NAME}", timeout=10).content == manifest
         assert signing.verify_detached(reg.keyring(), manifest, renewed)
+
+
+def _agents_of(home: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmdline and cmdline[0].endswith(b"gpg-agent") and str(home).encode() in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+def test_a_signer_killed_mid_signature_leaves_no_gpg_agent_behind(
+    past_key: tuple[Path, bytes],
+) -> None:
+    key, _ = past_key
+    code = (
+        "import datetime as dt, os, sys\n"
+        "from sysext.gpg import gpg_home\n"
+        "from sysext import signing\n"
+        f"key = {str(key)!r}\n"
+        "with gpg_home() as home:\n"
+        "    home.import_keys(open(key, 'rb').read())\n"
+        "    home.detach_sign(signing.key_fingerprint(key), b'x', lifetime=dt.timedelta(1))\n"
+        "    print(home.path, flush=True)\n"
+        "    os.kill(os.getpid(), 9)  # a crash: no `finally` runs\n"
+    )
+    crashed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert crashed.returncode == -9, crashed.stderr
+    home = Path(crashed.stdout.strip())
+    assert home.is_dir() and _agents_of(home)  # what the crash left
+    sweep_orphaned_homes()  # what the next signer on this machine does first
+    assert not home.exists()
+    for _ in range(100):
+        if not _agents_of(home):
+            break
+        time.sleep(0.1)
+    assert _agents_of(home) == []

@@ -24,6 +24,8 @@ from sysext.boot.rootfs import ROOTS_ENV
 from tests.booted import service_image
 from tests.conftest import run_cli
 
+BOOTS = pytest.mark.root(reason="needs root: boots systemd in a systemd-nspawn container")
+
 # -- pure parts ------------------------------------------------------------------------------
 
 
@@ -50,6 +52,22 @@ def test_mirror_from_one_line_sources() -> None:
         "deb [arch=amd64 signed-by=/k.gpg] http://deb.example/debian bookworm main\n"
     )
     assert parse_one_line(text) == [AptSource("http://deb.example/debian", ("bookworm",), "/k.gpg")]
+
+
+def test_no_debian_source_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sysext.boot import mirror
+    from sysext.errors import SysextError
+
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "x.sources").write_text(
+        "Types: deb\nURIs: http://deb.example/ubuntu\nSuites: noble\n"
+    )
+    monkeypatch.setattr(mirror, "SOURCES_DIR", tmp_path / "sources.list.d")
+    monkeypatch.setattr(mirror, "SOURCES_LIST", tmp_path / "missing.list")
+    with pytest.raises(SysextError) as raised:
+        mirror.host_debian_mirror("bookworm")
+    assert raised.value.message == "no Debian 'bookworm' source in this machine's apt sources"
+    assert raised.value.hint is not None and "--root" in raised.value.hint
 
 
 def test_systemctl_show_blocks_and_starting_dependencies() -> None:
@@ -113,7 +131,7 @@ def failing_image(directory: Path) -> Path:
     return out / "broken-1-x86-64.raw"
 
 
-@pytest.mark.root
+@BOOTS
 def test_try_reports_merge_units_failures_and_cleans_up(boot_root: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
@@ -156,7 +174,7 @@ def test_try_reports_merge_units_failures_and_cleans_up(boot_root: Path, tmp_pat
     assert str(scratch) not in Path("/proc/self/mountinfo").read_text()
 
 
-@pytest.mark.root
+@BOOTS
 def test_try_run_returns_the_commands_exit_code(boot_root: Path, tmp_path: Path) -> None:
     image = service_image(tmp_path, "hello", "1.0")
     env = {ROOTS_ENV: str(boot_root.parent)}
@@ -169,7 +187,7 @@ def test_try_run_returns_the_commands_exit_code(boot_root: Path, tmp_path: Path)
     assert os.geteuid() == 0
 
 
-@pytest.mark.root
+@BOOTS
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_try_cleans_up_when_stopped(boot_root: Path, tmp_path: Path, signum: int) -> None:
     """Killed while its command runs inside (SIGTERM as from `timeout`; SIGINT as Ctrl-C

@@ -583,6 +583,11 @@ def test_running_host_commands_equal_the_api_and_the_cli(
     assert from_cli.returncode == 0, from_cli.stderr
     assert from_cli.stdout == shown
     assert ("systemctl enable systemd-sysext.service" in shown) == (variant == "fcos")
+    # Flatcar fetches the very transfer file the registry serves; Fedora CoreOS writes one
+    # for its own layout (/var/lib/extensions.d).
+    served = f"curl -fsSo /etc/sysupdate.{name}.d/{name}.conf {registry.url}/"
+    assert (served in shown) == (variant == "flatcar")
+    assert ("Path=/var/lib/extensions.d/" in shown) == (variant == "fcos")
     # Nothing to install: the API and the CLI say so.
     missing = requests.get(
         f"{registry.url}/api/v1/extensions/wasmtime/commands",

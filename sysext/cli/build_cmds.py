@@ -109,6 +109,15 @@ def build_command(
     jobs: int = typer.Option(
         4, "--jobs", "-j", min=1, help="Images in progress at once in a matrix build."
     ),
+    locked: bool = typer.Option(
+        False,
+        "--locked",
+        help="Use only files recorded by `sysext lock` (--lock-file, default "
+        "./RECIPE.lock.json); a changed upstream file is an error. One recipe at a time.",
+    ),
+    lock_file: Path | None = typer.Option(
+        None, "--lock-file", help="Lock file for --locked (default: ./RECIPE.lock.json)."
+    ),
 ) -> None:
     """Build extension images from recipes: fetch, verify, extract, stage, pack.
 
@@ -133,6 +142,8 @@ def build_command(
 
     Example: sysext build shellcheck --output out/
 
+    Example (only files recorded by `sysext lock docker`): sysext build docker --locked
+
     Example (only for Flatcar 3815.2.0 hosts, see `sysext transfer --os-bound`):
     sysext build shellcheck --os flatcar --os-version-id 3815.2.0 --output out/
 
@@ -154,7 +165,12 @@ def build_command(
         from sysext.signing import load_key
 
         load_key(sign_key, passphrase=passphrase)  # a bad key fails before any download
-    if all_recipes or len(recipes) > 1 or len(version) > 1 or publish is not None:
+    matrix = all_recipes or len(recipes) > 1 or len(version) > 1 or publish is not None
+    if locked and matrix:
+        raise SysextError(
+            "--locked builds one recipe at a time", "run one `sysext build R --locked` per recipe"
+        )
+    if matrix:
         from sysext.cli.matrix_cmd import run_matrix_command
         from sysext.matrix import MatrixRequest
 
@@ -189,13 +205,19 @@ def build_command(
         if failed:
             raise typer.Exit(1)
         return
+    from sysext.lockfile import default_lock_path, load_lock
+    from sysext.upstream_versions import resolve_version
+
     loaded = load_recipe(find_recipe(recipes[0], recipes_dir))
+    lock = load_lock(lock_file or default_lock_path(loaded.name), loaded.name) if locked else None
+    downloader = Downloader(settings.cache_dir, settings.mirrors)
+    chosen = resolve_version(loaded, version[0] if version else None, downloader)
     images = build(
         BuildRequest(
             recipe=loaded,
             output_dir=output,
             settings=settings,
-            version=version[0] if version else None,
+            version=chosen,
             architectures=arches,
             os_spec=os_spec,
             os_version_id=os_version_id,
@@ -204,6 +226,7 @@ def build_command(
             level=level,
             refresh=refresh,
             force=force,
+            lock=lock,
         )
     )
     for image in images:

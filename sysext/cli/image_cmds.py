@@ -189,14 +189,18 @@ def validate_command(
         None, "--arch", help="The host's architecture for --os-release (default: this machine)."
     ),
     initrd: bool = typer.Option(False, "--initrd", help="Evaluate as in the initrd (scope)."),
+    allow_setuid: list[str] = typer.Option(
+        [], "--allow-setuid", help="Image path allowed to be setuid/setgid (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Lint an image; with --os-release, say whether that host's systemd-sysext merges it.
 
     Checks the release file and its name, ARCHITECTURE spelling, the version (sysupdate's
     characters), the file name NAME-VERSION-ARCH.raw against the release fields, the
-    contents (only usr/ and opt/, no os-release, owner 0:0, no device nodes) and that the
-    programs of shipped units exist.
+    contents (only usr/ and opt/, no os-release, owner 0:0, no device nodes, no setuid
+    program without --allow-setuid, no links to host secrets) and that the programs of
+    shipped units exist. A registry refuses uploads with the same errors.
 
     With --os-release, follows systemd-sysext's (252–256) checks in order (scope,
     architecture, ID, SYSEXT_LEVEL / VERSION_ID) and names the step that rejects the image.
@@ -211,6 +215,7 @@ def validate_command(
         host_os_release=host,
         host_arch=host_arch,
         scope="initrd" if initrd else "system",
+        allow_setuid=allow_setuid,
     )
     if as_json:
         data = _contents_json(report.contents, report)

@@ -17,6 +17,7 @@ from sysext import __version__
 from sysext.cli import (
     build_cmds,
     image_cmds,
+    lock_cmds,
     provision_cmds,
     registry_cmds,
     sysupdate_cmds,
@@ -63,6 +64,7 @@ def _root(
 
 for _module in (
     build_cmds,
+    lock_cmds,
     image_cmds,
     sysupdate_cmds,
     registry_cmds,

@@ -6,6 +6,7 @@ the CLI (and the sysext library) never depends on it.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 from pathlib import Path
@@ -65,9 +66,15 @@ def _offline_service(data: Path | None, config: Path | None) -> Any:
             f"{settings.data_dir}: no registry database (registry.db) here",
             "pass --data DIR naming the directory `sysext serve --data` uses",
         )
+    if settings.uses_s3:
+        raise SysextError(
+            "sysext registry check|repair compare a local public tree; this registry keeps "
+            "its tree in S3",
+            "restart `sysext serve`: start-up rematerializes every extension from the database",
+        )
     service = RegistryService(settings)
     with exclusive(settings.lock_path):
-        migrate(service.engine)
+        migrate(service.engine, service._stored_summary)
     return service
 
 
@@ -135,6 +142,15 @@ def serve(
     config: Path = typer.Option(
         None, "--config", help="TOML settings file (default DATA/registry.toml if present)."
     ),
+    header_timeout: int = typer.Option(
+        None, "--header-timeout", help="Seconds a client has to send its request headers (10)."
+    ),
+    max_connections: int = typer.Option(
+        None,
+        "--max-connections",
+        help="Connections per worker; beyond it the oldest idle one is closed (default: "
+        "3/4 of the file-descriptor limit, at most 1024).",
+    ),
 ) -> None:
     """Run the registry: signed extensions in systemd-sysupdate's layout, plus the API.
 
@@ -142,6 +158,8 @@ def serve(
     start) under --data. Settings come from flags, then SYSEXT_* environment variables
     (SYSEXT_DATA, SYSEXT_PUBLIC_URL, SYSEXT_ADMIN_TOKEN, SYSEXT_MAX_UPLOAD_BYTES,
     SYSEXT_CHANNELS…), then the config file. Set SYSEXT_ADMIN_TOKEN to allow uploads.
+    Client limits (header deadline and size, connection cap, keep-alive) have safe
+    defaults for facing clients directly (docs/registry.md, "Limits").
 
     Scaling out (docs/registry.md): SYSEXT_DATABASE_URL=postgresql+psycopg://… for metadata
     shared by replicas, SYSEXT_S3_ENDPOINT + SYSEXT_S3_BUCKET [+ SYSEXT_S3_PREFIX] to keep
@@ -165,6 +183,8 @@ def serve(
             "workers": workers,
             "public_url": public_url,
             "max_upload_bytes": max_upload,
+            "header_timeout": header_timeout,
+            "max_connections": max_connections,
         },
         config_file=config,
     )
@@ -213,6 +233,11 @@ def serve(
         access_log=False,  # our middleware logs one structured line per request
         log_level="warning",
         timeout_graceful_shutdown=5,
+        # Client limits (registry/guard.py): header deadline and size, connection cap,
+        # keep-alive; the protocol class is uvicorn's httptools one with those added.
+        http="registry.guard:GuardedHttpToolsProtocol",
+        timeout_keep_alive=settings.keepalive_timeout,
+        backlog=256,
     )
 
 
@@ -395,36 +420,76 @@ def promote(
     _print_images(f"promoted to {to}", images)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_expiry(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """`30d`, `12h`, `2w`, `90m`, `45s`, or an ISO date/time (UTC unless it says otherwise)."""
+    now = now or dt.datetime.now(dt.UTC)
+    text = text.strip()
+    if len(text) > 1 and text[-1] in _UNITS and text[:-1].isascii() and text[:-1].isdigit():
+        return now + dt.timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise SysextError(
+            f"--expires {text!r} is neither a duration nor a date",
+            "use e.g. 30d, 12h, 2w, or 2026-12-31 / 2026-12-31T18:00:00+01:00",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
 @token_app.command("create")
 def token_create(
     scope: list[str] = typer.Option(
         ..., "--scope", "-s", help="Extension names (globs) the token may write; repeatable."
+    ),
+    channel: list[str] = typer.Option(
+        [],
+        "--channel",
+        "-c",
+        help="Channel it may publish, yank and promote in; repeatable (default: all).",
+    ),
+    expires: str = typer.Option(
+        None, "--expires", help="Lifetime (30d, 12h, 2w) or an ISO date; default: never."
     ),
     description: str = typer.Option("", "--description", help="Who or what uses it."),
     registry: str = REGISTRY_OPTION,
 ) -> None:
     """Create a token; prints it once on stdout (the server keeps only its hash).
 
-    Example: SYSEXT_TOKEN=$ADMIN sysext token create --scope podman -r http://127.0.0.1:8080
+    A CI token that may publish to beta only, for 30 days (promotion to stable then needs
+    a token allowed in stable):
+
+    Example: SYSEXT_TOKEN=$ADMIN sysext token create --scope podman --channel beta --expires 30d -r http://127.0.0.1:8080
     """
+    body: dict[str, Any] = {"scopes": scope, "description": description}
+    if channel:
+        body["channels"] = channel
+    if expires:
+        body["expires_at"] = parse_expiry(expires).isoformat()
     client = RegistryClient.from_env(registry)
-    created = client.request("POST", "tokens", json={"scopes": scope, "description": description})
-    console.print(f"token {created['id']} for {', '.join(created['scopes'])}:")
+    created = client.request("POST", "tokens", json=body)
+    limits = f" in {', '.join(created['channels'])}" if created.get("channels") else ""
+    until = f", expires {created['expires']}" if created.get("expires") else ""
+    console.print(f"token {created['id']} for {', '.join(created['scopes'])}{limits}{until}:")
     print(created["token"])
 
 
 @token_app.command("list")
 def token_list(registry: str = REGISTRY_OPTION) -> None:
-    """List tokens: id, scopes, description, created, revoked.
+    """List tokens: id, scopes, channels, expiry, description, created, revoked.
 
     Example: SYSEXT_TOKEN=$ADMIN sysext token list -r http://127.0.0.1:8080
     """
     client = RegistryClient.from_env(registry)
-    table = Table("id", "scopes", "description", "created", "revoked")
+    table = Table("id", "scopes", "channels", "expires", "description", "created", "revoked")
     for token in client.request("GET", "tokens"):
         table.add_row(
             str(token["id"]),
             " ".join(token["scopes"]),
+            " ".join(token.get("channels") or ["all"]),
+            token.get("expires") or "never",
             token["description"],
             token["created"],
             token["revoked"] or "",

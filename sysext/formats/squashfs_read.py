@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import lzma
 import zlib
+from collections.abc import Callable
 
 import lz4.block
 import zstandard
@@ -76,3 +77,19 @@ def install() -> None:
             _SquashfsCompression.ZSTD: _Zstd,
         }
     )
+
+
+_BY_ID: dict[int, type[_Bounded]] = {1: _Gzip, 2: _Xz, 4: _Xz, 5: _Lz4, 6: _Zstd}
+
+
+def decompressor(compression_id: int) -> Callable[[bytes, int], bytes]:
+    """`f(data, max_out)` for a squashfs compression id (squashfs_fs.h), bounded as above."""
+    kind = _BY_ID.get(compression_id)
+    if kind is None:
+        raise ValueError(f"unsupported squashfs compression id {compression_id}")
+    instance = kind()
+
+    def decompress(data: bytes, max_out: int) -> bytes:
+        return instance.uncompress(data, len(data), max_out)
+
+    return decompress

@@ -45,7 +45,8 @@ def host_commands(
     conf = transfer_path(name)
     directories = [conf.rpartition("/")[0], spec.target_path, spec.symlink_path.rpartition("/")[0]]
     lines = [f"mkdir -p {' '.join(directories)}"]
-    if spec == TransferSpec(name=name, base_url=base, channel=channel, os_bound=os_bound):
+    served = TransferSpec(name=name, base_url=base, channel=channel, os_bound=os_bound)
+    if render_transfer(spec) == render_transfer(served):
         # The registry serves exactly this file beside the images.
         lines.append(f"curl -fsSo {conf} {spec.source_url}/{name}.conf")
     else:

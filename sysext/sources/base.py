@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from sysext.architecture import Architecture
 from sysext.download import Downloader
 from sysext.extract import ArchiveFormat
+from sysext.lockfile import Lock, LockEntry
 
 if TYPE_CHECKING:
     from sysext.recipe import Recipe, SourceSpec, Where
@@ -26,6 +27,8 @@ class FetchContext:
     arch: Architecture
     downloader: Downloader
     work_dir: Path  # a private temporary directory for this build
+    lock: Lock | None = None  # --locked: only files recorded here are used
+    locking: bool = False  # `sysext lock`: first record of files upstream does not vouch for
 
     @property
     def cache_dir(self) -> Path:
@@ -37,6 +40,12 @@ class FetchContext:
     def expand(self, spec: SourceSpec, template: str, key: str) -> str:
         return self.recipe.expand(template, self.version, self.arch, f"sources[{spec.index}].{key}")
 
+    def locked(self, spec: SourceSpec, origin: str) -> LockEntry | None:
+        """The lock's entry for this source (an error if a --locked build lacks one)."""
+        if self.lock is None:
+            return None
+        return self.lock.require(self.version, self.arch.systemd_name, spec.id, origin)
+
 
 @dataclass(frozen=True)
 class Fetched:
@@ -47,6 +56,7 @@ class Fetched:
     origin: str  # URL, path or package reference
     sha256: str
     file_name: str
+    integrity: str = ""  # how it was verified, for provenance and `sysext lock`
 
 
 @dataclass(frozen=True)

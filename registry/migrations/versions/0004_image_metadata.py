@@ -1,8 +1,7 @@
 """images.release/binaries/units: each image's extension-release fields and what it ships.
 
 Revision ID: 0004
-Revises: 0002 (the newest revision on this branch; 0003_token_policy lands in parallel and
-the chain is 0002 → 0003 → 0004 once both are in one tree)
+Revises: 0003_token_policy (the chain is 0002 → 0003_token_policy → 0004)
 
 Rows published before this revision are filled from the stored images themselves: the
 caller (registry.db.migrate) hands a reader in `config.attributes["image_summary"]`
@@ -19,7 +18,7 @@ import sqlalchemy as sa
 from alembic import context, op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003_token_policy"
 branch_labels = None
 depends_on = None
 
