@@ -34,7 +34,10 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, registry_database: str
+) -> Iterator[RegistryServer]:
+    # Requesting `registry_database` (conftest.py) makes a server per database engine.
     data = tmp_path_factory.mktemp("reg") / "data"
     # A small upload limit so the oversize test needs no huge file.
     with running_registry(data, args=("--max-upload", str(256 << 10))) as reg:
