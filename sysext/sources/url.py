@@ -193,6 +193,11 @@ class UrlSource:
             return Resolved(url, entry.sha256, file_name)
         if ctx.pinned_sha256(spec) or (spec.signature_url is None and spec.checksum_url):
             return Resolved(url, expected_sha256(spec, ctx, url, upstream_name), file_name)
+        if spec.signature_url is None and spec.github_digest:
+            # GitHub's API answer (a few bytes) names the asset exactly, as at fetch time.
+            digest = github_asset_digest(url, ctx, _label(spec, ctx))
+            if digest is not None:
+                return Resolved(url, digest, file_name)
         return None
 
     def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched:
