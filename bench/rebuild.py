@@ -1,9 +1,8 @@
 """How long a no-op rebuild of the catalogue takes: `sysext build R… --arch x86-64 --arch
 arm64` when every image is already in the output directory and the sources are cached.
 
-The recipes that have upstream-shaped fixtures (tests/test_recipes_catalog.py: docker,
-containerd, crio, k3s, kubernetes, tailscale; tests/test_build.py: podman — all but the
-PyPI-based shellcheck, which needs the real index) are served from 127.0.0.1 through the mirror
+Every recipe with an upstream-shaped fixture (tests/upstream_fixtures.py) that builds for
+both architectures without a lock file is served from 127.0.0.1 through the mirror
 setting, built once for both architectures (cold: downloads, staging, packing), then built
 again several times; the rebuilds must report every image "unchanged". What a rebuild
 still does per image: resolve its sources (read a pin or fetch the upstream checksum file,
@@ -22,6 +21,7 @@ import argparse
 import functools
 import http.server
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -33,11 +33,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import hashlib  # noqa: E402
-
 from tests.conftest import StaticServer  # noqa: E402
-from tests.test_build import PODMAN_MEMBERS, upstream_tarball  # noqa: E402
-from tests.test_recipes_catalog import ARM, CASES, RECIPES, X86, Upstream, mirrors_env  # noqa: E402
+from tests.test_recipes_catalog import (  # noqa: E402
+    BOTH,
+    CASES,
+    Case,
+    mirrors_env,
+    publish_cases,
+    recipe_copies,
+)
+from tests.upstream_fixtures import SigningKey  # noqa: E402
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -45,40 +50,31 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def prepare(work: Path, server: StaticServer) -> tuple[Path, list[str]]:
-    """Serve every fixture release for both architectures; recipes pinned to them."""
-    recipes = work / "recipes"
-    recipes.mkdir()
-    up = Upstream()
-    names = []
+def catalogue_cases() -> tuple[list[Case], list[str]]:
+    """One fixture release per recipe, for both architectures, buildable without a lock
+    file (a matrix build takes no --locked): the one at the recipe's default version if
+    there is one. Returns the cases and the recipes left out."""
+    chosen: dict[str, Case] = {}
+    left_out = set()
     for case in CASES:
-        pins: dict[str, str] = {}
-        for arch in (X86, ARM):
-            pins.update(case.upstream(up, case.version, arch))
-        text = (RECIPES / f"{case.name}.toml").read_text()
-        text = text.replace('\nversion = "', f'\nversion = "{case.version}"\n# was "', 1)
-        if pins:
-            text += f'\n[sources.sha256."{case.version}"]\n'
-            text += "".join(f'{arch} = "{digest}"\n' for arch, digest in pins.items())
-        (recipes / f"{case.name}.toml").write_text(text)
-        names.append(case.name)
-    up.publish(server)
-    # podman's fixture lives in tests/test_build.py; pinned like docker (no checksum file).
-    version, pins = "0.0.1", []
-    for arch in (X86, ARM):
-        tarball = upstream_tarball(PODMAN_MEMBERS, f"podman-linux-{arch.debian_name}")
-        asset = server.root / (
-            f"gh/mgoltzsche/podman-static/releases/download/v{version}/"
-            f"podman-linux-{arch.debian_name}.tar.gz"
-        )
-        asset.parent.mkdir(parents=True, exist_ok=True)
-        asset.write_bytes(tarball)
-        pins.append(f'{arch.systemd_name} = "{hashlib.sha256(tarball).hexdigest()}"\n')
-    text = (RECIPES / "podman.toml").read_text()
-    text = text.replace('\nversion = "', f'\nversion = "{version}"\n# was "', 1)
-    (recipes / "podman.toml").write_text(text + f'\n[sources.sha256."{version}"]\n' + "".join(pins))
-    names.append("podman")
-    return recipes, names
+        left_out.add(case.recipe)
+        if case.locked or tuple(case.arches) != BOTH:
+            continue
+        chosen.setdefault(case.recipe, case)
+    return list(chosen.values()), sorted(left_out - set(chosen))
+
+
+def prepare(work: Path, server: StaticServer) -> tuple[Path, list[str], list[str]]:
+    """Serve the chosen fixture releases; recipe copies default to their versions."""
+    cases, left_out = catalogue_cases()
+    key = SigningKey()
+    publish_cases(cases, server.root, key)
+    recipes = recipe_copies(work / "recipes", key.fingerprint)
+    for case in cases:
+        path = recipes / f"{case.recipe}.toml"
+        text = re.sub(r'(?m)^version = "[^"]*"', f'version = "{case.version}"', path.read_text())
+        path.write_text(text)
+    return recipes, [c.recipe for c in cases], left_out
 
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -103,12 +99,13 @@ def main() -> None:
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         server = StaticServer(work / "www", f"http://127.0.0.1:{httpd.server_address[1]}")
         try:
-            recipes, names = prepare(work, server)
+            recipes, names, left_out = prepare(work, server)
             argv = [sys.executable, "-m", "sysext.cli.main", "build", *names]
             argv += ["--recipes-dir", str(recipes), "--cache-dir", str(work / "cache")]
             argv += ["--arch", "x86-64", "--arch", "arm64", "--output", str(work / "out")]
             env = {**os.environ, **mirrors_env(server), "PYTHONPATH": str(ROOT)}
             print(f"catalogue: {len(names)} recipes × 2 architectures = {2 * len(names)} images")
+            print(f"left out (lock-only or one architecture only): {', '.join(left_out)}")
             print(f"cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.2f}")
             cold, summary = run(argv, env)
             print(f"cold build (download, stage, pack): {cold:.2f} s — {summary}")

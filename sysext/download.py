@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -135,9 +136,13 @@ class Downloader:
                 raise DownloadError(f"{url}: no such file")
             return path, sha256_of(path)
         name = hashlib.sha256(url.encode()).hexdigest()
-        partial = self.cache_dir / "downloads" / "unverified" / f"{name}.part"
-        ensure_cache_dir(partial.parent)
-        partial.unlink(missing_ok=True)
+        directory = ensure_cache_dir(self.cache_dir / "downloads" / "unverified")
+        # A private file per call: matrix builds may fetch one URL in two rows at once (a
+        # recipe and an OEM image sharing an agent), and nothing here is resumed anyway.
+        fd, partial_name = tempfile.mkstemp(prefix=f"{name}.", suffix=".part", dir=directory)
+        os.close(fd)
+        partial = Path(partial_name)
+        partial.unlink()
         target = self.mirrors.rewrite(url)
         self._download(url, target, partial, label or url.rsplit("/", 1)[-1])
         return partial, sha256_of(partial)

@@ -9,10 +9,13 @@ Packing is counted with a `gensquashfs` wrapper first on PATH that logs each pac
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,8 +23,8 @@ import requests
 
 from tests.conftest import CliResult, StaticServer, run_cli
 from tests.registry_server import RegistryServer, build_image, registry_server  # noqa: F401
-from tests.test_recipes_catalog import RECIPES, mirrors_env
-from tests.upstream_fixtures import ARM, X86, Upstream
+from tests.test_recipes_catalog import CASES, RECIPES, mirrors_env, publish_cases, recipe_copies
+from tests.upstream_fixtures import ARM, X86, SigningKey, Upstream
 from tests.upstream_fixtures import containerd as containerd_upstream
 from tests.upstream_fixtures import k3s as k3s_upstream
 from tests.upstream_fixtures import tailscale as tailscale_upstream
@@ -323,3 +326,36 @@ def test_version_specs_resolve_against_the_feed(
     recipe = load_recipe(RECIPES / "tailscale.toml")
     expected = {"latest": "1.10.0", "1.2": "1.2.10"}[spec]
     assert resolve_version(recipe, spec, downloader) == expected
+
+
+def test_signed_sources_are_not_downloaded_again_when_unchanged(tmp_path: Path) -> None:
+    """podman is verified by its upstream OpenPGP signature: a rebuild decides from the
+    signature alone (the same bytes verified the cached payload before), so the payload may
+    even be gone upstream."""
+    case = next(c for c in CASES if c.recipe == "podman" and c.version == "5.8.4")
+    www = tmp_path / "www"
+    www.mkdir()
+    key = SigningKey()
+    publish_cases([case], www, key)
+    recipes = recipe_copies(tmp_path / "recipes", key.fingerprint)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        argv = ["build", "podman", "--version", case.version, "--arch", "x86-64"]
+        argv += ["--recipes-dir", str(recipes), "--cache-dir", str(tmp_path / "cache")]
+        argv += ["--output", str(tmp_path / "out")]
+        first = run_cli(*argv, env=mirrors_env(url))
+        assert first.returncode == 0, first.stderr
+        payloads = list(www.rglob("*.tar.gz"))
+        assert payloads
+        for payload in payloads:
+            payload.unlink()  # the signatures stay
+        second = run_cli(*argv, env=mirrors_env(url))
+        assert second.returncode == 0, second.stderr
+        assert "unchanged: podman-5.8.4-x86-64.raw" in second.stderr
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

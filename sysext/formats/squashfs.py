@@ -24,18 +24,29 @@ from sysext.formats import (
 from sysext.process import run, tool_version
 from sysext.staging import EntryKind, StagedEntry
 
-# Default level and block size, chosen with bench/build.py (250 MiB of Python stdlib files,
-# 2 shared cores; reference `mksquashfs -all-root -noappend`, gzip: 75.0 MiB, 46 s, 420 MB):
-#   zstd-9/1M 63.5 MiB 6.0 s; zstd-12/1M 63.1 MiB 7.3 s; zstd-13/1M 63.0 MiB 19.6 s;
-#   zstd-15/1M 62.9 MiB 18.3 s; zstd-19/1M 58.9 MiB 67 s; zstd-13/128K 70.1 MiB 20.4 s.
-# 1 MiB blocks (squashfs's maximum) save ~10% against 128 KiB at the same level, and the
-# kernel reads them fine (a cold random read decompresses up to 1 MiB). zstd-15 is the
-# fastest level meeting every target of issue 2 (≤0.90× size: 0.84×; ≤1.0× time: 0.40×;
-# Python share ≤5%: 3.0%; peak RSS ≤150 MB: 74 MB). Levels ≤12 are 3× faster at +1% size,
-# but the constant Python share (tree scan, hashing: ~0.6 s for 30,000 files) is then 8–10%.
-DEFAULT_ZSTD_LEVEL = 15
+# Default level and block size, chosen by size and total wall time with bench/build.py
+# (issue 11; 2 cores shared with other jobs, load average ~5; medians of 2 alternating
+# runs; reference: the bakery's `mksquashfs -all-root -noappend`, gzip, 128 KiB blocks):
+#   stdlib, 150 MiB, 14,496 files: bakery 48.2 MiB 47.6 s; zstd-12/1M 40.8 MiB (0.85×)
+#     6.9 s (0.15×); zstd-15/1M 40.7 MiB (0.84×) 27.3 s (0.57×); mksquashfs zstd-15/1M
+#     40.8 MiB 23.7 s; mkfs.erofs -zlz4hc 87.6 MiB (1.82×) 4.6 s.
+#   ELF+stdlib, 231 MiB, 4,135 files: bakery 72.9 MiB 27.1 s; zstd-12/1M 62.8 MiB (0.86×)
+#     9.3 s (0.34×); zstd-15/1M 62.7 MiB (0.86×) 26.9 s (0.99×); mksquashfs zstd-15/1M
+#     62.6 MiB 25.5 s; mkfs.erofs -zlz4hc 119.4 MiB (1.64×) 5.5 s.
+#   Under heavier load (~13): zstd-16 0.81×/0.83× at 1.2×/2.5× the bakery's time,
+#   zstd-17 0.80×/0.81× at 1.1×/3.1×.
+# zstd-12 is within 0.2% of zstd-15's size at a third to a quarter of its time, so it is
+# the default. No level reaches 0.85× on the ELF-heavy tree at the bakery's speed: that
+# takes zstd-16 (btopt), 2–3× slower than gzip there. 1 MiB blocks (squashfs's maximum)
+# save ~10% against 128 KiB at the same level; the kernel reads them fine.
+# Python's own share (scan, pack file, hashing, manifest): 0.3–0.6 s per 10,000 files.
+# Packing order: gensquashfs 1.2 re-sorts the pack file's entries by name (any order gives
+# the same bytes), so only a sort file can group similar files; grouping by content kind
+# then path changed sizes by −0.1…+0.4% and gensquashfs matches sort-file lines in
+# quadratic time (45 s for 12,000 files), so ORDER_BY_CONTENT is off.
+DEFAULT_ZSTD_LEVEL = 12
 DEFAULT_BLOCK_SIZE = 1 << 20
-ORDER_BY_CONTENT = False  # sort_file(): measured in bench/build.py --order, see above
+ORDER_BY_CONTENT = False  # sort_file(); bench/build.py --order measures it, see above
 _LEVELS: dict[Compression, LevelRange] = {
     Compression.ZSTD: LevelRange(1, 22, DEFAULT_ZSTD_LEVEL),
     Compression.XZ: LevelRange(0, 9, 6),

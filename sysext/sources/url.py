@@ -17,6 +17,7 @@ Nothing unverified enters the download cache.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import urllib.parse
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from sysext.atomic import atomic_write
 from sysext.download import DownloadError, is_local
 from sysext.errors import SysextError
 from sysext.extract import ArchiveFormat
@@ -116,7 +118,53 @@ def fetch_signed(spec: SourceSpec, ctx: FetchContext, url: str, name: str) -> tu
         if path.is_relative_to(ctx.downloader.cache_dir):
             path.unlink(missing_ok=True)
         raise
-    return ctx.downloader.store(path, sha256), sha256
+    stored = ctx.downloader.store(path, sha256)
+    _remember_signed(spec, ctx, url, signature, sha256)
+    return stored, sha256
+
+
+def _signed_record(ctx: FetchContext, url: str) -> Path:
+    digest = hashlib.sha256(url.encode()).hexdigest()
+    return ctx.cache_dir / "downloads" / "signed" / f"{digest}.json"
+
+
+def _signed_facts(spec: SourceSpec, signature: bytes) -> dict[str, object]:
+    return {
+        "signature_sha256": hashlib.sha256(signature).hexdigest(),
+        "keys": sorted(spec.signing_keys),
+    }
+
+
+def _remember_signed(
+    spec: SourceSpec, ctx: FetchContext, url: str, signature: bytes, sha256: str
+) -> None:
+    """Record which payload this very signature verified, so that a rebuild can name the
+    payload from the signature alone (sysext.build_key) instead of downloading it again."""
+    record = {**_signed_facts(spec, signature), "sha256": sha256}
+    path = _signed_record(ctx, url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(record, sort_keys=True).encode())
+
+
+def signed_sha256(spec: SourceSpec, ctx: FetchContext, url: str) -> str | None:
+    """The payload the current upstream signature verified before (same signature bytes,
+    same pinned keys) when it is still in the cache; None otherwise."""
+    assert spec.signature_url is not None
+    try:
+        record = json.loads(_signed_record(ctx, url).read_text())
+        signature = ctx.downloader.fetch_bytes(
+            ctx.expand(spec, spec.signature_url, "signature_url"), limit=1 << 20
+        )
+    except (OSError, ValueError, DownloadError):
+        return None
+    sha256 = record.get("sha256") if isinstance(record, dict) else None
+    if not isinstance(sha256, str) or {k: record.get(k) for k in ("signature_sha256", "keys")} != (
+        _signed_facts(spec, signature)
+    ):
+        return None
+    if not (ctx.cache_dir / "downloads" / "sha256" / sha256).is_file():
+        return None
+    return sha256
 
 
 _RELEASE_ASSET = re.compile(
@@ -193,6 +241,14 @@ class UrlSource:
             return Resolved(url, entry.sha256, file_name)
         if ctx.pinned_sha256(spec) or (spec.signature_url is None and spec.checksum_url):
             return Resolved(url, expected_sha256(spec, ctx, url, upstream_name), file_name)
+        if spec.signature_url is not None and not ctx.downloader.refresh:
+            signed = signed_sha256(spec, ctx, url)
+            return None if signed is None else Resolved(url, signed, file_name)
+        if spec.signature_url is None and spec.github_digest:
+            # GitHub's API answer (a few bytes) names the asset exactly, as at fetch time.
+            digest = github_asset_digest(url, ctx, _label(spec, ctx))
+            if digest is not None:
+                return Resolved(url, digest, file_name)
         return None
 
     def fetch(self, spec: SourceSpec, ctx: FetchContext) -> Fetched:
