@@ -45,11 +45,14 @@ def test_sort_is_consistent_and_stable(versions: list[str]) -> None:
     ordered = sort_versions(versions)
     for x, y in itertools.pairwise(ordered):
         assert strverscmp(x, y) <= 0
-    # Python's sort is stable: equal versions keep their input order.
-    for i, x in enumerate(ordered):
-        for y in ordered[i + 1 :]:
-            if strverscmp(x, y) == 0:
-                assert versions.index(x) <= versions.index(y) or x == y
+    # Stable: versions that compare equal keep their input order. The reference is a sort
+    # by strverscmp itself with the input position as tie-breaker (index() would be wrong
+    # here: different strings can compare equal, e.g. "," and "").
+    by_position = sorted(
+        enumerate(versions),
+        key=functools.cmp_to_key(lambda a, b: strverscmp(a[1], b[1]) or a[0] - b[0]),
+    )
+    assert ordered == [v for _, v in by_position]
     assert sorted(ordered, key=version_key) == ordered
 
 
