@@ -22,11 +22,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # Registry test modules that run once on SQLite and once on PostgreSQL (`--registry-db`,
-# default both): the API, uploads, tokens, channels, yank/promote, restarts, and the audit
-# log. The other registry modules stay on SQLite to keep the suite's time down (they passed
-# on PostgreSQL when this was added); test_registry_scale.py runs parallel publishes,
-# kill -9, restarts and the migrations (0001 → head → base → head) on PostgreSQL.
-REGISTRY_DB_MODULES = frozenset({"test_registry_http", "test_audit"})
+# default both): the API, uploads, tokens, channels, yank/promote, restarts, crashes and
+# parallel uploads, OS-bound images, stored metadata, the small-file cache, provisioning and
+# the audit log. test_registry_hardening.py stays on SQLite: its "nothing changed" proof reads
+# the SQLite file directly. test_registry_scale.py runs parallel publishes, kill -9,
+# restarts and the migrations (0001 → head → base → head) on PostgreSQL.
+REGISTRY_DB_MODULES = frozenset(
+    {
+        "test_registry_http",
+        "test_audit",
+        "test_registry_os_bound",
+        "test_registry_robustness",
+        "test_registry_metadata",
+        "test_registry_cache",
+        "test_provision_registry",
+    }
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
