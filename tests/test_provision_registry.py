@@ -28,7 +28,10 @@ PUBLISH = (
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+def registry(
+    tmp_path_factory: pytest.TempPathFactory, registry_database: str
+) -> Iterator[RegistryServer]:
+    # Requesting `registry_database` (conftest.py) makes one server per database engine.
     work = tmp_path_factory.mktemp("provision-registry")
     with running_registry(work / "data") as server:
         for name, version, arch, channel in PUBLISH:

@@ -30,7 +30,10 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, registry_database: str
+) -> Iterator[RegistryServer]:
+    # Requesting `registry_database` (conftest.py) makes one server per database engine.
     with running_registry(tmp_path_factory.mktemp("reg") / "data") as reg:
         yield reg
 

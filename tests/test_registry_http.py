@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -465,7 +466,12 @@ def test_web_catalogue(server: RegistryServer) -> None:
 def test_request_log_is_structured(server: RegistryServer) -> None:
     requests.get(f"{server.url}/keyring.gpg", timeout=10)
     requests.get(f"{server.url}/extensions/hello/no such file", timeout=10)
-    lines = [line for line in server.log().splitlines() if "path=" in line]
+    # The access line is written after the response is sent: wait for it to reach the file.
+    for _ in range(100):
+        lines = [line for line in server.log().splitlines() if "path=" in line]
+        if any("no such file" in line for line in lines):
+            break
+        time.sleep(0.05)
     parsed = [dict(field.split("=", 1) for field in shlex.split(line)) for line in lines]
     assert all(
         {"time", "level", "method", "path", "status", "bytes", "duration_ms"} <= set(p)

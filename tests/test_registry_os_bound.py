@@ -28,7 +28,10 @@ from tests.test_os_bound import ARCH, OS_VERSIONS, pack
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+def registry(
+    tmp_path_factory: pytest.TempPathFactory, registry_database: str
+) -> Iterator[RegistryServer]:
+    # Requesting `registry_database` (conftest.py) makes one server per database engine.
     with running_registry(tmp_path_factory.mktemp("registry") / "data") as server:
         yield server
 
