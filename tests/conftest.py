@@ -6,6 +6,7 @@ from 127.0.0.1 and point recipes at them through the builder's mirror setting.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -164,11 +165,9 @@ class StaticServer:
     url: str
 
 
-@pytest.fixture
-def static_server(tmp_path: Path) -> Iterator[StaticServer]:
-    """Serve tmp_path/www over HTTP on 127.0.0.1 (random port) for upstream-shaped files."""
-    root = tmp_path / "www"
-    root.mkdir()
+@contextlib.contextmanager
+def serve_directory(root: Path) -> Iterator[StaticServer]:
+    """Serve `root` over HTTP on 127.0.0.1 (random port) until the block ends."""
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -178,6 +177,15 @@ def static_server(tmp_path: Path) -> Iterator[StaticServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def static_server(tmp_path: Path) -> Iterator[StaticServer]:
+    """Serve tmp_path/www over HTTP on 127.0.0.1 (random port) for upstream-shaped files."""
+    root = tmp_path / "www"
+    root.mkdir()
+    with serve_directory(root) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

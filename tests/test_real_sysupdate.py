@@ -23,6 +23,7 @@ import requests
 from sysext import signing
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.transfer import TransferSpec, render_transfer
+from tests.booted import apply_ignition
 from tests.conftest import StaticServer, run_cli
 from tests.merge_helper import merge_and_run
 from tests.registry_server import RegistryServer, build_image, running_registry
@@ -33,7 +34,6 @@ from tests.sysupdate_client import (
     prepare_root,
     run_sysupdate,
 )
-from tests.test_provision import decode_data_url
 
 pytestmark = pytest.mark.root
 
@@ -209,28 +209,6 @@ def check_json(url: str, keyring: Path | None, *extra: str | Path) -> dict[str, 
 
 
 # --- first boot from the Ignition config -------------------------------------------------
-
-
-def apply_ignition(document: dict[str, Any], root: Path) -> None:
-    """Ignition's files stage under `root`: files (remote ones fetched and hash-checked)
-    and links as real symlinks, exactly as the config says."""
-    for entry in document["storage"]["files"]:
-        source = entry["contents"]["source"]
-        if source.startswith("data:"):
-            data = decode_data_url(source)
-        else:
-            data = requests.get(source, timeout=60).content
-        expected = entry["contents"].get("verification", {}).get("hash")
-        assert expected in (None, f"sha256-{hashlib.sha256(data).hexdigest()}")
-        target = root / entry["path"].lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        target.chmod(entry["mode"])
-    for link in document["storage"].get("links", []):
-        assert not link.get("hard", False)
-        path = root / link["path"].lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.symlink_to(link["target"])
 
 
 def test_first_boot_config_is_recognized_then_updated(tmp_path: Path) -> None:

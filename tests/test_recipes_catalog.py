@@ -15,14 +15,11 @@ with the real systemd-sysext and every program it ships is run from the merged t
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
-import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +31,7 @@ from sysext.imageread import read_file, read_image
 from sysext.lint import lint_image
 from sysext.recipe import available_recipes, bundled_recipes_dir, load_recipe
 from sysext.staging import STANDARD_BIN_DIRS, STANDARD_HOST_BINARIES, exec_lines, is_unit_file
-from tests.conftest import CliResult, StaticServer, run_cli
+from tests.conftest import CliResult, StaticServer, run_cli, serve_directory
 from tests.upstream_fixtures import (
     BUILDERS,
     MIRROR_DIRS,
@@ -281,11 +278,6 @@ def build_case(
     return Built(case, result, out, steps)
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="session")
 def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaticServer]:
     """Every case's upstream release, published once and served for the whole session."""
@@ -294,15 +286,8 @@ def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Static
     key = SigningKey()
     publish_cases(CASES, root, key)
     (root / "fingerprint").write_text(key.fingerprint)
-    handler = functools.partial(_Quiet, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield StaticServer(root, f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(root) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
