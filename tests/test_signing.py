@@ -25,34 +25,15 @@ from sysext.signing import (
     verify_detached,
     verify_directory,
 )
+from tests import past_keys
 from tests.conftest import run_cli
 
 MANIFEST = f"{'b' * 64}  podman-5.3.1-x86-64.raw\n".encode()
 
 
-def gpg_verify_like_systemd(tmp: Path, keyring: Path, signature: bytes, data: bytes) -> int:
-    """verify_gpg() of v256 pull-common.c: temp homedir, the signature in a temp file and
-    the manifest on stdin."""
-    home = tmp / f"gpghome{os.urandom(4).hex()}"
-    home.mkdir(mode=0o700)
-    sig = tmp / f"sig{os.urandom(4).hex()}"
-    sig.write_bytes(signature)
-    argv = [
-        "gpg",
-        "--no-options",
-        "--no-default-keyring",
-        "--no-auto-key-locate",
-        "--no-auto-check-trustdb",
-        "--batch",
-        "--trust-model=always",
-        f"--homedir={home}",
-        f"--keyring={keyring}",
-        "--verify",
-        str(sig),
-        "-",
-    ]
-    proc = subprocess.run(argv, input=data, capture_output=True, check=False)
-    return proc.returncode
+def gpg_verify_like_systemd(keyring: Path, signature: bytes, data: bytes) -> int:
+    """Exit status of systemd-pull's exact gpg command line (tests/past_keys.py)."""
+    return past_keys.gpg_verify_like_systemd(keyring.read_bytes(), signature, data)[0]
 
 
 def sqv_verify(keyring: Path, signature: Path, data: Path) -> int:
@@ -132,7 +113,7 @@ def test_gpg_and_sqv_accept_our_signatures(
 ) -> None:
     signature = sign_detached(keys["main"], MANIFEST, armor=armor)
     assert signature.startswith(b"-----BEGIN PGP SIGNATURE-----") == armor
-    assert gpg_verify_like_systemd(tmp_path, keys["main.pub"], signature, MANIFEST) == 0
+    assert gpg_verify_like_systemd(keys["main.pub"], signature, MANIFEST) == 0
     sig_file, data_file = tmp_path / "SHA256SUMS.gpg", tmp_path / "SHA256SUMS"
     sig_file.write_bytes(signature)
     data_file.write_bytes(MANIFEST)
@@ -143,7 +124,7 @@ def test_gpg_and_sqv_accept_our_signatures(
 def test_tampered_manifest_fails_everywhere(tmp_path: Path, keys: dict[str, Path]) -> None:
     signature = sign_detached(keys["main"], MANIFEST)
     tampered = MANIFEST.replace(b"5.3.1", b"5.3.2")
-    assert gpg_verify_like_systemd(tmp_path, keys["main.pub"], signature, tampered) != 0
+    assert gpg_verify_like_systemd(keys["main.pub"], signature, tampered) != 0
     sig_file, data_file = tmp_path / "s.gpg", tmp_path / "d"
     sig_file.write_bytes(signature)
     data_file.write_bytes(tampered)
@@ -154,7 +135,7 @@ def test_tampered_manifest_fails_everywhere(tmp_path: Path, keys: dict[str, Path
 
 def test_foreign_key_fails_everywhere(tmp_path: Path, keys: dict[str, Path]) -> None:
     signature = sign_detached(keys["foreign"], MANIFEST)
-    assert gpg_verify_like_systemd(tmp_path, keys["main.pub"], signature, MANIFEST) != 0
+    assert gpg_verify_like_systemd(keys["main.pub"], signature, MANIFEST) != 0
     sig_file, data_file = tmp_path / "s.gpg", tmp_path / "d"
     sig_file.write_bytes(signature)
     data_file.write_bytes(MANIFEST)
@@ -166,14 +147,14 @@ def test_foreign_key_fails_everywhere(tmp_path: Path, keys: dict[str, Path]) -> 
 
 def test_armored_keyring_fails_like_on_a_host(tmp_path: Path, keys: dict[str, Path]) -> None:
     signature = sign_detached(keys["main"], MANIFEST)
-    assert gpg_verify_like_systemd(tmp_path, keys["main.asc"], signature, MANIFEST) != 0
+    assert gpg_verify_like_systemd(keys["main.asc"], signature, MANIFEST) != 0
     with pytest.raises(SignatureError, match="ASCII-armored") as info:
         verify_detached(keys["main.asc"], MANIFEST, signature)
     assert info.value.hint and "--armor" in info.value.hint
 
 
 def test_missing_or_empty_signature_fails(tmp_path: Path, keys: dict[str, Path]) -> None:
-    assert gpg_verify_like_systemd(tmp_path, keys["main.pub"], b"", MANIFEST) != 0
+    assert gpg_verify_like_systemd(keys["main.pub"], b"", MANIFEST) != 0
     with pytest.raises(SignatureError, match="0 bytes"):
         verify_detached(keys["main.pub"], MANIFEST, b"")
     with pytest.raises(SignatureError, match="not an OpenPGP detached signature"):
@@ -193,7 +174,7 @@ def test_keyring_problems(tmp_path: Path, keys: dict[str, Path]) -> None:
     assert verify_detached(both, MANIFEST, signature) == key_fingerprint(keys["foreign"])
     ring = tmp_path / "both.gpg"
     ring.write_bytes(both)
-    assert gpg_verify_like_systemd(tmp_path, ring, signature, MANIFEST) == 0
+    assert gpg_verify_like_systemd(ring, signature, MANIFEST) == 0
 
 
 def test_signing_with_a_public_key_is_a_clear_error(keys: dict[str, Path]) -> None:
@@ -240,7 +221,7 @@ def test_sign_directory_lists_only_images(tmp_path: Path, keys: dict[str, Path])
     assert parse_manifest(manifest) == entries
     assert entries[1].sha256 == sha256_file(directory / "podman-5.3.1-x86-64.raw")
     signature = (directory / "SHA256SUMS.gpg").read_bytes()
-    assert gpg_verify_like_systemd(tmp_path, keys["main.pub"], signature, manifest) == 0
+    assert gpg_verify_like_systemd(keys["main.pub"], signature, manifest) == 0
     assert not [p for p in directory.iterdir() if p.name.startswith(".#")]
     info, results = verify_directory(directory, keys["main.pub"])
     assert info.expires is None
