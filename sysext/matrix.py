@@ -9,6 +9,9 @@ compressor then gets its share of the cores). Each row is one `sysext.build.buil
 architecture, so its image is skipped as "unchanged" when its build key is already in the
 output directory, and a row that fails leaves nothing behind while the others go on. With
 a publisher, each finished row is published at once (sysext.publishing).
+
+A locked matrix (`--locked`) reads each recipe's own lock file once, while planning; a
+recipe whose lock is missing or unreadable fails its own rows, not the run.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sysext.download import Downloader
 from sysext.errors import SysextError
 from sysext.formats import Compression, ImageFormat
 from sysext.image import BuiltImage
+from sysext.lockfile import Lock, LockError, default_lock_path, load_lock
 from sysext.publishing import Publisher, PublishState
 from sysext.recipe import Recipe
 
@@ -55,7 +59,8 @@ class Row:
     recipe: Recipe
     version: str
     arch: Architecture
-    problem: str | None = None  # the version spec could not be resolved: the row fails
+    problem: str | None = None  # version spec or lock file unusable: the row fails
+    lock: Lock | None = None  # --locked: the recipe's lock file, the only files it may use
 
     @property
     def label(self) -> str:
@@ -98,6 +103,8 @@ class MatrixRequest:
     refresh: bool = False
     force: bool = False
     workers: int = 4  # rows in progress at once (downloads overlap; packing is bounded apart)
+    locked: bool = False  # each recipe uses only the files its lock file records
+    lock_file: Path | None = None  # a one-recipe matrix's lock elsewhere than ./NAME.lock.json
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,18 @@ def resolve_version(recipe: Recipe, spec: str, downloader: Downloader) -> str:
     return resolve(recipe, spec, downloader)
 
 
+def recipe_lock(recipe: Recipe, lock_file: Path | None = None) -> Lock:
+    """The recipe's lock (`lock_file`, default ./NAME.lock.json); a LockError if there is
+    none or it cannot be read."""
+    path = lock_file or default_lock_path(recipe.name)
+    if not path.exists():
+        raise LockError(
+            f"no lock file {path}: run `sysext lock {recipe.name}`",
+            "lock every --version and --arch the build asks for",
+        )
+    return load_lock(path, recipe.name)
+
+
 def plan(request: MatrixRequest, downloader: Downloader) -> MatrixPlan:
     arches = request.architectures or (Architecture.from_uname(),)
     rows: dict[tuple[str, str, Architecture], Row] = {}
@@ -135,14 +154,21 @@ def plan(request: MatrixRequest, downloader: Downloader) -> MatrixPlan:
                 notes.append(f"{recipe.name}: no {arch.systemd_name} build (not in the recipe)")
         if not supported:
             continue
+        lock, lock_problem = None, None
+        if request.locked:
+            try:
+                lock = recipe_lock(recipe, request.lock_file)
+            except SysextError as exc:
+                lock_problem = _reason(exc)
         for spec in request.versions or (recipe.version,):
-            problem = None
+            problem = lock_problem
             try:
                 version = resolve_version(recipe, spec, downloader)
             except SysextError as exc:
-                version, problem = spec, exc.message
+                version, problem = spec, problem or exc.message
             for arch in supported:
-                rows.setdefault((recipe.name, version, arch), Row(recipe, version, arch, problem))
+                row = Row(recipe, version, arch, problem, lock)
+                rows.setdefault((recipe.name, version, arch), row)
     return MatrixPlan(tuple(rows.values()), tuple(notes))
 
 
@@ -209,6 +235,7 @@ def _run_row(
                 level=request.level,
                 refresh=request.refresh,
                 force=request.force,
+                lock=row.lock,
             ),
             hooks,
         )
@@ -256,6 +283,7 @@ __all__ = [
     "Row",
     "RowResult",
     "plan",
+    "recipe_lock",
     "resolve_version",
     "run_matrix",
     "summary_counts",
