@@ -178,25 +178,49 @@ def run_matrix(
     view: MatrixView,
     publisher: Publisher | None = None,
 ) -> list[RowResult]:
-    """Build (and publish) every row; results in the order of `rows`."""
+    """Build (and publish) every row; results in the order of `rows`.
+
+    Interrupted (Ctrl-C reaches the main thread as KeyboardInterrupt), rows not started are
+    dropped and running rows stop at their next stage; this waits for them, so that no row
+    is left writing into the output directory when the exception goes on. (A terminal's
+    Ctrl-C also reaches the packing tools, which are in the same process group: the packs
+    in progress fail and clean up after themselves.)
+    """
     cores = os.cpu_count() or 1
     slots = max(1, min(cores, len(rows)))
     jobs = max(1, cores // slots)
     packing = threading.BoundedSemaphore(slots)
+    stopping = threading.Event()
+
+    def check() -> None:
+        if stopping.is_set():
+            raise SysextError("interrupted", "run the build again to finish it")
 
     @contextmanager
     def pack_slot() -> Iterator[None]:
         with packing:
+            check()  # rows that waited for a slot must not start packing after Ctrl-C
             yield
 
     def one(row: Row) -> RowResult:
-        return _run_row(request, row, view, publisher, BuildHooks(
-            on_stage=lambda arch, stage: view.stage(row, stage), pack_slot=pack_slot, jobs=jobs
-        ))  # fmt: skip
+        def on_stage(arch: Architecture, stage: str) -> None:
+            check()
+            view.stage(row, stage)
+
+        hooks = BuildHooks(on_stage=on_stage, pack_slot=pack_slot, jobs=jobs)
+        return _run_row(request, row, view, publisher, hooks)
 
     workers = max(1, min(request.workers, len(rows)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sysext-row") as pool:
-        return list(pool.map(one, rows))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sysext-row")
+    try:
+        futures = [pool.submit(one, row) for row in rows]
+        return [future.result() for future in futures]
+    except BaseException:
+        stopping.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _run_row(
@@ -248,9 +272,9 @@ def _run_row(
     detail = f"{image.path.name} ({_size(image.size)})"
     if publisher is None:
         return result(built, detail, image=image)
-    view.stage(row, "publishing")
     assert image.release is not None
     try:
+        hooks.on_stage(row.arch, "publishing")
         published = publisher.publish(image.path, image.release.name, image.sha256)
     except SysextError as exc:
         return result(built, f"publishing: {_reason(exc)}", Outcome.FAILED, image)

@@ -38,10 +38,22 @@ UPSTREAMS = {
 
 
 class Matrix:
-    """Recipes copied into a private directory, their fixtures served, a counting packer."""
+    """Recipes copied into a private directory, their fixtures served, a counting packer.
 
-    def __init__(self, tmp_path: Path, server: StaticServer, names: tuple[str, ...]) -> None:
+    With `gated`, each packing call waits until the file `self.gate` exists, so a test can
+    look at a build while its images are being packed (and interrupt it there).
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        server: StaticServer,
+        names: tuple[str, ...],
+        *,
+        gated: bool = False,
+    ) -> None:
         self.tmp = tmp_path
+        self.gate = tmp_path / "gate"
         self.server = server
         self.names = names
         self.recipes = tmp_path / "recipes"
@@ -53,9 +65,10 @@ class Matrix:
         bin_dir.mkdir()
         wrapper = bin_dir / "gensquashfs"
         real = shutil.which("gensquashfs")
+        wait = f"while [ ! -e {self.gate} ]; do sleep 0.05; done; " if gated else ""
         wrapper.write_text(
             "#!/bin/sh\n"
-            f'case "$1" in --version|-V) ;; *) echo "$@" >> {self.pack_log} ;; esac\n'
+            f'case "$1" in --version|-V) ;; *) echo "$@" >> {self.pack_log}; {wait}: ;; esac\n'
             f'exec {real} "$@"\n'
         )
         wrapper.chmod(0o755)
@@ -72,10 +85,9 @@ class Matrix:
                 UPSTREAMS[name](self.upstream, VERSIONS[name], arch)
         self.upstream.publish(server)
 
-    def build(self, *extra: str | Path, env: dict[str, str] | None = None) -> CliResult:
-        """`sysext build` of every recipe for both architectures, run in the test's directory
-        (where `--locked` finds ./RECIPE.lock.json)."""
-        return run_cli(
+    def argv(self, *extra: str | Path) -> list[str | Path]:
+        """`build` of every recipe for both architectures into ./out."""
+        return [
             "build",
             *self.names,
             "--recipes-dir",
@@ -89,9 +101,15 @@ class Matrix:
             "--output",
             self.out,
             *extra,
-            env={**mirrors_env(self.server), "PATH": self.path, **(env or {})},
-            cwd=self.tmp,
-        )
+        ]
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Mirrors onto the served fixtures, and the counting packer first on PATH."""
+        return {**mirrors_env(self.server), "PATH": self.path, **(extra or {})}
+
+    def build(self, *extra: str | Path, env: dict[str, str] | None = None) -> CliResult:
+        """Run `argv()` in the test's directory (where `--locked` finds ./RECIPE.lock.json)."""
+        return run_cli(*self.argv(*extra), env=self.env(env), cwd=self.tmp)
 
     def lock(self, name: str, *arches: str) -> None:
         """`sysext lock NAME` for these architectures, into ./NAME.lock.json."""
