@@ -6,8 +6,8 @@ On the terminal: while images are being packed (the packer waits at a gate file,
 tests/test_matrix.Matrix) the live view lists the unfinished rows with their states; when
 the run ends the view is gone, the summary table lists every row with its outcome, the
 exit status is right, and the cursor the live view hid is shown again, also when the run
-is interrupted with SIGINT in the middle of packing. Without a terminal: one plain line per
-row and no escape sequences at all.
+is interrupted with SIGINT in the middle of packing. Without a terminal, and on a terminal
+that cannot redraw (TERM=dumb): one plain line per row and no escape sequences at all.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ LABELS = {
 LIVE_ROW = re.compile(r"^(\S+ \S+ (?:x86-64|arm64))  +(\w[\w ]*\w)\s*$")
 
 
-def terminal_env(matrix: Matrix) -> dict[str, str]:
+def terminal_env(matrix: Matrix, term: str = "xterm-256color") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DETECTION}
-    return {**env, **matrix.env(), "TERM": "xterm-256color"}
+    return {**env, **matrix.env(), "TERM": term}
 
 
 class Terminal:
@@ -142,8 +142,8 @@ def summary(terminal: Terminal) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running(matrix: Matrix) -> Iterator[Terminal]:
-    terminal = Terminal(matrix.argv(), terminal_env(matrix), matrix.tmp)
+def running(matrix: Matrix, term: str = "xterm-256color") -> Iterator[Terminal]:
+    terminal = Terminal(matrix.argv(), terminal_env(matrix, term), matrix.tmp)
     try:
         yield terminal
     finally:
@@ -266,3 +266,15 @@ def test_without_a_terminal_plain_lines_and_no_escapes(
     assert sorted(Path(line).name for line in proc.stdout.decode().splitlines()) == (
         expected_images(NAMES)
     )
+
+
+def test_a_dumb_terminal_gets_the_plain_lines(tmp_path: Path, static_server: StaticServer) -> None:
+    """TERM=dumb cannot redraw: a live view would show nothing there until the end."""
+    matrix = Matrix(tmp_path, static_server, NAMES)
+    with running(matrix, term="dumb") as terminal:
+        status = terminal.finish()
+    assert status == 0, terminal.text()
+    assert b"\x1b" not in terminal.output
+    progress = [line for line in terminal.text().splitlines() if re.match(r"\[\d/4\] ", line)]
+    assert sorted(line.split("] ", 1)[1].split(":")[0] for line in progress) == sorted(LABELS)
+    assert summary(terminal) == dict.fromkeys(LABELS, "built")

@@ -31,7 +31,10 @@ class MatrixProgress:
 
     def __init__(self, rows: Sequence[Row], *, live: bool | None = None) -> None:
         self.rows = list(rows)
-        self.live = sys.stderr.isatty() if live is None else live
+        # A dumb terminal (TERM=dumb: editors' shells, some CI runners) cannot redraw: rich
+        # would show nothing of a live view there, so it gets the plain lines too.
+        redraws = sys.stderr.isatty() and not console.is_dumb_terminal
+        self.live = redraws if live is None else live
         self._state: dict[int, str] = {id(r): "queued" for r in self.rows}
         self._started: dict[int, float] = {}
         self._done = 0
