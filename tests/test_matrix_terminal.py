@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyte
+import pytest
 
 from tests.conftest import StaticServer
 from tests.test_matrix import Matrix, expected_images, no_leftovers
@@ -268,13 +269,30 @@ def test_without_a_terminal_plain_lines_and_no_escapes(
     )
 
 
-def test_a_dumb_terminal_gets_the_plain_lines(tmp_path: Path, static_server: StaticServer) -> None:
-    """TERM=dumb cannot redraw: a live view would show nothing there until the end."""
+@pytest.mark.parametrize("case", ["TERM=dumb", "--verbose"])
+def test_plain_lines_on_a_terminal_a_live_view_cannot_use(
+    tmp_path: Path, static_server: StaticServer, case: str
+) -> None:
+    """TERM=dumb cannot redraw (a live view would show nothing there until the end);
+    --verbose writes log lines that a live view would redraw over."""
     matrix = Matrix(tmp_path, static_server, NAMES)
-    with running(matrix, term="dumb") as terminal:
+    argv, term = matrix.argv(), "xterm-256color"
+    if case == "TERM=dumb":
+        term = "dumb"
+    else:
+        argv = ["--verbose", *argv]
+    terminal = Terminal(argv, terminal_env(matrix, term), matrix.tmp)
+    try:
         status = terminal.finish()
+    finally:
+        if terminal.proc.poll() is None:
+            terminal.proc.kill()
     assert status == 0, terminal.text()
-    assert b"\x1b" not in terminal.output
+    assert HIDE_CURSOR not in terminal.output
+    if case == "TERM=dumb":
+        assert b"\x1b" not in terminal.output
+    else:
+        assert "sysext: Packing tailscale-0.0.6-arm64.raw" in terminal.text()
     progress = [line for line in terminal.text().splitlines() if re.match(r"\[\d/4\] ", line)]
     assert sorted(line.split("] ", 1)[1].split(":")[0] for line in progress) == sorted(LABELS)
     assert summary(terminal) == dict.fromkeys(LABELS, "built")

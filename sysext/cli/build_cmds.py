@@ -135,9 +135,10 @@ def build_command(
     Several recipes, --all, several --version or --publish build every combination in
     parallel (downloads overlap, packing is bounded by the cores) and end with a summary
     table (built / unchanged / published / already published / failed and why); a failed
-    row leaves nothing behind and the exit status is 1. With --locked, each recipe uses
-    its own ./RECIPE.lock.json; a missing lock or a file not matching it fails only that
-    recipe's rows.
+    row leaves nothing behind and the exit status is 1.
+
+    With --locked, each recipe of a matrix build uses its own ./RECIPE.lock.json;
+    a missing lock, or a file not matching it, fails only that recipe's rows.
 
     Images are reproducible: file times come from SOURCE_DATE_EPOCH (default 0).
 
@@ -152,9 +153,9 @@ def build_command(
     Example (only for Flatcar 3815.2.0 hosts, see `sysext transfer --os-bound`):
     sysext build shellcheck --os flatcar --os-version-id 3815.2.0 --output out/
 
-    Example (two recipes, each from its lock: sysext lock k3s --arch x86-64 --arch arm64,
-    and the same for tailscale, first): sysext build k3s tailscale --arch x86-64 --arch
-    arm64 --locked
+    Example (each recipe from its own lock, written first by
+    `sysext lock k3s --arch x86-64 --arch arm64`, the same for tailscale):
+    sysext build k3s tailscale --arch x86-64 --arch arm64 --locked
 
     Example (the catalogue for two architectures, published to a registry):
     SYSEXT_TOKEN=… sysext build --all --arch x86-64 --arch arm64 --output out/
