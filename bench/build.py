@@ -51,6 +51,28 @@ import json, subprocess, sys, time
 from pathlib import Path
 mode, tree, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 result = {}
+
+def cold_read(image):
+    # Read every file of the image through the kernel, from a cold page cache: what a host
+    # pays the first time it runs the extension's programs after boot.
+    import os, tempfile
+    mnt = tempfile.mkdtemp(dir=out)
+    subprocess.run(["mount", "-o", "loop,ro", str(image), mnt], check=True)
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        start = time.perf_counter()
+        for dirpath, _, names in os.walk(mnt):
+            for n in names:
+                p = os.path.join(dirpath, n)
+                if not os.path.islink(p):
+                    with open(p, "rb", buffering=0) as f:
+                        while f.read(1 << 20):
+                            pass
+        return time.perf_counter() - start
+    finally:
+        subprocess.run(["umount", mnt], check=True)
+
 if mode in ("bakery", "expert", "erofs"):
     image = out / "image.raw"
     argv = {
@@ -66,11 +88,11 @@ if mode in ("bakery", "expert", "erofs"):
     result["wall"] = time.perf_counter() - start
     result["size"] = image.stat().st_size
 else:
-    level, order = sys.argv[4], sys.argv[5] == "order"
+    spec, order = sys.argv[4], sys.argv[5] == "order"
     import sysext.formats.squashfs as sq
     from sysext.architecture import Architecture
     from sysext.extension_release import ExtensionRelease
-    from sysext.formats import Compression
+    from sysext.formats import Compression, ImageFormat
     from sysext.image import pack
     sq.ORDER_BY_CONTENT = order
     tool_time = [0.0]
@@ -82,12 +104,26 @@ else:
         finally:
             tool_time[0] += time.perf_counter() - t
     sq.run = timed_run
+    import sysext.formats.erofs as ef
+    ef.run = timed_run
+    fmt, _, rest = spec.partition(":")
+    comp, _, block = rest.partition("@")
+    name, _, level = comp.rpartition("-") if comp[-1:].isdigit() else (comp, "", "")
     release = ExtensionRelease("bench", "1.0", Architecture.X86_64)
     start = time.perf_counter()
-    built = pack(tree, release, out, compression=Compression.ZSTD, level=int(level))
+    built = pack(
+        tree, release, out,
+        image_format=ImageFormat(fmt),
+        compression=Compression(name) if name else None,
+        level=int(level) if level else None,
+        block_size=int(block) << 10 if block else None,
+    )
     result["wall"] = time.perf_counter() - start
     result["tool"] = tool_time[0]
     result["size"] = built.size
+    image = built.path
+if "--read" in sys.argv:
+    result["read"] = cold_read(image)
 print(json.dumps(result))
 """
 
@@ -150,7 +186,7 @@ def make_trees(work: Path, args: argparse.Namespace) -> dict[str, tuple[Path, in
 
 
 def measure(mode: str, tree: Path, work: Path, *extra: str) -> dict[str, float]:
-    out = work / f"out-{mode}-{'-'.join(extra)}"
+    out = work / f"out-{mode}-{'-'.join(extra).replace(':', '_')}"
     out.mkdir()
     try:
         proc = subprocess.run(
@@ -170,26 +206,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=150, help="stdlib tree size")
     parser.add_argument("--elf-mib", type=int, default=150, help="ELF part of elf+stdlib")
-    parser.add_argument("--levels", default="12,15")
+    parser.add_argument(
+        "--squashfs",
+        default="default,zstd-12",
+        help="sysext squashfs settings to measure: COMP[-LEVEL][@BLOCK_KIB], or `default`",
+    )
+    parser.add_argument(
+        "--erofs", default="default", help="sysext erofs settings (COMP[-LEVEL]), or `none`"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--order", action="store_true", help="also the content-kind sort file")
+    parser.add_argument("--read", action="store_true", help="also time a cold read (root)")
     parser.add_argument("--trees", default="stdlib,elf+stdlib")
     args = parser.parse_args()
     for tool in ("mksquashfs", "gensquashfs", "mkfs.erofs"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed")
-    from sysext.formats.squashfs import DEFAULT_ZSTD_LEVEL
+    if args.read and os.geteuid() != 0:
+        sys.exit("--read mounts the images and drops the page cache: run it as root")
 
-    levels = [int(v) for v in args.levels.split(",")]
+    def spec(fmt: str, text: str) -> str:
+        return f"{fmt}:" if text == "default" else f"{fmt}:{text}"
+
     configs: list[tuple[str, str, tuple[str, ...]]] = [
         ("bakery", "bakery", ()),
         ("expert zstd-15/1M", "expert", ()),
         ("erofs lz4hc", "erofs", ()),
     ]
-    configs += [(f"sysext zstd-{lv}", "pack", (str(lv), "tree")) for lv in levels]
+    configs += [
+        (f"sysext sq {text}", "pack", (spec("squashfs", text), "tree"))
+        for text in args.squashfs.split(",")
+    ]
+    configs += [
+        (f"sysext erofs {text}", "pack", (spec("erofs", text), "tree"))
+        for text in args.erofs.split(",")
+        if text != "none"
+    ]
     if args.order:
-        lv = str(DEFAULT_ZSTD_LEVEL)
-        configs.append((f"sysext zstd-{lv} sorted", "pack", (lv, "order")))
+        configs.append(("sysext sq sorted", "pack", ("squashfs:", "order")))
+    if args.read:
+        configs = [(label, mode, (*extra, "--read")) for label, mode, extra in configs]
     print(f"cores: {os.cpu_count()}; load average at start: {os.getloadavg()[0]:.2f}")
     totals: dict[str, float] = {}
     verdicts: dict[str, bool] = {}
@@ -202,35 +258,42 @@ def main() -> None:
                 ordered = configs if round_no % 2 == 0 else list(reversed(configs))
                 for label, mode, extra in ordered:
                     runs[label].append(measure(mode, tree, work, *extra))
-            ref_wall = statistics.median(r["wall"] for r in runs["bakery"])
-            ref_size = runs["bakery"][0]["size"]
+            ref = runs["bakery"]
+            ref_wall = statistics.median(r["wall"] for r in ref)
+            ref_size = ref[0]["size"]
+            ref_read = statistics.median(r["read"] for r in ref) if args.read else 0.0
+            reads = f"{'read s':>8}{'× ref':>7}" if args.read else ""
             print(
-                f"{'command':<22}{'wall s':>8}{'× ref':>7}{'size MiB':>10}{'× ref':>7}"
+                f"{'command':<24}{'wall s':>8}{'× ref':>7}{'size MiB':>10}{'× ref':>7}{reads}"
                 f"{'py s/10k files':>16}  targets (≤0.85× size, ≤1.0× time)"
             )
             for label, _, _ in configs:
                 wall = statistics.median(r["wall"] for r in runs[label])
                 size_b = runs[label][0]["size"]
                 spread = max(r["wall"] for r in runs[label]) - min(r["wall"] for r in runs[label])
+                read = ""
+                if args.read:
+                    cold = statistics.median(r["read"] for r in runs[label])
+                    read = f"{cold:>8.1f}{cold / ref_read:>7.2f}"
                 python = ""
                 verdict = ""
                 if label.startswith("sysext"):
                     py = statistics.median(r["wall"] - r["tool"] for r in runs[label])
                     python = f"{py / files * 10_000:.2f}"
+                if label.startswith("sysext sq"):
                     ok = size_b / ref_size <= 0.85 and wall / ref_wall <= 1.0
                     verdict = "met" if ok else "missed"
                     totals[label] = totals.get(label, 0.0) + wall
                     verdicts[label] = verdicts.get(label, True) and ok
                 print(
-                    f"{label:<22}{wall:>8.1f}{wall / ref_wall:>7.2f}{size_b / 2**20:>10.1f}"
-                    f"{size_b / ref_size:>7.2f}{python:>16}  {verdict}"
+                    f"{label:<24}{wall:>8.1f}{wall / ref_wall:>7.2f}{size_b / 2**20:>10.1f}"
+                    f"{size_b / ref_size:>7.2f}{read}{python:>16}  {verdict}"
                     f"{f'  (runs spread {spread:.1f} s)' if args.rounds > 1 else ''}"
                 )
-    print("\ntotal wall time over the trees (choosing the default level):")
+    print("\ntotal wall time over the trees (choosing the squashfs default):")
     for label, total in totals.items():
-        default = " (default)" if label == f"sysext zstd-{DEFAULT_ZSTD_LEVEL}" else ""
         state = "all targets met" if verdicts[label] else "missed a target"
-        print(f"  {label:<22}{total:>8.1f} s  {state}{default}")
+        print(f"  {label:<24}{total:>8.1f} s  {state}")
     print(f"load average at end: {os.getloadavg()[0]:.2f} (timings are noisy on a busy machine)")
 
 

@@ -18,7 +18,7 @@ from sysext import __version__
 
 # Bump when the builder packs the same inputs into different bytes (entry order, writer
 # flags…), so that images made by an older layout are rebuilt rather than kept.
-PACK_LAYOUT = 2
+PACK_LAYOUT = 3  # 3: squashfs defaults to xz-0/512 KiB; erofs uses 64 KiB clusters
 
 
 @dataclass(frozen=True, order=True)

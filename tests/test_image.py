@@ -202,9 +202,30 @@ def test_provenance_name_never_extends_the_image_name(tmp_path: Path) -> None:
     record = json.loads(built.provenance_path.read_text())
     assert record["image"] == {"file": built.path.name, "sha256": built.sha256, "size": built.size}
     assert record["inputs"] == {"recipe": "hello.toml"}
-    assert record["build"]["compression"] == "zstd"
+    assert record["build"]["compression"] == "xz"
     assert "gensquashfs" in record["tools"]
     assert record["extension_release"]["SYSEXT_VERSION_ID"] == "1.0"
+
+
+@pytest.mark.parametrize(
+    ("compression", "words"),
+    [
+        # Defaults chosen by bench/build.py (issue 11): xz level 0 with 512 KiB blocks.
+        (None, ("Compression xz",)),
+        (Compression.ZSTD, ("Compression zstd",)),
+    ],
+)
+def test_default_compression_as_unsquashfs_reads_it(
+    tmp_path: Path, compression: Compression | None, words: tuple[str, ...]
+) -> None:
+    built = pack(make_tree(tmp_path), RELEASE, tmp_path / "out", compression=compression)
+    superblock = subprocess.run(
+        ["unsquashfs", "-s", str(built.path)], capture_output=True, text=True, check=True
+    ).stdout
+    for word in words:
+        assert word in superblock, superblock
+    record = json.loads(built.provenance_path.read_text()) if built.provenance_path else {}
+    assert record["build"]["level"] == (0 if compression is None else 12)
 
 
 @pytest.mark.parametrize(
@@ -397,9 +418,11 @@ def _block_size(image: Path) -> int:
     )
 
 
-def test_block_size_defaults_to_1_mib_and_can_be_chosen(tmp_path: Path) -> None:
+def test_block_size_defaults_per_compressor_and_can_be_chosen(tmp_path: Path) -> None:
     tree = make_tree(tmp_path)
-    assert _block_size(pack(tree, RELEASE, tmp_path / "a").path) == 1 << 20
+    assert _block_size(pack(tree, RELEASE, tmp_path / "a").path) == 512 << 10  # xz
+    zstd = pack(tree, RELEASE, tmp_path / "z", compression=Compression.ZSTD)
+    assert _block_size(zstd.path) == 1 << 20
     assert _block_size(pack(tree, RELEASE, tmp_path / "b", block_size=131072).path) == 131072
     for bad in (1000, 3 << 16, 2 << 20):
         with pytest.raises(SysextError, match=f"block size {bad} is not a power of two"):

@@ -68,7 +68,9 @@ def build_command(
         ImageFormat.SQUASHFS, "--format", help="Image file system."
     ),
     compression: Compression | None = typer.Option(
-        None, "--compression", help="Compressor (default: zstd for squashfs, lz4hc for erofs)."
+        None,
+        "--compression",
+        help="Compressor (default: xz for squashfs, lz4hc for erofs; zstd reads faster).",
     ),
     level: int | None = typer.Option(None, "--level", help="Compression level."),
     output: Path = typer.Option(

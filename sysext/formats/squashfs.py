@@ -24,34 +24,43 @@ from sysext.formats import (
 from sysext.process import run, tool_version
 from sysext.staging import EntryKind, StagedEntry
 
-# Default level and block size, chosen by size and total wall time with bench/build.py
-# (issue 11; 2 cores shared with other jobs, load average ~5; medians of 2 alternating
-# runs; reference: the bakery's `mksquashfs -all-root -noappend`, gzip, 128 KiB blocks):
-#   stdlib, 150 MiB, 14,496 files: bakery 48.2 MiB 47.6 s; zstd-12/1M 40.8 MiB (0.85×)
-#     6.9 s (0.15×); zstd-15/1M 40.7 MiB (0.84×) 27.3 s (0.57×); mksquashfs zstd-15/1M
-#     40.8 MiB 23.7 s; mkfs.erofs -zlz4hc 87.6 MiB (1.82×) 4.6 s.
-#   ELF+stdlib, 231 MiB, 4,135 files: bakery 72.9 MiB 27.1 s; zstd-12/1M 62.8 MiB (0.86×)
-#     9.3 s (0.34×); zstd-15/1M 62.7 MiB (0.86×) 26.9 s (0.99×); mksquashfs zstd-15/1M
-#     62.6 MiB 25.5 s; mkfs.erofs -zlz4hc 119.4 MiB (1.64×) 5.5 s.
-#   Under heavier load (~13): zstd-16 0.81×/0.83× at 1.2×/2.5× the bakery's time,
-#   zstd-17 0.80×/0.81× at 1.1×/3.1×.
-# zstd-12 is within 0.2% of zstd-15's size at a third to a quarter of its time, so it is
-# the default. No level reaches 0.85× on the ELF-heavy tree at the bakery's speed: that
-# takes zstd-16 (btopt), 2–3× slower than gzip there. 1 MiB blocks (squashfs's maximum)
-# save ~10% against 128 KiB at the same level; the kernel reads them fine.
-# Python's own share (scan, pack file, hashing, manifest): 0.3–0.6 s per 10,000 files.
-# Packing order: gensquashfs 1.2 re-sorts the pack file's entries by name (any order gives
-# the same bytes), so only a sort file can group similar files; grouping by content kind
-# then path changed sizes by −0.1…+0.4% and gensquashfs matches sort-file lines in
-# quadratic time (45 s for 12,000 files), so ORDER_BY_CONTENT is off.
+# Default compressor, level and block size, chosen with bench/build.py (issue 11): among the
+# settings that reach both targets on both trees — image ≤ 0.85× the bakery's
+# `mksquashfs -all-root -noappend` (gzip, 128 KiB blocks) at ≤ 1.0× its wall time — the one
+# with the smallest total wall time. Medians of 2 alternating runs, 2 cores; sizes exact,
+# times ±20% (see docs/catalogue.md for the full table and the cold-read column):
+#   setting        stdlib 150 MiB, 14,496 files   ELF + stdlib 231 MiB, 4,135 files
+#   xz-0, 512 KiB  0.83× size, 0.42× time         0.82× size, 0.41× time   <- default
+#   xz-0, 1 MiB    0.81×, 0.63×                   0.80×, 0.55×
+#   xz-1, 1 MiB    0.79×, 0.84×                   0.77×, 0.60×
+#   zstd-12, 1 MiB 0.85×, 0.33×                   0.86× (missed), 0.22×
+#   zstd-16, 1 MiB 0.81×, 1.2×  (missed)          0.83×, 1.5× (missed)
+# No zstd level reaches 0.85× on ELF-heavy trees at gzip's speed: LZMA's coding beats
+# zstd-12's by ~8% on machine code there, and zstd's strong (btopt) levels cost 1.2–3×
+# the time. LZMA2 at level 0 (fast mode) already beats zstd-15. Its price is reading:
+# a cold read of every file through the kernel takes ~3× the bakery image's time (zstd-12
+# 0.9–2.3×, because 1 MiB blocks also cost small files), which a host pays once per boot
+# for the pages its programs touch. `--compression zstd` keeps zstd-12 with 1 MiB blocks.
+# The BCJ x86 filter (-X x86) saves 2% more on ELF but doubles the time. Packing order:
+# gensquashfs 1.2 re-sorts the pack file's entries by name (any order gives the same
+# bytes), so only a sort file can group similar files; grouping by content kind then path
+# changed sizes by −0.1…+0.4% and gensquashfs matches sort-file lines in quadratic time
+# (45 s for 12,000 files), so ORDER_BY_CONTENT is off.
 DEFAULT_ZSTD_LEVEL = 12
+DEFAULT_XZ_LEVEL = 0
 DEFAULT_BLOCK_SIZE = 1 << 20
+# LZMA2 gains less from 1 MiB blocks than it costs on time and reads (above).
+_BLOCK_SIZES: dict[Compression, int] = {Compression.XZ: 512 << 10}
 ORDER_BY_CONTENT = False  # sort_file(); bench/build.py --order measures it, see above
 _LEVELS: dict[Compression, LevelRange] = {
     Compression.ZSTD: LevelRange(1, 22, DEFAULT_ZSTD_LEVEL),
-    Compression.XZ: LevelRange(0, 9, 6),
+    Compression.XZ: LevelRange(0, 9, DEFAULT_XZ_LEVEL),
     Compression.GZIP: LevelRange(1, 9, 9),
 }
+
+
+def default_block_size(compression: Compression) -> int:
+    return _BLOCK_SIZES.get(compression, DEFAULT_BLOCK_SIZE)
 
 
 def quote(text: str) -> str:
@@ -115,9 +124,9 @@ class SquashfsWriter:
     format = ImageFormat.SQUASHFS
 
     def compressions(self) -> tuple[Compression, ...]:
-        return (
-            Compression.ZSTD,
+        return (  # the first is the default
             Compression.XZ,
+            Compression.ZSTD,
             Compression.GZIP,
             Compression.LZ4,
             Compression.LZ4HC,
@@ -142,7 +151,7 @@ class SquashfsWriter:
             if request.level is not None:
                 argv += ["-X", f"level={request.level}"]
         jobs = str(request.jobs or os.cpu_count() or 1)
-        block = str(request.block_size or DEFAULT_BLOCK_SIZE)
+        block = str(request.block_size or default_block_size(comp))
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(request.mtime)}
         if request.output.exists():
             request.output.unlink()  # gensquashfs refuses to overwrite without --force
