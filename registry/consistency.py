@@ -22,7 +22,7 @@ from sqlalchemy import select
 from registry import materialize as mat
 from registry.db import Image
 from registry.errors import RegistryError
-from registry.names import parse_image_filename
+from registry.names import claimed_by, parse_image_filename
 from registry.settings import Settings
 from registry.store import blob_path
 from sysext.manifest import ManifestError, filename_problem, parse_manifest
@@ -106,6 +106,24 @@ def policy_reason(image: Image) -> str | None:
     return None
 
 
+def squatting_reason(image: Image, names: set[str]) -> str | None:
+    """Which other extension's transfer pattern also matches this row's file, if any.
+
+    Uploads refuse such files (service.py `_refuse_squatting`); rows from before that
+    rule, or from a race the writer locks once let through, are reported here. Only the
+    prefixes of the file name that end before a `-` can be such an extension's name.
+    """
+    filename = image.filename
+    for at, char in enumerate(filename):
+        other = filename[:at]
+        if char == "-" and other != image.name and other in names and claimed_by(other, filename):
+            return (
+                f"{_short(filename)} would also match extension {other}'s transfer pattern "
+                f"{other}-@v-%a.raw: hosts of {other} may take it for one of its versions"
+            )
+    return None
+
+
 def check(service: RegistryService) -> list[Problem]:
     """Every way the data directory differs from what the database says should be served."""
     settings = service.settings
@@ -113,7 +131,19 @@ def check(service: RegistryService) -> list[Problem]:
     with service.sessions() as session:
         images = list(session.scalars(select(Image)))
     groups: dict[tuple[str, str], list[Image]] = {}
+    names = {image.name for image in images}
     for image in images:
+        squatting = squatting_reason(image, names)
+        if squatting:
+            problems.append(
+                Problem(
+                    image.name,
+                    None,
+                    squatting,
+                    "none automatic: stop publishing one of the two extensions and move its "
+                    "hosts to another name",
+                )
+            )
         reason = unservable_reason(settings, image)
         if reason:
             problems.append(

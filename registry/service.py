@@ -79,6 +79,39 @@ class RegistryService:
             with exclusive(self.settings.lock_path), self.sessions() as session:
                 yield session
 
+    @contextlib.contextmanager
+    def _publishing(self, name: str) -> Iterator[Session]:
+        """The writer lock a publish of `name` needs: `name`'s own, or everything's when
+        the publish would create the extension.
+
+        `_refuse_squatting` reads other extensions' names and rows, and the new row is
+        committed later. On SQLite every write holds the one flock, so nothing happens in
+        between. On PostgreSQL, writes of different extensions run side by side (shared
+        registry-wide key), so the first images of `a` and `a-1` could both pass the
+        check and both commit. Taking the registry-wide key exclusively whenever `name`
+        has no row yet closes that, and it is enough for every other publish: when both
+        `name` and the other extension already exist (each created under the exclusive
+        key, so committed before either of the two current writers got its shared key),
+        each writer's check sees the other's name, and a file that one would commit and
+        the other's pattern matches is refused by its own writer (its first loop covers
+        the other's second loop). Names only disappear under the extension's own lock
+        (a failed publish undone) or everything's (repair), so existence checked under
+        the name's lock stays true until the commit. New versions of existing extensions,
+        the common case, keep publishing in parallel.
+        """
+        with self.writing(name) as session:
+            if (
+                self.engine.dialect.name != "postgresql"
+                or session.scalars(select(Image.id).where(Image.name == name).limit(1)).first()
+                is not None
+            ):
+                yield session
+                return
+        # Released first: asking for the exclusive key while holding the shared one would
+        # deadlock against another writer doing the same.
+        with self.writing(None) as session:
+            yield session
+
     # -- start-up -------------------------------------------------------------------
 
     def prepare(self) -> tuple[str, bool]:
@@ -257,7 +290,7 @@ class RegistryService:
         entry commits with the change.
         """
         self.check_channel(channel)
-        with self.writing(image_name.name) as session:
+        with self._publishing(image_name.name) as session:
             existing = session.scalars(
                 select(Image).where(
                     Image.name == image_name.name, Image.filename == image_name.filename
