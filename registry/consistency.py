@@ -12,7 +12,6 @@ database and tree (an older version's rows, a restored backup, a full disk mid-w
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,12 +23,11 @@ from registry.db import Image
 from registry.errors import RegistryError
 from registry.names import claimed_by, parse_image_filename
 from registry.settings import Settings
-from registry.store import blob_path
 from sysext.manifest import ManifestError, filename_problem, parse_manifest
-from sysext.urls import DEFAULT_CHANNEL
 
 if TYPE_CHECKING:
     from registry.service import RegistryService
+    from registry.storage import Storage
 
 log = logging.getLogger("registry")
 
@@ -82,15 +80,13 @@ class Problem:
         return f"{where}: {self.message} — repair: {self.fix}"
 
 
-def unservable_reason(settings: Settings, image: Image) -> str | None:
+def unservable_reason(storage: Storage, image: Image) -> str | None:
     """Why this committed row cannot be served at all (repair deletes such rows)."""
     problem = filename_problem(image.filename)
     if problem:
         return problem
-    blob = blob_path(settings.store_dir, image.sha256)
-    try:
-        size = os.stat(blob).st_size
-    except OSError:
+    size = storage.stored_size(image.sha256)
+    if size is None:
         return f"its stored file (sha256 {image.sha256}) is missing"
     if size != image.size:
         return f"its stored file has {size} bytes, the database says {image.size}"
@@ -144,7 +140,7 @@ def check(service: RegistryService) -> list[Problem]:
                     "hosts to another name",
                 )
             )
-        reason = unservable_reason(settings, image)
+        reason = unservable_reason(service.storage, image)
         if reason:
             problems.append(
                 Problem(
@@ -169,21 +165,10 @@ def check(service: RegistryService) -> list[Problem]:
         except RegistryError as exc:
             problems.append(Problem(name, channel, exc.detail, "delete the unservable rows"))
             continue
-        current = mat.current_snapshot(settings, name, channel)
-        if current is None:
-            problems.append(
-                Problem(name, channel, "not published in the public tree", "materialize it")
-            )
-        elif not mat.snapshot_matches(current, content, keyring):
-            problems.append(
-                Problem(
-                    name,
-                    channel,
-                    "the public tree differs from the database (manifest, files or signature)",
-                    "materialize it again from the database",
-                )
-            )
-    for name, channel in sorted(published_directories(settings) - set(groups)):
+        drift = service.storage.drift(content, keyring)
+        if drift:
+            problems.append(Problem(name, channel, drift, "materialize it from the database"))
+    for name, channel in sorted(service.storage.published() - set(groups)):
         problems.append(
             Problem(name, channel, "published but unknown to the database", "unpublish it")
         )
@@ -197,12 +182,11 @@ def repair(service: RegistryService) -> list[str]:
     them failed); every directory is rebuilt from the database; unknown ones unpublished.
     Holds the writer lock, so a running server's writes wait meanwhile.
     """
-    settings = service.settings
     fixed: list[str] = []
     # The server's own writer lock (the flock, or PostgreSQL's advisory lock of everything).
     with service.writing(None) as session:
         for image in list(session.scalars(select(Image))):
-            reason = unservable_reason(settings, image)
+            reason = unservable_reason(service.storage, image)
             if reason:
                 fixed.append(f"deleted row {image.name} {_short(image.filename)}: {reason}")
                 session.delete(image)
@@ -213,22 +197,6 @@ def repair(service: RegistryService) -> list[str]:
     remaining = {p.line() for p in check(service)}
     fixed += [f"fixed {p.line()}" for p in drift if p.line() not in remaining]
     return fixed + [f"NOT FIXED {line}" for line in sorted(remaining)]
-
-
-def published_directories(settings: Settings) -> set[tuple[str, str]]:
-    """(name, channel) of every extension directory in the public tree."""
-    public = settings.public_dir
-    found = set()
-    channels = public / "channels"
-    if channels.is_dir():
-        for channel_dir in channels.iterdir():
-            extensions = channel_dir / "extensions"
-            if extensions.is_dir():
-                found |= {(p.name, channel_dir.name) for p in extensions.iterdir()}
-    stable = public / "extensions"
-    if stable.is_dir():
-        found |= {(p.name, DEFAULT_CHANNEL) for p in stable.iterdir()}
-    return {(n, c) for n, c in found if not n.startswith(".")}
 
 
 def _short(filename: str) -> str:
