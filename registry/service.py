@@ -81,23 +81,24 @@ class RegistryService:
 
     @contextlib.contextmanager
     def _publishing(self, name: str) -> Iterator[Session]:
-        """The writer lock a publish of `name` needs: `name`'s own, or everything's when
-        the publish would create the extension.
+        """The writer lock a publish of `name` needs.
 
-        `_refuse_squatting` reads other extensions' names and rows, and the new row is
-        committed later. On SQLite every write holds the one flock, so nothing happens in
-        between. On PostgreSQL, writes of different extensions run side by side (shared
-        registry-wide key), so the first images of `a` and `a-1` could both pass the
-        check and both commit. Taking the registry-wide key exclusively whenever `name`
-        has no row yet closes that, and it is enough for every other publish: when both
-        `name` and the other extension already exist (each created under the exclusive
-        key, so committed before either of the two current writers got its shared key),
-        each writer's check sees the other's name, and a file that one would commit and
-        the other's pattern matches is refused by its own writer (its first loop covers
-        the other's second loop). Names only disappear under the extension's own lock
-        (a failed publish undone) or everything's (repair), so existence checked under
-        the name's lock stays true until the commit. New versions of existing extensions,
-        the common case, keep publishing in parallel.
+        `_refuse_squatting` reads the other extensions' names and files; the new row is
+        committed later. On SQLite every write holds the one flock, so nothing runs in
+        between. On PostgreSQL writes of different extensions hold the registry-wide key
+        shared and run side by side, so the first images of `a` and `a-1` could both pass
+        the check and both commit. Hence a publish that creates its extension (no row of
+        `name` yet) takes the registry-wide key exclusively and runs alone.
+
+        That is enough. Take two concurrent publishes to existing extensions X and Y.
+        Each was created under the exclusive key, so committed before either writer got
+        its shared key: X's check sees Y's name and Y's sees X's. All one check can miss
+        is the other's uncommitted file, and if X's pattern matches Y's new file, Y's own
+        check refuses it (its first loop: another extension's pattern matches my file).
+        Rows of a name are only deleted under that name's lock (a failed publish undone)
+        or everything's (repair), so "exists", seen under the name's lock, holds until
+        the commit. New versions of existing extensions, the common case, still publish
+        in parallel (tests/test_registry_squatting_race.py shows both).
         """
         with self.writing(name) as session:
             if (
