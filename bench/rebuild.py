@@ -52,8 +52,8 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 def catalogue_cases() -> tuple[list[Case], list[str]]:
     """One fixture release per recipe, for both architectures, buildable without a lock
-    file (a matrix build takes no --locked): the one at the recipe's default version if
-    there is one. Returns the cases and the recipes left out."""
+    file (lock-only recipes would need `sysext lock` first): the one at the recipe's
+    default version if there is one. Returns the cases and the recipes left out."""
     chosen: dict[str, Case] = {}
     left_out = set()
     for case in CASES:

@@ -103,7 +103,8 @@ def target_architectures(
 class BuildHooks:
     """How a caller running several builds at once (sysext.matrix) watches and paces them."""
 
-    # Called with the architecture and the stage: resolving, fetching, staging, packing.
+    # Called with the architecture and the stage: resolving, fetching, staging, waiting to
+    # pack, packing.
     on_stage: Callable[[Architecture, str], None] = lambda arch, stage: None
     # Held while an image is packed: bounds how many compressors run at once.
     pack_slot: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
@@ -217,6 +218,7 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
                     for sid, kind, f in item.fetched
                 ],
             }
+            hooks.on_stage(item.arch, "waiting to pack")  # staged; packing slots are bounded
             with hooks.pack_slot():
                 hooks.on_stage(item.arch, "packing")
                 done[item.arch] = pack(

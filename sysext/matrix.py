@@ -9,6 +9,9 @@ compressor then gets its share of the cores). Each row is one `sysext.build.buil
 architecture, so its image is skipped as "unchanged" when its build key is already in the
 output directory, and a row that fails leaves nothing behind while the others go on. With
 a publisher, each finished row is published at once (sysext.publishing).
+
+A locked matrix (`--locked`) reads each recipe's own lock file once, while planning; a
+recipe whose lock is missing or unreadable fails its own rows, not the run.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sysext.download import Downloader
 from sysext.errors import SysextError
 from sysext.formats import Compression, ImageFormat
 from sysext.image import BuiltImage
+from sysext.lockfile import Lock, LockError, default_lock_path, load_lock
 from sysext.publishing import Publisher, PublishState
 from sysext.recipe import Recipe
 
@@ -55,7 +59,8 @@ class Row:
     recipe: Recipe
     version: str
     arch: Architecture
-    problem: str | None = None  # the version spec could not be resolved: the row fails
+    problem: str | None = None  # version spec or lock file unusable: the row fails
+    lock: Lock | None = None  # --locked: the recipe's lock file, the only files it may use
 
     @property
     def label(self) -> str:
@@ -98,6 +103,8 @@ class MatrixRequest:
     refresh: bool = False
     force: bool = False
     workers: int = 4  # rows in progress at once (downloads overlap; packing is bounded apart)
+    locked: bool = False  # each recipe uses only the files its lock file records
+    lock_file: Path | None = None  # a one-recipe matrix's lock elsewhere than ./NAME.lock.json
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,18 @@ def resolve_version(recipe: Recipe, spec: str, downloader: Downloader) -> str:
     return resolve(recipe, spec, downloader)
 
 
+def recipe_lock(recipe: Recipe, lock_file: Path | None = None) -> Lock:
+    """The recipe's lock (`lock_file`, default ./NAME.lock.json); a LockError if there is
+    none or it cannot be read."""
+    path = lock_file or default_lock_path(recipe.name)
+    if not path.exists():
+        raise LockError(
+            f"no lock file {path}: run `sysext lock {recipe.name}`",
+            "lock every --version and --arch the build asks for",
+        )
+    return load_lock(path, recipe.name)
+
+
 def plan(request: MatrixRequest, downloader: Downloader) -> MatrixPlan:
     arches = request.architectures or (Architecture.from_uname(),)
     rows: dict[tuple[str, str, Architecture], Row] = {}
@@ -135,14 +154,21 @@ def plan(request: MatrixRequest, downloader: Downloader) -> MatrixPlan:
                 notes.append(f"{recipe.name}: no {arch.systemd_name} build (not in the recipe)")
         if not supported:
             continue
+        lock, lock_problem = None, None
+        if request.locked:
+            try:
+                lock = recipe_lock(recipe, request.lock_file)
+            except SysextError as exc:
+                lock_problem = _reason(exc)
         for spec in request.versions or (recipe.version,):
-            problem = None
+            problem = lock_problem
             try:
                 version = resolve_version(recipe, spec, downloader)
             except SysextError as exc:
-                version, problem = spec, exc.message
+                version, problem = spec, problem or exc.message
             for arch in supported:
-                rows.setdefault((recipe.name, version, arch), Row(recipe, version, arch, problem))
+                row = Row(recipe, version, arch, problem, lock)
+                rows.setdefault((recipe.name, version, arch), row)
     return MatrixPlan(tuple(rows.values()), tuple(notes))
 
 
@@ -152,25 +178,49 @@ def run_matrix(
     view: MatrixView,
     publisher: Publisher | None = None,
 ) -> list[RowResult]:
-    """Build (and publish) every row; results in the order of `rows`."""
+    """Build (and publish) every row; results in the order of `rows`.
+
+    Interrupted (Ctrl-C reaches the main thread as KeyboardInterrupt), rows not started are
+    dropped and running rows stop at their next stage; this waits for them, so that no row
+    is left writing into the output directory when the exception goes on. (A terminal's
+    Ctrl-C also reaches the packing tools, which are in the same process group: the packs
+    in progress fail and clean up after themselves.)
+    """
     cores = os.cpu_count() or 1
     slots = max(1, min(cores, len(rows)))
     jobs = max(1, cores // slots)
     packing = threading.BoundedSemaphore(slots)
+    stopping = threading.Event()
+
+    def check() -> None:
+        if stopping.is_set():
+            raise SysextError("interrupted", "run the build again to finish it")
 
     @contextmanager
     def pack_slot() -> Iterator[None]:
         with packing:
+            check()  # rows that waited for a slot must not start packing after Ctrl-C
             yield
 
     def one(row: Row) -> RowResult:
-        return _run_row(request, row, view, publisher, BuildHooks(
-            on_stage=lambda arch, stage: view.stage(row, stage), pack_slot=pack_slot, jobs=jobs
-        ))  # fmt: skip
+        def on_stage(arch: Architecture, stage: str) -> None:
+            check()
+            view.stage(row, stage)
+
+        hooks = BuildHooks(on_stage=on_stage, pack_slot=pack_slot, jobs=jobs)
+        return _run_row(request, row, view, publisher, hooks)
 
     workers = max(1, min(request.workers, len(rows)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sysext-row") as pool:
-        return list(pool.map(one, rows))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sysext-row")
+    try:
+        futures = [pool.submit(one, row) for row in rows]
+        return [future.result() for future in futures]
+    except BaseException:
+        stopping.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _run_row(
@@ -209,6 +259,7 @@ def _run_row(
                 level=request.level,
                 refresh=request.refresh,
                 force=request.force,
+                lock=row.lock,
             ),
             hooks,
         )
@@ -221,9 +272,9 @@ def _run_row(
     detail = f"{image.path.name} ({_size(image.size)})"
     if publisher is None:
         return result(built, detail, image=image)
-    view.stage(row, "publishing")
     assert image.release is not None
     try:
+        hooks.on_stage(row.arch, "publishing")
         published = publisher.publish(image.path, image.release.name, image.sha256)
     except SysextError as exc:
         return result(built, f"publishing: {_reason(exc)}", Outcome.FAILED, image)
@@ -256,6 +307,7 @@ __all__ = [
     "Row",
     "RowResult",
     "plan",
+    "recipe_lock",
     "resolve_version",
     "run_matrix",
     "summary_counts",

@@ -38,10 +38,22 @@ UPSTREAMS = {
 
 
 class Matrix:
-    """Recipes copied into a private directory, their fixtures served, a counting packer."""
+    """Recipes copied into a private directory, their fixtures served, a counting packer.
 
-    def __init__(self, tmp_path: Path, server: StaticServer, names: tuple[str, ...]) -> None:
+    With `gated`, each packing call waits until the file `self.gate` exists, so a test can
+    look at a build while its images are being packed (and interrupt it there).
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        server: StaticServer,
+        names: tuple[str, ...],
+        *,
+        gated: bool = False,
+    ) -> None:
         self.tmp = tmp_path
+        self.gate = tmp_path / "gate"
         self.server = server
         self.names = names
         self.recipes = tmp_path / "recipes"
@@ -53,9 +65,10 @@ class Matrix:
         bin_dir.mkdir()
         wrapper = bin_dir / "gensquashfs"
         real = shutil.which("gensquashfs")
+        wait = f"while [ ! -e {self.gate} ]; do sleep 0.05; done; " if gated else ""
         wrapper.write_text(
             "#!/bin/sh\n"
-            f'case "$1" in --version|-V) ;; *) echo "$@" >> {self.pack_log} ;; esac\n'
+            f'case "$1" in --version|-V) ;; *) echo "$@" >> {self.pack_log}; {wait}: ;; esac\n'
             f'exec {real} "$@"\n'
         )
         wrapper.chmod(0o755)
@@ -72,8 +85,9 @@ class Matrix:
                 UPSTREAMS[name](self.upstream, VERSIONS[name], arch)
         self.upstream.publish(server)
 
-    def build(self, *extra: str, env: dict[str, str] | None = None) -> CliResult:
-        return run_cli(
+    def argv(self, *extra: str | Path) -> list[str | Path]:
+        """`build` of every recipe for both architectures into ./out."""
+        return [
             "build",
             *self.names,
             "--recipes-dir",
@@ -87,8 +101,23 @@ class Matrix:
             "--output",
             self.out,
             *extra,
-            env={**mirrors_env(self.server), "PATH": self.path, **(env or {})},
-        )
+        ]
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Mirrors onto the served fixtures, and the counting packer first on PATH."""
+        return {**mirrors_env(self.server), "PATH": self.path, **(extra or {})}
+
+    def build(self, *extra: str | Path, env: dict[str, str] | None = None) -> CliResult:
+        """Run `argv()` in the test's directory (where `--locked` finds ./RECIPE.lock.json)."""
+        return run_cli(*self.argv(*extra), env=self.env(env), cwd=self.tmp)
+
+    def lock(self, name: str, *arches: str) -> None:
+        """`sysext lock NAME` for these architectures, into ./NAME.lock.json."""
+        argv = ["lock", name, "--recipes-dir", self.recipes, "--cache-dir", self.tmp / "cache"]
+        for arch in arches:
+            argv += ["--arch", arch]
+        done = run_cli(*argv, env=mirrors_env(self.server), cwd=self.tmp)
+        assert done.returncode == 0, done.stderr
 
     def packs(self) -> int:
         return len(self.pack_log.read_text().splitlines())
@@ -359,3 +388,113 @@ def test_signed_sources_are_not_downloaded_again_when_unchanged(tmp_path: Path) 
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def failed_lines(result: CliResult) -> list[str]:
+    """The progress lines of failed rows (one per row when stderr is not a terminal)."""
+    return [line for line in result.stderr.splitlines() if ": failed (" in line]
+
+
+def test_locked_matrix_builds_each_recipe_from_its_own_lock(
+    tmp_path: Path, static_server: StaticServer
+) -> None:
+    names = ("k3s", "tailscale")
+    matrix = Matrix(tmp_path, static_server, names)
+    for name in names:
+        matrix.lock(name, "x86-64", "arm64")
+
+    first = matrix.build("--locked")
+    assert first.returncode == 0, first.stderr
+    assert "4 built" in first.stderr
+    assert matrix.images() == expected_images(names)
+    for image in matrix.images():
+        record = json.loads((matrix.out / image.replace(".raw", ".provenance.json")).read_text())
+        assert {s["integrity"] for s in record["inputs"]["sources"]} == {"lock"}, image
+    no_leftovers(matrix.out)
+
+    # The lock is not part of the build key: the second locked run packs nothing.
+    second = matrix.build("--locked")
+    assert second.returncode == 0, second.stderr
+    assert "4 unchanged" in second.stderr
+    assert matrix.packs() == 4
+
+    # --lock-file names one recipe's lock: refused with several, before anything is built.
+    other = tmp_path / "elsewhere"
+    both = matrix.build("--locked", "--lock-file", tmp_path / "k3s.lock.json", "-o", other)
+    assert both.returncode == 2
+    assert both.stderr.splitlines()[0] == (
+        "error: --lock-file names one recipe's lock, and this build has several recipes"
+    )
+    assert not other.exists()
+
+
+def test_locked_matrix_without_a_recipes_lock_fails_only_its_rows(
+    tmp_path: Path, static_server: StaticServer
+) -> None:
+    names = ("k3s", "tailscale")
+    matrix = Matrix(tmp_path, static_server, names)
+    matrix.lock("k3s", "x86-64", "arm64")
+
+    result = matrix.build("--locked")
+    assert result.returncode == 1
+    assert "2 built, 2 failed" in result.stderr
+    failed = failed_lines(result)
+    assert sorted(line.split("] ", 1)[1].split(":")[0] for line in failed) == [
+        "tailscale 0.0.6 arm64",
+        "tailscale 0.0.6 x86-64",
+    ]
+    for line in failed:
+        assert "no lock file tailscale.lock.json: run `sysext lock tailscale`" in line
+    # The summary table gives the same reason on the failed rows.
+    table = [line for line in result.stderr.splitlines() if "│ tailscale" in line]
+    assert len(table) == 2 and all("no lock file tailscale.lock.json" in t for t in table)
+    assert matrix.images() == ["k3s-0.0.4+k3s1-arm64.raw", "k3s-0.0.4+k3s1-x86-64.raw"]
+    no_leftovers(matrix.out)
+
+    # A lock without arm64: only that row is refused, naming what is missing.
+    matrix.lock("tailscale", "x86-64")
+    again = matrix.build("--locked")
+    assert again.returncode == 1
+    assert "1 built, 2 unchanged, 1 failed" in again.stderr
+    (line,) = failed_lines(again)
+    assert "tailscale 0.0.6 arm64: failed" in line
+    assert "tailscale.lock.json: no entry for tailscale 0.0.6 arm64 source" in line
+    assert "tailscale-0.0.6-arm64.raw" not in matrix.images()
+    no_leftovers(matrix.out)
+
+
+def test_locked_matrix_with_a_changed_upstream_file_fails_only_its_rows(
+    tmp_path: Path, static_server: StaticServer
+) -> None:
+    names = ("k3s", "tailscale")
+    matrix = Matrix(tmp_path, static_server, names)
+    for name in names:
+        matrix.lock(name, "x86-64", "arm64")
+    locked = json.loads((tmp_path / "tailscale.lock.json").read_text())
+    (entry,) = [e for e in locked["entries"] if e["arch"] == "arm64" and e["url"].endswith(".tgz")]
+    # Upstream re-uploads the arm64 tarball with other bytes and a checksum file that
+    # agrees: only the lock notices. The cache filled by `sysext lock` is gone.
+    tarball = static_server.root / "ts/stable/tailscale_0.0.6_arm64.tgz"
+    tarball.write_bytes(tarball.read_bytes() + b"tampered")
+    checksum = tarball.with_name(tarball.name + ".sha256")
+    checksum.write_text(hashlib.sha256(tarball.read_bytes()).hexdigest() + "\n")
+    shutil.rmtree(tmp_path / "cache")
+
+    result = matrix.build("--locked")
+    assert result.returncode == 1
+    assert "3 built, 1 failed" in result.stderr
+    (line,) = failed_lines(result)
+    assert "tailscale 0.0.6 arm64: failed" in line
+    assert (
+        f"UPSTREAM FILE CHANGED: {entry['url']} no longer has the sha256 {entry['sha256']} "
+        "locked in tailscale.lock.json" in line
+    )
+    assert matrix.images() == [
+        "k3s-0.0.4+k3s1-arm64.raw",
+        "k3s-0.0.4+k3s1-x86-64.raw",
+        "tailscale-0.0.6-x86-64.raw",
+    ]
+    assert not (matrix.out / "tailscale-0.0.6-arm64.provenance.json").exists()
+    assert "tailscale-0.0.6-arm64.raw" not in (matrix.out / "SHA256SUMS").read_text()
+    no_leftovers(matrix.out)
+    assert list((tmp_path / "cache/downloads/partial").glob("*")) == []

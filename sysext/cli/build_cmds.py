@@ -112,11 +112,14 @@ def build_command(
     locked: bool = typer.Option(
         False,
         "--locked",
-        help="Use only files recorded by `sysext lock` (--lock-file, default "
-        "./RECIPE.lock.json); a changed upstream file is an error. One recipe at a time.",
+        help="Use only files recorded by `sysext lock` (each recipe's ./RECIPE.lock.json, "
+        "or --lock-file for one recipe); a changed upstream file is an error. In a matrix "
+        "build a recipe without its lock fails only its own rows.",
     ),
     lock_file: Path | None = typer.Option(
-        None, "--lock-file", help="Lock file for --locked (default: ./RECIPE.lock.json)."
+        None,
+        "--lock-file",
+        help="Lock file for --locked with one recipe (default: ./RECIPE.lock.json).",
     ),
 ) -> None:
     """Build extension images from recipes: fetch, verify, extract, stage, pack.
@@ -134,6 +137,9 @@ def build_command(
     table (built / unchanged / published / already published / failed and why); a failed
     row leaves nothing behind and the exit status is 1.
 
+    With --locked, each recipe of a matrix build uses its own ./RECIPE.lock.json;
+    a missing lock, or a file not matching it, fails only that recipe's rows.
+
     Images are reproducible: file times come from SOURCE_DATE_EPOCH (default 0).
 
     Upstream URLs are redirected to mirrors by SYSEXT_MIRRORS (e.g.
@@ -146,6 +152,10 @@ def build_command(
 
     Example (only for Flatcar 3815.2.0 hosts, see `sysext transfer --os-bound`):
     sysext build shellcheck --os flatcar --os-version-id 3815.2.0 --output out/
+
+    Example (each recipe from its own lock, written first by
+    `sysext lock k3s --arch x86-64 --arch arm64`, the same for tailscale):
+    sysext build k3s tailscale --arch x86-64 --arch arm64 --locked
 
     Example (the catalogue for two architectures, published to a registry):
     SYSEXT_TOKEN=… sysext build --all --arch x86-64 --arch arm64 --output out/
@@ -166,10 +176,6 @@ def build_command(
 
         load_key(sign_key, passphrase=passphrase)  # a bad key fails before any download
     matrix = all_recipes or len(recipes) > 1 or len(version) > 1 or publish is not None
-    if locked and matrix:
-        raise SysextError(
-            "--locked builds one recipe at a time", "run one `sysext build R --locked` per recipe"
-        )
     if matrix:
         from sysext.cli.matrix_cmd import run_matrix_command
         from sysext.matrix import MatrixRequest
@@ -182,6 +188,11 @@ def build_command(
         for name in names:
             one = load_recipe(find_recipe(name, recipes_dir))
             loaded_all.setdefault(one.name, one)
+        if lock_file is not None and len(loaded_all) > 1:
+            raise SysextError(
+                "--lock-file names one recipe's lock, and this build has several recipes",
+                "drop --lock-file: with --locked each recipe uses its own ./RECIPE.lock.json",
+            )
         request = MatrixRequest(
             recipes=tuple(loaded_all.values()),
             output_dir=output,
@@ -196,6 +207,8 @@ def build_command(
             refresh=refresh,
             force=force,
             workers=jobs,
+            locked=locked,
+            lock_file=lock_file if locked else None,
         )
         failed = run_matrix_command(request, publish, channel)
         if sign_key is not None:

@@ -29,8 +29,19 @@ def run_matrix_command(request: MatrixRequest, publish: str | None, channel: str
             "nothing to build: no recipe supports the requested architectures",
             "check --arch against the recipes' `architectures`",
         )
-    with quiet_steps(), MatrixProgress(planned.rows) as view:
-        results = run_matrix(request, planned.rows, view, publisher)
+    try:
+        with quiet_steps(), MatrixProgress(planned.rows) as view:
+            results = run_matrix(request, planned.rows, view, publisher)
+    except KeyboardInterrupt:
+        # The live view cleared itself, and Typer exits 130 without a word: say where the
+        # build stands, or an interrupted run leaves an empty screen.
+        console.print(
+            f"interrupted: rows in progress stopped and left nothing in {request.output_dir}; "
+            "run the same command to finish (finished images come out as unchanged)",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise
     console.print(summary_table(results, f"{len(results)} image(s) in {request.output_dir}"))
     console.print(summary_line(results), markup=False)
     for item in results:

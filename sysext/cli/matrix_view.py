@@ -1,8 +1,9 @@
-"""How a matrix build shows itself: a live table on a terminal, plain lines otherwise, and
-the summary table at the end."""
+"""How a matrix build shows itself: a live table on a terminal that can redraw, plain lines
+otherwise (pipes, TERM=dumb, --verbose), and the summary table at the end."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -31,7 +32,15 @@ class MatrixProgress:
 
     def __init__(self, rows: Sequence[Row], *, live: bool | None = None) -> None:
         self.rows = list(rows)
-        self.live = sys.stderr.isatty() if live is None else live
+        # A dumb terminal (TERM=dumb: editors' shells, some CI runners) cannot redraw: rich
+        # would show nothing of a live view there, so it gets the plain lines too. So does
+        # --verbose: its log lines go straight to stderr, under a live view's redrawing.
+        redraws = (
+            sys.stderr.isatty()
+            and not console.is_dumb_terminal
+            and not logging.getLogger("sysext").isEnabledFor(logging.INFO)
+        )
+        self.live = redraws if live is None else live
         self._state: dict[int, str] = {id(r): "queued" for r in self.rows}
         self._started: dict[int, float] = {}
         self._done = 0
