@@ -12,7 +12,6 @@ database and tree (an older version's rows, a restored backup, a full disk mid-w
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,14 +21,13 @@ from sqlalchemy import select
 from registry import materialize as mat
 from registry.db import Image
 from registry.errors import RegistryError
-from registry.names import parse_image_filename
+from registry.names import claimed_by, parse_image_filename
 from registry.settings import Settings
-from registry.store import blob_path
 from sysext.manifest import ManifestError, filename_problem, parse_manifest
-from sysext.urls import DEFAULT_CHANNEL
 
 if TYPE_CHECKING:
     from registry.service import RegistryService
+    from registry.storage import Storage
 
 log = logging.getLogger("registry")
 
@@ -82,15 +80,13 @@ class Problem:
         return f"{where}: {self.message} — repair: {self.fix}"
 
 
-def unservable_reason(settings: Settings, image: Image) -> str | None:
+def unservable_reason(storage: Storage, image: Image) -> str | None:
     """Why this committed row cannot be served at all (repair deletes such rows)."""
     problem = filename_problem(image.filename)
     if problem:
         return problem
-    blob = blob_path(settings.store_dir, image.sha256)
-    try:
-        size = os.stat(blob).st_size
-    except OSError:
+    size = storage.stored_size(image.sha256)
+    if size is None:
         return f"its stored file (sha256 {image.sha256}) is missing"
     if size != image.size:
         return f"its stored file has {size} bytes, the database says {image.size}"
@@ -106,6 +102,24 @@ def policy_reason(image: Image) -> str | None:
     return None
 
 
+def squatting_reason(image: Image, names: set[str]) -> str | None:
+    """Which other extension's transfer pattern also matches this row's file, if any.
+
+    Uploads refuse such files (service.py `_refuse_squatting`); rows from before that
+    rule, or from a race the writer locks once let through, are reported here. Only the
+    prefixes of the file name that end before a `-` can be such an extension's name.
+    """
+    filename = image.filename
+    for at, char in enumerate(filename):
+        other = filename[:at]
+        if char == "-" and other != image.name and other in names and claimed_by(other, filename):
+            return (
+                f"{_short(filename)} would also match extension {other}'s transfer pattern "
+                f"{other}-@v-%a.raw: hosts of {other} may take it for one of its versions"
+            )
+    return None
+
+
 def check(service: RegistryService) -> list[Problem]:
     """Every way the data directory differs from what the database says should be served."""
     settings = service.settings
@@ -113,8 +127,20 @@ def check(service: RegistryService) -> list[Problem]:
     with service.sessions() as session:
         images = list(session.scalars(select(Image)))
     groups: dict[tuple[str, str], list[Image]] = {}
+    names = {image.name for image in images}
     for image in images:
-        reason = unservable_reason(settings, image)
+        squatting = squatting_reason(image, names)
+        if squatting:
+            problems.append(
+                Problem(
+                    image.name,
+                    None,
+                    squatting,
+                    "none automatic: stop publishing one of the two extensions and move its "
+                    "hosts to another name",
+                )
+            )
+        reason = unservable_reason(service.storage, image)
         if reason:
             problems.append(
                 Problem(
@@ -139,21 +165,10 @@ def check(service: RegistryService) -> list[Problem]:
         except RegistryError as exc:
             problems.append(Problem(name, channel, exc.detail, "delete the unservable rows"))
             continue
-        current = mat.current_snapshot(settings, name, channel)
-        if current is None:
-            problems.append(
-                Problem(name, channel, "not published in the public tree", "materialize it")
-            )
-        elif not mat.snapshot_matches(current, content, keyring):
-            problems.append(
-                Problem(
-                    name,
-                    channel,
-                    "the public tree differs from the database (manifest, files or signature)",
-                    "materialize it again from the database",
-                )
-            )
-    for name, channel in sorted(published_directories(settings) - set(groups)):
+        drift = service.storage.drift(content, keyring)
+        if drift:
+            problems.append(Problem(name, channel, drift, "materialize it from the database"))
+    for name, channel in sorted(service.storage.published() - set(groups)):
         problems.append(
             Problem(name, channel, "published but unknown to the database", "unpublish it")
         )
@@ -167,12 +182,11 @@ def repair(service: RegistryService) -> list[str]:
     them failed); every directory is rebuilt from the database; unknown ones unpublished.
     Holds the writer lock, so a running server's writes wait meanwhile.
     """
-    settings = service.settings
     fixed: list[str] = []
     # The server's own writer lock (the flock, or PostgreSQL's advisory lock of everything).
     with service.writing(None) as session:
         for image in list(session.scalars(select(Image))):
-            reason = unservable_reason(settings, image)
+            reason = unservable_reason(service.storage, image)
             if reason:
                 fixed.append(f"deleted row {image.name} {_short(image.filename)}: {reason}")
                 session.delete(image)
@@ -183,22 +197,6 @@ def repair(service: RegistryService) -> list[str]:
     remaining = {p.line() for p in check(service)}
     fixed += [f"fixed {p.line()}" for p in drift if p.line() not in remaining]
     return fixed + [f"NOT FIXED {line}" for line in sorted(remaining)]
-
-
-def published_directories(settings: Settings) -> set[tuple[str, str]]:
-    """(name, channel) of every extension directory in the public tree."""
-    public = settings.public_dir
-    found = set()
-    channels = public / "channels"
-    if channels.is_dir():
-        for channel_dir in channels.iterdir():
-            extensions = channel_dir / "extensions"
-            if extensions.is_dir():
-                found |= {(p.name, channel_dir.name) for p in extensions.iterdir()}
-    stable = public / "extensions"
-    if stable.is_dir():
-        found |= {(p.name, DEFAULT_CHANNEL) for p in stable.iterdir()}
-    return {(n, c) for n, c in found if not n.startswith(".")}
 
 
 def _short(filename: str) -> str:

@@ -10,8 +10,10 @@ lock: they only see complete snapshots (materialize.py) or whole objects (storag
 - PostgreSQL (any number of replicas): session-level advisory locks on the connection the
   write's own ORM session uses, so a waiting writer never needs a second pooled connection.
   Everything = exclusive lock on one key; an extension = that key shared plus an exclusive
-  lock on a key derived from its name. A replica that dies (kill -9, lost network) loses
-  its connection and PostgreSQL releases its locks with it.
+  lock on a key derived from its name. A publish that creates an extension takes the lock
+  of everything instead (service.py `_publishing`: the squatting check reads across
+  extensions). A replica that dies (kill -9, lost network) loses its connection and
+  PostgreSQL releases its locks with it.
 """
 
 from __future__ import annotations

@@ -37,6 +37,10 @@ from sysext.transfer import TransferSpec, render_transfer
 from sysext.urls import DEFAULT_CHANNEL
 from sysext.versioning import version_key
 
+# How `sysext registry check` words the two kinds of drift, whatever the storage.
+NOT_PUBLISHED = "not published in the public tree"
+DIFFERS = "the public tree differs from the database (manifest, files or signature)"
+
 
 @dataclass(frozen=True)
 class DirectoryContent:
@@ -247,3 +251,19 @@ def snapshot_matches(snapshot: Path, content: DirectoryContent, keyring: bytes) 
     except (OSError, SysextError):
         return False
     return True
+
+
+def published_directories(settings: Settings) -> set[tuple[str, str]]:
+    """(name, channel) of every extension directory in the public tree."""
+    public = settings.public_dir
+    found = set()
+    channels = public / "channels"
+    if channels.is_dir():
+        for channel_dir in channels.iterdir():
+            extensions = channel_dir / "extensions"
+            if extensions.is_dir():
+                found |= {(p.name, channel_dir.name) for p in extensions.iterdir()}
+    stable = public / "extensions"
+    if stable.is_dir():
+        found |= {(p.name, DEFAULT_CHANNEL) for p in stable.iterdir()}
+    return {(n, c) for n, c in found if not n.startswith(".")}

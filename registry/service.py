@@ -79,6 +79,40 @@ class RegistryService:
             with exclusive(self.settings.lock_path), self.sessions() as session:
                 yield session
 
+    @contextlib.contextmanager
+    def _publishing(self, name: str) -> Iterator[Session]:
+        """The writer lock a publish of `name` needs.
+
+        `_refuse_squatting` reads the other extensions' names and files; the new row is
+        committed later. On SQLite every write holds the one flock, so nothing runs in
+        between. On PostgreSQL writes of different extensions hold the registry-wide key
+        shared and run side by side, so the first images of `a` and `a-1` could both pass
+        the check and both commit. Hence a publish that creates its extension (no row of
+        `name` yet) takes the registry-wide key exclusively and runs alone.
+
+        That is enough. Take two concurrent publishes to existing extensions X and Y.
+        Each was created under the exclusive key, so committed before either writer got
+        its shared key: X's check sees Y's name and Y's sees X's. All one check can miss
+        is the other's uncommitted file, and if X's pattern matches Y's new file, Y's own
+        check refuses it (its first loop: another extension's pattern matches my file).
+        Rows of a name are only deleted under that name's lock (a failed publish undone)
+        or everything's (repair), so "exists", seen under the name's lock, holds until
+        the commit. New versions of existing extensions, the common case, still publish
+        in parallel (tests/test_registry_squatting_race.py shows both).
+        """
+        with self.writing(name) as session:
+            if (
+                self.engine.dialect.name != "postgresql"
+                or session.scalars(select(Image.id).where(Image.name == name).limit(1)).first()
+                is not None
+            ):
+                yield session
+                return
+        # Released first: asking for the exclusive key while holding the shared one would
+        # deadlock against another writer doing the same.
+        with self.writing(None) as session:
+            yield session
+
     # -- start-up -------------------------------------------------------------------
 
     def prepare(self) -> tuple[str, bool]:
@@ -257,7 +291,7 @@ class RegistryService:
         entry commits with the change.
         """
         self.check_channel(channel)
-        with self.writing(image_name.name) as session:
+        with self._publishing(image_name.name) as session:
             existing = session.scalars(
                 select(Image).where(
                     Image.name == image_name.name, Image.filename == image_name.filename

@@ -114,11 +114,14 @@ def test_pack_refuses_the_long_name_too(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.raw"))
 
 
-def _inject_legacy_row(server: RegistryServer, name: str, filename: str, version: str) -> None:
-    """What an older registry committed before failing to materialize it (finding 1)."""
+def _inject_legacy_row(
+    server: RegistryServer, name: str, filename: str, version: str, *, blob_of: str | None = None
+) -> None:
+    """What an older registry committed before failing to materialize it (finding 1), or
+    (`blob_of`: the extension whose stored file the row reuses) before refusing squatting."""
     with sqlite3.connect(server.data / "registry.db") as db:
         sha, size = db.execute(
-            "SELECT sha256, size FROM images WHERE name = ? LIMIT 1", (name,)
+            "SELECT sha256, size FROM images WHERE name = ? LIMIT 1", (blob_of or name,)
         ).fetchone()
         cursor = db.execute(
             "INSERT INTO images (name, version, arch, filename, sha256, size, format, "
@@ -303,6 +306,35 @@ def test_finding_3_no_squatting_across_extensions(server: RegistryServer, tmp_pa
     assert answer.status_code == 409, answer.text
     assert "sq-@v-%a.raw" in answer.json()["detail"]
     assert state(server) == before
+
+
+def test_finding_3_registry_check_reports_squatted_rows(tmp_path: Path) -> None:
+    """Rows committed before the rule (or let through by a race) are reported, both ways."""
+    reg = RegistryServer(data=tmp_path / "data", port=free_port())
+    reg.start()
+    try:
+        assert upload(reg, build_image(tmp_path, "lgc", "1.0"), "lgc").status_code == 200
+    finally:
+        reg.stop()
+    assert run_cli("registry", "check", "--data", reg.data).returncode == 0
+    # lgc-1's version 2 is lgc's version 1-2, and lgc's 1-3 is lgc-1's 3.
+    _inject_legacy_row(reg, "lgc-1", "lgc-1-2-x86-64.raw", "2", blob_of="lgc")
+    _inject_legacy_row(reg, "lgc", "lgc-1-3-x86-64.raw", "1-3")
+    checked = run_cli("registry", "check", "--data", reg.data)
+    assert checked.returncode == 1
+    assert (
+        "lgc-1: lgc-1-2-x86-64.raw would also match extension lgc's transfer pattern "
+        "lgc-@v-%a.raw" in checked.stdout
+    ), checked.stdout
+    assert (
+        "lgc: lgc-1-3-x86-64.raw would also match extension lgc-1's transfer pattern "
+        "lgc-1-@v-%a.raw" in checked.stdout
+    ), checked.stdout
+    assert "lgc-1.0-x86-64.raw would" not in checked.stdout
+    # Nothing repair could do on its own: it says so and fails.
+    repaired = run_cli("registry", "repair", "--data", reg.data)
+    assert repaired.returncode == 1
+    assert "NOT FIXED lgc-1: lgc-1-2-x86-64.raw would also match" in repaired.stdout
 
 
 @pytest.mark.parametrize("twin", ["08.0", "8.00", "8.0+", "8.0_", "8.0.0"])

@@ -35,6 +35,18 @@ class Storage(Protocol):
     def read_public(self, url_path: str) -> bytes | None:
         """A small file of the public tree (transfer files for the web pages), or None."""
 
+    # Read-only views for `sysext registry check|repair` (registry/consistency.py).
+
+    def stored_size(self, sha256: str) -> int | None:
+        """The size of the stored image `sha256`, or None when the store lacks it."""
+
+    def drift(self, content: DirectoryContent, keyring: bytes) -> str | None:
+        """Why the public directories of (content.channel, content.name) do not serve
+        exactly `content` under a signature hosts holding `keyring` accept, or None."""
+
+    def published(self) -> set[tuple[str, str]]:
+        """(name, channel) of every extension directory the public tree has."""
+
 
 def make_storage(settings: Settings) -> Storage:
     if settings.uses_s3:

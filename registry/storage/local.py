@@ -6,6 +6,7 @@ The work itself lives in registry/store.py (blobs) and registry/materialize.py
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from registry import materialize as mat
@@ -44,3 +45,20 @@ class LocalStorage:
             return path.read_bytes() if path.is_file() else None
         except OSError:
             return None
+
+    def stored_size(self, sha256: str) -> int | None:
+        try:
+            return os.stat(store.blob_path(self.settings.store_dir, sha256)).st_size
+        except OSError:
+            return None
+
+    def drift(self, content: mat.DirectoryContent, keyring: bytes) -> str | None:
+        current = mat.current_snapshot(self.settings, content.name, content.channel)
+        if current is None:
+            return mat.NOT_PUBLISHED
+        if not mat.snapshot_matches(current, content, keyring):
+            return mat.DIFFERS
+        return None
+
+    def published(self) -> set[tuple[str, str]]:
+        return mat.published_directories(self.settings)

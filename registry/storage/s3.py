@@ -53,11 +53,11 @@ from registry.errors import RegistryError
 from registry.failpoints import failpoint
 from registry.files import cache_control, content_type
 from registry.keys import Signer
-from registry.materialize import DirectoryContent
+from registry.materialize import DIFFERS, NOT_PUBLISHED, DirectoryContent
 from registry.settings import Settings
 from sysext.errors import SysextError
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from sysext.signing import load_keyring
+from sysext.signing import load_keyring, verify_detached
 from sysext.urls import DEFAULT_CHANNEL, KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
 
 log = logging.getLogger("registry")
@@ -358,3 +358,50 @@ class S3Storage:
     def read_public(self, url_path: str) -> bytes | None:
         with self._errors("reading the public tree"):
             return self._get(url_path)
+
+    # -- read-only views for `sysext registry check` ---------------------------------
+
+    def stored_size(self, sha256: str) -> int | None:
+        with self._errors("reading the blob store"):
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=self._blob_key(sha256))
+            except ClientError as exc:
+                if _missing(exc):
+                    return None
+                raise
+        return int(head["ContentLength"])
+
+    def drift(self, content: DirectoryContent, keyring: bytes) -> str | None:
+        """The local check (materialize.snapshot_matches) over both directories of a
+        stable extension: the same manifest, transfer files and image names, and a
+        signature `keyring` verifies. Manifests and transfer files are compared by the
+        ETag of their single-part PUT (their MD5), as `materialize` does."""
+        with self._errors("reading the public tree"):
+            for directory in self.directories(content.name, content.channel):
+                start = self._key(directory + "/")
+                listed = self._list(directory + "/")
+                etags = {o["Key"][len(start) :]: o["ETag"].strip('"') for o in listed}
+                if MANIFEST_NAME not in etags:
+                    return NOT_PUBLISHED
+                if etags[MANIFEST_NAME] != _md5(content.manifest):
+                    return DIFFERS
+                if any(etags.get(name) != _md5(data) for name, data in content.texts):
+                    return DIFFERS
+                images = {name for name in etags if name.endswith(".raw")}
+                if images != {name for name, _ in content.images}:
+                    return DIFFERS
+                signature = self._get(f"{directory}/{SIGNATURE_NAME}")
+                if signature is None:
+                    return DIFFERS
+                try:
+                    verify_detached(keyring, content.manifest, signature)
+                except SysextError:
+                    return DIFFERS
+        return None
+
+    def published(self) -> set[tuple[str, str]]:
+        with self._errors("listing the public tree"):
+            found = {(name, DEFAULT_CHANNEL) for name in self._subdirs("extensions/")}
+            for channel in self._subdirs("channels/"):
+                found |= {(n, channel) for n in self._subdirs(f"channels/{channel}/extensions/")}
+        return found

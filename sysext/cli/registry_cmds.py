@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from rich.progress import TaskID
@@ -20,6 +21,8 @@ from sysext.errors import SysextError
 from sysext.registry_client import REGISTRY_ENV, TOKEN_ENV, RegistryClient
 from sysext.steps import byte_progress, console
 from sysext.urls import DEFAULT_CHANNEL
+
+T = TypeVar("T")
 
 REGISTRY_OPTION = typer.Option(
     None, "--registry", "-r", help=f"Registry base URL (default: ${REGISTRY_ENV})."
@@ -52,7 +55,6 @@ CONFIG_OPTION = typer.Option(
 
 def _offline_service(data: Path | None, config: Path | None) -> Any:
     from registry.db import migrate
-    from registry.locking import exclusive
     from registry.service import RegistryService
     from registry.settings import load_settings
 
@@ -66,16 +68,25 @@ def _offline_service(data: Path | None, config: Path | None) -> Any:
             f"{settings.data_dir}: no registry database (registry.db) here",
             "pass --data DIR naming the directory `sysext serve --data` uses",
         )
-    if settings.uses_s3:
-        raise SysextError(
-            "sysext registry check|repair compare a local public tree; this registry keeps "
-            "its tree in S3",
-            "restart `sysext serve`: start-up rematerializes every extension from the database",
-        )
     service = RegistryService(settings)
-    with exclusive(settings.lock_path):
-        migrate(service.engine, service._stored_summary)
+    # The server's writer lock (PostgreSQL: the advisory lock of everything), so that
+    # replicas starting meanwhile do not migrate at the same time.
+    with service.writing(None) as session:
+        migrate(session.connection(), service._stored_summary)
+        session.commit()
     return service
+
+
+def _storage_errors(action: Callable[[], T]) -> T:
+    """Run `action`; an object store that fails (registry/storage/s3.py) is one line."""
+    from registry.errors import RegistryError
+
+    try:
+        return action()
+    except RegistryError as exc:
+        raise SysextError(
+            exc.detail, "check SYSEXT_S3_ENDPOINT, the bucket and the credentials"
+        ) from None
 
 
 @registry_app.command("check")
@@ -86,11 +97,15 @@ def registry_check(data: Path = DATA_OPTION, config: Path = CONFIG_OPTION) -> No
     stored file), directories that differ from the database, published directories the
     database does not know, and rows today's upload rules would refuse. Changes nothing.
 
+    A registry on PostgreSQL and S3 is checked with the replicas' settings (SYSEXT_DATABASE_URL,
+    SYSEXT_S3_*, SYSEXT_SIGNING_KEY): stored images, listings and signatures in the bucket.
+
     Example: sysext registry check --data /srv/sysext
     """
     from registry.consistency import check
 
-    problems = check(_offline_service(data, config))
+    service = _offline_service(data, config)
+    problems = _storage_errors(lambda: check(service))
     for problem in problems:
         print(problem.line())
     if problems:
@@ -111,7 +126,8 @@ def registry_repair(data: Path = DATA_OPTION, config: Path = CONFIG_OPTION) -> N
     """
     from registry.consistency import repair
 
-    actions = repair(_offline_service(data, config))
+    service = _offline_service(data, config)
+    actions = _storage_errors(lambda: repair(service))
     for action in actions:
         print(action)
     if any(a.startswith("NOT FIXED") for a in actions):
