@@ -105,7 +105,7 @@ def pack(
     writer = writer_for(image_format)
     chosen, chosen_level = resolve_compression(writer, compression, level)
     mtime = resolve_source_date_epoch(source_date_epoch)
-    _check_block_size(image_format, block_size)
+    check_block_size(image_format, block_size)
     staged = scan_tree(Path(tree).absolute(), allow_setuid=allow_setuid)
     for warning in staged.warnings:
         log.warning("%s", warning)
@@ -194,7 +194,7 @@ def _write_image(
             )
 
 
-def _check_block_size(image_format: ImageFormat, block_size: int | None) -> None:
+def check_block_size(image_format: ImageFormat, block_size: int | None) -> None:
     if block_size is None:
         return
     if image_format is not ImageFormat.SQUASHFS:

@@ -100,6 +100,7 @@ class MatrixRequest:
     image_format: ImageFormat = ImageFormat.SQUASHFS
     compression: Compression | None = None
     level: int | None = None
+    block_size: int | None = None  # squashfs only; None: the compressor's default
     refresh: bool = False
     force: bool = False
     workers: int = 4  # rows in progress at once (downloads overlap; packing is bounded apart)
@@ -257,6 +258,7 @@ def _run_row(
                 image_format=request.image_format,
                 compression=request.compression,
                 level=request.level,
+                block_size=request.block_size,
                 refresh=request.refresh,
                 force=request.force,
                 lock=row.lock,

@@ -357,6 +357,8 @@ def test_setuid_from_upstream_needs_permission(
         (["--arch", "x86_64"], ["architecture 'x86_64' is not systemd's name"]),
         (["--version", "1.0~rc1"], ["--version: version '1.0~rc1' contains '~'"]),
         (["--os", "flatcar:"], ["--os 'flatcar:' is not ID or ID:SYSEXT_LEVEL"]),
+        (["--block-size", "1000"], ["block size 1000 is not a power of two"]),
+        (["--format", "erofs", "--block-size", "4096"], ["squashfs images only"]),
     ],
 )
 def test_bad_options(
@@ -583,6 +585,27 @@ def test_erofs_build_is_reproducible_too(
     assert dump.returncode == 0, dump.stderr
     assert "Uid: 0   Gid: 0  Access: 0750/rwxr-x---" in dump.stdout
     assert "Timestamp: 2023-11-14" in dump.stdout  # SOURCE_DATE_EPOCH=1700000000
+
+
+def test_compression_and_block_size_reach_the_image(
+    tmp_path: Path, static_server: StaticServer, recipe: Path
+) -> None:
+    publish(static_server)
+    out = tmp_path / "out"
+    args = ("--output", out, "--compression", "zstd", "--block-size", "131072")
+    assert build(tmp_path, static_server.url, *args).returncode == 0
+    name = f"hello-1.0-{HOST.systemd_name}.raw"
+    superblock = subprocess.run(
+        ["unsquashfs", "-s", out / name], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Compression zstd" in superblock and "Block size 131072" in superblock, superblock
+    # Other options are other inputs: the default settings pack again instead of "unchanged".
+    again = build(tmp_path, static_server.url, "--output", out)
+    assert again.returncode == 0 and "unchanged" not in again.stdout, again.stdout
+    superblock = subprocess.run(
+        ["unsquashfs", "-s", out / name], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Compression xz" in superblock and "Block size 524288" in superblock, superblock
 
 
 def test_several_architectures_and_all_or_nothing(

@@ -73,6 +73,12 @@ def build_command(
         help="Compressor (default: xz for squashfs, lz4hc for erofs; zstd reads faster).",
     ),
     level: int | None = typer.Option(None, "--level", help="Compression level."),
+    block_size: int | None = typer.Option(
+        None,
+        "--block-size",
+        help="squashfs block size in bytes, a power of two from 4096 to 1048576 (default: "
+        "524288 for xz, else 1048576); smaller blocks read faster and pack larger.",
+    ),
     output: Path = typer.Option(
         DEFAULT_OUTPUT, "--output", "-o", help="Directory for images, SHA256SUMS, provenance."
     ),
@@ -150,6 +156,9 @@ def build_command(
 
     Example: sysext build shellcheck --output out/
 
+    Example (fastest cold reads, ~0.95× the size of a gzip image instead of ~0.82×; see
+    docs/catalogue.md): sysext build docker --compression zstd --block-size 131072
+
     Example (only files recorded by `sysext lock docker`): sysext build docker --locked
 
     Example (only for Flatcar 3815.2.0 hosts, see `sysext transfer --os-bound`):
@@ -170,6 +179,9 @@ def build_command(
         raise SysextError("pass recipe names or --all, not both", "drop the names or --all")
     if not all_recipes and not recipes:
         raise SysextError("no recipe given", "name one or more recipes, or pass --all")
+    from sysext.image import check_block_size
+
+    check_block_size(image_format, block_size)  # before any download
     settings = load_settings(cache_dir=cache_dir)
     arches = tuple(Architecture.parse(a) for a in arch)
     passphrase = os.environ.get("SYSEXT_KEY_PASSPHRASE") or None
@@ -206,6 +218,7 @@ def build_command(
             image_format=image_format,
             compression=compression,
             level=level,
+            block_size=block_size,
             refresh=refresh,
             force=force,
             workers=jobs,
@@ -239,6 +252,7 @@ def build_command(
             image_format=image_format,
             compression=compression,
             level=level,
+            block_size=block_size,
             refresh=refresh,
             force=force,
             lock=lock,
