@@ -111,10 +111,9 @@ class BuildHooks:
     jobs: int | None = None  # compressor threads per image; None: one per core
 
 
-def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltImage]:
-    """Build the request's images; images whose build key is already in the output directory
-    come back with `unchanged=True`, neither staged nor packed (see sysext.build_key)."""
-    hooks = hooks or BuildHooks()
+def plan_releases(request: BuildRequest) -> dict[Architecture, ExtensionRelease]:
+    """The extension-release (and so the image file name) of each image the request makes,
+    checked, before anything is fetched."""
     recipe = request.recipe
     version = request.chosen_version
     problem = version_problem(version)
@@ -138,6 +137,17 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
         )
         for arch in arches
     }
+    return releases
+
+
+def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltImage]:
+    """Build the request's images; images whose build key is already in the output directory
+    come back with `unchanged=True`, neither staged nor packed (see sysext.build_key)."""
+    hooks = hooks or BuildHooks()
+    recipe = request.recipe
+    version = request.chosen_version
+    releases = plan_releases(request)
+    arches = tuple(releases)
     downloader = Downloader(
         cache_dir=request.settings.cache_dir,
         mirrors=request.settings.mirrors,

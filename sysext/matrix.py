@@ -8,7 +8,8 @@ while packing holds one of a fixed number of slots (as many as there are cores, 
 compressor then gets its share of the cores). Each row is one `sysext.build.build()` of one
 architecture, so its image is skipped as "unchanged" when its build key is already in the
 output directory, and a row that fails leaves nothing behind while the others go on. With
-a publisher, each finished row is published at once (sysext.publishing).
+a publisher, a row whose image the channel already has is not built at all, and each
+finished row is published at once (sysext.publishing).
 
 A locked matrix (`--locked`) reads each recipe's own lock file once, while planning; a
 recipe whose lock is missing or unreadable fails its own rows, not the run.
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sysext.architecture import Architecture
-from sysext.build import BuildHooks, BuildRequest, build
+from sysext.build import BuildHooks, BuildRequest, build, plan_releases
 from sysext.config import Settings
 from sysext.download import Downloader
 from sysext.errors import SysextError
@@ -47,6 +48,7 @@ LATEST = "latest"
 class Outcome(enum.Enum):
     BUILT = "built"
     UNCHANGED = "unchanged"
+    SKIPPED = "not built"  # with --publish: the channel has this image already
     PUBLISHED = "published"
     ALREADY_PUBLISHED = "already published"
     FAILED = "failed"
@@ -70,7 +72,7 @@ class Row:
 @dataclass(frozen=True)
 class RowResult:
     row: Row
-    build: Outcome  # BUILT, UNCHANGED or FAILED
+    build: Outcome  # BUILT, UNCHANGED, SKIPPED or FAILED
     publish: Outcome | None  # PUBLISHED, ALREADY_PUBLISHED, FAILED; None: not asked
     detail: str  # image size and file, or why it failed
     seconds: float
@@ -246,25 +248,38 @@ def _run_row(
     try:
         if row.problem:
             raise SysextError(row.problem)
-        (image,) = build(
-            BuildRequest(
-                recipe=row.recipe,
-                output_dir=request.output_dir,
-                settings=request.settings,
-                version=row.version,
-                architectures=(row.arch,),
-                os_spec=request.os_spec,
-                os_version_id=request.os_version_id,
-                image_format=request.image_format,
-                compression=request.compression,
-                level=request.level,
-                block_size=request.block_size,
-                refresh=request.refresh,
-                force=request.force,
-                lock=row.lock,
-            ),
-            hooks,
+        build_request = BuildRequest(
+            recipe=row.recipe,
+            output_dir=request.output_dir,
+            settings=request.settings,
+            version=row.version,
+            architectures=(row.arch,),
+            os_spec=request.os_spec,
+            os_version_id=request.os_version_id,
+            image_format=request.image_format,
+            compression=request.compression,
+            level=request.level,
+            block_size=request.block_size,
+            refresh=request.refresh,
+            force=request.force,
+            lock=row.lock,
         )
+        if publisher is not None and not request.force:
+            # A version the channel has is done: published versions are immutable, so
+            # building it again could only give the same bytes — or other bytes, when a
+            # newer sysext packs differently (e.g. its default compressor changed), which
+            # the registry would refuse. --force builds it anyway and compares.
+            (release,) = plan_releases(build_request).values()
+            hooks.on_stage(row.arch, "resolving")
+            there = publisher.published(release.name).get(release.image_filename)
+            if there is not None and publisher.channel in there["channels"]:
+                return result(
+                    Outcome.SKIPPED,
+                    f"{release.image_filename} is in {publisher.channel} already "
+                    "(--force builds it again and compares)",
+                    Outcome.ALREADY_PUBLISHED,
+                )
+        (image,) = build(build_request, hooks)
     except SysextError as exc:
         return result(Outcome.FAILED, _reason(exc))
     except Exception as exc:  # a bug in one row must not take the other rows down

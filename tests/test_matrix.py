@@ -309,6 +309,28 @@ def test_publish_uploads_only_what_the_registry_lacks(
         "already published: tailscale-0.0.6-arm64.raw (in beta, stable)",
     ]
 
+    # A newer sysext that packs differently (here: another compressor) must not break the
+    # nightly run: versions the channel has are not built again, nothing is packed.
+    repacked = matrix.build("--publish", registry_server.url, "--compression", "zstd", env=admin)
+    assert repacked.returncode == 0, repacked.stderr
+    assert "4 already published" in repacked.stderr, repacked.stderr
+    assert repacked.stderr.count("is in stable already") >= 4, repacked.stderr
+    assert matrix.packs() == 4
+    # --force builds them anyway, and immutability speaks: other bytes under the same name.
+    forced = matrix.build(
+        "--publish", registry_server.url, "--compression", "zstd", "--force", env=admin
+    )
+    assert forced.returncode == 1
+    assert "4 failed" in forced.stderr, forced.stderr
+    assert "the registry has other bytes under this name" in forced.stderr
+    assert matrix.packs() == 8
+    after = requests.get(f"{api}/extensions/k3s", timeout=10).json()["images"]
+
+    def digests(images: list[dict[str, str]]) -> set[tuple[str, str]]:
+        return {(i["filename"], i["sha256"]) for i in images if i["version"] != "0.0.9"}
+
+    assert digests(after) == digests(k3s_before)
+
 
 def test_matrix_refuses_bad_requests_before_building(tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -108,8 +108,9 @@ def build_command(
         None,
         "--publish",
         metavar="URL",
-        help="After building, upload to this registry what it does not have yet (token from "
-        "$SYSEXT_TOKEN); builds the matrix way even for one recipe.",
+        help="Upload to this registry what it does not have yet (token from $SYSEXT_TOKEN); "
+        "versions the channel has are not built again (--force: build and compare). Builds "
+        "the matrix way even for one recipe.",
     ),
     channel: str = typer.Option(
         DEFAULT_CHANNEL, "--channel", "-c", help="Channel to publish in (with --publish)."

@@ -21,6 +21,7 @@ from sysext.steps import console
 _STYLE = {
     Outcome.BUILT: "green",
     Outcome.UNCHANGED: "cyan",
+    Outcome.SKIPPED: "cyan",
     Outcome.PUBLISHED: "green",
     Outcome.ALREADY_PUBLISHED: "cyan",
     Outcome.FAILED: "red",
