@@ -82,8 +82,9 @@ class Publisher:
                 raise SysextError(
                     f"{image.name}: the registry has other bytes under this name "
                     f"(sha256 {info['sha256'][:16]}…, this build {sha256[:16]}…)",
-                    "published versions are immutable: the build is not reproducible or the "
-                    "inputs changed; publish a new version",
+                    "published versions are immutable: the inputs changed, or a newer sysext "
+                    "packed them differently (its provenance file names the packing); keep "
+                    "the published image or publish a new version",
                 )
             if self.channel in info["channels"]:
                 yanked = " (yanked)" if info.get("yanked") else ""
