@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,17 +166,26 @@ class StaticServer:
 
 
 @contextlib.contextmanager
-def serve_directory(root: Path) -> Iterator[StaticServer]:
-    """Serve `root` over HTTP on 127.0.0.1 (random port) until the block ends."""
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def serve_http(
+    handler: Callable[..., http.server.BaseHTTPRequestHandler], port: int = 0
+) -> Iterator[str]:
+    """Run `handler` on 127.0.0.1 (a random port unless given) until the block ends; yields
+    the base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield StaticServer(root, f"http://127.0.0.1:{server.server_address[1]}")
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path, port: int = 0) -> Iterator[StaticServer]:
+    """Serve `root` over HTTP on 127.0.0.1 (a random port unless given) until the block ends."""
+    with serve_http(functools.partial(_QuietHandler, directory=str(root)), port) as url:
+        yield StaticServer(root, url)
 
 
 @pytest.fixture

@@ -13,9 +13,6 @@ units it pulls in itself (Upholds=, .wants/ links, sockets.target) active, none 
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +25,7 @@ from sysext.imageread import read_image
 from sysext.recipe import available_recipes
 from tests import test_recipes_catalog as catalog
 from tests import upstream_fixtures as fixtures
-from tests.conftest import StaticServer, _QuietHandler
+from tests.conftest import StaticServer, serve_directory
 from tests.upstream_fixtures import SigningKey
 
 pytestmark = pytest.mark.root(reason="needs root: boots systemd in a systemd-nspawn container")
@@ -70,15 +67,8 @@ def daemon_script(text: str) -> tuple[bytes, int]:
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaticServer]:
-    root = tmp_path_factory.mktemp("upstream")
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield StaticServer(root, f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(tmp_path_factory.mktemp("upstream")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

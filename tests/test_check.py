@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from sysext.signing import (
     sign_directory,
 )
 from sysext.transfer import TransferSpec, render_transfer
-from tests.conftest import StaticServer, run_cli
+from tests.conftest import StaticServer, run_cli, serve_http
 
 HOST = HostInfo(arch="x86-64", os_release={"ID": "flatcar", "VERSION_ID": "3815.2.0"})
 
@@ -362,14 +361,8 @@ class _QuirkyHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def quirky_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuirkyHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(_QuirkyHandler) as url:
+        yield url
 
 
 def test_http_quirks(quirky_server: str) -> None:

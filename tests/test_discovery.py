@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -23,7 +22,7 @@ from sysext.errors import SysextError
 from sysext.mirrors import parse_mirror_spec
 from sysext.recipe import bundled_recipes_dir, load_recipe
 from sysext.upstream_versions import resolve_version, upstream_versions
-from tests.conftest import run_cli
+from tests.conftest import run_cli, serve_http
 
 RECIPES = bundled_recipes_dir()
 K3S = ("k3s", "k3s-arm64", "sha256sum-amd64.txt", "sha256sum-arm64.txt")
@@ -189,14 +188,8 @@ def api() -> Iterator[str]:
     Recorded.responses["/k8s/release/stable-1.31.txt"] = (b"v1.31.4", {})  # no newline
     Recorded.responses["/k8s/release/stable-1.30.txt"] = (b"v1.30.8\n", {})
     Recorded.responses["/k8s/release/stable.txt"] = (b"v1.33.1", {})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorded)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(Recorded) as url:
+        yield url
 
 
 def downloader(url: str, tmp_path: Path) -> Downloader:

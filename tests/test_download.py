@@ -6,7 +6,6 @@ import hashlib
 import http.server
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -17,7 +16,7 @@ from sysext.config import load_settings
 from sysext.download import Downloader, DownloadError
 from sysext.errors import SysextError
 from sysext.mirrors import MirrorMap, parse_mirror_spec
-from tests.conftest import StaticServer
+from tests.conftest import StaticServer, serve_http
 
 PAYLOAD = os.urandom(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -140,15 +139,8 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
 
 def test_broken_transfer_resumes_with_range(tmp_path: Path) -> None:
     _FlakyHandler.ranges = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/tool.tar.gz"
-        path = downloader(tmp_path, backoff=0.01).fetch(url, PAYLOAD_SHA)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(_FlakyHandler) as base:
+        path = downloader(tmp_path, backoff=0.01).fetch(f"{base}/tool.tar.gz", PAYLOAD_SHA)
     assert path.read_bytes() == PAYLOAD
     assert _FlakyHandler.ranges[0] is None
     # The second request continues from what the first one delivered.

@@ -9,19 +9,16 @@ Packing is counted with a `gensquashfs` wrapper first on PATH that logs each pac
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import CliResult, StaticServer, run_cli
+from tests.conftest import CliResult, StaticServer, run_cli, serve_directory
 from tests.registry_server import RegistryServer, build_image, registry_server  # noqa: F401
 from tests.test_recipes_catalog import CASES, RECIPES, mirrors_env, publish_cases, recipe_copies
 from tests.upstream_fixtures import ARM, X86, SigningKey, Upstream
@@ -389,27 +386,19 @@ def test_signed_sources_are_not_downloaded_again_when_unchanged(tmp_path: Path) 
     key = SigningKey()
     publish_cases([case], www, key)
     recipes = recipe_copies(tmp_path / "recipes", key.fingerprint)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with serve_directory(www) as upstream:
         argv = ["build", "podman", "--version", case.version, "--arch", "x86-64"]
         argv += ["--recipes-dir", str(recipes), "--cache-dir", str(tmp_path / "cache")]
         argv += ["--output", str(tmp_path / "out")]
-        first = run_cli(*argv, env=mirrors_env(url))
+        first = run_cli(*argv, env=mirrors_env(upstream.url))
         assert first.returncode == 0, first.stderr
         payloads = list(www.rglob("*.tar.gz"))
         assert payloads
         for payload in payloads:
             payload.unlink()  # the signatures stay
-        second = run_cli(*argv, env=mirrors_env(url))
+        second = run_cli(*argv, env=mirrors_env(upstream.url))
         assert second.returncode == 0, second.stderr
         assert "unchanged: podman-5.8.4-x86-64.raw" in second.stderr
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def failed_lines(result: CliResult) -> list[str]:

@@ -13,13 +13,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import http.server
 import json
 import os
 import re
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ import requests
 
 from sysext import signing
 from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from tests.conftest import StaticServer, run_cli
+from tests.conftest import StaticServer, run_cli, serve_directory
 from tests.past_keys import gpg_verify_like_systemd, make_past_key
 from tests.registry_server import RegistryServer, build_image, running_registry
 from tests.sysupdate_client import run_sysupdate
@@ -47,11 +44,6 @@ def provision(reg: RegistryServer, root: Path) -> dict[str, Any]:
     apply_ignition(document, root)
     (root / "etc/os-release").write_text(HOST_OS_RELEASE)
     return document
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def replace_signature(data: Path, signature: bytes) -> None:
@@ -95,14 +87,8 @@ def test_expired_signature_fails_closed_and_renewal_recovers(tmp_path: Path) -> 
         before = (os.readlink(link), installed(root, "hello"))
 
     # The registry is down; a stale mirror keeps serving that directory on its address.
-    handler = functools.partial(_Quiet, directory=str(data / "public"))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as mirror:
-        thread = threading.Thread(target=mirror.serve_forever, daemon=True)
-        thread.start()
-        try:
-            refused = run_sysupdate(root, update, keyring)
-        finally:
-            mirror.shutdown()
+    with serve_directory(data / "public", port):
+        refused = run_sysupdate(root, update, keyring)
     assert refused.returncode != 0
     assert "Expired signature" in refused.stderr or "Signature expired" in refused.stderr
     assert "DOWNLOAD INVALID: Signature verification failed." in refused.stderr
