@@ -44,7 +44,7 @@ from sysext.architecture import Architecture
 from sysext.extension_release import ExtensionRelease
 from sysext.formats import Compression
 from sysext.image import pack
-from tests.registry_server import free_port, running_registry
+from tests.registry_server import RegistryServer, free_port, running_registry
 
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -140,6 +140,17 @@ def nginx(
         proc.wait(timeout=10)
 
 
+def upload(reg: RegistryServer, image: Path) -> None:
+    with open(image, "rb") as body:
+        response = requests.put(
+            f"{reg.url}/api/v1/extensions/bench/images/{image.name}",
+            data=body,
+            headers=reg.headers(),
+            timeout=600,
+        )
+    response.raise_for_status()
+
+
 def measure(
     scratch: Path, image: Path, workers: int, duration: int, threads: int
 ) -> dict[str, dict[str, WrkResult]]:
@@ -147,14 +158,7 @@ def measure(
     size = image.stat().st_size
     data = scratch / f"data-{workers}"
     with running_registry(data, args=("--workers", str(workers))) as reg:
-        with open(image, "rb") as body:
-            response = requests.put(
-                f"{reg.url}/api/v1/extensions/bench/images/{image.name}",
-                data=body,
-                headers=reg.headers(),
-                timeout=600,
-            )
-        response.raise_for_status()
+        upload(reg, image)
         path_image = f"/extensions/bench/{image.name}"
         path_manifest = "/extensions/bench/SHA256SUMS"
         with nginx(reg.data / "public", reg.url, workers, scratch / f"nginx-{workers}") as ngx:
@@ -190,14 +194,7 @@ def measure_object_store(
         }
         size = image.stat().st_size
         with running_registry(scratch / "data-s3", env=env, args=("--workers", "1")) as reg:
-            with open(image, "rb") as body:
-                response = requests.put(
-                    f"{reg.url}/api/v1/extensions/bench/images/{image.name}",
-                    data=body,
-                    headers=reg.headers(),
-                    timeout=600,
-                )
-            response.raise_for_status()
+            upload(reg, image)
             bucket_url = f"{rgw.endpoint}/{bucket}"
             block = replicas_block("PORT", [f"127.0.0.1:{reg.port}"], bucket_url)
             path_image = f"/extensions/bench/{image.name}"

@@ -100,14 +100,7 @@ class Downloader:
                 return path.read_bytes()[: limit + 1]
             except OSError as exc:
                 raise DownloadError(f"cannot read {url}: {exc.strerror}") from exc
-        target = self.mirrors.rewrite(url)
-        with self._session() as session, self._request(session, url, target) as response:
-            data = b""
-            for chunk in response.iter_content(CHUNK):
-                data += chunk
-                if len(data) > limit:
-                    raise DownloadError(f"{_describe(url, target)}: larger than {limit} bytes")
-            return data
+        return self.fetch_page(url, limit=limit)[0]
 
     def fetch_page(self, url: str, *, limit: int = 16 << 20) -> tuple[bytes, str]:
         """GET a small document and its `Link` header (paginated APIs)."""
@@ -115,12 +108,12 @@ class Downloader:
             return self.fetch_bytes(url, limit=limit), ""
         target = self.mirrors.rewrite(url)
         with self._session() as session, self._request(session, url, target) as response:
-            data = b""
+            data = bytearray()
             for chunk in response.iter_content(CHUNK):
                 data += chunk
                 if len(data) > limit:
                     raise DownloadError(f"{_describe(url, target)}: larger than {limit} bytes")
-            return data, response.headers.get("Link", "")
+            return bytes(data), response.headers.get("Link", "")
 
     # -- payloads whose hash is only known after a signature check -------------------------
 
