@@ -11,7 +11,6 @@ tool would, and reads the result anonymously, as hosts do.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,12 @@ import pytest
 import requests
 
 from sysext.manifest import parse_manifest
-from sysext.signing import generate_key, verify_detached
+from sysext.signing import verify_detached
 from tests.ceph_rgw import CephRgw
 from tests.conftest import run_cli
 from tests.pg_cluster import PostgresCluster
 from tests.registry_server import RegistryServer, build_image, free_port
-from tests.test_registry_scale import s3_client, s3_env
+from tests.test_registry_scale import bucket_env, s3_client
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +48,8 @@ class Bucketed:
 
 @pytest.fixture
 def bucketed(tmp_path: Path, pg_cluster: PostgresCluster, ceph_rgw: CephRgw) -> Iterator[Bucketed]:
-    key = tmp_path / "key" / "signing.pgp"
-    key.parent.mkdir(mode=0o700)
-    generate_key(key, "sysext test registry <test@localhost>")
-    bucket = f"sysext-check-{uuid.uuid4().hex[:8]}"
-    env = s3_env(ceph_rgw, bucket, pg_cluster.create_database(), key)
+    env = bucket_env(tmp_path, pg_cluster, ceph_rgw, "sysext-check")
+    bucket = env["SYSEXT_S3_BUCKET"]
     server = RegistryServer(data=tmp_path / "data", port=free_port(), env=env, args=("-w", "1"))
     server.start()
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import subprocess
 import threading
 import time
@@ -64,6 +63,16 @@ def s3_env(rgw: CephRgw, bucket: str, database_url: str, key: Path) -> dict[str,
     }
 
 
+def bucket_env(base: Path, pg: PostgresCluster, rgw: CephRgw, prefix: str) -> dict[str, str]:
+    """The environment of a registry on a new bucket and a new database, signing with a new
+    key (0600) under `base`."""
+    key = base / "key" / "signing.pgp"
+    key.parent.mkdir(mode=0o700)
+    generate_key(key, "sysext test registry <test@localhost>")
+    bucket = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    return s3_env(rgw, bucket, pg.create_database(), key)
+
+
 def s3_client(rgw: CephRgw) -> object:
     return boto3.client(
         "s3",
@@ -80,12 +89,8 @@ def replicas(
     tmp_path_factory: pytest.TempPathFactory, pg_cluster: PostgresCluster, ceph_rgw: CephRgw
 ) -> Iterator[Replicas]:
     base = tmp_path_factory.mktemp("replicas")
-    key = base / "shared-key" / "signing.pgp"
-    key.parent.mkdir(mode=0o700)
-    generate_key(key, "sysext test registry <test@localhost>")
-    os.chmod(key, 0o600)
-    bucket = f"sysext-{uuid.uuid4().hex[:10]}"
-    env = s3_env(ceph_rgw, bucket, pg_cluster.create_database(), key)
+    env = bucket_env(base, pg_cluster, ceph_rgw, "sysext")
+    bucket, key = env["SYSEXT_S3_BUCKET"], Path(env["SYSEXT_SIGNING_KEY"])
     servers = [
         RegistryServer(data=base / f"data-{n}", port=free_port(), env=dict(env), args=("-w", "1"))
         for n in ("a", "b")

@@ -9,7 +9,6 @@ files and hashes. Uses the session's real Ceph radosgw and PostgreSQL (conftest.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from pathlib import Path
 
 import requests
@@ -18,20 +17,14 @@ from tests.catalogue_images import make_image
 from tests.ceph_rgw import CephRgw
 from tests.pg_cluster import PostgresCluster
 from tests.registry_server import RegistryServer, free_port
-from tests.test_registry_scale import s3_env
+from tests.test_registry_scale import bucket_env
 from tests.test_web_catalogue import snippet
 
 
 def test_configs_come_from_the_bucket(
     tmp_path: Path, pg_cluster: PostgresCluster, ceph_rgw: CephRgw
 ) -> None:
-    from sysext.signing import generate_key
-
-    key = tmp_path / "key" / "signing.pgp"
-    key.parent.mkdir(mode=0o700)
-    generate_key(key, "sysext test registry <test@localhost>")
-    bucket = f"sysext-web-{uuid.uuid4().hex[:8]}"
-    env = s3_env(ceph_rgw, bucket, pg_cluster.create_database(), key)
+    env = bucket_env(tmp_path, pg_cluster, ceph_rgw, "sysext-web")
     server = RegistryServer(data=tmp_path / "data", port=free_port(), env=env, args=("-w", "1"))
     server.start()
     try:
