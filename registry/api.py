@@ -20,6 +20,7 @@ from registry.service import RegistryService
 from registry.store import StagedUpload
 from registry.validation import validate_upload
 from sysext import __version__
+from sysext.architecture import Architecture
 from sysext.urls import DEFAULT_CHANNEL, extension_url_path
 
 router = APIRouter(prefix="/api/v1")
@@ -322,22 +323,35 @@ def _version_action(
     arch: str | None,
     channel: str | None = None,
 ) -> list[ImageInfo]:
+    """Yank, unyank or promote. Which images (and so which channels) the write touches is
+    decided by the service under its writer lock, and the token is checked there against
+    exactly that set (auth.authorize_write); here only the request's shape is checked."""
     service = _service(request)
     principal = _principal(service, authorization)
     _check_name(name)
+    _check_arch(arch)
+    # Early answers for what the request alone decides; the binding check is the service's.
     auth.require_scope(principal, name)
-    actor = audit.Actor.of(principal, request)
     if action == "promote":
         auth.require_channels(principal, [channel or DEFAULT_CHANNEL], "promote")
+    actor = audit.Actor.of(principal, request)
+    if action == "promote":
         images = service.promote(name, version, arch, channel or DEFAULT_CHANNEL, actor)
     else:
-        # Yanking drops the version from every channel it is in: all must be the token's.
-        affected = [
-            i for i in service.images_of(name) if i.version == version and arch in (None, i.arch)
-        ]
-        auth.require_channels(principal, {c for i in affected for c in i.channel_names}, action)
         images = service.set_yanked(name, version, arch, action == "yank", actor)
     return [ImageInfo.of(i) for i in images]
+
+
+def _check_arch(arch: str | None) -> None:
+    """An `arch` query value must name an architecture: empty or unknown ones are refused,
+    never read as "every architecture"."""
+    if arch is None:
+        return
+    known = [a.value for a in Architecture]
+    if arch not in known:
+        raise RegistryError(
+            422, f"unknown architecture {arch!r}; use one of {', '.join(known)} or leave it out"
+        )
 
 
 ArchQuery = Annotated[str | None, Query(description="only this architecture (default: all)")]

@@ -120,6 +120,37 @@ def require_channels(principal: Principal, channels: Iterable[str], action: str)
         )
 
 
+def authorize_write(
+    session: Session, principal: Principal, name: str, channels: Iterable[str], action: str
+) -> None:
+    """The one authorization check of a write, run under its writer lock before it commits.
+
+    `channels` is exactly the set of channels the write changes, computed in the same
+    transaction, so no query value and no concurrent promote can widen what was checked
+    (issue 19, finding 1). The token is read again here: one revoked or expired while
+    its request ran (a long upload) no longer commits anything (finding 3).
+    """
+    if not principal.is_admin:
+        token = session.get(Token, principal.token_id, populate_existing=True)
+        if token is None or token.revoked_at is not None:
+            raise RegistryError(401, f"token {principal.token_id} was revoked; nothing was changed")
+        if token.expires_at is not None and as_utc(token.expires_at) <= utcnow():
+            raise RegistryError(
+                401,
+                f"token {token.id} expired at {as_utc(token.expires_at).isoformat()}; "
+                "nothing was changed, ask the registry admin for a new one",
+            )
+        channel_list = token.channel_list
+        # The row is the truth: a token narrowed since the request began is narrowed now.
+        principal = Principal(
+            token.id,
+            tuple(token.scope_list),
+            None if channel_list is None else tuple(channel_list),
+        )
+    require_scope(principal, name)
+    require_channels(principal, channels, action)
+
+
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise RegistryError(403, "only the admin token (SYSEXT_ADMIN_TOKEN) may manage tokens")

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry import audit, consistency
+from registry import audit, auth, consistency
 from registry import materialize as mat
 from registry.db import (
     Image,
@@ -282,16 +282,17 @@ class RegistryService:
         *,
         os_version_id: str | None = None,
         summary: ImageSummary | None = None,
-        actor: audit.Actor | None = None,
+        actor: audit.Actor,
     ) -> PublishResult:
         """Store a validated upload and make it visible in `channel`.
 
         `os_version_id`: the VERSION_ID of an OS-bound image; `summary`: its release fields
-        and contents (both from validation.ValidatedImage). `actor`: who asked; the audit
-        entry commits with the change.
+        and contents (both from validation.ValidatedImage). `actor`: who asked, authorized
+        here under the writer lock; the audit entry commits with the change.
         """
         self.check_channel(channel)
         with self._publishing(image_name.name) as session:
+            auth.authorize_write(session, actor.principal, image_name.name, [channel], "publish")
             existing = session.scalars(
                 select(Image).where(
                     Image.name == image_name.name, Image.filename == image_name.filename
@@ -446,8 +447,15 @@ class RegistryService:
     def _select_images(
         self, session: Session, name: str, version: str, arch: str | None
     ) -> list[Image]:
+        """The images a version write touches: every architecture when `arch` is None.
+
+        An empty `arch` is refused, never read as "all" (issue 19, finding 1: it once
+        selected every image while the channel check saw none).
+        """
+        if arch is not None and not arch:
+            raise RegistryError(422, "empty architecture; leave arch out to mean every one")
         query = select(Image).where(Image.name == name, Image.version == version)
-        if arch:
+        if arch is not None:
             query = query.where(Image.arch == arch)
         images = list(session.scalars(query))
         if not images:
@@ -461,22 +469,27 @@ class RegistryService:
         version: str,
         arch: str | None,
         yanked: bool,
-        actor: audit.Actor | None = None,
+        actor: audit.Actor,
     ) -> list[Image]:
+        """Yank (or list again) a version: it leaves every channel it is in, so the token
+        must be allowed in each of them, as seen under the writer lock."""
+        action = audit.Action.YANK if yanked else audit.Action.UNYANK
         with self.writing(name) as session:
             images = self._select_images(session, name, version, arch)
+            channels = {c for i in images for c in i.channel_names}
+            auth.authorize_write(
+                session, actor.principal, name, channels, "yank" if yanked else "unyank"
+            )
             before = [(i, i.yanked, i.yanked_at) for i in images]
             for image in images:
                 image.yanked = yanked
                 image.yanked_at = utcnow() if yanked else None
-            action = audit.Action.YANK if yanked else audit.Action.UNYANK
             _audit(session, actor, action, images, None)
 
             def restore(s: Session) -> None:
                 for image, was, at in before:
                     image.yanked, image.yanked_at = was, at
 
-            channels = {c for i in images for c in i.channel_names}
             self._commit_and_serve(session, name, channels, _undone(actor, restore, action, images))
             return images
 
@@ -486,11 +499,12 @@ class RegistryService:
         version: str,
         arch: str | None,
         channel: str,
-        actor: audit.Actor | None = None,
+        actor: audit.Actor,
     ) -> list[Image]:
         self.check_channel(channel)
         with self.writing(name) as session:
             images = self._select_images(session, name, version, arch)
+            auth.authorize_write(session, actor.principal, name, [channel], "promote")
             _audit(session, actor, audit.Action.PROMOTE, images, channel)
             added = []
             for image in images:

@@ -579,3 +579,94 @@ def test_finding_13_token_expiry_and_channel_scopes(server: RegistryServer, tmp_
         path = server.data / name
         if path.exists():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+
+
+# -- round two (issue 19) ----------------------------------------------------------------
+
+
+def _beta_token(server: RegistryServer, scope: str) -> str:
+    made = requests.post(
+        f"{server.url}/api/v1/tokens",
+        json={"scopes": [scope], "channels": ["beta"], "description": f"ci {scope}"},
+        headers=server.headers(),
+        timeout=10,
+    )
+    assert made.status_code == 201, made.text
+    token: str = made.json()["token"]
+    return token
+
+
+def _act(server: RegistryServer, name: str, version: str, action: str, token: str,
+         query: str = "") -> requests.Response:  # fmt: skip
+    return requests.post(
+        f"{server.url}/api/v1/extensions/{name}/versions/{version}/{action}{query}",
+        headers=server.headers(token),
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("query", ["?arch=", "?arch=x86_64", "?arch=%20", "?arch=all"])
+def test_round2_finding_1_empty_or_unknown_arch_never_widens_a_write(
+    server: RegistryServer, tmp_path: Path, query: str
+) -> None:
+    """A beta-only token can neither yank nor un-yank a stable version by adding an empty
+    or unknown `arch`: such values are refused (422), and nothing changes."""
+    name = "scoped" + hashlib.sha256(query.encode()).hexdigest()[:6]
+    image = build_image(tmp_path, name, "2.0")
+    assert upload(server, image, name).status_code == 200  # admin → stable
+    beta = _beta_token(server, name)
+    before = state(server)
+    for action in ("yank", "unyank"):
+        answer = _act(server, name, "2.0", action, beta, query)
+        assert answer.status_code == 422, (action, answer.status_code, answer.text)
+        assert "architecture" in answer.json()["detail"]
+    assert state(server) == before
+    # Without the query the channel check applies, as it always did.
+    refused = _act(server, name, "2.0", "yank", beta)
+    assert refused.status_code == 403 and "stable" in refused.json()["detail"]
+    # The admin's yank cannot be undone by the beta token either.
+    assert _act(server, name, "2.0", "yank", server.admin_token).status_code == 200
+    before = state(server)
+    for q in (query, "", "?arch=x86-64"):
+        assert _act(server, name, "2.0", "unyank", beta, q).status_code in (403, 422)
+    assert state(server) == before
+
+
+def test_round2_finding_1_channels_are_checked_under_the_writer_lock(
+    server: RegistryServer, tmp_path: Path
+) -> None:
+    """The set of channels a yank touches is what the database holds when the write runs:
+    a version promoted to stable after the token was read is still protected."""
+    image = build_image(tmp_path, "lockcheck", "1.0")
+    beta = _beta_token(server, "lockcheck")
+    assert upload(server, image, "lockcheck", token=beta, channel="beta").status_code == 200
+    assert _act(server, "lockcheck", "1.0", "promote", server.admin_token,
+                "?channel=stable").status_code == 200  # fmt: skip
+    before = state(server)
+    answer = _act(server, "lockcheck", "1.0", "yank", beta, "?arch=x86-64")
+    assert answer.status_code == 403 and "stable" in answer.json()["detail"]
+    assert state(server) == before
+
+
+def test_round2_finding_3_a_revoked_token_commits_nothing(
+    server: RegistryServer, tmp_path: Path
+) -> None:
+    """Revocation is read again by the write itself: a revoked token's yank or promote is 401
+    and leaves the database and the public tree unchanged."""
+    image = build_image(tmp_path, "revoked", "1.0")
+    made = requests.post(
+        f"{server.url}/api/v1/tokens",
+        json={"scopes": ["revoked"]},
+        headers=server.headers(),
+        timeout=10,
+    ).json()
+    assert upload(server, image, "revoked", token=made["token"]).status_code == 200
+    gone = requests.delete(
+        f"{server.url}/api/v1/tokens/{made['id']}", headers=server.headers(), timeout=10
+    )
+    assert gone.status_code == 200
+    before = state(server)
+    for action, query in (("yank", ""), ("promote", "?channel=beta")):
+        answer = _act(server, "revoked", "1.0", action, made["token"], query)
+        assert answer.status_code == 401, answer.text
+    assert state(server) == before
