@@ -1,6 +1,6 @@
 """Verify a SHA256SUMS signature: sysext (pysequoia, in-process) vs gpg (systemd's exact
 command line, §3.4) vs sqv, measured in the same run; then what an *expiring* signature
-costs to make (gpg, sysext/gpg.py) against pysequoia's non-expiring one.
+costs to make (gpg, sysext/trust/gpg.py) against pysequoia's non-expiring one.
 
     .venv/bin/python bench/bench_signing.py [--rounds N] [--lines N]
 
@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sysext.manifest import ManifestEntry, format_manifest
-from sysext.process import run
-from sysext.signing import (
+from sysext.core.process import run
+from sysext.systemd.manifest import ManifestEntry, format_manifest
+from sysext.trust.signing import (
     export_public_key,
     generate_key,
     load_key,

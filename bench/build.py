@@ -89,11 +89,11 @@ if mode in ("bakery", "expert", "erofs"):
     result["size"] = image.stat().st_size
 else:
     spec, order = sys.argv[4], sys.argv[5] == "order"
-    import sysext.formats.squashfs as sq
-    from sysext.architecture import Architecture
-    from sysext.extension_release import ExtensionRelease
-    from sysext.formats import Compression, ImageFormat
-    from sysext.image import pack
+    import sysext.image.formats.squashfs as sq
+    from sysext.systemd.architecture import Architecture
+    from sysext.systemd.extension_release import ExtensionRelease
+    from sysext.image.formats import Compression, ImageFormat
+    from sysext.image.pack import pack
     sq.ORDER_BY_CONTENT = order
     tool_time = [0.0]
     real_run = sq.run
@@ -104,7 +104,7 @@ else:
         finally:
             tool_time[0] += time.perf_counter() - t
     sq.run = timed_run
-    import sysext.formats.erofs as ef
+    import sysext.image.formats.erofs as ef
     ef.run = timed_run
     fmt, _, rest = spec.partition(":")
     comp, _, block = rest.partition("@")

@@ -16,7 +16,7 @@ on the same machine, so the figures are relative, not absolute: compare the rati
 `--object-store` adds the scale-out read path in the same run: a single-node Ceph radosgw
 (tests/ceph_rgw.py, root, Debian's ceph packages) with the image published into a bucket
 by `sysext serve` with SYSEXT_S3_*, read straight from RGW and through the shipped
-replicas nginx config (registry/nginx/sysext-replicas.conf), against the same plain
+replicas nginx config (registry/public/nginx/sysext-replicas.conf), against the same plain
 nginx on local files.
 """
 
@@ -39,11 +39,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from registry.nginx_conf import replicas_block, server_block, standalone_config
-from sysext.architecture import Architecture
-from sysext.extension_release import ExtensionRelease
-from sysext.formats import Compression
-from sysext.image import pack
+from registry.public.nginx_conf import replicas_block, server_block, standalone_config
+from sysext.image.formats import Compression
+from sysext.image.pack import pack
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import ExtensionRelease
 from tests.registry_server import RegistryServer, free_port, running_registry
 
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from registry.keys import SigningPolicy
-from sysext.durations import parse_duration
-from sysext.errors import SysextError
-from sysext.urls import DEFAULT_CHANNEL
+from registry.trust.keys import SigningPolicy
+from sysext.core.durations import parse_duration
+from sysext.core.errors import SysextError
+from sysext.core.urls import DEFAULT_CHANNEL
 
 DEFAULT_DATA_DIR = Path("sysext-data")
 DEFAULT_CHANNELS = (DEFAULT_CHANNEL, "beta", "alpha")
@@ -50,7 +50,7 @@ class Settings:
     key_overlap: str = "7d"
     # The OpenPGP signing key; replicas share one file (docs/registry.md). None: DATA/keys.
     signing_key: Path | None = None
-    # Object storage (registry/storage/s3.py): with a bucket set, images and the public
+    # Object storage (registry/store/s3.py): with a bucket set, images and the public
     # tree live in S3 instead of DATA/store and DATA/public.
     s3_endpoint: str | None = None
     s3_bucket: str | None = None
@@ -76,7 +76,7 @@ class Settings:
         prefix = self.s3_prefix.strip("/")
         return f"{prefix}/" if prefix else ""
 
-    # Client limits (registry/guard.py, docs/registry.md "Limits"): the request line and
+    # Client limits (registry/http/guard.py, docs/registry.md "Limits"): the request line and
     # headers must arrive within header_timeout seconds and max_header_bytes; each worker
     # keeps at most max_connections (0: three quarters of its file-descriptor limit, at
     # most 1024); kept-alive connections close after keepalive_timeout idle seconds or

@@ -20,9 +20,9 @@ from typing import Any
 
 import requests
 
-from sysext.architecture import Architecture
-from sysext.extension_release import ExtensionRelease
-from sysext.image import pack
+from sysext.image.pack import pack
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import ExtensionRelease
 
 
 def decode_data_url(url: str) -> bytes:

@@ -11,9 +11,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sysext.architecture import Architecture
-from sysext.extension_release import ExtensionRelease
-from sysext.image import pack
+from sysext.image.pack import pack
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import ExtensionRelease
 
 
 def make_image(

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sysext.imageread import read_image
+from sysext.image.read import read_image
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from sysext.gpg import gpg_home
+from sysext.trust.gpg import gpg_home
 
 
 def make_past_key(output: Path, days_ago: int, uid: str = "past key <past@example.com>") -> str:

@@ -11,11 +11,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from sysext import signing
-from sysext.architecture import Architecture
-from sysext.extension_release import ExtensionRelease
-from sysext.image import pack
-from sysext.urls import KEYRING_BINARY, extension_url_path
+from sysext.core.urls import KEYRING_BINARY, extension_url_path
+from sysext.image.pack import pack
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import ExtensionRelease
+from sysext.trust import signing
 
 # (name, version, arch, channel)
 PUBLISHED = (

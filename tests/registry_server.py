@@ -202,9 +202,9 @@ def build_image(
     `release_name` names the extension-release file differently (a mismatched image);
     the file is still called NAME-VERSION-ARCH.raw.
     """
-    from sysext.architecture import Architecture
-    from sysext.extension_release import ExtensionRelease
-    from sysext.image import pack
+    from sysext.image.pack import pack
+    from sysext.systemd.architecture import Architecture
+    from sysext.systemd.extension_release import ExtensionRelease
 
     tree = output / f".tree-{name}-{version}-{arch}"
     (tree / "usr" / "bin").mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,8 @@ import pytest
 from sysext.boot.container import Container
 from sysext.boot.report import TryReport, render
 from sysext.boot.trial import GuestOS, identify, inspect, root_os_release, stage
-from sysext.imageread import read_image
-from sysext.recipe import available_recipes
+from sysext.image.read import read_image
+from sysext.recipe.model import available_recipes
 from tests import test_recipes_catalog as catalog
 from tests import upstream_fixtures as fixtures
 from tests.conftest import StaticServer, serve_directory
@@ -139,7 +139,7 @@ def test_report_reads_units_from_the_image(images: dict[str, Path]) -> None:
     """The report's idea of what docker pulls in comes from the image: its socket, upheld
     by sockets.target, not the service (socket-activated)."""
     from sysext.boot.report import drop_in_paths, units_meant_to_start
-    from sysext.imageread import read_files
+    from sysext.image.read import read_files
 
     image = images["docker"]
     contents = read_image(image)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sysext import signing
 from sysext.boot.container import Container
+from sysext.trust import signing
 from tests.booted import apply_ignition, service_image
 from tests.conftest import run_cli
 from tests.registry_server import RegistryServer, running_registry

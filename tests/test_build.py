@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sysext.architecture import Architecture
+from sysext.systemd.architecture import Architecture
 from tests.conftest import CliResult, StaticServer, run_cli
 
 HOST = Architecture.from_uname()

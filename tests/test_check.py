@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from sysext.architecture import Architecture
-from sysext.checker import CheckError, check_remote
-from sysext.extension_release import ExtensionRelease
-from sysext.image import pack
-from sysext.manifest import ManifestEntry, ManifestError, format_manifest, sha256_file
-from sysext.patterns import HostInfo
-from sysext.signing import (
+from sysext.image.pack import pack
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.checker import CheckError, check_remote
+from sysext.systemd.extension_release import ExtensionRelease
+from sysext.systemd.manifest import ManifestEntry, ManifestError, format_manifest, sha256_file
+from sysext.systemd.patterns import HostInfo
+from sysext.systemd.transfer import TransferSpec, render_transfer
+from sysext.trust.signing import (
     SignatureError,
     export_public_key,
     generate_key,
     sign_detached,
     sign_directory,
 )
-from sysext.transfer import TransferSpec, render_transfer
 from tests.conftest import StaticServer, run_cli, serve_http
 
 HOST = HostInfo(arch="x86-64", os_release={"ID": "flatcar", "VERSION_ID": "3815.2.0"})

@@ -16,12 +16,12 @@ from typing import ClassVar
 
 import pytest
 
-from sysext.config import load_settings
-from sysext.download import Downloader
-from sysext.errors import SysextError
-from sysext.mirrors import parse_mirror_spec
-from sysext.recipe import bundled_recipes_dir, load_recipe
-from sysext.upstream_versions import resolve_version, upstream_versions
+from sysext.build.download import Downloader
+from sysext.build.mirrors import parse_mirror_spec
+from sysext.build.upstream_versions import resolve_version, upstream_versions
+from sysext.core.config import load_settings
+from sysext.core.errors import SysextError
+from sysext.recipe.model import bundled_recipes_dir, load_recipe
 from tests.conftest import run_cli, serve_http
 
 RECIPES = bundled_recipes_dir()

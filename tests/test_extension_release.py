@@ -6,16 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sysext.architecture import Architecture
-from sysext.errors import SysextError
-from sysext.extension_release import (
+from sysext.core.errors import SysextError
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import (
     MANAGED_KEYS,
     ExtensionRelease,
     host_compatibility,
     name_problem,
     release_file_path,
 )
-from sysext.osrelease import parse_os_release
+from sysext.systemd.osrelease import parse_os_release
 
 FLATCAR = {"ID": "flatcar", "VERSION_ID": "3815.2.0", "SYSEXT_LEVEL": "1.0"}
 

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from sysext.extract import ArchiveFormat, ExtractOptions, UnsafeArchiveError, extract, list_members
+from sysext.build.extract import (
+    ArchiveFormat,
+    ExtractOptions,
+    UnsafeArchiveError,
+    extract,
+    list_members,
+)
 
 
 def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], compression: str = "") -> bytes:

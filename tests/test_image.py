@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from sysext.architecture import Architecture
-from sysext.errors import SysextError
-from sysext.extension_release import ExtensionRelease
-from sysext.formats import Compression, ImageFormat
-from sysext.image import pack
-from sysext.imageread import read_image
-from sysext.manifest import parse_manifest
-from sysext.osrelease import parse_os_release
+from sysext.core.errors import SysextError
+from sysext.image.formats import Compression, ImageFormat
+from sysext.image.pack import pack
+from sysext.image.read import read_image
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import ExtensionRelease
+from sysext.systemd.manifest import parse_manifest
+from sysext.systemd.osrelease import parse_os_release
 from tests.conftest import run_cli
 
 X86 = Architecture.X86_64

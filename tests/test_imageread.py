@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sysext.architecture import Architecture
-from sysext.errors import SysextError
-from sysext.extension_release import ExtensionRelease
-from sysext.formats import Compression, ImageFormat
-from sysext.image import pack
-from sysext.imageread import read_file, read_image
+from sysext.core.errors import SysextError
+from sysext.image.formats import Compression, ImageFormat
+from sysext.image.pack import pack
+from sysext.image.read import read_file, read_image
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import ExtensionRelease
 
 RELEASE = ExtensionRelease("tree", "1", Architecture.X86_64)
 

@@ -1,4 +1,4 @@
-"""The registry's key-rotation state machine (registry/keys.py), without a server: phases,
+"""The registry's key-rotation state machine (registry/trust/keys.py), without a server: phases,
 who signs, what the keyring serves, the certification hosts rely on, and recovery from a
 crash in the middle of a phase change. The end-to-end proof with a provisioned host and
 the real systemd-sysupdate is tests/test_trust_over_time.py."""
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from registry.errors import RegistryError
-from registry.keys import Signer, SigningPolicy
-from sysext import signing
+from registry.trust.keys import Signer, SigningPolicy
+from sysext.trust import signing
 
 MANIFEST = b"0" * 64 + b"  hello-1.0-x86-64.raw\n"
 

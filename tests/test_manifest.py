@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sysext.manifest import (
+from sysext.systemd.manifest import (
     ManifestEntry,
     ManifestError,
     format_manifest,
     merge_into_manifest,
     parse_manifest,
 )
-from sysext.patterns import match_many
+from sysext.systemd.patterns import match_many
 
 H = "a" * 64
 H2 = "0123456789ABCDEF" * 4

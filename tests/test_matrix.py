@@ -356,10 +356,10 @@ def test_version_specs_resolve_against_the_feed(
     tmp_path: Path, static_server: StaticServer, spec: str
 ) -> None:
     """`latest` and a track X.Y pick from the recipe's GitHub releases feed (mirrored)."""
-    from sysext.config import load_settings
-    from sysext.download import Downloader
-    from sysext.matrix import resolve_version
-    from sysext.recipe import load_recipe
+    from sysext.build.download import Downloader
+    from sysext.build.matrix import resolve_version
+    from sysext.core.config import load_settings
+    from sysext.recipe.model import load_recipe
 
     releases = [
         {"tag_name": t, "draft": False, "prerelease": p}

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from sysext.architecture import Architecture
-from sysext.extension_release import ExtensionRelease
-from sysext.formats import ImageFormat
-from sysext.image import pack
-from sysext.lint import lint_image
-from sysext.osrelease import parse_os_release
+from sysext.image.formats import ImageFormat
+from sysext.image.pack import pack
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import ExtensionRelease
+from sysext.systemd.lint import lint_image
+from sysext.systemd.osrelease import parse_os_release
 from tests.merge_helper import merge_and_run
 
 pytestmark = pytest.mark.root

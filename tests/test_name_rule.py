@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.names import name_problem as registry_problem
-from sysext.errors import SysextError
-from sysext.extension_release import name_problem
+from registry.service.names import name_problem as registry_problem
+from sysext.core.errors import SysextError
 from sysext.provision.resolve import ExtensionRef
-from sysext.transfer import TransferSpec, render_transfer
+from sysext.systemd.extension_release import name_problem
+from sysext.systemd.transfer import TransferSpec, render_transfer
 
 EXAMPLES = [
     "podman",

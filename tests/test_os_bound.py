@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import requests
 
-from sysext.osrelease import read_os_release
-from sysext.patterns import HostInfo, expand_specifiers, match_pattern
-from sysext.transfer import TransferSpec, image_file_name
+from sysext.systemd.osrelease import read_os_release
+from sysext.systemd.patterns import HostInfo, expand_specifiers, match_pattern
+from sysext.systemd.transfer import TransferSpec, image_file_name
 from tests.conftest import CliResult, StaticServer, run_cli
 from tests.registry_server import RegistryServer, running_registry
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import sysext.formats.squashfs as squashfs
-from sysext.architecture import Architecture
-from sysext.extension_release import ExtensionRelease
-from sysext.formats.squashfs import content_group, sort_file
-from sysext.image import pack
-from sysext.staging import EntryKind, StagedEntry
+import sysext.image.formats.squashfs as squashfs
+from sysext.build.staging import EntryKind, StagedEntry
+from sysext.image.formats.squashfs import content_group, sort_file
+from sysext.image.pack import pack
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import ExtensionRelease
 
 
 def entry(path: str, mode: int = 0o644) -> StagedEntry:

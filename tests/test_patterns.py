@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sysext.patterns import (
+from sysext.systemd.patterns import (
     Field,
     HostInfo,
     MatchResult,

@@ -18,11 +18,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sysext.architecture import Architecture
-from sysext.errors import SysextError
-from sysext.manifest import MANIFEST_NAME
-from sysext.patterns import HostInfo, expand_match_patterns, match_pattern
-from sysext.process import require_tool, run
+from sysext.core.errors import SysextError
+from sysext.core.process import require_tool, run
 from sysext.provision import (
     DirectoryCatalog,
     ExtensionRef,
@@ -44,7 +41,10 @@ from sysext.provision.model import (
     Unit,
     Variant,
 )
-from sysext.transfer import parse_transfer
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.manifest import MANIFEST_NAME
+from sysext.systemd.patterns import HostInfo, expand_match_patterns, match_pattern
+from sysext.systemd.transfer import parse_transfer
 from tests.conftest import StaticServer, run_cli
 from tests.provision_layout import PublicTree, build_public_tree, copy_tree
 

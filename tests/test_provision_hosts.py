@@ -23,12 +23,12 @@ import pytest
 import requests
 import yaml
 
-from sysext import signing
-from sysext.architecture import Architecture
-from sysext.extension_release import ExtensionRelease
-from sysext.image import pack
-from sysext.patterns import HostInfo, expand_specifiers, match_pattern
-from sysext.transfer import parse_transfer
+from sysext.image.pack import pack
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import ExtensionRelease
+from sysext.systemd.patterns import HostInfo, expand_specifiers, match_pattern
+from sysext.systemd.transfer import parse_transfer
+from sysext.trust import signing
 from tests.conftest import StaticServer, run_cli
 from tests.registry_server import RegistryServer, running_registry
 from tests.test_provision import SCHEMA_3_4_0, ignition_validate, schema_problems

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import requests
 
-from sysext import signing
-from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from sysext.transfer import TransferSpec, render_transfer
+from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from sysext.systemd.transfer import TransferSpec, render_transfer
+from sysext.trust import signing
 from tests.booted import apply_ignition
 from tests.conftest import StaticServer, run_cli
 from tests.merge_helper import merge_and_run

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sysext.architecture import Architecture
-from sysext.errors import SysextError
-from sysext.recipe import (
+from sysext.core.errors import SysextError
+from sysext.recipe.model import (
     Recipe,
     Sha256Pins,
     available_recipes,
@@ -17,6 +16,7 @@ from sysext.recipe import (
     find_recipe,
     load_recipe,
 )
+from sysext.systemd.architecture import Architecture
 from tests.conftest import run_cli
 
 HEX = "ab" * 32

@@ -1,4 +1,4 @@
-"""The recipe format is declared once (sysext/recipe_schema.py): the published JSON Schema
+"""The recipe format is declared once (sysext/recipe/schema.py): the published JSON Schema
 and the README's key table are generated from it and must be current, every shipped
 recipe points editors at the schema, and the schema accepts every shipped recipe and
 rejects what the parser rejects."""
@@ -12,22 +12,22 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from sysext.recipe import available_recipes, bundled_recipes_dir, load_recipe
-from sysext.recipe_docs import json_schema_text, readme_with_table
+from sysext.recipe.docs import json_schema_text, readme_with_table
+from sysext.recipe.model import available_recipes, bundled_recipes_dir, load_recipe
 
 RECIPES = bundled_recipes_dir()
 
 
 def test_schema_json_is_generated_from_the_declaration() -> None:
     assert (RECIPES / "schema.json").read_text() == json_schema_text(), (
-        "recipes/schema.json is stale: run python -m sysext.recipe_docs"
+        "recipes/schema.json is stale: run python -m sysext.recipe.docs"
     )
 
 
 def test_readme_key_table_is_generated_from_the_declaration() -> None:
     readme = (RECIPES / "README.md").read_text()
     assert readme == readme_with_table(readme), (
-        "the key table in recipes/README.md is stale: run python -m sysext.recipe_docs"
+        "the key table in recipes/README.md is stale: run python -m sysext.recipe.docs"
     )
     for key in ("signature_url", "signing_keys", "replaces", "tag_prefix", "exclude"):
         assert f"| `{key}` |" in readme

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from sysext.architecture import Architecture
-from sysext.imageread import read_file, read_image
-from sysext.lint import lint_image
-from sysext.recipe import available_recipes, bundled_recipes_dir, load_recipe
-from sysext.staging import STANDARD_BIN_DIRS, STANDARD_HOST_BINARIES, exec_lines, is_unit_file
+from sysext.build.staging import STANDARD_BIN_DIRS, STANDARD_HOST_BINARIES, exec_lines, is_unit_file
+from sysext.image.read import read_file, read_image
+from sysext.recipe.model import available_recipes, bundled_recipes_dir, load_recipe
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.lint import lint_image
 from tests.conftest import CliResult, StaticServer, run_cli, serve_directory
 from tests.upstream_fixtures import (
     BUILDERS,

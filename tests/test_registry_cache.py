@@ -1,4 +1,4 @@
-"""The in-memory cache of small public files (registry/files.py `SmallFileCache`).
+"""The in-memory cache of small public files (registry/http/files.py `SmallFileCache`).
 
 A real `sysext serve` on 127.0.0.1 and a real HTTP client: every request after the first
 is answered from memory, so these prove that cached answers stay byte-exact, follow each
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from registry.files import SmallFileCache, open_public_file
-from sysext.manifest import parse_manifest
-from sysext.signing import verify_detached
+from registry.http.files import SmallFileCache, open_public_file
+from sysext.systemd.manifest import parse_manifest
+from sysext.trust.signing import verify_detached
 from tests.registry_server import RegistryServer, build_image, running_registry
 
 

@@ -187,10 +187,10 @@ def _mutations(image: bytes, seed: int, count: int) -> Iterator[bytes]:
 def test_mutated_images_never_5xx_hang_or_grow(
     fuzz_server: RegistryServer, tmp_path: Path, image_format: str
 ) -> None:
-    from sysext.architecture import Architecture
-    from sysext.extension_release import ExtensionRelease
-    from sysext.formats import ImageFormat
-    from sysext.image import pack
+    from sysext.image.formats import ImageFormat
+    from sysext.image.pack import pack
+    from sysext.systemd.architecture import Architecture
+    from sysext.systemd.extension_release import ExtensionRelease
 
     tree = tmp_path / "tree" / "usr" / "bin"
     tree.mkdir(parents=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from sysext.manifest import parse_manifest
-from sysext.signing import verify_detached
+from sysext.systemd.manifest import parse_manifest
+from sysext.trust.signing import verify_detached
 from tests.conftest import run_cli
 from tests.registry_server import RegistryServer, build_image, database_dump, running_registry
 

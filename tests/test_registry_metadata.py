@@ -19,12 +19,12 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect, select, text
 
-from registry.db import MIGRATIONS_DIR, Image, make_engine
-from registry.service import RegistryService
+from registry.service.core import RegistryService
 from registry.settings import Settings
-from registry.store import blob_path
-from sysext.image_summary import summarize
-from sysext.imageread import read_image
+from registry.store.blobs import blob_path
+from registry.store.db import MIGRATIONS_DIR, Image, make_engine
+from sysext.image.read import read_image
+from sysext.image.summary import summarize
 from tests.catalogue_images import make_image
 from tests.registry_server import RegistryServer, running_registry
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from registry.nginx_conf import server_block, standalone_config
-from sysext.manifest import parse_manifest
-from sysext.signing import verify_detached
+from registry.public.nginx_conf import server_block, standalone_config
+from sysext.systemd.manifest import parse_manifest
+from sysext.trust.signing import verify_detached
 from tests.conftest import run_cli
 from tests.registry_server import build_image, free_port, running_registry
 

@@ -20,9 +20,9 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from registry.db import MIGRATIONS_DIR, make_engine, migrate
-from sysext.patterns import HostInfo, expand_specifiers, match_pattern
-from sysext.transfer import parse_transfer
+from registry.store.db import MIGRATIONS_DIR, make_engine, migrate
+from sysext.systemd.patterns import HostInfo, expand_specifiers, match_pattern
+from sysext.systemd.transfer import parse_transfer
 from tests.registry_server import RegistryServer, build_image, running_registry
 from tests.test_os_bound import ARCH, OS_VERSIONS, pack
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from sysext.errors import SysextError
-from sysext.manifest import parse_manifest
-from sysext.signing import verify_detached
+from sysext.core.errors import SysextError
+from sysext.systemd.manifest import parse_manifest
+from sysext.trust.signing import verify_detached
 from tests.registry_server import RegistryServer, build_image, free_port
 
 pytestmark = pytest.mark.slow

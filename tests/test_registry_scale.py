@@ -24,10 +24,10 @@ import pytest
 import requests
 from botocore.config import Config
 
-from registry.nginx_conf import replicas_block, standalone_config
-from sysext.errors import SysextError
-from sysext.manifest import parse_manifest
-from sysext.signing import export_public_key, generate_key, verify_detached
+from registry.public.nginx_conf import replicas_block, standalone_config
+from sysext.core.errors import SysextError
+from sysext.systemd.manifest import parse_manifest
+from sysext.trust.signing import export_public_key, generate_key, verify_detached
 from tests.ceph_rgw import CephRgw
 from tests.conftest import run_cli
 from tests.pg_cluster import PostgresCluster
@@ -416,7 +416,7 @@ def test_migrations_up_down_up_on_postgresql(pg_cluster: PostgresCluster) -> Non
     from alembic.config import Config as AlembicConfig
     from sqlalchemy import inspect
 
-    from registry.db import MIGRATIONS_DIR, make_engine, migrate
+    from registry.store.db import MIGRATIONS_DIR, make_engine, migrate
 
     engine = make_engine(pg_cluster.create_database())
     migrate(engine)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from registry.auth import Principal, bearer_token, scope_problem
-from registry.db import Image
-from registry.files import parse_range
-from registry.materialize import manifest_bytes
-from registry.names import ImageName, name_problem, parse_image_filename
+from registry.http.files import parse_range
+from registry.public.materialize import manifest_bytes
+from registry.service.auth import Principal, bearer_token, scope_problem
+from registry.service.names import ImageName, name_problem, parse_image_filename
 from registry.settings import Settings, load_settings, settings_env
-from sysext.errors import SysextError
-from sysext.manifest import parse_manifest
+from registry.store.db import Image
+from sysext.core.errors import SysextError
+from sysext.systemd.manifest import parse_manifest
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from sysext.errors import SysextError
-from sysext.extract import ArchiveFormat, ExtractOptions, UnsafeArchiveError, extract, list_members
+from sysext.build.extract import (
+    ArchiveFormat,
+    ExtractOptions,
+    UnsafeArchiveError,
+    extract,
+    list_members,
+)
+from sysext.core.errors import SysextError
 from tests.rpm_fixture import cpio_newc, rpm_package
 
 FILES = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sysext.errors import SysextError
-from sysext.selection import select_candidate, select_update_set, vacuum_plan
+from sysext.core.errors import SysextError
+from sysext.systemd.selection import select_candidate, select_update_set, vacuum_plan
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,11 @@ import pytest
 import requests
 
 from registry.settings import load_settings
-from sysext import signing
-from sysext.durations import format_duration, parse_duration
-from sysext.errors import SysextError
-from sysext.gpg import sweep_orphaned_homes
-from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from sysext.core.durations import format_duration, parse_duration
+from sysext.core.errors import SysextError
+from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from sysext.trust import signing
+from sysext.trust.gpg import sweep_orphaned_homes
 from tests.conftest import run_cli
 from tests.past_keys import gpg_verify_like_systemd, make_past_key, sqv_verify
 from tests.registry_server import build_image, free_port, running_registry

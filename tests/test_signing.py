@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sysext.errors import SysextError
-from sysext.manifest import ManifestError, format_manifest, parse_manifest, sha256_file
-from sysext.signing import (
+from sysext.core.errors import SysextError
+from sysext.systemd.manifest import ManifestError, format_manifest, parse_manifest, sha256_file
+from sysext.trust.signing import (
     SignatureError,
     export_public_key,
     generate_key,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sysext.architecture import Architecture
-from sysext.assemble import glob_match
-from sysext.sources.checksums import find_sha256
+from sysext.build.assemble import glob_match
+from sysext.build.sources.checksums import find_sha256
+from sysext.systemd.architecture import Architecture
 from tests.conftest import run_cli
 
 HOST = Architecture.from_uname()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sysext.errors import SysextError
-from sysext.staging import EntryKind, scan_tree
+from sysext.build.staging import EntryKind, scan_tree
+from sysext.core.errors import SysextError
 
 
 def tree_with(base: Path, files: dict[str, str], modes: dict[str, int] | None = None) -> Path:

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import requests
 
-from sysext import signing
-from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from sysext.trust import signing
 from tests.conftest import StaticServer, run_cli, serve_directory
 from tests.past_keys import gpg_verify_like_systemd, make_past_key
 from tests.registry_server import RegistryServer, build_image, running_registry

@@ -56,7 +56,7 @@ def test_mirror_from_one_line_sources() -> None:
 
 def test_no_debian_source_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sysext.boot import mirror
-    from sysext.errors import SysextError
+    from sysext.core.errors import SysextError
 
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "x.sources").write_text(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sysext.versioning import sort_versions, strverscmp, version_is_valid
+from sysext.systemd.versioning import sort_versions, strverscmp, version_is_valid
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "vectors"
 VECTORS = Path(__file__).resolve().parent / "data" / "strverscmp.json"

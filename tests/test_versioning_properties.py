@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sysext.versioning import sort_versions, strverscmp, version_is_valid, version_key
+from sysext.systemd.versioning import sort_versions, strverscmp, version_is_valid, version_key
 
 # Versions as sysupdate allows them, plus '~' and '^' which the comparison knows.
 _versions = st.text(alphabet="0123456789.-_+,~^abcXYZ", max_size=12)

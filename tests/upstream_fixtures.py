@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pysequoia
 
-from sysext.architecture import Architecture
+from sysext.systemd.architecture import Architecture
 from tests.conftest import StaticServer
 from tests.rpm_fixture import rpm_package
 

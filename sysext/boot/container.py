@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from sysext.errors import SysextError
-from sysext.process import interactive, require_tool, run, start
+from sysext.core.errors import SysextError
+from sysext.core.process import interactive, require_tool, run, start
 
 LOOP_DEVICES = 64
 CONTAINER_ENV = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sysext.errors import SysextError
+from sysext.core.errors import SysextError
 
 SOURCES_DIR = Path("/etc/apt/sources.list.d")
 SOURCES_LIST = Path("/etc/apt/sources.list")

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sysext.boot.mirror import host_debian_mirror
-from sysext.config import default_cache_dir
-from sysext.errors import SysextError
-from sysext.process import run
-from sysext.steps import console, step
+from sysext.core.config import default_cache_dir
+from sysext.core.errors import SysextError
+from sysext.core.process import run
+from sysext.core.steps import console, step
 
 # Bump when the packages or the set-up below change: cached roots are keyed by it.
 CONTENT_REVISION = 2

@@ -25,10 +25,10 @@ from sysext.boot.report import (
     unit_states,
     units_meant_to_start,
 )
-from sysext.errors import SysextError
-from sysext.imageread import read_files, read_image
-from sysext.lint import lint_image
-from sysext.osrelease import format_os_release, parse_os_release
+from sysext.core.errors import SysextError
+from sysext.image.read import read_files, read_image
+from sysext.systemd.lint import lint_image
+from sysext.systemd.osrelease import format_os_release, parse_os_release
 
 
 class GuestOS(enum.Enum):

@@ -8,20 +8,20 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sysext.architecture import Architecture
-from sysext.config import load_settings
-from sysext.download import Downloader
-from sysext.errors import SysextError
-from sysext.formats import Compression, ImageFormat
-from sysext.recipe import (
+from sysext.build.download import Downloader
+from sysext.core.config import load_settings
+from sysext.core.errors import SysextError
+from sysext.core.steps import console
+from sysext.core.urls import DEFAULT_CHANNEL
+from sysext.image.formats import Compression, ImageFormat
+from sysext.recipe.model import (
     Recipe,
     available_recipes,
     bundled_recipes_dir,
     find_recipe,
     load_recipe,
 )
-from sysext.steps import console
-from sysext.urls import DEFAULT_CHANNEL
+from sysext.systemd.architecture import Architecture
 
 DEFAULT_OUTPUT = Path("out")
 
@@ -173,27 +173,27 @@ def build_command(
     SYSEXT_TOKEN=… sysext build --all --arch x86-64 --arch arm64 --output out/
     --publish https://ext.example.com
     """
-    from sysext.build import BuildRequest, build
+    from sysext.build.pipeline import BuildRequest, build
 
     recipes = recipes or []
     if all_recipes and recipes:
         raise SysextError("pass recipe names or --all, not both", "drop the names or --all")
     if not all_recipes and not recipes:
         raise SysextError("no recipe given", "name one or more recipes, or pass --all")
-    from sysext.image import check_block_size
+    from sysext.image.pack import check_block_size
 
     check_block_size(image_format, block_size)  # before any download
     settings = load_settings(cache_dir=cache_dir)
     arches = tuple(Architecture.parse(a) for a in arch)
     passphrase = os.environ.get("SYSEXT_KEY_PASSPHRASE") or None
     if sign_key is not None:
-        from sysext.signing import load_key
+        from sysext.trust.signing import load_key
 
         load_key(sign_key, passphrase=passphrase)  # a bad key fails before any download
     matrix = all_recipes or len(recipes) > 1 or len(version) > 1 or publish is not None
     if matrix:
+        from sysext.build.matrix import MatrixRequest
         from sysext.cli.matrix_cmd import run_matrix_command
-        from sysext.matrix import MatrixRequest
 
         directory = recipes_dir or bundled_recipes_dir()
         names = available_recipes(directory) if all_recipes else recipes
@@ -228,14 +228,14 @@ def build_command(
         )
         failed = run_matrix_command(request, publish, channel)
         if sign_key is not None:
-            from sysext.signing import sign_directory
+            from sysext.trust.signing import sign_directory
 
             sign_directory(output, sign_key, passphrase=passphrase)
         if failed:
             raise typer.Exit(1)
         return
-    from sysext.lockfile import default_lock_path, load_lock
-    from sysext.upstream_versions import resolve_version
+    from sysext.build.lockfile import default_lock_path, load_lock
+    from sysext.build.upstream_versions import resolve_version
 
     loaded = load_recipe(find_recipe(recipes[0], recipes_dir))
     lock = load_lock(lock_file or default_lock_path(loaded.name), loaded.name) if locked else None
@@ -267,7 +267,7 @@ def build_command(
                 markup=False,
             )
     if sign_key is not None:
-        from sysext.signing import sign_directory
+        from sysext.trust.signing import sign_directory
 
         sign_directory(output, sign_key, passphrase=passphrase)
     table = Table(title=f"{loaded.name}: {len(images)} image(s) in {output}")
@@ -306,7 +306,7 @@ def versions_command(
 
     Example: sysext versions shellcheck
     """
-    from sysext.upstream_versions import upstream_versions
+    from sysext.build.upstream_versions import upstream_versions
 
     settings = load_settings()
     loaded = load_recipe(find_recipe(recipe, recipes_dir))

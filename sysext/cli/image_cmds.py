@@ -9,14 +9,14 @@ from pathlib import Path
 
 import typer
 
-from sysext.architecture import Architecture
-from sysext.extension_release import ExtensionRelease, check_os_binding
-from sysext.formats import Compression, ImageFormat
-from sysext.image import pack
-from sysext.imageread import ImageContents, ImageEntry, read_image
-from sysext.lint import LintReport, Severity, lint_image
-from sysext.osrelease import read_os_release
-from sysext.steps import console
+from sysext.core.steps import console
+from sysext.image.formats import Compression, ImageFormat
+from sysext.image.pack import pack
+from sysext.image.read import ImageContents, ImageEntry, read_image
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import ExtensionRelease, check_os_binding
+from sysext.systemd.lint import LintReport, Severity, lint_image
+from sysext.systemd.osrelease import read_os_release
 
 
 def pack_command(

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from sysext.architecture import Architecture
-from sysext.config import load_settings
-from sysext.download import Downloader
-from sysext.recipe import find_recipe, load_recipe
+from sysext.build.download import Downloader
+from sysext.core.config import load_settings
+from sysext.recipe.model import find_recipe, load_recipe
+from sysext.systemd.architecture import Architecture
 
 
 def lock_command(
@@ -44,9 +44,9 @@ def lock_command(
 
     Then: sysext build docker --version 28.5.2 --arch x86-64 --locked
     """
-    from sysext.build import lock_entries
-    from sysext.lockfile import default_lock_path, empty_lock, load_lock, write_lock
-    from sysext.upstream_versions import resolve_version
+    from sysext.build.lockfile import default_lock_path, empty_lock, load_lock, write_lock
+    from sysext.build.pipeline import lock_entries
+    from sysext.build.upstream_versions import resolve_version
 
     settings = load_settings(cache_dir=cache_dir)
     loaded = load_recipe(find_recipe(recipe, recipes_dir))

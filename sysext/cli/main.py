@@ -24,8 +24,8 @@ from sysext.cli import (
     trust_cmds,
     try_cmds,
 )
-from sysext.errors import SysextError
-from sysext.steps import console
+from sysext.core.errors import SysextError
+from sysext.core.steps import console
 
 app = typer.Typer(
     name="sysext",

@@ -3,13 +3,13 @@ progress, build, publish, summarize. The work itself is sysext.matrix."""
 
 from __future__ import annotations
 
+from sysext.build.download import Downloader
+from sysext.build.matrix import MatrixRequest, plan, run_matrix
 from sysext.cli.matrix_view import MatrixProgress, summary_line, summary_table
-from sysext.download import Downloader
-from sysext.errors import SysextError
-from sysext.matrix import MatrixRequest, plan, run_matrix
-from sysext.publishing import Publisher
-from sysext.registry_client import RegistryClient
-from sysext.steps import console, quiet_steps
+from sysext.client.api import RegistryClient
+from sysext.client.publishing import Publisher
+from sysext.core.errors import SysextError
+from sysext.core.steps import console, quiet_steps
 
 
 def run_matrix_command(request: MatrixRequest, publish: str | None, channel: str) -> bool:

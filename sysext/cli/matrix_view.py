@@ -15,8 +15,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from sysext.matrix import Outcome, Row, RowResult, summary_counts
-from sysext.steps import console
+from sysext.build.matrix import Outcome, Row, RowResult, summary_counts
+from sysext.core.steps import console
 
 _STYLE = {
     Outcome.BUILT: "green",

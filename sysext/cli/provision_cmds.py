@@ -9,9 +9,10 @@ from pathlib import Path
 
 import typer
 
-from sysext.architecture import Architecture
-from sysext.atomic import atomic_write
-from sysext.errors import SysextError
+from sysext.core.atomic import atomic_write
+from sysext.core.errors import SysextError
+from sysext.core.steps import console
+from sysext.core.urls import DEFAULT_CHANNEL
 from sysext.provision import (
     ExtensionRef,
     HttpCatalog,
@@ -26,8 +27,7 @@ from sysext.provision.ignition import ignition_document
 from sysext.provision.merge import read_butane_file
 from sysext.provision.model import IgnitionVersion, KeyringMode, OnUpdate, Variant, parse_enum
 from sysext.provision.verify import load_config
-from sysext.steps import console
-from sysext.urls import DEFAULT_CHANNEL
+from sysext.systemd.architecture import Architecture
 
 BUTANE_HELP = (
     "Print a Butane config (or, with --ignition, Ignition JSON) that installs extensions at "

@@ -17,10 +17,10 @@ import typer
 from rich.progress import TaskID
 from rich.table import Table
 
-from sysext.errors import SysextError
-from sysext.registry_client import REGISTRY_ENV, TOKEN_ENV, RegistryClient
-from sysext.steps import byte_progress, console
-from sysext.urls import DEFAULT_CHANNEL
+from sysext.client.api import REGISTRY_ENV, TOKEN_ENV, RegistryClient
+from sysext.core.errors import SysextError
+from sysext.core.steps import byte_progress, console
+from sysext.core.urls import DEFAULT_CHANNEL
 
 T = TypeVar("T")
 
@@ -54,9 +54,9 @@ CONFIG_OPTION = typer.Option(
 
 
 def _offline_service(data: Path | None, config: Path | None) -> Any:
-    from registry.db import migrate
-    from registry.service import RegistryService
+    from registry.service.core import RegistryService
     from registry.settings import load_settings
+    from registry.store.db import migrate
 
     settings = load_settings({"data_dir": data}, config_file=config)
     if settings.public_url is None and settings.served_url_path.is_file():
@@ -78,7 +78,7 @@ def _offline_service(data: Path | None, config: Path | None) -> Any:
 
 
 def _storage_errors(action: Callable[[], T]) -> T:
-    """Run `action`; an object store that fails (registry/storage/s3.py) is one line."""
+    """Run `action`; an object store that fails (registry/store/s3.py) is one line."""
     from registry.errors import RegistryError
 
     try:
@@ -102,7 +102,7 @@ def registry_check(data: Path = DATA_OPTION, config: Path = CONFIG_OPTION) -> No
 
     Example: sysext registry check --data /srv/sysext
     """
-    from registry.consistency import check
+    from registry.service.repair import check
 
     service = _offline_service(data, config)
     problems = _storage_errors(lambda: check(service))
@@ -124,7 +124,7 @@ def registry_repair(data: Path = DATA_OPTION, config: Path = CONFIG_OPTION) -> N
 
     Example: sysext registry repair --data /srv/sysext
     """
-    from registry.consistency import repair
+    from registry.service.repair import repair
 
     service = _offline_service(data, config)
     actions = _storage_errors(lambda: repair(service))
@@ -188,7 +188,7 @@ def serve(
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import OperationalError
 
-    from registry.service import RegistryService
+    from registry.service.core import RegistryService
     from registry.settings import load_settings, settings_env
 
     settings = load_settings(
@@ -249,7 +249,7 @@ def serve(
         access_log=False,  # our middleware logs one structured line per request
         log_level="warning",
         timeout_graceful_shutdown=5,
-        # Client limits (registry/guard.py): header deadline and size, connection cap,
+        # Client limits (registry/http/guard.py): header deadline and size, connection cap,
         # keep-alive; the protocol class is uvicorn's httptools one with those added.
         http="registry.guard:GuardedHttpToolsProtocol",
         timeout_keep_alive=settings.keepalive_timeout,
@@ -284,7 +284,7 @@ def _check_listen_address(host: str, port: int) -> None:
 
 
 def _extension_name(image: Path) -> str:
-    from sysext.imageread import read_image
+    from sysext.image.read import read_image
 
     contents = read_image(image)
     names = sorted(contents.release_files)
@@ -365,8 +365,8 @@ def publish(
 
 
 def _publish_directory(client: RegistryClient, directory: Path, channel: str) -> None:
-    from sysext.manifest import MANIFEST_NAME, read_manifest_file
-    from sysext.publishing import Publisher
+    from sysext.client.publishing import Publisher
+    from sysext.systemd.manifest import MANIFEST_NAME, read_manifest_file
 
     if not (directory / MANIFEST_NAME).is_file():
         raise SysextError(

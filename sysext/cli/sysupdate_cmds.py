@@ -10,20 +10,23 @@ from pathlib import Path
 
 import typer
 
-from sysext.architecture import Architecture
-from sysext.checker import (
+from sysext.core.durations import parse_duration
+from sysext.core.errors import SysextError
+from sysext.core.steps import console
+from sysext.core.urls import DEFAULT_CHANNEL
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.checker import (
     CheckReport,
     check_remote,
     host_keyring,
     keyring_warnings,
     transfer_check,
 )
-from sysext.durations import parse_duration
-from sysext.errors import SysextError
-from sysext.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from sysext.patterns import HostInfo
-from sysext.selection import DEFAULT_INSTANCES_MAX
-from sysext.signing import (
+from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from sysext.systemd.patterns import HostInfo
+from sysext.systemd.selection import DEFAULT_INSTANCES_MAX
+from sysext.systemd.transfer import TransferSpec, parse_transfer, render_transfer
+from sysext.trust.signing import (
     DEFAULT_UID,
     PASSPHRASE_ENV,
     export_public_key,
@@ -33,9 +36,6 @@ from sysext.signing import (
     signature_times,
     verify_directory,
 )
-from sysext.steps import console
-from sysext.transfer import TransferSpec, parse_transfer, render_transfer
-from sysext.urls import DEFAULT_CHANNEL
 
 key_app = typer.Typer(
     help=(
@@ -86,7 +86,7 @@ def key_export(
     """
     data = export_public_key(key, armor=armor, passphrase=_passphrase())
     if output is not None:
-        from sysext.atomic import atomic_write
+        from sysext.core.atomic import atomic_write
 
         atomic_write(output, data, 0o644)
         return
@@ -295,8 +295,8 @@ def check(
 
 def _os_extension_notes(root: Path, name: str, transfer_file: Path) -> list[str]:
     """Warnings for OS extensions the installed NAME replaces that this host still merges."""
-    from sysext.os_extensions import host_merges, masking_advice, replaced
     from sysext.provision.resolve import image_release_fields
+    from sysext.systemd.os_extensions import host_merges, masking_advice, replaced
 
     config = parse_transfer(_read_text(transfer_file))
     link_value = config.get("Target", "CurrentSymlink")
@@ -450,8 +450,8 @@ def transfer(
 
 def _registry_os_bound(registry: str, name: str, channel: str) -> bool:
     """Ask the registry whether it serves `name` per OS version (its NAME.conf)."""
+    from sysext.core.urls import extension_url_path
     from sysext.provision.resolve import HttpCatalog, served_os_bound
-    from sysext.urls import extension_url_path
 
     catalog = HttpCatalog(registry)
     try:

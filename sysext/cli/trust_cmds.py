@@ -15,7 +15,7 @@ from rich.table import Table
 
 from sysext.cli.registry_cmds import REGISTRY_OPTION
 from sysext.cli.sysupdate_cmds import key_app
-from sysext.registry_client import RegistryClient
+from sysext.client.api import RegistryClient
 
 
 def _print_key_status(status: dict[str, Any]) -> None:

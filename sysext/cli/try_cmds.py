@@ -11,8 +11,8 @@ from types import FrameType
 
 import typer
 
-from sysext.errors import SysextError
-from sysext.steps import console
+from sysext.core.errors import SysextError
+from sysext.core.steps import console
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -22,9 +22,9 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def _images(arguments: list[str], recipes_dir: Path | None, scratch: Path) -> list[Path]:
     """Image paths as given; anything else is a recipe, built for this machine first."""
-    from sysext.build import BuildRequest, build
-    from sysext.config import load_settings
-    from sysext.recipe import find_recipe, load_recipe
+    from sysext.build.pipeline import BuildRequest, build
+    from sysext.core.config import load_settings
+    from sysext.recipe.model import find_recipe, load_recipe
 
     images = []
     for argument in arguments:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sysext.errors import SysextError
+from sysext.core.errors import SysextError
 from sysext.provision.keyring_update import keyring_update_files, keyring_update_units
 from sysext.provision.model import (
     File,
@@ -35,7 +35,7 @@ from sysext.provision.model import (
     check_versions,
 )
 from sysext.provision.resolve import ResolvedImage
-from sysext.transfer import (
+from sysext.systemd.transfer import (
     ACTIVATION_DIR,
     EXTENSIONS_DIR,
     KEYRING_PATH,

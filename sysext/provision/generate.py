@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sysext.architecture import Architecture
-from sysext.errors import SysextError
+from sysext.core.errors import SysextError
+from sysext.core.urls import DEFAULT_CHANNEL
 from sysext.provision.compose import ProvisionOptions, compose_config
 from sysext.provision.model import KeyringMode, ProvisionConfig, Variant
 from sysext.provision.resolve import (
@@ -15,7 +15,7 @@ from sysext.provision.resolve import (
     replaced_extensions,
     resolve,
 )
-from sysext.urls import DEFAULT_CHANNEL
+from sysext.systemd.architecture import Architecture
 
 
 def generate_config(

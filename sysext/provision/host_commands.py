@@ -11,10 +11,10 @@ systemd-sysext.service; on Fedora CoreOS after enabling it and relabelling for S
 
 from __future__ import annotations
 
+from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_BINARY
 from sysext.provision.compose import SYSUPDATE, host_layout, transfer_path
 from sysext.provision.model import Variant
-from sysext.transfer import KEYRING_PATH, TransferSpec, render_transfer
-from sysext.urls import DEFAULT_CHANNEL, KEYRING_BINARY
+from sysext.systemd.transfer import KEYRING_PATH, TransferSpec, render_transfer
 
 ACTIVATE = "systemctl restart systemd-sysext.service"
 

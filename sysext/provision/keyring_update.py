@@ -3,7 +3,7 @@
 `sysext-keyring-update.timer` runs `sysext-keyring-update REGISTRY/keyring.gpg` daily. The
 script fetches the served keyring and installs it as /etc/systemd/import-pubring.gpg only
 if **every** key in it is either already trusted (in the current keyring) or certified by
-a key that is. The registry certifies each new key with the old one (registry/keys.py),
+a key that is. The registry certifies each new key with the old one (registry/trust/keys.py),
 so a rotation passes; someone who controls only the HTTP path (a mirror, a CDN edge, a
 man in the middle of plain HTTP) holds no trusted secret key, cannot make such a
 certification, and so can never add a key. What the path *can* do: serve nothing or an
@@ -22,7 +22,7 @@ key the registry retired leaves it.
 from __future__ import annotations
 
 from sysext.provision.model import File, InlineContents, Unit
-from sysext.transfer import KEYRING_PATH
+from sysext.systemd.transfer import KEYRING_PATH
 
 SCRIPT_PATH = "/etc/sysext/keyring-update"
 SERVICE = "sysext-keyring-update.service"

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from sysext.errors import SysextError
+from sysext.core.errors import SysextError
 from sysext.provision.butane import (
     add_file_comments,
     butane_document,

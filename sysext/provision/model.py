@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sysext.errors import SysextError
+from sysext.core.errors import SysextError
 
 E = TypeVar("E", bound=enum.Enum)
 

@@ -20,16 +20,16 @@ from typing import Protocol
 import requests
 
 from sysext import __version__
-from sysext.architecture import Architecture
-from sysext.errors import SysextError
-from sysext.extension_release import release_file_path
-from sysext.imageread import read_files
-from sysext.manifest import MANIFEST_NAME, ManifestEntry, ManifestError, parse_manifest
-from sysext.osrelease import parse_os_release
-from sysext.patterns import HostInfo, expand_specifiers, match_pattern
-from sysext.transfer import TransferError, TransferSpec, image_file_name, parse_transfer
-from sysext.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url, extension_url_path
-from sysext.versioning import sort_versions, version_problem
+from sysext.core.errors import SysextError
+from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url, extension_url_path
+from sysext.image.read import read_files
+from sysext.systemd.architecture import Architecture
+from sysext.systemd.extension_release import release_file_path
+from sysext.systemd.manifest import MANIFEST_NAME, ManifestEntry, ManifestError, parse_manifest
+from sysext.systemd.osrelease import parse_os_release
+from sysext.systemd.patterns import HostInfo, expand_specifiers, match_pattern
+from sysext.systemd.transfer import TransferError, TransferSpec, image_file_name, parse_transfer
+from sysext.systemd.versioning import sort_versions, version_problem
 
 # Activation names end up in /etc/extensions/NAME.raw, unit names and sysupdate -C NAME;
 # keep them to characters that are safe in all three (no '/', no '@', no '%', no spaces).

@@ -20,7 +20,7 @@ import requests
 import yaml
 
 from sysext import __version__
-from sysext.errors import SysextError
+from sysext.core.errors import SysextError
 
 _CHUNK = 1 << 20
 

@@ -1,0 +1,121 @@
+"""The registry application: `create_app()` is what `sysext serve` runs under uvicorn.
+
+GET/HEAD outside the app's own prefixes are served from the materialized public tree by
+an ASGI layer in front of FastAPI (tree.py); the API, the catalogue, its static files
+and the provisioning routes go through FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp
+
+from registry.errors import RegistryError
+from registry.http import api, guard, key_routes, provision_routes, tree, web
+from registry.http.logs import AccessLogMiddleware, configure_logging
+from registry.http.write_auth import WritesNeedAToken
+from registry.service.core import RegistryService
+from registry.settings import Settings, load_settings
+from sysext import __version__
+from sysext.core.errors import SysextError
+
+log = logging.getLogger("registry")
+
+
+async def _maintenance_loop(service: RegistryService) -> None:
+    """Re-sign ageing manifests and advance key rotations while the registry runs.
+
+    Checks every 1/24 of the re-sign interval (at most hourly): cheap when nothing is due
+    (a signature parse per directory), and it keeps the renewal well inside the interval.
+    Every worker runs it; the writer lock and the "due" test make the extra runs no-ops.
+    """
+    period = min(3600.0, max(1.0, service.signer.policy.resign_interval.total_seconds() / 24))
+    while True:
+        await asyncio.sleep(period)
+        try:
+            entered = await run_in_threadpool(service.maintain)
+        except Exception:  # keep serving; the next round retries
+            log.exception("event=maintenance_failed")
+        else:
+            if entered:
+                log.info("event=key_rotation phase=%s", entered)
+
+
+def create_app(settings: Settings | None = None) -> ASGIApp:
+    """Build the app; prepares the data directory (migrations, key, tree) first."""
+    configure_logging()
+    settings = settings or load_settings()
+    guard.configure(
+        guard.Limits(
+            header_timeout=settings.header_timeout,
+            max_header_bytes=settings.max_header_bytes,
+            max_connections=settings.connection_cap,
+            max_keepalive_requests=settings.max_keepalive_requests,
+        )
+    )
+    service = RegistryService(settings)
+    fingerprint, created = service.prepare()
+    log.info(
+        "event=ready data=%s key=%s key_created=%s base_url=%s",
+        settings.data_dir,
+        fingerprint,
+        created,
+        settings.base_url,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_maintenance_loop(service))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="sysext registry",
+        version=__version__,
+        description=(
+            "Publishes systemd system extensions in systemd-sysupdate's layout. Hosts "
+            "fetch `/extensions/NAME/SHA256SUMS` (+ `.gpg`) and the images; writes under "
+            "`/api/v1` need a token."
+        ),
+        docs_url=None,  # web.py serves /api/docs with local Swagger UI files (no CDN)
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.fingerprint = fingerprint
+
+    @app.exception_handler(RegistryError)
+    async def _registry_error(_request: Request, exc: RegistryError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    data_dir = str(settings.data_dir.resolve())
+
+    @app.exception_handler(SysextError)
+    async def _sysext_error(_request: Request, exc: SysextError) -> JSONResponse:
+        # Clients never learn where the server keeps its files.
+        return JSONResponse({"detail": exc.message.replace(data_dir, "DATA")}, status_code=422)
+
+    app.add_middleware(WritesNeedAToken, service=service)
+    app.include_router(api.router)
+    app.include_router(key_routes.router)  # signing keys and rotation (issue 14)
+    app.include_router(provision_routes.router)  # Butane/Ignition configs (issue 5)
+    web.install(app)  # the catalogue, its static files, /api/docs, the HTML 404
+    # The public tree is answered in front of FastAPI (whose per-request wrappers cost
+    # more than serving a cached manifest, docs/registry.md); it logs its own requests,
+    # everything else is logged around the FastAPI app.
+    if settings.uses_s3:
+        return tree.RedirectTree(AccessLogMiddleware(app), settings.base_url)
+    return tree.PublicTree(AccessLogMiddleware(app), settings.public_dir)

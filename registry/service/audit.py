@@ -1,0 +1,136 @@
+"""The audit trail: every write through the API, with who, what, when and from where.
+
+Entries are written in the same database transaction as the change they describe (so a
+committed publish always has its entry and a failed one none), read by the admin
+(`GET /api/v1/audit`, `sysext audit`) and never changed: the API has no route that edits
+or deletes them, the ORM refuses to flush such a change, and migration 0005 makes the
+database refuse UPDATE/DELETE on the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import DateTime, Integer, String, Text, event, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from registry.errors import RegistryError
+from registry.service.auth import Principal
+from registry.store.db import Base, Token, as_utc, utcnow
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+
+class Action(enum.StrEnum):
+    PUBLISH = "image.publish"
+    YANK = "image.yank"
+    UNYANK = "image.unyank"
+    PROMOTE = "image.promote"
+    TOKEN_CREATE = "token.create"
+    TOKEN_REVOKE = "token.revoke"
+    KEY_ROTATE = "key.rotate"
+    KEY_ADVANCE = "key.advance"
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: admin
+    principal: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(512))
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    client: Mapped[str] = mapped_column(String(255), default="")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": as_utc(self.at).isoformat(),
+            "token_id": self.token_id,
+            "principal": self.principal,
+            "action": self.action,
+            "target": self.target,
+            "detail": json.loads(self.detail or "{}"),
+            "client": self.client,
+        }
+
+
+def _refuse_change(_mapper: Any, _connection: Any, target: AuditEntry) -> None:
+    raise RegistryError(500, f"audit entry {target.id} cannot be changed: the log is append-only")
+
+
+event.listen(AuditEntry, "before_update", _refuse_change)
+event.listen(AuditEntry, "before_delete", _refuse_change)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for a write, and from where: what every entry records."""
+
+    principal: Principal
+    client: str
+
+    @classmethod
+    def of(cls, principal: Principal, request: Request) -> Actor:
+        return cls(principal, client_address(request))
+
+
+def client_address(request: Request) -> str:
+    """The peer address (behind a proxy: the proxy's, unless uvicorn is told to trust it)."""
+    return request.client.host if request.client else ""
+
+
+def _principal_name(session: Session, principal: Principal) -> str:
+    if principal.is_admin:
+        return "admin"
+    token = session.get(Token, principal.token_id)
+    name = token.description.strip() if token is not None else ""
+    return name or f"token {principal.token_id}"
+
+
+def record(
+    session: Session, actor: Actor, action: Action, target: str, detail: dict[str, Any]
+) -> None:
+    """Add an entry to `session`; it commits with the change it describes."""
+    session.add(
+        AuditEntry(
+            at=utcnow(),
+            token_id=actor.principal.token_id,
+            principal=_principal_name(session, actor.principal),
+            action=str(action),
+            target=target,
+            detail=json.dumps(detail, sort_keys=True),
+            client=actor.client,
+        )
+    )
+
+
+def record_now(
+    sessions: Callable[[], Session],
+    actor: Actor,
+    action: Action,
+    target: str,
+    detail: dict[str, Any],
+) -> None:
+    """An entry in its own transaction, for writes outside the database (key files)."""
+    with sessions() as session:
+        record(session, actor, action, target, detail)
+        session.commit()
+
+
+def entries(
+    session: Session, *, limit: int = 100, action: str | None = None, after_id: int = 0
+) -> list[AuditEntry]:
+    """Newest first; `after_id` pages forward from a known entry (tail -f style)."""
+    query = select(AuditEntry).where(AuditEntry.id > after_id)
+    if action:
+        query = query.where(AuditEntry.action == action)
+    return list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))

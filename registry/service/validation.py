@@ -1,0 +1,236 @@
+"""Upload validation: is this file an extension image hosts will accept under its name?
+
+Checked before anything becomes visible (issue 4): a squashfs or erofs image; exactly one
+`extension-release.NAME` and NAME is the file name's (hosts activate it as
+`/etc/extensions/NAME.raw`, so sysext looks for exactly that file, spec §1.2); its
+ARCHITECTURE equals the file name's arch (systemd's vocabulary, spec §1.4); and
+SYSEXT_VERSION_ID, when present, equals the file name's version (or, for an image bound to
+one OS VERSION_ID, the file name's version is VERSION-VERSIONID) — hosts pick versions from
+file names (sysupdate's @v), so a name that lies about its contents would be offered as an
+update it is not.
+
+Then the image gets exactly the lint `sysext validate` runs (sysext/systemd/lint.py, one
+implementation), and any of its errors refuses the upload with the lint's own message: a
+registry must not sign what hosts would refuse or silently skip (issue 13, finding 4).
+Messages name the published file name, never the server's temporary file.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from registry.errors import RegistryError
+from registry.service.names import ImageName, parse_image_filename
+from sysext.core.errors import SysextError, ToolError
+from sysext.core.process import run
+from sysext.image.read import read_image
+from sysext.image.summary import ImageSummary, summarize
+from sysext.systemd.lint import lint_image
+
+ACCEPTED_FORMATS = ("squashfs", "erofs")
+# Uploads are validated in a child process with these limits: the server's own memory
+# never depends on what an image holds, and a pathological image costs one bounded child.
+CHILD_MEMORY = 1 << 30  # address space (RLIMIT_AS), not RSS: imports alone map ~300 MiB
+CHILD_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class ValidatedImage:
+    """What the registry records about an accepted upload."""
+
+    format: str  # "squashfs" or "erofs"
+    # The release's VERSION_ID when the file is named NAME-VERSION-VERSIONID-ARCH.raw (an
+    # OS-bound image, served with MatchPattern=NAME-@v-%w-%a.raw); None for the plain form.
+    os_version_id: str | None = None
+    # Release fields and what the image ships, stored with it for the API and the pages.
+    summary: ImageSummary = field(default_factory=ImageSummary)
+
+
+def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
+    """Check an upload; raise RegistryError(422, reason) when it is not acceptable."""
+    try:
+        contents = read_image(path)
+    except SysextError as exc:
+        reason = _hide_path(exc.message, path)
+        raise RegistryError(
+            422, f"{expected.filename}: not a readable extension image: {reason}"
+        ) from None
+    fmt = str(getattr(contents.format, "value", contents.format))
+    if fmt not in ACCEPTED_FORMATS:
+        raise RegistryError(
+            422, f"{expected.filename}: {fmt} images are not accepted (squashfs or erofs)"
+        )
+    releases = sorted(contents.release_files)
+    if not releases and contents.release_errors:
+        bad, reason = sorted(contents.release_errors.items())[0]
+        raise RegistryError(
+            422, f"{expected.filename}: extension-release.{bad} cannot be read: {reason}"
+        )
+    if not releases:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: no usr/lib/extension-release.d/extension-release.* inside",
+        )
+    if len(releases) > 1:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: {len(releases)} extension-release files inside "
+            f"({', '.join(releases)}); exactly one is allowed",
+        )
+    if releases[0] != expected.name:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: holds extension-release.{releases[0]}, expected "
+            f"extension-release.{expected.name}",
+        )
+    arch = contents.release_files[releases[0]].get("ARCHITECTURE")
+    if arch != expected.arch:
+        shown = f"ARCHITECTURE={arch}" if arch else "no ARCHITECTURE="
+        raise RegistryError(
+            422,
+            f"{expected.filename}: extension-release.{expected.name} has {shown}, "
+            f"the file name says {expected.arch}",
+        )
+    release = contents.release_files[releases[0]]
+    version = release.get("SYSEXT_VERSION_ID")
+    if version is not None and expected.version not in _file_versions(version, release):
+        bound = release.get("VERSION_ID")
+        shown = f"SYSEXT_VERSION_ID={version}" + (f" and VERSION_ID={bound}" if bound else "")
+        raise RegistryError(
+            422,
+            f"{expected.filename}: extension-release.{expected.name} has {shown}, "
+            f"the file name says {expected.version}",
+        )
+    try:
+        report = lint_image(path, contents=contents, filename=expected.filename)
+    except SysextError as exc:
+        raise RegistryError(422, f"{expected.filename}: {_hide_path(exc.message, path)}") from None
+    if report.errors:
+        first = report.errors[0]
+        more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+        raise RegistryError(
+            422,
+            f"{expected.filename}: {_hide_path(first.message, path)} [{first.code}]{more}; "
+            "`sysext validate` shows every finding",
+        )
+    return ValidatedImage(
+        fmt,
+        _bound_version_id(version, release, expected.version),
+        summarize(contents, expected.name),
+    )
+
+
+def _hide_path(message: str, path: Path) -> str:
+    """The client never learns where the server keeps its temporary files."""
+    return message.replace(str(path), "the upload").replace(str(path.parent), "…")
+
+
+def _bound_version_id(
+    version: str | None, release: Mapping[str, str], file_version: str
+) -> str | None:
+    """VERSION_ID when the file name carries it (the bound form accepted above), else None."""
+    bound = release.get("VERSION_ID")
+    if version is None or not bound or file_version == version:
+        return None
+    return bound if file_version == f"{version}-{bound}" else None
+
+
+def _file_versions(version: str, release: Mapping[str, str]) -> tuple[str, ...]:
+    """The version parts a file name may carry for this release.
+
+    An OS-version-bound image (VERSION_ID set) is published as NAME-VERSION-VERSIONID-ARCH.raw
+    so that hosts find it with `MatchPattern=NAME-@v-%w-%a.raw` (spec §2.3); its file
+    version part is then VERSION-VERSIONID. The plain NAME-VERSION-ARCH.raw stays accepted.
+    """
+    bound = release.get("VERSION_ID")
+    return (version, f"{version}-{bound}") if bound else (version,)
+
+
+def validate_upload(
+    path: Path, expected: ImageName, timeout: float = CHILD_SECONDS
+) -> ValidatedImage:
+    """validate_image() in a child process bounded in memory and time (same answers).
+
+    A 2.3 MB squashfs with 500k symlinks needs ~160 MB to list; done in the server it
+    would stay in the server's RSS. Out of memory or time is a 422 like any refusal.
+    """
+    proc = _run_child(path, expected, timeout)
+    return _child_answer(proc.stdout, proc.returncode, expected)
+
+
+def _run_child(
+    path: Path, expected: ImageName, timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return run(
+            [sys.executable, "-m", "registry.validation", str(path), expected.name,
+             expected.filename],
+            check=False,
+            timeout=timeout,
+        )  # fmt: skip
+    except ToolError:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: not validated within {timeout:.0f} s; the image is too "
+            "complex for this registry",
+        ) from None
+
+
+def _child_answer(stdout: bytes, returncode: int, expected: ImageName) -> ValidatedImage:
+    try:
+        answer = json.loads(stdout)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or returncode != 0:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: validation ran out of memory or failed "
+            f"(exit {returncode}); the image is too large or corrupt for this registry",
+        )
+    if "detail" in answer:
+        raise RegistryError(int(answer["status"]), str(answer["detail"]))
+    summary = answer.get("summary") or {}
+    return ValidatedImage(
+        format=str(answer["format"]),
+        os_version_id=answer.get("os_version_id"),
+        summary=ImageSummary(
+            release=MappingProxyType(dict(summary.get("release") or {})),
+            binaries=tuple(summary.get("binaries") or ()),
+            units=tuple(summary.get("units") or ()),
+        ),
+    )
+
+
+def _child_main(argv: list[str]) -> int:
+    """`python -m registry.service.validation PATH NAME FILENAME`: one JSON answer on stdout."""
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+    path, name, filename = argv
+    try:
+        validated = validate_image(Path(path), parse_image_filename(name, filename))
+        result: dict[str, object] = {
+            "format": validated.format,
+            "os_version_id": validated.os_version_id,
+            "summary": {
+                "release": dict(validated.summary.release),
+                "binaries": list(validated.summary.binaries),
+                "units": list(validated.summary.units),
+            },
+        }
+    except RegistryError as exc:
+        result = {"status": exc.status, "detail": exc.detail}
+    except (ValueError, MemoryError, RecursionError) as exc:
+        kind = "needs too much memory" if isinstance(exc, MemoryError) else str(exc)
+        result = {"status": 422, "detail": f"{filename}: not acceptable: {kind}"}
+    sys.stdout.write(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child_main(sys.argv[1:]))

@@ -1,0 +1,64 @@
+"""The default backend: the content-addressed store and the snapshot tree under DATA.
+
+The work itself lives in registry/store/blobs.py (blobs) and registry/public/materialize.py
+(snapshots swapped in by symlink); this adapts them to `Storage`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from registry.public import materialize as mat
+from registry.settings import Settings
+from registry.store import blobs as store
+from registry.trust.keys import Signer
+from sysext.core.atomic import remove_stale_temporaries
+
+
+class LocalStorage:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def prepare(self, signer: Signer) -> None:
+        s = self.settings
+        for directory in (s.public_dir, s.snapshots_dir, s.store_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        signer.write_keyrings(s.public_dir)
+        remove_stale_temporaries(s.public_dir)
+
+    def ingest(self, staged: Path, sha256: str) -> None:
+        store.ingest(self.settings.store_dir, staged, sha256)
+
+    def collect_garbage(self, referenced: set[str]) -> int:
+        return store.collect_garbage(self.settings.store_dir, referenced)
+
+    def materialize(self, signer: Signer, content: mat.DirectoryContent) -> None:
+        mat.materialize(self.settings, signer, content)
+
+    def remove_unknown(self, known: set[tuple[str, str]]) -> None:
+        mat.remove_unknown_links(self.settings, known)
+
+    def read_public(self, url_path: str) -> bytes | None:
+        path = self.settings.public_dir / url_path
+        try:
+            return path.read_bytes() if path.is_file() else None
+        except OSError:
+            return None
+
+    def stored_size(self, sha256: str) -> int | None:
+        try:
+            return os.stat(store.blob_path(self.settings.store_dir, sha256)).st_size
+        except OSError:
+            return None
+
+    def drift(self, content: mat.DirectoryContent, keyring: bytes) -> str | None:
+        current = mat.current_snapshot(self.settings, content.name, content.channel)
+        if current is None:
+            return mat.NOT_PUBLISHED
+        if not mat.snapshot_matches(current, content, keyring):
+            return mat.DIFFERS
+        return None
+
+    def published(self) -> set[tuple[str, str]]:
+        return mat.published_directories(self.settings)

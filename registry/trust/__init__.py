@@ -1,0 +1,3 @@
+"""The registry's signing keys: creation, rotation phases, and the signer. Imports
+sysext.trust.
+"""

@@ -1,0 +1,305 @@
+"""Read an extension image without mounting it: entries, owners, modes, release files.
+
+squashfs is read with the streaming reader in `sysext.formats.squashfs_walk` (bounded
+decompressors from `squashfs_read`), erofs with the small reader in
+`sysext.formats.erofs_read`. Both run in-process on bytes only: nothing is extracted or
+mounted, so this is safe on untrusted uploads (the registry validates with it). Any
+corruption becomes one `SysextError` naming the file.
+"""
+
+from __future__ import annotations
+
+import stat
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from sysext.core.errors import SysextError
+from sysext.image.formats import ImageFormat, squashfs_read
+from sysext.image.formats.erofs_read import ErofsFormatError, ErofsReader, is_erofs
+from sysext.image.formats.squashfs_walk import SquashfsWalker
+from sysext.systemd.extension_release import RELEASE_DIR
+from sysext.systemd.osrelease import OsReleaseError, parse_os_release
+
+SQUASHFS_MAGIC = b"hsqs"
+MAX_RELEASE_BYTES = 64 * 1024
+MAX_ENTRIES = 2_000_000
+# squashfs superblock compression ids (squashfs_fs.h).
+_SQUASHFS_COMPRESSORS = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
+_EROFS_COMPRESSORS = {0: "lz4", 1: "lzma"}  # bits of available_compr_algs
+_HINT = "build images with `sysext pack` or `sysext build`; only squashfs and erofs are supported"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageEntry:
+    path: str  # relative, e.g. "usr/bin/podman"
+    kind: str  # file, dir, symlink, fifo, socket, char-device, block-device
+    mode: int  # permission bits (incl. setuid/setgid/sticky)
+    uid: int
+    gid: int
+    size: int
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageContents:
+    format: ImageFormat
+    compression: str
+    size: int
+    entries: tuple[ImageEntry, ...]
+    release_files: Mapping[str, Mapping[str, str]]
+    # Release files that exist but cannot be read or parsed: NAME → reason.
+    release_errors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def find(self, path: str) -> ImageEntry | None:
+        path = path.strip("/")
+        for entry in self.entries:
+            if entry.path == path:
+                return entry
+        return None
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "dir"),
+        (stat.S_ISREG, "file"),
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "char-device"),
+        (stat.S_ISBLK, "block-device"),
+    ):
+        if test(mode):
+            return name
+    return "unknown"
+
+
+SUPERBLOCK_PROBE = 2048  # squashfs's magic is at byte 0, erofs's at byte 1024
+
+
+def sniff_format(path: Path) -> ImageFormat:
+    """squashfs or erofs, by magic number; anything else is a clear error."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SUPERBLOCK_PROBE)
+    except IsADirectoryError:
+        raise SysextError(f"{path}: is a directory, not an image file", _HINT) from None
+    except FileNotFoundError:
+        raise SysextError(f"{path}: no such file", "check the path") from None
+    except OSError as exc:
+        raise SysextError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if head[:4] == SQUASHFS_MAGIC:
+        return ImageFormat.SQUASHFS
+    if is_erofs(head):
+        return ImageFormat.EROFS
+    raise SysextError(f"{path}: not a squashfs or erofs image", _HINT)
+
+
+def read_image(path: Path) -> ImageContents:
+    """List an image's entries and parse its extension-release files."""
+    path = Path(path)
+    fmt = sniff_format(path)
+    reader = _read_squashfs if fmt is ImageFormat.SQUASHFS else _read_erofs
+    try:
+        return reader(path)
+    except SysextError:
+        raise
+    except Exception as exc:  # corrupt input (ErofsFormatError, struct/zlib errors, a
+        # RecursionError from a directory loop…) must never become a traceback
+        raise SysextError(
+            f"{path}: corrupt {fmt.value} image ({type(exc).__name__}: {exc})", _HINT
+        ) from None
+
+
+def read_file(path: Path, member: str) -> bytes:
+    """The bytes of one regular file inside the image (e.g. a release file)."""
+    return read_files(path, [member])[member.strip("/")]
+
+
+def read_files(path: Path, members: Iterable[str], *, limit: int | None = None) -> dict[str, bytes]:
+    """Several regular files of one image, opening and indexing it once.
+
+    Keys are the members without a leading '/'. `limit` refuses files larger than that many
+    bytes (for untrusted images).
+    """
+    path = Path(path)
+    fmt = sniff_format(path)
+    wanted = [m.strip("/") for m in members]
+    member = ""
+    try:
+        found: dict[str, bytes] = {}
+        if fmt is ImageFormat.SQUASHFS:
+            with open(path, "rb") as f:
+                walker = _squashfs_walker(f, path)
+                for member in wanted:
+                    node = walker.lookup(member)
+                    if not stat.S_ISREG(node.kind):
+                        raise FileNotFoundError(member)
+                    _check_limit(member, node.size, limit)
+                    found[member] = walker.read(node, limit or (1 << 31))
+        else:
+            with open(path, "rb") as f:
+                reader = ErofsReader(f, path.stat().st_size)
+                for member in wanted:
+                    inode = reader.lookup(member)
+                    if not stat.S_ISREG(inode.mode):
+                        raise FileNotFoundError(member)
+                    _check_limit(member, inode.size, limit)
+                    found[member] = reader.data(inode)
+        return found
+    except SysextError:
+        raise
+    except FileNotFoundError:
+        raise SysextError(f"{path}: no file {member} in the image") from None
+    except Exception as exc:
+        raise SysextError(f"{path}: cannot read {member} ({type(exc).__name__}: {exc})") from None
+
+
+def _check_limit(member: str, size: int, limit: int | None) -> None:
+    if limit is not None and size > limit:
+        raise SysextError(f"{member} is {size} bytes, more than the {limit} allowed here")
+
+
+# --- squashfs ----------------------------------------------------------------------------
+
+
+def _read_squashfs(path: Path) -> ImageContents:
+    entries: list[ImageEntry] = []
+    files: dict[str, Callable[[], bytes]] = {}
+    with open(path, "rb") as f:
+        walker = _squashfs_walker(f, path)
+        compression = _SQUASHFS_COMPRESSORS.get(
+            walker.sb.compression, f"unknown ({walker.sb.compression})"
+        )
+        for rel, node in walker.walk():
+            if len(entries) >= MAX_ENTRIES:
+                raise SysextError(f"{path}: more than {MAX_ENTRIES} entries", _HINT)
+            is_file = stat.S_ISREG(node.kind)
+            entries.append(
+                ImageEntry(
+                    path=rel,
+                    kind=_kind(node.kind),
+                    mode=node.mode & 0o7777,
+                    uid=node.uid,
+                    gid=node.gid,
+                    size=node.size if is_file else 0,
+                    target=_decode(node.target),
+                )
+            )
+            if _is_release_candidate(rel) and is_file:
+                files[rel] = _bind_squashfs_data(walker, node)
+        releases, errors = _parse_releases(files)
+    return ImageContents(
+        format=ImageFormat.SQUASHFS,
+        compression=compression,
+        size=path.stat().st_size,
+        entries=tuple(sorted(entries, key=lambda e: e.path)),
+        release_files=releases,
+        release_errors=errors,
+    )
+
+
+def _squashfs_walker(f: Any, path: Path) -> SquashfsWalker:
+    compression_id = struct.unpack("<H", f.read(22)[20:22] or b"\0\0")[0]
+    try:
+        decompress = squashfs_read.decompressor(compression_id)
+    except ValueError:
+        name = _SQUASHFS_COMPRESSORS.get(compression_id, f"id {compression_id}")
+        raise SysextError(f"{path}: squashfs compression {name} is not supported", _HINT) from None
+    return SquashfsWalker(f, path.stat().st_size, decompress)
+
+
+def _bind_squashfs_data(walker: SquashfsWalker, node: Any) -> Callable[[], bytes]:
+    return lambda: walker.read(node, MAX_RELEASE_BYTES)
+
+
+def _decode(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+# --- erofs -------------------------------------------------------------------------------
+
+
+def _read_erofs(path: Path) -> ImageContents:
+    entries: list[ImageEntry] = []
+    files: dict[str, Callable[[], bytes]] = {}
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        reader = ErofsReader(f, size)
+        algs = reader.superblock.compression_algorithms
+        names = [n for bit, n in _EROFS_COMPRESSORS.items() if algs & (1 << bit)]
+        compressed = False
+        for rel, inode in reader.walk():
+            target = None
+            compressed = compressed or inode.compressed
+            if stat.S_ISLNK(inode.mode):
+                target = reader.data(inode, limit=4096).decode("utf-8", "surrogateescape")
+            entries.append(
+                ImageEntry(
+                    path=rel,
+                    kind=_kind(inode.mode),
+                    mode=stat.S_IMODE(inode.mode),
+                    uid=inode.uid,
+                    gid=inode.gid,
+                    size=inode.size if stat.S_ISREG(inode.mode) else 0,
+                    target=target,
+                )
+            )
+            if _is_release_candidate(rel) and stat.S_ISREG(inode.mode):
+                files[rel] = _bind_erofs_data(reader, inode)
+        releases, errors = _parse_releases(files)
+    return ImageContents(
+        format=ImageFormat.EROFS,
+        # Images without per-algorithm config (erofs-utils 1.5) can only use lz4 (lz4hc
+        # writes the same on-disk format).
+        compression="+".join(names) if names else ("lz4" if compressed else "none"),
+        size=size,
+        entries=tuple(sorted(entries, key=lambda e: e.path)),
+        release_files=releases,
+        release_errors=errors,
+    )
+
+
+def _bind_erofs_data(reader: ErofsReader, inode: object) -> Callable[[], bytes]:
+    from sysext.image.formats.erofs_read import ErofsInode
+
+    assert isinstance(inode, ErofsInode)
+    return lambda: reader.data(inode, limit=MAX_RELEASE_BYTES)
+
+
+# --- release files -----------------------------------------------------------------------
+
+
+def _is_release_candidate(rel: str) -> bool:
+    directory, _, name = rel.rpartition("/")
+    return directory == RELEASE_DIR and name.startswith("extension-release.")
+
+
+def _too_big() -> bytes:
+    raise ValueError(f"larger than {MAX_RELEASE_BYTES} bytes")
+
+
+def _parse_releases(
+    files: Mapping[str, Callable[[], bytes]],
+) -> tuple[Mapping[str, Mapping[str, str]], Mapping[str, str]]:
+    releases: dict[str, Mapping[str, str]] = {}
+    errors: dict[str, str] = {}
+    for rel, load in sorted(files.items()):
+        name = rel.rpartition("/")[2][len("extension-release.") :]
+        try:
+            text = load().decode("utf-8")
+            releases[name] = MappingProxyType(parse_os_release(text, source=rel))
+        except UnicodeDecodeError:
+            errors[name] = "not UTF-8 text"
+        except OsReleaseError as exc:
+            errors[name] = exc.message
+        except (ErofsFormatError, ValueError) as exc:
+            errors[name] = f"unreadable: {exc}"
+    return MappingProxyType(releases), MappingProxyType(errors)

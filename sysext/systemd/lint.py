@@ -1,0 +1,385 @@
+"""Lint an extension image the way systemd-sysext and systemd-sysupdate will treat it.
+
+Each check cites the rule it mirrors (spec §1.1–§1.5 for sysext, §2.4 for sysupdate
+versions, §7.2/§7.6 for names). Optionally, against a host's os-release, say whether
+systemd-sysext there would merge the image, following spec §1.3 step by step.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sysext.build.staging import is_unit_file, unit_problem
+from sysext.core.errors import SysextError
+from sysext.image.read import ImageContents, ImageEntry, read_files, read_image
+from sysext.systemd.architecture import SYSTEMD_ARCHITECTURES, Architecture
+from sysext.systemd.extension_release import ANY, host_compatibility, name_problem
+from sysext.systemd.os_extensions import flatcar_conflicts
+from sysext.systemd.versioning import version_problem
+
+_SCOPES = ("system", "initrd", "portable")
+_OS_ID = re.compile(r"[a-z0-9._-]+")
+_TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
+# Host files an extension has no business linking to: merged under /usr, such a link turns
+# a path services trust (or serve) into a window on the host's secrets.
+_SENSITIVE = (
+    "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",
+    "/etc/sudoers.d", "/etc/ssh", "/etc/machine-id", "/root", "/var/lib/sss",
+    "/etc/systemd/credstore", "/etc/credstore",
+)  # fmt: skip
+
+
+class Severity(enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+# How checks report: add(severity, code, message).
+_Add = Callable[[Severity, str, str], None]
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class HostVerdict:
+    merges: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class LintReport:
+    image: Path
+    contents: ImageContents
+    release_name: str | None
+    findings: tuple[Finding, ...]
+    host: HostVerdict | None = None
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.ERROR)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and (self.host is None or self.host.merges)
+
+
+def lint_image(
+    path: Path,
+    *,
+    host_os_release: Mapping[str, str] | None = None,
+    host_arch: Architecture | str | None = None,
+    scope: str = "system",
+    contents: ImageContents | None = None,
+    filename: str | None = None,
+    allow_setuid: Iterable[str] = (),
+) -> LintReport:
+    """Check `path`; with `host_os_release`, also decide whether that host merges it.
+
+    `filename`: the name the image is published under when `path` is a temporary file (the
+    registry's uploads). `allow_setuid`: image paths that may keep a setuid/setgid bit (the
+    builder's allowance); any other such file is an error.
+    """
+    path = Path(path)
+    contents = contents or read_image(path)
+    findings: list[Finding] = []
+    shown = Path(filename) if filename else path
+
+    def add(severity: Severity, code: str, message: str) -> None:
+        findings.append(Finding(severity, code, message))
+
+    name = _pick_release(shown, contents, add)
+    release = contents.release_files.get(name, {}) if name else {}
+    if name is not None:
+        _check_release(name, release, add, scope)
+        _check_file_name(shown, name, release, add)
+    _check_tree(contents, release, add, frozenset(p.strip("/") for p in allow_setuid))
+    _check_units(path, contents, add)
+    verdict = None
+    if host_os_release is not None:
+        arch = host_arch or Architecture.from_uname()
+        if name is None:
+            verdict = HostVerdict(False, "the image carries no release data, so it is ignored")
+        elif contents.find("usr/lib/os-release"):
+            verdict = HostVerdict(
+                False,
+                "the image contains usr/lib/os-release (252 aborts every merge, 255+ "
+                "ignores the image)",
+            )
+        else:
+            merges, reason = host_compatibility(release, host_os_release, arch=arch, scope=scope)
+            verdict = HostVerdict(merges, reason)
+            if merges and name is not None and host_os_release.get("ID") == "flatcar":
+                shipped = frozenset(e.path.strip("/") for e in contents.entries)
+                for conflict in flatcar_conflicts(name, release, shipped):
+                    add(Severity.WARNING, "os-extension", conflict.message)
+    return LintReport(path, contents, name, tuple(findings), verdict)
+
+
+def _pick_release(path: Path, contents: ImageContents, add: _Add) -> str | None:
+    for bad, reason in sorted(contents.release_errors.items()):
+        add(Severity.ERROR, "release-unreadable", f"extension-release.{bad}: {reason}")
+    names = sorted(contents.release_files)
+    if not names:
+        if not contents.release_errors:
+            add(
+                Severity.ERROR,
+                "release-missing",
+                "no usr/lib/extension-release.d/extension-release.NAME: systemd-sysext "
+                "ignores an image without release data (spec §1.1)",
+            )
+        return None
+    if len(names) > 1:
+        add(
+            Severity.WARNING,
+            "release-several",
+            f"{len(names)} release files ({', '.join(names)}); systemd picks the one named "
+            "after the activation name, and refuses ambiguous fallbacks (spec §1.2)",
+        )
+    stem = _image_stem(path)
+    for name in names:
+        if stem == name or stem.startswith(name + "-"):
+            return name
+    return names[0]
+
+
+def _image_stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".sysext.raw", ".raw"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _check_release(name: str, release: Mapping[str, str], add: _Add, scope: str) -> None:
+    problem = name_problem(name)
+    if problem:
+        add(Severity.ERROR, "name-invalid", problem)
+    if not release:
+        add(Severity.ERROR, "release-empty", f"extension-release.{name} is empty (spec §1.3)")
+        return
+    os_id = release.get("ID", "")
+    if not os_id:
+        add(
+            Severity.ERROR,
+            "id-missing",
+            "ID= is missing: systemd-sysext rejects the image everywhere (spec §1.3 step 4); "
+            "use ID=_any to match every OS",
+        )
+    elif os_id != ANY and not _OS_ID.fullmatch(os_id):
+        add(
+            Severity.WARNING, "id-invalid", f"ID={os_id} cannot equal any host's ID (os-release(5))"
+        )
+    arch = release.get("ARCHITECTURE")
+    if arch is None:
+        add(Severity.INFO, "arch-missing", "no ARCHITECTURE=: hosts of every architecture merge it")
+    elif arch != ANY and arch not in SYSTEMD_ARCHITECTURES:
+        hint = ""
+        try:
+            Architecture.parse(arch)
+        except Exception as exc:  # parse explains upstream spellings (x86_64 → x86-64)
+            hint = f" ({getattr(exc, 'hint', None) or exc})"
+        add(
+            Severity.ERROR,
+            "arch-invalid",
+            f"ARCHITECTURE={arch} is not a systemd architecture name; no host matches it "
+            f"(spec §1.4){hint}",
+        )
+    if "SYSEXT_SCOPE" in release:
+        scopes = release["SYSEXT_SCOPE"].split()
+        if not scopes:
+            add(Severity.ERROR, "scope-empty", "SYSEXT_SCOPE= is empty: never merged (spec §1.3)")
+        unknown = [s for s in scopes if s not in _SCOPES]
+        if unknown:
+            add(Severity.WARNING, "scope-unknown", f"SYSEXT_SCOPE has unknown {' '.join(unknown)}")
+        if scopes and scope not in scopes:
+            # An error: /etc/extensions (where hosts and registries put images) is merged
+            # on the booted system, so such an image silently disappears after an update.
+            where = "on a booted system" if scope == "system" else f"in the {scope}"
+            add(
+                Severity.ERROR,
+                "scope-no-system" if scope == "system" else "scope-mismatch",
+                f"SYSEXT_SCOPE={' '.join(scopes)}: never merged {where} (spec §1.3 step 2)",
+            )
+    version = release.get("SYSEXT_VERSION_ID")
+    if version is None:
+        add(Severity.WARNING, "version-missing", "no SYSEXT_VERSION_ID=: the version is unknown")
+    else:
+        problem = version_problem(version)
+        if problem:
+            add(Severity.ERROR, "version-invalid", f"SYSEXT_VERSION_ID: {problem} (spec §2.4)")
+    sysext_id = release.get("SYSEXT_ID")
+    if sysext_id is not None and sysext_id != name:
+        add(
+            Severity.WARNING,
+            "sysext-id-mismatch",
+            f"SYSEXT_ID={sysext_id} differs from the release file's name {name}",
+        )
+
+
+def _check_file_name(path: Path, name: str, release: Mapping[str, str], add: _Add) -> None:
+    stem = _image_stem(path)
+    if not path.name.endswith(".raw"):
+        add(
+            Severity.ERROR,
+            "filename-suffix",
+            f"{path.name}: systemd-sysext only picks up regular files ending in .raw (spec §1.2)",
+        )
+        return
+    if path.name.endswith(".sysext.raw"):
+        add(
+            Severity.WARNING,
+            "filename-sysext-suffix",
+            f"{path.name}: systemd 252 keeps '.sysext' in the image name and would look for "
+            f"extension-release.{stem}.sysext; only 255+ strip it (spec §1.2)",
+        )
+    if stem == name:
+        return  # the activation name itself, e.g. /etc/extensions/podman.raw
+    version = release.get("SYSEXT_VERSION_ID", "")
+    arch = release.get("ARCHITECTURE", "")
+    arch_part = f"-{arch}" if arch and arch != ANY else ""
+    expected = f"{name}-{version}{arch_part}"
+    accepted = {expected}
+    version_id = release.get("VERSION_ID")
+    if version_id:
+        # OS-version-bound images are published as NAME-VERSION-VERSIONID-ARCH.raw, for
+        # `MatchPattern=NAME-@v-%w-%a.raw` (spec §2.3); the plain name stays fine too.
+        expected = f"{name}-{version}-{version_id}{arch_part}"
+        accepted.add(expected)
+    if not stem.startswith(name + "-"):
+        add(
+            Severity.ERROR,
+            "filename-name",
+            f"{path.name}: the release file is extension-release.{name}, so the image must be "
+            f"activated as {name}.raw and published as {expected}.raw (spec §1.2)",
+        )
+        return
+    if version and stem not in accepted:
+        form = (
+            "NAME-SYSEXT_VERSION_ID-VERSION_ID-ARCHITECTURE"
+            if version_id
+            else ("NAME-SYSEXT_VERSION_ID-ARCHITECTURE")
+        )
+        add(
+            Severity.ERROR,
+            "filename-mismatch",
+            f"{path.name} does not match its release fields: expected {expected}.raw ({form})",
+        )
+    add(
+        Severity.INFO,
+        "activation",
+        f"activate as /etc/extensions/{name}.raw (symlink or copy): under its versioned name "
+        f"systemd would look for extension-release.{stem} instead (spec §7.6)",
+    )
+
+
+def _check_tree(
+    contents: ImageContents, release: Mapping[str, str], add: _Add, allow_setuid: frozenset[str]
+) -> None:
+    top = sorted({e.path.split("/", 1)[0] for e in contents.entries})
+    for name in top:
+        if name not in ("usr", "opt"):
+            add(
+                Severity.ERROR,
+                "tree-toplevel",
+                f"/{name} is in the image but systemd-sysext merges only /usr and /opt (spec §1.5)",
+            )
+    if contents.find("usr/lib/os-release"):
+        add(
+            Severity.ERROR,
+            "tree-os-release",
+            "usr/lib/os-release is in the image: systemd 252 refuses the whole merge, "
+            "255+ ignores this image (spec §1.1)",
+        )
+    foreign = [e for e in contents.entries if e.uid != 0 or e.gid != 0]
+    if foreign:
+        first = foreign[0]
+        add(
+            Severity.ERROR,
+            "tree-owner",
+            f"{len(foreign)} entries are not owned by 0:0 (first: {first.path} "
+            f"{first.uid}:{first.gid}); the host has no such users at merge time",
+        )
+    for entry in contents.entries:
+        if entry.kind in ("fifo", "socket", "char-device", "block-device"):
+            add(
+                Severity.ERROR,
+                "tree-special",
+                f"{entry.path} is a {entry.kind}; extensions are mounted nodev (spec §1.5)",
+            )
+        elif entry.kind == "file" and entry.mode & 0o6000 and entry.path not in allow_setuid:
+            add(
+                Severity.ERROR,
+                "tree-setuid",
+                f"{entry.path} is setuid/setgid root (mode {entry.mode:04o}): every host "
+                "merging it gains a privileged program; allow it explicitly "
+                "(recipe `setuid`, --allow-setuid) if that is the point",
+            )
+        elif entry.kind == "symlink" and entry.target and _sensitive_target(entry):
+            add(
+                Severity.ERROR,
+                "tree-symlink-sensitive",
+                f"{entry.path} links to {entry.target}, a host secret; extensions must not "
+                "expose it under /usr or /opt",
+            )
+    if any(e.path == "usr/sbin" for e in contents.entries):
+        add(
+            Severity.WARNING,
+            "tree-sbin",
+            "usr/sbin is a symlink to bin on Flatcar and Fedora: prefer usr/bin",
+        )
+    ships_units = any(
+        e.kind != "dir" and e.path.startswith("usr/lib/systemd/system/") for e in contents.entries
+    )
+    if ships_units and release.get("EXTENSION_RELOAD_MANAGER", "").lower() not in _TRUE:
+        add(
+            Severity.WARNING,
+            "reload-manager",
+            "the image ships units but not EXTENSION_RELOAD_MANAGER=1: systemd 255+ will "
+            "not daemon-reload after merge, so the units stay unknown until a reload",
+        )
+    if not any(e.kind != "dir" and not _is_release(e.path) for e in contents.entries):
+        add(Severity.WARNING, "tree-empty", "the image holds no files besides its release data")
+
+
+def _check_units(path: Path, contents: ImageContents, add: _Add) -> None:
+    """The staging rule, re-checked on the built image: unit programs must exist."""
+
+    def lookup(rel: str) -> tuple[bool, int] | None:
+        entry = contents.find(rel)
+        return None if entry is None else (entry.kind == "file", entry.mode)
+
+    units = [e.path for e in contents.entries if e.kind == "file" and is_unit_file(e.path)]
+    if not units:
+        return
+    try:
+        texts = read_files(path, units, limit=1 << 20)
+    except SysextError as exc:
+        add(Severity.WARNING, "unit-unreadable", f"cannot check the units: {exc.message}")
+        return
+    for unit in units:
+        problem = unit_problem(unit, texts[unit].decode("utf-8", "replace"), lookup)
+        if problem:
+            add(Severity.ERROR, "unit-exec-missing", problem)
+
+
+def _sensitive_target(entry: ImageEntry) -> bool:
+    target = entry.target or ""
+    if not target.startswith("/"):  # relative: resolved where the image is merged
+        target = "/" + posixpath.dirname(entry.path) + "/" + target
+    resolved = posixpath.normpath(target)
+    return any(resolved == s or resolved.startswith(s + "/") for s in _SENSITIVE)
+
+
+def _is_release(path: str) -> bool:
+    return path.startswith("usr/lib/extension-release.d/")

@@ -1,0 +1,254 @@
+"""sysupdate transfer files (`/etc/sysupdate.NAME.d/NAME.conf`) for registry extensions (§2).
+
+`render_transfer` writes the url-file → regular-file shape every systemd 252–256 accepts
+(spec §7.7 reference config, plus `Verify=yes`); `parse_transfer` reads the same keys back
+with systemd's list semantics, so tests can prove that what we emit means what we intend.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sysext.core.errors import SysextError
+from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url
+from sysext.systemd.extension_release import name_problem
+from sysext.systemd.patterns import PatternError, parse_pattern
+from sysext.systemd.versioning import version_problem
+
+EXTENSIONS_DIR = "/opt/extensions"
+ACTIVATION_DIR = "/etc/extensions"
+KEYRING_PATH = "/etc/systemd/import-pubring.gpg"
+# Extension names become pattern literals, directory and file names: keep them boring.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+# http_url_is_valid(): a lower-case http:// or https:// prefix, then a host.
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
+
+
+class TransferError(SysextError):
+    pass
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    name: str
+    base_url: str  # the registry root, e.g. https://ext.example.com
+    channel: str = DEFAULT_CHANNEL
+    minor: str | None = None  # "1.29": follow only 1.29.x (the pattern captures the patch)
+    os_bound: bool = False  # image names carry the host's VERSION_ID (%w)
+    instances_max: int | None = None  # None: systemd's default (3)
+    verify: bool = True
+    target_dir: str | None = None  # default /opt/extensions/NAME
+    current_symlink: str | None = None  # default /etc/extensions/NAME.raw
+
+    @property
+    def source_url(self) -> str:
+        return extension_url(self.base_url, self.name, self.channel)
+
+    @property
+    def match_pattern(self) -> str:
+        """The pattern, with `%a` (and `%w`) left for the host to expand."""
+        version = f"{self.minor}.@v" if self.minor else "@v"
+        os_part = "-%w" if self.os_bound else ""
+        return f"{self.name}-{version}{os_part}-%a.raw"
+
+    @property
+    def target_path(self) -> str:
+        return self.target_dir or f"{EXTENSIONS_DIR}/{self.name}"
+
+    @property
+    def symlink_path(self) -> str:
+        return self.current_symlink or f"{ACTIVATION_DIR}/{self.name}.raw"
+
+
+def image_file_name(name: str, version: str, arch: str, *, os_version_id: str | None = None) -> str:
+    """The served file name a TransferSpec's pattern is made for (os-bound: with VERSION_ID)."""
+    middle = f"-{os_version_id}" if os_version_id is not None else ""
+    return f"{name}-{version}{middle}-{arch}.raw"
+
+
+def validate_spec(spec: TransferSpec) -> None:
+    problem = name_problem(spec.name)
+    if problem:
+        raise TransferError(problem, "e.g. podman, docker-compose, k3s")
+    if not _HTTP_URL.fullmatch(spec.base_url):
+        raise TransferError(
+            f"invalid registry URL {spec.base_url!r}",
+            "use http://HOST[:PORT] or https://HOST[:PORT] (sysupdate accepts only these)",
+        )
+    if not spec.base_url.isascii() or "?" in spec.base_url or "#" in spec.base_url:
+        raise TransferError(
+            f"registry URL {spec.base_url!r} must be plain ASCII without ?query or #fragment",
+            "sysupdate drops query and fragment when building file URLs (§3.1)",
+        )
+    if not _NAME.fullmatch(spec.channel):
+        raise TransferError(f"invalid channel {spec.channel!r}")
+    if spec.minor is not None:
+        problem = version_problem(spec.minor)
+        if problem or spec.minor.endswith(".") or "-" in spec.minor:
+            raise TransferError(
+                f"invalid --minor {spec.minor!r}" + (f": {problem}" if problem else ""),
+                "give the version prefix to follow, e.g. --minor 1.29 for 1.29.x",
+            )
+    if spec.instances_max is not None and spec.instances_max < 2:
+        raise TransferError(
+            f"InstancesMax={spec.instances_max} is too small",
+            "systemd bumps values below 2 to 2 (one running + one new); use --instances 2 or more",
+        )
+    for label, path in (("target", spec.target_path), ("CurrentSymlink", spec.symlink_path)):
+        if not path.startswith("/") or "//" in path or "/../" in f"{path}/":
+            raise TransferError(f"{label} path {path!r} must be absolute and normalized")
+
+
+def _escape_specifiers(text: str) -> str:
+    # Path= and MatchPattern= are specifier-expanded: a literal '%' must be '%%' (§2.2).
+    return text.replace("%", "%%")
+
+
+def render_transfer(spec: TransferSpec, *, file_format: str = "conf") -> str:
+    """The transfer file text for `spec` (`file_format` only changes the install hint)."""
+    validate_spec(spec)
+    if file_format not in ("conf", "transfer"):
+        raise TransferError(f"unknown transfer format {file_format!r}", "use conf or transfer")
+    name = spec.name
+    registry = spec.base_url.rstrip("/")
+    file_name = f"{name}.{file_format}"
+    lines = [
+        f"# systemd-sysupdate transfer for the {name!r} extension (generated by sysext).",
+        f"# Install as /etc/sysupdate.{name}.d/{file_name}, then run:",
+        # Both directories must exist: sysupdate never creates CurrentSymlink's parent, and
+        # 254+ fail "Failed to resolve '<Path>'" for a missing target directory (seen with
+        # the real 254 client: resource_resolve_path() chases it without CHASE_NONEXISTENT).
+        f"#   mkdir -p {spec.target_path} {spec.symlink_path.rsplit('/', 1)[0]}",
+        # Activation as Flatcar and fedora-sysexts document it (a manual refresh is not).
+        f"#   systemd-sysupdate -C {name} update && systemctl restart systemd-sysext.service",
+    ]
+    if file_format == "transfer":
+        lines.append("# (.transfer needs systemd 257+; systemd 252-256, e.g. Flatcar, read .conf)")
+    if spec.verify:
+        lines += [
+            f"# Verify=yes: {KEYRING_PATH} must hold the registry's binary key:",
+            f"#   curl -o {KEYRING_PATH} {registry}/{KEYRING_BINARY}",
+            "# (that file replaces the vendor keyring /usr/lib/systemd/import-pubring.gpg)",
+        ]
+    pattern = spec.match_pattern
+    lines += [
+        "",
+        "[Transfer]",
+        f"Verify={'yes' if spec.verify else 'no'}",
+        "",
+        "[Source]",
+        "Type=url-file",
+        f"Path={_escape_specifiers(spec.source_url)}",
+        f"MatchPattern={pattern}",
+        "",
+        "[Target]",
+        "Type=regular-file",
+        f"Path={spec.target_path}",
+        f"MatchPattern={pattern}",
+        f"CurrentSymlink={spec.symlink_path}",
+    ]
+    if spec.instances_max is not None:
+        lines.append(f"InstancesMax={spec.instances_max}")
+    return "\n".join(lines) + "\n"
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """A transfer file as ordered (section, key, value) assignments."""
+
+    assignments: tuple[tuple[str, str, str], ...]
+    sections: tuple[str, ...] = field(default=())
+
+    def values(self, section: str, key: str) -> list[str]:
+        return [v for s, k, v in self.assignments if s == section and k == key]
+
+    def get(self, section: str, key: str, default: str | None = None) -> str | None:
+        """The last assignment wins, as in systemd's config parser."""
+        found = self.values(section, key)
+        return found[-1] if found else default
+
+    def match_patterns(self, section: str) -> list[str]:
+        """MatchPattern= list semantics: words append, an empty value resets, no duplicates."""
+        patterns: list[str] = []
+        for value in self.values(section, "MatchPattern"):
+            if not value.strip():
+                patterns.clear()
+                continue
+            for word in value.split():
+                if word not in patterns:
+                    patterns.append(word)
+        return patterns
+
+    def as_dict(self) -> Mapping[str, Mapping[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for section, key, value in self.assignments:
+            out.setdefault(section, {})[key] = value
+        return out
+
+
+def parse_transfer(text: str) -> TransferConfig:
+    """Read a transfer file like systemd's config_parse(): sections, `#`/`;` comments,
+    backslash continuation; a line without '=' or a key outside a section is an error."""
+    assignments: list[tuple[str, str, str]] = []
+    sections: list[str] = []
+    section: str | None = None
+    pending = ""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = pending + raw.strip() if pending else raw.strip()
+        pending = ""
+        if line.endswith("\\") and not line.startswith(("#", ";")):
+            pending = line[:-1] + " "
+            continue
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            if not line.endswith("]") or len(line) < 3:
+                raise TransferError(f"transfer line {number}: invalid section header {line!r}")
+            section = line[1:-1]
+            sections.append(section)
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise TransferError(f"transfer line {number}: missing '=' in {line!r}")
+        if section is None:
+            raise TransferError(f"transfer line {number}: assignment outside of a section")
+        assignments.append((section, key.strip(), value.strip()))
+    if pending:
+        raise TransferError("transfer file ends with a line continuation")
+    return TransferConfig(tuple(assignments), tuple(sections))
+
+
+def transfer_problems(config: TransferConfig) -> list[str]:
+    """What systemd 252–256 would refuse in a url-file → regular-file transfer."""
+    problems: list[str] = []
+    if config.get("Source", "Type") != "url-file":
+        problems.append("[Source] Type= must be url-file")
+    path = config.get("Source", "Path") or ""
+    if not re.fullmatch(r"(https?://|file:/)\S+", path) or not path.isascii():
+        problems.append(f"[Source] Path={path!r} is not an http(s):// or file:/ URL")
+    elif re.search(r"%[^%a-zA-Z]|%$", path.replace("%%", "")):
+        problems.append(f"[Source] Path={path!r} holds a stray '%'")
+    source_patterns = config.match_patterns("Source")
+    if not source_patterns:
+        problems.append("[Source] lacks MatchPattern=")
+    for section in ("Source", "Target"):
+        for pattern in config.match_patterns(section):
+            try:
+                parse_pattern(pattern.replace("%%", "%"))
+            except PatternError as exc:
+                problems.append(f"[{section}] {exc.message}")
+    target_type = config.get("Target", "Type", "regular-file")
+    if target_type not in ("regular-file", "partition"):
+        problems.append(f"[Target] Type={target_type} cannot take a url-file source")
+    target = config.get("Target", "Path") or ""
+    if not target.startswith("/"):
+        problems.append("[Target] Path= must be an absolute directory")
+    verify = (config.get("Transfer", "Verify", "yes") or "").lower()
+    if verify not in ("1", "yes", "y", "true", "t", "on", "0", "no", "n", "false", "f", "off"):
+        problems.append(f"[Transfer] Verify={verify!r} is not a boolean")
+    return problems
