@@ -170,7 +170,7 @@ def _run_child(
 ) -> subprocess.CompletedProcess[bytes]:
     try:
         return run(
-            [sys.executable, "-m", "registry.validation", str(path), expected.name,
+            [sys.executable, "-m", "registry.service.validation", str(path), expected.name,
              expected.filename],
             check=False,
             timeout=timeout,

@@ -4,7 +4,7 @@ An image is a pure function of its recipe file, its resolved sources (by sha256)
 extension-release fields, the image options, SOURCE_DATE_EPOCH, the packing tool's version
 and this builder's packing layout. The key is recorded in the image's provenance file; a
 later build whose key is the same finds that image in the output directory and skips every
-step but resolving the sources (sysext.build). Pure: no I/O here.
+step but resolving the sources (sysext.build.pipeline). Pure: no I/O here.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ are resolved per recipe (`latest`, a track `X.Y` = its newest `X.Y.*`, or a lite
 version), combinations a recipe does not support become notes rather than failures.
 `run_matrix()` builds the rows on a thread pool: resolving and downloading overlap freely,
 while packing holds one of a fixed number of slots (as many as there are cores, each
-compressor then gets its share of the cores). Each row is one `sysext.build.build()` of one
+compressor then gets its share of the cores). Each row is one `sysext.build.pipeline.build()` of one
 architecture, so its image is skipped as "unchanged" when its build key is already in the
 output directory, and a row that fails leaves nothing behind while the others go on. With
 a publisher, a row whose image the channel already has is not built at all, and each

@@ -106,7 +106,7 @@ def target_architectures(
 
 @dataclass(frozen=True)
 class BuildHooks:
-    """How a caller running several builds at once (sysext.matrix) watches and paces them."""
+    """How a caller running several builds at once (sysext.build.matrix) watches and paces them."""
 
     # Called with the architecture and the stage: resolving, fetching, staging, waiting to
     # pack, packing.

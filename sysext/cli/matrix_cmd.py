@@ -1,5 +1,5 @@
 """The matrix side of `sysext build` (several recipes, --all, --publish): plan, show
-progress, build, publish, summarize. The work itself is sysext.matrix."""
+progress, build, publish, summarize. The work itself is sysext.build.matrix."""
 
 from __future__ import annotations
 

@@ -241,7 +241,7 @@ def serve(
     # Workers are separate processes: they read the very same settings from the environment.
     os.environ.update(settings_env(settings))
     uvicorn.run(
-        "registry.app:create_app",
+        "registry.http.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -251,7 +251,7 @@ def serve(
         timeout_graceful_shutdown=5,
         # Client limits (registry/http/guard.py): header deadline and size, connection cap,
         # keep-alive; the protocol class is uvicorn's httptools one with those added.
-        http="registry.guard:GuardedHttpToolsProtocol",
+        http="registry.http.guard:GuardedHttpToolsProtocol",
         timeout_keep_alive=settings.keepalive_timeout,
         backlog=256,
     )

@@ -1,8 +1,8 @@
 """Read an extension image without mounting it: entries, owners, modes, release files.
 
-squashfs is read with the streaming reader in `sysext.formats.squashfs_walk` (bounded
+squashfs is read with the streaming reader in `sysext.image.formats.squashfs_walk` (bounded
 decompressors from `squashfs_read`), erofs with the small reader in
-`sysext.formats.erofs_read`. Both run in-process on bytes only: nothing is extracted or
+`sysext.image.formats.erofs_read`. Both run in-process on bytes only: nothing is extracted or
 mounted, so this is safe on untrusted uploads (the registry validates with it). Any
 corruption becomes one `SysextError` naming the file.
 """

@@ -2,7 +2,7 @@
 
 Each format module implements `ImageWriter` and registers itself with `register_writer`;
 `writer_for(ImageFormat.EROFS)` finds it, so adding a format never touches the packing
-pipeline in `sysext.image`.
+pipeline in `sysext.image.pack`.
 """
 
 from __future__ import annotations
