@@ -56,7 +56,7 @@ def pack_command(
         [], "--allow-setuid", help="Image path allowed to keep a setuid/setgid bit (repeatable)."
     ),
 ) -> None:
-    """Turn a prepared tree into OUT/NAME-VERSION-ARCH.raw with its extension-release file.
+    """Turn a prepared tree into OUT/NAME-VERSION-ARCH.raw with its release file.
 
     The tree may hold only usr/ and opt/. The image is written atomically, SHA256SUMS in the
     output directory is updated, and NAME-VERSION-ARCH.provenance.json records how it was

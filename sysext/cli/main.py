@@ -24,6 +24,7 @@ from sysext.cli import (
     trust_cmds,
     try_cmds,
 )
+from sysext.cli.help_text import reflow_app
 from sysext.core.errors import SysextError
 from sysext.core.steps import console
 
@@ -73,6 +74,7 @@ for _module in (
     try_cmds,
 ):
     _module.register(app)
+reflow_app(app)  # after every command is registered: help_text.py says why
 
 
 def main() -> None:

@@ -30,8 +30,8 @@ from sysext.provision.verify import load_config
 from sysext.systemd.architecture import Architecture
 
 BUTANE_HELP = (
-    "Print a Butane config (or, with --ignition, Ignition JSON) that installs extensions at "
-    "first boot, verified by SHA-256, and keeps them updated with systemd-sysupdate.\n\n"
+    "Print a Butane config (or Ignition JSON) installing extensions at first boot.\n\n"
+    "The extensions are verified by SHA-256 and kept updated with systemd-sysupdate.\n\n"
     "Each NAME (or NAME@VERSION) is resolved now against the registry's SHA256SUMS for "
     "--arch and --channel (newest version unless given), so the config pins an exact file "
     "and its hash.\n\n"

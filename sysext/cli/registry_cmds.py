@@ -168,7 +168,7 @@ def serve(
         "3/4 of the file-descriptor limit, at most 1024).",
     ),
 ) -> None:
-    """Run the registry: signed extensions in systemd-sysupdate's layout, plus the API.
+    """Run the registry: signed extensions in systemd-sysupdate's layout, and an API.
 
     Zero configuration: SQLite metadata, files and a signing key (created on first
     start) under --data. Settings come from flags, then SYSEXT_* environment variables

@@ -77,7 +77,7 @@ def key_export(
     armor: bool = typer.Option(False, "--armor", "-a", help="ASCII armor (not for hosts)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
 ) -> None:
-    """Print the public key; binary by default, as /etc/systemd/import-pubring.gpg needs.
+    """Print the public key (binary by default, as import-pubring.gpg needs).
 
     systemd's gpg call reads only binary keyrings: an armored one makes every signature fail
     with "No public key". Use --armor only to show the key to humans.
@@ -110,7 +110,7 @@ def sign(
         " stale mirror cannot freeze them. Re-sign well before. Default: never expires.",
     ),
 ) -> None:
-    """(Re)write DIR/SHA256SUMS for the images in DIR and sign it (DIR/SHA256SUMS.gpg).
+    """(Re)write DIR/SHA256SUMS for the images in DIR and sign it (SHA256SUMS.gpg).
 
     Only files named like images (NAME-VERSION-ARCH.raw) are listed: sidecar files would
     match the hosts' patterns (systemd 252–256 ignore trailing text). Both files are
@@ -137,7 +137,7 @@ def verify(
     directory: Path = typer.Argument(..., help="Directory with SHA256SUMS and SHA256SUMS.gpg."),
     keyring: Path = typer.Option(..., "--keyring", help="Binary public keyring (key export)."),
 ) -> None:
-    """Check DIR/SHA256SUMS.gpg against the keyring, then every listed file's SHA-256.
+    """Check DIR/SHA256SUMS.gpg against the keyring, then each listed file's SHA-256.
 
     Fails exactly where a host would: missing, bad or expired signature, a key not in the
     keyring, an armored keyring, a manifest line sysupdate refuses, a changed or missing
@@ -208,7 +208,7 @@ def check(
         Path("/"), "--root", help="With --component: the host's files live under this root."
     ),
 ) -> None:
-    """Read a served directory as systemd-sysupdate does and say what a host would install.
+    """Say which version a host would install from a served directory, or why not.
 
     Fetches URL/SHA256SUMS (and URL/SHA256SUMS.gpg with --keyring), parses it with
     sysupdate's strict grammar, lists the versions the pattern sees (newest first) and
@@ -401,7 +401,7 @@ def transfer(
         "(/var/lib/extensions.d/NAME, /var/lib/extensions/NAME.raw, as fedora-sysexts).",
     ),
 ) -> None:
-    """Print a systemd-sysupdate transfer file that keeps NAME updated from the registry.
+    """Print the systemd-sysupdate transfer file that keeps NAME updated.
 
     Install it as /etc/sysupdate.NAME.d/NAME.conf, create the target directories
     (`mkdir -p /opt/extensions/NAME /etc/extensions`: systemd-sysupdate does not create

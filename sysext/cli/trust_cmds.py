@@ -51,7 +51,7 @@ def key_rotate(
     ),
     registry: str = REGISTRY_OPTION,
 ) -> None:
-    """Rotate the registry's signing key; hosts provisioned by `sysext butane` follow.
+    """Rotate the registry's signing key; hosts set up by `sysext butane` follow.
 
     Phase 1: a new key, certified by the active one, joins /keyring.gpg; the old key still
     signs. Phase 2 (after the server's key_overlap, default 7d): the new key signs; the
@@ -67,7 +67,7 @@ def key_rotate(
 
 @key_app.command("status")
 def key_status(registry: str = REGISTRY_OPTION) -> None:
-    """Show the registry's active key, served keyring, rotation and signature lifetime.
+    """The registry's active key, served keyring, rotation and signature lifetime.
 
     Example: sysext key status -r https://ext.example.com
     """
@@ -82,7 +82,7 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
     registry: str = REGISTRY_OPTION,
 ) -> None:
-    """Show the registry's audit trail: who wrote what, when, from where (admin token).
+    """The registry's audit trail: who wrote what, when and from where (admin token).
 
     Every upload, yank, promote, token and key change is recorded in the registry's
     database in the same transaction as the change; the trail cannot be edited.
