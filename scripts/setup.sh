@@ -46,8 +46,10 @@ fi
 extra=""
 [ "$with_tests" = 1 ] && extra="[test]"
 echo "==> installing sysext${extra} into .venv"
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
-  | grep -v '^WARNING: Location' || true
+# pip's own notices about unusable index locations in a machine's pip configuration are
+# that machine's business, not a problem of this install: filtered, like its progress.
+pip_quiet() { grep -v "^WARNING: Location '.*' is ignored" || true; }
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 >/dev/null | pip_quiet
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 | pip_quiet
 [ "$with_tests" = 1 ] && bash scripts/fetch-sysupdate.sh  # real systemd-sysupdate 254 for tests
 echo "==> ready: $(.venv/bin/sysext --version)"

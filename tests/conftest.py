@@ -43,6 +43,12 @@ REGISTRY_DB_MODULES = frozenset(
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the inner loop: only tests that need no root, no booted container, no "
+        "PostgreSQL or Ceph, no browser and are not marked slow (scripts/test.sh --fast)",
+    )
+    parser.addoption(
         "--registry-db",
         default=os.environ.get("SYSEXT_TEST_REGISTRY_DB", "sqlite,postgresql"),
         help="databases the registry tests run on: sqlite, postgresql or both (comma-separated)",
@@ -53,6 +59,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.module.__name__.rsplit(".", 1)[-1] not in REGISTRY_DB_MODULES:
         return
     engines = [e.strip() for e in metafunc.config.getoption("--registry-db").split(",")]
+    if metafunc.config.getoption("--fast"):
+        engines = [e for e in engines if e == "sqlite"]
     metafunc.parametrize("registry_database", engines, indirect=True, scope="module")
 
 
@@ -112,7 +120,21 @@ def registry_database(request: pytest.FixtureRequest) -> Iterator[str]:
         registry_server.database_for = None
 
 
+# What the inner loop leaves out, by the fixtures a test uses: engines and a browser.
+HEAVY_FIXTURES = frozenset({"pg_cluster", "ceph_rgw", "browser", "boot_root", "boot_root_newest"})
+
+
+def _needs_more_than_python(item: pytest.Item) -> bool:
+    if item.get_closest_marker("root") or item.get_closest_marker("slow"):
+        return True
+    return bool(HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--fast"):
+        kept = [item for item in items if not _needs_more_than_python(item)]
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
     if os.geteuid() == 0:
         return
     default = "needs root (loop mounts in a private mount namespace)"

@@ -21,6 +21,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import axe_playwright_python
 import pytest
 import requests
 
@@ -115,7 +116,9 @@ def page_factory(browser: object) -> Iterator[object]:
 
 def snippet(page_html: str, name: str) -> str:
     """The text of <pre id="snippet-NAME"> as a reader sees it (entities decoded)."""
-    match = re.search(rf'<pre id="snippet-{name}"><code>(.*?)</code></pre>', page_html, re.S)
+    match = re.search(
+        rf'<pre[^>]* id="snippet-{name}"[^>]*><code>(.*?)</code></pre>', page_html, re.S
+    )
     assert match, f"no {name} snippet on the page"
     return html.unescape(match.group(1))
 
@@ -189,6 +192,42 @@ def test_every_page_and_link_at_desktop_and_phone_width(
     for url in pages:
         text = requests.get(url, timeout=10).text
         assert fingerprint in text and 'href="/keyring.gpg"' in text, url
+
+
+# axe-core (the engine behind most accessibility audits), as shipped inside the
+# axe-playwright-python wheel: injected into the page, nothing fetched.
+AXE_JS = (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text()
+WCAG_21_A_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def axe_violations(page: Page) -> list[str]:
+    page.page.evaluate(AXE_JS)
+    result = page.page.evaluate(
+        "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", WCAG_21_A_AA
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} — "
+        + ", ".join(str(n["target"]) for n in v["nodes"][:3])
+        for v in result["violations"]
+    ]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_page_passes_an_accessibility_audit(
+    registry: RegistryServer, page_factory: object, width: int
+) -> None:
+    """WCAG 2.1 A/AA rules of axe-core on the home page, every extension page and an
+    OS-bound one, at desktop and phone width: no violation of any impact."""
+    page = page_factory(width)  # type: ignore[operator]
+    pages = [f"{registry.url}/", *(f"{registry.url}/catalog/{n}" for n in NAMES)]
+    pages.append(f"{registry.url}/catalog/nvidia?os_version={OS_VERSIONS[1]}")
+    found = {}
+    for url in pages:
+        assert page.goto(url) == 200, url
+        violations = axe_violations(page)
+        if violations:
+            found[url.removeprefix(registry.url)] = violations
+    assert found == {}
 
 
 def test_copy_buttons_copy_exactly_what_is_shown(
