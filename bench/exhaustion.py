@@ -82,7 +82,14 @@ def main() -> None:
 
         ref_s, ref_kib = measured(["unsquashfs", "-lls", str(image)])
         print(f"reference unsquashfs -lls: {ref_s:.1f} s, peak {mib(ref_kib)}")
-        child = [sys.executable, "-m", "registry.service.validation", str(image), "many", image.name]
+        child = [
+            sys.executable,
+            "-m",
+            "registry.service.validation",
+            str(image),
+            "many",
+            image.name,
+        ]
         child_s, child_kib = measured(child)
         print(f"validation child (what an upload runs): {child_s:.1f} s "
               f"({child_s / ref_s:.2f}x unsquashfs), peak {mib(child_kib)} "

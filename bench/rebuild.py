@@ -33,8 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import StaticServer  # noqa: E402
-from tests.test_recipes_catalog import (  # noqa: E402
+from tests.recipe_cases import (  # noqa: E402
     BOTH,
     CASES,
     Case,
@@ -42,6 +41,7 @@ from tests.test_recipes_catalog import (  # noqa: E402
     publish_cases,
     recipe_copies,
 )
+from tests.servers import StaticServer  # noqa: E402
 from tests.upstream_fixtures import SigningKey  # noqa: E402
 
 

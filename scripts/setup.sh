@@ -51,5 +51,8 @@ echo "==> installing sysext${extra} into .venv"
 pip_quiet() { grep -v "^WARNING: Location '.*' is ignored" || true; }
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 >/dev/null | pip_quiet
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 | pip_quiet
-[ "$with_tests" = 1 ] && bash scripts/fetch-sysupdate.sh  # real systemd-sysupdate 254 for tests
+if [ "$with_tests" = 1 ]; then
+  bash scripts/fetch-sysupdate.sh  # real systemd-sysupdate 254 for tests
+  touch .venv/.sysext-test-installed  # scripts/test.sh --fast skips the install after this
+fi
 echo "==> ready: $(.venv/bin/sysext --version)"

@@ -1,8 +1,25 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run the whole suite (ruff and mypy included).
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k manifest -x`.
+#
+# --fast: the inner loop while working. Skips the install when .venv is up to date with
+# pyproject.toml, and runs only what needs no root, no booted container, no PostgreSQL or
+# Ceph and no browser, and is not marked slow (pytest --fast, tests/conftest.py), in
+# parallel on every core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  if [ -x .venv/bin/python ] && [ .venv/.sysext-test-installed -nt pyproject.toml ]; then
+    echo "==> .venv is up to date (bash scripts/setup.sh --test reinstalls)"
+  else
+    bash scripts/setup.sh --test
+  fi
+  echo "==> running the fast tests"
+  exec .venv/bin/python -m pytest --fast -n auto -q "$@"
+fi
+
 bash scripts/setup.sh --test
 echo "==> running the test suite"
 exec .venv/bin/python -m pytest "$@"

@@ -6,21 +6,16 @@ from 127.0.0.1 and point recipes at them through the builder's mirror setting.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import os
-import subprocess
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
+if TYPE_CHECKING:
+    from tests.registry_server import RegistryServer
+from tests.servers import StaticServer, run_cli, serve_directory
 
 # Registry test modules that run once on SQLite and once on PostgreSQL (`--registry-db`,
 # default both): the API, uploads, tokens, channels, yank/promote, restarts, crashes and
@@ -144,70 +139,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=marker.kwargs.get("reason", default)))
 
 
-@dataclass(frozen=True)
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_cli(
-    *args: str | Path,
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-    input: str | None = None,
-) -> CliResult:
-    """Run `sysext ARGS…` as a user would, in a subprocess."""
-    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "sysext.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        input=input,
-        check=False,
-    )
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
-
-
 @pytest.fixture
 def cli() -> object:
     return run_cli
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@dataclass
-class StaticServer:
-    root: Path
-    url: str
-
-
-@contextlib.contextmanager
-def serve_http(
-    handler: Callable[..., http.server.BaseHTTPRequestHandler], port: int = 0
-) -> Iterator[str]:
-    """Run `handler` on 127.0.0.1 (a random port unless given) until the block ends; yields
-    the base URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@contextlib.contextmanager
-def serve_directory(root: Path, port: int = 0) -> Iterator[StaticServer]:
-    """Serve `root` over HTTP on 127.0.0.1 (a random port unless given) until the block ends."""
-    with serve_http(functools.partial(_QuietHandler, directory=str(root)), port) as url:
-        yield StaticServer(root, url)
 
 
 @pytest.fixture
@@ -233,3 +167,12 @@ def boot_root_newest() -> Path:
     from sysext.boot.rootfs import Base, ensure_root
 
     return ensure_root(Base.DEBIAN_13)
+
+
+@pytest.fixture
+def registry_server(tmp_path: Path) -> Iterator[RegistryServer]:
+    """A real `sysext serve` on 127.0.0.1 with its data under tmp_path (registry_server.py)."""
+    from tests.registry_server import running_registry
+
+    with running_registry(tmp_path / "registry-data") as server:
+        yield server

@@ -4,9 +4,8 @@
     with running_registry(tmp_path / "data") as reg:
         reg.url, reg.admin_token, reg.keyring()
 
-Also the pytest fixture `registry_server` (import it into a test module or conftest:
-`from tests.registry_server import registry_server  # noqa: F401`), and `build_image()`
-to pack a tiny real extension image (usr/bin/NAME printing a line).
+The pytest fixture `registry_server` (conftest.py) wraps it; `build_image()` packs a tiny
+real extension image (usr/bin/NAME printing a line). No pytest here: bench/ uses it too.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import requests
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -180,12 +178,6 @@ def running_registry(
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def registry_server(tmp_path: Path) -> Iterator[RegistryServer]:
-    with running_registry(tmp_path / "registry-data") as server:
-        yield server
 
 
 def build_image(

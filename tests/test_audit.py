@@ -11,8 +11,8 @@ import pytest
 import requests
 import sqlalchemy
 
-from tests.conftest import run_cli
 from tests.registry_server import build_image, running_registry
+from tests.servers import run_cli
 
 
 def put_image(api: str, image: Path, headers: dict[str, str]) -> requests.Response:

@@ -25,7 +25,7 @@ from sysext.image.read import read_image
 from sysext.recipe.model import available_recipes
 from tests import test_recipes_catalog as catalog
 from tests import upstream_fixtures as fixtures
-from tests.conftest import StaticServer, serve_directory
+from tests.servers import StaticServer, serve_directory
 from tests.upstream_fixtures import SigningKey
 
 pytestmark = pytest.mark.root(reason="needs root: boots systemd in a systemd-nspawn container")

@@ -21,8 +21,8 @@ import pytest
 from sysext.boot.container import Container
 from sysext.trust import signing
 from tests.booted import apply_ignition, service_image
-from tests.conftest import run_cli
 from tests.registry_server import RegistryServer, running_registry
+from tests.servers import run_cli
 
 pytestmark = pytest.mark.root(reason="needs root: boots systemd in a systemd-nspawn container")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sysext.systemd.architecture import Architecture
-from tests.conftest import CliResult, StaticServer, run_cli
+from tests.servers import CliResult, StaticServer, run_cli
 
 HOST = Architecture.from_uname()
 UPSTREAM = "https://downloads.example.org/hello"

@@ -23,7 +23,7 @@ from sysext.trust.signing import (
     sign_detached,
     sign_directory,
 )
-from tests.conftest import StaticServer, run_cli, serve_http
+from tests.servers import StaticServer, run_cli, serve_http
 
 HOST = HostInfo(arch="x86-64", os_release={"ID": "flatcar", "VERSION_ID": "3815.2.0"})
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tests.conftest import run_cli
 from tests.registry_server import running_registry
+from tests.servers import run_cli
 
 
 def test_serve_on_a_busy_port_fails_in_one_line_without_writing(tmp_path: Path) -> None:

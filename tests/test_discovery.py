@@ -22,7 +22,7 @@ from sysext.build.upstream_versions import resolve_version, upstream_versions
 from sysext.core.config import load_settings
 from sysext.core.errors import SysextError
 from sysext.recipe.model import bundled_recipes_dir, load_recipe
-from tests.conftest import run_cli, serve_http
+from tests.servers import run_cli, serve_http
 
 RECIPES = bundled_recipes_dir()
 K3S = ("k3s", "k3s-arm64", "sha256sum-amd64.txt", "sha256sum-arm64.txt")

@@ -16,7 +16,7 @@ from sysext.build.download import Downloader, DownloadError
 from sysext.build.mirrors import MirrorMap, parse_mirror_spec
 from sysext.core.config import load_settings
 from sysext.core.errors import SysextError
-from tests.conftest import StaticServer, serve_http
+from tests.servers import StaticServer, serve_http
 
 PAYLOAD = os.urandom(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -19,7 +19,7 @@ from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease
 from sysext.systemd.manifest import parse_manifest
 from sysext.systemd.osrelease import parse_os_release
-from tests.conftest import run_cli
+from tests.servers import run_cli
 
 X86 = Architecture.X86_64
 RELEASE = ExtensionRelease("hello", "1.0", X86, os_id="flatcar", sysext_level="1.0")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
 from tests.registry_server import free_port
+from tests.servers import ROOT
 
 WARNING = re.compile(r"\bwarning\b|deprecat|^\s*!!|\*{10}", re.IGNORECASE)
 

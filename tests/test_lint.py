@@ -14,7 +14,7 @@ import pytest
 
 from sysext.systemd.lint import Severity, lint_image
 from sysext.systemd.osrelease import format_os_release, parse_os_release
-from tests.conftest import run_cli
+from tests.servers import run_cli
 
 FLATCAR = {"ID": "flatcar", "VERSION_ID": "3815.2.0", "SYSEXT_LEVEL": "1.0"}
 

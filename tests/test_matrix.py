@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import CliResult, StaticServer, run_cli, serve_directory
-from tests.registry_server import RegistryServer, build_image, registry_server  # noqa: F401
-from tests.test_recipes_catalog import CASES, RECIPES, mirrors_env, publish_cases, recipe_copies
+from tests.recipe_cases import CASES, RECIPES, mirrors_env, publish_cases, recipe_copies
+from tests.registry_server import RegistryServer, build_image
+from tests.servers import CliResult, StaticServer, run_cli, serve_directory
 from tests.upstream_fixtures import ARM, X86, SigningKey, Upstream
 from tests.upstream_fixtures import containerd as containerd_upstream
 from tests.upstream_fixtures import k3s as k3s_upstream
@@ -234,7 +234,7 @@ def test_a_failing_source_fails_only_its_rows(tmp_path: Path, static_server: Sta
 def test_publish_uploads_only_what_the_registry_lacks(
     tmp_path: Path,
     static_server: StaticServer,
-    registry_server: RegistryServer,  # noqa: F811
+    registry_server: RegistryServer,
 ) -> None:
     names = ("k3s", "tailscale")
     matrix = Matrix(tmp_path, static_server, names)

@@ -30,7 +30,7 @@ from pathlib import Path
 import pyte
 import pytest
 
-from tests.conftest import StaticServer
+from tests.servers import StaticServer
 from tests.test_matrix import Matrix, expected_images, no_leftovers
 from tests.upstream_fixtures import Upstream
 

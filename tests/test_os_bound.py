@@ -20,8 +20,8 @@ import requests
 from sysext.systemd.osrelease import read_os_release
 from sysext.systemd.patterns import HostInfo, expand_specifiers, match_pattern
 from sysext.systemd.transfer import TransferSpec, image_file_name
-from tests.conftest import CliResult, StaticServer, run_cli
 from tests.registry_server import RegistryServer, running_registry
+from tests.servers import CliResult, StaticServer, run_cli
 
 OS_VERSIONS = ("3815.2.0", "3975.0.0")
 ARCH = "x86-64"

@@ -45,8 +45,8 @@ from sysext.systemd.architecture import Architecture
 from sysext.systemd.manifest import MANIFEST_NAME
 from sysext.systemd.patterns import HostInfo, expand_match_patterns, match_pattern
 from sysext.systemd.transfer import parse_transfer
-from tests.conftest import StaticServer, run_cli
 from tests.provision_layout import PublicTree, build_public_tree, copy_tree
+from tests.servers import StaticServer, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,8 @@ from sysext.systemd.extension_release import ExtensionRelease
 from sysext.systemd.patterns import HostInfo, expand_specifiers, match_pattern
 from sysext.systemd.transfer import parse_transfer
 from sysext.trust import signing
-from tests.conftest import StaticServer, run_cli
 from tests.registry_server import RegistryServer, running_registry
+from tests.servers import StaticServer, run_cli
 from tests.test_provision import SCHEMA_3_4_0, ignition_validate, schema_problems
 
 ARCH = "x86-64"

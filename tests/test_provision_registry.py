@@ -14,8 +14,8 @@ import requests
 import yaml
 
 from sysext.provision import verify_config_sources
-from tests.conftest import run_cli
 from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.servers import run_cli
 from tests.test_provision import decode_data_url, described, ignition_validate
 
 PUBLISH = (

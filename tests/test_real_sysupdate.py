@@ -24,9 +24,9 @@ from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.systemd.transfer import TransferSpec, render_transfer
 from sysext.trust import signing
 from tests.booted import apply_ignition
-from tests.conftest import StaticServer, run_cli
 from tests.merge_helper import merge_and_run
 from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.servers import StaticServer, run_cli
 from tests.sysupdate_client import (
     client_version,
     follow_mkdir_instruction,

@@ -17,7 +17,7 @@ from sysext.recipe.model import (
     load_recipe,
 )
 from sysext.systemd.architecture import Architecture
-from tests.conftest import run_cli
+from tests.servers import run_cli
 
 HEX = "ab" * 32
 

@@ -22,9 +22,9 @@ import requests
 from sysext.systemd.manifest import parse_manifest
 from sysext.trust.signing import verify_detached
 from tests.ceph_rgw import CephRgw
-from tests.conftest import run_cli
 from tests.pg_cluster import PostgresCluster
 from tests.registry_server import RegistryServer, build_image, free_port
+from tests.servers import run_cli
 from tests.test_registry_scale import bucket_env, s3_client
 
 pytestmark = pytest.mark.slow

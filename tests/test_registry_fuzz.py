@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
 from tests.registry_server import build_image, running_registry
+from tests.servers import run_cli
 
 pytestmark = pytest.mark.slow
 

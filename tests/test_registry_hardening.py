@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import run_cli
 from tests.registry_server import RegistryServer, build_image, free_port
+from tests.servers import run_cli
 from tests.test_lint import good_fields, make_image
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ import requests
 
 from sysext.systemd.manifest import parse_manifest
 from sysext.trust.signing import verify_detached
-from tests.conftest import run_cli
 from tests.registry_server import RegistryServer, build_image, database_dump, running_registry
+from tests.servers import run_cli
 
 
 @pytest.fixture(scope="module")

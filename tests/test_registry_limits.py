@@ -118,7 +118,7 @@ def test_keep_alive_connections_are_recycled(limited: RegistryServer) -> None:
 
 
 def test_limits_are_configurable_and_checked(tmp_path: Path) -> None:
-    from tests.conftest import run_cli
+    from tests.servers import run_cli
 
     result = run_cli("serve", "--data", tmp_path / "d", "--header-timeout", "0")
     assert result.returncode == 2

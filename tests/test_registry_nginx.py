@@ -15,8 +15,8 @@ import requests
 from registry.public.nginx_conf import server_block, standalone_config
 from sysext.systemd.manifest import parse_manifest
 from sysext.trust.signing import verify_detached
-from tests.conftest import run_cli
 from tests.registry_server import build_image, free_port, running_registry
+from tests.servers import run_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test nginx config runs as root")
 

@@ -29,9 +29,9 @@ from sysext.core.errors import SysextError
 from sysext.systemd.manifest import parse_manifest
 from sysext.trust.signing import export_public_key, generate_key, verify_detached
 from tests.ceph_rgw import CephRgw
-from tests.conftest import run_cli
 from tests.pg_cluster import PostgresCluster
 from tests.registry_server import RegistryServer, build_image, free_port
+from tests.servers import run_cli
 
 pytestmark = pytest.mark.slow
 

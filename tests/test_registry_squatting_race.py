@@ -29,9 +29,9 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import run_cli
 from tests.pg_cluster import PostgresCluster
 from tests.registry_server import RegistryServer, build_image, free_port
+from tests.servers import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -157,7 +157,7 @@ def test_manifest_with_everything_yanked_is_not_empty() -> None:
 
 
 def test_serve_refuses_bad_settings_without_writing(tmp_path: Path) -> None:
-    from tests.conftest import run_cli
+    from tests.servers import run_cli
 
     data = tmp_path / "data"
     bad_port = run_cli("serve", "--data", data, env={"SYSEXT_PORT": "x"})

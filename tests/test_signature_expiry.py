@@ -21,9 +21,9 @@ from sysext.core.errors import SysextError
 from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.trust import signing
 from sysext.trust.gpg import sweep_orphaned_homes
-from tests.conftest import run_cli
 from tests.past_keys import gpg_verify_like_systemd, make_past_key, sqv_verify
 from tests.registry_server import build_image, free_port, running_registry
+from tests.servers import run_cli
 
 MANIFEST = b"0" * 64 + b"  hello-1.0-x86-64.raw\n"
 WEEK = dt.timedelta(days=7)

@@ -26,7 +26,7 @@ from sysext.trust.signing import (
     verify_directory,
 )
 from tests import past_keys
-from tests.conftest import run_cli
+from tests.servers import run_cli
 
 MANIFEST = f"{'b' * 64}  podman-5.3.1-x86-64.raw\n".encode()
 

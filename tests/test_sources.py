@@ -15,7 +15,7 @@ import pytest
 from sysext.build.assemble import glob_match
 from sysext.build.sources.checksums import find_sha256
 from sysext.systemd.architecture import Architecture
-from tests.conftest import run_cli
+from tests.servers import run_cli
 
 HOST = Architecture.from_uname()
 HEX_A = "a" * 64

@@ -18,7 +18,7 @@ from sysext.systemd.transfer import (
     render_transfer,
     transfer_problems,
 )
-from tests.conftest import run_cli
+from tests.servers import run_cli
 
 HOST = HostInfo(arch="x86-64", os_release={"ID": "flatcar", "VERSION_ID": "3815.2.0"})
 ARM = HostInfo(arch="arm64", os_release={"ID": "flatcar", "VERSION_ID": "3815.2.0"})

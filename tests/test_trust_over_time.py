@@ -25,9 +25,9 @@ import requests
 
 from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.trust import signing
-from tests.conftest import StaticServer, run_cli, serve_directory
 from tests.past_keys import gpg_verify_like_systemd, make_past_key
 from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.servers import StaticServer, run_cli, serve_directory
 from tests.sysupdate_client import run_sysupdate
 from tests.test_real_sysupdate import HOST_OS_RELEASE, apply_ignition, installed, publish
 

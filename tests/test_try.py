@@ -22,7 +22,7 @@ from sysext.boot.mirror import AptSource, parse_deb822, parse_one_line, pick_mir
 from sysext.boot.report import parse_show, starting_dependencies
 from sysext.boot.rootfs import ROOTS_ENV
 from tests.booted import service_image
-from tests.conftest import run_cli
+from tests.servers import run_cli
 
 BOOTS = pytest.mark.root(reason="needs root: boots systemd in a systemd-nspawn container")
 

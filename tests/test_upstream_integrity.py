@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, StaticServer, run_cli
+from tests.servers import CliResult, StaticServer, run_cli
 from tests.upstream_fixtures import SigningKey, script, tarball
 
 VERSION = "1.2.3"

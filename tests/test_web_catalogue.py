@@ -26,8 +26,8 @@ import pytest
 import requests
 
 from tests.catalogue_images import CATALOGUE, HTML_DESCRIPTION, OS_VERSIONS, populate
-from tests.conftest import ROOT, run_cli
 from tests.registry_server import RegistryServer, running_registry
+from tests.servers import ROOT, run_cli
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

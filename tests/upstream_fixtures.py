@@ -20,8 +20,8 @@ from pathlib import Path
 import pysequoia
 
 from sysext.systemd.architecture import Architecture
-from tests.conftest import StaticServer
 from tests.rpm_fixture import rpm_package
+from tests.servers import StaticServer
 
 X86, ARM = Architecture.X86_64, Architecture.ARM64
 
