@@ -15,7 +15,7 @@ Commands measured on each tree, in the same run:
   the reference every ratio is against;
 * `expert`: `mksquashfs … -comp zstd -Xcompression-level 15 -b 1M`;
 * `erofs`: `mkfs.erofs -zlz4hc --all-root OUT TREE` (fedora-sysexts);
-* `sysext zstd-N`: `sysext.image.pack()` (scan, pack file, gensquashfs, hashing, manifest,
+* `sysext zstd-N`: `sysext.build.pack()` (scan, pack file, gensquashfs, hashing, manifest,
   provenance) at each level of --levels, 1 MiB blocks; with --order also the default level
   with the content-kind sort file (sysext.formats.squashfs.sort_file).
 
@@ -93,7 +93,7 @@ else:
     from sysext.systemd.architecture import Architecture
     from sysext.systemd.extension_release import ExtensionRelease
     from sysext.image.formats import Compression, ImageFormat
-    from sysext.image.pack import pack
+    from sysext.build.pack import pack
     sq.ORDER_BY_CONTENT = order
     tool_time = [0.0]
     real_run = sq.run

@@ -40,8 +40,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from registry.public.nginx_conf import replicas_block, server_block, standalone_config
+from sysext.build.pack import pack
 from sysext.image.formats import Compression
-from sysext.image.pack import pack
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease
 from tests.registry_server import RegistryServer, free_port, running_registry

@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from sysext.image.pack import pack
+from sysext.build.pack import pack
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease
 

@@ -1,6 +1,6 @@
 """Real extension images with catalogue metadata, for registry and web tests.
 
-`make_image()` packs a small squashfs image with `sysext.image.pack` (the real gensquashfs):
+`make_image()` packs a small squashfs image with `sysext.build.pack` (the real gensquashfs):
 a command in usr/bin, optional systemd units, optional `X_SYSEXT_*` release fields and an
 optional binding to one OS VERSION_ID (`NAME-VERSION-VERSIONID-ARCH.raw`).
 """
@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sysext.image.pack import pack
+from sysext.build.pack import pack
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease
 

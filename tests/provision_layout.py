@@ -11,8 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from sysext.build.pack import pack
 from sysext.core.urls import KEYRING_BINARY, extension_url_path
-from sysext.image.pack import pack
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease
 from sysext.trust import signing

@@ -194,7 +194,7 @@ def build_image(
     `release_name` names the extension-release file differently (a mismatched image);
     the file is still called NAME-VERSION-ARCH.raw.
     """
-    from sysext.image.pack import pack
+    from sysext.build.pack import pack
     from sysext.systemd.architecture import Architecture
     from sysext.systemd.extension_release import ExtensionRelease
 

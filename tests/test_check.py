@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sysext.image.pack import pack
+from sysext.build.pack import pack
+from sysext.client.checker import CheckError, check_remote
 from sysext.systemd.architecture import Architecture
-from sysext.systemd.checker import CheckError, check_remote
 from sysext.systemd.extension_release import ExtensionRelease
 from sysext.systemd.manifest import ManifestEntry, ManifestError, format_manifest, sha256_file
 from sysext.systemd.patterns import HostInfo

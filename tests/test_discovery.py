@@ -16,11 +16,11 @@ from typing import ClassVar
 
 import pytest
 
-from sysext.build.download import Downloader
-from sysext.build.mirrors import parse_mirror_spec
 from sysext.build.upstream_versions import resolve_version, upstream_versions
 from sysext.core.config import load_settings
+from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
+from sysext.core.mirrors import parse_mirror_spec
 from sysext.recipe.model import bundled_recipes_dir, load_recipe
 from tests.servers import run_cli, serve_http
 

@@ -12,10 +12,10 @@ from typing import ClassVar
 
 import pytest
 
-from sysext.build.download import Downloader, DownloadError
-from sysext.build.mirrors import MirrorMap, parse_mirror_spec
 from sysext.core.config import load_settings
+from sysext.core.download import Downloader, DownloadError
 from sysext.core.errors import SysextError
+from sysext.core.mirrors import MirrorMap, parse_mirror_spec
 from tests.servers import StaticServer, serve_http
 
 PAYLOAD = os.urandom(300_000)

@@ -1,4 +1,4 @@
-"""`sysext pack` / sysext.image.pack: real gensquashfs and mkfs.erofs, checked with the real
+"""`sysext pack` / sysext.build.pack: real gensquashfs and mkfs.erofs, checked with the real
 unsquashfs, fsck.erofs and our reader; reproducibility; atomic output; every bad input."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sysext.build.pack import pack
 from sysext.core.errors import SysextError
 from sysext.image.formats import Compression, ImageFormat
-from sysext.image.pack import pack
 from sysext.image.read import read_image
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from sysext.build.pack import pack
 from sysext.core.errors import SysextError
 from sysext.image.formats import Compression, ImageFormat
-from sysext.image.pack import pack
 from sysext.image.read import read_file, read_image
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sysext.systemd.lint import Severity, lint_image
+from sysext.image.lint import Severity, lint_image
 from sysext.systemd.osrelease import format_os_release, parse_os_release
 from tests.servers import run_cli
 

@@ -356,9 +356,9 @@ def test_version_specs_resolve_against_the_feed(
     tmp_path: Path, static_server: StaticServer, spec: str
 ) -> None:
     """`latest` and a track X.Y pick from the recipe's GitHub releases feed (mirrored)."""
-    from sysext.build.download import Downloader
     from sysext.build.matrix import resolve_version
     from sysext.core.config import load_settings
+    from sysext.core.download import Downloader
     from sysext.recipe.model import load_recipe
 
     releases = [

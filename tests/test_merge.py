@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from sysext.build.pack import pack
 from sysext.image.formats import ImageFormat
-from sysext.image.pack import pack
+from sysext.image.lint import lint_image
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease
-from sysext.systemd.lint import lint_image
 from sysext.systemd.osrelease import parse_os_release
 from tests.merge_helper import merge_and_run
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import sysext.image.formats.squashfs as squashfs
-from sysext.build.staging import EntryKind, StagedEntry
+from sysext.build.pack import pack
 from sysext.image.formats.squashfs import content_group, sort_file
-from sysext.image.pack import pack
+from sysext.image.staging import EntryKind, StagedEntry
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease
 

@@ -23,7 +23,7 @@ import pytest
 import requests
 import yaml
 
-from sysext.image.pack import pack
+from sysext.build.pack import pack
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease
 from sysext.systemd.patterns import HostInfo, expand_specifiers, match_pattern

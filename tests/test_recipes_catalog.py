@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from sysext.build.staging import STANDARD_BIN_DIRS, STANDARD_HOST_BINARIES, exec_lines, is_unit_file
+from sysext.image.lint import lint_image
 from sysext.image.read import read_file, read_image
+from sysext.image.staging import STANDARD_BIN_DIRS, STANDARD_HOST_BINARIES, exec_lines, is_unit_file
 from sysext.recipe.model import available_recipes, load_recipe
-from sysext.systemd.lint import lint_image
 from tests.recipe_cases import (
     BIN_DIRS,
     CASES,

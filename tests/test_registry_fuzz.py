@@ -187,8 +187,8 @@ def _mutations(image: bytes, seed: int, count: int) -> Iterator[bytes]:
 def test_mutated_images_never_5xx_hang_or_grow(
     fuzz_server: RegistryServer, tmp_path: Path, image_format: str
 ) -> None:
+    from sysext.build.pack import pack
     from sysext.image.formats import ImageFormat
-    from sysext.image.pack import pack
     from sysext.systemd.architecture import Architecture
     from sysext.systemd.extension_release import ExtensionRelease
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sysext.build.staging import EntryKind, scan_tree
 from sysext.core.errors import SysextError
+from sysext.image.staging import EntryKind, scan_tree
 
 
 def tree_with(base: Path, files: dict[str, str], modes: dict[str, int] | None = None) -> Path:

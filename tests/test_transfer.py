@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sysext.client.checker import manifest_url, payload_url, signature_url
 from sysext.systemd.architecture import Architecture
-from sysext.systemd.checker import manifest_url, payload_url, signature_url
 from sysext.systemd.extension_release import ExtensionRelease
 from sysext.systemd.patterns import HostInfo, expand_specifiers, match_many, match_pattern
 from sysext.systemd.transfer import (

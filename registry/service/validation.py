@@ -9,7 +9,7 @@ one OS VERSION_ID, the file name's version is VERSION-VERSIONID) — hosts pick 
 file names (sysupdate's @v), so a name that lies about its contents would be offered as an
 update it is not.
 
-Then the image gets exactly the lint `sysext validate` runs (sysext/systemd/lint.py, one
+Then the image gets exactly the lint `sysext validate` runs (sysext/image/lint.py, one
 implementation), and any of its errors refuses the upload with the lint's own message: a
 registry must not sign what hosts would refuse or silently skip (issue 13, finding 4).
 Messages name the published file name, never the server's temporary file.
@@ -30,9 +30,9 @@ from registry.errors import RegistryError
 from registry.service.names import ImageName, parse_image_filename
 from sysext.core.errors import SysextError, ToolError
 from sysext.core.process import run
+from sysext.image.lint import lint_image
 from sysext.image.read import read_image
 from sysext.image.summary import ImageSummary, summarize
-from sysext.systemd.lint import lint_image
 
 ACCEPTED_FORMATS = ("squashfs", "erofs")
 # Uploads are validated in a child process with these limits: the server's own memory

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sysext.boot.container import BootResult, Container
+from sysext.image.lint import HostVerdict
 from sysext.image.read import ImageContents
-from sysext.systemd.lint import HostVerdict
 
 SYSTEM_UNIT_DIR = "usr/lib/systemd/system"
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".mount")

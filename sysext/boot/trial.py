@@ -26,8 +26,8 @@ from sysext.boot.report import (
     units_meant_to_start,
 )
 from sysext.core.errors import SysextError
+from sysext.image.lint import lint_image
 from sysext.image.read import read_files, read_image
-from sysext.systemd.lint import lint_image
 from sysext.systemd.osrelease import format_os_release, parse_os_release
 
 

@@ -29,14 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sysext.build.download import Downloader
 from sysext.build.lockfile import Lock, LockError, default_lock_path, load_lock
+from sysext.build.pack import BuiltImage
 from sysext.build.pipeline import BuildHooks, BuildRequest, build, plan_releases
 from sysext.client.publishing import Publisher, PublishState
 from sysext.core.config import Settings
+from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
 from sysext.image.formats import Compression, ImageFormat
-from sysext.image.pack import BuiltImage
 from sysext.recipe.model import Recipe
 from sysext.systemd.architecture import Architecture
 

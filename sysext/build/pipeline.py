@@ -22,18 +22,18 @@ from pathlib import Path
 
 from sysext.build.assemble import assemble
 from sysext.build.build_key import KeyInputs, SourceIdentity, build_key
-from sysext.build.download import Downloader
 from sysext.build.extract import ExtractOptions, extract
 from sysext.build.lockfile import Lock, LockEntry, LockError
+from sysext.build.pack import BuiltImage, pack, resolve_source_date_epoch
 from sysext.build.provenance import provenance_filename, read_provenance
 from sysext.build.sources import FetchContext, Fetched, source_kind
 from sysext.build.sources.base import Resolved
-from sysext.build.staging import scan_tree
 from sysext.core.config import Settings
+from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
 from sysext.core.steps import step
 from sysext.image.formats import Compression, ImageFormat, resolve_compression, writer_for
-from sysext.image.pack import BuiltImage, pack, resolve_source_date_epoch
+from sysext.image.staging import scan_tree
 from sysext.recipe.model import Recipe
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease, check_os_binding

@@ -30,7 +30,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sysext.build.download import Downloader
+from sysext.core.download import Downloader
 from sysext.core.errors import SysextError, ToolError
 from sysext.core.process import run
 from sysext.recipe.model import Recipe, VersionFeed

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sysext.build.download import Downloader
 from sysext.core.config import load_settings
+from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
 from sysext.core.steps import console
 from sysext.core.urls import DEFAULT_CHANNEL
@@ -180,7 +180,7 @@ def build_command(
         raise SysextError("pass recipe names or --all, not both", "drop the names or --all")
     if not all_recipes and not recipes:
         raise SysextError("no recipe given", "name one or more recipes, or pass --all")
-    from sysext.image.pack import check_block_size
+    from sysext.build.pack import check_block_size
 
     check_block_size(image_format, block_size)  # before any download
     settings = load_settings(cache_dir=cache_dir)

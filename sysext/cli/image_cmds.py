@@ -9,13 +9,13 @@ from pathlib import Path
 
 import typer
 
+from sysext.build.pack import pack
 from sysext.core.steps import console
 from sysext.image.formats import Compression, ImageFormat
-from sysext.image.pack import pack
+from sysext.image.lint import LintReport, Severity, lint_image
 from sysext.image.read import ImageContents, ImageEntry, read_image
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease, check_os_binding
-from sysext.systemd.lint import LintReport, Severity, lint_image
 from sysext.systemd.osrelease import read_os_release
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from sysext.build.download import Downloader
 from sysext.core.config import load_settings
+from sysext.core.download import Downloader
 from sysext.recipe.model import find_recipe, load_recipe
 from sysext.systemd.architecture import Architecture
 

@@ -3,11 +3,11 @@ progress, build, publish, summarize. The work itself is sysext.build.matrix."""
 
 from __future__ import annotations
 
-from sysext.build.download import Downloader
 from sysext.build.matrix import MatrixRequest, plan, run_matrix
 from sysext.cli.matrix_view import MatrixProgress, summary_line, summary_table
 from sysext.client.api import RegistryClient
 from sysext.client.publishing import Publisher
+from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
 from sysext.core.steps import console, quiet_steps
 

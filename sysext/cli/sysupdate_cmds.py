@@ -10,18 +10,18 @@ from pathlib import Path
 
 import typer
 
-from sysext.core.durations import parse_duration
-from sysext.core.errors import SysextError
-from sysext.core.steps import console
-from sysext.core.urls import DEFAULT_CHANNEL
-from sysext.systemd.architecture import Architecture
-from sysext.systemd.checker import (
+from sysext.client.checker import (
     CheckReport,
     check_remote,
     host_keyring,
     keyring_warnings,
     transfer_check,
 )
+from sysext.core.durations import parse_duration
+from sysext.core.errors import SysextError
+from sysext.core.steps import console
+from sysext.core.urls import DEFAULT_CHANNEL
+from sysext.systemd.architecture import Architecture
 from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.systemd.patterns import HostInfo
 from sysext.systemd.selection import DEFAULT_INSTANCES_MAX

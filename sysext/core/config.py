@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sysext.build.mirrors import MirrorMap, mirror_map_from_table, parse_mirror_spec
 from sysext.core.errors import SysextError
+from sysext.core.mirrors import MirrorMap, mirror_map_from_table, parse_mirror_spec
 
 _KNOWN_KEYS = frozenset({"cache_dir", "mirrors"})
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from sysext.build.download import Downloader
 from sysext.build.extract import ArchiveFormat
 from sysext.build.lockfile import Lock, LockEntry
+from sysext.core.download import Downloader
 from sysext.systemd.architecture import Architecture
 
 if TYPE_CHECKING:

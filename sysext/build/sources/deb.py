@@ -11,9 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sysext.build.download import sha256_of
 from sysext.build.extract import ArchiveFormat
 from sysext.build.sources.base import FetchContext, Fetched, Resolved, register
+from sysext.core.download import sha256_of
 from sysext.core.errors import SysextError, ToolError
 from sysext.core.process import run, tool_version
 from sysext.systemd.architecture import Architecture

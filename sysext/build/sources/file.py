@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sysext.build.download import sha256_of
 from sysext.build.extract import ArchiveFormat
 from sysext.build.sources.base import FetchContext, Fetched, Resolved, register
+from sysext.core.download import sha256_of
 from sysext.core.errors import SysextError
 
 if TYPE_CHECKING:

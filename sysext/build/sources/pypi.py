@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sysext.build.download import ensure_cache_dir, sha256_of
 from sysext.build.extract import ArchiveFormat
 from sysext.build.sources.base import FetchContext, Fetched, Resolved, register
+from sysext.core.download import ensure_cache_dir, sha256_of
 from sysext.core.errors import SysextError, ToolError
 from sysext.core.process import run
 from sysext.systemd.architecture import Architecture

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from sysext.build.download import DownloadError, is_local
 from sysext.build.extract import ArchiveFormat
 from sysext.build.lockfile import LockError
 from sysext.build.sources.base import FetchContext, Fetched, Resolved, register
@@ -37,6 +36,7 @@ from sysext.build.upstream_signature import (
     verify_file,
 )
 from sysext.core.atomic import atomic_write
+from sysext.core.download import DownloadError, is_local
 from sysext.core.errors import SysextError
 
 if TYPE_CHECKING:

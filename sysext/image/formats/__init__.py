@@ -2,7 +2,7 @@
 
 Each format module implements `ImageWriter` and registers itself with `register_writer`;
 `writer_for(ImageFormat.EROFS)` finds it, so adding a format never touches the packing
-pipeline in `sysext.image.pack`.
+pipeline in `sysext.build.pack`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from sysext.core.errors import SysextError
 
 if TYPE_CHECKING:
-    from sysext.build.staging import StagedEntry
+    from sysext.image.staging import StagedEntry
 
 
 class ImageFormat(enum.Enum):

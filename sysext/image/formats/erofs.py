@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 
-from sysext.build.staging import EntryKind, StagedEntry
 from sysext.core.errors import SysextError
 from sysext.core.process import run, tool_version
 from sysext.image.formats import (
@@ -22,6 +21,7 @@ from sysext.image.formats import (
     WriteRequest,
     register_writer,
 )
+from sysext.image.staging import EntryKind, StagedEntry
 
 # erofs-utils 1.5 fails with "Could not format the device: No such file or directory" on a
 # 255-byte name although the format allows it; refuse such names before running it.

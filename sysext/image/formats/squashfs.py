@@ -13,7 +13,6 @@ import os
 import re
 from pathlib import Path
 
-from sysext.build.staging import EntryKind, StagedEntry
 from sysext.core.errors import SysextError
 from sysext.core.process import run, tool_version
 from sysext.image.formats import (
@@ -23,6 +22,7 @@ from sysext.image.formats import (
     WriteRequest,
     register_writer,
 )
+from sysext.image.staging import EntryKind, StagedEntry
 
 # Default compressor, level and block size, chosen with bench/build.py (issue 11): among the
 # settings that reach both targets on both trees — image ≤ 0.85× the bakery's

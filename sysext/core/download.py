@@ -27,11 +27,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from sysext import __version__
-from sysext.build.mirrors import MirrorMap
 from sysext.core.errors import SysextError
+from sysext.core.mirrors import MirrorMap
 from sysext.core.steps import byte_progress
 
-log = logging.getLogger("sysext.build.download")
+log = logging.getLogger("sysext.core.download")
 
 CHUNK = 1 << 20
 # Network reads are smaller: a transfer that breaks off loses at most one of these, and the

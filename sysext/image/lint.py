@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sysext.build.staging import is_unit_file, unit_problem
 from sysext.core.errors import SysextError
 from sysext.image.read import ImageContents, ImageEntry, read_files, read_image
+from sysext.image.staging import is_unit_file, unit_problem
 from sysext.systemd.architecture import SYSTEMD_ARCHITECTURES, Architecture
 from sysext.systemd.extension_release import ANY, host_compatibility, name_problem
 from sysext.systemd.os_extensions import flatcar_conflicts

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sysext.build.provenance import provenance_filename, provenance_record, write_provenance
-from sysext.build.staging import EntryKind, StagedEntry, StagedTree, scan_tree
 from sysext.core.atomic import atomic_path
 from sysext.core.errors import SysextError
 from sysext.core.steps import step
@@ -31,12 +30,13 @@ from sysext.image.formats import (
     resolve_compression,
     writer_for,
 )
+from sysext.image.staging import EntryKind, StagedEntry, StagedTree, scan_tree
 from sysext.systemd.extension_release import RELEASE_DIR, ExtensionRelease
 from sysext.systemd.manifest import MANIFEST_NAME, ManifestEntry, merge_into_manifest, sha256_file
 
 __all__ = ["BuiltImage", "Compression", "ImageFormat", "pack"]
 
-log = logging.getLogger("sysext.image.pack")
+log = logging.getLogger("sysext.build.pack")
 # Namespace for the erofs UUID derived from the image name: same name → same UUID, so
 # rebuilds are identical, while different images still get different UUIDs.
 _UUID_NAMESPACE = uuid.UUID("5f0c5d1e-2b1f-4c39-9a43-7e0f3b6a1c2d")
