@@ -16,7 +16,7 @@ on the same machine, so the figures are relative, not absolute: compare the rati
 `--object-store` adds the scale-out read path in the same run: a single-node Ceph radosgw
 (tests/ceph_rgw.py, root, Debian's ceph packages) with the image published into a bucket
 by `sysext serve` with SYSEXT_S3_*, read straight from RGW and through the shipped
-replicas nginx config (registry/public/nginx/sysext-replicas.conf), against the same plain
+replicas nginx config (registry/http/nginx/sysext-replicas.conf), against the same plain
 nginx on local files.
 """
 
@@ -39,7 +39,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from registry.public.nginx_conf import replicas_block, server_block, standalone_config
+from registry.http.nginx_conf import replicas_block, server_block, standalone_config
 from sysext.build.pack import pack
 from sysext.image.formats import Compression
 from sysext.systemd.architecture import Architecture

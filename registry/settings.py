@@ -50,7 +50,7 @@ class Settings:
     key_overlap: str = "7d"
     # The OpenPGP signing key; replicas share one file (docs/registry.md). None: DATA/keys.
     signing_key: Path | None = None
-    # Object storage (registry/store/s3.py): with a bucket set, images and the public
+    # Object storage (registry/storage/s3.py): with a bucket set, images and the public
     # tree live in S3 instead of DATA/store and DATA/public.
     s3_endpoint: str | None = None
     s3_bucket: str | None = None

@@ -27,7 +27,7 @@ def test_wheel_ships_recipes_and_web_files(tmp_path: Path) -> None:
         assert f"{data}/recipes/{recipe.name}" in names
     assert f"{data}/web/templates/index.html" in names
     assert f"{data}/web/static/style.css" in names
-    assert "registry/store/migrations/env.py" in names
+    assert "registry/db/migrations/env.py" in names
 
 
 def test_recipes_dir_from_the_environment(tmp_path: Path) -> None:

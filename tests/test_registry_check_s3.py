@@ -1,7 +1,7 @@
 """`sysext registry check|repair` when the tree and the images live in an S3 bucket.
 
 The same checks as for a local data directory (tests/test_registry_hardening.py), read
-through the storage (registry/store/s3.py): stored images by HEAD, both directories of a
+through the storage (registry/storage/s3.py): stored images by HEAD, both directories of a
 stable extension by listing (ETags) and their signature, the published directories by
 prefix listing. A real `sysext serve` on PostgreSQL publishes into a bucket of the
 session's Ceph radosgw; the test then tampers with the bucket as an operator or a broken

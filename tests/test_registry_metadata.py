@@ -19,10 +19,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect, select, text
 
+from registry.db.models import MIGRATIONS_DIR, Image, make_engine
 from registry.service.core import RegistryService
 from registry.settings import Settings
-from registry.store.blobs import blob_path
-from registry.store.db import MIGRATIONS_DIR, Image, make_engine
+from registry.storage.blobs import blob_path
 from sysext.image.read import read_image
 from sysext.image.summary import summarize
 from tests.catalogue_images import make_image

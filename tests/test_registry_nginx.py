@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from registry.public.nginx_conf import server_block, standalone_config
+from registry.http.nginx_conf import server_block, standalone_config
 from sysext.systemd.manifest import parse_manifest
 from sysext.trust.signing import verify_detached
 from tests.registry_server import build_image, free_port, running_registry

@@ -20,7 +20,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from registry.store.db import MIGRATIONS_DIR, make_engine, migrate
+from registry.db.models import MIGRATIONS_DIR, make_engine, migrate
 from sysext.systemd.patterns import HostInfo, expand_specifiers, match_pattern
 from sysext.systemd.transfer import parse_transfer
 from tests.registry_server import RegistryServer, build_image, running_registry

@@ -24,7 +24,7 @@ import pytest
 import requests
 from botocore.config import Config
 
-from registry.public.nginx_conf import replicas_block, standalone_config
+from registry.http.nginx_conf import replicas_block, standalone_config
 from sysext.core.errors import SysextError
 from sysext.systemd.manifest import parse_manifest
 from sysext.trust.signing import export_public_key, generate_key, verify_detached
@@ -416,7 +416,7 @@ def test_migrations_up_down_up_on_postgresql(pg_cluster: PostgresCluster) -> Non
     from alembic.config import Config as AlembicConfig
     from sqlalchemy import inspect
 
-    from registry.store.db import MIGRATIONS_DIR, make_engine, migrate
+    from registry.db.models import MIGRATIONS_DIR, make_engine, migrate
 
     engine = make_engine(pg_cluster.create_database())
     migrate(engine)

@@ -4,7 +4,7 @@
 `a-1-VERSION-ARCH.raw` (service.py `_refuse_squatting`). The check reads the database and
 the row is committed later, so two replicas uploading the first images of `a` and `a-1`
 at once could both pass the check and both commit, unless the writer locks serialize
-them (registry/store/locking.py, service.py `_publishing`).
+them (registry/db/locking.py, service.py `_publishing`).
 
 The race is made certain instead of lucky: the test holds `LOCK TABLE images IN SHARE
 MODE` on its own PostgreSQL connection. That lets every SELECT through (the check runs)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from registry.db.models import Image
 from registry.http.files import parse_range
-from registry.public.materialize import manifest_bytes
 from registry.service.auth import Principal, bearer_token, scope_problem
 from registry.service.names import ImageName, name_problem, parse_image_filename
 from registry.settings import Settings, load_settings, settings_env
-from registry.store.db import Image
+from registry.storage.materialize import manifest_bytes
 from sysext.core.errors import SysextError
 from sysext.systemd.manifest import parse_manifest
 

@@ -1,6 +1,6 @@
 """The catalogue and the provisioning API when the public tree lives in an S3 bucket.
 
-With object storage (registry/store/s3.py) the registry keeps no local public tree: the
+With object storage (registry/storage/s3.py) the registry keeps no local public tree: the
 configs on the extension page and from /api/v1/extensions/NAME/butane|ignition|commands are
 resolved through the storage (provision_routes.StorageCatalog), so they name the bucket's
 files and hashes. Uses the session's real Ceph radosgw and PostgreSQL (conftest.py).

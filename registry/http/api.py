@@ -12,13 +12,13 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from registry.db.models import Image, Token, as_utc, utcnow
 from registry.errors import RegistryError
 from registry.service import audit, auth
 from registry.service.core import RegistryService
 from registry.service.names import name_problem, parse_image_filename
 from registry.service.validation import validate_upload
-from registry.store.blobs import StagedUpload
-from registry.store.db import Image, Token, as_utc, utcnow
+from registry.storage.blobs import StagedUpload
 from sysext import __version__
 from sysext.core.urls import DEFAULT_CHANNEL, extension_url_path
 from sysext.systemd.architecture import Architecture

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from registry.store.db import Image, as_utc
+from registry.db.models import Image, as_utc
 from sysext.core.urls import DEFAULT_CHANNEL
 from sysext.image.summary import ImageSummary
 from sysext.provision.model import Variant

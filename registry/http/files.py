@@ -28,32 +28,13 @@ import anyio
 import anyio.lowlevel
 from starlette.types import Receive, Scope, Send
 
+from registry.storage.layout import cache_control, content_type
+
 CHUNK = 1 << 20
 SMALL_FILE = 256 << 10
 CACHE_BYTES = 64 << 20  # per worker process; manifests are a few KiB each
-IMMUTABLE = "public, max-age=31536000, immutable"
-SHORT = "public, max-age=30, must-revalidate"
 Headers = Sequence[tuple[bytes, bytes]]
 ReadRange = Callable[[int, int], bytes]  # bytes [start, end) of the file being answered
-CONTENT_TYPES = {
-    ".raw": "application/octet-stream",
-    ".gpg": "application/pgp-signature",
-    ".asc": "application/pgp-keys",
-    ".conf": "text/plain; charset=utf-8",
-    ".transfer": "text/plain; charset=utf-8",
-}
-
-
-def content_type(name: str) -> str:
-    if name == "SHA256SUMS":
-        return "text/plain; charset=utf-8"
-    if name.startswith("keyring") and name.endswith(".gpg"):
-        return "application/pgp-keys"
-    return CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
-
-
-def cache_control(name: str) -> str:
-    return IMMUTABLE if name.endswith(".raw") else SHORT
 
 
 def open_public_file(root: Path, url_path: str) -> tuple[int, os.stat_result] | None:

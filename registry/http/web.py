@@ -28,10 +28,10 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from registry.db.models import Image
 from registry.errors import RegistryError
 from registry.http import catalogue, provision_routes
 from registry.service.core import RegistryService
-from registry.store.db import Image
 from sysext.core.errors import SysextError
 from sysext.core.urls import KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
 from sysext.provision import (

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import DateTime, Integer, String, Text, event, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from registry.db.models import Base, Token, as_utc, utcnow
 from registry.errors import RegistryError
 from registry.service.auth import Principal
-from registry.store.db import Base, Token, as_utc, utcnow
 
 if TYPE_CHECKING:
     from starlette.requests import Request

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from registry.db.models import Token, as_utc, utcnow
 from registry.errors import RegistryError
-from registry.store.db import Token, as_utc, utcnow
 
 TOKEN_PREFIX = "sxt_"
 

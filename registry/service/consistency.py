@@ -16,15 +16,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from registry.db.models import Image
 from registry.errors import RegistryError
-from registry.public import materialize as mat
 from registry.service.names import claimed_by, parse_image_filename
 from registry.settings import Settings
-from registry.store.db import Image
+from registry.storage import materialize as mat
 from sysext.systemd.manifest import ManifestError, filename_problem, parse_manifest
 
 if TYPE_CHECKING:
-    from registry.store.backend import Storage
+    from registry.storage.backend import Storage
 
 log = logging.getLogger("registry")
 

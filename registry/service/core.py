@@ -24,15 +24,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.errors import RegistryError
-from registry.failpoints import failpoint
-from registry.public import materialize as mat
-from registry.service import audit, auth, consistency
-from registry.service.names import ImageName, channel_problem, claimed_by
-from registry.settings import Settings
-from registry.store.backend import make_storage
-from registry.store.blobs import blob_path, remove_abandoned_uploads
-from registry.store.db import (
+from registry.db.locking import advisory_session, exclusive
+from registry.db.models import (
     Image,
     ImageChannel,
     as_utc,
@@ -41,7 +34,14 @@ from registry.store.db import (
     migrate,
     utcnow,
 )
-from registry.store.locking import advisory_session, exclusive
+from registry.errors import RegistryError
+from registry.failpoints import failpoint
+from registry.service import audit, auth, consistency
+from registry.service.names import ImageName, channel_problem, claimed_by
+from registry.settings import Settings
+from registry.storage import materialize as mat
+from registry.storage.backend import make_storage
+from registry.storage.blobs import blob_path, remove_abandoned_uploads
 from registry.trust.keys import Rotation, Signer
 from sysext.core.atomic import atomic_write
 from sysext.core.errors import SysextError

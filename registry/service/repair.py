@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from registry.db.models import Image
 from registry.errors import RegistryError
 from registry.service.consistency import (
     Problem,
@@ -19,7 +20,6 @@ from registry.service.consistency import (
     unservable_reason,
 )
 from registry.service.core import RegistryService
-from registry.store.db import Image
 
 
 def check(service: RegistryService) -> list[Problem]:

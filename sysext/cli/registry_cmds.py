@@ -54,9 +54,9 @@ CONFIG_OPTION = typer.Option(
 
 
 def _offline_service(data: Path | None, config: Path | None) -> Any:
+    from registry.db.models import migrate
     from registry.service.core import RegistryService
     from registry.settings import load_settings
-    from registry.store.db import migrate
 
     settings = load_settings({"data_dir": data}, config_file=config)
     if settings.public_url is None and settings.served_url_path.is_file():
@@ -78,7 +78,7 @@ def _offline_service(data: Path | None, config: Path | None) -> Any:
 
 
 def _storage_errors(action: Callable[[], T]) -> T:
-    """Run `action`; an object store that fails (registry/store/s3.py) is one line."""
+    """Run `action`; an object store that fails (registry/storage/s3.py) is one line."""
     from registry.errors import RegistryError
 
     try:

@@ -23,11 +23,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.db.models import Image
 from registry.failpoints import failpoint
-from registry.public.layout import channel_alias_dir, extension_dir
 from registry.settings import Settings
-from registry.store.blobs import blob_path
-from registry.store.db import Image
+from registry.storage.blobs import blob_path
+from registry.storage.layout import channel_alias_dir, extension_dir
 from registry.trust.keys import Signer
 from sysext.core.atomic import atomic_write
 from sysext.core.errors import SysextError

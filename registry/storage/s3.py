@@ -51,9 +51,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from registry.errors import RegistryError
 from registry.failpoints import failpoint
-from registry.http.files import cache_control, content_type
-from registry.public.materialize import DIFFERS, NOT_PUBLISHED, DirectoryContent
 from registry.settings import Settings
+from registry.storage.layout import cache_control, content_type
+from registry.storage.materialize import DIFFERS, NOT_PUBLISHED, DirectoryContent
 from registry.trust.keys import Signer
 from sysext.core.errors import SysextError
 from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_ARMORED, KEYRING_BINARY, extension_url_path

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from registry.public.materialize import DirectoryContent
 from registry.settings import Settings
+from registry.storage.materialize import DirectoryContent
 from registry.trust.keys import Signer
 
 
@@ -50,9 +50,9 @@ class Storage(Protocol):
 
 def make_storage(settings: Settings) -> Storage:
     if settings.uses_s3:
-        from registry.store.s3 import S3Storage
+        from registry.storage.s3 import S3Storage
 
         return S3Storage(settings)
-    from registry.store.local import LocalStorage
+    from registry.storage.local import LocalStorage
 
     return LocalStorage(settings)

@@ -32,3 +32,28 @@ def extension_dir(public: Path, name: str, channel: str = DEFAULT_CHANNEL) -> Pa
 def channel_alias_dir(public: Path, name: str, channel: str) -> Path:
     """The `/channels/CHANNEL/extensions/NAME` directory, which exists for stable too."""
     return public / "channels" / channel / "extensions" / name
+
+
+# How each file of the tree is served, the same by `sysext serve` and by the S3 bucket
+# (object metadata): images never change under their name, everything else may.
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT = "public, max-age=30, must-revalidate"
+CONTENT_TYPES = {
+    ".raw": "application/octet-stream",
+    ".gpg": "application/pgp-signature",
+    ".asc": "application/pgp-keys",
+    ".conf": "text/plain; charset=utf-8",
+    ".transfer": "text/plain; charset=utf-8",
+}
+
+
+def content_type(name: str) -> str:
+    if name == "SHA256SUMS":
+        return "text/plain; charset=utf-8"
+    if name.startswith("keyring") and name.endswith(".gpg"):
+        return "application/pgp-keys"
+    return CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
+
+
+def cache_control(name: str) -> str:
+    return IMMUTABLE if name.endswith(".raw") else SHORT

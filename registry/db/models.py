@@ -1,7 +1,7 @@
 """Metadata database: the source of truth from which the public tree is materialized.
 
 SQLAlchemy 2 models; the schema is created and upgraded by the Alembic migrations shipped
-in `registry/store/migrations`, run at every start (`migrate()`).
+in `registry/db/migrations`, run at every start (`migrate()`).
 """
 
 from __future__ import annotations

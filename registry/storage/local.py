@@ -1,6 +1,6 @@
 """The default backend: the content-addressed store and the snapshot tree under DATA.
 
-The work itself lives in registry/store/blobs.py (blobs) and registry/public/materialize.py
+The work itself lives in registry/storage/blobs.py (blobs) and registry/storage/materialize.py
 (snapshots swapped in by symlink); this adapts them to `Storage`.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from registry.public import materialize as mat
 from registry.settings import Settings
-from registry.store import blobs as store
+from registry.storage import blobs as store
+from registry.storage import materialize as mat
 from registry.trust.keys import Signer
 from sysext.core.atomic import remove_stale_temporaries
 

@@ -1,4 +1,4 @@
-"""The shipped nginx server block (registry/public/nginx/sysext-registry.conf), adapted.
+"""The shipped nginx server block (registry/http/nginx/sysext-registry.conf), adapted.
 
 Tests and bench/serve.py run nginx with exactly the documented block, only with `listen`,
 `root` and the upstream replaced, wrapped in a minimal standalone main config.
