@@ -1,3 +1,4 @@
-"""Talking to a registry over HTTP: the API client and publishing (upload only what the
-registry lacks). Imports core, systemd, trust.
+"""Reading and writing registries over HTTP: the API client, publishing (upload only what the
+registry lacks) and the checker that reads a served directory the way systemd-sysupdate
+does. Imports core, systemd and trust.
 """

@@ -1,3 +1,4 @@
-"""Plumbing every stage shares: the error type, the one subprocess wrapper, atomic files, named
-steps, durations, settings and URL layout. Imports nothing else of sysext.
+"""Plumbing every stage shares: the error type with hints, the one subprocess wrapper, atomic
+files, named steps, durations, user settings, mirror rules, HTTP downloads and the
+registry's URL layout. Imports nothing else of sysext.
 """

@@ -1,3 +1,3 @@
-"""OpenPGP signing and verification of SHA256SUMS (pysequoia, gpg for expiring signatures).
-Imports core.
+"""OpenPGP signing and verification of SHA256SUMS (pysequoia; gpg for signatures that expire).
+Imports core and systemd.
 """
