@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from sysext.client.checker import (
+    CheckError,
     CheckReport,
     check_remote,
     component_keyring,
@@ -278,18 +279,25 @@ def check(
         instances_max, protected = inputs.instances_max, inputs.protected
     if url is None:
         raise SysextError("no URL given", "pass the registry directory URL, or --transfer FILE")
-    report = check_remote(
-        url,
-        keyring=keyring,
-        patterns=pattern or None,
-        host=host,
-        installed_dir=installed,
-        min_version=min_version,
-        verify_payload=verify_payload,
-        target_patterns=target_patterns,
-        instances_max=instances_max,
-        protected=protected,
-    )
+    try:
+        report = check_remote(
+            url,
+            keyring=keyring,
+            patterns=pattern or None,
+            host=host,
+            installed_dir=installed,
+            min_version=min_version,
+            verify_payload=verify_payload,
+            target_patterns=target_patterns,
+            instances_max=instances_max,
+            protected=protected,
+        )
+    except CheckError as exc:
+        # Nothing for this VERSION_ID (e.g. after a Fedora CoreOS rebase): say so as the hint.
+        bound = _os_bound_notes(transfer_file, host, component) if component else []
+        if bound and transfer_file is not None:
+            raise CheckError(exc.message, bound[0]) from None
+        raise
     if component is not None and not report.available and transfer_file is not None:
         notes = (*notes, *_os_bound_notes(transfer_file, host, component))
     if notes:
@@ -302,9 +310,11 @@ def check(
         raise SysextError(report.problem, _problem_hint(report))
 
 
-def _os_bound_notes(transfer_file: Path, host: HostInfo, name: str) -> list[str]:
+def _os_bound_notes(transfer_file: Path | None, host: HostInfo, name: str) -> list[str]:
     """An OS-bound transfer (`%w`) with nothing published for this host's VERSION_ID: the
     installed image no longer merges after an OS update (e.g. a Fedora CoreOS rebase)."""
+    if transfer_file is None:
+        return []
     config = parse_transfer(_read_text(transfer_file))
     if not any("%w" in p for p in config.match_patterns("Source")):
         return []

@@ -612,7 +612,12 @@ def component_keyring(root: Path = Path("/"), systemd_version: int | None = None
     registry = root / REGISTRY_KEYRING.relative_to("/")
     if version is not None and version >= 262 and registry.exists():
         return registry
-    return host_keyring(root, version)
+    try:
+        return host_keyring(root, version)
+    except CheckError:
+        if registry.exists():  # not combined yet: keyring_warnings says so
+            return registry
+        raise
 
 
 def component_transfer_file(root: Path, name: str, systemd_version: int | None = None) -> Path:
@@ -631,6 +636,13 @@ def keyring_warnings(root: Path = Path("/"), systemd_version: int | None = None)
     version = systemd_version if systemd_version is not None else host_systemd_version(root)
     etc_pgp = root / "etc/systemd/import-pubring.pgp"
     etc_gpg = root / "etc/systemd/import-pubring.gpg"
+    registry = root / REGISTRY_KEYRING.relative_to("/")
+    if registry.exists() and not etc_gpg.exists() and (version is None or version < 262):
+        return [
+            f"{etc_gpg} does not exist: sysext-keyring.service has not combined the vendor "
+            f"keyring with {REGISTRY_KEYRING} yet (systemctl start sysext-keyring.service); "
+            "systemd before 262 cannot verify the extension until it has"
+        ]
     if etc_pgp.exists() and etc_gpg.exists() and (version is None or version >= 258):
         return [
             f"{etc_pgp} exists: systemd 258+ verify with it and ignore {etc_gpg} "
