@@ -214,10 +214,80 @@ def _with_rebased_definitions(root: Path, args: list[str], definitions: Path) ->
             rest.append(word)
     source = root / "etc" / (f"sysupdate.{component}.d" if component else "sysupdate.d")
     definitions.mkdir()
-    for conf in sorted(source.glob("*.conf")):
+    # Both suffixes: the client itself picks (257+ read *.transfer, 252-256 only *.conf).
+    for conf in sorted([*source.glob("*.conf"), *source.glob("*.transfer")]):
         rebased = rebase_transfer(conf.read_text(encoding="utf-8"), root)
         (definitions / conf.name).write_text(rebased, encoding="utf-8")
     return [f"--definitions={definitions}", *rest]
+
+
+@dataclass(frozen=True)
+class Client:
+    """A real systemd-sysupdate build: its binary, the environment it runs with, and its
+    major version. The tests that take a `Client` run unchanged with another build (e.g.
+    a 262 one) added to `CLIENTS`."""
+
+    name: str
+    sysupdate: Path
+    env: dict[str, str]
+    version: int
+
+    @property
+    def vendor_keyring_name(self) -> str:
+        # systemd 258 renamed the vendor keyring to .pgp (NEWS 258).
+        return "import-pubring.pgp" if self.version >= 258 else "import-pubring.gpg"
+
+
+def client_254() -> Client:
+    return Client("systemd-254", require_client(), client_env(), 254)
+
+
+CLIENTS = {"254": client_254}
+
+# The host's view for one command: ROOT/etc/systemd IS /etc/systemd (bind mount, so what the
+# command writes there lands in ROOT), and the vendor keyring directory holds only ROOT's
+# vendor keyrings (a private tmpfs): both are where systemd-pull reads them (--root is not
+# applied to keyrings).
+_HOST_VIEW = r"""
+set -eu
+mkdir -p "$ROOT/etc/systemd"
+mount --bind "$ROOT/etc/systemd" /etc/systemd
+mount -t tmpfs -o mode=0755 tmpfs "$VENDOR_KEYRING_DIR"
+for f in import-pubring.gpg import-pubring.pgp; do
+  [ ! -f "$ROOT/usr/lib/systemd/$f" ] || cp "$ROOT/usr/lib/systemd/$f" "$VENDOR_KEYRING_DIR/"
+done
+exec "$@"
+"""
+
+
+def run_in_host_view(
+    root: Path, argv: Sequence[str], env: dict[str, str], *, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` as root with ROOT's /etc/systemd and vendor keyrings in the real places."""
+    full_env = {**env, "ROOT": str(root), "VENDOR_KEYRING_DIR": str(VENDOR_KEYRING_DIR)}
+    unshare = ["unshare", "-m", "--propagation", "private", "sh", "-c", _HOST_VIEW, "sh"]
+    return subprocess.run(
+        [*unshare, *argv],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def host_sysupdate(
+    client: Client, root: Path, args: Sequence[str], *, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`systemd-sysupdate ARGS` on host ROOT with ROOT's own keyrings (run_in_host_view) and
+    its transfer files (rebased as run_sysupdate does)."""
+    scratch = Path(tempfile.mkdtemp(prefix="sysupdate-host-"))
+    try:
+        argv = _with_rebased_definitions(root, list(args), scratch / "definitions")
+        env = {**client.env, **(extra_env or {})}
+        return run_in_host_view(root, [str(client.sysupdate), *argv], env)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @dataclass(frozen=True)

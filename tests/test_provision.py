@@ -140,11 +140,19 @@ def test_any_inline_content_means_the_same_in_both_formats(text: str, binary: by
 
 
 OPTION_COMBINATIONS = [
-    ProvisionOptions(variant, IgnitionVersion.V3_3_0, updates, on_update, keyring)
+    ProvisionOptions(
+        variant,
+        IgnitionVersion.V3_3_0,
+        updates,
+        on_update,
+        keyring,
+        # notify needs systemd 262 (systemd-sysupdate-notify-sysext.socket)
+        systemd_version=262 if on_update is OnUpdate.NOTIFY else None,
+    )
     for variant, updates, on_update, keyring in itertools.product(
         Variant, (True, False), OnUpdate, KeyringMode
     )
-    if updates or (on_update is OnUpdate.RESTART and keyring is KeyringMode.REPLACE)
+    if updates or (on_update is OnUpdate.RESTART and keyring is KeyringMode.COMBINE)
 ]
 
 
@@ -174,11 +182,19 @@ def test_default_butane_pins_newest_version_with_hash_link_transfer_and_keyring(
     transfer = parse_transfer(files["/etc/sysupdate.podman.d/podman.conf"]["contents"]["inline"])
     assert transfer.get("Source", "Path") == f"{url}/extensions/podman"
     assert transfer.get("Transfer", "Verify") == "yes"
-    keyring = files["/etc/systemd/import-pubring.gpg"]
+    # Both names: systemd 257+ read only the .transfer, 252-256 only the .conf.
+    assert files["/etc/sysupdate.podman.d/podman.transfer"] == {
+        **files["/etc/sysupdate.podman.d/podman.conf"],
+        "path": "/etc/sysupdate.podman.d/podman.transfer",
+    }
+    # The registry key goes to its own file, never over the vendor keyring.
+    assert "/etc/systemd/import-pubring.gpg" not in files
+    keyring = files["/etc/sysext/keyring.gpg"]
     assert decode_data_url(keyring["contents"]["source"]) == tree.keyring
-    # The replacement warning sits right above the keyring entry, as a YAML comment.
-    before = text[: text.index("- path: /etc/systemd/import-pubring.gpg")]
-    assert "REPLACES the host's vendor keyring" in before.rsplit("contents:", 1)[-1]
+    # Why, right above the keyring entry, as a YAML comment.
+    before = text[: text.index("- path: /etc/sysext/keyring.gpg")]
+    assert "systemd never reads this file by itself" in before.rsplit("contents:", 1)[-1]
+    assert files["/etc/sysext/keyring-combine"]["mode"] == 0o755
     units = {u["name"]: u for u in document["systemd"]["units"]}
     assert units["sysext-update-podman.timer"]["enabled"] is True
     service = units["sysext-update-podman.service"]["contents"]
@@ -192,7 +208,20 @@ def test_default_butane_pins_newest_version_with_hash_link_transfer_and_keyring(
     assert "restart) systemctl restart systemd-sysext.service ;;" in script["contents"]["inline"]
     # Flatcar enables systemd-sysext.service itself; nothing touches the stock sysupdate unit.
     assert "systemd-sysext.service" not in units
-    assert "systemd-sysupdate.service" not in units
+    # The stock sysupdate units only get the combined keyring before they start.
+    assert units["systemd-sysupdate.service"] == {
+        "name": "systemd-sysupdate.service",
+        "dropins": [
+            {
+                "name": "50-sysext-keyring.conf",
+                "contents": units["systemd-sysupdate.service"]["dropins"][0]["contents"],
+            }
+        ],
+    }
+    assert "Wants=sysext-keyring.service\nAfter=sysext-keyring.service\n" in service
+    assert "Environment=SYSTEMD_OPENPGP_KEYRING=/etc/sysext/keyring.gpg\n" in service
+    assert units["sysext-keyring.service"]["enabled"] is True
+    assert units["sysext-keyring.path"]["enabled"] is True
 
 
 def test_update_unit_follows_on_update_and_fcos_enables_sysext(
@@ -254,10 +283,21 @@ def test_every_option_combination_passes_ignition_validate_and_matches_butane(
     butane = yaml.safe_load(render_butane(config))
     assert described(butane) == described(ignition)
     paths = {f["path"] for f in ignition["storage"]["files"]}
-    assert ("/etc/systemd/import-pubring.gpg" in paths) == (
-        options.updates and options.keyring is KeyringMode.REPLACE
+    assert ("/etc/sysext/keyring.gpg" in paths) == (
+        options.updates and options.keyring is KeyringMode.COMBINE
     )
-    assert ("/etc/sysupdate.crio.d/crio.conf" in paths) == options.updates
+    assert "/etc/systemd/import-pubring.gpg" not in paths
+    assert ("/etc/sysupdate.crio.d/crio.transfer" in paths) == options.updates
+    # 262 hosts get only the .transfer, the component metadata and the notify socket.
+    new = options.systemd_version == 262
+    assert ("/etc/sysupdate.crio.d/crio.conf" in paths) == (options.updates and not new)
+    assert ("/etc/sysupdate.crio.component" in paths) == (options.updates and new)
+    units = {u["name"]: u for u in ignition.get("systemd", {}).get("units", [])}
+    if options.on_update is OnUpdate.NOTIFY:
+        assert units["systemd-sysupdate-notify-sysext.socket"] == {
+            "name": "systemd-sysupdate-notify-sysext.socket",
+            "enabled": True,
+        }
 
 
 def test_cli_ignition_output_validates_for_several_extensions_and_arches(
@@ -280,8 +320,13 @@ def test_cli_ignition_output_validates_for_several_extensions_and_arches(
 
 
 # Ignition spec 3.4.0, the part of its JSON schema this project emits (config/v3_4 schema:
-# keys and JSON types). Debian's ignition-validate 2.14 rejects 3.4.0 as an unknown
-# version, so 3.4.0 output is checked against this instead.
+# keys and JSON types). The same keys and types hold in 3.5.0 and 3.6.0 (coreos/ignition
+# config/v3_7_experimental/schema/ignition.json at commit ad61f8d, the commit that
+# stabilized 3.6.0 and copied its schema: node path/overwrite/user/group, file
+# mode/contents/append, link target/hard, resource source/compression/httpHeaders/
+# verification, unit name/enabled/mask/contents/dropins). Debian's ignition-validate 2.14
+# (bookworm, and still 2.14 in trixie and forky) rejects 3.4.0+ as an unknown version, so
+# 3.4.0-3.6.0 output is checked against this instead.
 _RESOURCE = {"source": str, "compression": str, "httpHeaders": list, "verification": dict}
 _NODE = {"path": str, "overwrite": bool, "user": dict, "group": dict}
 SCHEMA_3_4_0: dict[str, dict[str, type]] = {
@@ -365,21 +410,32 @@ def test_schema_subset_catches_mistakes() -> None:
     ]
 
 
-@pytest.mark.parametrize("variant,butane_version", [("flatcar", "1.1.0"), ("fcos", "1.5.0")])
-def test_ignition_3_4_0_on_request(
-    served: tuple[PublicTree, str], tmp_path: Path, variant: str, butane_version: str
+@pytest.mark.parametrize(
+    "variant,spec,butane_version",
+    [
+        ("flatcar", "3.4.0", "1.1.0"),
+        ("fcos", "3.4.0", "1.5.0"),
+        ("fcos", "3.5.0", "1.6.0"),
+        ("fcos", "3.6.0", "1.7.0"),
+    ],
+)
+def test_newer_ignition_specs_on_request(
+    served: tuple[PublicTree, str], tmp_path: Path, variant: str, spec: str, butane_version: str
 ) -> None:
+    """Debian's ignition-validate (2.14, also in forky) knows 3.3.0 as its newest stable
+    spec, so 3.4.0-3.6.0 output is checked against the keys and types of Ignition's schema
+    (SCHEMA_3_4_0, unchanged for these keys up to 3.6.0) and, as 3.3.0, by the real one."""
     _, url = served
     common = ("butane", "podman", "crio", "--registry", url, "--variant", variant)
-    result = run_cli(*common, "--ignition", "--ignition-version", "3.4.0")
+    result = run_cli(*common, "--ignition", "--ignition-version", spec)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert document["ignition"]["version"] == "3.4.0"
+    assert document["ignition"]["version"] == spec
     assert schema_problems(document) == []
     # Everything else is spec 3.3.0 content too: the real validator accepts it as such.
     document["ignition"]["version"] = "3.3.0"
     assert ignition_validate(json.dumps(document), tmp_path) == ""
-    butane = run_cli(*common, "--ignition-version", "3.4.0")
+    butane = run_cli(*common, "--ignition-version", spec)
     assert yaml.safe_load(butane.stdout)["version"] == butane_version
     assert described(yaml.safe_load(butane.stdout)) == described(document)
 
@@ -465,9 +521,24 @@ def test_cli_check_option_verifies_before_printing(served: tuple[PublicTree, str
         ),
         (["podman", "--variant", "coreos"], "unknown variant 'coreos'", "flatcar, fcos"),
         (
+            ["podman", "--ignition-version", "3.7.0"],
+            "unknown Ignition version '3.7.0'",
+            "3.3.0, 3.4.0, 3.5.0, 3.6.0",
+        ),
+        (
             ["podman", "--ignition-version", "3.6.0"],
-            "unknown Ignition version '3.6.0'",
-            "3.3.0, 3.4.0, 3.5.0",
+            "Butane has no stable flatcar spec for Ignition 3.6.0",
+            "use --ignition-version 3.4.0 for flatcar",
+        ),
+        (
+            ["podman", "--keyring", "replace"],
+            "--keyring replace is gone: it made the registry key the only trusted key",
+            "use --keyring combine (the default)",
+        ),
+        (
+            ["podman", "--on-update", "notify"],
+            "--on-update notify needs systemd 262",
+            "--systemd-version 262",
         ),
         (
             ["podman", "--ignition-version", "3.5.0"],
@@ -479,7 +550,7 @@ def test_cli_check_option_verifies_before_printing(served: tuple[PublicTree, str
             "unknown --on-update action 'reboot'",
             "refresh, reboot-marker",
         ),
-        (["podman", "--keyring", "merge"], "unknown --keyring mode 'merge'", "replace, skip"),
+        (["podman", "--keyring", "merge"], "unknown --keyring mode 'merge'", "combine, skip"),
         (["po/dman"], "invalid extension name 'po/dman'", "NAME@VERSION"),
         (["podman@1~rc"], "podman@1~rc: ", "NAME@VERSION"),
         (
@@ -658,7 +729,7 @@ def test_help_explains_with_an_example() -> None:
         result = run_cli(command, "--help")
         assert result.returncode == 0
         assert "Example" in result.stdout
-    assert "REPLACES" in run_cli("butane", "--help").stdout
+    assert "vendor keys stay trusted" in " ".join(run_cli("butane", "--help").stdout.split())
 
 
 def test_verify_config_reports_unreadable_input(tmp_path: Path) -> None:
@@ -709,7 +780,7 @@ def test_installed_extension_merges_and_runs(
     root = tmp_path / "host"
     apply_ignition(json.loads(result.stdout), root)
     (root / "etc" / "os-release").write_text("ID=flatcar\nVERSION_ID=4081.2.0\n")
-    assert (root / "etc/systemd/import-pubring.gpg").read_bytes() == tree.keyring
+    assert (root / "etc/sysext/keyring.gpg").read_bytes() == tree.keyring
     script = (
         "mount -t tmpfs tmpfs /run && mount --make-rshared / && "
         f"systemd-sysext --root={root} merge >&2 && "
@@ -730,12 +801,16 @@ def test_update_units_pass_systemd_analyze_verify(
     config = generate_config(
         HttpCatalog(url),
         [ExtensionRef("podman")],
-        options=ProvisionOptions(on_update=on_update, variant=variant),
+        options=ProvisionOptions(
+            on_update=on_update,
+            variant=variant,
+            systemd_version=262 if on_update is OnUpdate.NOTIFY else None,
+        ),
     )
     paths = []
     for unit in config.units:
-        if unit.contents is None:  # only enables a unit the OS ships (systemd-sysext.service)
-            assert unit.enabled is True and variant is Variant.FCOS
+        if unit.contents is None:  # a unit the OS ships: enabled, or a drop-in for it
+            assert unit.enabled is True or unit.dropins, unit
             continue
         path = tmp_path / unit.name
         path.write_text(unit.contents)

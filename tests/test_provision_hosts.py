@@ -182,7 +182,7 @@ def test_transfer_command_writes_the_registrys_own_pattern(registry: RegistrySer
     # The FCOS layout: the same text the fcos first-boot config installs.
     fcos = run_cli("transfer", "kmod", "--registry", registry.url, "--variant", "fcos")
     assert fcos.returncode == 0, fcos.stderr
-    config = butane(registry, "kmod", "--os-version", "4081.2.0", "--variant", "fcos")
+    config = butane(registry, "kmod", "--os-version", "4081.2.0", "--variant", "fcos", "--timer")
     assert files_of(config)["/etc/sysupdate.kmod.d/kmod.conf"]["contents"]["inline"] == (
         fcos.stdout
     )
@@ -231,6 +231,7 @@ VERSIONS = [
     ("fcos", "3.3.0"),
     ("fcos", "3.4.0"),
     ("fcos", "3.5.0"),
+    ("fcos", "3.6.0"),
 ]
 
 
@@ -238,16 +239,19 @@ VERSIONS = [
 def test_every_variant_and_spec_validates(
     registry: RegistryServer, tmp_path: Path, variant: str, spec: str
 ) -> None:
+    # kmod is OS-bound: on Fedora CoreOS only with a running update timer (it rebases).
+    timer = ("--timer",) if variant == "fcos" else ()
     text = ignition(
         registry, "docker", "podman", "kmod", "--os-version", "4081.2.0",
-        "--variant", variant, "--ignition-version", spec,
+        "--variant", variant, "--ignition-version", spec, *timer,
     )  # fmt: skip
     document = json.loads(text)
     assert document["ignition"]["version"] == spec
-    # Debian's ignition-validate 2.14 knows 3.3.0 as its newest stable spec. Specs 3.4.0 and
-    # 3.5.0 only add fields this project never writes (Ignition's config/v3_5 types have
-    # the same keys for files, links with overwrite, and units), so the same document is
-    # checked by the real validator as 3.3.0 and against those keys and JSON types.
+    # Debian's ignition-validate 2.14 (bookworm; trixie and forky carry 2.14 too) knows 3.3.0
+    # as its newest stable spec. Specs 3.4.0 to 3.6.0 only add fields this project never
+    # writes (Ignition's v3_4 to v3_6 schemas have the same keys for files, links with
+    # overwrite, and units), so the same document is checked by the real validator as
+    # 3.3.0 and against those keys and JSON types.
     assert schema_problems(document) == [], SCHEMA_3_4_0
     document["ignition"]["version"] = "3.3.0"
     assert ignition_validate(json.dumps(document), tmp_path) == ""
@@ -310,12 +314,31 @@ def test_real_ignition_stages_the_flatcar_config_with_masks(
         "restart\n" in (units / "sysext-update-docker.service").read_text()  # fmt: skip
     preset = (root / "etc/systemd/system-preset/20-ignition.preset").read_text().splitlines()
     assert "enable sysext-update-docker.timer" in preset
-    assert (root / "etc/systemd/import-pubring.gpg").read_bytes() == registry.keyring()
+    assert (root / "etc/sysext/keyring.gpg").read_bytes() == registry.keyring()
+    assert not (root / "etc/systemd/import-pubring.gpg").exists()
 
     # On the host, `sysext check --component` reads what the unit uses and finds nothing.
     def check() -> subprocess.CompletedProcess[str]:
         return run_cli("check", "--component", "docker", "--root", root, "--arch", ARCH)
 
+    # Before sysext-keyring.service ran, the check says the combined keyring is missing.
+    early = check()
+    assert early.returncode == 0, early.stderr
+    assert "sysext-keyring.service has not combined the vendor keyring" in early.stdout
+    # sysext-keyring.service as at boot (systemd 255 here): the combined keyring appears.
+    from tests.sysupdate_client import run_in_host_view
+
+    combined = run_in_host_view(
+        root,
+        ["sh", f"{root}/etc/sysext/keyring-combine"],
+        {
+            **os.environ,
+            "SYSEXT_SYSTEMD_VERSION": "255",
+            "SYSEXT_REGISTRY_KEYRING": f"{root}/etc/sysext/keyring.gpg",
+        },
+    )
+    assert combined.returncode == 0, combined.stderr
+    assert (root / "etc/systemd/import-pubring.gpg").read_bytes() == registry.keyring()
     fine = check()
     assert fine.returncode == 0, fine.stderr
     assert "still merges" not in fine.stdout
@@ -413,6 +436,7 @@ def run_update_unit(
     shim = work / "sysupdate"
     shim.write_text(
         "#!/bin/sh\n"
+        f'[ "$*" != --version ] || exec "{require_client()}" --version\n'
         f'[ "$*" = "--component={name} update" ] || {{ echo "unexpected: $*" >&2; exit 99; }}\n'
         f'exec "{require_client()}" {" ".join(rebased)}\n'
     )
@@ -451,7 +475,8 @@ def test_update_unit_skips_cleanly_updates_and_fails_visibly(
     upload(registry, build(build_dir, "upd", "1.0", None, None))
     root = tmp_path / "root"
     stage(ignition(registry, "upd"), root, tmp_path)
-    keyring = (root / "etc/systemd/import-pubring.gpg").read_bytes()
+    # What sysext-keyring.service combines on a host without a vendor keyring.
+    keyring = (root / "etc/sysext/keyring.gpg").read_bytes()
     link = root / "etc/extensions/upd.raw"
     work = tmp_path / "work"
 
@@ -545,3 +570,62 @@ def test_validate_warns_where_the_os_extension_would_merge_too(tmp_path: Path) -
         "(recipe key `replaces`) [os-extension]"
     ]
     assert validate(declared, fedora) == []
+
+
+# --- Fedora CoreOS rebases: OS-bound images need a running update path ----------------------
+
+
+def test_fcos_os_bound_images_need_a_running_update_timer(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """FCOS moves to each new Fedora release by itself, and its update timer is off by
+    default: an image bound to VERSION_ID would silently stop merging. Refused, unless the
+    config runs the timer; then `sysext check --component` warns when the host's new
+    VERSION_ID has no image."""
+    args = ("kmod", "--os-version", "4081.2.0", "--variant", "fcos", "--registry", registry.url)
+    for extra in ((), ("--no-timer",), ("--no-updates",)):
+        refused = run_cli("butane", *args, *extra)
+        assert refused.returncode == 2 and refused.stdout == "", refused
+        first, hint = refused.stderr.splitlines()
+        assert first.startswith("error: kmod is built for one Fedora VERSION_ID, but Fedora ")
+        assert "would silently stop merging after the rebase" in first
+        assert hint.startswith("hint: build it --os _any (static binaries) or generate with")
+    config = butane(registry, *args[:-2], "--timer")
+    units = {u["name"]: u for u in config["systemd"]["units"]}
+    assert units["sysext-update-kmod.timer"]["enabled"] is True
+    header = run_cli("butane", *args, "--timer").stdout.split("variant:")[0]
+    assert "stop merging at that moment and merge again once" in " ".join(header.split())
+    # Images for every OS (and Flatcar, whose timer runs by default) are not affected.
+    assert (
+        run_cli("butane", "hello", "--variant", "fcos", "--registry", registry.url).returncode == 0
+    )
+    assert run_cli("butane", *args[:3], "--registry", registry.url).returncode == 0
+
+    # The host after a rebase to a VERSION_ID nothing was published for.
+    root = tmp_path / "root"
+    transfer = files_of(config)["/etc/sysupdate.kmod.d/kmod.transfer"]["contents"]["inline"]
+    (root / "etc/sysupdate.kmod.d").mkdir(parents=True)
+    (root / "etc/sysupdate.kmod.d/kmod.transfer").write_text(transfer)
+    (root / "var/lib/extensions.d/kmod").mkdir(parents=True)
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(registry.keyring())
+    os_release = tmp_path / "os-release"
+    os_release.write_text("ID=fedora\nVERSION_ID=43\n")
+    checked = run_cli(
+        "check", "--component", "kmod", "--root", root, "--arch", ARCH,
+        "--os-release", os_release, "--keyring", keyring,
+    )  # fmt: skip
+    assert checked.returncode == 2, checked
+    error, hint = checked.stderr.splitlines()
+    assert error.startswith("error: no entry of ") and "kmod/SHA256SUMS" in error
+    assert hint.startswith(
+        "hint: kmod is published per OS version and no image exists for this host's "
+        "VERSION_ID=43: an image built for another VERSION_ID does not merge here"
+    ), checked.stderr
+    os_release.write_text("ID=fedora\nVERSION_ID=4081.2.0\n")
+    fine = run_cli(
+        "check", "--component", "kmod", "--root", root, "--arch", ARCH,
+        "--os-release", os_release, "--keyring", keyring,
+    )  # fmt: skip
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    assert "no image exists" not in fine.stdout

@@ -55,7 +55,7 @@ def test_butane_endpoint_pins_what_the_registry_serves(registry: RegistryServer)
     response = get(registry, "/api/v1/extensions/podman/butane")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/yaml")
-    assert "REPLACES the host's vendor keyring" in response.text
+    assert "systemd never reads this file by itself" in " ".join(response.text.split())
     document = yaml.safe_load(response.text)
     assert (document["variant"], document["version"]) == ("flatcar", "1.0.0")
     files = {f["path"]: f["contents"] for f in document["storage"]["files"]}
@@ -63,8 +63,9 @@ def test_butane_endpoint_pins_what_the_registry_serves(registry: RegistryServer)
     body = requests.get(image["source"], timeout=60).content
     assert image["verification"]["hash"] == f"sha256-{hashlib.sha256(body).hexdigest()}"
     assert image["source"] == f"{registry.url}/extensions/podman/podman-5.3.1-x86-64.raw"
-    keyring = files["/etc/systemd/import-pubring.gpg"]["source"]
+    keyring = files["/etc/sysext/keyring.gpg"]["source"]
     assert decode_data_url(keyring) == registry.keyring()
+    assert "/etc/systemd/import-pubring.gpg" not in files
 
 
 def test_ignition_endpoint_validates_verifies_and_equals_the_cli(
@@ -101,9 +102,22 @@ def test_multi_extension_endpoint_with_options(registry: RegistryServer, tmp_pat
         "/opt/extensions/podman/podman-5.2.0-x86-64.raw",
         "/opt/extensions/crio/crio-1.31.1-x86-64.raw",
         "/etc/sysupdate.podman.d/podman.conf",
+        "/etc/sysupdate.podman.d/podman.transfer",
         "/etc/sysupdate.crio.d/crio.conf",
+        "/etc/sysupdate.crio.d/crio.transfer",
         "/etc/sysext/update-extension",
     }
+    # A known systemd version: the one file name it reads, and on 262 the component file.
+    for version, expected in (("255", {"crio.conf"}), ("262", {"crio.transfer"})):
+        chosen = get(
+            registry, "/api/v1/provision/ignition", ext="crio", **{"systemd-version": version}
+        )
+        assert chosen.status_code == 200, chosen.text
+        names = {f["path"] for f in chosen.json()["storage"]["files"]}
+        assert {n.rpartition("/")[2] for n in names if "sysupdate.crio.d" in n} == expected
+        assert ("/etc/sysupdate.crio.component" in names) == (version == "262")
+    replaced = get(registry, "/api/v1/provision/ignition", ext="crio", keyring="replace")
+    assert replaced.status_code == 400 and "--keyring replace is gone" in replaced.text
     newer = get(
         registry,
         "/api/v1/provision/ignition",

@@ -48,9 +48,20 @@ def test_default_transfer_shape() -> None:
         },
     }
     assert transfer_problems(config) == []
-    assert "/etc/sysupdate.podman.d/podman.conf" in text
-    assert "curl -o /etc/systemd/import-pubring.gpg https://ext.example.com/keyring.gpg" in text
-    assert "systemd-sysupdate -C podman update" in text
+    assert "/etc/sysupdate.podman.d/podman.conf" in text and "podman.transfer" in text
+    # The comment says what each systemd version reads (src/import/pull-common.c) and never
+    # tells anyone to put the registry key alone into /etc (it replaces the vendor keyring).
+    assert "https://ext.example.com/keyring.gpg" in text
+    assert "curl -o /etc/systemd/import-pubring.gpg" not in text
+    assert "252-257: /etc/systemd/import-pubring.gpg if it exists, else the vendor" in text
+    assert "262+: $SYSTEMD_OPENPGP_KEYRING alone if set" in text
+    assert "REPLACES the vendor one" in text
+    # Not on PATH on Flatcar or Fedora CoreOS: the full path.
+    assert "#   /usr/lib/systemd/systemd-sysupdate -C podman update" in text
+    assert (
+        "#   SYSTEMD_OPENPGP_KEYRING=/etc/sysext/keyring.gpg /usr/lib/systemd/systemd-sysupdate"
+        " -C podman update" in text
+    )
 
 
 def test_options_round_trip() -> None:
@@ -269,7 +280,32 @@ def test_cli_transfer() -> None:
 
     helped = run_cli("transfer", "--help")
     assert helped.returncode == 0
-    assert "import-pubring.gpg" in helped.stdout and "Example" in helped.stdout
+    assert "vendor keys" in helped.stdout and "Example" in helped.stdout
+
+    # The host's systemd version picks the file name; a contradicting --format is refused.
+    newer = run_cli(
+        "transfer", "podman", "--registry", "https://r.example", "--any-os",
+        "--systemd-version", "257",
+    )  # fmt: skip
+    assert newer.returncode == 0, newer.stderr
+    assert "Install as /etc/sysupdate.podman.d/podman.transfer" in newer.stdout
+    older = run_cli(
+        "transfer", "podman", "--registry", "https://r.example", "--any-os",
+        "--systemd-version", "255",
+    )  # fmt: skip
+    assert "Install as /etc/sysupdate.podman.d/podman.conf" in older.stdout
+    wrong = run_cli(
+        "transfer", "podman", "--registry", "https://r.example", "--any-os",
+        "--systemd-version", "260", "--format", "conf",
+    )  # fmt: skip
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    assert wrong.stderr.splitlines()[0] == "error: --format conf does not fit systemd 260"
+    assert wrong.stderr.splitlines()[1].startswith("hint: systemd 257+ read .transfer")
+    too_old = run_cli(
+        "transfer", "podman", "--registry", "https://r.example", "--any-os",
+        "--systemd-version", "251",
+    )  # fmt: skip
+    assert too_old.returncode == 2 and too_old.stdout == ""
 
 
 @pytest.mark.parametrize(

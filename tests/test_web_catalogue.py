@@ -597,8 +597,12 @@ def test_the_running_host_commands_install_with_the_real_sysupdate(
     assert [p.name for p in installed.iterdir()] == ["docker-compose-2.29.1-x86-64.raw"]
     target = os.path.join(os.path.dirname(f"/{link}"), os.readlink(tmp_path / "upper" / link))
     assert os.path.normpath(target) == f"/{images}/docker-compose-2.29.1-x86-64.raw"
-    keyring = tmp_path / "upper" / "etc" / "systemd" / "import-pubring.gpg"
-    assert keyring.read_bytes() == registry.keyring()
+    # The registry key sits in its own file; what systemd 254 reads is this machine's vendor
+    # keyring followed by it (sysext-keyring-combine), so the OS's own keys stay trusted.
+    assert (tmp_path / "upper/etc/sysext/keyring.gpg").read_bytes() == registry.keyring()
+    combined = (tmp_path / "upper/etc/systemd/import-pubring.gpg").read_bytes()
+    vendor = Path("/usr/lib/systemd/import-pubring.gpg")
+    assert combined == (vendor.read_bytes() if vendor.exists() else b"") + registry.keyring()
 
 
 @pytest.mark.parametrize(

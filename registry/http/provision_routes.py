@@ -68,6 +68,7 @@ class ConfigQuery:
     keyring: str
     os_version: str | None = None
     timer: bool | None = None
+    systemd_version: int | None = None
 
 
 def _config_query(
@@ -75,13 +76,15 @@ def _config_query(
     arch: Annotated[str, Query(description="host architecture, systemd name")] = "x86-64",
     variant: Annotated[str, Query(description="flatcar or fcos")] = "flatcar",
     ignition_version: Annotated[
-        str, Query(alias="ignition-version", description="3.3.0, 3.4.0 or 3.5.0 (fcos)")
+        str,
+        Query(alias="ignition-version", description="3.3.0, 3.4.0, or (fcos) 3.5.0, 3.6.0"),
     ] = "3.3.0",
     updates: Annotated[bool, Query(description="false: install only")] = True,
     on_update: Annotated[
-        str, Query(alias="on-update", description="restart, refresh or reboot-marker")
+        str,
+        Query(alias="on-update", description="restart, refresh, reboot-marker or notify (262)"),
     ] = "restart",
-    keyring: Annotated[str, Query(description="replace or skip")] = "replace",
+    keyring: Annotated[str, Query(description="combine or skip")] = "combine",
     os_version: Annotated[
         str | None,
         Query(
@@ -93,9 +96,27 @@ def _config_query(
         bool | None,
         Query(description="enable the update timer (default: flatcar yes, fcos no)"),
     ] = None,
+    systemd_version: Annotated[
+        int | None,
+        Query(
+            alias="systemd-version",
+            ge=252,
+            description="the hosts' systemd major version, if known (transfer file name, "
+            "262 features)",
+        ),
+    ] = None,
 ) -> ConfigQuery:
     return ConfigQuery(
-        channel, arch, variant, ignition_version, updates, on_update, keyring, os_version, timer
+        channel,
+        arch,
+        variant,
+        ignition_version,
+        updates,
+        on_update,
+        keyring,
+        os_version,
+        timer,
+        systemd_version,
     )
 
 
@@ -144,6 +165,7 @@ def _generate(request: Request, refs: list[str], query: ConfigQuery) -> Provisio
             on_update=parse_enum(OnUpdate, query.on_update, "on-update action"),
             keyring=parse_enum(KeyringMode, query.keyring, "keyring mode"),
             timer=query.timer,
+            systemd_version=query.systemd_version,
         )
         return generate_config(
             catalog(request),

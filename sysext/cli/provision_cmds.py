@@ -35,8 +35,10 @@ BUTANE_HELP = (
     "Each NAME (or NAME@VERSION) is resolved now against the registry's SHA256SUMS for "
     "--arch and --channel (newest version unless given), so the config pins an exact file "
     "and its hash.\n\n"
-    "The registry key is installed as /etc/systemd/import-pubring.gpg, which REPLACES the "
-    "host's vendor keyring for systemd-sysupdate (--keyring skip leaves it alone).\n\n"
+    "The registry key is installed as /etc/sysext/keyring.gpg; the host's vendor keys stay "
+    "trusted for its own updates (systemd 252-261: a combined /etc/systemd/import-pubring.gpg "
+    "rebuilt before every update; 262: $SYSTEMD_OPENPGP_KEYRING in the update units). "
+    "--keyring skip installs no key.\n\n"
     "Example:\n\n"
     "  sysext butane podman crio@1.31.3 --registry https://ext.example.com > host.bu\n\n"
     "  sysext butane podman --registry https://ext.example.com --variant fcos --ignition "
@@ -94,7 +96,8 @@ def butane(
     ignition_version: str = typer.Option(
         "3.3.0",
         "--ignition-version",
-        help="Ignition spec: 3.3.0, 3.4.0, or 3.5.0 (fcos only: Butane fcos 1.6.0).",
+        help="Ignition spec: 3.3.0, 3.4.0, or (fcos only) 3.5.0 (Butane fcos 1.6.0), "
+        "3.6.0 (fcos 1.7.0).",
     ),
     no_updates: bool = typer.Option(
         False, "--no-updates", help="Install only; no transfer file, timer or keyring."
@@ -103,8 +106,9 @@ def butane(
         "restart",
         "--on-update",
         help="After an update: restart (systemctl restart systemd-sysext.service, as Flatcar "
-        "and fedora-sysexts document), refresh (systemd-sysext refresh) or reboot-marker "
-        "(touch /run/reboot-required).",
+        "documents), refresh (systemd-sysext refresh), reboot-marker (touch "
+        "/run/reboot-required) or notify (systemd 262: systemd-sysupdate-notify-sysext.socket "
+        "activates; needs --systemd-version 262).",
     ),
     timer: bool | None = typer.Option(
         None,
@@ -114,7 +118,18 @@ def butane(
         show_default=False,
     ),
     keyring: str = typer.Option(
-        "replace", "--keyring", help="replace: install the registry key; skip: leave it alone."
+        "combine",
+        "--keyring",
+        help="combine: trust the registry key for the extensions and keep the vendor keys "
+        "for the OS; skip: install no key.",
+    ),
+    systemd_version: int | None = typer.Option(
+        None,
+        "--systemd-version",
+        min=252,
+        help="The hosts' systemd major version, if known: 257+ get only NAME.transfer, "
+        "252-256 only NAME.conf (default: both, which every version reads without a "
+        "warning); 262+ also get NAME.component metadata and --on-update notify.",
     ),
     merge_into: Path | None = typer.Option(
         None,
@@ -147,6 +162,7 @@ def butane(
         on_update=parse_enum(OnUpdate, on_update, "--on-update action"),
         keyring=parse_enum(KeyringMode, keyring, "--keyring mode"),
         timer=timer,
+        systemd_version=systemd_version,
     )
     user_text = read_butane_file(merge_into) if merge_into is not None else None
     config = generate_config(

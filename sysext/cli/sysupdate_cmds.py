@@ -11,8 +11,11 @@ from pathlib import Path
 import typer
 
 from sysext.client.checker import (
+    CheckError,
     CheckReport,
     check_remote,
+    component_keyring,
+    component_transfer_file,
     host_keyring,
     keyring_warnings,
     transfer_check,
@@ -25,7 +28,12 @@ from sysext.systemd.architecture import Architecture
 from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.systemd.patterns import HostInfo
 from sysext.systemd.selection import DEFAULT_INSTANCES_MAX
-from sysext.systemd.transfer import TransferSpec, parse_transfer, render_transfer
+from sysext.systemd.transfer import (
+    TRANSFER_SUFFIX_SINCE,
+    TransferSpec,
+    parse_transfer,
+    render_transfer,
+)
 from sysext.trust.signing import (
     DEFAULT_UID,
     PASSPHRASE_ENV,
@@ -235,9 +243,9 @@ def check(
                 "give --component or a URL/--transfer, not both",
                 "--component NAME reads /etc/sysupdate.NAME.d/NAME.conf itself",
             )
-        transfer_file = root / f"etc/sysupdate.{component}.d/{component}.conf"
+        transfer_file = component_transfer_file(root, component)
         if keyring is None:
-            keyring = host_keyring(root)
+            keyring = component_keyring(root)
         host_notes += keyring_warnings(root)
         host_notes += _os_extension_notes(root, component, transfer_file)
     if os_release is not None:
@@ -271,18 +279,27 @@ def check(
         instances_max, protected = inputs.instances_max, inputs.protected
     if url is None:
         raise SysextError("no URL given", "pass the registry directory URL, or --transfer FILE")
-    report = check_remote(
-        url,
-        keyring=keyring,
-        patterns=pattern or None,
-        host=host,
-        installed_dir=installed,
-        min_version=min_version,
-        verify_payload=verify_payload,
-        target_patterns=target_patterns,
-        instances_max=instances_max,
-        protected=protected,
-    )
+    try:
+        report = check_remote(
+            url,
+            keyring=keyring,
+            patterns=pattern or None,
+            host=host,
+            installed_dir=installed,
+            min_version=min_version,
+            verify_payload=verify_payload,
+            target_patterns=target_patterns,
+            instances_max=instances_max,
+            protected=protected,
+        )
+    except CheckError as exc:
+        # Nothing for this VERSION_ID (e.g. after a Fedora CoreOS rebase): say so as the hint.
+        bound = _os_bound_notes(transfer_file, host, component) if component else []
+        if bound and transfer_file is not None:
+            raise CheckError(exc.message, bound[0]) from None
+        raise
+    if component is not None and not report.available and transfer_file is not None:
+        notes = (*notes, *_os_bound_notes(transfer_file, host, component))
     if notes:
         report = replace(report, warnings=notes + report.warnings)
     if as_json:
@@ -291,6 +308,23 @@ def check(
         _print_report(report)
     if report.problem is not None:
         raise SysextError(report.problem, _problem_hint(report))
+
+
+def _os_bound_notes(transfer_file: Path | None, host: HostInfo, name: str) -> list[str]:
+    """An OS-bound transfer (`%w`) with nothing published for this host's VERSION_ID: the
+    installed image no longer merges after an OS update (e.g. a Fedora CoreOS rebase)."""
+    if transfer_file is None:
+        return []
+    config = parse_transfer(_read_text(transfer_file))
+    if not any("%w" in p for p in config.match_patterns("Source")):
+        return []
+    version_id = host.os_release.get("VERSION_ID", "?")
+    return [
+        f"{name} is published per OS version and no image exists for this host's "
+        f"VERSION_ID={version_id}: an image built for another VERSION_ID does not merge "
+        "here (systemd-sysext compares VERSION_ID); publish one built with "
+        f"--os-version-id {version_id}"
+    ]
 
 
 def _os_extension_notes(root: Path, name: str, transfer_file: Path) -> list[str]:
@@ -382,8 +416,20 @@ def transfer(
     instances: int | None = typer.Option(
         None, "--instances", help="InstancesMax= (versions kept on the host; default 3)."
     ),
-    file_format: str = typer.Option(
-        "conf", "--format", help="conf (systemd 252+, Flatcar) or transfer (systemd 257+)."
+    file_format: str | None = typer.Option(
+        None,
+        "--format",
+        help="conf (read by systemd 252-256; 257+ warn) or transfer (257+). Default: from "
+        "--systemd-version, else conf. Install the same text under both names and every "
+        "version reads it without a warning.",
+        show_default=False,
+    ),
+    systemd_version: int | None = typer.Option(
+        None,
+        "--systemd-version",
+        min=252,
+        help="The host's systemd major version: picks the file name (.transfer for 257+, "
+        ".conf before) that the install hint names.",
     ),
     no_verify: bool = typer.Option(
         False, "--no-verify", help="Verify=no (unsigned registries only; not recommended)."
@@ -403,13 +449,13 @@ def transfer(
 ) -> None:
     """Print the systemd-sysupdate transfer file that keeps NAME updated.
 
-    Install it as /etc/sysupdate.NAME.d/NAME.conf, create the target directories
-    (`mkdir -p /opt/extensions/NAME /etc/extensions`: systemd-sysupdate does not create
-    them) and run `systemd-sysupdate -C NAME update`, then `systemctl restart
-    systemd-sysext.service` (as Flatcar and fedora-sysexts document). With
-    Verify=yes (the default) the host needs the registry key as
-    /etc/systemd/import-pubring.gpg: `curl -o /etc/systemd/import-pubring.gpg
-    REGISTRY/keyring.gpg`.
+    Install it as /etc/sysupdate.NAME.d/NAME.transfer (systemd 257+) and as NAME.conf
+    (252-256), create the target directories (`mkdir -p /opt/extensions/NAME
+    /etc/extensions`: systemd-sysupdate does not create them) and run
+    `/usr/lib/systemd/systemd-sysupdate -C NAME update`, then `systemctl restart
+    systemd-sysext.service` (as Flatcar documents). With Verify=yes (the default) the host
+    must trust the registry key without losing its vendor keys: see the file's comment, or
+    use --commands, which sets that up.
 
     Whether the images are bound to the host's OS version (`%w` in the pattern) is read
     from the registry's own NAME.conf, so both files always agree; --os-bound/--any-os
@@ -445,6 +491,17 @@ def transfer(
         instances_max=instances,
         verify=not no_verify,
     )
+    if file_format is None:
+        newer = systemd_version is not None and systemd_version >= TRANSFER_SUFFIX_SINCE
+        file_format = "transfer" if newer else "conf"
+    elif systemd_version is not None and (
+        (file_format == "transfer") != (systemd_version >= TRANSFER_SUFFIX_SINCE)
+    ):
+        raise SysextError(
+            f"--format {file_format} does not fit systemd {systemd_version}",
+            "systemd 257+ read .transfer (and .conf only with a warning); 252-256 only .conf: "
+            "drop --format",
+        )
     sys.stdout.write(render_transfer(spec, file_format=file_format))
 
 

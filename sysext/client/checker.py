@@ -474,14 +474,16 @@ def _verify_payload(session: requests.Session, target: AvailableVersion) -> list
 
 # --- reading the inputs from a transfer file ----------------------------------------------
 
-# Keyrings systemd-import 252–256 use for Verify=yes: the first that exists, never merged.
+# Keyrings systemd-pull 252–257 use for Verify=yes: the first that exists, never merged
+# (src/import/pull-common.c verify_gpg(), v252 to v257).
 HOST_KEYRINGS = (
     Path("/etc/systemd/import-pubring.gpg"),
     Path("/usr/lib/systemd/import-pubring.gpg"),
 )
-# systemd 258 renamed the keyrings (commit ff401d5d): /etc/systemd/import-pubring.pgp, then
-# the legacy /etc/systemd/import-pubring.gpg, then /usr/lib/systemd/import-pubring.pgp; the
-# first that exists is used alone (systemd PR 43485, later, merges them instead).
+# systemd 258 renamed the keyrings (commit ff401d5d, NEWS 258): /etc/systemd/import-pubring.pgp,
+# then the legacy /etc/systemd/import-pubring.gpg, then /usr/lib/systemd/import-pubring.pgp;
+# on 258–261 the first that exists is used alone. 262 reads $SYSTEMD_OPENPGP_KEYRING alone if
+# set, else the /etc one plus the vendor one (NEWS 262), see component_keyring().
 HOST_KEYRINGS_258 = (
     Path("/etc/systemd/import-pubring.pgp"),
     Path("/etc/systemd/import-pubring.gpg"),
@@ -593,8 +595,40 @@ def host_keyring(root: Path = Path("/"), systemd_version: int | None = None) -> 
             return root / path.relative_to("/")
     raise CheckError(
         "Verify=yes, but none of " + ", ".join(str(p) for p in candidates) + " exists",
-        "install the registry key: curl -o /etc/systemd/import-pubring.gpg REGISTRY/keyring.gpg",
+        "trust the registry key without dropping the vendor one: sysext transfer NAME "
+        "--registry URL --commands prints the steps (docs/provisioning.md, The keyring)",
     )
+
+
+# Where `sysext butane` keeps the registry's keys; its update units pass it to systemd-pull
+# 262+ as $SYSTEMD_OPENPGP_KEYRING (sysext/provision/keyring_combine.py).
+REGISTRY_KEYRING = Path("/etc/sysext/keyring.gpg")
+
+
+def component_keyring(root: Path = Path("/"), systemd_version: int | None = None) -> Path:
+    """The keyring a `sysext-update-NAME.service` verifies with: the registry keyring on
+    systemd 262+ (the unit sets $SYSTEMD_OPENPGP_KEYRING), else what this systemd reads."""
+    version = systemd_version if systemd_version is not None else host_systemd_version(root)
+    registry = root / REGISTRY_KEYRING.relative_to("/")
+    if version is not None and version >= 262 and registry.exists():
+        return registry
+    try:
+        return host_keyring(root, version)
+    except CheckError:
+        if registry.exists():  # not combined yet: keyring_warnings says so
+            return registry
+        raise
+
+
+def component_transfer_file(root: Path, name: str, systemd_version: int | None = None) -> Path:
+    """The transfer file systemd-sysupdate reads for component NAME: NAME.transfer on 257+
+    when it exists (then NAME.conf is ignored), else NAME.conf (spec §2.1)."""
+    version = systemd_version if systemd_version is not None else host_systemd_version(root)
+    directory = root / f"etc/sysupdate.{name}.d"
+    transfer = directory / f"{name}.transfer"
+    if (version is None or version >= 257) and transfer.exists():
+        return transfer
+    return directory / f"{name}.conf"
 
 
 def keyring_warnings(root: Path = Path("/"), systemd_version: int | None = None) -> list[str]:
@@ -602,6 +636,13 @@ def keyring_warnings(root: Path = Path("/"), systemd_version: int | None = None)
     version = systemd_version if systemd_version is not None else host_systemd_version(root)
     etc_pgp = root / "etc/systemd/import-pubring.pgp"
     etc_gpg = root / "etc/systemd/import-pubring.gpg"
+    registry = root / REGISTRY_KEYRING.relative_to("/")
+    if registry.exists() and not etc_gpg.exists() and (version is None or version < 262):
+        return [
+            f"{etc_gpg} does not exist: sysext-keyring.service has not combined the vendor "
+            f"keyring with {REGISTRY_KEYRING} yet (systemctl start sysext-keyring.service); "
+            "systemd before 262 cannot verify the extension until it has"
+        ]
     if etc_pgp.exists() and etc_gpg.exists() and (version is None or version >= 258):
         return [
             f"{etc_pgp} exists: systemd 258+ verify with it and ignore {etc_gpg} "

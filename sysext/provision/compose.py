@@ -2,8 +2,10 @@
 
 Per extension: the image under /opt/extensions/NAME/ fetched with its SHA-256, the
 activation link /etc/extensions/NAME.raw, and (unless updates are off) the sysupdate
-transfer file plus a dedicated update service and timer. Once: the registry's key as
-/etc/systemd/import-pubring.gpg, and on Fedora CoreOS `systemd-sysext.service` enabled.
+transfer file (NAME.transfer and NAME.conf, or the one the host's systemd reads) plus a
+dedicated update service and timer. Once: the registry's key as /etc/sysext/keyring.gpg with
+the unit that keeps the vendor keys trusted (keyring_combine.py), and on Fedora CoreOS
+`systemd-sysext.service` enabled.
 
 Why a dedicated `sysext-update-NAME.service` instead of a drop-in for the stock
 `systemd-sysupdate.service`: the stock unit runs `systemd-sysupdate update` over
@@ -20,6 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sysext.core.errors import SysextError
+from sysext.provision.keyring_combine import (
+    UPDATE_SERVICE_ENVIRONMENT,
+    UPDATE_UNIT_LINES,
+    keyring_combine_files,
+    keyring_combine_units,
+)
 from sysext.provision.keyring_update import keyring_update_files, keyring_update_units
 from sysext.provision.model import (
     File,
@@ -38,20 +46,17 @@ from sysext.provision.resolve import ResolvedImage
 from sysext.systemd.transfer import (
     ACTIVATION_DIR,
     EXTENSIONS_DIR,
-    KEYRING_PATH,
+    SYSUPDATE,
     TransferSpec,
     render_transfer,
+    transfer_file_names,
 )
 
-SYSUPDATE = "/usr/lib/systemd/systemd-sysupdate"
 UPDATE_SCRIPT = "/etc/sysext/update-extension"
-KEYRING_NOTE = (
-    f"{KEYRING_PATH} REPLACES the host's vendor keyring for systemd-sysupdate on systemd "
-    "252-257 (it reads this file, else /usr/lib/systemd/import-pubring.gpg, never both), so "
-    "every sysupdate transfer on this host must be signed by this registry's key. systemd "
-    "258+ read /etc/systemd/import-pubring.pgp first (this file only when that one is "
-    "absent). Use --keyring skip if the host manages its keyring otherwise."
-)
+# systemd 262: `*.component` metadata files, systemd-sysupdate-notify-sysext.socket and
+# EXTENSION_RESTART_UNITS= (NEWS 262; man sysupdate.components, systemd-sysext).
+SYSTEMD_262 = 262
+NOTIFY_SOCKET = "systemd-sysupdate-notify-sysext.socket"
 # What each distribution documents for a new or changed image (Flatcar: "Supplying your
 # sysext image from Ignition" in its systemd-sysext docs; fedora-sysexts: known issues).
 ACTIVATION_DOCS = {
@@ -72,10 +77,13 @@ class ProvisionOptions:
     ignition_version: IgnitionVersion = IgnitionVersion.V3_3_0
     updates: bool = True
     on_update: OnUpdate = OnUpdate.RESTART
-    keyring: KeyringMode = KeyringMode.REPLACE
+    keyring: KeyringMode = KeyringMode.COMBINE
     # Whether the update timer is enabled; None: the variant's default (Flatcar yes;
     # Fedora CoreOS no, see FCOS_NO_TIMER).
     timer: bool | None = None
+    # The hosts' systemd major version, when known (--systemd-version): picks the transfer
+    # file name and offers the 262 features. None: files every version 252+ reads.
+    systemd_version: int | None = None
 
     @property
     def timer_enabled(self) -> bool:
@@ -88,9 +96,19 @@ FCOS_NO_TIMER = (
     "Fedora CoreOS: the update timers are NOT enabled. The SELinux policy for "
     "systemd-importd, which systemd-sysupdate uses, is incomplete, so updates cannot run as "
     "a background service yet (fedora-sysexts known issues; selinux-policy PR 2604, issue "
-    "2622). Update by hand as root: /usr/lib/systemd/systemd-sysupdate update --component "
-    "NAME && systemctl restart systemd-sysext.service, or generate with --timer once the "
-    "policy allows it."
+    "2622). Update by hand as root: systemctl start sysext-update-NAME.service (it runs "
+    "systemd-sysupdate with the right keyring and activates), or generate with --timer once "
+    "the policy allows it."
+)
+
+# Fedora CoreOS rebases itself to each new Fedora release (its VERSION_ID changes), and an
+# image bound to VERSION_ID then no longer merges (spec §1.3) until the host installs the
+# image for its new VERSION_ID: only a running update timer does that.
+FCOS_OS_BOUND_NOTE = (
+    "Fedora CoreOS rebases to each new Fedora release by itself: the OS-bound images above "
+    "stop merging at that moment and merge again once sysext-update-NAME.timer has installed "
+    "the image for the new VERSION_ID (publish it before the rebase; sysext check --component "
+    "NAME warns when none exists)."
 )
 
 
@@ -135,9 +153,34 @@ def image_path(spec: TransferSpec, image: ResolvedImage) -> str:
     return f"{spec.target_path}/{image.filename}"
 
 
-def transfer_path(name: str) -> str:
+def transfer_dir(name: str) -> str:
     # Per-component directory, used by `systemd-sysupdate --component=NAME` (spec §2.1).
-    return f"/etc/sysupdate.{name}.d/{name}.conf"
+    return f"/etc/sysupdate.{name}.d"
+
+
+def transfer_paths(name: str, systemd_version: int | None = None) -> tuple[str, ...]:
+    """Where the transfer goes: NAME.transfer and NAME.conf with the same text unless the
+    host's systemd version is known (see transfer.transfer_file_names)."""
+    return tuple(
+        f"{transfer_dir(name)}/{file}" for file in transfer_file_names(name, systemd_version)
+    )
+
+
+def component_path(name: str) -> str:
+    # sysupdate.components(5): /etc/sysupdate.COMPONENT.component (systemd 262).
+    return f"/etc/sysupdate.{name}.component"
+
+
+def component_file(name: str, registry_url: str) -> str:
+    # Documentation= is specifier-expanded: a literal '%' must be '%%'.
+    url = f"{registry_url.rstrip('/')}/extensions/{name}".replace("%", "%%")
+    return (
+        "# Generated by sysext butane: what `systemd-sysupdate components` and updatectl show\n"
+        "# for this extension (systemd 262, sysupdate.components(5)).\n"
+        "[Component]\n"
+        f"Description=System extension {name} (sysext registry)\n"
+        f"Documentation={url}\n"
+    )
 
 
 def update_unit_name(name: str, suffix: str) -> str:
@@ -152,7 +195,10 @@ UPDATE_SCRIPT_TEXT = """\
 #   update-extension NAME LINK ACTIVATION [RELABEL_PATH...]
 #
 # ACTIVATION: restart (systemctl restart systemd-sysext.service), refresh
-# (systemd-sysext refresh) or reboot-marker (touch /run/reboot-required).
+# (systemd-sysext refresh), reboot-marker (touch /run/reboot-required) or notify (systemd
+# 262+: sysupdate itself tells systemd-sysupdate-notify-sysext.socket, nothing to do here).
+# After restart/refresh on systemd < 262, which ignores them, the units the image lists in
+# EXTENSION_RESTART_UNITS= / EXTENSION_RELOAD_OR_RESTART_UNITS= are restarted here.
 # Exit status, also the unit's:
 #   0   a newer image was installed and activated, or nothing newer is published
 #       (the journal says which);
@@ -171,7 +217,7 @@ link=$2
 activation=$3
 shift 3
 case $activation in
-    restart|refresh|reboot-marker) ;;
+    restart|refresh|reboot-marker|notify) ;;
     *) echo "$name: unknown activation '$activation'" >&2; exit 64 ;;
 esac
 sysupdate=${SYSEXT_SYSUPDATE:-/usr/lib/systemd/systemd-sysupdate}
@@ -198,38 +244,75 @@ case $activation in
     restart) systemctl restart systemd-sysext.service ;;
     refresh) systemd-sysext refresh ;;
     reboot-marker) touch /run/reboot-required ;;
+    notify) true ;;
 esac
 status=$?
 if [ "$status" -ne 0 ]; then
     echo "$name: ${after##*/} is installed but activating it FAILED ($activation: $status)" >&2
     exit 65
 fi
+case $activation in restart|refresh) ;; *) exit 0 ;; esac
+version=$("$sysupdate" --version 2>/dev/null | awk 'NR == 1 { print $2 }')
+version=${version%%[!0-9]*}
+# systemd-sysext 262+ restarts these units itself (src/sysext/sysext.c, restart_units()).
+[ -n "$version" ] && [ "$version" -lt 262 ] || exit 0
+release=${SYSEXT_USR:-/usr}/lib/extension-release.d/extension-release.$name
+[ -r "$release" ] || exit 0
+field() { sed -n "s/^$1=//p" "$release" | tail -n 1 | tr -d "\\"'"; }
+restart=$(field EXTENSION_RESTART_UNITS)
+reload=$(field EXTENSION_RELOAD_OR_RESTART_UNITS)
+[ -n "$restart$reload" ] || exit 0
+# The unit files may be new or changed (systemd 254 ignores EXTENSION_RELOAD_MANAGER=).
+systemctl daemon-reload
+for unit in $restart; do
+    echo "$name: restarting $unit (EXTENSION_RESTART_UNITS)"
+    systemctl restart "$unit" || echo "$name: restarting $unit FAILED" >&2
+done
+for unit in $reload; do
+    case " $restart " in *" $unit "*) continue ;; esac
+    echo "$name: reloading or restarting $unit (EXTENSION_RELOAD_OR_RESTART_UNITS)"
+    systemctl reload-or-restart "$unit" || echo "$name: reloading $unit FAILED" >&2
+done
+exit 0
 """
 
 
-def update_service(name: str, on_update: OnUpdate, variant: Variant) -> str:
+def update_service(
+    name: str, on_update: OnUpdate, variant: Variant, *, keyring: KeyringMode = KeyringMode.COMBINE
+) -> str:
     layout = host_layout(name, variant)
     argv = " ".join((UPDATE_SCRIPT, name, layout.link, on_update.value, *layout.relabel))
-    return (
-        f"# Generated by sysext butane: update the {name} system extension.\n"
-        "# systemd-sysupdate downloads, verifies and links a newer image but never\n"
-        f"# activates it; {UPDATE_SCRIPT} does that step ({on_update.value}) only\n"
-        "# when the link moved. Exit 0: updated, or nothing newer (a clean skip). Any\n"
-        "# other status is a failed unit: download, signature, keyring or registry trouble,\n"
-        "# with systemd-sysupdate's reason in the journal.\n"
-        "[Unit]\n"
-        f"Description=Update the {name} system extension\n"
-        f"Documentation=man:systemd-sysupdate(8) {ACTIVATION_DOCS[variant]}\n"
-        "Wants=network-online.target\n"
-        "After=network-online.target\n"
-        f"ConditionPathExists={transfer_path(name)}\n"
-        "# Not every image ships sysupdate (it is optional in systemd builds): skip, not fail.\n"
-        f"ConditionPathExists={SYSUPDATE}\n"
-        "\n"
-        "[Service]\n"
-        "Type=oneshot\n"
-        f"SyslogIdentifier=sysext-update-{name}\n"
-        f"ExecStart=/bin/sh {argv}\n"
+    keyring_unit = [f"{line}\n" for line in UPDATE_UNIT_LINES]
+    keyring_service = [
+        "# systemd-pull 262+ verifies with this keyring alone; older ones ignore the variable\n"
+        "# and read the combined /etc/systemd/import-pubring.gpg (sysext-keyring.service).\n",
+        f"{UPDATE_SERVICE_ENVIRONMENT}\n",
+    ]
+    combine = keyring is KeyringMode.COMBINE
+    return "".join(
+        [
+            f"# Generated by sysext butane: update the {name} system extension.\n"
+            "# systemd-sysupdate downloads, verifies and links a newer image;\n"
+            f"# {UPDATE_SCRIPT} activates it ({on_update.value}) only\n"
+            "# when the link moved. Exit 0: updated, or nothing newer (a clean skip). Any\n"
+            "# other status is a failed unit: download, signature, keyring or registry trouble,\n"
+            "# with systemd-sysupdate's reason in the journal.\n"
+            "[Unit]\n"
+            f"Description=Update the {name} system extension\n"
+            f"Documentation=man:systemd-sysupdate(8) {ACTIVATION_DOCS[variant]}\n"
+            "Wants=network-online.target\n"
+            "After=network-online.target\n",
+            *(keyring_unit if combine else []),
+            f"ConditionPathIsDirectory={transfer_dir(name)}\n"
+            "# Not every image ships sysupdate (optional in systemd builds): skip, not fail.\n"
+            f"ConditionPathExists={SYSUPDATE}\n"
+            "\n"
+            "[Service]\n"
+            "Type=oneshot\n"
+            f"SyslogIdentifier=sysext-update-{name}\n",
+            *(keyring_service if combine else []),
+            f"ExecStart=/bin/sh {argv}\n",
+        ]
     )
 
 
@@ -347,16 +430,38 @@ def compose_config(
         if disabled:
             text = "".join(f"-{name}\n" for name in disabled)
             files.append(File(FLATCAR_ENABLED_SYSEXT, InlineContents(text.encode())))
+    bound = [image.name for image in images if image.os_version_id is not None]
+    following = options.updates and options.timer_enabled
+    if options.variant is Variant.FCOS and bound and not following:
+        raise SysextError(
+            f"{bound[0]} is built for one Fedora VERSION_ID, but Fedora CoreOS rebases to each "
+            "new Fedora release by itself and this config has no running update timer: the "
+            "extension would silently stop merging after the rebase",
+            "build it --os _any (static binaries) or generate with --timer (the update unit then "
+            "installs the image for the new VERSION_ID; it needs an SELinux policy that lets "
+            "systemd-sysupdate run as a service)",
+        )
+    version = options.systemd_version
+    if options.on_update is OnUpdate.NOTIFY and (version is None or version < SYSTEMD_262):
+        raise SysextError(
+            "--on-update notify needs systemd 262 (systemd-sysupdate-notify-sysext.socket)",
+            "give --systemd-version 262 if the hosts run it, else use restart",
+        )
     if options.updates:
         files.append(File(UPDATE_SCRIPT, InlineContents(UPDATE_SCRIPT_TEXT.encode()), 0o755))
         for spec, image in zip(specs, images, strict=True):
-            files.append(
-                File(transfer_path(image.name), InlineContents(render_transfer(spec).encode()))
-            )
+            text = render_transfer(spec)
+            for path in transfer_paths(image.name, version):
+                files.append(File(path, InlineContents(text.encode())))
+            if version is not None and version >= SYSTEMD_262:
+                component = component_file(image.name, registry_url)
+                files.append(File(component_path(image.name), InlineContents(component.encode())))
             units.append(
                 Unit(
                     update_unit_name(image.name, "service"),
-                    contents=update_service(image.name, options.on_update, options.variant),
+                    contents=update_service(
+                        image.name, options.on_update, options.variant, keyring=options.keyring
+                    ),
                 )
             )
             units.append(
@@ -366,6 +471,10 @@ def compose_config(
                     enabled=options.timer_enabled,
                 )
             )
+        if options.on_update is OnUpdate.NOTIFY:
+            # sysupdate 262 notifies it after installing; it runs systemd-sysext, which
+            # honours EXTENSION_RESTART_UNITS= (units/systemd-sysupdate-notify-sysext.socket).
+            units.append(Unit(NOTIFY_SOCKET, enabled=True))
         if not options.timer_enabled:
             notes.append(
                 FCOS_NO_TIMER
@@ -373,11 +482,14 @@ def compose_config(
                 else "The update timers are not enabled (--no-timer): "
                 "systemctl start sysext-update-NAME.service updates by hand."
             )
-        if options.keyring is KeyringMode.REPLACE:
+        elif options.variant is Variant.FCOS and bound:
+            notes.append(FCOS_OS_BOUND_NOTE)
+        if options.keyring is KeyringMode.COMBINE:
             if keyring is None:
-                raise ValueError("keyring bytes are required with KeyringMode.REPLACE")
-            files.append(File(KEYRING_PATH, InlineContents(keyring), comment=KEYRING_NOTE))
-            # The keyring then follows the registry's key rotations (issue 14).
+                raise ValueError("keyring bytes are required with KeyringMode.COMBINE")
+            files += keyring_combine_files(keyring)
+            units += keyring_combine_units()
+            # The registry keyring then follows the registry's key rotations (issue 14).
             files += keyring_update_files()
             units += keyring_update_units(registry_url)
     if options.variant is Variant.FCOS:

@@ -41,7 +41,7 @@ def generate_config(
     ]
     # The key only matters to systemd-sysupdate, so a config without updates leaves the
     # host's keyring alone.
-    wants_key = options.updates and options.keyring is KeyringMode.REPLACE
+    wants_key = options.updates and options.keyring is KeyringMode.COMBINE
     keyring = fetch_keyring(catalog) if wants_key else None
     # Only Flatcar ships extensions of its own that ours can collide with.
     replaces = (

@@ -4,19 +4,64 @@ The same steps a first-boot config takes (compose.py), for a host that is alread
 same places (compose.host_layout: Flatcar /opt/extensions + /etc/extensions, Fedora CoreOS
 /var/lib/extensions.d + /var/lib/extensions): create the directories systemd-sysupdate does
 not create itself (254 fails with "Failed to resolve" without the target directory), put the
-transfer file and the registry key in place, let sysupdate download and verify the newest
-image, then activate it the way the distributions document (a restart of
-systemd-sysext.service; on Fedora CoreOS after enabling it and relabelling for SELinux).
+transfer file (NAME.transfer and NAME.conf: 257+ read the first, 252–256 the second) and the
+registry key in place, keep the vendor keys trusted (keyring_combine.py: the same script and
+units the configs install), let sysupdate download and verify the newest image, then activate
+it the way the distributions document (a restart of systemd-sysext.service; on Fedora CoreOS
+after enabling it and relabelling for SELinux).
 """
 
 from __future__ import annotations
 
 from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_BINARY
-from sysext.provision.compose import SYSUPDATE, host_layout, transfer_path
+from sysext.provision.compose import host_layout, transfer_dir
+from sysext.provision.keyring_combine import (
+    DROPIN_NAME,
+    PATH_UNIT,
+    PATH_UNIT_TEXT,
+    SCRIPT,
+    SCRIPT_PATH,
+    SERVICE,
+    SERVICE_UNIT,
+    STOCK_DROPIN,
+    STOCK_UNITS,
+)
 from sysext.provision.model import Variant
-from sysext.systemd.transfer import KEYRING_PATH, TransferSpec, render_transfer
+from sysext.systemd.transfer import (
+    REGISTRY_KEYRING_PATH,
+    SYSUPDATE,
+    TransferSpec,
+    render_transfer,
+    transfer_file_names,
+)
 
 ACTIVATE = "systemctl restart systemd-sysext.service"
+UNIT_DIR = "/etc/systemd/system"
+
+
+def _heredoc(path: str, text: str) -> str:
+    return f"cat > {path} <<'EOF'\n{text.rstrip()}\nEOF"
+
+
+def keyring_commands(registry_url: str) -> list[str]:
+    """Install the registry key without replacing the vendor keyring (keyring_combine.py)."""
+    base = registry_url.rstrip("/")
+    lines = [
+        f"curl -fsSo {REGISTRY_KEYRING_PATH} {base}/{KEYRING_BINARY}",
+        _heredoc(SCRIPT_PATH, SCRIPT),
+        f"chmod 0755 {SCRIPT_PATH}",
+        _heredoc(f"{UNIT_DIR}/{SERVICE}", SERVICE_UNIT),
+        _heredoc(f"{UNIT_DIR}/{PATH_UNIT}", PATH_UNIT_TEXT),
+    ]
+    for unit in STOCK_UNITS:
+        lines.append(f"mkdir -p {UNIT_DIR}/{unit}.d")
+        lines.append(_heredoc(f"{UNIT_DIR}/{unit}.d/{DROPIN_NAME}", STOCK_DROPIN))
+    lines += [
+        f"systemctl enable {SERVICE} {PATH_UNIT}",
+        # 252-261: vendor keys + registry key in /etc/systemd/import-pubring.gpg; 262: nothing.
+        SCRIPT_PATH,
+    ]
+    return lines
 
 
 def host_commands(
@@ -42,22 +87,27 @@ def host_commands(
         target_dir=layout.images_dir,
         current_symlink=layout.link,
     )
-    conf = transfer_path(name)
-    directories = [conf.rpartition("/")[0], spec.target_path, spec.symlink_path.rpartition("/")[0]]
+    directories = [transfer_dir(name), spec.target_path, spec.symlink_path.rpartition("/")[0]]
+    if keyring:
+        directories.append(REGISTRY_KEYRING_PATH.rpartition("/")[0])
     lines = [f"mkdir -p {' '.join(directories)}"]
     served = TransferSpec(name=name, base_url=base, channel=channel, os_bound=os_bound)
-    if render_transfer(spec) == render_transfer(served):
-        # The registry serves exactly this file beside the images.
-        lines.append(f"curl -fsSo {conf} {spec.source_url}/{name}.conf")
-    else:
-        # Another layout than the served file's: write the transfer for this host's.
-        lines.append(f"cat > {conf} <<'EOF'\n{render_transfer(spec).rstrip()}\nEOF")
+    for file_name in transfer_file_names(name, None):
+        path = f"{transfer_dir(name)}/{file_name}"
+        if render_transfer(spec) == render_transfer(served):
+            # The registry serves exactly this file beside the images.
+            lines.append(f"curl -fsSo {path} {spec.source_url}/{file_name}")
+        else:
+            # Another layout than the served file's: write the transfer for this host's.
+            lines.append(_heredoc(path, render_transfer(spec)))
     if keyring:
-        # systemd-sysupdate 252-257 read only this file once it exists (spec §3.4).
+        lines += keyring_commands(base)
+        # systemd-pull 262+ verifies with this keyring alone; older versions ignore it.
         lines.append(
-            f"curl -fsSo {KEYRING_PATH} {base}/{KEYRING_BINARY}   # replaces the vendor keyring"
+            f"SYSTEMD_OPENPGP_KEYRING={REGISTRY_KEYRING_PATH} {SYSUPDATE} -C {name} update"
         )
-    lines.append(f"{SYSUPDATE} -C {name} update")
+    else:
+        lines.append(f"{SYSUPDATE} -C {name} update")
     if layout.relabel:
         # Files sysupdate wrote get their SELinux labels, as fedora-sysexts' steps do.
         lines.append(

@@ -28,21 +28,24 @@ class IgnitionVersion(enum.Enum):
     V3_3_0 = "3.3.0"
     V3_4_0 = "3.4.0"
     V3_5_0 = "3.5.0"
+    V3_6_0 = "3.6.0"
 
     def butane_version(self, variant: Variant) -> str:
         """The Butane spec version of `variant` that transpiles to this Ignition version."""
         return _BUTANE_VERSIONS[(variant, self)]
 
 
-# Butane's stable specs and the Ignition spec each emits (Butane docs, "Config versions"):
-# fcos 1.6.0 → 3.5.0 is stable; Butane has no stable flatcar spec for 3.5.0 yet
-# (flatcar 1.2.0 is experimental), so Flatcar + 3.5.0 is refused with that reason.
+# Butane's stable specs and the Ignition spec each emits (Butane docs, "Config versions";
+# release notes): fcos 1.6.0 → 3.5.0 and fcos 1.7.0 → 3.6.0 (Butane 0.27.0) are stable. Butane
+# has no stable flatcar spec past 1.1.0 (flatcar 1.2.0 is still `-experimental` in coreos/butane
+# docs/config-flatcar-v1_2-exp.md), so Flatcar + 3.5.0/3.6.0 is refused with that reason.
 _BUTANE_VERSIONS: dict[tuple[Variant, IgnitionVersion], str] = {
     (Variant.FLATCAR, IgnitionVersion.V3_3_0): "1.0.0",
     (Variant.FLATCAR, IgnitionVersion.V3_4_0): "1.1.0",
     (Variant.FCOS, IgnitionVersion.V3_3_0): "1.4.0",
     (Variant.FCOS, IgnitionVersion.V3_4_0): "1.5.0",
     (Variant.FCOS, IgnitionVersion.V3_5_0): "1.6.0",
+    (Variant.FCOS, IgnitionVersion.V3_6_0): "1.7.0",
 }
 
 
@@ -69,24 +72,49 @@ def ignition_version_of_butane(variant: str, version: str) -> IgnitionVersion | 
 
 
 class OnUpdate(enum.Enum):
-    """What happens after systemd-sysupdate installed a newer image (it never activates it).
+    """What happens after systemd-sysupdate installed a newer image (before 262 it never
+    activates it; 262 notifies `systemd-sysupdate-notify-sysext.socket` if enabled).
 
-    RESTART is what Flatcar and fedora-sysexts document (`systemctl restart
-    systemd-sysext.service`; on Flatcar it also runs ensure-sysext.service, which reloads
-    units); REFRESH (`systemd-sysext refresh`) is kept for other hosts, both distributions
-    advise against it.
+    RESTART is what Flatcar documents (`systemctl restart systemd-sysext`, flatcar.org
+    "Systemd-sysext"; before Flatcar 4628 this also runs ensure-sysext.service, which reloads
+    units) and what fedora-sysexts' known issues say for Fedora 41. REFRESH (`systemd-sysext
+    refresh`) is what the sysext-bakery README offers besides a reboot. Only Flatcar's page
+    advises against a manual refresh. NOTIFY (systemd 262+) leaves activation to systemd:
+    sysupdate tells `systemd-sysupdate-notify-sysext.socket`, which runs systemd-sysext.
+    After RESTART and REFRESH the update script restarts the units the image lists in
+    EXTENSION_RESTART_UNITS= / EXTENSION_RELOAD_OR_RESTART_UNITS= itself on systemd < 262,
+    where systemd-sysext ignores those keys.
     """
 
     RESTART = "restart"
     REFRESH = "refresh"
     REBOOT_MARKER = "reboot-marker"
+    NOTIFY = "notify"
 
 
 class KeyringMode(enum.Enum):
-    """Whether the config installs the registry key as /etc/systemd/import-pubring.gpg."""
+    """How the config makes systemd-sysupdate trust the registry key.
 
-    REPLACE = "replace"
+    COMBINE keeps the host's own (vendor) keys trusted for every systemd version: the key goes
+    to /etc/sysext/keyring.gpg; on 252–261 a unit rebuilds /etc/systemd/import-pubring.gpg
+    from the vendor keyring plus that file before every update and at boot; on 262 the update
+    units pass it as $SYSTEMD_OPENPGP_KEYRING and /etc/systemd is left alone
+    (keyring_combine.py). SKIP installs no key at all. The former REPLACE (the registry key
+    alone as /etc/systemd/import-pubring.gpg) broke the OS's own sysupdate updates on
+    252–261 and is refused.
+    """
+
+    COMBINE = "combine"
     SKIP = "skip"
+
+
+REMOVED_KEYRING_MODES = {
+    "replace": (
+        "--keyring replace is gone: it made the registry key the only trusted key and broke "
+        "the OS's own systemd-sysupdate updates",
+        "use --keyring combine (the default): the vendor keys stay trusted",
+    )
+}
 
 
 def parse_enum(cls: type[E], text: str, what: str) -> E:
@@ -94,6 +122,8 @@ def parse_enum(cls: type[E], text: str, what: str) -> E:
     for member in cls:
         if member.value == text:
             return member
+    if cls is KeyringMode and text in REMOVED_KEYRING_MODES:
+        raise SysextError(*REMOVED_KEYRING_MODES[text])
     accepted = ", ".join(str(m.value) for m in cls)
     raise SysextError(f"unknown {what} {text!r}", f"use one of: {accepted}")
 
