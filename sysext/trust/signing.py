@@ -334,9 +334,9 @@ def verify_signature(
     if issuer and not any(issuer.endswith(k) or k.endswith(issuer) for k in known):
         raise SignatureError(
             f"no public key: signed by {issuer.upper()}, which is not in the keyring",
-            "install the registry's key (REGISTRY/keyring.gpg) as"
-            " /etc/systemd/import-pubring.gpg (it replaces the vendor keyring, §3.4); the"
-            " signer is usually a signing subkey: `gpg --show-keys --with-subkey-fingerprints"
+            "give the host the registry's key (REGISTRY/keyring.gpg) beside its vendor"
+            " keyring, as `sysext butane` and `sysext transfer --commands` set it up"
+            " (docs/provisioning.md, 'The keyring'); the signer is usually a signing subkey: `gpg --show-keys --with-subkey-fingerprints"
             " FILE` lists the primary and subkey fingerprints of a keyring",
         )
     try:
