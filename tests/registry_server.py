@@ -46,8 +46,11 @@ class RegistryServer:
     args: tuple[str, ...] = ()
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
-    # Soft RLIMIT_NOFILE for the server (file-descriptor exhaustion tests), None: inherited.
+    # RLIMIT_NOFILE for the server (file-descriptor exhaustion tests), None: inherited.
+    # Soft and hard, unless nofile_hard sets the hard one (the server raises its soft
+    # limit up to the hard one, as on a systemd host: soft 1024, hard much higher).
     nofile: int | None = None
+    nofile_hard: int | None = None
 
     @property
     def url(self) -> str:
@@ -70,14 +73,13 @@ class RegistryServer:
         argv = [sys.executable, "-m", "sysext.cli.main", "serve", "--data", str(self.data)]
         argv += ["--port", str(self.port), *self.args]
         # Own process group: a crash test kills the supervisor and every worker at once.
-        nofile = self.nofile
+        nofile, nofile_hard = self.nofile, self.nofile_hard
 
         def limit_fds() -> None:
             if nofile is not None:
                 import resource
 
-                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile_hard or nofile))
 
         self.process = subprocess.Popen(
             argv,
