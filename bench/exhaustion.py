@@ -66,19 +66,6 @@ def many_entries_image(out: Path, entries: int) -> Path:
     return image
 
 
-def big_image(out: Path, size_mib: int) -> Path:
-    """A valid extension image carrying `size_mib` MiB of incompressible bytes."""
-    from sysext.architecture import Architecture
-    from sysext.extension_release import ExtensionRelease
-    from sysext.image import pack
-
-    tree = out / "big-tree"
-    (tree / "usr" / "lib" / "big").mkdir(parents=True)
-    (tree / "usr" / "lib" / "big" / "payload").write_bytes(os.urandom(size_mib << 20))
-    release = ExtensionRelease(name="big", version="1.0", arch=Architecture.X86_64)
-    return pack(tree, release, out / "big-out").path
-
-
 def measured(argv: list[str]) -> tuple[float, int]:
     """Wall time and peak RSS (KiB) of one child process."""
     started = time.monotonic()
@@ -209,7 +196,7 @@ def slow_clients(
     reg.start()
     try:
         small = build_image(base / "images", "hello", "1.0")
-        big = big_image(base / "images", 16)
+        big = build_image(base / "images", "big", "1.0", filler=16 << 20)
         for image, name in ((small, "hello"), (big, "big")):
             with open(image, "rb") as body:
                 requests.put(

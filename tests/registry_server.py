@@ -190,11 +190,13 @@ def build_image(
     *,
     payload: str = "",
     release_name: str | None = None,
+    filler: int = 0,
 ) -> Path:
     """Pack a tiny real squashfs extension NAME-VERSION-ARCH.raw into `output`.
 
     `release_name` names the extension-release file differently (a mismatched image);
-    the file is still called NAME-VERSION-ARCH.raw.
+    the file is still called NAME-VERSION-ARCH.raw. `filler`: that many random
+    (incompressible) bytes in usr/share/NAME/filler, for an image of about that size.
     """
     from sysext.build.pack import pack
     from sysext.systemd.architecture import Architecture
@@ -205,6 +207,9 @@ def build_image(
     script = tree / "usr" / "bin" / name
     script.write_text(f"#!/bin/sh\necho {name} {version} {payload}\n")
     script.chmod(0o755)
+    if filler:
+        (tree / "usr" / "share" / name).mkdir(parents=True, exist_ok=True)
+        (tree / "usr" / "share" / name / "filler").write_bytes(os.urandom(filler))
     scratch = output / f".pack-{name}-{version}-{arch}"
     release = ExtensionRelease(
         name=release_name or name, version=version, arch=Architecture.parse(arch)
