@@ -126,9 +126,11 @@ def test_keep_alive_connections_are_recycled(limited: RegistryServer) -> None:
 def test_limits_are_configurable_and_checked(tmp_path: Path) -> None:
     from tests.servers import run_cli
 
-    result = run_cli("serve", "--data", tmp_path / "d", "--header-timeout", "0")
-    assert result.returncode == 2
-    assert "invalid value" in result.stdout + result.stderr
+    for flag in ("--header-timeout", "--min-rate", "--stall-timeout", "--upload-timeout"):
+        result = run_cli("serve", "--data", tmp_path / "d", flag, "0")
+        assert result.returncode == 2, flag
+        assert "invalid value" in result.stdout + result.stderr
+    assert not (tmp_path / "d").exists()
 
 
 # --- issue 19: every phase after the headers has a deadline too --------------------------
