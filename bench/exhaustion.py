@@ -168,7 +168,7 @@ def attack(
 
 
 def server_cuts(log: str) -> dict[str, int]:
-    """Sum of the server's `event=connections-cut` lines (registry/guard.py)."""
+    """Sum of the server's `event=connections-cut` lines (registry/http/guard.py)."""
     total: dict[str, int] = {}
     for line in log.splitlines():
         if "event=connections-cut" in line:
