@@ -23,6 +23,9 @@ from sysext.core.urls import DEFAULT_CHANNEL
 DEFAULT_DATA_DIR = Path("sysext-data")
 DEFAULT_CHANNELS = (DEFAULT_CHANNEL, "beta", "alpha")
 CONFIG_NAME = "registry.toml"
+# uvicorn's listen backlog (`sysext serve`): up to this many connections are accepted in
+# one go, before the connection cap can close any idle one to make room.
+LISTEN_BACKLOG = 256
 # Large enough for any real extension (a full Kubernetes sysext is ~300 MiB), small enough
 # that a runaway upload cannot fill the disk.
 DEFAULT_MAX_UPLOAD = 4 << 30
@@ -78,14 +81,25 @@ class Settings:
 
     # Client limits (registry/http/guard.py, docs/registry.md "Limits"): the request line and
     # headers must arrive within header_timeout seconds and max_header_bytes; each worker
-    # keeps at most max_connections (0: three quarters of its file-descriptor limit, at
-    # most 1024); kept-alive connections close after keepalive_timeout idle seconds or
-    # max_keepalive_requests requests.
+    # keeps at most max_connections (0: what its file-descriptor limit allows, at most
+    # 1024, see connection_cap); kept-alive connections close after keepalive_timeout
+    # idle seconds or max_keepalive_requests requests. A request body must keep up with
+    # min_rate bytes/s after stall_timeout seconds of grace and be complete within
+    # upload_timeout; after the answer, the rest of it is read for at most linger_timeout;
+    # a client that does not take its response at min_rate (after stall_timeout) is cut.
     header_timeout: int = 10
     max_header_bytes: int = 64 << 10
     max_connections: int = 0
     keepalive_timeout: int = 5
     max_keepalive_requests: int = 1000
+    # An hour: 4 GiB (max_upload_bytes) at 1.2 MB/s, a 300 MiB image at 85 KB/s.
+    upload_timeout: int = 3600
+    # 1 KiB/s is far below any real link; a client trickling one byte every 3 s (issue
+    # 19) is cut after stall_timeout.
+    min_rate: int = 1024
+    stall_timeout: int = 10
+    # nginx's lingering_time: enough for a client to finish sending what it had in flight.
+    linger_timeout: int = 30
 
     @property
     def connection_cap(self) -> int:
@@ -94,8 +108,11 @@ class Settings:
         import resource
 
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        # The rest of the descriptors: the database, images being sent, logs, the key.
-        return max(8, min(1024, (soft * 3) // 4 - 16))
+        # A connection holds two descriptors while it sends an image (its socket and the
+        # file), a full listen backlog arrives before anything can be closed, and the rest
+        # is the database, logs and the key. Out of descriptors, libuv accepts and closes
+        # new connections at once: honest clients would get resets (issue 19).
+        return max(8, min(1024, (soft - LISTEN_BACKLOG - 32) // 2))
 
     @property
     def public_dir(self) -> Path:
@@ -194,12 +211,17 @@ ENV_NAMES = {
     "max_connections": "SYSEXT_MAX_CONNECTIONS",
     "keepalive_timeout": "SYSEXT_KEEPALIVE_TIMEOUT",
     "max_keepalive_requests": "SYSEXT_MAX_KEEPALIVE_REQUESTS",
+    "upload_timeout": "SYSEXT_UPLOAD_TIMEOUT",
+    "min_rate": "SYSEXT_MIN_RATE",
+    "stall_timeout": "SYSEXT_STALL_TIMEOUT",
+    "linger_timeout": "SYSEXT_LINGER_TIMEOUT",
 }
 NEVER = ("never", "off", "0", "none")
 _INTEGERS = frozenset(
     {
         "port", "workers", "max_upload_bytes", "keep_snapshots", "header_timeout",
         "max_header_bytes", "max_connections", "keepalive_timeout", "max_keepalive_requests",
+        "upload_timeout", "min_rate", "stall_timeout", "linger_timeout",
     }
 )  # fmt: skip
 _ZERO_OK = frozenset({"port", "max_connections"})

@@ -46,8 +46,11 @@ class RegistryServer:
     args: tuple[str, ...] = ()
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
-    # Soft RLIMIT_NOFILE for the server (file-descriptor exhaustion tests), None: inherited.
+    # RLIMIT_NOFILE for the server (file-descriptor exhaustion tests), None: inherited.
+    # Soft and hard, unless nofile_hard sets the hard one (the server raises its soft
+    # limit up to the hard one, as on a systemd host: soft 1024, hard much higher).
     nofile: int | None = None
+    nofile_hard: int | None = None
 
     @property
     def url(self) -> str:
@@ -70,14 +73,13 @@ class RegistryServer:
         argv = [sys.executable, "-m", "sysext.cli.main", "serve", "--data", str(self.data)]
         argv += ["--port", str(self.port), *self.args]
         # Own process group: a crash test kills the supervisor and every worker at once.
-        nofile = self.nofile
+        nofile, nofile_hard = self.nofile, self.nofile_hard
 
         def limit_fds() -> None:
             if nofile is not None:
                 import resource
 
-                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile_hard or nofile))
 
         self.process = subprocess.Popen(
             argv,
@@ -188,11 +190,13 @@ def build_image(
     *,
     payload: str = "",
     release_name: str | None = None,
+    filler: int = 0,
 ) -> Path:
     """Pack a tiny real squashfs extension NAME-VERSION-ARCH.raw into `output`.
 
     `release_name` names the extension-release file differently (a mismatched image);
-    the file is still called NAME-VERSION-ARCH.raw.
+    the file is still called NAME-VERSION-ARCH.raw. `filler`: that many random
+    (incompressible) bytes in usr/share/NAME/filler, for an image of about that size.
     """
     from sysext.build.pack import pack
     from sysext.systemd.architecture import Architecture
@@ -203,6 +207,9 @@ def build_image(
     script = tree / "usr" / "bin" / name
     script.write_text(f"#!/bin/sh\necho {name} {version} {payload}\n")
     script.chmod(0o755)
+    if filler:
+        (tree / "usr" / "share" / name).mkdir(parents=True, exist_ok=True)
+        (tree / "usr" / "share" / name / "filler").write_bytes(os.urandom(filler))
     scratch = output / f".pack-{name}-{version}-{arch}"
     release = ExtensionRelease(
         name=release_name or name, version=version, arch=Architecture.parse(arch)

@@ -63,7 +63,10 @@ def test_no_server_errors(tmp_path: Path) -> None:
 
 import contextlib  # noqa: E402
 import socket  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from typing import Any  # noqa: E402
 
 import requests  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -105,15 +108,26 @@ _HEADERS = st.lists(
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     base = tmp_path_factory.mktemp("fuzz")
-    image = build_image(base / "images", "hello", "1.0")
-    with running_registry(base / "data", args=("--header-timeout", "5")) as reg:
-        with open(image, "rb") as body:
-            requests.put(
-                f"{reg.url}/api/v1/extensions/hello/images/{image.name}",
-                data=body,
-                headers=reg.headers(),
-                timeout=60,
-            ).raise_for_status()
+    images = [
+        build_image(base / "images", "hello", "1.0"),
+        build_image(base / "images", "big", "1.0", filler=4 << 20),  # for slow readers
+    ]
+    # Short deadlines (issue 19): a body or a response at less than 100 bytes/s after 2 s
+    # is cut, the rest of an answered request's body is read for 4 s at most.
+    with running_registry(
+        base / "data",
+        args=("--header-timeout", "5", "--stall-timeout", "2", "--min-rate", "100"),
+        env={"SYSEXT_LINGER_TIMEOUT": "4"},
+    ) as reg:
+        for image in images:
+            name = image.name.split("-", 1)[0]
+            with open(image, "rb") as body:
+                requests.put(
+                    f"{reg.url}/api/v1/extensions/{name}/images/{image.name}",
+                    data=body,
+                    headers=reg.headers(),
+                    timeout=60,
+                ).raise_for_status()
         yield reg
 
 
@@ -224,3 +238,77 @@ def test_mutated_images_never_5xx_hang_or_grow(
     assert set(statuses) <= {200, 409, 422} and statuses.get(422, 0) >= 10, statuses
     assert fuzz_server.rss_kib("VmHWM") - baseline < 48 * 1024
     assert list((fuzz_server.data / "tmp").iterdir()) == []
+
+
+# --- slow clients (issue 19, finding 2): whatever they send, every one is cut off ---------
+
+_SLOW_CLIENT = st.fixed_dictionaries(
+    {
+        "method": st.sampled_from(["GET", "HEAD", "PUT", "POST", "DELETE"]),
+        "path": st.sampled_from(
+            ["/keyring.gpg", "/extensions/hello/SHA256SUMS", "/extensions/big/big-1.0-x86-64.raw",
+             "/api/v1/status", "/api/v1/extensions/hello/images/hello-2.0-x86-64.raw",
+             "/api/v1/tokens", "/nowhere", "/catalog/"]
+        ),
+        "token": st.sampled_from([None, "admin", "sxt_1_bogus"]),
+        "declared": st.one_of(st.integers(0, 100), st.integers(10**6, 10**9)),
+        "sent": st.integers(0, 64),  # body bytes sent with the headers
+        "trickle": st.booleans(),  # then one more byte a second, or nothing
+        "reads": st.booleans(),  # reads its answers, or never (a 4 KiB receive window)
+    }
+)  # fmt: skip
+
+
+def _slow_client(server: RegistryServer, spec: dict[str, Any], rounds: int = 40) -> bytes | None:
+    """Play one slow client; what it read once the server closed the connection, None if
+    the connection was still open after `rounds` seconds."""
+    sock = socket.socket()
+    if not spec["reads"]:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    head = f"{spec['method']} {spec['path']} HTTP/1.1\r\nHost: x\r\n"
+    if spec["token"]:
+        token = server.admin_token if spec["token"] == "admin" else spec["token"]
+        head += f"Authorization: Bearer {token}\r\n"
+    head += f"Content-Length: {spec['declared']}\r\n\r\n"
+    received = b""
+    try:
+        sock.sendall(head.encode() + b"x" * spec["sent"])
+        for _ in range(rounds):
+            if spec["trickle"]:
+                sock.sendall(b"x")
+            if spec["reads"]:
+                sock.settimeout(1)
+                with contextlib.suppress(TimeoutError):
+                    chunk = sock.recv(1 << 20)
+                    if not chunk:
+                        return received
+                    received += chunk
+            else:
+                time.sleep(1)
+                if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != 1:
+                    return received  # no longer ESTABLISHED: closed or reset
+        return None
+    except (ConnectionResetError, BrokenPipeError):
+        return received
+    finally:
+        sock.close()
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(clients=st.lists(_SLOW_CLIENT, min_size=4, max_size=8))
+def test_slow_bodies_and_slow_readers_are_always_cut_off(
+    fuzz_server: RegistryServer, clients: list[dict[str, Any]]
+) -> None:
+    with ThreadPoolExecutor(len(clients)) as pool:
+        outcomes = list(pool.map(lambda spec: _slow_client(fuzz_server, spec), clients))
+    for spec, received in zip(clients, outcomes, strict=True):
+        assert received is not None, ("still connected", spec, fuzz_server.log()[-2000:])
+        for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", received):
+            assert int(status) < 500, (spec, received[:300])
+    assert requests.get(f"{fuzz_server.url}/api/v1/status", timeout=10).status_code == 200

@@ -53,12 +53,17 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     """Build the app; prepares the data directory (migrations, key, tree) first."""
     configure_logging()
     settings = settings or load_settings()
+    guard.raise_descriptor_limit()  # before the connection cap is derived from it
     guard.configure(
         guard.Limits(
             header_timeout=settings.header_timeout,
             max_header_bytes=settings.max_header_bytes,
             max_connections=settings.connection_cap,
             max_keepalive_requests=settings.max_keepalive_requests,
+            upload_timeout=settings.upload_timeout,
+            min_rate=settings.min_rate,
+            stall_timeout=settings.stall_timeout,
+            linger_timeout=settings.linger_timeout,
         )
     )
     service = RegistryService(settings)

@@ -121,9 +121,17 @@ def authorize_write(
     transaction, so no query value and no concurrent promote can widen what was checked
     (issue 19, finding 1). The token is read again here: one revoked or expired while
     its request ran (a long upload) no longer commits anything (finding 3).
+
+    On PostgreSQL the token row is read `FOR SHARE` and stays locked until the commit, so
+    a revocation either committed before (and is seen here) or waits for this write. On
+    SQLite that holds only once the transaction has written (it then has the database's
+    one write lock and reads the newest state): a publish, whose upload may be stored for
+    a while after the first check, calls this again just before its commit.
     """
     if not principal.is_admin:
-        token = session.get(Token, principal.token_id, populate_existing=True)
+        token = session.get(
+            Token, principal.token_id, populate_existing=True, with_for_update={"read": True}
+        )
         if token is None or token.revoked_at is not None:
             raise RegistryError(401, f"token {principal.token_id} was revoked; nothing was changed")
         if token.expires_at is not None and as_utc(token.expires_at) <= utcnow():

@@ -230,16 +230,20 @@ class RegistryService:
         name: str,
         channels: Iterable[str],
         undo: Callable[[Session], None],
+        authorize: Callable[[Session], None] | None = None,
     ) -> None:
         """Check, commit, materialize; if materializing fails, `undo` the committed change.
 
         Everything materialization checks by itself was checked before (`_planned`), so
         what remains is the machine failing (disk full, I/O error): the client gets a 503,
         the database is as before the request and the tree is rebuilt from it.
+        `authorize` runs last before the commit, with the change flushed (auth.authorize_write).
         """
         channels = sorted(set(channels))
         try:
             planned = self._planned(session, name, channels)
+            if authorize is not None:
+                authorize(session)
         except RegistryError:
             session.rollback()
             raise
@@ -288,9 +292,20 @@ class RegistryService:
 
         `os_version_id`: the VERSION_ID of an OS-bound image; `summary`: its release fields
         and contents (both from validation.ValidatedImage). `actor`: who asked, authorized
-        here under the writer lock; the audit entry commits with the change.
+        here under the writer lock and again just before the commit (the token may have
+        been revoked while the upload was stored); the audit entry commits with the change.
         """
         self.check_channel(channel)
+
+        def authorize(session: Session) -> None:
+            try:
+                auth.authorize_write(
+                    session, actor.principal, image_name.name, [channel], "publish"
+                )
+            except RegistryError:
+                session.rollback()
+                raise
+
         with self._publishing(image_name.name) as session:
             auth.authorize_write(session, actor.principal, image_name.name, [channel], "publish")
             existing = session.scalars(
@@ -323,8 +338,11 @@ class RegistryService:
                         existing.name,
                         [channel],
                         _undone(actor, drop_channel, audit.Action.PUBLISH, [existing]),
+                        authorize,
                     )
                 else:
+                    session.flush()  # holds the write lock now (auth.authorize_write)
+                    authorize(session)
                     session.commit()
                 return PublishResult(existing, created=False)
             self._refuse_mixing(session, image_name, os_version_id)
@@ -357,6 +375,7 @@ class RegistryService:
                 image.name,
                 [channel],
                 _undone(actor, forget, audit.Action.PUBLISH, [image]),
+                authorize,
             )
             return PublishResult(image, created=True)
 

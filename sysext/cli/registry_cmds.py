@@ -165,7 +165,21 @@ def serve(
         None,
         "--max-connections",
         help="Connections per worker; beyond it the oldest idle one is closed (default: "
-        "3/4 of the file-descriptor limit, at most 1024).",
+        "what the file-descriptor limit allows, at most 1024).",
+    ),
+    upload_timeout: int = typer.Option(
+        None, "--upload-timeout", help="Seconds a request body may take in all (3600)."
+    ),
+    min_rate: int = typer.Option(
+        None,
+        "--min-rate",
+        help="Bytes/s a client must send its body and take its response at, after the "
+        "stall timeout (1024).",
+    ),
+    stall_timeout: int = typer.Option(
+        None,
+        "--stall-timeout",
+        help="Seconds of grace before --min-rate applies to a body or a response (10).",
     ),
 ) -> None:
     """Run the registry: signed extensions in systemd-sysupdate's layout, and an API.
@@ -174,8 +188,9 @@ def serve(
     start) under --data. Settings come from flags, then SYSEXT_* environment variables
     (SYSEXT_DATA, SYSEXT_PUBLIC_URL, SYSEXT_ADMIN_TOKEN, SYSEXT_MAX_UPLOAD_BYTES,
     SYSEXT_CHANNELS…), then the config file. Set SYSEXT_ADMIN_TOKEN to allow uploads.
-    Client limits (header deadline and size, connection cap, keep-alive) have safe
-    defaults for facing clients directly (docs/registry.md, "Limits").
+    Client limits (header deadline and size, body and send deadlines and minimum rate,
+    connection cap, keep-alive) have safe defaults for facing clients directly
+    (docs/registry.md, "Limits").
 
     Scaling out (docs/registry.md): SYSEXT_DATABASE_URL=postgresql+psycopg://… for metadata
     shared by replicas, SYSEXT_S3_ENDPOINT + SYSEXT_S3_BUCKET [+ SYSEXT_S3_PREFIX] to keep
@@ -189,7 +204,7 @@ def serve(
     from sqlalchemy.exc import OperationalError
 
     from registry.service.core import RegistryService
-    from registry.settings import load_settings, settings_env
+    from registry.settings import LISTEN_BACKLOG, load_settings, settings_env
 
     settings = load_settings(
         {
@@ -201,6 +216,9 @@ def serve(
             "max_upload_bytes": max_upload,
             "header_timeout": header_timeout,
             "max_connections": max_connections,
+            "upload_timeout": upload_timeout,
+            "min_rate": min_rate,
+            "stall_timeout": stall_timeout,
         },
         config_file=config,
     )
@@ -253,7 +271,7 @@ def serve(
         # keep-alive; the protocol class is uvicorn's httptools one with those added.
         http="registry.http.guard:GuardedHttpToolsProtocol",
         timeout_keep_alive=settings.keepalive_timeout,
-        backlog=256,
+        backlog=LISTEN_BACKLOG,
     )
 
 
