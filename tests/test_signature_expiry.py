@@ -188,7 +188,7 @@ def test_registry_signs_with_expiry_and_renews_only_the_signature(
         after = {p.name: (p.stat().st_ino, p.read_bytes()) for p in snapshot.iterdir()}
         assert set(after) == set(before)
         changed = {name for name in after if after[name] != before[name]}
-        assert changed == {SIGNATURE_NAME}
+        assert changed == set(SIGNATURE_NAMES)
         status = requests.get(f"{reg.url}/api/v1/keys", timeout=10).json()
         assert status["signature_lifetime_seconds"] == WEEK.total_seconds()
 

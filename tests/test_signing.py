@@ -223,9 +223,12 @@ def test_sign_directory_lists_only_images(tmp_path: Path, keys: dict[str, Path])
     signature = (directory / "SHA256SUMS.gpg").read_bytes()
     assert gpg_verify_like_systemd(keys["main.pub"], signature, manifest) == 0
     assert not [p for p in directory.iterdir() if p.name.startswith(".#")]
-    info, results = verify_directory(directory, keys["main.pub"])
-    assert info.expires is None
-    assert info.signer == key_fingerprint(keys["main"]) and all(r.ok for r in results)
+    # The same signature under the name systemd 258+ ask for first (one request per poll).
+    assert (directory / "SHA256SUMS.sha256.asc").read_bytes() == signature
+    verdict, results = verify_directory(directory, keys["main.pub"])
+    assert verdict.signature.expires is None and verdict.best_before is None
+    assert verdict.warnings == ()
+    assert verdict.signature.signer == key_fingerprint(keys["main"]) and all(r.ok for r in results)
 
 
 def test_verify_directory_finds_changed_and_missing_files(
@@ -256,7 +259,8 @@ def test_verify_directory_refuses_unsigned_and_corrupt(
         verify_directory(directory, keys["main.pub"])
     # Signed but malformed: the signature is fine, the grammar is not.
     bad = manifest.read_bytes()
-    (directory / "SHA256SUMS.gpg").write_bytes(sign_detached(keys["main"], bad))
+    for name in ("SHA256SUMS.gpg", "SHA256SUMS.sha256.asc"):
+        (directory / name).write_bytes(sign_detached(keys["main"], bad))
     with pytest.raises(ManifestError, match="line 3"):
         verify_directory(directory, keys["main.pub"])
 
