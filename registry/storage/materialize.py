@@ -92,10 +92,20 @@ def manifest_bytes(images: Iterable[Image]) -> bytes:
 
 
 def served_manifest(listing: bytes, best_before: dt.date | None) -> bytes:
-    """The SHA256SUMS hosts get: the listing, then the BEST-BEFORE line if any."""
+    """The SHA256SUMS hosts get: the listing, then the BEST-BEFORE line if any.
+
+    Like the placeholder, the marker is also served as the empty file its line names, so
+    every listed name downloads and verifies (`sha256sum -c` included); systemd itself
+    never fetches it (it reads only the name, for now).
+    """
     if best_before is None:
         return listing
     return listing + format_manifest([best_before_entry(best_before)])
+
+
+def marker_files(served: bytes) -> list[str]:
+    """The names of the BEST-BEFORE files a served SHA256SUMS lists (served empty)."""
+    return [best_before_entry(d).filename for d in split_served(served)[1]]
 
 
 def split_served(served: bytes) -> tuple[bytes, list[dt.date]]:
@@ -272,6 +282,8 @@ def materialize(
         os.link(blob_path(settings.store_dir, sha256), building / filename)
     for filename, data in content.texts:
         (building / filename).write_bytes(data)
+    for filename in marker_files(manifest):
+        (building / filename).write_bytes(b"")
     signature = signer.sign(manifest)
     for name in SIGNATURE_NAMES:
         (building / name).write_bytes(signature)

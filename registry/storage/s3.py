@@ -67,6 +67,7 @@ from registry.storage.materialize import (
     DIFFERS,
     NOT_PUBLISHED,
     DirectoryContent,
+    marker_files,
     served_is_current,
     served_manifest,
     served_refused,
@@ -75,7 +76,7 @@ from registry.storage.materialize import (
 from registry.trust.keys import Signer
 from sysext.core.errors import SysextError
 from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
-from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAMES
+from sysext.systemd.manifest import BEST_BEFORE_PREFIX, MANIFEST_NAME, SIGNATURE_NAMES
 from sysext.trust.signing import load_keyring
 
 log = logging.getLogger("registry")
@@ -327,13 +328,26 @@ class S3Storage:
             failpoint("before-swap")
             manifest = served_manifest(content.manifest, signer.best_before())
             signature = signer.sign(manifest)
+            markers = marker_files(manifest)
             for index, directory in enumerate(stale):
                 if index:
                     failpoint("between-swaps")
+                for name in markers:
+                    if self._key(f"{directory}/{name}") not in present[directory]:
+                        self._put(f"{directory}/{name}", b"")
                 for name in SIGNATURE_NAMES:
                     self._put(f"{directory}/{name}", signature)
                 failpoint("between-signature-and-manifest")
                 self._put(f"{directory}/{MANIFEST_NAME}", manifest)
+                # Markers of earlier manifests: listed nowhere now and never fetched by
+                # systemd, so they go (the directory would otherwise grow one a day).
+                outdated = [
+                    key
+                    for key in present[directory]
+                    if key.rsplit("/", 1)[-1].startswith(BEST_BEFORE_PREFIX)
+                    and key.rsplit("/", 1)[-1] not in markers
+                ]
+                self._delete(outdated)
 
     def _copy_blob(self, sha256: str, key: str, filename: str) -> None:
         # Server-side (multipart for big images): the bytes never pass through us.

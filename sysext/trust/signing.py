@@ -25,6 +25,7 @@ from sysext.core.durations import format_duration
 from sysext.core.errors import SysextError
 from sysext.systemd.architecture import SYSTEMD_ARCHITECTURES, Architecture
 from sysext.systemd.manifest import (
+    BEST_BEFORE_PREFIX,
     MANIFEST_NAME,
     MIN_DOWNLOAD_BYTES,
     SIGNATURE_NAME,
@@ -32,6 +33,7 @@ from sysext.systemd.manifest import (
     SIGNATURE_NAMES,
     BestBefore,
     ManifestEntry,
+    best_before_date,
     best_before_deadline,
     best_before_entry,
     best_before_markers,
@@ -442,10 +444,21 @@ def sign_directory(
             f"{directory}: no images (NAME-VERSION-ARCH.raw) to sign",
             "build one first: sysext build RECIPE --output DIR",
         )
-    listed = [*entries, best_before_entry(best_before)] if best_before is not None else entries
+    marker = best_before_entry(best_before) if best_before is not None else None
+    listed = [*entries, marker] if marker is not None else entries
     manifest = format_manifest(listed)
     signature = sign_with(tsk, manifest, lifetime=lifetime)
+    if marker is not None:
+        # Served as the empty file its line names, so every listed name downloads.
+        with atomic_path(directory / marker.filename, 0o644) as tmp:
+            tmp.write_bytes(b"")
     write_signed_manifest(directory, manifest, signature)
+    current = marker.filename if marker is not None else None
+    for old in directory.glob(f"{BEST_BEFORE_PREFIX}*"):
+        # Earlier markers (empty files this command wrote); anything else stays.
+        stale = old.name != current and best_before_date(old.name) is not None
+        if stale and old.is_file() and old.stat().st_size == 0:
+            old.unlink()
     return listed
 
 
