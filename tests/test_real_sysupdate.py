@@ -415,16 +415,14 @@ def serve_case(case: Case, keys: Keys, pool: Path, www: Path) -> None:
         (directory / MANIFEST_NAME).write_bytes(b"0" * 8 + manifest[8:])
     elif case.manifest == "crlf":  # CRLF line endings, correctly signed
         crlf = manifest.replace(b"\n", b"\r\n")
-        (directory / MANIFEST_NAME).write_bytes(crlf)
-        (directory / SIGNATURE_NAME).write_bytes(signing.sign_detached(keys.key, crlf))
+        signing.write_signed_manifest(directory, crlf, signing.sign_detached(keys.key, crlf))
     elif case.manifest == "missing-signature":
         (directory / SIGNATURE_NAME).unlink()
     elif case.manifest == "resigned-bad-hash":  # signature fine, the newest image's hash wrong
         lines = manifest.decode().splitlines(keepends=True)
         lines = [("f" * 64 + line[64:]) if "1.1" in line else line for line in lines]
         bad = "".join(lines).encode()
-        (directory / MANIFEST_NAME).write_bytes(bad)
-        (directory / SIGNATURE_NAME).write_bytes(signing.sign_detached(keys.key, bad))
+        signing.write_signed_manifest(directory, bad, signing.sign_detached(keys.key, bad))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
