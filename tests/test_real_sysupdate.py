@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from registry.public.nginx_conf import replicas_block, standalone_config
+from registry.http.nginx_conf import replicas_block, standalone_config
 from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.systemd.transfer import TransferSpec, render_transfer
 from sysext.trust import signing
