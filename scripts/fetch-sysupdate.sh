@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# Fetch a real systemd-sysupdate client for the end-to-end tests (tests/test_real_sysupdate.py).
+# Fetch real systemd-sysupdate clients for the end-to-end tests (tests/test_real_sysupdate.py).
 #
-# Debian 12 does not package systemd-sysupdate, but bookworm-backports' systemd 254 ships
-# /lib/systemd/systemd-sysupdate, and its systemd-container ships the matching
-# /lib/systemd/systemd-pull that sysupdate runs by that absolute path. This script downloads
-# those .debs (plus libsystemd-shared) with a PRIVATE apt configuration — the machine's own
-# apt sources are never changed — and unpacks them into .cache/sysupdate-254/ in the repo.
-# Nothing is installed on the system; the tests run the binaries from there.
+#   scripts/fetch-sysupdate.sh            both clients
+#   scripts/fetch-sysupdate.sh 254|262    one of them
 #
-# Safe to run again: it does nothing when the unpacked client already answers --version.
+# 254: Debian 12 does not package systemd-sysupdate, but bookworm-backports' systemd 254
+# ships /lib/systemd/systemd-sysupdate, and its systemd-container ships the matching
+# /lib/systemd/systemd-pull that sysupdate runs by that absolute path.
+# 262: Debian forky's systemd (262 when this was written; forky moves on, so any 26x is
+# accepted and the tests read the version it reports) ships /usr/lib/systemd/systemd-sysupdate;
+# it runs on Debian 12's glibc 2.36 (it needs GLIBC_2.34 at most, and dlopen()s libcurl,
+# libcrypto… which bookworm has), so no forky root is needed.
+#
+# This script downloads those .debs (plus libsystemd-shared) with a PRIVATE apt
+# configuration — the machine's own apt sources are never changed — and unpacks them into
+# .cache/sysupdate-VERSION/ in the repo. Nothing is installed on the system; the tests run
+# the binaries from there.
+#
+# Safe to run again: it does nothing when an unpacked client already answers --version.
 # Fails loudly (non-zero exit, one line saying why) when it cannot fetch or unpack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-dest=.cache/sysupdate-254
-apt_dir=.cache/sysupdate-apt
+if [ $# -eq 0 ]; then
+  bash "$0" 254
+  exec bash "$0" 262
+fi
+case "$1" in
+  254) suite=bookworm-backports bindir=lib/systemd want="systemd 25" ;;
+  262) suite=forky bindir=usr/lib/systemd want="systemd 26" ;;
+  *) echo "fetch-sysupdate: error: unknown client '$1' (254 or 262)" >&2; exit 2 ;;
+esac
+dest=.cache/sysupdate-$1
+apt_dir=.cache/sysupdate-apt-$1
 packages=(systemd libsystemd-shared systemd-container)
-suite=bookworm-backports
 
 die() {
   echo "fetch-sysupdate: error: $*" >&2
@@ -24,16 +41,16 @@ die() {
 }
 
 client_version() {
-  # libsystemd-shared-254.so lives in usr/lib/<multiarch>/systemd inside the package
+  # libsystemd-shared-NNN.so lives in usr/lib/<multiarch>/systemd inside the package
   local shared
   shared=$(find "$1/usr/lib" -name 'libsystemd-shared-*.so' -print -quit 2>/dev/null)
   [ -n "$shared" ] || return 1
-  LD_LIBRARY_PATH=$(dirname "$shared") "$1/lib/systemd/systemd-sysupdate" --version 2>/dev/null | head -n1
+  LD_LIBRARY_PATH=$(dirname "$shared") "$1/$bindir/systemd-sysupdate" --version 2>/dev/null | head -n1
 }
 
-if [ -x "$dest/lib/systemd/systemd-sysupdate" ] && [ -x "$dest/lib/systemd/systemd-pull" ]; then
+if [ -x "$dest/$bindir/systemd-sysupdate" ] && [ -x "$dest/$bindir/systemd-pull" ]; then
   version=$(client_version "$dest" || true)
-  if [[ "$version" == systemd\ 25* ]]; then
+  if [[ "$version" == "$want"* ]]; then
     echo "==> real systemd-sysupdate already in $dest ($version)"
     exit 0
   fi
@@ -98,10 +115,10 @@ for deb in "$apt_dir"/debs/*.deb; do
   echo "    unpacking $(basename "$deb")"
   dpkg-deb -x "$deb" "$tmp" || die "dpkg-deb -x $deb failed"
 done
-[ -x "$tmp/lib/systemd/systemd-sysupdate" ] || die "the $suite systemd package has no lib/systemd/systemd-sysupdate"
-[ -x "$tmp/lib/systemd/systemd-pull" ] || die "the $suite systemd-container package has no lib/systemd/systemd-pull"
+[ -x "$tmp/$bindir/systemd-sysupdate" ] || die "the $suite systemd package has no $bindir/systemd-sysupdate"
+[ -x "$tmp/$bindir/systemd-pull" ] || die "the $suite systemd-container package has no $bindir/systemd-pull"
 version=$(client_version "$tmp" || true)
-[[ "$version" == systemd\ 25* ]] || die "the unpacked systemd-sysupdate does not run (--version said: '$version')"
+[[ "$version" == "$want"* ]] || die "the unpacked systemd-sysupdate does not run or is not ${want}x (--version said: '$version')"
 rm -rf "$dest"
 mv "$tmp" "$dest"
 echo "==> real systemd-sysupdate ready in $dest ($version)"

@@ -4,7 +4,7 @@
 #     ignition-validate, systemd-sysext/dissect/nspawn, nginx, wrk, debootstrap, PostgreSQL
 #     and Ceph (mon, osd, radosgw: a real S3 engine), chromium (browser tests)
 #   - a virtualenv in .venv with this project (and its test tools with --test)
-#   - with --test: systemd 254's systemd-sysupdate unpacked into .cache/ (fetch-sysupdate.sh)
+#   - with --test: systemd 254 and 262 (Debian forky) systemd-sysupdate unpacked into .cache/ (fetch-sysupdate.sh)
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +52,7 @@ pip_quiet() { grep -v "^WARNING: Location '.*' is ignored" || true; }
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 >/dev/null | pip_quiet
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 | pip_quiet
 if [ "$with_tests" = 1 ]; then
-  bash scripts/fetch-sysupdate.sh  # real systemd-sysupdate 254 for tests
+  bash scripts/fetch-sysupdate.sh  # real systemd-sysupdate 254 and 262 for tests
   touch .venv/.sysext-test-installed  # scripts/test.sh --fast skips the install after this
 fi
 echo "==> ready: $(.venv/bin/sysext --version)"

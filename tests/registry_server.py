@@ -23,12 +23,19 @@ from pathlib import Path
 
 import requests
 
+from sysext.systemd.manifest import ManifestEntry, parse_manifest, without_markers
+
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
 # Set by the `registry_database` fixture (conftest.py) while a test runs on PostgreSQL: the
 # database URL for a data directory (one database each, so a restart on the same directory
 # finds its data again). None: the registry's default SQLite file in the data directory.
 database_for: Callable[[Path], str] | None = None
+
+
+def listing(manifest: bytes) -> list[ManifestEntry]:
+    """A served SHA256SUMS without its BEST-BEFORE marker: the images (or placeholder)."""
+    return without_markers(parse_manifest(manifest))
 
 
 def free_port() -> int:

@@ -1,20 +1,25 @@
-"""Run the REAL systemd-sysupdate (254, from Debian bookworm-backports) against a test ROOT.
+"""Run the REAL systemd-sysupdate against a test ROOT: 254 (Debian bookworm-backports, the
+default) or 262 (Debian forky; `client=262`).
 
-`scripts/fetch-sysupdate.sh` (run by `scripts/setup.sh --test`) unpacks the backports
-`systemd`, `libsystemd-shared` and `systemd-container` packages into `.cache/sysupdate-254/`
-of the repo; nothing is installed on the machine. `run_sysupdate(root, args, keyring)` runs
-that systemd-sysupdate for a host whose files live under ROOT, as root, inside `unshare -m
+`scripts/fetch-sysupdate.sh` (run by `scripts/setup.sh --test`) unpacks each suite's
+`systemd`, `libsystemd-shared` and `systemd-container` packages into
+`.cache/sysupdate-254/` and `.cache/sysupdate-262/` of the repo; nothing is installed on the
+machine. 262 runs on this Debian 12 userland as it is (it needs glibc 2.34 at most and
+dlopen()s libcurl and libcrypto, which bookworm has). `run_sysupdate(root, args, keyring)`
+runs a systemd-sysupdate for a host whose files live under ROOT, as root, inside `unshare -m
 --propagation private`, so every mount below exists only for that one run:
 
 * **systemd-pull.** sysupdate execs systemd-pull by absolute path (`/lib/systemd/systemd-pull`,
   the host's 252 one here) unless `$SYSTEMD_PULL_PATH` names another: we point that at the
-  254 binary, so no bind mount over the host's file is needed. `LD_LIBRARY_PATH` finds the
-  unpacked `libsystemd-shared-254.so` (the host only has the 252 one).
-* **Keyring.** systemd-pull reads `/etc/systemd/import-pubring.gpg`, else the vendor
-  `/lib/systemd/import-pubring.gpg` — HOST paths: `--root` is not applied (seen: a keyring in
-  ROOT/etc/systemd is ignored and the signature check fails with "No public key"). So a
-  tmpfs is mounted on /etc/systemd holding `keyring` when given, and another on the vendor
-  keyring's directory so that `keyring=None` really means "no keyring at all" (gpg then
+  client's own binary, so no bind mount over the host's file is needed. `LD_LIBRARY_PATH`
+  finds the unpacked `libsystemd-shared-NNN.so` (the host only has the 252 one).
+* **Keyring.** systemd-pull 254 reads `/etc/systemd/import-pubring.gpg`, else the vendor
+  `/lib/systemd/import-pubring.gpg`; 262 reads `/etc/systemd/import-pubring.pgp` (else the
+  legacy `.gpg` there) plus the vendor `/usr/lib/systemd/import-pubring.pgp` — HOST
+  paths: `--root` is not applied (seen: a keyring in ROOT/etc/systemd is ignored and the
+  signature check fails with "No public key"). So a tmpfs is mounted on /etc/systemd
+  holding `keyring` (as import-pubring.gpg, which both read) when given, and another on the
+  vendor keyring's directory so that `keyring=None` really means "no keyring at all" (gpg then
   creates an empty keybox and fails the same way), independent of what the host ships.
 * **Target directory.** 254 resolves `[Target] Path=` with chase() (no CHASE_NONEXISTENT) and
   fails "Failed to resolve '/opt/extensions/NAME' (relative to '/'): No such file or
@@ -41,21 +46,46 @@ is merged — all inside the private mount namespace, never on the real host.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CLIENT_DIR = REPO / ".cache" / "sysupdate-254"
-SYSUPDATE = CLIENT_DIR / "lib" / "systemd" / "systemd-sysupdate"
-PULL = CLIENT_DIR / "lib" / "systemd" / "systemd-pull"
-# Where systemd-pull 252–256 look for the vendor keyring (resolved: /lib may be a symlink).
+
+
+@dataclass(frozen=True)
+class Client:
+    """One unpacked systemd-sysupdate + systemd-pull (scripts/fetch-sysupdate.sh)."""
+
+    label: int  # 254 or 262: the argument fetch-sysupdate.sh takes
+    directory: Path
+    bindir: str  # where the package puts the binaries
+
+    @property
+    def sysupdate(self) -> Path:
+        return self.directory / self.bindir / "systemd-sysupdate"
+
+    @property
+    def pull(self) -> Path:
+        return self.directory / self.bindir / "systemd-pull"
+
+
+CLIENTS = {
+    254: Client(254, REPO / ".cache" / "sysupdate-254", "lib/systemd"),
+    262: Client(262, REPO / ".cache" / "sysupdate-262", "usr/lib/systemd"),
+}
+CLIENT_DIR = CLIENTS[254].directory
+SYSUPDATE = CLIENTS[254].sysupdate
+PULL = CLIENTS[254].pull
+# Where systemd-pull looks for the vendor keyring (254: /lib/systemd, 262: /usr/lib/systemd;
+# the same directory on this merged-/usr host, resolved because /lib is a symlink).
 VENDOR_KEYRING_DIR = Path("/lib/systemd").resolve()
 
 _RUN_SCRIPT = r"""
@@ -82,38 +112,43 @@ exit $rc
 """
 
 
-def _library_dir() -> Path:
-    found = sorted(CLIENT_DIR.glob("usr/lib/*/systemd/libsystemd-shared-*.so"))
+def _library_dir(client: Client) -> Path:
+    found = sorted(client.directory.glob("usr/lib/*/systemd/libsystemd-shared-*.so"))
     if not found:
-        pytest.fail(f"no libsystemd-shared in {CLIENT_DIR}; run scripts/fetch-sysupdate.sh")
+        pytest.fail(
+            f"no libsystemd-shared in {client.directory};"
+            f" run scripts/fetch-sysupdate.sh {client.label}"
+        )
     return found[0].parent
 
 
-def require_client() -> Path:
+def require_client(client: int = 254) -> Path:
     """The real systemd-sysupdate binary; fail (not skip) when setup did not fetch it."""
-    if not (SYSUPDATE.is_file() and PULL.is_file()):
+    found = CLIENTS[client]
+    if not (found.sysupdate.is_file() and found.pull.is_file()):
         pytest.fail(
-            f"the real systemd-sysupdate is missing from {CLIENT_DIR}:"
-            " run scripts/fetch-sysupdate.sh (scripts/setup.sh --test does)"
+            f"the real systemd-sysupdate {client} is missing from {found.directory}:"
+            f" run scripts/fetch-sysupdate.sh {client} (scripts/setup.sh --test does)"
         )
-    return SYSUPDATE
+    return found.sysupdate
 
 
-def client_env() -> dict[str, str]:
+def client_env(client: int = 254, log_level: str = "info") -> dict[str, str]:
+    found = CLIENTS[client]
     return {
         **os.environ,
-        "LD_LIBRARY_PATH": str(_library_dir()),
-        "SYSTEMD_PULL_PATH": str(PULL),
+        "LD_LIBRARY_PATH": str(_library_dir(found)),
+        "SYSTEMD_PULL_PATH": str(found.pull),
         "SYSTEMD_COLORS": "0",
         "SYSTEMD_PAGER": "cat",
-        "SYSTEMD_LOG_LEVEL": "info",
+        "SYSTEMD_LOG_LEVEL": log_level,
     }
 
 
-def client_version() -> str:
+def client_version(client: int = 254) -> str:
     proc = subprocess.run(
-        [str(require_client()), "--version"],
-        env=client_env(),
+        [str(require_client(client)), "--version"],
+        env=client_env(client),
         capture_output=True,
         text=True,
         check=True,
@@ -121,13 +156,22 @@ def client_version() -> str:
     return proc.stdout.splitlines()[0]
 
 
-def prepare_root(root: Path, name: str, transfer: str, *, make_dirs: bool = True) -> Path:
-    """A host ROOT for extension NAME: the transfer file in /etc/sysupdate.NAME.d/ and an
-    os-release; with `make_dirs`, the directories the transfer file's own install comment
-    says to create (`#   mkdir -p DIR…`: the target and /etc/extensions), under ROOT."""
+def requested(log: str) -> list[str]:
+    """The URL paths systemd-pull asked for, in order, from a debug-level client log
+    (libcurl's request lines, `> GET /PATH HTTP/1.1`)."""
+    return [line.split()[2] for line in log.splitlines() if line.startswith("> GET ")]
+
+
+def prepare_root(
+    root: Path, name: str, transfer: str, *, make_dirs: bool = True, suffix: str = "conf"
+) -> Path:
+    """A host ROOT for extension NAME: the transfer file in /etc/sysupdate.NAME.d/ (as
+    NAME.conf, or NAME.transfer for 257+) and an os-release; with `make_dirs`, the
+    directories the transfer file's own install comment says to create (`#   mkdir -p
+    DIR…`: the target and /etc/extensions), under ROOT."""
     definitions = root / "etc" / f"sysupdate.{name}.d"
     definitions.mkdir(parents=True, exist_ok=True)
-    (definitions / f"{name}.conf").write_text(transfer, encoding="utf-8")
+    (definitions / f"{name}.{suffix}").write_text(transfer, encoding="utf-8")
     os_release = root / "etc" / "os-release"
     if not os_release.exists():
         os_release.write_text("ID=flatcar\nVERSION_ID=4081.2.0\n", encoding="utf-8")
@@ -170,11 +214,14 @@ def run_sysupdate(
     *,
     root_mode: bool = False,
     timeout: float = 120,
+    client: int = 254,
+    log_level: str = "info",
 ) -> subprocess.CompletedProcess[str]:
     """Run the real client for host ROOT: `args` as given to systemd-sysupdate on the host,
     e.g. ["-C", "hello", "update"]; `keyring` is the host's /etc/systemd/import-pubring.gpg
-    (None: no keyring at all). See the module doc for how ROOT is applied."""
-    sysupdate = require_client()
+    (None: no keyring at all). See the module doc for how ROOT is applied. `client`: 254 or
+    262; `log_level` debug makes the log list every request (`requested()`)."""
+    sysupdate = require_client(client)
     scratch = Path(tempfile.mkdtemp(prefix="sysupdate-run-"))
     try:
         keyring_file = ""
@@ -187,7 +234,7 @@ def run_sysupdate(
         else:
             argv = _with_rebased_definitions(root, argv, scratch / "definitions")
         env = {
-            **client_env(),
+            **client_env(client, log_level),
             "SYSUPDATE": str(sysupdate),
             "KEYRING_FILE": keyring_file,
             "VENDOR_KEYRING_DIR": str(VENDOR_KEYRING_DIR),
@@ -222,10 +269,10 @@ def _with_rebased_definitions(root: Path, args: list[str], definitions: Path) ->
 
 
 @dataclass(frozen=True)
-class Client:
-    """A real systemd-sysupdate build: its binary, the environment it runs with, and its
-    major version. The tests that take a `Client` run unchanged with another build (e.g.
-    a 262 one) added to `CLIENTS`."""
+class HostClient:
+    """A real systemd-sysupdate build as a host runs it: its binary, the environment it
+    runs with, and its major version. Tests that take a `HostClient` run with every build
+    in `HOST_CLIENTS`."""
 
     name: str
     sysupdate: Path
@@ -238,11 +285,13 @@ class Client:
         return "import-pubring.pgp" if self.version >= 258 else "import-pubring.gpg"
 
 
-def client_254() -> Client:
-    return Client("systemd-254", require_client(), client_env(), 254)
+def host_client(version: int) -> HostClient:
+    return HostClient(f"systemd-{version}", require_client(version), client_env(version), version)
 
 
-CLIENTS = {"254": client_254}
+HOST_CLIENTS: dict[str, Callable[[], HostClient]] = {
+    str(version): functools.partial(host_client, version) for version in sorted(CLIENTS)
+}
 
 # The host's view for one command: ROOT/etc/systemd IS /etc/systemd (bind mount, so what the
 # command writes there lands in ROOT), and the vendor keyring directory holds only ROOT's
@@ -277,7 +326,7 @@ def run_in_host_view(
 
 
 def host_sysupdate(
-    client: Client, root: Path, args: Sequence[str], *, extra_env: dict[str, str] | None = None
+    client: HostClient, root: Path, args: Sequence[str], *, extra_env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`systemd-sysupdate ARGS` on host ROOT with ROOT's own keyrings (run_in_host_view) and
     its transfer files (rebased as run_sysupdate does)."""

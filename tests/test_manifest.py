@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from pathlib import Path
 
@@ -12,9 +13,13 @@ from hypothesis import strategies as st
 from sysext.systemd.manifest import (
     ManifestEntry,
     ManifestError,
+    best_before_date,
+    best_before_for,
+    best_before_markers,
     format_manifest,
     merge_into_manifest,
     parse_manifest,
+    without_markers,
 )
 from sysext.systemd.patterns import match_many
 
@@ -166,3 +171,49 @@ def test_parser_never_crashes_on_garbage(data: bytes) -> None:
         return
     for entry in entries:
         assert len(entry.sha256) == 64
+
+
+# --- BEST-BEFORE-YYYY-MM-DD (systemd 260+, parse_calendar_date()) ------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("BEST-BEFORE-2026-12-20", dt.date(2026, 12, 20)),
+        ("BEST-BEFORE-2026-1-5", dt.date(2026, 1, 5)),  # strptime takes 1–2 digits
+        ("BEST-BEFORE- 2026-01-05", dt.date(2026, 1, 5)),  # and spaces before a number
+        ("BEST-BEFORE-2026-02-30", None),  # not normalised: an ordinary name again
+        ("BEST-BEFORE-1969-12-31", None),  # before the epoch: timegm() fails
+        ("BEST-BEFORE-2026-01-05x", None),  # trailing text
+        ("BEST-BEFORE-tomorrow", None),
+        ("BEST-BEFORE-", None),
+        ("best-before-2026-01-05", None),  # the prefix is case-sensitive
+        ("hello-1.0-x86-64.raw", None),
+    ],
+)
+def test_best_before_names(name: str, expected: dt.date | None) -> None:
+    assert best_before_date(name) == expected
+
+
+def test_best_before_deadline_is_that_days_midnight_utc() -> None:
+    (marker,) = best_before_markers(
+        parse_manifest(f"{EMPTY_SHA}  BEST-BEFORE-2026-12-20\n".encode())
+    )
+    deadline = dt.datetime(2026, 12, 20, tzinfo=dt.UTC)
+    assert marker.deadline == deadline and marker.hash_warning is None
+    # systemd refuses once `deadline < now`: the day itself is already refused.
+    assert not marker.expired(deadline) and marker.expired(deadline + dt.timedelta(seconds=1))
+    # The date written for a signature expiring at `t`: never later than `t`.
+    expires = dt.datetime(2026, 12, 20, 23, 59, tzinfo=dt.UTC)
+    assert best_before_for(expires) == dt.date(2026, 12, 20)
+    other = best_before_markers(parse_manifest(f"{H}  BEST-BEFORE-2026-12-20\n".encode()))
+    assert other[0].hash_warning is not None and "proceed" in other[0].hash_warning
+
+
+def test_markers_are_lines_like_any_other_for_252_and_taken_out_for_260() -> None:
+    data = f"{H}  foo-1.0-x86-64.raw\n{EMPTY_SHA}  BEST-BEFORE-2000-01-01\n".encode()
+    entries = parse_manifest(data)  # 252–256 grammar: an ordinary, valid line
+    assert [e.filename for e in entries] == ["foo-1.0-x86-64.raw", "BEST-BEFORE-2000-01-01"]
+    assert [e.filename for e in without_markers(entries)] == ["foo-1.0-x86-64.raw"]
+    invalid = parse_manifest(f"{EMPTY_SHA}  BEST-BEFORE-2000-02-30\n".encode())
+    assert without_markers(invalid) == invalid  # 260+ match it against the patterns

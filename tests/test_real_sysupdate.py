@@ -1,4 +1,4 @@
-"""End to end with the REAL systemd-sysupdate 254 client (tests/sysupdate_client.py).
+"""End to end with the REAL systemd-sysupdate clients, 254 and 262 (tests/sysupdate_client.py).
 
 What a Flatcar-like host does with our registry: install the registry's own transfer file,
 `systemd-sysupdate -C NAME update`, activate through the CurrentSymlink, merge with
@@ -9,10 +9,15 @@ real client on each served directory (the agreement table).
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
 import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,20 +25,25 @@ from typing import Any
 import pytest
 import requests
 
+from registry.http.nginx_conf import replicas_block, standalone_config
 from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.systemd.transfer import TransferSpec, render_transfer
 from sysext.trust import signing
 from tests.booted import apply_ignition
+from tests.ceph_rgw import CephRgw
 from tests.merge_helper import merge_and_run
-from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.pg_cluster import PostgresCluster
+from tests.registry_server import RegistryServer, build_image, free_port, running_registry
 from tests.servers import StaticServer, run_cli
 from tests.sysupdate_client import (
     client_version,
     follow_mkdir_instruction,
     merge_through_link,
     prepare_root,
+    requested,
     run_sysupdate,
 )
+from tests.test_registry_scale import bucket_env, s3_client
 
 pytestmark = pytest.mark.root
 
@@ -61,8 +71,16 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_the_fetched_client_is_systemd_254() -> None:
-    assert client_version().startswith("systemd 254")
+CLIENTS = (254, 262)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_fetched_clients_run_here(client: int) -> None:
+    version = client_version(client)
+    if client == 254:
+        assert version.startswith("systemd 254")
+    else:  # Debian forky: 262 today, whatever 26x it carries later
+        assert int(version.split()[1].split(".")[0]) >= 262, version
 
 
 def test_registry_transfer_installs_follows_and_vacuums(tmp_path: Path) -> None:
@@ -397,16 +415,14 @@ def serve_case(case: Case, keys: Keys, pool: Path, www: Path) -> None:
         (directory / MANIFEST_NAME).write_bytes(b"0" * 8 + manifest[8:])
     elif case.manifest == "crlf":  # CRLF line endings, correctly signed
         crlf = manifest.replace(b"\n", b"\r\n")
-        (directory / MANIFEST_NAME).write_bytes(crlf)
-        (directory / SIGNATURE_NAME).write_bytes(signing.sign_detached(keys.key, crlf))
+        signing.write_signed_manifest(directory, crlf, signing.sign_detached(keys.key, crlf))
     elif case.manifest == "missing-signature":
         (directory / SIGNATURE_NAME).unlink()
     elif case.manifest == "resigned-bad-hash":  # signature fine, the newest image's hash wrong
         lines = manifest.decode().splitlines(keepends=True)
         lines = [("f" * 64 + line[64:]) if "1.1" in line else line for line in lines]
         bad = "".join(lines).encode()
-        (directory / MANIFEST_NAME).write_bytes(bad)
-        (directory / SIGNATURE_NAME).write_bytes(signing.sign_detached(keys.key, bad))
+        signing.write_signed_manifest(directory, bad, signing.sign_detached(keys.key, bad))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -442,3 +458,316 @@ def test_sysext_check_agrees_with_the_real_client(
     else:
         assert ours.returncode == 0, ours.stderr
         assert f"update:    {case.installs} " in ours.stdout
+
+
+# --- signature names and BEST-BEFORE, per client ------------------------------------------
+#
+# 252–257 fetch SHA256SUMS.gpg and nothing else; 258+ fetch SHA256SUMS.sha256.asc first and
+# move on (.sha256.gpg, .gpg, .asc) only after a 404. 260+ refuse a manifest whose
+# BEST-BEFORE-YYYY-MM-DD day has come; older clients ignore the line. Each case serves one
+# directory, runs both real clients on it (their debug log names every request) and
+# `sysext check`, which must fail whenever either client fails.
+
+LEGACY, NEWER = "SHA256SUMS.gpg", "SHA256SUMS.sha256.asc"
+THREE = ("SHA256SUMS.sha256.asc", "SHA256SUMS.sha256.gpg", "SHA256SUMS.gpg")
+
+
+@dataclass(frozen=True)
+class Serving:
+    id: str
+    change: str  # what happens to the `sysext sign` output before it is served
+    says: dict[int, str]  # client → the key line of its log
+    installs: dict[int, bool]
+    asks: dict[int, tuple[str, ...]]  # client → the signature names it requests, in order
+    check_says: str
+    check_ok: bool
+
+
+SERVINGS = (
+    Serving(
+        "as-signed",
+        "none",
+        {254: "Signature verification succeeded.", 262: "Signature verification succeeded."},
+        {254: True, 262: True},
+        {254: (LEGACY,), 262: (NEWER,)},
+        "update:    1.1 ",
+        True,
+    ),
+    Serving(
+        "gpg-only",
+        "drop-newer",
+        {254: "Signature verification succeeded.", 262: "Signature verification succeeded."},
+        {254: True, 262: True},
+        {254: (LEGACY,), 262: THREE},
+        "systemd 258+ hosts make 3 signature requests per poll",
+        True,
+    ),
+    Serving(
+        "asc-only",
+        "drop-legacy",
+        {
+            254: "Failed to retrieve signature file, cannot verify.",
+            262: "Signature verification succeeded.",
+        },
+        {254: False, 262: True},
+        {254: (LEGACY,), 262: (NEWER,)},
+        "SHA256SUMS.gpg: HTTP 404 Not Found (systemd 252–257 ask for no other name)",
+        False,
+    ),
+    Serving(
+        "asc-by-another-key",
+        "foreign-newer",
+        {
+            254: "Signature verification succeeded.",
+            262: "DOWNLOAD INVALID: Signature verification failed.",
+        },
+        {254: True, 262: False},
+        {254: (LEGACY,), 262: (NEWER,)},
+        "SHA256SUMS.sha256.asc (what systemd 258+ verify): no public key",
+        False,
+    ),
+    Serving(
+        "best-before-passed",
+        "marker-2000-01-01",
+        {
+            254: "Successfully installed update '1.1'.",
+            262: "Best before marker indicates out-of-date file list, refusing",
+        },
+        {254: True, 262: False},
+        {254: (LEGACY,), 262: (NEWER,)},
+        "SHA256SUMS lists BEST-BEFORE-2000-01-01: systemd 260+ refuse this manifest since"
+        " 2000-01-01 00:00 UTC",
+        False,
+    ),
+    Serving(
+        "best-before-ahead",
+        "marker-ahead",
+        {
+            254: "Successfully installed update '1.1'.",
+            262: "Found best before marker, and it checks out, proceeding.",
+        },
+        {254: True, 262: True},
+        {254: (LEGACY,), 262: (NEWER,)},
+        "marker:    BEST-BEFORE-",
+        True,
+    ),
+    Serving(
+        "best-before-not-a-date",
+        "marker-2027-02-30",
+        {
+            254: "Successfully installed update '1.1'.",
+            262: "Found best before marker with an invalid date, ignoring: BEST-BEFORE-2027-02-30",
+        },
+        {254: True, 262: True},
+        {254: (LEGACY,), 262: (NEWER,)},
+        "update:    1.1 ",
+        True,
+    ),
+)
+
+
+def serve_signed(serving: Serving, keys: Keys, pool: Path, directory: Path) -> None:
+    directory.mkdir(parents=True)
+    for stem in PAIR:
+        shutil.copyfile(pool / f"{stem}-x86-64.raw", directory / f"{stem}-x86-64.raw")
+    if serving.change == "marker-ahead":
+        ahead = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=30)
+        signing.sign_directory(directory, keys.key, best_before=ahead)
+        return
+    signing.sign_directory(directory, keys.key)
+    if serving.change.startswith("marker-"):
+        # Written by hand: `sysext sign` refuses a date that has passed (or is no date).
+        name = f"BEST-BEFORE-{serving.change.removeprefix('marker-')}"
+        manifest = (directory / MANIFEST_NAME).read_bytes()
+        manifest += f"{hashlib.sha256(b'').hexdigest()}  {name}\n".encode()
+        signature = signing.sign_detached(keys.key, manifest)
+        signing.write_signed_manifest(directory, manifest, signature)
+    elif serving.change == "drop-newer":
+        (directory / NEWER).unlink()
+    elif serving.change == "drop-legacy":
+        (directory / LEGACY).unlink()
+    elif serving.change == "foreign-newer":
+        foreign = keys.key.parent / "foreign.pgp"
+        manifest = (directory / MANIFEST_NAME).read_bytes()
+        (directory / NEWER).write_bytes(signing.sign_detached(foreign, manifest))
+
+
+def signature_requests(log: str) -> list[str]:
+    names = [path.rsplit("/", 1)[-1] for path in requested(log)]
+    return [n for n in names if n.startswith("SHA256SUMS.")]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("serving", SERVINGS, ids=lambda s: s.id)
+def test_signature_names_and_best_before_per_client(
+    serving: Serving,
+    client: int,
+    keys: Keys,
+    image_pool: Path,
+    static_server: StaticServer,
+    tmp_path: Path,
+) -> None:
+    serve_signed(serving, keys, image_pool, static_server.root / "extensions" / "hello")
+    spec = TransferSpec(name="hello", base_url=static_server.url)
+    suffix = "conf" if client == 254 else "transfer"  # what each reads without a warning
+    transfer = render_transfer(spec, file_format=suffix)
+    root = prepare_root(tmp_path / "root", "hello", transfer, suffix=suffix)
+
+    real = run_sysupdate(
+        root, ["-C", "hello", "update"], keys.keyring, client=client, log_level="debug"
+    )
+    assert serving.says[client] in real.stderr, real.stderr[-3000:]
+    assert signature_requests(real.stderr) == list(serving.asks[client])
+    link = root / "etc/extensions/hello.raw"
+    if serving.installs[client]:
+        assert real.returncode == 0, real.stderr[-3000:]
+        assert installed(root, "hello") == ["hello-1.1-x86-64.raw"]
+        assert os.readlink(link).endswith("/hello-1.1-x86-64.raw")
+    else:
+        assert real.returncode != 0
+        assert installed(root, "hello") == [] and not link.is_symlink()
+
+    keyring_file = tmp_path / "keyring.gpg"
+    keyring_file.write_bytes(keys.keyring)
+    url = f"{static_server.url}/extensions/hello"
+    ours = run_cli("check", url, "--keyring", keyring_file, "--arch", "x86-64")
+    assert serving.check_says in ours.stdout + ours.stderr, (ours.stdout, ours.stderr)
+    # `sysext check` passes only when every client version would update.
+    assert serving.check_ok is all(serving.installs.values())
+    if serving.check_ok:
+        assert ours.returncode == 0, ours.stderr
+    else:
+        assert ours.returncode == 2, ours.stdout
+        assert ours.stderr.startswith("error: "), ours.stderr
+
+
+# --- from `sysext serve` and from a bucket, Verify=yes ------------------------------------
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_updates_from_sysext_serve_with_one_signature_request(client: int, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    suffix = "conf" if client == 254 else "transfer"
+    with running_registry(tmp_path / "data") as reg:
+        publish(reg, build_image(images, "hello", "1.0"))
+        transfer = requests.get(f"{reg.url}/extensions/hello/hello.{suffix}", timeout=10).text
+        assert "Verify=yes" in transfer
+        root = prepare_root(tmp_path / "root", "hello", transfer, suffix=suffix)
+        for version in ("1.0", "1.1"):
+            if version != "1.0":
+                publish(reg, build_image(images, "hello", version))
+            run = run_sysupdate(
+                root, ["-C", "hello", "update"], reg.keyring(), client=client, log_level="debug"
+            )
+            assert run.returncode == 0, run.stderr[-3000:]
+            assert f"Successfully installed update '{version}'." in run.stderr
+            assert "Signature verification succeeded." in run.stderr
+            assert signature_requests(run.stderr) == [LEGACY if client == 254 else NEWER]
+            if client == 262:  # the registry's marker (the signature's expiry day)
+                assert "Found best before marker, and it checks out, proceeding." in run.stderr
+            assert "As of v257" not in run.stderr  # no .conf warning on 262
+        merged = merge_through_link(root, "hello", ["hello"])
+        assert merged.stdout.split() == ["hello", "1.1"], merged.stderr
+        keyring_file = tmp_path / "keyring.gpg"
+        keyring_file.write_bytes(reg.keyring())
+        ours = check_json(f"{reg.url}/extensions/hello", keyring_file)
+        assert ours["signature_requests_258"] == 1 and ours["best_before"] is not None
+        assert ours["warnings"] == []
+
+
+def test_updates_from_a_bucket_and_a_403_for_a_missing_name(
+    tmp_path: Path, pg_cluster: PostgresCluster, ceph_rgw: CephRgw
+) -> None:
+    """The registry on a real Ceph RGW bucket whose policy allows anonymous GetObject only
+    (so a missing key answers 403): both clients update with Verify=yes, 262 with one
+    signature request. A tree without SHA256SUMS.sha256.asc (an older registry's) ends
+    every 262 update at the 403; `sysext check` says so; nginx in front (the shipped
+    replicas block) turns it into a 404; the registry's next start writes the name again."""
+    env = bucket_env(tmp_path, pg_cluster, ceph_rgw, "sysext-262")
+    bucket = env["SYSEXT_S3_BUCKET"]
+    bucket_url = f"{ceph_rgw.endpoint}/{bucket}"
+    server = RegistryServer(data=tmp_path / "data", port=free_port(), env=env, args=("-w", "1"))
+    server.start()
+    try:
+        (tmp_path / "images").mkdir()
+        publish(server, build_image(tmp_path / "images", "e2e", "1.0"))
+        keyring = requests.get(f"{bucket_url}/keyring.gpg", timeout=10).content
+        base = f"{bucket_url}/extensions/e2e"
+        assert requests.get(f"{base}/SHA256SUMS.sha256.gpg", timeout=10).status_code == 403
+        roots: dict[int, Path] = {}
+        for client in CLIENTS:
+            suffix = "conf" if client == 254 else "transfer"
+            transfer = requests.get(f"{base}/e2e.{suffix}", timeout=10).text
+            assert "Verify=yes" in transfer and f"Path={base}" in transfer
+            roots[client] = prepare_root(tmp_path / f"root{client}", "e2e", transfer, suffix=suffix)
+            run = run_sysupdate(
+                roots[client], ["-C", "e2e", "update"], keyring, client=client, log_level="debug"
+            )
+            assert run.returncode == 0, run.stderr[-3000:]
+            assert "Successfully installed update '1.0'." in run.stderr
+            assert signature_requests(run.stderr) == [LEGACY if client == 254 else NEWER]
+
+        # An older registry's tree: no SHA256SUMS.sha256.asc, and the bucket says 403.
+        admin = s3_client(ceph_rgw)
+        admin.delete_object(Bucket=bucket, Key=f"extensions/e2e/{NEWER}")  # type: ignore[attr-defined]
+        publish(server, build_image(tmp_path / "images", "e2e", "1.1"))
+        admin.delete_object(Bucket=bucket, Key=f"extensions/e2e/{NEWER}")  # type: ignore[attr-defined]
+        assert requests.get(f"{base}/{NEWER}", timeout=10).status_code == 403
+        new = run_sysupdate(roots[262], ["-C", "e2e", "update"], keyring, client=262)
+        assert new.returncode != 0
+        assert f"HTTP request to {base}/{NEWER} failed with code 403." in new.stderr
+        assert "Failed to retrieve signature file, cannot verify." in new.stderr
+        old = run_sysupdate(roots[254], ["-C", "e2e", "update"], keyring, client=254)
+        assert old.returncode == 0 and "Successfully installed update '1.1'." in old.stderr
+        keyring_file = tmp_path / "keyring.gpg"
+        keyring_file.write_bytes(keyring)
+        ours = run_cli("check", base, "--keyring", keyring_file, "--arch", "x86-64")
+        assert ours.returncode == 2, ours.stdout
+        assert f"{NEWER}: HTTP 403" in ours.stderr
+        assert "systemd 258+ try the next signature name only after a 404" in ours.stderr
+
+        # The shipped nginx block in front of the bucket answers 404 instead: 262 walks on.
+        with nginx_front(tmp_path / "nginx", server, bucket_url) as front:
+            via = (roots[262] / "etc/sysupdate.e2e.d/e2e.transfer").read_text()
+            prepare_root(roots[262], "e2e", via.replace(bucket_url, front), suffix="transfer")
+            walked = run_sysupdate(
+                roots[262], ["-C", "e2e", "update"], keyring, client=262, log_level="debug"
+            )
+            assert walked.returncode == 0, walked.stderr[-3000:]
+            assert "Successfully installed update '1.1'." in walked.stderr
+            assert signature_requests(walked.stderr) == list(THREE)
+
+        # The registry writes the missing name again when it next materializes (start).
+        server.stop()
+        server.start()
+        assert requests.get(f"{base}/{NEWER}", timeout=10).status_code == 200
+        healed = check_json(base, keyring_file)
+        assert healed["signature_requests_258"] == 1 and healed["best_before"] is not None
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def nginx_front(prefix: Path, replica: RegistryServer, bucket_url: str) -> Iterator[str]:
+    """nginx with the shipped replicas block (registry/public/nginx/sysext-replicas.conf)."""
+    port = free_port()
+    prefix.mkdir()
+    block = replicas_block(f"127.0.0.1:{port}", [f"127.0.0.1:{replica.port}"], bucket_url)
+    (prefix / "nginx.conf").write_text(standalone_config(prefix, block))
+    nginx = subprocess.Popen(
+        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    front = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(f"{front}/keyring.gpg", timeout=2)
+                break
+            time.sleep(0.05)
+        yield front
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=15)

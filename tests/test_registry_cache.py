@@ -16,9 +16,8 @@ import pytest
 import requests
 
 from registry.http.files import SmallFileCache, open_public_file
-from sysext.systemd.manifest import parse_manifest
 from sysext.trust.signing import verify_detached
-from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.registry_server import RegistryServer, build_image, listing, running_registry
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +58,7 @@ def _served_manifest(server: RegistryServer, base: str) -> list[str]:
     assert int(second.headers["content-length"]) == len(on_disk)
     signature = requests.get(f"{server.url}{base}/SHA256SUMS.gpg", timeout=10).content
     verify_detached(server.keyring(), second.content, signature)
-    return [entry.filename for entry in parse_manifest(second.content)]
+    return [entry.filename for entry in listing(second.content)]
 
 
 def test_cached_manifest_follows_publish_and_yank(server: RegistryServer, images: Path) -> None:

@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 import requests
 
-from sysext.systemd.manifest import parse_manifest
 from sysext.trust.signing import verify_detached
 from tests.ceph_rgw import CephRgw
 from tests.pg_cluster import PostgresCluster
-from tests.registry_server import RegistryServer, build_image, free_port
+from tests.registry_server import RegistryServer, build_image, free_port, listing
 from tests.servers import run_cli
 from tests.test_registry_scale import bucket_env, s3_client
 
@@ -78,7 +77,7 @@ def anonymous_manifest(reg: Bucketed, directory: str) -> list[str]:
     assert manifest.status_code == 200, directory
     signature = requests.get(f"{reg.bucket_url}/{directory}/SHA256SUMS.gpg", timeout=10)
     verify_detached(keyring, manifest.content, signature.content)
-    return [entry.filename for entry in parse_manifest(manifest.content)]
+    return [entry.filename for entry in listing(manifest.content)]
 
 
 def test_check_and_repair_read_the_bucket(bucketed: Bucketed, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the real CLI and a real HTTP client."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import io
 import shlex
@@ -18,9 +19,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from sysext.systemd.manifest import parse_manifest
+from sysext.systemd.manifest import best_before_markers, parse_manifest, without_markers
+from sysext.trust import signing
 from sysext.trust.signing import verify_detached
-from tests.registry_server import RegistryServer, build_image, database_dump, running_registry
+from tests.registry_server import (
+    RegistryServer,
+    build_image,
+    database_dump,
+    listing,
+    running_registry,
+)
 from tests.servers import run_cli
 
 
@@ -144,21 +152,34 @@ def test_keyring_binary_and_armored_and_gpg_verifies(
 def test_manifest_version_order_and_transfer_file(server: RegistryServer, images: Path) -> None:
     for name in ("hello-1.10-x86-64.raw", "hello-1.9-x86-64.raw", "hello-1.10-arm64.raw"):
         assert run_cli("publish", images / name, env=_env(server)).returncode == 0
-    manifest = requests.get(f"{server.url}/extensions/hello/SHA256SUMS", timeout=10).content
+    base = f"{server.url}/extensions/hello"
+    manifest = requests.get(f"{base}/SHA256SUMS", timeout=10).content
     names = [e.filename for e in parse_manifest(manifest)]
-    assert names == [
+    assert names[:-1] == [
         "hello-1.0-x86-64.raw",
         "hello-1.9-x86-64.raw",
         "hello-1.10-arm64.raw",
         "hello-1.10-x86-64.raw",
     ]
-    for entry in parse_manifest(manifest):
+    for entry in without_markers(parse_manifest(manifest)):
         assert entry.sha256 == hashlib.sha256((images / entry.filename).read_bytes()).hexdigest()
-    verify_detached(
-        server.keyring(),
-        manifest,
-        requests.get(f"{server.url}/extensions/hello/SHA256SUMS.gpg", timeout=10).content,
-    )
+    # One signature, under the name systemd 252–257 fetch and the one 258+ fetch first;
+    # every other name 258+ might try answers a plain 404 (they move on only after one).
+    signature = requests.get(f"{base}/SHA256SUMS.gpg", timeout=10)
+    newer = requests.get(f"{base}/SHA256SUMS.sha256.asc", timeout=10)
+    assert newer.content == signature.content
+    assert newer.headers["content-type"] == signature.headers["content-type"]
+    assert signature.headers["content-type"] == "application/pgp-signature"
+    for other in ("SHA256SUMS.sha256.gpg", "SHA256SUMS.asc"):
+        assert requests.get(f"{base}/{other}", timeout=10).status_code == 404
+    info = signing.verify_signature(server.keyring(), manifest, signature.content)
+    # The last line is the BEST-BEFORE marker of the signature's expiry day (default
+    # lifetime 7d), with the empty file's hash, served as that empty file.
+    (marker,) = best_before_markers(parse_manifest(manifest))
+    assert names[-1] == marker.filename and marker.hash_warning is None
+    assert info.expires is not None and marker.date == info.expires.date()
+    assert marker.deadline <= info.expires < marker.deadline + dt.timedelta(days=1)
+    assert requests.get(f"{base}/{marker.filename}", timeout=10).content == b""
     for suffix in ("conf", "transfer"):
         text = requests.get(f"{server.url}/extensions/hello/hello.{suffix}", timeout=10).text
         assert "Verify=yes" in text
@@ -390,8 +411,7 @@ def test_channels_promote_and_yank(server: RegistryServer, images: Path) -> None
     assert beta.returncode == 0, beta.stderr
     beta_url = f"{server.url}/channels/beta/extensions/other"
     assert [
-        e.filename
-        for e in parse_manifest(requests.get(f"{beta_url}/SHA256SUMS", timeout=10).content)
+        e.filename for e in listing(requests.get(f"{beta_url}/SHA256SUMS", timeout=10).content)
     ] == [image.name]
     assert "Path=" + beta_url in requests.get(f"{beta_url}/other.conf", timeout=10).text
     assert requests.get(f"{server.url}/extensions/other/SHA256SUMS", timeout=10).status_code == 404
@@ -399,14 +419,14 @@ def test_channels_promote_and_yank(server: RegistryServer, images: Path) -> None
     promoted = run_cli("promote", "other", "2.0", "--to", "stable", env=_env(server))
     assert promoted.returncode == 0, promoted.stderr
     stable = requests.get(f"{server.url}/extensions/other/SHA256SUMS", timeout=10).content
-    assert [e.filename for e in parse_manifest(stable)] == [image.name]
+    assert [e.filename for e in listing(stable)] == [image.name]
 
     yanked = run_cli("yank", "other", "2.0", env=_env(server))
     assert yanked.returncode == 0, yanked.stderr
     for base in (f"{server.url}/extensions/other", beta_url):
         manifest = requests.get(f"{base}/SHA256SUMS", timeout=10).content
         # Not empty (252–256 would fail the download): one line no pattern matches.
-        assert [(e.filename, e.sha256) for e in parse_manifest(manifest)] == [
+        assert [(e.filename, e.sha256) for e in listing(manifest)] == [
             ("NO-PUBLISHED-IMAGES", hashlib.sha256(b"").hexdigest())
         ]
         assert requests.get(f"{base}/NO-PUBLISHED-IMAGES", timeout=10).content == b""

@@ -12,7 +12,12 @@ from registry.http.files import parse_range
 from registry.service.auth import Principal, bearer_token, scope_problem
 from registry.service.names import ImageName, name_problem, parse_image_filename
 from registry.settings import Settings, load_settings, settings_env
-from registry.storage.materialize import manifest_bytes
+from registry.storage.materialize import (
+    manifest_bytes,
+    marker_files,
+    served_manifest,
+    split_served,
+)
 from sysext.core.errors import SysextError
 from sysext.systemd.manifest import parse_manifest
 
@@ -170,3 +175,41 @@ def test_serve_refuses_bad_settings_without_writing(tmp_path: Path) -> None:
     assert not_dir.returncode == 2
     assert f"error: cannot use data directory {afile}" in not_dir.stderr
     assert "hint:" in not_dir.stderr and "Traceback" not in not_dir.stderr
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "interval", "listed"),
+    [
+        ("7d", "1d", True),  # the default: the marker lands 6 days after each re-signing
+        ("2d", "12h", True),
+        ("36h", "12h", False),  # a day's resolution could bite before the next re-signing
+        ("30s", "3s", False),
+        ("never", "1d", False),  # no expiry to follow
+    ],
+)
+def test_best_before_follows_the_signature_policy(
+    lifetime: str, interval: str, listed: bool
+) -> None:
+    policy = load_settings(
+        env={"SYSEXT_SIGNATURE_LIFETIME": lifetime, "SYSEXT_RESIGN_INTERVAL": interval}
+    ).signing_policy
+    assert policy.lists_best_before is listed
+    now = dt.datetime(2026, 12, 6, 23, 30, tzinfo=dt.UTC)
+    date = policy.best_before(now)
+    if not listed:
+        assert date is None
+        return
+    assert policy.lifetime is not None and date is not None
+    deadline = dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC)
+    # Never after the signature expires, and not before the re-signing after next.
+    assert now + 2 * policy.resign_interval < deadline <= now + policy.lifetime
+
+
+def test_served_manifest_keeps_the_listing_and_adds_one_marker() -> None:
+    listing = manifest_bytes([_image("1.0")])
+    served = served_manifest(listing, dt.date(2026, 12, 13))
+    assert served.startswith(listing)
+    assert served.endswith(b"  BEST-BEFORE-2026-12-13\n")
+    assert split_served(served) == (listing, [dt.date(2026, 12, 13)])
+    assert marker_files(served) == ["BEST-BEFORE-2026-12-13"]
+    assert served_manifest(listing, None) == listing and split_served(listing) == (listing, [])

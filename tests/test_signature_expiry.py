@@ -18,7 +18,7 @@ import requests
 from registry.settings import load_settings
 from sysext.core.durations import format_duration, parse_duration
 from sysext.core.errors import SysextError
-from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME, SIGNATURE_NAMES
 from sysext.trust import signing
 from sysext.trust.gpg import sweep_orphaned_homes
 from tests.past_keys import gpg_verify_like_systemd, make_past_key, sqv_verify
@@ -188,7 +188,7 @@ def test_registry_signs_with_expiry_and_renews_only_the_signature(
         after = {p.name: (p.stat().st_ino, p.read_bytes()) for p in snapshot.iterdir()}
         assert set(after) == set(before)
         changed = {name for name in after if after[name] != before[name]}
-        assert changed == {SIGNATURE_NAME}
+        assert changed == set(SIGNATURE_NAMES)
         status = requests.get(f"{reg.url}/api/v1/keys", timeout=10).json()
         assert status["signature_lifetime_seconds"] == WEEK.total_seconds()
 
@@ -261,8 +261,8 @@ def test_a_signer_killed_mid_signature_leaves_no_gpg_agent_behind(
     key, _ = past_key
     code = (
         "import datetime as dt, os, sys\n"
-        "from sysext.gpg import gpg_home\n"
-        "from sysext import signing\n"
+        "from sysext.trust.gpg import gpg_home\n"
+        "from sysext.trust import signing\n"
         f"key = {str(key)!r}\n"
         "with gpg_home() as home:\n"
         "    home.import_keys(open(key, 'rb').read())\n"

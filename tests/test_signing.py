@@ -3,6 +3,7 @@ command line systemd 252–256 runs, spec §3.4) and with sqv."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import stat
 import subprocess
@@ -12,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from sysext.core.errors import SysextError
-from sysext.systemd.manifest import ManifestError, format_manifest, parse_manifest, sha256_file
+from sysext.systemd.manifest import (
+    EMPTY_SHA256,
+    ManifestError,
+    best_before_markers,
+    format_manifest,
+    parse_manifest,
+    sha256_file,
+)
 from sysext.trust.signing import (
     SignatureError,
     export_public_key,
@@ -22,8 +30,10 @@ from sysext.trust.signing import (
     load_keyring,
     sign_detached,
     sign_directory,
+    signature_times,
     verify_detached,
     verify_directory,
+    write_signed_manifest,
 )
 from tests import past_keys
 from tests.servers import run_cli
@@ -223,9 +233,12 @@ def test_sign_directory_lists_only_images(tmp_path: Path, keys: dict[str, Path])
     signature = (directory / "SHA256SUMS.gpg").read_bytes()
     assert gpg_verify_like_systemd(keys["main.pub"], signature, manifest) == 0
     assert not [p for p in directory.iterdir() if p.name.startswith(".#")]
-    info, results = verify_directory(directory, keys["main.pub"])
-    assert info.expires is None
-    assert info.signer == key_fingerprint(keys["main"]) and all(r.ok for r in results)
+    # The same signature under the name systemd 258+ ask for first (one request per poll).
+    assert (directory / "SHA256SUMS.sha256.asc").read_bytes() == signature
+    verdict, results = verify_directory(directory, keys["main.pub"])
+    assert verdict.signature.expires is None and verdict.best_before is None
+    assert verdict.warnings == ()
+    assert verdict.signature.signer == key_fingerprint(keys["main"]) and all(r.ok for r in results)
 
 
 def test_verify_directory_finds_changed_and_missing_files(
@@ -256,7 +269,8 @@ def test_verify_directory_refuses_unsigned_and_corrupt(
         verify_directory(directory, keys["main.pub"])
     # Signed but malformed: the signature is fine, the grammar is not.
     bad = manifest.read_bytes()
-    (directory / "SHA256SUMS.gpg").write_bytes(sign_detached(keys["main"], bad))
+    for name in ("SHA256SUMS.gpg", "SHA256SUMS.sha256.asc"):
+        (directory / name).write_bytes(sign_detached(keys["main"], bad))
     with pytest.raises(ManifestError, match="line 3"):
         verify_directory(directory, keys["main.pub"])
 
@@ -375,3 +389,91 @@ def test_cli_key_errors_write_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     no_keyring = run_cli("verify", tmp_path, "--keyring", tmp_path / "ring.gpg")
     assert no_keyring.returncode == 2 and "SHA256SUMS: missing" in no_keyring.stderr
+
+
+# --- signature names and BEST-BEFORE -------------------------------------------------------
+
+
+def test_sign_best_before_from_expires_and_verify_reports_it(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    directory = _image_dir(tmp_path)
+    signed = run_cli(
+        "sign", directory, "--key", keys["main"], "--expires", "7d", "--best-before", "expires"
+    )
+    assert signed.returncode == 0, signed.stderr
+    manifest = (directory / "SHA256SUMS").read_bytes()
+    (marker,) = best_before_markers(parse_manifest(manifest))
+    signature = (directory / "SHA256SUMS.gpg").read_bytes()
+    _, expires = signature_times(signature)
+    # The marker is the signature's expiry day: 260+ refuse the manifest at most a day
+    # before gpg refuses the signature, never after.
+    assert expires is not None and marker.date == expires.date()
+    assert marker.deadline <= expires < marker.deadline + dt.timedelta(days=1)
+    assert f"systemd 260+ refuse it from {marker.date:%Y-%m-%d} 00:00 UTC" in signed.stderr
+    assert (directory / marker.filename).read_bytes() == b""  # every listed name downloads
+    assert (directory / "SHA256SUMS.sha256.asc").read_bytes() == signature
+    verified = run_cli("verify", directory, "--keyring", keys["main.pub"])
+    assert verified.returncode == 0, verified.stderr
+    assert f"{marker.filename}: systemd 260+ refuse this manifest from" in verified.stderr
+    assert "warning" not in verified.stderr
+    assert marker.filename not in verified.stdout  # a marker, not a file to hash
+
+    # Re-signed with a date: the new marker replaces the old one and its empty file.
+    again = run_cli("sign", directory, "--key", keys["main"], "--best-before", "2999-01-31")
+    assert again.returncode == 0, again.stderr
+    assert not (directory / marker.filename).exists()
+    assert (directory / "BEST-BEFORE-2999-01-31").read_bytes() == b""
+    # And without one: no marker line, no marker file.
+    plain = run_cli("sign", directory, "--key", keys["main"])
+    assert plain.returncode == 0, plain.stderr
+    assert not list(directory.glob("BEST-BEFORE-*"))
+    assert b"BEST-BEFORE" not in (directory / "SHA256SUMS").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--best-before", "2000-01-01"], "--best-before 2000-01-01 is not in the future"),
+        (["--best-before", "2027-02-30"], "--best-before '2027-02-30' is not a date systemd"),
+        (["--best-before", "expires"], "--best-before expires needs --expires"),
+        (["--best-before", "soon"], "invalid --best-before 'soon'"),
+    ],
+)
+def test_sign_refuses_a_best_before_hosts_would_choke_on(
+    tmp_path: Path, keys: dict[str, Path], args: list[str], message: str
+) -> None:
+    directory = _image_dir(tmp_path)
+    before = sorted(p.name for p in directory.iterdir())
+    result = run_cli("sign", directory, "--key", keys["main"], *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {message}"), result.stderr
+    assert "hint:" in result.stderr
+    assert sorted(p.name for p in directory.iterdir()) == before
+
+
+def test_verify_refuses_a_passed_best_before_and_warns_without_the_258_name(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    directory = _image_dir(tmp_path)
+    sign_directory(directory, keys["main"])
+    (directory / "SHA256SUMS.sha256.asc").unlink()
+    warned = run_cli("verify", directory, "--keyring", keys["main.pub"])
+    assert warned.returncode == 0, warned.stderr
+    assert "SHA256SUMS.sha256.asc is missing: systemd 258+ hosts ask for it first" in (
+        warned.stderr.replace("\n", " ")
+    )
+    manifest = (directory / "SHA256SUMS").read_bytes()
+    stale = manifest + f"{EMPTY_SHA256}  BEST-BEFORE-2000-01-01\n".encode()
+    write_signed_manifest(directory, stale, sign_detached(keys["main"], stale))
+    refused = run_cli("verify", directory, "--keyring", keys["main.pub"])
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(
+        "error: SHA256SUMS lists BEST-BEFORE-2000-01-01: systemd 260+ refuse this manifest"
+    ), refused.stderr
+    assert "252–259 ignore the line" in refused.stderr
+    # A second name signed by another key: the hosts that read it (258+) would fail.
+    write_signed_manifest(directory, manifest, sign_detached(keys["main"], manifest))
+    (directory / "SHA256SUMS.sha256.asc").write_bytes(sign_detached(keys["foreign"], manifest))
+    with pytest.raises(SignatureError, match=r"SHA256SUMS.sha256.asc \(what systemd 258\+"):
+        verify_directory(directory, keys["main.pub"])

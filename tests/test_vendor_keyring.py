@@ -4,7 +4,7 @@ A host whose OS updates itself with systemd-sysupdate: its vendor keyring in
 /usr/lib/systemd (import-pubring.gpg before 258, .pgp since), an OS transfer in
 /etc/sysupdate.d signed by the vendor key. It is provisioned with `sysext butane --ignition`
 through the real Ignition files stage; then, with the REAL systemd-sysupdate (the client is
-a parameter, tests/sysupdate_client.py CLIENTS), both the OS transfer and the extension
+a parameter, tests/sysupdate_client.py HOST_CLIENTS), both the OS transfer and the extension
 verify, and after the vendor keyring changes with an OS update the OS transfer still does.
 The old way (the registry key alone as /etc/systemd/import-pubring.gpg) is shown failing on
 the same host, so the test can tell the two apart.
@@ -22,7 +22,7 @@ from sysext.provision.keyring_combine import SCRIPT
 from sysext.trust import signing
 from tests.conftest import StaticServer, run_cli
 from tests.registry_server import build_image, running_registry
-from tests.sysupdate_client import CLIENTS, Client, host_sysupdate, run_in_host_view
+from tests.sysupdate_client import HOST_CLIENTS, HostClient, host_sysupdate, run_in_host_view
 from tests.test_provision_hosts import stage, upload
 
 pytestmark = pytest.mark.root
@@ -44,9 +44,9 @@ MatchPattern=vendoros-@v-%a.raw
 EXTENSION_KEYRING = "/etc/sysext/keyring.gpg"
 
 
-@pytest.fixture(params=sorted(CLIENTS), ids=lambda name: f"systemd-{name}")
-def client(request: pytest.FixtureRequest) -> Client:
-    factory: Callable[[], Client] = CLIENTS[request.param]
+@pytest.fixture(params=sorted(HOST_CLIENTS), ids=lambda name: f"systemd-{name}")
+def client(request: pytest.FixtureRequest) -> HostClient:
+    factory: Callable[[], HostClient] = HOST_CLIENTS[request.param]
     return factory()
 
 
@@ -58,7 +58,7 @@ def publish_os(directory: Path, version: str, key: Path) -> None:
 
 
 def combine(
-    client: Client, root: Path, *, version: str | None = None
+    client: HostClient, root: Path, *, version: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """What sysext-keyring.service runs (at boot and before every update unit)."""
     env = {
@@ -71,11 +71,11 @@ def combine(
     return run_in_host_view(root, ["sh", f"{root}/etc/sysext/keyring-combine"], env)
 
 
-def update_os(client: Client, root: Path) -> subprocess.CompletedProcess[str]:
+def update_os(client: HostClient, root: Path) -> subprocess.CompletedProcess[str]:
     return host_sysupdate(client, root, ["update"])
 
 
-def update_extension(client: Client, root: Path, name: str) -> subprocess.CompletedProcess[str]:
+def update_extension(client: HostClient, root: Path, name: str) -> subprocess.CompletedProcess[str]:
     # The update unit's Environment= (read by systemd-pull 262+, ignored before).
     keyring = {"SYSTEMD_OPENPGP_KEYRING": f"{root}{EXTENSION_KEYRING}"}
     return host_sysupdate(client, root, ["-C", name, "update"], extra_env=keyring)
@@ -86,7 +86,7 @@ def installed_os(root: Path) -> list[str]:
 
 
 def test_os_updates_keep_verifying_after_an_extension_is_provisioned(
-    client: Client, static_server: StaticServer, tmp_path: Path
+    client: HostClient, static_server: StaticServer, tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
     os_dir = static_server.root / "os"
@@ -164,7 +164,7 @@ def test_os_updates_keep_verifying_after_an_extension_is_provisioned(
 
 
 def test_the_combiner_never_overwrites_a_keyring_it_did_not_write(
-    client: Client, tmp_path: Path
+    client: HostClient, tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
     registry_key, admin_key = tmp_path / "registry.pgp", tmp_path / "admin.pgp"

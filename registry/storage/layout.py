@@ -50,6 +50,8 @@ CONTENT_TYPES = {
 def content_type(name: str) -> str:
     if name == "SHA256SUMS":
         return "text/plain; charset=utf-8"
+    if name.startswith("SHA256SUMS.") and name.endswith((".gpg", ".asc")):
+        return "application/pgp-signature"  # SHA256SUMS.sha256.asc too (not a key)
     if name.startswith("keyring") and name.endswith(".gpg"):
         return "application/pgp-keys"
     return CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")

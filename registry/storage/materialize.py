@@ -8,15 +8,23 @@ request always resolves to one complete, signed snapshot; a crash at any point l
 previous snapshot served. Images are only ever added to a snapshot (yanked ones stay for
 direct links), so a manifest from the previous snapshot still downloads from the next one.
 
+The signature is there under every name a client asks for first (manifest.SIGNATURE_NAMES:
+`SHA256SUMS.gpg` for systemd 252–257, `SHA256SUMS.sha256.asc` for 258+), the same bytes,
+so every poll costs one signature request. The served SHA256SUMS is the image listing
+(`DirectoryContent.manifest`) plus, when the signing policy asks for it, a
+`BEST-BEFORE-YYYY-MM-DD` line (systemd 260+ refuse the manifest from that day): its date
+follows the signature's expiry, so each re-signing moves it, and a re-signing on a new
+date is a new manifest, hence a new snapshot.
+
 What no file layout can prevent: a client fetching SHA256SUMS from one snapshot and
-SHA256SUMS.gpg from the next when a publish lands between its two requests. sysupdate
+its signature from the next when a publish lands between its two requests. sysupdate
 then fails that run and succeeds on the next timer; docs/registry.md explains this.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import datetime as dt
 import os
 import shutil
 from collections.abc import Iterable
@@ -32,7 +40,16 @@ from registry.trust.keys import Signer
 from sysext.core.atomic import atomic_write
 from sysext.core.errors import SysextError
 from sysext.core.urls import DEFAULT_CHANNEL
-from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME, ManifestEntry, format_manifest
+from sysext.systemd.manifest import (
+    EMPTY_SHA256,
+    MANIFEST_NAME,
+    SIGNATURE_NAMES,
+    ManifestEntry,
+    best_before_date,
+    best_before_deadline,
+    best_before_entry,
+    format_manifest,
+)
 from sysext.systemd.transfer import TransferSpec, render_transfer
 from sysext.systemd.versioning import version_key
 from sysext.trust.signing import verify_detached
@@ -48,7 +65,7 @@ class DirectoryContent:
 
     name: str
     channel: str
-    manifest: bytes
+    manifest: bytes  # the listing; what is served adds the BEST-BEFORE line (served_manifest)
     images: tuple[tuple[str, str], ...]  # (filename, sha256), yanked included
     texts: tuple[tuple[str, bytes], ...]  # NAME.conf, NAME.transfer
 
@@ -58,7 +75,6 @@ class DirectoryContent:
 # matches is simply ignored, so hosts see "no version" instead of failing every run. The
 # file exists (empty) so that every listed name downloads and verifies.
 PLACEHOLDER_NAME = "NO-PUBLISHED-IMAGES"
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def manifest_bytes(images: Iterable[Image]) -> bytes:
@@ -73,6 +89,61 @@ def manifest_bytes(images: Iterable[Image]) -> bytes:
     if not listed:
         return format_manifest([ManifestEntry(PLACEHOLDER_NAME, EMPTY_SHA256)])
     return b"".join(format_manifest([ManifestEntry(i.filename, i.sha256)]) for i in listed)
+
+
+def served_manifest(listing: bytes, best_before: dt.date | None) -> bytes:
+    """The SHA256SUMS hosts get: the listing, then the BEST-BEFORE line if any.
+
+    Like the placeholder, the marker is also served as the empty file its line names, so
+    every listed name downloads and verifies (`sha256sum -c` included); systemd itself
+    never fetches it (it reads only the name, for now).
+    """
+    if best_before is None:
+        return listing
+    return listing + format_manifest([best_before_entry(best_before)])
+
+
+def marker_files(served: bytes) -> list[str]:
+    """The names of the BEST-BEFORE files a served SHA256SUMS lists (served empty)."""
+    return [best_before_entry(d).filename for d in split_served(served)[1]]
+
+
+def split_served(served: bytes) -> tuple[bytes, list[dt.date]]:
+    """(listing, marker dates) of a served SHA256SUMS (canonical lines, as written here)."""
+    kept: list[bytes] = []
+    dates: list[dt.date] = []
+    for line in served.splitlines(keepends=True):
+        date = best_before_date(line[66:].rstrip(b"\n").decode("utf-8", "replace"))
+        if date is None:
+            kept.append(line)
+        else:
+            dates.append(date)
+    return b"".join(kept), dates
+
+
+def served_is_current(
+    served: bytes,
+    signatures: dict[str, bytes | None],
+    listing: bytes,
+    signer: Signer,
+    now: dt.datetime | None = None,
+) -> bool:
+    """True when a served manifest lists exactly `listing`, carries the marker the policy
+    asks for (none, or one still ahead), and its signature, the same bytes under every
+    name, need not be renewed yet (keys.Signer.signature_is_current)."""
+    rest, dates = split_served(served)
+    if rest != listing:
+        return False
+    now = now or dt.datetime.now(dt.UTC)
+    if signer.policy.lists_best_before:
+        if len(dates) != 1 or best_before_deadline(dates[0]) <= now:
+            return False
+    elif dates:
+        return False
+    first = signatures.get(SIGNATURE_NAMES[0])
+    if first is None or any(signatures.get(n) != first for n in SIGNATURE_NAMES):
+        return False
+    return signer.signature_is_current(served, first, now)
 
 
 def transfer_texts(
@@ -135,9 +206,10 @@ def _fsync(path: Path) -> None:
 
 
 def _snapshot_matches(snapshot: Path, content: DirectoryContent) -> bool:
-    """True when `snapshot` already holds exactly `content` (its signature aside)."""
+    """True when `snapshot` already holds exactly `content` (its signature and BEST-BEFORE
+    line aside)."""
     try:
-        if (snapshot / MANIFEST_NAME).read_bytes() != content.manifest:
+        if split_served((snapshot / MANIFEST_NAME).read_bytes())[0] != content.manifest:
             return False
         for filename, data in content.texts:
             if (snapshot / filename).read_bytes() != data:
@@ -148,18 +220,26 @@ def _snapshot_matches(snapshot: Path, content: DirectoryContent) -> bool:
         return False
 
 
+def _read_signatures(snapshot: Path) -> dict[str, bytes | None]:
+    found: dict[str, bytes | None] = {}
+    for name in SIGNATURE_NAMES:
+        try:
+            found[name] = (snapshot / name).read_bytes()
+        except OSError:
+            found[name] = None
+    return found
+
+
 def _resign_in_place(snapshot: Path, signer: Signer, manifest: bytes) -> None:
     """Renew the signature of an unchanged snapshot, and change nothing else.
 
     The manifest stays byte for byte, so old and new signature are equally valid for it:
-    one atomic rename is enough, and every other file keeps its inode (and ETag).
+    one atomic rename per signature name is enough (a reader asks for one name only),
+    and every other file keeps its inode (and ETag).
     """
-    try:
-        signature = (snapshot / SIGNATURE_NAME).read_bytes()
-    except OSError:
-        signature = b""
-    if not signer.signature_is_current(manifest, signature):
-        atomic_write(snapshot / SIGNATURE_NAME, signer.sign(manifest), 0o644)
+    signature = signer.sign(manifest)
+    for name in SIGNATURE_NAMES:
+        atomic_write(snapshot / name, signature, 0o644)
 
 
 def _swap_symlink(link: Path, target: Path) -> None:
@@ -177,12 +257,19 @@ def materialize(
 ) -> Path:
     """Make the public directories of (content.channel, content.name) serve `content`."""
     current = current_snapshot(settings, content.name, content.channel)
+    manifest = served_manifest(content.manifest, signer.best_before())
     if not force and current is not None and _snapshot_matches(current, content):
-        _resign_in_place(current, signer, content.manifest)
-        for link in _public_links(settings, content.name, content.channel):
-            if not link.is_symlink() or (link.parent / os.readlink(link)).resolve() != current:
-                _swap_symlink(link, current)
-        return current
+        served = (current / MANIFEST_NAME).read_bytes()
+        fresh = served_is_current(served, _read_signatures(current), content.manifest, signer)
+        if not fresh and served == manifest:
+            _resign_in_place(current, signer, manifest)
+        if fresh or served == manifest:
+            for link in _public_links(settings, content.name, content.channel):
+                if not link.is_symlink() or (link.parent / os.readlink(link)).resolve() != current:
+                    _swap_symlink(link, current)
+            return current
+        # Re-signing on a new day moves the BEST-BEFORE line: a new manifest, so a new
+        # snapshot (the old one stays whole for readers that resolved it).
 
     parent = settings.snapshots_dir / content.channel / content.name
     parent.mkdir(parents=True, exist_ok=True)
@@ -195,8 +282,12 @@ def materialize(
         os.link(blob_path(settings.store_dir, sha256), building / filename)
     for filename, data in content.texts:
         (building / filename).write_bytes(data)
-    (building / SIGNATURE_NAME).write_bytes(signer.sign(content.manifest))
-    (building / MANIFEST_NAME).write_bytes(content.manifest)
+    for filename in marker_files(manifest):
+        (building / filename).write_bytes(b"")
+    signature = signer.sign(manifest)
+    for name in SIGNATURE_NAMES:
+        (building / name).write_bytes(signature)
+    (building / MANIFEST_NAME).write_bytes(manifest)
     for path in building.iterdir():
         os.chmod(path, 0o644)
         _fsync(path)
@@ -241,16 +332,34 @@ def remove_unknown_links(settings: Settings, known: set[tuple[str, str]]) -> Non
                 shutil.rmtree(path)
 
 
+def served_refused(served: bytes, signatures: dict[str, bytes | None], keyring: bytes) -> bool:
+    """True when hosts holding `keyring` would refuse what is served: a signature missing
+    under one of its names, not verifying or expired, or a BEST-BEFORE day that has come."""
+    now = dt.datetime.now(dt.UTC)
+    if any(best_before_deadline(d) <= now for d in split_served(served)[1]):
+        return True
+    for name in SIGNATURE_NAMES:
+        signature = signatures.get(name)
+        if signature is None:
+            return True
+        try:
+            verify_detached(keyring, served, signature)
+        except SysextError:
+            return True
+    return False
+
+
 def snapshot_matches(snapshot: Path, content: DirectoryContent, keyring: bytes) -> bool:
-    """The content check materialize() uses, plus a signature hosts with `keyring` accept
-    (valid and not expired); registry/service/consistency.py reports drift with it."""
+    """The content check materialize() uses, plus signatures hosts with `keyring` accept
+    (valid and not expired, under every name) and a BEST-BEFORE day still ahead;
+    registry/service/consistency.py reports drift with it."""
     if not _snapshot_matches(snapshot, content):
         return False
     try:
-        verify_detached(keyring, content.manifest, (snapshot / SIGNATURE_NAME).read_bytes())
-    except (OSError, SysextError):
+        served = (snapshot / MANIFEST_NAME).read_bytes()
+    except OSError:
         return False
-    return True
+    return not served_refused(served, _read_signatures(snapshot), keyring)
 
 
 def published_directories(settings: Settings) -> set[tuple[str, str]]:

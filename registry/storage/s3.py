@@ -19,7 +19,17 @@ across two objects. So the writes go in this order:
    any manifest names it, and never deleted afterwards (yanked images stay too), so every
    SHA256SUMS a reader may hold, old or new, only names images that download;
 2. the transfer files;
-3. SHA256SUMS.gpg, then SHA256SUMS, back to back.
+3. the signature under each of its names (SHA256SUMS.gpg, SHA256SUMS.sha256.asc), then
+   SHA256SUMS, back to back.
+
+**No 403 on the verification path.** systemd-pull 258+ ask for SHA256SUMS.sha256.asc first
+and try the next signature name only after a 404, but a bucket that lets anonymous readers
+GET objects without listing the bucket answers 403 for a missing key, which ends the
+update. So the signature is always there under that name too (one request per poll, on
+every version), and the policy stays GET-only. Granting anonymous ListBucket would turn
+the 403s into 404s, but on Ceph RGW (checked, as on AWS) a GET of a missing key is judged
+without an `s3:prefix`, so only an unconditional grant does it, and that lets anyone list
+the private store/ keys as well: not worth it when no host needs a 404.
 
 What remains possible: a reader that fetches the two manifest objects on either side of
 step 3 (or from a CDN that cached them at different moments) holds a new SHA256SUMS with the
@@ -53,12 +63,21 @@ from registry.errors import RegistryError
 from registry.failpoints import failpoint
 from registry.settings import Settings
 from registry.storage.layout import cache_control, content_type
-from registry.storage.materialize import DIFFERS, NOT_PUBLISHED, DirectoryContent
+from registry.storage.materialize import (
+    DIFFERS,
+    NOT_PUBLISHED,
+    DirectoryContent,
+    marker_files,
+    served_is_current,
+    served_manifest,
+    served_refused,
+    split_served,
+)
 from registry.trust.keys import Signer
 from sysext.core.errors import SysextError
 from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
-from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from sysext.trust.signing import load_keyring, verify_detached
+from sysext.systemd.manifest import BEST_BEFORE_PREFIX, MANIFEST_NAME, SIGNATURE_NAMES
+from sysext.trust.signing import load_keyring
 
 log = logging.getLogger("registry")
 
@@ -307,13 +326,28 @@ class S3Storage:
             if not stale:
                 return
             failpoint("before-swap")
-            signature = signer.sign(content.manifest)
+            manifest = served_manifest(content.manifest, signer.best_before())
+            signature = signer.sign(manifest)
+            markers = marker_files(manifest)
             for index, directory in enumerate(stale):
                 if index:
                     failpoint("between-swaps")
-                self._put(f"{directory}/{SIGNATURE_NAME}", signature)
+                for name in markers:
+                    if self._key(f"{directory}/{name}") not in present[directory]:
+                        self._put(f"{directory}/{name}", b"")
+                for name in SIGNATURE_NAMES:
+                    self._put(f"{directory}/{name}", signature)
                 failpoint("between-signature-and-manifest")
-                self._put(f"{directory}/{MANIFEST_NAME}", content.manifest)
+                self._put(f"{directory}/{MANIFEST_NAME}", manifest)
+                # Markers of earlier manifests: listed nowhere now and never fetched by
+                # systemd, so they go (the directory would otherwise grow one a day).
+                outdated = [
+                    key
+                    for key in present[directory]
+                    if key.rsplit("/", 1)[-1].startswith(BEST_BEFORE_PREFIX)
+                    and key.rsplit("/", 1)[-1] not in markers
+                ]
+                self._delete(outdated)
 
     def _copy_blob(self, sha256: str, key: str, filename: str) -> None:
         # Server-side (multipart for big images): the bytes never pass through us.
@@ -330,18 +364,37 @@ class S3Storage:
             Config=self.transfer,
         )
 
+    def _served(self, directory: str, listing: bytes, etags: dict[str, str]) -> bytes | None:
+        """The stored SHA256SUMS of `directory` (None: none); read only when its ETag says
+        it is not `listing` itself (a BEST-BEFORE line makes it differ)."""
+        etag = etags.get(self._key(f"{directory}/{MANIFEST_NAME}"))
+        if etag is None:
+            return None
+        if etag == _md5(listing):
+            return listing
+        return self._get(f"{directory}/{MANIFEST_NAME}")
+
+    def _signatures(self, directory: str, etags: dict[str, str]) -> dict[str, bytes | None]:
+        """The stored signature under each name: the first read, the others compared with
+        it by ETag (single-part PUTs of the same bytes)."""
+        first_name, *others = SIGNATURE_NAMES
+        first = self._get(f"{directory}/{first_name}")
+        found: dict[str, bytes | None] = {first_name: first}
+        for name in others:
+            same = first is not None and etags.get(self._key(f"{directory}/{name}")) == _md5(first)
+            found[name] = first if same else self._get(f"{directory}/{name}")
+        return found
+
     def _pair_matches(
-        self, directory: str, manifest: bytes, signer: Signer, etags: dict[str, str]
+        self, directory: str, listing: bytes, signer: Signer, etags: dict[str, str]
     ) -> bool:
-        """True when the stored SHA256SUMS is `manifest` (by its ETag, from the listing) and
-        its stored signature is current (by the active key, not due for renewal:
-        keys.Signer.signature_is_current)."""
-        if etags.get(self._key(f"{directory}/{MANIFEST_NAME}")) != _md5(manifest):
+        """True when the stored SHA256SUMS lists `listing` with the marker the policy asks
+        for and its signature (the same under every name) is current (by the active key,
+        not due for renewal: materialize.served_is_current)."""
+        served = self._served(directory, listing, etags)
+        if served is None or split_served(served)[0] != listing:
             return False
-        signature = self._get(f"{directory}/{SIGNATURE_NAME}")
-        if signature is None:
-            return False
-        return signer.signature_is_current(manifest, signature)
+        return served_is_current(served, self._signatures(directory, etags), listing, signer)
 
     def remove_unknown(self, known: set[tuple[str, str]]) -> None:
         doomed: list[str] = []
@@ -379,23 +432,20 @@ class S3Storage:
         with self._errors("reading the public tree"):
             for directory in self.directories(content.name, content.channel):
                 start = self._key(directory + "/")
-                listed = self._list(directory + "/")
+                listed = list(self._list(directory + "/"))
                 etags = {o["Key"][len(start) :]: o["ETag"].strip('"') for o in listed}
                 if MANIFEST_NAME not in etags:
                     return NOT_PUBLISHED
-                if etags[MANIFEST_NAME] != _md5(content.manifest):
-                    return DIFFERS
                 if any(etags.get(name) != _md5(data) for name, data in content.texts):
                     return DIFFERS
                 images = {name for name in etags if name.endswith(".raw")}
                 if images != {name for name, _ in content.images}:
                     return DIFFERS
-                signature = self._get(f"{directory}/{SIGNATURE_NAME}")
-                if signature is None:
+                full = {o["Key"]: o["ETag"].strip('"') for o in listed}
+                served = self._served(directory, content.manifest, full)
+                if served is None or split_served(served)[0] != content.manifest:
                     return DIFFERS
-                try:
-                    verify_detached(keyring, content.manifest, signature)
-                except SysextError:
+                if served_refused(served, self._signatures(directory, full), keyring):
                     return DIFFERS
         return None
 

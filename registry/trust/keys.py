@@ -9,7 +9,9 @@ carries an expiration time; gpg with systemd-pull's command line and sqv refuse 
 passed, so a stale mirror or a man in the middle can freeze a host on old files for at most
 that long. The registry re-signs every manifest once its signature is older than
 `resign_interval` (default 1 day), so a registry that is down for less than six days never
-lets a signature expire.
+lets a signature expire. Each re-signing also moves the manifest's `BEST-BEFORE-` marker
+(SigningPolicy.best_before): the day the signature expires, which systemd 260+ enforce
+without looking at the signature (and older hosts ignore).
 
 **Rotation** (`sysext key rotate`), three phases, each `key_overlap` long by default:
 
@@ -45,6 +47,7 @@ from registry.errors import RegistryError
 from sysext.core.atomic import atomic_write
 from sysext.core.errors import SysextError
 from sysext.core.urls import KEYRING_ARMORED, KEYRING_BINARY
+from sysext.systemd.manifest import best_before_for
 from sysext.trust import signing
 from sysext.trust.gpg import GpgHome, gpg_home
 
@@ -57,6 +60,26 @@ class SigningPolicy:
 
     lifetime: dt.timedelta | None = dt.timedelta(days=7)
     resign_interval: dt.timedelta = dt.timedelta(days=1)
+
+    @property
+    def lists_best_before(self) -> bool:
+        """Whether served manifests carry a BEST-BEFORE marker (systemd 260+).
+
+        The marker has a day's resolution and must not outlive the signature, so it lands
+        up to a day before the expiry (manifest.best_before_for); a lifetime of at least a
+        day plus two re-sign intervals keeps it a full interval past the next re-signing,
+        so a registry that misses one re-signing never trips it. Shorter lifetimes (and
+        "never") list none: gpg's expiry alone guards those.
+        """
+        if self.lifetime is None:
+            return False
+        return self.lifetime >= dt.timedelta(days=1) + 2 * self.resign_interval
+
+    def best_before(self, now: dt.datetime) -> dt.date | None:
+        """The marker date for a manifest signed at `now`, or None (no marker)."""
+        if not self.lists_best_before or self.lifetime is None:
+            return None
+        return best_before_for(now + self.lifetime)
 
 
 @dataclass(frozen=True)
@@ -238,6 +261,10 @@ class Signer:
             return signing.sign_with(tsk, data, armor=False, lifetime=lifetime)
         fingerprint = str(tsk.extract_certificate().fingerprint).upper()
         return home.detach_sign(fingerprint, data, lifetime=lifetime)
+
+    def best_before(self, now: dt.datetime | None = None) -> dt.date | None:
+        """The BEST-BEFORE date a manifest signed now lists (SigningPolicy.best_before)."""
+        return self.policy.best_before(now or _now())
 
     def signature_is_current(
         self, manifest: bytes, signature: bytes, now: dt.datetime | None = None

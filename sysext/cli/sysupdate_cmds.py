@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -25,7 +26,15 @@ from sysext.core.errors import SysextError
 from sysext.core.steps import console
 from sysext.core.urls import DEFAULT_CHANNEL
 from sysext.systemd.architecture import Architecture
-from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from sysext.systemd.manifest import (
+    BEST_BEFORE_PREFIX,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    SIGNATURE_NAME_258,
+    SIGNATURE_NAMES,
+    best_before_date,
+    best_before_for,
+)
 from sysext.systemd.patterns import HostInfo
 from sysext.systemd.selection import DEFAULT_INSTANCES_MAX
 from sysext.systemd.transfer import (
@@ -117,44 +126,84 @@ def sign(
         help="Signature lifetime (7d, 36h, 2w): hosts refuse the manifest after it, so a"
         " stale mirror cannot freeze them. Re-sign well before. Default: never expires.",
     ),
+    best_before: str | None = typer.Option(
+        None,
+        "--best-before",
+        help="Also list a BEST-BEFORE-YYYY-MM-DD marker: systemd 260+ refuse the manifest"
+        " from 00:00 UTC of that day, older hosts ignore it. A date, a duration from now"
+        " (14d), or 'expires': the last midnight before the --expires signature expires.",
+    ),
 ) -> None:
-    """(Re)write DIR/SHA256SUMS for the images in DIR and sign it (SHA256SUMS.gpg).
+    """(Re)write DIR/SHA256SUMS for the images in DIR and sign it.
 
-    Only files named like images (NAME-VERSION-ARCH.raw) are listed: sidecar files would
-    match the hosts' patterns (systemd 252–256 ignore trailing text). Both files are
-    written atomically. Passphrase from SYSEXT_KEY_PASSPHRASE. With --expires the
-    signature carries an expiration time (made with gpg, which must be installed).
+    The signature is written as DIR/SHA256SUMS.gpg (what systemd 252–257 fetch) and, the
+    same bytes, DIR/SHA256SUMS.sha256.asc (what 258+ fetch first): one signature request
+    per poll on every version. Only files named like images (NAME-VERSION-ARCH.raw) are
+    listed: sidecar files would match the hosts' patterns (systemd 252–256 ignore trailing
+    text). Every file is written atomically. Passphrase from SYSEXT_KEY_PASSPHRASE. With
+    --expires the signature carries an expiration time (made with gpg, which must be
+    installed).
 
-    Example: sysext sign out/ --key signing.key --expires 7d
+    Example: sysext sign out/ --key signing.key --expires 7d --best-before expires
     """
     lifetime = parse_duration(expires, what="--expires") if expires is not None else None
-    entries = sign_directory(directory, key, passphrase=_passphrase(), lifetime=lifetime)
+    marker = _best_before(best_before, lifetime) if best_before is not None else None
+    entries = sign_directory(
+        directory, key, passphrase=_passphrase(), lifetime=lifetime, best_before=marker
+    )
     for entry in entries:
         print(f"{entry.sha256}  {entry.filename}")
     fingerprint = key_fingerprint(key, passphrase=_passphrase())
     _, expiry = signature_times((directory / SIGNATURE_NAME).read_bytes())
     until = f", expires {expiry:%Y-%m-%d %H:%M:%S} UTC" if expiry else ", never expires"
+    images = len(entries) - (marker is not None)
+    fresh = f"; systemd 260+ refuse it from {marker:%Y-%m-%d} 00:00 UTC" if marker else ""
     console.print(
-        f"signed {len(entries)} image(s): {directory / MANIFEST_NAME},"
-        f" {directory / SIGNATURE_NAME} (key {fingerprint}{until})",
+        f"signed {images} image(s): {directory / MANIFEST_NAME},"
+        f" {' and '.join(str(directory / n) for n in SIGNATURE_NAMES)}"
+        f" (key {fingerprint}{until}){fresh}",
         soft_wrap=True,
     )
+
+
+def _best_before(text: str, lifetime: dt.timedelta | None) -> dt.date:
+    """--best-before: YYYY-MM-DD, a duration from now, or `expires` (from --expires)."""
+    now = dt.datetime.now(dt.UTC)
+    value = text.strip()
+    if value.lower() == "expires":
+        if lifetime is None:
+            raise SysextError(
+                "--best-before expires needs --expires",
+                "give the signature a lifetime (--expires 7d), or a date/duration here",
+            )
+        return best_before_for(now + lifetime)
+    if value[:1].isdigit() and "-" in value:
+        date = best_before_date(BEST_BEFORE_PREFIX + value)
+        if date is None or value != f"{date:%Y-%m-%d}":
+            raise SysextError(
+                f"--best-before {text!r} is not a date systemd reads",
+                "write YYYY-MM-DD (e.g. 2027-01-31), a duration (14d) or 'expires'",
+            )
+        return date
+    return best_before_for(now + parse_duration(value, what="--best-before"))
 
 
 def verify(
     directory: Path = typer.Argument(..., help="Directory with SHA256SUMS and SHA256SUMS.gpg."),
     keyring: Path = typer.Option(..., "--keyring", help="Binary public keyring (key export)."),
 ) -> None:
-    """Check DIR/SHA256SUMS.gpg against the keyring, then each listed file's SHA-256.
+    """Check DIR's signatures against the keyring, then every listed file's SHA-256.
 
-    Fails exactly where a host would: missing, bad or expired signature, a key not in the
-    keyring, an armored keyring, a manifest line sysupdate refuses, a changed or missing
-    image. Reports when the signature expires and warns when less than half of its
-    lifetime is left.
+    Fails exactly where a host would: missing, bad or expired signature (SHA256SUMS.gpg,
+    and SHA256SUMS.sha256.asc that systemd 258+ read when present), a key not in the
+    keyring, an armored keyring, a manifest line sysupdate refuses, a BEST-BEFORE marker
+    whose day has come (systemd 260+), a changed or missing image. Reports when the
+    signature expires and warns when less than half of its lifetime is left.
 
     Example: sysext verify out/ --keyring import-pubring.gpg
     """
-    info, results = verify_directory(directory, keyring)
+    verdict, results = verify_directory(directory, keyring)
+    info = verdict.signature
     bad = [r for r in results if not r.ok]
     for result in results:
         status = "OK" if result.ok else f"FAILED: {result.problem}"
@@ -170,9 +219,12 @@ def verify(
         f"signature OK (key {info.signer}, {info.describe()}); {len(results)} file(s) match",
         soft_wrap=True,
     )
-    warning = info.expiry_warning()
-    if warning:
-        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    if verdict.best_before is not None:
+        console.print(verdict.best_before.describe(), soft_wrap=True)
+    warnings = [*verdict.warnings, info.expiry_warning()]
+    for warning in warnings:
+        if warning:
+            console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
 
 
 def check(
@@ -218,8 +270,10 @@ def check(
 ) -> None:
     """Say which version a host would install from a served directory, or why not.
 
-    Fetches URL/SHA256SUMS (and URL/SHA256SUMS.gpg with --keyring), parses it with
-    sysupdate's strict grammar, lists the versions the pattern sees (newest first) and
+    Fetches URL/SHA256SUMS (and with --keyring its signature, under the name systemd
+    252–257 fetch and the names 258+ try until one does not answer 404), parses it with
+    sysupdate's strict grammar, refuses it when a BEST-BEFORE marker's day has come (as
+    systemd 260+ do), lists the versions the pattern sees (newest first) and
     picks the candidate like `systemd-sysupdate check-new`. Exits 0 when an update is
     available or the host is up to date; otherwise prints the exact reason and exits 2.
 
@@ -378,8 +432,12 @@ def _print_report(report: CheckReport) -> None:
         expiry = report.signature_expires
         until = f"expires {expiry:%Y-%m-%d %H:%M:%S} UTC" if expiry else "never expires"
         print(f"signature: OK, key {report.signer}, {until}")
+        if report.signature_requests_258 == 1:
+            print(f"signature: systemd 258+ find it at {SIGNATURE_NAME_258} (one request)")
     else:
         print("signature: not checked (no --keyring; like Verify=no)")
+    if report.best_before is not None:
+        print(f"marker:    {report.best_before.describe()} (252–259 ignore it)")
     print(f"pattern:   {' '.join(report.patterns)}")
     print("available (newest first):")
     for item in report.available:

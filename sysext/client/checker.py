@@ -1,10 +1,14 @@
-"""`sysext check`: read a served directory exactly as systemd-sysupdate 252–256 would.
+"""`sysext check`: read a served directory exactly as systemd-sysupdate 252–256 would,
+and as 258–262 would where they differ.
 
-Fetches `URL/SHA256SUMS` (and `SHA256SUMS.gpg` when a keyring is given) the way
-systemd-pull does (§3.1, §3.2, §5: plain GET, no content encoding, redirects followed, 2xx
-only, ≥ 6 bytes), parses it strictly (§3.3), verifies the signature (§3.4), lists what the
-patterns see, and picks the candidate (§4.3). Every way a host would fail becomes one
-CheckError with the reason; warnings cover what a host would silently get wrong.
+Fetches `URL/SHA256SUMS` (and, when a keyring is given, the signature under the name
+252–257 ask for, `SHA256SUMS.gpg`, and the names 258+ walk through, moving on only after a
+404: manifest.SIGNATURE_FALLBACK_258) the way systemd-pull does (§3.1, §3.2, §5: plain
+GET, no content encoding, redirects followed, 2xx only, ≥ 6 bytes), parses it strictly
+(§3.3), verifies the signature (§3.4), honours a `BEST-BEFORE-` marker as 260+ do, lists
+what the patterns see, and picks the candidate (§4.3). Every way a host of any of these
+versions would fail becomes one CheckError with the reason; warnings cover what a host
+would silently get wrong or pay for (extra signature requests).
 """
 
 from __future__ import annotations
@@ -25,9 +29,14 @@ from sysext.core.errors import SysextError
 from sysext.systemd.manifest import (
     MANIFEST_NAME,
     MIN_DOWNLOAD_BYTES,
+    SIGNATURE_FALLBACK_258,
     SIGNATURE_NAME,
+    SIGNATURE_NAME_258,
+    BestBefore,
     ManifestEntry,
+    best_before_markers,
     parse_manifest,
+    without_markers,
 )
 from sysext.systemd.patterns import (
     HostInfo,
@@ -54,6 +63,10 @@ class CheckError(SysextError):
     """A reason why systemd-sysupdate on the host would fail."""
 
 
+class NotFoundError(CheckError):
+    """HTTP 404 (or a missing file: URL): the one failure systemd-pull 258+ fall back on."""
+
+
 # --- URL building (import_url_append_component(), §3.1) -----------------------------------
 
 
@@ -72,10 +85,10 @@ def manifest_url(path: str) -> str:
     return append_url_component(path, MANIFEST_NAME)
 
 
-def signature_url(path: str) -> str:
+def signature_url(path: str, name: str = SIGNATURE_NAME) -> str:
     # The manifest URL with its last component replaced (same result as appending).
     manifest = manifest_url(path)
-    return manifest[: manifest.rfind("/") + 1] + SIGNATURE_NAME
+    return manifest[: manifest.rfind("/") + 1] + name
 
 
 def payload_url(path: str, filename: str) -> str:
@@ -102,7 +115,7 @@ def _session() -> requests.Session:
 
 def _http_failure(url: str, status: int, reason: str) -> CheckError:
     if status == 404:
-        return CheckError(
+        return NotFoundError(
             f"{url}: HTTP 404 Not Found",
             "the host fails the same way; check the URL (Path= in the transfer file)",
         )
@@ -121,7 +134,7 @@ def _iter_body(session: requests.Session, url: str, limit: int | None) -> Iterat
                 while block := f.read(_CHUNK):
                     yield block
         except FileNotFoundError:
-            raise CheckError(f"{url}: no such file") from None
+            raise NotFoundError(f"{url}: no such file") from None
         except IsADirectoryError:
             raise CheckError(f"{url}: is a directory") from None
         return
@@ -198,6 +211,9 @@ class CheckReport:
     signature_expires: dt.datetime | None = None  # None: never (or not checked)
     payload_verified: str | None = None  # file name whose SHA-256 was checked
     warnings: tuple[str, ...] = field(default=())
+    # Signature requests a 258+ host makes per poll (1 when SHA256SUMS.sha256.asc exists).
+    signature_requests_258: int | None = None
+    best_before: BestBefore | None = None  # the earliest marker (systemd 260+), if any
     # Installed versions `update` would delete first (transfer_vacuum(), space=1).
     vacuum: tuple[str, ...] = ()
 
@@ -230,6 +246,8 @@ class CheckReport:
             "signature_expires": (
                 self.signature_expires.isoformat() if self.signature_expires else None
             ),
+            "signature_requests_258": self.signature_requests_258,
+            "best_before": self.best_before.date.isoformat() if self.best_before else None,
             "patterns": list(self.patterns),
             "manifest_entries": self.manifest_entries,
             "available": [
@@ -336,20 +354,39 @@ def check_remote(
     s_url: str | None = None
     signer: str | None = None
     expires: dt.datetime | None = None
+    requests_258: int | None = None
+    warnings: list[str] = []
     if keyring is not None:
         s_url = signature_url(url)
-        try:
-            signature = fetch(session, s_url, limit=MAX_SIGNATURE_BYTES)
-        except CheckError as exc:
-            raise CheckError(
-                f"signature: {exc.message}",
-                "with Verify=yes the detached SHA256SUMS.gpg is mandatory; sign the"
-                " directory (sysext sign) or the host refuses every update",
-            ) from None
-        info = verify_signature(keyring, manifest, signature)
+        signatures = _fetch_signatures(session, url)
+        requests_258 = signatures.requests_258
+        info = verify_signature(keyring, manifest, signatures.legacy)
+        if signatures.newer != signatures.legacy:
+            try:
+                verify_signature(keyring, manifest, signatures.newer)
+            except SysextError as exc:
+                raise CheckError(
+                    f"{signatures.newer_url} (what systemd 258+ verify): {exc.message}",
+                    exc.hint,
+                ) from None
         signer, expires = info.signer, info.expires
+        if requests_258 > 1:
+            warnings.append(
+                f"systemd 258+ hosts make {requests_258} signature requests per poll"
+                f" ({SIGNATURE_NAME_258} is missing, they move on after each 404): publish"
+                f" the signature under that name too (sysext sign and the registry do)"
+            )
     entries = parse_manifest(manifest)
-    available, ignored, warnings = _classify(url, entries, compiled)
+    markers = best_before_markers(entries)
+    if markers and markers[0].expired():
+        raise CheckError(
+            markers[0].expired_message(),
+            "re-sign with a fresh marker (a running registry does so on every re-signing;"
+            " by hand: sysext sign DIR --key KEY --best-before 7d)",
+        )
+    warnings += [w for m in markers if (w := m.hash_warning)]
+    available, ignored, classify_warnings = _classify(url, without_markers(entries), compiled)
+    warnings += classify_warnings
     if keyring is not None:
         expiry_warning = info.expiry_warning()
         if expiry_warning:
@@ -397,6 +434,8 @@ def check_remote(
         signature_expires=expires,
         warnings=tuple(warnings),
         vacuum=tuple(vacuum),
+        signature_requests_258=requests_258,
+        best_before=markers[0] if markers else None,
     )
     if verify_payload:
         target = report.candidate or next(
@@ -410,13 +449,52 @@ def check_remote(
     return report
 
 
+@dataclass(frozen=True)
+class _Signatures:
+    legacy: bytes  # SHA256SUMS.gpg, all 252–257 fetch
+    newer: bytes  # the first name of SIGNATURE_FALLBACK_258 that did not answer 404
+    newer_url: str
+    requests_258: int  # how many requests that took a 258+ host
+
+
+def _fetch_signatures(session: requests.Session, url: str) -> _Signatures:
+    """The signature as 252–257 fetch it and as 258+ fetch it (pull-common.c, §3.4)."""
+    legacy_url = signature_url(url)
+    try:
+        legacy = fetch(session, legacy_url, limit=MAX_SIGNATURE_BYTES)
+    except CheckError as exc:
+        raise CheckError(
+            f"signature: {exc.message} (systemd 252–257 ask for no other name)",
+            "with Verify=yes the detached SHA256SUMS.gpg is mandatory; sign the"
+            " directory (sysext sign) or the host refuses every update",
+        ) from None
+    for count, name in enumerate(SIGNATURE_FALLBACK_258, start=1):
+        candidate = signature_url(url, name)
+        if candidate == legacy_url:
+            return _Signatures(legacy, legacy, candidate, count)
+        try:
+            newer = fetch(session, candidate, limit=MAX_SIGNATURE_BYTES)
+        except NotFoundError:
+            continue
+        except CheckError as exc:
+            raise CheckError(
+                f"signature: {exc.message}; systemd 258+ try the next signature name only"
+                " after a 404, so hosts on 258+ fail here ('Failed to retrieve signature"
+                " file')",
+                f"publish the signature as {SIGNATURE_NAME_258} too (sysext sign and the"
+                " registry do), or make the server answer 404 for missing files",
+            ) from None
+        return _Signatures(legacy, newer, candidate, count)
+    raise AssertionError("SHA256SUMS.gpg is in the fallback chain")  # pragma: no cover
+
+
 def _classify(
     url: str, entries: list[ManifestEntry], patterns: list[Pattern]
 ) -> tuple[list[AvailableVersion], list[str], list[str]]:
     found: list[AvailableVersion] = []
     ignored: list[str] = []
     warnings: list[str] = []
-    for entry in entries:
+    for entry in entries:  # BEST-BEFORE markers taken out, as systemd 260+ do
         match = match_many(patterns, entry.filename)
         if match is None:
             ignored.append(entry.filename)

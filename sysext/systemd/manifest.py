@@ -3,10 +3,28 @@
 The writer emits the one safe form (lower-case hex, two spaces, plain basenames, LF,
 final newline, sorted, no comments). The parser is as strict as systemd 252–256: one bad
 line refuses the whole manifest, and the error names the line.
+
+**Signature names.** systemd-pull 252–257 fetch only `SHA256SUMS.gpg`. From 258 on
+(NEWS 258: ASCII-armored signatures) `pull_make_verification_jobs()` asks for
+`SHA256SUMS.sha256.asc` first and `pull_job_restart_with_signature()` moves on to
+`SHA256SUMS.sha256.gpg`, `SHA256SUMS.gpg`, `SHA256SUMS.asc` **only after an HTTP 404**
+(pull-job.c; read in the 262 source). Every client verifies whatever it fetched with the
+same `gpg --verify SIG -`, and gpg recognises binary and armored signatures by their
+bytes, not by the name. So the one detached signature is published under the name each
+generation asks for first (`SIGNATURE_NAMES`): one signature request per poll, on any
+version, and no request that could meet a 403 (an S3 bucket without anonymous ListBucket
+answers 403 for a missing key, which ends a 258+ update).
+
+**Freshness marker.** systemd 260+ (`process_magic_file()` in sysupdate-resource.c) treat
+a line naming `BEST-BEFORE-YYYY-MM-DD` as a marker: once that date's 00:00 UTC has passed
+they refuse the whole manifest (ESTALE, unless `$SYSTEMD_SYSUPDATE_VERIFY_FRESHNESS=0`);
+a date that does not parse makes the line an ordinary name again (with a warning); a hash
+other than the empty file's only warns. 252–259 see a name no pattern matches.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import threading
@@ -18,7 +36,22 @@ from sysext.core.atomic import atomic_write
 from sysext.core.errors import SysextError
 
 MANIFEST_NAME = "SHA256SUMS"
-SIGNATURE_NAME = "SHA256SUMS.gpg"
+SIGNATURE_NAME = "SHA256SUMS.gpg"  # what systemd 252–257 fetch, and nothing else
+# What systemd 258+ fetch first; one 404 after another walks SIGNATURE_FALLBACK_258.
+SIGNATURE_NAME_258 = "SHA256SUMS.sha256.asc"
+SIGNATURE_FALLBACK_258 = (
+    SIGNATURE_NAME_258,
+    "SHA256SUMS.sha256.gpg",
+    SIGNATURE_NAME,
+    "SHA256SUMS.asc",
+)
+# Every name the signature is published under (same bytes): one request on any version.
+SIGNATURE_NAMES = (SIGNATURE_NAME, SIGNATURE_NAME_258)
+BEST_BEFORE_PREFIX = "BEST-BEFORE-"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# glibc strptime("%Y-%m-%d") as parse_calendar_date() calls it: 1–4 year digits, 1–2 for
+# month and day, optional spaces before each number, nothing after.
+_CALENDAR_DATE = re.compile(r" *([0-9]{1,4})- *([0-9]{1,2})- *([0-9]{1,2})")
 # 252–256 refuse downloads shorter than this (pull-job.c compression sniffing, §3.3).
 MIN_DOWNLOAD_BYTES = 6
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -166,3 +199,94 @@ def merge_into_manifest(path: Path, new: Iterable[ManifestEntry]) -> list[Manife
         kept = [e for e in merged.values() if (directory / e.filename).exists()]
         atomic_write(path, format_manifest(kept))
     return sorted(kept)
+
+
+# --- BEST-BEFORE-YYYY-MM-DD (systemd 260+) ---------------------------------------------------
+
+
+def best_before_date(filename: str) -> dt.date | None:
+    """The date of a `BEST-BEFORE-…` marker, or None when systemd 260+ would not treat
+    `filename` as one (not the prefix, or a date parse_calendar_date() refuses: then the
+    line is an ordinary name, matched against the patterns like any other)."""
+    rest = filename.removeprefix(BEST_BEFORE_PREFIX)
+    if rest == filename:
+        return None
+    match = _CALENDAR_DATE.fullmatch(rest)
+    if match is None:
+        return None
+    year, month, day = (int(g) for g in match.groups())
+    if year < 1970:  # timegm() before the epoch: parse_calendar_date() fails
+        return None
+    try:
+        return dt.date(year, month, day)  # refuses Feb 30 like the normalisation check
+    except ValueError:
+        return None
+
+
+def best_before_deadline(date: dt.date) -> dt.datetime:
+    """The moment systemd 260+ start refusing a manifest marked BEST-BEFORE-`date`:
+    00:00 UTC of that day (refused while `deadline < now`)."""
+    return dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC)
+
+
+def best_before_entry(date: dt.date) -> ManifestEntry:
+    """The marker line for `date`: the empty file's hash, as systemd expects."""
+    return ManifestEntry(f"{BEST_BEFORE_PREFIX}{date:%Y-%m-%d}", EMPTY_SHA256)
+
+
+def best_before_for(expires: dt.datetime) -> dt.date:
+    """The marker date for a signature that expires at `expires`: the last 00:00 UTC not
+    after it, so 260+ hosts never accept the manifest longer than gpg accepts its
+    signature (at most a day less)."""
+    return expires.astimezone(dt.UTC).date()
+
+
+@dataclass(frozen=True)
+class BestBefore:
+    """A marker as systemd 260+ read it."""
+
+    date: dt.date
+    filename: str
+    sha256: str
+
+    @property
+    def deadline(self) -> dt.datetime:
+        return best_before_deadline(self.date)
+
+    def expired(self, now: dt.datetime | None = None) -> bool:
+        return self.deadline < (now or dt.datetime.now(dt.UTC))
+
+    @property
+    def hash_warning(self) -> str | None:
+        if self.sha256 == EMPTY_SHA256:
+            return None
+        return (
+            f"{self.filename}: its hash is not the empty file's; systemd 260+ warn and"
+            " proceed (the content is reserved for future use)"
+        )
+
+    def describe(self) -> str:
+        when = f"{self.deadline:%Y-%m-%d %H:%M} UTC"
+        return f"{self.filename}: systemd 260+ refuse this manifest from {when}"
+
+    def expired_message(self) -> str:
+        return (
+            f"SHA256SUMS lists {self.filename}: systemd 260+ refuse this manifest since"
+            f" {self.deadline:%Y-%m-%d %H:%M} UTC ('Best before marker indicates out-of-date"
+            " file list'); 252–259 ignore the line and would still update"
+        )
+
+
+def best_before_markers(entries: Iterable[ManifestEntry]) -> list[BestBefore]:
+    """Every marker in `entries` (systemd 260+ honour them all: the earliest decides)."""
+    found = []
+    for entry in entries:
+        date = best_before_date(entry.filename)
+        if date is not None:
+            found.append(BestBefore(date, entry.filename, entry.sha256))
+    return sorted(found, key=lambda m: m.date)
+
+
+def without_markers(entries: Iterable[ManifestEntry]) -> list[ManifestEntry]:
+    """`entries` as systemd 260+ match them against patterns (markers taken out)."""
+    return [e for e in entries if best_before_date(e.filename) is None]

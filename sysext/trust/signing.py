@@ -12,6 +12,7 @@ the secret key packets themselves); `gpg --decrypt KEY | gpg --import` recovers 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,22 @@ from sysext.core.durations import format_duration
 from sysext.core.errors import SysextError
 from sysext.systemd.architecture import SYSTEMD_ARCHITECTURES, Architecture
 from sysext.systemd.manifest import (
+    BEST_BEFORE_PREFIX,
     MANIFEST_NAME,
     MIN_DOWNLOAD_BYTES,
     SIGNATURE_NAME,
+    SIGNATURE_NAME_258,
+    SIGNATURE_NAMES,
+    BestBefore,
     ManifestEntry,
+    best_before_date,
+    best_before_deadline,
+    best_before_entry,
+    best_before_markers,
     format_manifest,
     parse_manifest,
     sha256_file,
+    without_markers,
 )
 from sysext.systemd.versioning import version_is_valid
 from sysext.trust.gpg import gpg_home
@@ -388,22 +398,23 @@ def image_entries(directory: Path) -> list[ManifestEntry]:
 def write_signed_manifest(
     directory: Path, manifest: bytes, signature: bytes, *, mode: int = 0o644
 ) -> None:
-    """Replace DIR/SHA256SUMS and DIR/SHA256SUMS.gpg, both fully written before either moves.
+    """Replace DIR/SHA256SUMS and its signature under every name of SIGNATURE_NAMES
+    (SHA256SUMS.gpg for systemd 252–257, SHA256SUMS.sha256.asc for 258+), all fully
+    written before any moves.
 
-    The signature is renamed into place first, then the manifest: a reader that fetches
-    the manifest first (as systemd-pull does) and sees the new one always finds the new
-    signature beside it. Two renames cannot be one atomic step, so a reader racing the
-    few microseconds between them may still see a mismatch and retry; serve versioned
-    directories behind one symlink swap if that matters.
+    The signatures are renamed into place first, then the manifest: a reader that fetches
+    the manifest first and sees the new one always finds the new signature beside it.
+    Renames cannot be one atomic step, so a reader racing the few microseconds between
+    them may still see a mismatch and retry; serve versioned directories behind one
+    symlink swap if that matters.
     """
     directory = Path(directory)
-    with (
-        atomic_path(directory / MANIFEST_NAME, mode) as manifest_tmp,
-        atomic_path(directory / SIGNATURE_NAME, mode) as signature_tmp,
-    ):
+    with contextlib.ExitStack() as stack:
+        # Entered first, left last: the manifest moves after every signature.
+        manifest_tmp = stack.enter_context(atomic_path(directory / MANIFEST_NAME, mode))
         manifest_tmp.write_bytes(manifest)
-        signature_tmp.write_bytes(signature)
-        # Leaving the block renames the inner (signature) first, then the manifest.
+        for name in SIGNATURE_NAMES:
+            stack.enter_context(atomic_path(directory / name, mode)).write_bytes(signature)
 
 
 def sign_directory(
@@ -412,29 +423,63 @@ def sign_directory(
     *,
     passphrase: str | None = None,
     lifetime: dt.timedelta | None = None,
+    best_before: dt.date | None = None,
+    now: dt.datetime | None = None,
 ) -> list[ManifestEntry]:
-    """(Re)write DIR/SHA256SUMS for the images in DIR and its detached DIR/SHA256SUMS.gpg."""
+    """(Re)write DIR/SHA256SUMS for the images in DIR and its detached signature (under
+    both names, write_signed_manifest()); with `best_before`, the manifest also lists the
+    BEST-BEFORE marker of that date (systemd 260+ refuse it from that day on)."""
     directory = Path(directory)
     tsk = load_key(key_path, passphrase=passphrase)  # fail before touching anything
+    if best_before is not None and best_before_deadline(best_before) <= (now or _now()):
+        raise SysextError(
+            f"--best-before {best_before:%Y-%m-%d} is not in the future: systemd 260+"
+            " hosts would refuse the manifest at once",
+            "give a later date (hosts refuse it from 00:00 UTC of that day), or a"
+            " duration such as 7d",
+        )
     entries = image_entries(directory)
     if not entries:
         raise SysextError(
             f"{directory}: no images (NAME-VERSION-ARCH.raw) to sign",
             "build one first: sysext build RECIPE --output DIR",
         )
-    manifest = format_manifest(entries)
+    marker = best_before_entry(best_before) if best_before is not None else None
+    listed = [*entries, marker] if marker is not None else entries
+    manifest = format_manifest(listed)
     signature = sign_with(tsk, manifest, lifetime=lifetime)
+    if marker is not None:
+        # Served as the empty file its line names, so every listed name downloads.
+        with atomic_path(directory / marker.filename, 0o644) as tmp:
+            tmp.write_bytes(b"")
     write_signed_manifest(directory, manifest, signature)
-    return entries
+    current = marker.filename if marker is not None else None
+    for old in directory.glob(f"{BEST_BEFORE_PREFIX}*"):
+        # Earlier markers (empty files this command wrote); anything else stays.
+        stale = old.name != current and best_before_date(old.name) is not None
+        if stale and old.is_file() and old.stat().st_size == 0:
+            old.unlink()
+    return listed
+
+
+@dataclass(frozen=True)
+class DirectoryVerdict:
+    """What `verify_directory` found, beyond the per-file results."""
+
+    signature: SignatureInfo
+    best_before: BestBefore | None = None  # the earliest marker, if any
+    warnings: tuple[str, ...] = ()
 
 
 def verify_directory(
-    directory: Path, keyring: bytes | Path
-) -> tuple[SignatureInfo, list[VerifiedEntry]]:
-    """Check DIR/SHA256SUMS.gpg and then every listed file's hash.
+    directory: Path, keyring: bytes | Path, *, now: dt.datetime | None = None
+) -> tuple[DirectoryVerdict, list[VerifiedEntry]]:
+    """Check DIR's signatures (SHA256SUMS.gpg, and SHA256SUMS.sha256.asc when present)
+    and BEST-BEFORE marker, then every listed file's hash.
 
-    Returns the verified signature and one result per manifest entry; raises
-    SignatureError/ManifestError when the manifest itself cannot be trusted.
+    Returns the verdict and one result per manifest entry (markers are not files: they
+    are reported in the verdict instead); raises SignatureError/ManifestError when the
+    manifest itself cannot be trusted, or when systemd 260+ would refuse it as stale.
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST_NAME
@@ -447,10 +492,35 @@ def verify_directory(
             "sign it: sysext sign DIR --key KEY",
         )
     manifest = manifest_path.read_bytes()
-    info = verify_signature(keyring, manifest, signature_path.read_bytes())
+    signature = signature_path.read_bytes()
+    info = verify_signature(keyring, manifest, signature, now=now)
+    warnings: list[str] = []
+    newer = directory / SIGNATURE_NAME_258
+    if not newer.is_file():
+        warnings.append(
+            f"{newer.name} is missing: systemd 258+ hosts ask for it first and need three"
+            " signature requests per poll (or fail behind a bucket that answers 403);"
+            " re-sign with: sysext sign DIR --key KEY"
+        )
+    elif (other := newer.read_bytes()) != signature:
+        try:
+            verify_signature(keyring, manifest, other, now=now)
+        except SignatureError as exc:
+            raise SignatureError(
+                f"{newer.name} (what systemd 258+ verify): {exc.message}", exc.hint
+            ) from None
     entries = parse_manifest(manifest)
+    markers = best_before_markers(entries)
+    marker = markers[0] if markers else None
+    if marker is not None:
+        if marker.expired(now):
+            raise SignatureError(
+                marker.expired_message(),
+                "re-sign with a later date: sysext sign DIR --key KEY --best-before 7d",
+            )
+        warnings += [w for m in markers if (w := m.hash_warning)]
     results: list[VerifiedEntry] = []
-    for entry in entries:
+    for entry in without_markers(entries):
         path = directory / entry.filename
         if not path.is_file():
             results.append(VerifiedEntry(entry, False, "listed but missing"))
@@ -462,7 +532,7 @@ def verify_directory(
             )
         else:
             results.append(VerifiedEntry(entry, True))
-    return info, results
+    return DirectoryVerdict(info, marker, tuple(warnings)), results
 
 
 def _first_line(exc: BaseException) -> str:
