@@ -119,15 +119,17 @@ def test_os_updates_keep_verifying_after_an_extension_is_provisioned(
         assert not (root / "etc/systemd/import-pubring.gpg").exists()
         assert not (root / "etc/systemd/import-pubring.pgp").exists()
 
-        # The old way, for contrast: the registry key alone in /etc breaks the OS update.
+        # The old way, for contrast: the registry key alone in /etc breaks the OS update
+        # before 262; 262 reads /etc and the vendor keyring together (NEWS 262).
         publish_os(os_dir, "1.1", vendor_v1)
-        old_way = root / "etc/systemd/import-pubring.gpg"
-        old_way.write_bytes(registry.keyring())
-        broken = update_os(client, root)
-        assert broken.returncode != 0
-        assert "No public key" in broken.stderr, broken.stderr
-        assert installed_os(root) == ["vendoros-1.0-x86-64.raw"]
-        old_way.unlink()
+        if client.version < 262:
+            old_way = root / "etc/systemd/import-pubring.gpg"
+            old_way.write_bytes(registry.keyring())
+            broken = update_os(client, root)
+            assert broken.returncode != 0
+            assert "No public key" in broken.stderr, broken.stderr
+            assert installed_os(root) == ["vendoros-1.0-x86-64.raw"]
+            old_way.unlink()
 
         # sysext-keyring.service, as at boot: both verify now.
         combined = combine(client, root)
