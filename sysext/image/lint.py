@@ -347,14 +347,20 @@ def _check_tree(
                 "(recipe `setuid`, --allow-setuid) if that is the point",
             )
         elif entry.kind == "symlink" and entry.target:
-            secret = links.secret_behind(entry.path)
-            if secret is not None:
-                via = "" if secret == entry.target else f" (resolving to {secret})"
+            exposed = links.secret_behind(entry.path)
+            if exposed is not None:
+                resolved, secret = exposed
+                via = "" if resolved == entry.target else f" (resolving to {resolved})"
+                what = (
+                    "a host secret"
+                    if secret == resolved or resolved.startswith(secret + "/")
+                    else f"a directory above host secrets ({secret})"
+                )
                 add(
                     Severity.ERROR,
                     "tree-symlink-sensitive",
-                    f"{entry.path} links to {entry.target}{via}, a host secret; extensions "
-                    "must not expose it under /usr or /opt",
+                    f"{entry.path} links to {entry.target}{via}, {what}; extensions must not "
+                    "expose it under /usr or /opt",
                 )
         if entry.path not in allow_xattrs:
             _check_xattrs(entry, add)
@@ -465,9 +471,9 @@ class HostLinks:
             pending[:0] = target.split("/")
         return "/" + "/".join(done)
 
-    def secret_behind(self, path: str) -> str | None:
-        """Where the link at `path` leads when that is a host secret, a place inside one, or
-        a directory above one (`/`, `/etc`): any of them exposes the secret."""
+    def secret_behind(self, path: str) -> tuple[str, str] | None:
+        """(where the link at `path` leads, the secret) when that is a host secret, a place
+        inside one, or a directory above one (`/`, `/etc`): any of them exposes it."""
         resolved = self.resolve(path)
         if resolved is None:
             return None
@@ -475,7 +481,7 @@ class HostLinks:
             inside = resolved == secret or resolved.startswith(secret + "/")
             above = secret.startswith(resolved.rstrip("/") + "/")
             if inside or above:
-                return resolved
+                return resolved, secret
         return None
 
 
