@@ -183,7 +183,8 @@ for image in images:
     mounted = subprocess.run(["mount", "-o", "loop,ro", "-t", fstype, image, where],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
-        results[image] = "mount: " + mounted.stderr.strip()
+        # mount(8) says "mount: WHERE: REASON." then a dmesg hint: keep the reason.
+        results[image] = "mount: " + mounted.stderr.strip().splitlines()[0].split(": ")[-1]
         continue
     try:
         for top, dirs, files in os.walk(where, onerror=lambda e: (_ for _ in ()).throw(e)):
@@ -205,7 +206,7 @@ for image in images:
                             pass
         results[image] = None
     except OSError as exc:
-        results[image] = "read: " + str(exc)
+        results[image] = f"read: {exc.strerror} ({os.path.relpath(exc.filename or where, where)})"
     finally:
         subprocess.run(["umount", where], check=True)
 print(json.dumps(results))

@@ -207,6 +207,18 @@ def test_links_to_host_secrets_resolve_through_directories_and_chains(
             assert f"(resolving to {resolved})" in found[link]
 
 
+def test_links_too_costly_to_resolve_are_refused_not_skipped(tmp_path: Path) -> None:
+    """Hostile link sets (long targets walking deep) exhaust the resolution budget: the
+    image is refused, so a secret link hidden behind them cannot pass unresolved."""
+    deep = "/".join(["a"] * 2000)
+    lines = [f"slink /usr/share/l{i} 0777 0 0 {deep}" for i in range(60)]
+    lines.append("slink /usr/share/zz 0777 0 0 /etc/shadow")  # checked after the others
+    image = make_image(tmp_path, "hello", good_fields(), extra_lines=(*_DIRS, *lines))
+    report = lint_image(image)
+    assert {f.code for f in report.errors} == {"tree-symlink-complex"}
+    assert "takes more steps than any real image needs" in report.errors[0].message
+
+
 # --- file name vs release (spec §1.2, §7.6) ------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,13 @@ _HOST_LINKS = {
     "var/run": "../run", "var/lock": "../run/lock",
 }  # fmt: skip
 _MAX_LINKS = 40  # the kernel's limit on links followed in one lookup (ELOOP)
+_SENSITIVE_SET = frozenset(_SENSITIVE)
+# Directories holding a secret ("/", "/etc", "/var/lib", …) → one secret below each.
+_ABOVE_SECRETS = {
+    "/" + "/".join(secret.split("/")[1:depth]): secret
+    for secret in reversed(_SENSITIVE)
+    for depth in range(1, secret.count("/") + 1)
+}
 
 
 class Severity(enum.Enum):
@@ -331,6 +339,7 @@ def _check_tree(
             f"{first.uid}:{first.gid}); the host has no such users at merge time",
         )
     links = HostLinks(contents.entries)
+    too_complex = False
     for entry in contents.entries:
         if entry.kind in ("fifo", "socket", "char-device", "block-device"):
             add(
@@ -346,8 +355,17 @@ def _check_tree(
                 "merging it gains a privileged program; allow it explicitly "
                 "(recipe `setuid`, --allow-setuid) if that is the point",
             )
-        elif entry.kind == "symlink" and entry.target:
-            exposed = links.secret_behind(entry.path)
+        elif entry.kind == "symlink" and entry.target and not too_complex:
+            try:
+                exposed = links.secret_behind(entry.path)
+            except LinksTooComplex:
+                exposed, too_complex = None, True
+                add(
+                    Severity.ERROR,
+                    "tree-symlink-complex",
+                    f"resolving the image's links (reached {entry.path}) takes more steps than "
+                    "any real image needs; an image whose links cannot be checked is refused",
+                )
             if exposed is not None:
                 resolved, secret = exposed
                 via = "" if resolved == entry.target else f" (resolving to {resolved})"
@@ -425,6 +443,10 @@ def _check_xattrs(entry: ImageEntry, add: _Add) -> None:
             )
 
 
+class LinksTooComplex(Exception):
+    """Resolving the image's links took more steps than any real image needs."""
+
+
 class HostLinks:
     """Resolve the image's symlinks the way a host that merged the image would.
 
@@ -432,44 +454,74 @@ class HostLinks:
     links and directories first, and through the host's well-known links (`_HOST_LINKS`)
     where the image has nothing; everything else of the host counts as a directory. Chains,
     links to directories, `..` and absolute targets all resolve, up to the kernel's 40
-    links."""
+    links per lookup. All lookups of one image share a budget of steps (32 per link, plus a
+    million): hostile images (many links with 4 KiB targets) are refused rather than
+    resolved for minutes, and never waved through unresolved."""
 
     def __init__(self, entries: Iterable[ImageEntry]) -> None:
         self._links: dict[str, str] = {}
-        self._present: set[str] = set()
+        self._shadowed: set[str] = set()  # host links the image replaces (itself an error)
         for entry in entries:
-            self._present.add(entry.path)
             if entry.kind == "symlink" and entry.target is not None:
                 self._links[entry.path] = entry.target
+            if entry.path in _HOST_LINKS:
+                self._shadowed.add(entry.path)
+        # Real links take a handful of steps each (`../lib/libfoo.so.1`: 4).
+        self._budget = 1_000_000 + 32 * len(self._links)
+        # Resolved directories (as their prefixes: "usr", "usr/lib", …): every link of a
+        # directory starts from the same place, so it is resolved once.
+        self._directories: dict[str, tuple[str, ...] | None] = {"": ()}
 
-    def resolve(self, path: str) -> str | None:
-        """The absolute host path `path` (an image path) leads to; None on a link loop."""
-        pending = path.split("/")
-        done: list[str] = []
-        budget = _MAX_LINKS
+    def _walk(self, done: list[str], parts: Iterable[str]) -> list[str] | None:
+        """Follow `parts` from the resolved prefixes `done`; None on a link loop."""
+        pending = deque(parts)
+        hops = _MAX_LINKS
         while pending:
-            part = pending.pop(0)
+            # A step costs more the longer the path built so far (it is copied), so that
+            # deep walks cannot make the budget quadratic.
+            self._budget -= 1 + (len(done[-1]) >> 6 if done else 0)
+            if self._budget < 0:
+                raise LinksTooComplex
+            part = pending.popleft()
             if part in ("", "."):
                 continue
             if part == "..":
                 if done:
                     done.pop()
                 continue
-            done.append(part)
-            here = "/".join(done)
+            here = f"{done[-1]}/{part}" if done else part
             target = self._links.get(here)
-            if target is None and here not in self._present:
+            if target is None and here not in self._shadowed:
                 target = _HOST_LINKS.get(here)
             if target is None:
+                done.append(here)
                 continue
-            budget -= 1
-            if budget < 0:
+            hops -= 1
+            if hops < 0:
                 return None
-            done.pop()
             if target.startswith("/"):
                 done = []
-            pending[:0] = target.split("/")
-        return "/" + "/".join(done)
+            pending.extendleft(reversed(target.split("/")))
+        return done
+
+    def _directory(self, path: str) -> tuple[str, ...] | None:
+        if path in self._directories:
+            return self._directories[path]
+        parent, _, name = path.rpartition("/")
+        base = self._directory(parent)
+        walked = None if base is None else self._walk(list(base), [name])
+        resolved = None if walked is None else tuple(walked)
+        self._directories[path] = resolved
+        return resolved
+
+    def resolve(self, path: str) -> str | None:
+        """The absolute host path `path` (an image path) leads to; None on a link loop."""
+        parent, _, name = path.rpartition("/")
+        base = self._directory(parent)
+        done = None if base is None else self._walk(list(base), [name])
+        if done is None:
+            return None
+        return "/" + done[-1] if done else "/"
 
     def secret_behind(self, path: str) -> tuple[str, str] | None:
         """(where the link at `path` leads, the secret) when that is a host secret, a place
@@ -477,11 +529,14 @@ class HostLinks:
         resolved = self.resolve(path)
         if resolved is None:
             return None
-        for secret in _SENSITIVE:
-            inside = resolved == secret or resolved.startswith(secret + "/")
-            above = secret.startswith(resolved.rstrip("/") + "/")
-            if inside or above:
-                return resolved, secret
+        above = _ABOVE_SECRETS.get(resolved)
+        if above is not None:
+            return resolved, above
+        ancestor = resolved
+        while ancestor:
+            if ancestor in _SENSITIVE_SET:
+                return resolved, ancestor
+            ancestor = ancestor.rpartition("/")[0]
         return None
 
 

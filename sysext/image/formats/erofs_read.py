@@ -307,6 +307,8 @@ class ErofsReader:
         if not inode.xattr_size:
             return ()
         area = self._read(inode.xattr_offset, inode.xattr_size)
+        if len(area) == 12:  # erofs_init_inode_xattrs: "not supported yet", EOPNOTSUPP
+            raise ErofsFormatError(f"inode {inode.nid}: an xattr area of only its header")
         shared = area[4]
         position = 12 + 4 * shared
         if position > len(area):

@@ -188,7 +188,9 @@ class SquashfsWalker:
         raw = self._pread(position + 2, size)
         data = raw if header & 0x8000 else self._decompress(raw, limit)
         if not data or len(data) > limit:
-            raise SquashfsFormatError(f"metadata block at {position} decompresses to nothing")
+            raise SquashfsFormatError(
+                f"metadata block at {position} decompresses to nothing or more than {limit} bytes"
+            )
         return data, position + 2 + size
 
     def _metadata_block(self, position: int) -> tuple[bytes, int]:
