@@ -29,8 +29,8 @@ import pytest
 from registry.errors import RegistryError
 from registry.service.names import parse_image_filename
 from registry.service.validation import validate_image
+from sysext.build.pack import pack
 from sysext.image.formats import ImageFormat
-from sysext.image.pack import pack
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from sysext.image.lint import Severity, lint_image
 from sysext.image.read import read_image
 from sysext.image.xattrs import describe_capability
-from sysext.systemd.lint import Severity, lint_image
-from tests.conftest import run_cli
+from tests.servers import run_cli
 
 pytestmark = pytest.mark.root(reason="setcap and loop mounts need root")
 
@@ -175,8 +175,8 @@ def test_capability_notation(value: bytes, shown: str) -> None:
 def test_pack_never_writes_xattrs(tmp_path: Path) -> None:
     """`sysext pack` drops a tree's xattrs (both writers), so a built image never needs the
     allowance: the capability of the tree does not reach the image."""
+    from sysext.build.pack import pack
     from sysext.image.formats import ImageFormat
-    from sysext.image.pack import pack
     from sysext.systemd.architecture import Architecture
     from sysext.systemd.extension_release import ExtensionRelease
 
