@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,3 +196,114 @@ def test_corrupted_images_fail_cleanly(tmp_path: Path, image_format: ImageFormat
             failures += 1
             assert "broken.raw" in exc.message
     assert failures > 0  # the damage was noticed at least sometimes
+
+
+# --- the kernel's mount checks, one rule at a time (issue 19, findings 4 and 5) ------------
+
+
+def _small_image(base: Path, image_format: ImageFormat) -> bytes:
+    tree = base / "small"
+    (tree / "usr/bin").mkdir(parents=True)
+    for index in range(3):
+        (tree / f"usr/bin/t{index}").write_text(f"#!/bin/sh\necho {index}\n")
+    built = pack(tree, RELEASE, base / "out", image_format=image_format)
+    return built.path.read_bytes()
+
+
+def _field(data: bytearray, fmt: str, offset: int) -> int:
+    return int(struct.unpack_from(fmt, data, offset)[0])
+
+
+SQUASHFS_RULES = [
+    # (what, change the superblock, words of the one-line error)
+    ("check flag", lambda d: struct.pack_into("<H", d, 24, _field(d, "<H", 24) | 0x4),
+     "superblock flags"),
+    ("lzma", lambda d: struct.pack_into("<H", d, 20, 2), "which Linux does not implement"),
+    ("lz4 without options", lambda d: struct.pack_into("<H", d, 20, 5),
+     "lz4 image without its compressor options"),
+    ("xz options that are not there", lambda d: struct.pack_into(
+        "<H", d, 24, _field(d, "<H", 24) | 0x400), "metadata block"),
+    ("unpadded", lambda d: d.__delitem__(slice(_field(d, "<Q", 40) + 1, None)),
+     "not padded to 4 KiB"),
+    ("bytes_used", lambda d: struct.pack_into("<Q", d, 40, _field(d, "<Q", 40) + 8),
+     "id table out of range"),
+    ("root offset", lambda d: struct.pack_into("<Q", d, 32, 0x2001), "root inode offset"),
+    ("fewer fragments", lambda d: struct.pack_into("<I", d, 16, 0),
+     "fragment index out of range"),
+    ("more fragments", lambda d: struct.pack_into("<I", d, 16, 1000),
+     "fragment table out of range for 1000 fragments"),
+    ("xattr table", lambda d: struct.pack_into("<Q", d, 56, _field(d, "<Q", 48)),
+     "xattr id table"),
+    ("export table", lambda d: struct.pack_into("<Q", d, 88, _field(d, "<Q", 48) - 8),
+     "export (inode lookup) table out of range"),
+    ("directory table", lambda d: struct.pack_into("<Q", d, 72, _field(d, "<Q", 48)),
+     "directory table overlaps"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "change", "words"), SQUASHFS_RULES,
+                         ids=[r[0] for r in SQUASHFS_RULES])  # fmt: skip
+def test_squashfs_kernel_rules(tmp_path: Path, what: str, change: Any, words: str) -> None:
+    data = bytearray(_small_image(tmp_path, ImageFormat.SQUASHFS))
+    change(data)
+    broken = tmp_path / "broken.raw"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(SysextError, match=r"broken\.raw: corrupt squashfs image") as caught:
+        read_image(broken)
+    assert words in caught.value.message and "\n" not in caught.value.message
+    assert caught.value.hint
+
+
+def _recheck(data: bytearray) -> None:
+    """Fix up the erofs superblock checksum after a change, as an attacker would."""
+    from tests.test_image_mutants import erofs_crc
+
+    size = 1 << data[1036]
+    size = size - 1024 if size > 1024 else size
+    struct.pack_into("<I", data, 1028, erofs_crc(bytes(data[1024 : 1024 + size])))
+
+
+EROFS_RULES = [
+    ("checksum", lambda d: struct.pack_into("<I", d, 1028, _field(d, "<I", 1028) ^ 1),
+     "superblock checksum"),
+    ("incompat feature", lambda d: (struct.pack_into("<I", d, 1104,
+                                                     _field(d, "<I", 1104) | 0x40), _recheck(d)),
+     "incompat 0x43 this reader does not know"),
+    ("compat feature", lambda d: (struct.pack_into("<I", d, 1032, _field(d, "<I", 1032) | 0x8),
+                                  _recheck(d)), "compat 0xb"),
+    ("block size", lambda d: (struct.pack_into("<B", d, 1036, 13), _recheck(d)),
+     "block size 2^13"),
+    ("smaller block size", lambda d: (struct.pack_into("<B", d, 1036, 11), _recheck(d)),
+     "claims"),
+    ("dirblkbits", lambda d: (struct.pack_into("<B", d, 1114, 1), _recheck(d)),
+     "dirblkbits 1"),
+    ("extra devices", lambda d: (struct.pack_into("<I", d, 1104, _field(d, "<I", 1104) | 0x8),
+                                 struct.pack_into("<H", d, 1110, 1), _recheck(d)),
+     "1 extra devices"),
+    # The lz4 configuration record right after the superblock: u16 size, max_distance,
+    # max_pclusterblks (more than 1 MiB of blocks is refused).
+    ("lz4 cluster config", lambda d: (struct.pack_into("<H", d, 1156, 1000), _recheck(d)),
+     "lz4 physical clusters of 1000 blocks"),
+    ("unknown algorithm", lambda d: (struct.pack_into("<H", d, 1108, 0x11), _recheck(d)),
+     "unknown compression algorithms 0x10"),
+    ("no zero padding", lambda d: (struct.pack_into("<I", d, 1104, _field(d, "<I", 1104) & ~1),
+                                   _recheck(d)), "compressed data without zero padding"),
+    ("volume name", lambda d: (d.__setitem__(slice(1088, 1104), b"x" * 16), _recheck(d)),
+     "volume name"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "change", "words"), EROFS_RULES,
+                         ids=[r[0] for r in EROFS_RULES])  # fmt: skip
+def test_erofs_kernel_rules(tmp_path: Path, what: str, change: Any, words: str) -> None:
+    tree = tmp_path / "small"
+    (tree / "usr/share").mkdir(parents=True)
+    (tree / "usr/share/words").write_text("compressible words\n" * 3000)  # compressed
+    data = bytearray(pack(tree, RELEASE, tmp_path / "out", image_format=ImageFormat.EROFS)
+                     .path.read_bytes())  # fmt: skip
+    change(data)
+    broken = tmp_path / "broken.raw"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(SysextError, match=r"broken\.raw: corrupt erofs image") as caught:
+        read_image(broken)
+    assert words in caught.value.message and "\n" not in caught.value.message

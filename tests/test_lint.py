@@ -155,6 +155,70 @@ def test_sbin_and_units_without_reload_are_warnings_setuid_needs_an_allowance(
     assert report.errors == ()
 
 
+# --- symlinks resolved as the host resolves them (issue 19, finding 9) ----------------------
+
+_DIRS = ("dir /usr/share 0755 0 0",)  # make_image adds /usr/lib
+LINK_CASES = [
+    # (id, pack lines, {link: what it resolves to, None when that is its target} expected
+    # as errors)
+    ("direct", ("slink /usr/bin/pw 0777 0 0 /etc/shadow",), {"usr/bin/pw": None}),
+    ("relative", ("slink /usr/bin/pw 0777 0 0 ../../etc/shadow",), {"usr/bin/pw": None}),
+    ("dir-etc", ("slink /usr/lib/hostetc 0777 0 0 /etc",), {"usr/lib/hostetc": None}),
+    ("dir-root", ("slink /usr/lib/hostroot 0777 0 0 /",), {"usr/lib/hostroot": None}),
+    ("dir-var-lib", ("slink /usr/lib/varlib 0777 0 0 ../../var/lib",),
+     {"usr/lib/varlib": "/var/lib"}),
+    ("two-hop", ("slink /usr/lib/a 0777 0 0 ../../etc", "slink /usr/lib/b 0777 0 0 a/shadow"),
+     {"usr/lib/a": "/etc", "usr/lib/b": "/etc/shadow"}),
+    ("through-dir-link", ("slink /usr/lib/up 0777 0 0 ..",
+                          "slink /usr/lib/esc 0777 0 0 up/../etc/shadow"),
+     {"usr/lib/esc": "/etc/shadow"}),
+    ("into-image-dir-then-out", ("dir /usr/share/d 0755 0 0",
+                                 "slink /usr/share/d/l 0777 0 0 ../../../root/.ssh"),
+     {"usr/share/d/l": "/root/.ssh"}),
+    ("host-var-run", ("slink /usr/lib/run 0777 0 0 /var/run/../etc/sudoers",),
+     {"usr/lib/run": "/etc/sudoers"}),
+    ("host-lib", ("slink /usr/lib/l 0777 0 0 /lib/../../etc/ssh/ssh_host_rsa_key",),
+     {"usr/lib/l": "/etc/ssh/ssh_host_rsa_key"}),
+    ("credentials", ("slink /usr/lib/c 0777 0 0 /run/credentials/x.service/token",),
+     {"usr/lib/c": None}),
+    # Not secrets: ordinary links, links into /etc below a secret, loops (ELOOP on a host).
+    ("harmless", ("slink /usr/bin/sh2 0777 0 0 hello",
+                  "slink /usr/lib/tz 0777 0 0 /etc/localtime",
+                  "slink /usr/lib/conf 0777 0 0 ../../etc/hello/hello.conf",
+                  "slink /usr/share/up 0777 0 0 ../lib",
+                  "slink /usr/lib/l1 0777 0 0 l2", "slink /usr/lib/l2 0777 0 0 l1",
+                  "slink /usr/lib/lexical 0777 0 0 /usr/lib/../etc/shadow"),
+     {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "lines", "expected"), LINK_CASES, ids=[c[0] for c in LINK_CASES])
+def test_links_to_host_secrets_resolve_through_directories_and_chains(
+    tmp_path: Path, case: str, lines: tuple[str, ...], expected: dict[str, str | None]
+) -> None:
+    image = make_image(tmp_path, "hello", good_fields(), extra_lines=_DIRS + lines)
+    report = lint_image(image)
+    found = {f.message.split(" ", 1)[0]: f.message for f in report.errors}
+    assert {f.code for f in report.errors} <= {"tree-symlink-sensitive"}
+    assert set(found) == set(expected), found
+    for link, resolved in expected.items():
+        assert "host secret" in found[link]
+        if resolved is not None:
+            assert f"(resolving to {resolved})" in found[link]
+
+
+def test_links_too_costly_to_resolve_are_refused_not_skipped(tmp_path: Path) -> None:
+    """Hostile link sets (long targets walking deep) exhaust the resolution budget: the
+    image is refused, so a secret link hidden behind them cannot pass unresolved."""
+    deep = "/".join(["a"] * 2000)
+    lines = [f"slink /usr/share/l{i} 0777 0 0 {deep}" for i in range(60)]
+    lines.append("slink /usr/share/zz 0777 0 0 /etc/shadow")  # checked after the others
+    image = make_image(tmp_path, "hello", good_fields(), extra_lines=(*_DIRS, *lines))
+    report = lint_image(image)
+    assert {f.code for f in report.errors} == {"tree-symlink-complex"}
+    assert "takes more steps than any real image needs" in report.errors[0].message
+
+
 # --- file name vs release (spec §1.2, §7.6) ------------------------------------------------
 
 

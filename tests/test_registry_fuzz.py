@@ -312,3 +312,60 @@ def test_slow_bodies_and_slow_readers_are_always_cut_off(
         for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", received):
             assert int(status) < 500, (spec, received[:300])
     assert requests.get(f"{fuzz_server.url}/api/v1/status", timeout=10).status_code == 200
+
+
+# --- issue 19, findings 8 and 9: capability and symlink-chain images -----------------------
+
+
+def _refused(server: RegistryServer, image: Path, name: str, code: str) -> str:
+    """Upload `image` as NAME-1.0-x86-64.raw: a 422 naming `code`, nothing changed."""
+    from tests.test_registry_hardening import state
+
+    before = state(server)
+    answer = requests.put(
+        f"{server.url}/api/v1/extensions/{name}/images/{name}-1.0-x86-64.raw",
+        data=image.read_bytes(),
+        headers=server.headers(),
+        timeout=60,
+    )
+    assert answer.status_code == 422, answer.text
+    detail = str(answer.json()["detail"])
+    assert f"[{code}]" in detail, detail
+    assert state(server) == before
+    assert list((server.data / "tmp").iterdir()) == []
+    return detail
+
+
+@pytest.mark.root(reason="setcap needs root")
+@pytest.mark.parametrize("image_format", ["squashfs", "erofs"])
+def test_capability_images_are_refused(
+    fuzz_server: RegistryServer, tmp_path: Path, image_format: str
+) -> None:
+    """The finding's binary (cap_setuid,cap_setgid=ep), built with mksquashfs/mkfs.erofs
+    from a tree the real setcap marked: refused like a setuid program."""
+    from tests.test_image_xattrs import build, capability_tree
+
+    image = build(capability_tree(tmp_path), image_format, tmp_path / "out")
+    detail = _refused(fuzz_server, image, "caps", "tree-capability")
+    assert "usr/bin/capcat carries file capabilities (cap_setgid,cap_setuid=ep)" in detail
+
+
+CHAINS = [
+    ("dir-etc", ("slink /usr/lib/hostetc 0777 0 0 /etc",)),
+    ("dir-root", ("slink /usr/lib/hostroot 0777 0 0 /",)),
+    ("two-hop", ("slink /usr/lib/a 0777 0 0 ../../etc", "slink /usr/lib/b 0777 0 0 a/shadow")),
+    ("through-dir-link", ("slink /usr/lib/up 0777 0 0 ..",
+                          "slink /usr/lib/esc 0777 0 0 up/../etc/shadow")),
+    ("host-var-run", ("slink /usr/lib/run 0777 0 0 /var/run/../etc/sudoers",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "lines"), CHAINS, ids=[c[0] for c in CHAINS])
+def test_symlink_chain_images_are_refused(
+    fuzz_server: RegistryServer, tmp_path: Path, case: str, lines: tuple[str, ...]
+) -> None:
+    from tests.test_lint import good_fields, make_image
+
+    image = make_image(tmp_path, "chain", good_fields(SYSEXT_ID="chain"), extra_lines=lines)
+    detail = _refused(fuzz_server, image, "chain", "tree-symlink-sensitive")
+    assert "host secret" in detail

@@ -129,6 +129,7 @@ def _contents_json(contents: ImageContents, report: LintReport | None) -> dict[s
                 "gid": e.gid,
                 "size": e.size,
                 **({"target": e.target} if e.target is not None else {}),
+                **({"xattrs": [name for name, _ in e.xattrs]} if e.xattrs else {}),
             }
             for e in contents.entries
         ],
@@ -169,7 +170,8 @@ def inspect_command(
     print(f"files       {len(contents.entries)} entries")
     for e in contents.entries:
         link = f" -> {e.target}" if e.target is not None else ""
-        print(f"  {_mode_string(e)} {e.uid}/{e.gid} {e.size:>10} {e.path}{link}")
+        xattrs = f" [xattrs: {', '.join(n for n, _ in e.xattrs)}]" if e.xattrs else ""
+        print(f"  {_mode_string(e)} {e.uid}/{e.gid} {e.size:>10} {e.path}{link}{xattrs}")
     _print_findings(report)
 
 
@@ -194,15 +196,24 @@ def validate_command(
     allow_setuid: list[str] = typer.Option(
         [], "--allow-setuid", help="Image path allowed to be setuid/setgid (repeatable)."
     ),
+    allow_xattr: list[str] = typer.Option(
+        [],
+        "--allow-xattr",
+        help="Image path allowed to carry security.*/trusted.* xattrs, e.g. file "
+        "capabilities (repeatable).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Lint an image; with --os-release, say whether that host's systemd-sysext merges it.
 
-    Checks the release file and its name, ARCHITECTURE spelling, the version (sysupdate's
-    characters), the file name NAME-VERSION-ARCH.raw against the release fields, the
-    contents (only usr/ and opt/, no os-release, owner 0:0, no device nodes, no setuid
-    program without --allow-setuid, no links to host secrets) and that the programs of
-    shipped units exist. A registry refuses uploads with the same errors.
+    Checks the file system as Linux checks it when mounting (superblock, tables, erofs
+    checksum and features), the release file and its name, ARCHITECTURE spelling, the
+    version (sysupdate's characters), the file name NAME-VERSION-ARCH.raw against the
+    release fields, the contents (only usr/ and opt/, no os-release, owner 0:0, no device
+    nodes, no setuid program without --allow-setuid, no file capabilities or other
+    security.*/trusted.* xattrs without --allow-xattr, no links that resolve to host
+    secrets) and that the programs of shipped units exist. A registry refuses uploads with
+    the same errors (and allows neither setuid nor xattrs).
 
     With --os-release, follows systemd-sysext's (252–256) checks in order (scope,
     architecture, ID, SYSEXT_LEVEL / VERSION_ID) and names the step that rejects the image.
@@ -218,6 +229,7 @@ def validate_command(
         host_arch=host_arch,
         scope="initrd" if initrd else "system",
         allow_setuid=allow_setuid,
+        allow_xattrs=allow_xattr,
     )
     if as_json:
         data = _contents_json(report.contents, report)

@@ -8,8 +8,8 @@ systemd-sysext there would merge the image, following spec §1.3 step by step.
 from __future__ import annotations
 
 import enum
-import posixpath
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from pathlib import Path
 from sysext.core.errors import SysextError
 from sysext.image.read import ImageContents, ImageEntry, read_files, read_image
 from sysext.image.staging import is_unit_file, unit_problem
+from sysext.image.xattrs import CAPABILITY, describe_capability, is_privileged
 from sysext.systemd.architecture import SYSTEMD_ARCHITECTURES, Architecture
 from sysext.systemd.extension_release import ANY, host_compatibility, name_problem
 from sysext.systemd.os_extensions import flatcar_conflicts
@@ -30,8 +31,23 @@ _TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
 _SENSITIVE = (
     "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",
     "/etc/sudoers.d", "/etc/ssh", "/etc/machine-id", "/root", "/var/lib/sss",
-    "/etc/systemd/credstore", "/etc/credstore",
+    "/etc/systemd/credstore", "/etc/credstore", "/run/credentials",
+    "/var/lib/systemd/credential.secret",
 )  # fmt: skip
+# Symlinks every host (Flatcar, Fedora, Debian, Ubuntu: merged /usr) has outside the image,
+# followed when a link's path runs through them: `/var/run/../etc/shadow` is /etc/shadow.
+_HOST_LINKS = {
+    "bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64",
+    "var/run": "../run", "var/lock": "../run/lock",
+}  # fmt: skip
+_MAX_LINKS = 40  # the kernel's limit on links followed in one lookup (ELOOP)
+_SENSITIVE_SET = frozenset(_SENSITIVE)
+# Directories holding a secret ("/", "/etc", "/var/lib", …) → one secret below each.
+_ABOVE_SECRETS = {
+    "/" + "/".join(secret.split("/")[1:depth]): secret
+    for secret in reversed(_SENSITIVE)
+    for depth in range(1, secret.count("/") + 1)
+}
 
 
 class Severity(enum.Enum):
@@ -83,12 +99,14 @@ def lint_image(
     contents: ImageContents | None = None,
     filename: str | None = None,
     allow_setuid: Iterable[str] = (),
+    allow_xattrs: Iterable[str] = (),
 ) -> LintReport:
     """Check `path`; with `host_os_release`, also decide whether that host merges it.
 
     `filename`: the name the image is published under when `path` is a temporary file (the
     registry's uploads). `allow_setuid`: image paths that may keep a setuid/setgid bit (the
-    builder's allowance); any other such file is an error.
+    builder's allowance); any other such file is an error. `allow_xattrs`: image paths that
+    may carry security.* or trusted.* xattrs (file capabilities…); elsewhere an error.
     """
     path = Path(path)
     contents = contents or read_image(path)
@@ -103,7 +121,13 @@ def lint_image(
     if name is not None:
         _check_release(name, release, add, scope)
         _check_file_name(shown, name, release, add)
-    _check_tree(contents, release, add, frozenset(p.strip("/") for p in allow_setuid))
+    _check_tree(
+        contents,
+        release,
+        add,
+        frozenset(p.strip("/") for p in allow_setuid),
+        frozenset(p.strip("/") for p in allow_xattrs),
+    )
     _check_units(path, contents, add)
     verdict = None
     if host_os_release is not None:
@@ -284,7 +308,11 @@ def _check_file_name(path: Path, name: str, release: Mapping[str, str], add: _Ad
 
 
 def _check_tree(
-    contents: ImageContents, release: Mapping[str, str], add: _Add, allow_setuid: frozenset[str]
+    contents: ImageContents,
+    release: Mapping[str, str],
+    add: _Add,
+    allow_setuid: frozenset[str],
+    allow_xattrs: frozenset[str],
 ) -> None:
     top = sorted({e.path.split("/", 1)[0] for e in contents.entries})
     for name in top:
@@ -310,6 +338,8 @@ def _check_tree(
             f"{len(foreign)} entries are not owned by 0:0 (first: {first.path} "
             f"{first.uid}:{first.gid}); the host has no such users at merge time",
         )
+    links = HostLinks(contents.entries)
+    too_complex = False
     for entry in contents.entries:
         if entry.kind in ("fifo", "socket", "char-device", "block-device"):
             add(
@@ -325,13 +355,33 @@ def _check_tree(
                 "merging it gains a privileged program; allow it explicitly "
                 "(recipe `setuid`, --allow-setuid) if that is the point",
             )
-        elif entry.kind == "symlink" and entry.target and _sensitive_target(entry):
-            add(
-                Severity.ERROR,
-                "tree-symlink-sensitive",
-                f"{entry.path} links to {entry.target}, a host secret; extensions must not "
-                "expose it under /usr or /opt",
-            )
+        elif entry.kind == "symlink" and entry.target and not too_complex:
+            try:
+                exposed = links.secret_behind(entry.path)
+            except LinksTooComplex:
+                exposed, too_complex = None, True
+                add(
+                    Severity.ERROR,
+                    "tree-symlink-complex",
+                    f"resolving the image's links (reached {entry.path}) takes more steps than "
+                    "any real image needs; an image whose links cannot be checked is refused",
+                )
+            if exposed is not None:
+                resolved, secret = exposed
+                via = "" if resolved == entry.target else f" (resolving to {resolved})"
+                what = (
+                    "a host secret"
+                    if secret == resolved or resolved.startswith(secret + "/")
+                    else f"a directory above host secrets ({secret})"
+                )
+                add(
+                    Severity.ERROR,
+                    "tree-symlink-sensitive",
+                    f"{entry.path} links to {entry.target}{via}, {what}; extensions must not "
+                    "expose it under /usr or /opt",
+                )
+        if entry.path not in allow_xattrs:
+            _check_xattrs(entry, add)
     if any(e.path == "usr/sbin" for e in contents.entries):
         add(
             Severity.WARNING,
@@ -373,12 +423,121 @@ def _check_units(path: Path, contents: ImageContents, add: _Add) -> None:
             add(Severity.ERROR, "unit-exec-missing", problem)
 
 
-def _sensitive_target(entry: ImageEntry) -> bool:
-    target = entry.target or ""
-    if not target.startswith("/"):  # relative: resolved where the image is merged
-        target = "/" + posixpath.dirname(entry.path) + "/" + target
-    resolved = posixpath.normpath(target)
-    return any(resolved == s or resolved.startswith(s + "/") for s in _SENSITIVE)
+def _check_xattrs(entry: ImageEntry, add: _Add) -> None:
+    for name, value in entry.xattrs:
+        if name == CAPABILITY:
+            add(
+                Severity.ERROR,
+                "tree-capability",
+                f"{entry.path} carries file capabilities ({describe_capability(value)}): every "
+                "host merging it gains a privileged program, as with setuid; allow it "
+                "explicitly (--allow-xattr) if that is the point",
+            )
+        elif is_privileged(name):
+            add(
+                Severity.ERROR,
+                "tree-xattr",
+                f"{entry.path} carries the xattr {name}, which the kernel or overlayfs acts on "
+                "(labels, capabilities, overlay markers); allow it explicitly (--allow-xattr) "
+                "if that is the point",
+            )
+
+
+class LinksTooComplex(Exception):
+    """Resolving the image's links took more steps than any real image needs."""
+
+
+class HostLinks:
+    """Resolve the image's symlinks the way a host that merged the image would.
+
+    The image's usr/ and opt/ lie over the host's, so a path resolves through the image's
+    links and directories first, and through the host's well-known links (`_HOST_LINKS`)
+    where the image has nothing; everything else of the host counts as a directory. Chains,
+    links to directories, `..` and absolute targets all resolve, up to the kernel's 40
+    links per lookup. All lookups of one image share a budget of steps (32 per link, plus a
+    million): hostile images (many links with 4 KiB targets) are refused rather than
+    resolved for minutes, and never waved through unresolved."""
+
+    def __init__(self, entries: Iterable[ImageEntry]) -> None:
+        self._links: dict[str, str] = {}
+        self._shadowed: set[str] = set()  # host links the image replaces (itself an error)
+        for entry in entries:
+            if entry.kind == "symlink" and entry.target is not None:
+                self._links[entry.path] = entry.target
+            if entry.path in _HOST_LINKS:
+                self._shadowed.add(entry.path)
+        # Real links take a handful of steps each (`../lib/libfoo.so.1`: 4).
+        self._budget = 1_000_000 + 32 * len(self._links)
+        # Resolved directories (as their prefixes: "usr", "usr/lib", …): every link of a
+        # directory starts from the same place, so it is resolved once.
+        self._directories: dict[str, tuple[str, ...] | None] = {"": ()}
+
+    def _walk(self, done: list[str], parts: Iterable[str]) -> list[str] | None:
+        """Follow `parts` from the resolved prefixes `done`; None on a link loop."""
+        pending = deque(parts)
+        hops = _MAX_LINKS
+        while pending:
+            # A step costs more the longer the path built so far (it is copied), so that
+            # deep walks cannot make the budget quadratic.
+            self._budget -= 1 + (len(done[-1]) >> 6 if done else 0)
+            if self._budget < 0:
+                raise LinksTooComplex
+            part = pending.popleft()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            here = f"{done[-1]}/{part}" if done else part
+            target = self._links.get(here)
+            if target is None and here not in self._shadowed:
+                target = _HOST_LINKS.get(here)
+            if target is None:
+                done.append(here)
+                continue
+            hops -= 1
+            if hops < 0:
+                return None
+            if target.startswith("/"):
+                done = []
+            pending.extendleft(reversed(target.split("/")))
+        return done
+
+    def _directory(self, path: str) -> tuple[str, ...] | None:
+        if path in self._directories:
+            return self._directories[path]
+        parent, _, name = path.rpartition("/")
+        base = self._directory(parent)
+        walked = None if base is None else self._walk(list(base), [name])
+        resolved = None if walked is None else tuple(walked)
+        self._directories[path] = resolved
+        return resolved
+
+    def resolve(self, path: str) -> str | None:
+        """The absolute host path `path` (an image path) leads to; None on a link loop."""
+        parent, _, name = path.rpartition("/")
+        base = self._directory(parent)
+        done = None if base is None else self._walk(list(base), [name])
+        if done is None:
+            return None
+        return "/" + done[-1] if done else "/"
+
+    def secret_behind(self, path: str) -> tuple[str, str] | None:
+        """(where the link at `path` leads, the secret) when that is a host secret, a place
+        inside one, or a directory above one (`/`, `/etc`): any of them exposes it."""
+        resolved = self.resolve(path)
+        if resolved is None:
+            return None
+        above = _ABOVE_SECRETS.get(resolved)
+        if above is not None:
+            return resolved, above
+        ancestor = resolved
+        while ancestor:
+            if ancestor in _SENSITIVE_SET:
+                return resolved, ancestor
+            ancestor = ancestor.rpartition("/")[0]
+        return None
 
 
 def _is_release(path: str) -> bool:

@@ -2,9 +2,10 @@
 
 squashfs is read with the streaming reader in `sysext.image.formats.squashfs_walk` (bounded
 decompressors from `squashfs_read`), erofs with the small reader in
-`sysext.image.formats.erofs_read`. Both run in-process on bytes only: nothing is extracted or
-mounted, so this is safe on untrusted uploads (the registry validates with it). Any
-corruption becomes one `SysextError` naming the file.
+`sysext.image.formats.erofs_read`. Both run in-process on bytes only: nothing is extracted
+or mounted, so this is safe on untrusted uploads (the registry validates with it). Both
+first check the superblock and tables as Linux does when it mounts the image, so what reads
+here mounts on a host (issue 19). Any corruption becomes one `SysextError` naming the file.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class ImageEntry:
     gid: int
     size: int
     target: str | None = None
+    # Extended attributes (full name, value): capabilities, SELinux labels, overlayfs
+    # markers… The lint refuses the privileged namespaces (security.*, trusted.*).
+    xattrs: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,7 @@ def _read_squashfs(path: Path) -> ImageContents:
                     gid=node.gid,
                     size=node.size if is_file else 0,
                     target=_decode(node.target),
+                    xattrs=walker.xattrs(node),
                 )
             )
             if _is_release_candidate(rel) and is_file:
@@ -250,6 +255,7 @@ def _read_erofs(path: Path) -> ImageContents:
                     gid=inode.gid,
                     size=inode.size if stat.S_ISREG(inode.mode) else 0,
                     target=target,
+                    xattrs=reader.xattrs(inode),
                 )
             )
             if _is_release_candidate(rel) and stat.S_ISREG(inode.mode):

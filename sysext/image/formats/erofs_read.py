@@ -1,4 +1,4 @@
-"""A small, defensive reader of erofs metadata (directory tree, modes, owners, links).
+"""A small, defensive reader of erofs metadata (directory tree, modes, owners, links, xattrs).
 
 No Python package reads erofs, and the erofs-utils tools either print layouts meant for
 humans (dump.erofs) or extract to disk (fsck.erofs), which is no way to look at an
@@ -9,20 +9,57 @@ Regular-file data is read only when stored uncompressed (erofs-utils keeps small
 as an extension-release file uncompressed, since compression cannot save a block there).
 Every offset is bounds-checked and cycles/depth are limited: corrupt input raises
 `ErofsFormatError`, never loops or reads outside the file.
+
+The superblock is checked as the kernel's `erofs_read_superblock` (fs/erofs/super.c) does
+(issue 19, finding 5: unverified checksums let 193 unmountable mutants through): magic,
+block size (512 B to one 4 KiB page), no directory block bits, the crc32c when
+SB_CHKSUM is set, no incompatible feature the kernel — or this reader, which must see
+everything an image holds — does not know, the superblock extension slots, the volume
+name, the compression configurations (`z_erofs_parse_cfgs`), no extra devices. Compressed
+inodes are checked against the superblock the way zmap.c checks them when a file is read:
+algorithms the superblock enables, big physical clusters only with that feature, lz4's
+zero padding.
 """
 
 from __future__ import annotations
 
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 EROFS_MAGIC = 0xE0F5E1E2
 SUPERBLOCK_OFFSET = 1024
 _FLAT_PLAIN, _COMPRESSED_FULL, _FLAT_INLINE, _COMPRESSED_COMPACT, _CHUNK_BASED = range(5)
-_INCOMPAT_COMPR_CFGS = 0x2
+# Feature bits (erofs_fs.h). Compatible features are safe to ignore by definition, except
+# the ones that move where xattrs live (metabox, plain/ishare prefixes): this reader must
+# see every xattr (capabilities are refused), so it accepts only what it reads.
+COMPAT_SB_CHKSUM = 0x1
+_COMPAT_KNOWN = COMPAT_SB_CHKSUM | 0x2 | 0x4  # + MTIME, XATTR_FILTER (a lookup hint)
+_INCOMPAT_ZERO_PADDING = 0x1
+_INCOMPAT_COMPR_CFGS = 0x2  # also BIG_PCLUSTER: one bit
+_INCOMPAT_DEVICE_TABLE = 0x8  # also COMPR_HEAD2; extra devices only when extra_devices > 0
+_INCOMPAT_ZTAILPACKING = 0x10
+_INCOMPAT_FRAGMENTS = 0x20  # also DEDUPE
+# + CHUNKED_FILE (0x4). Not: XATTR_PREFIXES (0x40: long xattr names this reader cannot
+# resolve), 48BIT (0x80) and METABOX (0x100, inodes stored compressed), which Linux only
+# has since 6.15/6.17 anyway.
+_INCOMPAT_KNOWN = 0x3F
+_ALGORITHMS = {0: "lz4", 1: "lzma", 2: "deflate", 3: "zstd"}  # Z_EROFS_COMPRESSION_*
+# Per-algorithm configuration records (z_erofs_*_cfgs) and what the kernel demands of them.
+_CFG_SIZE = {0: 14, 1: 14, 2: 6, 3: 6}
+_PCLUSTER_MAX = 1 << 20  # Z_EROFS_PCLUSTER_MAX_SIZE
+_LZMA_MAX_DICT = 8 << 20  # Z_EROFS_LZMA_MAX_DICT_SIZE
+_ADVISE_BIG_PCLUSTER = 0x2 | 0x4  # Z_EROFS_ADVISE_BIG_PCLUSTER_1/2
+_ADVISE_INLINE_PCLUSTER = 0x8
+_ADVISE_FRAGMENT_PCLUSTER = 0x20
+PAGE_SIZE = 4096  # the smallest page size of the hosts' kernels; larger blocks do not mount
+# e_name_index → prefix (erofs_fs.h EROFS_XATTR_INDEX_*); the ACL names have no suffix.
+XATTR_PREFIXES = {
+    1: "user.", 2: "system.posix_acl_access", 3: "system.posix_acl_default", 4: "trusted.",
+    5: "lustre.", 6: "security.",
+}  # fmt: skip
 MAX_DEPTH = 128
 MAX_ENTRIES = 2_000_000
 
@@ -41,6 +78,8 @@ class ErofsInode:
     layout: int
     raw_blkaddr: int
     data_offset: int  # byte offset of the inline tail (FLAT_INLINE), after inode + xattrs
+    xattr_offset: int = 0  # where the inline xattr area starts (right after the inode)
+    xattr_size: int = 0  # its size in bytes; 0 when the inode has no xattrs
 
     @property
     def compressed(self) -> bool:
@@ -56,6 +95,8 @@ class ErofsSuperblock:
     build_time: int
     uuid: bytes
     compression_algorithms: int  # bitmap (bit 0 lz4, bit 1 lzma); 0 when not recorded
+    feature_incompat: int = 0
+    xattr_blkaddr: int = 0
 
 
 def is_erofs(head: bytes) -> bool:
@@ -65,32 +106,132 @@ def is_erofs(head: bytes) -> bool:
     return bool(struct.unpack_from("<I", head, SUPERBLOCK_OFFSET)[0] == EROFS_MAGIC)
 
 
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C = _crc32c_table()
+
+
+def superblock_checksum(block: bytes) -> int:
+    """The kernel's `crc32c(~0, sb, len)`: Castagnoli, seeded with ~0, not inverted at the
+    end, over the superblock's block from byte 1024 with the checksum field zeroed."""
+    crc = 0xFFFFFFFF
+    for byte in block[:4] + b"\0\0\0\0" + block[8:]:
+        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
 class ErofsReader:
     def __init__(self, f: BinaryIO, file_size: int) -> None:
         self._f = f
         self._size = file_size
         raw = self._read(SUPERBLOCK_OFFSET, 128)
-        magic, _csum, _compat, blkszbits, _ext, root_nid = struct.unpack_from("<IIIBBH", raw, 0)
+        (magic, checksum, compat, blkszbits, extslots, root_nid) = struct.unpack_from(
+            "<IIIBBH", raw, 0
+        )
         if magic != EROFS_MAGIC:
             raise ErofsFormatError("no erofs superblock")
-        if not 9 <= blkszbits <= 16:
-            raise ErofsFormatError(f"implausible block size 2^{blkszbits}")
-        (_inos, build_time, _nsec, blocks, meta_blkaddr, _xattr) = struct.unpack_from(
+        if not 9 <= blkszbits <= 12:
+            raise ErofsFormatError(f"block size 2^{blkszbits} (Linux mounts 512 B to 4 KiB)")
+        block_size = 1 << blkszbits
+        (_inos, build_time, _nsec, blocks, meta_blkaddr, xattr_blkaddr) = struct.unpack_from(
             "<QQIIII", raw, 16
         )
-        uuid = raw[48:64]
-        (incompat, algs) = struct.unpack_from("<IH", raw, 80)
-        if not incompat & _INCOMPAT_COMPR_CFGS:
-            algs = 0  # the field is lz4_max_distance then, not an algorithm bitmap
+        uuid, volume_name = raw[48:64], raw[64:80]
+        (incompat, u1, extra_devices, _devt_slotoff, dirblkbits, prefix_count) = struct.unpack_from(
+            "<IHHHBB", raw, 80
+        )
+        (packed_nid,) = struct.unpack_from("<Q", raw, 96)
+        if dirblkbits:
+            raise ErofsFormatError(f"dirblkbits {dirblkbits} (Linux supports only 0)")
+        if compat & COMPAT_SB_CHKSUM:
+            length = (
+                block_size - SUPERBLOCK_OFFSET if block_size > SUPERBLOCK_OFFSET else block_size
+            )
+            expected = superblock_checksum(self._read(SUPERBLOCK_OFFSET, length))
+            if checksum != expected:
+                raise ErofsFormatError(
+                    f"superblock checksum {checksum:#010x}, its contents give {expected:#010x}"
+                )
+        if compat & ~_COMPAT_KNOWN or incompat & ~_INCOMPAT_KNOWN:
+            raise ErofsFormatError(
+                f"features compat {compat:#x} / incompat {incompat:#x} this reader does not "
+                "know (the kernel may refuse them, or store xattrs where they are not read)"
+            )
+        sb_size = 128 + extslots * 16
+        if sb_size > PAGE_SIZE - SUPERBLOCK_OFFSET:
+            raise ErofsFormatError(f"{extslots} superblock extension slots: more than a block")
+        if b"\0" not in volume_name:  # kernels before 6.12 refuse an unterminated name
+            raise ErofsFormatError("volume name without a NUL terminator")
+        if incompat & _INCOMPAT_DEVICE_TABLE and extra_devices:
+            raise ErofsFormatError(f"{extra_devices} extra devices: an image must be one file")
+        if prefix_count:  # read by the kernel whatever the feature bits say
+            raise ErofsFormatError("long xattr name prefixes are not supported")
+        # Our bound, stricter than the kernel's: mkfs.erofs sizes the file to exactly
+        # `blocks` blocks (some tools pad to 4 KiB). The kernel ignores the count, but a
+        # changed block size then shows: the image mounts and its compressed files do not
+        # read (their cluster maps are in blocks).
+        if not blocks * block_size <= file_size < blocks * block_size + 4096:
+            raise ErofsFormatError(
+                f"the superblock claims {blocks} blocks of {block_size} bytes, the file has "
+                f"{file_size} bytes"
+            )
+        if packed_nid and not incompat & _INCOMPAT_FRAGMENTS:
+            raise ErofsFormatError("a packed inode without the fragments feature")
+        algorithms = self._compression(incompat, u1, SUPERBLOCK_OFFSET + sb_size, block_size)
         self.superblock = ErofsSuperblock(
-            block_size=1 << blkszbits,
+            block_size=block_size,
             root_nid=root_nid,
             meta_blkaddr=meta_blkaddr,
             blocks=blocks,
             build_time=build_time,
             uuid=uuid,
-            compression_algorithms=algs,
+            compression_algorithms=algorithms if incompat & _INCOMPAT_COMPR_CFGS else 0,
+            feature_incompat=incompat,
+            xattr_blkaddr=xattr_blkaddr,
         )
+        self._algorithms = algorithms
+        if packed_nid:  # the kernel reads it when it mounts
+            self.inode(packed_nid)
+
+    def _compression(self, incompat: int, u1: int, offset: int, block_size: int) -> int:
+        """`z_erofs_parse_cfgs`: the enabled algorithms (a bitmap) after checking each
+        one's configuration record; without COMPR_CFGS only lz4, configured by `u1`."""
+        if not incompat & _INCOMPAT_COMPR_CFGS:
+            return 1  # u1 is lz4_max_distance, any value mounts
+        unknown = u1 & ~((1 << len(_ALGORITHMS)) - 1)
+        if unknown:
+            raise ErofsFormatError(f"unknown compression algorithms {unknown:#x}")
+        for algorithm in range(len(_ALGORITHMS)):
+            if not u1 & (1 << algorithm):
+                continue
+            offset = -(-offset // 4) * 4  # erofs_read_metadata aligns each record to 4
+            (length,) = struct.unpack("<H", self._read(offset, 2))
+            config = self._read(offset + 2, length or 65536)
+            offset += 2 + (length or 65536)
+            name = _ALGORITHMS[algorithm]
+            if len(config) < _CFG_SIZE[algorithm]:
+                raise ErofsFormatError(f"{name} configuration of {len(config)} bytes")
+            if algorithm == 0:
+                (_distance, pclusterblks) = struct.unpack_from("<HH", config)
+                if pclusterblks * block_size > _PCLUSTER_MAX:
+                    raise ErofsFormatError(f"lz4 physical clusters of {pclusterblks} blocks")
+            elif algorithm == 1:
+                (dictionary, form) = struct.unpack_from("<IH", config)
+                if form or dictionary > _LZMA_MAX_DICT:
+                    raise ErofsFormatError(f"lzma format {form}, dictionary {dictionary}")
+            elif algorithm == 2 and config[0] > 15:
+                raise ErofsFormatError(f"deflate window of 2^{config[0]}")
+            elif algorithm == 3 and config[0]:
+                raise ErofsFormatError(f"zstd format {config[0]}")
+        return u1
 
     def _read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self._size:
@@ -118,7 +259,7 @@ class ErofsReader:
         if layout > _CHUNK_BASED:
             raise ErofsFormatError(f"inode {nid}: unknown data layout {layout}")
         xattr_size = 0 if xattr_icount == 0 else 12 + (xattr_icount - 1) * 4
-        return ErofsInode(
+        inode = ErofsInode(
             nid=nid,
             mode=mode,
             uid=uid,
@@ -127,7 +268,85 @@ class ErofsReader:
             layout=layout,
             raw_blkaddr=i_u,
             data_offset=base + inode_size + xattr_size,
+            xattr_offset=base + inode_size,
+            xattr_size=xattr_size,
         )
+        if inode.compressed:
+            self._check_compressed(inode)
+        return inode
+
+    def _check_compressed(self, inode: ErofsInode) -> None:
+        """What zmap.c checks against the superblock when a compressed file is first read
+        (`z_erofs_fill_inode_lazy`, `z_erofs_map_blocks_iter`): its map header names an
+        enabled algorithm and uses big, inline or fragment clusters only with the
+        superblock features for them; and lz4 data needs the zero-padding feature (without
+        it the kernel decodes the padding as lz4)."""
+        incompat = self.superblock.feature_incompat
+        where = -(-inode.data_offset // 8) * 8  # Z_EROFS_MAP_HEADER: 8-aligned after xattrs
+        _reserved, advise, algorithms, _clusterbits = struct.unpack("<IHBB", self._read(where, 8))
+        head = algorithms & 0xF
+        needs = (
+            (not self._algorithms & (1 << head), f"algorithm {head}, which is not enabled"),
+            (advise & _ADVISE_BIG_PCLUSTER and not incompat & _INCOMPAT_COMPR_CFGS,
+             "big physical clusters without the big_pcluster feature"),
+            (advise & _ADVISE_INLINE_PCLUSTER and not incompat & _INCOMPAT_ZTAILPACKING,
+             "an inline tail without the ztailpacking feature"),
+            (advise & _ADVISE_FRAGMENT_PCLUSTER and not incompat & _INCOMPAT_FRAGMENTS,
+             "a fragment without the fragments feature"),
+            (not incompat & _INCOMPAT_ZERO_PADDING, "compressed data without zero padding"),
+        )  # fmt: skip
+        for failed, why in needs:
+            if failed:
+                raise ErofsFormatError(f"inode {inode.nid}: {why}")
+
+    def xattrs(self, inode: ErofsInode) -> tuple[tuple[str, bytes], ...]:
+        """(full name, value) of the inode's extended attributes (xattr.c): a 12-byte header
+        with the count of shared xattrs, their 4-byte ids (each an entry at
+        xattr_blkaddr * block size + id * 4), then inline entries, 4-byte aligned, filling
+        the area exactly."""
+        if not inode.xattr_size:
+            return ()
+        area = self._read(inode.xattr_offset, inode.xattr_size)
+        if len(area) == 12:  # erofs_init_inode_xattrs: "not supported yet", EOPNOTSUPP
+            raise ErofsFormatError(f"inode {inode.nid}: an xattr area of only its header")
+        shared = area[4]
+        position = 12 + 4 * shared
+        if position > len(area):
+            raise ErofsFormatError(f"inode {inode.nid}: {shared} shared xattrs overrun the area")
+        found: list[tuple[str, bytes]] = []
+        base = self.superblock.xattr_blkaddr * self.superblock.block_size
+        for (ident,) in struct.iter_unpack("<I", area[12:position]):
+            found.append(self._xattr_entry(inode, self._read, base + ident * 4)[0])
+
+        def inline(at: int, length: int) -> bytes:
+            return self._slice(area, at, length)
+
+        while position < len(area):
+            entry, size = self._xattr_entry(inode, inline, position)
+            position += -(-size // 4) * 4  # entries are 4-byte aligned
+            if position > len(area):
+                raise ErofsFormatError(f"inode {inode.nid}: an xattr overruns its area")
+            found.append(entry)
+        return tuple(found)
+
+    @staticmethod
+    def _slice(data: bytes, at: int, length: int) -> bytes:
+        if at + length > len(data):
+            raise ErofsFormatError("an xattr overruns its area")
+        return data[at : at + length]
+
+    def _xattr_entry(
+        self, inode: ErofsInode, read: Callable[[int, int], bytes], at: int
+    ) -> tuple[tuple[str, bytes], int]:
+        """((name, value), unaligned size) of the erofs_xattr_entry at `at`."""
+        name_length, index, value_size = struct.unpack("<BBH", read(at, 4))
+        prefix = XATTR_PREFIXES.get(index)
+        if prefix is None:
+            raise ErofsFormatError(f"inode {inode.nid}: xattr name index {index}")
+        suffix = read(at + 4, name_length)
+        value = read(at + 4 + name_length, value_size)
+        name = prefix + suffix.decode("utf-8", "surrogateescape")
+        return (name, value), 4 + name_length + value_size
 
     def data(self, inode: ErofsInode, limit: int | None = None) -> bytes:
         """The bytes of an uncompressed inode (directory, symlink, small file)."""
