@@ -167,6 +167,12 @@ def serve(
         help="Connections per worker; beyond it the oldest idle one is closed (default: "
         "3/4 of the file-descriptor limit, at most 1024).",
     ),
+    forwarded_allow_ips: str = typer.Option(
+        None,
+        "--forwarded-allow-ips",
+        help="Reverse proxies (comma-separated addresses or networks) whose "
+        "X-Forwarded-For is believed; default none: the client address is the TCP peer.",
+    ),
 ) -> None:
     """Run the registry: signed extensions in systemd-sysupdate's layout, and an API.
 
@@ -201,6 +207,7 @@ def serve(
             "max_upload_bytes": max_upload,
             "header_timeout": header_timeout,
             "max_connections": max_connections,
+            "forwarded_allow_ips": forwarded_allow_ips,
         },
         config_file=config,
     )
@@ -254,6 +261,10 @@ def serve(
         http="registry.http.guard:GuardedHttpToolsProtocol",
         timeout_keep_alive=settings.keepalive_timeout,
         backlog=256,
+        # Always explicit: uvicorn's default trusts X-Forwarded-For from 127.0.0.1, so any
+        # local client (or a proxy passing the header through) could name any address.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 
