@@ -89,6 +89,11 @@ class Settings:
     # a client that does not take its response at min_rate (after stall_timeout) is cut.
     header_timeout: int = 10
     max_header_bytes: int = 64 << 10
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: a
+    # comma-separated list of addresses or networks. Empty (the default): nobody's, so the
+    # client address in the audit trail and the access log is always the TCP peer. uvicorn
+    # alone would trust 127.0.0.1, letting any local client forge it (issue 19, finding 7).
+    forwarded_allow_ips: str = ""
     max_connections: int = 0
     keepalive_timeout: int = 5
     max_keepalive_requests: int = 1000
@@ -215,6 +220,7 @@ ENV_NAMES = {
     "min_rate": "SYSEXT_MIN_RATE",
     "stall_timeout": "SYSEXT_STALL_TIMEOUT",
     "linger_timeout": "SYSEXT_LINGER_TIMEOUT",
+    "forwarded_allow_ips": "SYSEXT_FORWARDED_ALLOW_IPS",
 }
 NEVER = ("never", "off", "0", "none")
 _INTEGERS = frozenset(
@@ -241,6 +247,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if not (name == "signature_lifetime" and text.strip().lower() in NEVER):
                 parse_duration(text, what=name)
             return text
+        if name == "forwarded_allow_ips":
+            return _proxy_list(value)
         if name == "channels":
             items = value.split(",") if isinstance(value, str) else list(value)
             channels = tuple(str(c).strip() for c in items if str(c).strip())
@@ -257,6 +265,26 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             "ports and sizes are positive integers; channels are a comma-separated list "
             "of names made of letters, digits and '-'",
         ) from None
+
+
+def _proxy_list(value: Any) -> str:
+    """Validate a list of proxy addresses/networks; normalized to "a,b" ("" for none)."""
+    import ipaddress
+
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SysextError(
+                f"forwarded_allow_ips: {item!r} is not an IP address or network",
+                "name the reverse proxies, e.g. 127.0.0.1 or 10.0.0.0/8 ('*' is not "
+                "accepted: every client could then forge its address)",
+            ) from None
+    return ",".join(out)
 
 
 def load_settings(

@@ -51,7 +51,7 @@ def test_every_write_is_recorded_once_and_cannot_be_edited(tmp_path: Path) -> No
             f"{version}/promote", params={"channel": "beta"}, headers=admin, timeout=10
         )
         assert promoted.status_code == 200
-        # Refused writes change nothing and leave no entry.
+        # Refused writes change nothing; they are recorded as refused (issue 19, finding 15).
         assert put_image(api, other, scoped).status_code == 403
         assert requests.post(f"{version}/yank", timeout=10).status_code == 401
         revoke = requests.delete(f"{api}/tokens/{token_id}", headers=admin, timeout=10)
@@ -71,6 +71,13 @@ def test_every_write_is_recorded_once_and_cannot_be_edited(tmp_path: Path) -> No
             ("image.yank", "podman-1.0-x86-64.raw", token_id, "ci-podman"),
             ("image.unyank", "podman-1.0-x86-64.raw", token_id, "ci-podman"),
             ("image.promote", "podman-1.0-x86-64.raw", None, "admin"),
+            (
+                "write.denied",
+                f"PUT /api/v1/extensions/crio/images/{other.name}",
+                token_id,
+                "ci-podman",
+            ),
+            ("write.denied", "POST /api/v1/extensions/podman/versions/1.0/yank", None, "anonymous"),
             ("token.revoke", f"token {token_id}", None, "admin"),
             ("key.rotate", new_key, None, "admin"),
         ]

@@ -296,6 +296,11 @@ def test_pack_refuses_bad_os_version_id(tmp_path: Path, args: list[str], message
             ["--os", "flatcar:1.0", "--os-version-id", "3815.2.0"],
             "error: --os-version-id has no effect with SYSEXT_LEVEL=1.0",
         ),
+        (
+            # One OS-bound name, one meaning (issue 19, finding 6).
+            ["--os", "flatcar", "--os-version-id", "3815-2"],
+            "error: VERSION_ID 3815-2 contains '-'",
+        ),
     ],
 )
 def test_build_refuses_bad_os_version_id_before_fetching(

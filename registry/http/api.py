@@ -141,10 +141,16 @@ class ExtensionDetail(BaseModel):
 
 
 class TokenIn(BaseModel):
-    scopes: list[str] = Field(min_length=1, description="globs over extension names")
-    description: str = ""
-    channels: list[str] | None = Field(
-        default=None, description="channels it may publish/yank/promote in; null: all"
+    # Bounded, so that no admin input reaches the database larger than its columns (the
+    # description is the audit trail's varchar(255) principal; issue 19, finding 13).
+    scopes: list[Annotated[str, Field(max_length=128)]] = Field(
+        min_length=1, max_length=100, description="globs over extension names"
+    )
+    description: str = Field(default="", max_length=255)
+    channels: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None,
+        max_length=100,
+        description="channels it may publish/yank/promote in; null: all",
     )
     expires_at: dt.datetime | None = Field(default=None, description="null: never expires")
 
@@ -421,7 +427,7 @@ def create_token(
 ) -> TokenCreated:
     service = _service(request)
     principal = _principal(service, authorization)
-    auth.require_admin(principal)
+    auth.require_admin(principal, "create tokens")
     with service.sessions() as session:
         token, secret = auth.create_token(
             session,
@@ -455,7 +461,7 @@ def create_token(
 )
 def list_tokens(request: Request, authorization: Authorization = None) -> list[TokenInfo]:
     service = _service(request)
-    auth.require_admin(_principal(service, authorization))
+    auth.require_admin(_principal(service, authorization), "list tokens")
     with service.sessions() as session:
         return [_token_info(t) for t in session.scalars(select(Token).order_by(Token.id))]
 
@@ -473,7 +479,7 @@ def revoke_token(
 ) -> TokenInfo:
     service = _service(request)
     principal = _principal(service, authorization)
-    auth.require_admin(principal)
+    auth.require_admin(principal, "revoke tokens")
     with service.sessions() as session:
         token = session.get(Token, token_id)
         if token is None:
@@ -506,8 +512,14 @@ def status(request: Request) -> Status:
 class AuditInfo(BaseModel):
     id: int
     at: dt.datetime
-    token_id: int | None = Field(description="null: the admin token")
-    principal: str = Field(description="'admin' or the token's description")
+    token_id: int | None = Field(
+        description="null: the admin token, the registry itself or no valid token "
+        "(principal says which)"
+    )
+    principal: str = Field(
+        description="'admin', the token's description, 'registry' (automatic key phases), "
+        "'registry repair' or 'anonymous' (a refused write without a valid token)"
+    )
     action: str
     target: str
     detail: dict[str, Any]
@@ -528,7 +540,7 @@ def audit_log(
     after: Annotated[int, Query(ge=0, le=2**31, description="only entries after this id")] = 0,
 ) -> list[AuditInfo]:
     service = _service(request)
-    auth.require_admin(_principal(service, authorization))
+    auth.require_admin(_principal(service, authorization), "read the audit trail")
     with service.sessions() as session:
         found = audit.entries(session, limit=limit, action=action, after_id=after)
         return [AuditInfo(**entry.to_json()) for entry in found]

@@ -21,11 +21,13 @@ from starlette.types import ASGIApp
 from registry.errors import RegistryError
 from registry.http import api, guard, key_routes, provision_routes, tree, web
 from registry.http.logs import AccessLogMiddleware, configure_logging
+from registry.http.slashes import SlashRedirect
 from registry.http.write_auth import WritesNeedAToken
 from registry.service.core import RegistryService
 from registry.settings import Settings, load_settings
 from sysext import __version__
 from sysext.core.errors import SysextError
+from sysext.core.logfmt import log_value
 
 log = logging.getLogger("registry")
 
@@ -70,10 +72,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     fingerprint, created = service.prepare()
     log.info(
         "event=ready data=%s key=%s key_created=%s base_url=%s",
-        settings.data_dir,
+        log_value(settings.data_dir),
         fingerprint,
         created,
-        settings.base_url,
+        log_value(settings.base_url),
     )
 
     @asynccontextmanager
@@ -97,6 +99,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         ),
         docs_url=None,  # web.py serves /api/docs with local Swagger UI files (no CDN)
         redoc_url=None,
+        # Starlette's slash redirects put the client's Host header into Location; the
+        # router's fallback below redirects with a relative Location instead (slashes.py).
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.service = service
@@ -118,6 +123,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     app.include_router(key_routes.router)  # signing keys and rotation (issue 14)
     app.include_router(provision_routes.router)  # Butane/Ignition configs (issue 5)
     web.install(app)  # the catalogue, its static files, /api/docs, the HTML 404
+    app.router.default = SlashRedirect(app.router.routes, app.router.default)
     # The public tree is answered in front of FastAPI (whose per-request wrappers cost
     # more than serving a cached manifest, docs/registry.md); it logs its own requests,
     # everything else is logged around the FastAPI app.

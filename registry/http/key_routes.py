@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from registry.errors import RegistryError
 from registry.http.api import ERRORS, Authorization, _principal, _service
 from registry.service import audit, auth
 
@@ -52,39 +51,30 @@ def key_status(request: Request) -> KeyStatus:
 async def rotate(request: Request, authorization: Authorization = None) -> KeyStatus:
     service = _service(request)
     principal = await run_in_threadpool(_principal, service, authorization)
-    auth.require_admin(principal)
-    rotation = await run_in_threadpool(service.rotate_key)
-    await run_in_threadpool(
-        audit.record_now,
-        service.sessions,
-        audit.Actor.of(principal, request),
-        audit.Action.KEY_ROTATE,
-        rotation.other,
-        {"advance_at": rotation.advance_at.isoformat()},
-    )
+    auth.require_admin(principal, "rotate the signing key")
+    await run_in_threadpool(service.rotate_key, audit.Actor.of(principal, request))
     return _status(await run_in_threadpool(service.signer.status))
 
 
 @router.post(
     "/advance",
     response_model=KeyStatus,
-    responses={k: v for k, v in ERRORS.items() if k in (401, 403, 409)},
+    responses={k: v for k, v in ERRORS.items() if k in (401, 403, 409, 422)},
     summary="Move a key rotation to its next phase now (admin only)",
 )
-async def advance(request: Request, authorization: Authorization = None) -> KeyStatus:
+async def advance(
+    request: Request,
+    authorization: Authorization = None,
+    phase: Annotated[
+        Literal["introducing", "retiring"] | None,
+        Query(
+            description="the phase to leave; if the rotation is no longer in it (another "
+            "advance came first), 409 and nothing changes"
+        ),
+    ] = None,
+) -> KeyStatus:
     service = _service(request)
     principal = await run_in_threadpool(_principal, service, authorization)
-    auth.require_admin(principal)
-    if service.signer.rotation() is None:
-        raise RegistryError(409, "no key rotation in progress; start one with sysext key rotate")
-    entered = await run_in_threadpool(lambda: service.maintain(force_advance=True))
-    status = await run_in_threadpool(service.signer.status)
-    await run_in_threadpool(
-        audit.record_now,
-        service.sessions,
-        audit.Actor.of(principal, request),
-        audit.Action.KEY_ADVANCE,
-        status["active"],
-        {"phase": entered},
-    )
-    return _status(status)
+    auth.require_admin(principal, "advance a key rotation")
+    await run_in_threadpool(service.advance_key, audit.Actor.of(principal, request), phase)
+    return _status(await run_in_threadpool(service.signer.status))

@@ -8,6 +8,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sysext.core.logfmt import log_value
+
 access_log = logging.getLogger("registry.access")
 
 
@@ -39,22 +41,6 @@ def write_access_line(fields: str) -> None:
         _stamp_second = second
         _stamp_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
     sys.stderr.write(f"time={_stamp_text}.{int(now % 1 * 1000):03d}Z level=INFO {fields}\n")
-
-
-def _quote(value: str) -> str:
-    # str methods, not a per-character generator: this runs once per request.
-    if value.isprintable() and " " not in value and '"' not in value and "=" not in value:
-        return value if value else '""'
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    if not escaped.isprintable():
-        # A decoded %0A must not end the line: a client could forge whole log lines.
-        escaped = "".join(c if c.isprintable() else _escape(c) for c in escaped)
-    return '"' + escaped + '"'
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class AccessLogMiddleware:
@@ -90,7 +76,9 @@ def log_request(scope: Scope, status: int, sent: int, started: float) -> None:
     if access_log.isEnabledFor(logging.INFO):
         client = scope.get("client") or ("-", 0)
         write_access_line(
-            f"method={scope['method']} path={_quote(scope['path'])} "
+            f"method={log_value(scope['method'])} path={log_value(scope['path'])} "
             f"status={status or 500} bytes={sent} "
-            f"duration_ms={(time.monotonic() - started) * 1000:.1f} client={client[0]}"
+            f"duration_ms={(time.monotonic() - started) * 1000:.1f} "
+            # A trusted proxy's X-Forwarded-For may be long: one field, at most 255.
+            f"client={log_value(str(client[0])[:255])}"
         )

@@ -52,6 +52,9 @@ from sysext.systemd.architecture import Architecture
 router = APIRouter(prefix="/api/v1", tags=["provisioning"])
 
 BUTANE_MEDIA_TYPE = "application/yaml"
+# Extensions one provisioning config may install (`ext=` repeated): far more than a host
+# activates, small enough that an anonymous request stays cheap.
+MAX_EXTENSIONS = 32
 IGNITION_MEDIA_TYPE = "application/json"
 
 
@@ -157,6 +160,13 @@ def catalog(request: Request) -> StorageCatalog:
 
 
 def _generate(request: Request, refs: list[str], query: ConfigQuery) -> ProvisionConfig:
+    if len(refs) > MAX_EXTENSIONS:
+        # Before anything is parsed or resolved: these routes need no token, and each entry
+        # costs a manifest read (issue 19, finding 14).
+        raise HTTPException(
+            422,
+            f"{len(refs)} extensions requested; one config installs at most {MAX_EXTENSIONS}",
+        )
     try:
         options = ProvisionOptions(
             variant=parse_enum(Variant, query.variant, "variant"),
@@ -197,8 +207,9 @@ def _one(name: str, version: str | None) -> list[str]:
 
 
 _RESPONSES: dict[int | str, dict[str, str]] = {
-    400: {"description": "invalid option"},
+    400: {"description": "invalid option, or an extension named twice"},
     404: {"description": "unknown extension, version, architecture or channel (lists what exists)"},
+    422: {"description": f"more than {MAX_EXTENSIONS} extensions"},
 }
 
 

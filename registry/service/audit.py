@@ -3,14 +3,25 @@
 Entries are written in the same database transaction as the change they describe (so a
 committed publish always has its entry and a failed one none), read by the admin
 (`GET /api/v1/audit`, `sysext audit`) and never changed: the API has no route that edits
-or deletes them, the ORM refuses to flush such a change, and migration 0005 makes the
-database refuse UPDATE/DELETE on the table.
+or deletes them, the ORM refuses to flush such a change, migration 0005 makes the
+database refuse UPDATE/DELETE on the table and migration 0006 also REPLACE (SQLite) and
+TRUNCATE (PostgreSQL).
+
+Besides the writes themselves (issue 19, finding 15): write requests refused with 401/403
+(`write.denied`, at most DENIED_PER_MINUTE per worker so that a flood of them cannot
+flood the database, the rest counted in the next entry), key-rotation phases the registry
+enters on its own (`key.advance` by `registry`), and `sysext registry repair`.
+
+Every recorded text is cut to its column and client addresses are escaped, so no input
+(a long token description, a forged X-Forwarded-For) can turn a write into a database
+error (finding 13).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +33,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from registry.db.models import Base, Token, as_utc, utcnow
 from registry.errors import RegistryError
 from registry.service.auth import Principal
+from sysext.core.logfmt import log_value
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -36,6 +48,8 @@ class Action(enum.StrEnum):
     TOKEN_REVOKE = "token.revoke"
     KEY_ROTATE = "key.rotate"
     KEY_ADVANCE = "key.advance"
+    DENIED = "write.denied"
+    REPAIR = "registry.repair"
 
 
 class AuditEntry(Base):
@@ -71,24 +85,61 @@ event.listen(AuditEntry, "before_update", _refuse_change)
 event.listen(AuditEntry, "before_delete", _refuse_change)
 
 
+# Column sizes of audit_log (migration 0005): what is recorded is cut to fit.
+PRINCIPAL_MAX = 255
+ACTION_MAX = 64
+TARGET_MAX = 512
+CLIENT_MAX = 255
+# The registry itself (automatic key phases, `registry repair`): no token at all.
+SYSTEM = Principal(None, ())
+
+
 @dataclass(frozen=True)
 class Actor:
-    """Who asks for a write, and from where: what every entry records."""
+    """Who asks for a write, and from where: what every entry records.
+
+    `name` overrides the principal's name: "registry" for what the registry does on its
+    own, "anonymous" for a refused request that presented no valid token.
+    """
 
     principal: Principal
     client: str
+    name: str | None = None
 
     @classmethod
     def of(cls, principal: Principal, request: Request) -> Actor:
         return cls(principal, client_address(request))
 
+    @classmethod
+    def system(cls, what: str = "registry") -> Actor:
+        return cls(SYSTEM, "", what)
+
 
 def client_address(request: Request) -> str:
-    """The peer address (behind a proxy: the proxy's, unless uvicorn is told to trust it)."""
-    return request.client.host if request.client else ""
+    """The peer address; behind a proxy named in `forwarded_allow_ips`, the address that
+    proxy forwarded (uvicorn sets it), as recorded text (client_text)."""
+    return client_text(request.client.host if request.client else "")
 
 
-def _principal_name(session: Session, principal: Principal) -> str:
+def client_text(host: str) -> str:
+    """An address as the trail records it: an IP address in its normal form, anything
+    else (a trusted proxy's odd X-Forwarded-For) escaped and cut to the column."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    return _fit(log_value(host) if host else "", CLIENT_MAX)
+
+
+def _fit(text: str, size: int) -> str:
+    """`text` cut to `size` characters (varchar(size) on PostgreSQL refuses longer)."""
+    return text if len(text) <= size else text[: size - 1] + "…"
+
+
+def _principal_name(session: Session, actor: Actor) -> str:
+    if actor.name is not None:
+        return actor.name
+    principal = actor.principal
     if principal.is_admin:
         return "admin"
     token = session.get(Token, principal.token_id)
@@ -104,11 +155,11 @@ def record(
         AuditEntry(
             at=utcnow(),
             token_id=actor.principal.token_id,
-            principal=_principal_name(session, actor.principal),
-            action=str(action),
-            target=target,
+            principal=_fit(_principal_name(session, actor), PRINCIPAL_MAX),
+            action=_fit(str(action), ACTION_MAX),
+            target=_fit(target, TARGET_MAX),
             detail=json.dumps(detail, sort_keys=True),
-            client=actor.client,
+            client=_fit(actor.client, CLIENT_MAX),
         )
     )
 

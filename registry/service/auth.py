@@ -151,9 +151,10 @@ def authorize_write(
     require_channels(principal, channels, action)
 
 
-def require_admin(principal: Principal) -> None:
+def require_admin(principal: Principal, action: str) -> None:
+    """403 unless the admin token asks; `action` says what for (e.g. "rotate the signing key")."""
     if not principal.is_admin:
-        raise RegistryError(403, "only the admin token (SYSEXT_ADMIN_TOKEN) may manage tokens")
+        raise RegistryError(403, f"only the admin token (SYSEXT_ADMIN_TOKEN) may {action}")
 
 
 def scope_problem(pattern: str) -> str | None:
@@ -192,7 +193,15 @@ def create_token(
                 f"{', '.join(known_channels)})",
             )
     if expires_at is not None:
-        expires_at = as_utc(expires_at).astimezone(dt.UTC).replace(microsecond=0)
+        try:
+            expires_at = as_utc(expires_at).astimezone(dt.UTC).replace(microsecond=0)
+        except OverflowError:
+            # 9999-12-31T23:59:59-12:00 is in year 10000 in UTC (was: 500, finding 12).
+            raise RegistryError(
+                422,
+                f"expiry {expires_at.isoformat()} is outside the years 1-9999 in UTC; "
+                "give a date such as 2030-01-01T00:00:00Z, or null for never",
+            ) from None
         if expires_at <= utcnow():
             raise RegistryError(422, f"expiry {expires_at.isoformat()} is in the past")
     secret = secrets.token_urlsafe(32)

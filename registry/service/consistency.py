@@ -21,6 +21,7 @@ from registry.errors import RegistryError
 from registry.service.names import claimed_by, parse_image_filename
 from registry.settings import Settings
 from registry.storage import materialize as mat
+from sysext.systemd.extension_release import bound_name_problem
 from sysext.systemd.manifest import ManifestError, filename_problem, parse_manifest
 
 if TYPE_CHECKING:
@@ -96,6 +97,18 @@ def policy_reason(image: Image) -> str | None:
         parse_image_filename(image.name, image.filename)
     except ValueError as exc:
         return str(exc)
+    pinned = (image.release or {}).get("VERSION_ID")
+    if pinned and image.os_version_id is None:
+        # Accepted before issue 19 (finding 6): served with NAME-@v-%a.raw to every host,
+        # though only hosts with this VERSION_ID merge it.
+        return (
+            f"{_short(image.filename)} pins VERSION_ID={pinned} but is served to every OS "
+            f"with {image.name}-@v-%a.raw; yank it and publish it OS-bound"
+        )
+    if image.os_version_id:
+        problem = bound_name_problem(image.release_version, image.os_version_id)
+        if problem:
+            return f"{_short(image.filename)}: {problem}"
     return None
 
 

@@ -45,6 +45,7 @@ from registry.storage.blobs import blob_path, remove_abandoned_uploads
 from registry.trust.keys import Rotation, Signer
 from sysext.core.atomic import atomic_write
 from sysext.core.errors import SysextError
+from sysext.core.logfmt import log_value
 from sysext.image.read import read_image
 from sysext.image.summary import ImageSummary, summarize
 from sysext.systemd.versioning import strverscmp, version_key
@@ -130,7 +131,7 @@ class RegistryService:
             migrate(session.connection(), self._stored_summary)
             session.commit()
             _, created = self.signer.ensure_key()
-            self.signer.advance()
+            self._advance_key(session, audit.Actor.system(), force=False)
             self.storage.prepare(self.signer)
             atomic_write(s.served_url_path, s.base_url.encode() + b"\n", mode=0o600)
             remove_abandoned_uploads(s.tmp_dir)
@@ -141,24 +142,81 @@ class RegistryService:
             self.storage.remove_unknown(known)
         return self.signer.fingerprint(), created
 
-    def maintain(self, *, force_advance: bool = False) -> str | None:
+    def maintain(self) -> str | None:
         """The periodic job: advance a due key rotation, re-sign ageing manifests.
 
         Only signatures that are older than `resign_interval` or by a key that no longer
         signs are rewritten (in place: no other byte of the tree changes). Returns the
-        rotation phase entered, if any.
+        rotation phase entered, if any; a phase entered on its own is audited as the
+        registry's (issue 19, finding 15).
         """
         with self.writing(None) as session:
-            entered = self.signer.advance(force=force_advance)
-            self.storage.prepare(self.signer)  # publishes the keyring of the new phase
-            with self.signer.batch():
-                self.rematerialize(list(session.scalars(select(Image))))
+            entered = self._advance_key(session, audit.Actor.system(), force=False)
+            self._republish(session)
             return entered
 
-    def rotate_key(self) -> Rotation:
-        """Start a key rotation (keys.py): the new key joins the served keyring."""
-        with self.writing(None):
+    def advance_key(self, actor: audit.Actor, phase: str | None = None) -> str:
+        """Move the rotation in progress to its next phase now (`sysext key rotate --advance`).
+
+        `phase`: the phase the caller saw and means to leave. Checked under the writer
+        lock of everything, like the rotation itself: two advances sent together run one
+        after the other, and the second (same `phase`) is refused instead of skipping the
+        retiring overlap (issue 19, finding 11).
+        """
+        with self.writing(None) as session:
+            rotation = self.signer.rotation()
+            if rotation is None:
+                raise RegistryError(
+                    409, "no key rotation in progress; start one with sysext key rotate"
+                )
+            if phase is not None and rotation.phase != phase:
+                raise RegistryError(
+                    409,
+                    f"the key rotation is in phase {rotation.phase}, not {phase}: another "
+                    "advance came first; nothing was changed (see sysext key status)",
+                )
+            entered = self._advance_key(session, actor, force=True)
+            assert entered is not None  # a rotation in progress always has a next phase
+            self._republish(session)
+            return entered
+
+    def _advance_key(self, session: Session, actor: audit.Actor, *, force: bool) -> str | None:
+        """Advance the rotation (if due, or `force`) and commit its audit entry at once,
+        under the caller's writer lock: no other write sees the new key files first."""
+        before = self.signer.rotation()
+        entered = self.signer.advance(force=force)
+        if entered is not None and before is not None:
+            audit.record(
+                session,
+                actor,
+                audit.Action.KEY_ADVANCE,
+                self.signer.fingerprint(),
+                {"phase": entered, "from": before.phase, "automatic": not force},
+            )
+            session.commit()
+        return entered
+
+    def _republish(self, session: Session) -> None:
+        self.storage.prepare(self.signer)  # publishes the keyring of the new phase
+        with self.signer.batch():
+            self.rematerialize(list(session.scalars(select(Image))))
+
+    def rotate_key(self, actor: audit.Actor) -> Rotation:
+        """Start a key rotation (keys.py): the new key joins the served keyring.
+
+        The audit entry commits right after the key files change, under the same writer
+        lock (issue 19, finding 15: it used to commit after the lock was released).
+        """
+        with self.writing(None) as session:
             rotation = self.signer.rotate(self.settings.key_overlap_duration)
+            audit.record(
+                session,
+                actor,
+                audit.Action.KEY_ROTATE,
+                rotation.other,
+                {"advance_at": rotation.advance_at.isoformat()},
+            )
+            session.commit()
             self.storage.prepare(self.signer)
             return rotation
 
@@ -169,7 +227,9 @@ class RegistryService:
         try:
             return summarize(read_image(blob_path(self.settings.store_dir, sha256)), name)
         except SysextError as exc:
-            log.warning("event=summary-unreadable sha256=%s error=%s", sha256, exc.message)
+            log.warning(
+                "event=summary-unreadable sha256=%s error=%s", sha256, log_value(exc.message)
+            )
             return None
 
     def rematerialize(self, images: list[Image]) -> set[tuple[str, str]]:
@@ -194,12 +254,14 @@ class RegistryService:
                 )
                 self.broken.append(problem)
                 log.error(
-                    "event=extension-broken name=%s channel=%s problem=%r "
-                    "action=serving-previous-snapshot hint=%r",
-                    name,
-                    channel,
-                    message,
-                    "sysext registry check --data DIR; sysext registry repair --data DIR",
+                    "event=extension-broken name=%s channel=%s problem=%s "
+                    "action=serving-previous-snapshot hint=%s",
+                    log_value(name),
+                    log_value(channel),
+                    log_value(message),
+                    log_value(
+                        "sysext registry check --data DIR; sysext registry repair --data DIR"
+                    ),
                 )
         return set(groups)
 
@@ -255,13 +317,19 @@ class RegistryService:
                     self.storage.materialize(self.signer, content)
         except (OSError, SysextError, RegistryError) as exc:
             # RegistryError: the object store failed (storage/s3.py), the same as a disk.
-            log.error("event=materialize-failed name=%s problem=%r action=undo", name, str(exc))
+            log.error(
+                "event=materialize-failed name=%s problem=%s action=undo",
+                log_value(name),
+                log_value(exc),
+            )
             undo(session)
             session.commit()
             try:
                 self._refresh(session, name, channels)
             except (OSError, SysextError, RegistryError) as again:
-                log.error("event=extension-broken name=%s problem=%r", name, str(again))
+                log.error(
+                    "event=extension-broken name=%s problem=%s", log_value(name), log_value(again)
+                )
             raise RegistryError(
                 503,
                 f"could not write the public tree for {name} ({type(exc).__name__}); "

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from registry.db.models import Image
 from registry.errors import RegistryError
+from registry.service import audit
 from registry.service.consistency import (
     Problem,
     _short,
@@ -92,6 +93,15 @@ def repair(service: RegistryService) -> list[str]:
             if reason:
                 fixed.append(f"deleted row {image.name} {_short(image.filename)}: {reason}")
                 session.delete(image)
+        # Audited with the rows it deletes, in their transaction (issue 19, finding 15):
+        # repair is the one write that bypasses the API.
+        audit.record(
+            session,
+            audit.Actor.system("registry repair"),
+            audit.Action.REPAIR,
+            "registry",
+            {"deleted_rows": fixed[:100], "deleted_count": len(fixed)},
+        )
         session.commit()
         drift = check(service)
         known = service.rematerialize(list(session.scalars(select(Image))))

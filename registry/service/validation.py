@@ -33,6 +33,7 @@ from sysext.core.process import run
 from sysext.image.lint import lint_image
 from sysext.image.read import read_image
 from sysext.image.summary import ImageSummary, summarize
+from sysext.systemd.extension_release import BOUND_NAME_HINT, bound_name_problem
 
 ACCEPTED_FORMATS = ("squashfs", "erofs")
 # Uploads are validated in a child process with these limits: the server's own memory
@@ -99,15 +100,7 @@ def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
             f"the file name says {expected.arch}",
         )
     release = contents.release_files[releases[0]]
-    version = release.get("SYSEXT_VERSION_ID")
-    if version is not None and expected.version not in _file_versions(version, release):
-        bound = release.get("VERSION_ID")
-        shown = f"SYSEXT_VERSION_ID={version}" + (f" and VERSION_ID={bound}" if bound else "")
-        raise RegistryError(
-            422,
-            f"{expected.filename}: extension-release.{expected.name} has {shown}, "
-            f"the file name says {expected.version}",
-        )
+    os_version_id = _os_binding(release, expected)
     try:
         report = lint_image(path, contents=contents, filename=expected.filename)
     except SysextError as exc:
@@ -120,11 +113,7 @@ def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
             f"{expected.filename}: {_hide_path(first.message, path)} [{first.code}]{more}; "
             "`sysext validate` shows every finding",
         )
-    return ValidatedImage(
-        fmt,
-        _bound_version_id(version, release, expected.version),
-        summarize(contents, expected.name),
-    )
+    return ValidatedImage(fmt, os_version_id, summarize(contents, expected.name))
 
 
 def _hide_path(message: str, path: Path) -> str:
@@ -132,25 +121,45 @@ def _hide_path(message: str, path: Path) -> str:
     return message.replace(str(path), "the upload").replace(str(path.parent), "…")
 
 
-def _bound_version_id(
-    version: str | None, release: Mapping[str, str], file_version: str
-) -> str | None:
-    """VERSION_ID when the file name carries it (the bound form accepted above), else None."""
-    bound = release.get("VERSION_ID")
-    if version is None or not bound or file_version == version:
-        return None
-    return bound if file_version == f"{version}-{bound}" else None
+def _os_binding(release: Mapping[str, str], expected: ImageName) -> str | None:
+    """The VERSION_ID the image is bound to (None: any OS), checked against its file name.
 
-
-def _file_versions(version: str, release: Mapping[str, str]) -> tuple[str, ...]:
-    """The version parts a file name may carry for this release.
-
-    An OS-version-bound image (VERSION_ID set) is published as NAME-VERSION-VERSIONID-ARCH.raw
-    so that hosts find it with `MatchPattern=NAME-@v-%w-%a.raw` (spec §2.3); its file
-    version part is then VERSION-VERSIONID. The plain NAME-VERSION-ARCH.raw stays accepted.
+    An image whose release pins VERSION_ID= is merged only by hosts with exactly that
+    VERSION_ID (spec §1.3 step 8), so it is always published OS-bound, as
+    NAME-VERSION-VERSIONID-ARCH.raw for `MatchPattern=NAME-@v-%w-%a.raw` (spec §2.3).
+    Under a plain name it would be served with NAME-@v-%a.raw to every host and listed as
+    "any OS" (issue 19, finding 6), so that name is refused. Neither part may contain
+    '-', or one name would mean two bindings (extension_release.bound_name_problem).
     """
-    bound = release.get("VERSION_ID")
-    return (version, f"{version}-{bound}") if bound else (version,)
+    version = release.get("SYSEXT_VERSION_ID")
+    bound = release.get("VERSION_ID") or None
+    where = f"{expected.filename}: extension-release.{expected.name} has"
+    if bound is None:
+        if version is not None and expected.version != version:
+            raise RegistryError(
+                422, f"{where} SYSEXT_VERSION_ID={version}, the file name says {expected.version}"
+            )
+        return None
+    own = version if version is not None else expected.version.removesuffix(f"-{bound}")
+    wanted = f"{expected.name}-{own}-{bound}-{expected.arch}.raw"
+    if expected.version == own:
+        raise RegistryError(
+            422,
+            f"{where} VERSION_ID={bound}, so it is OS-bound and must be published as "
+            f"{wanted} (hosts find it with {expected.name}-@v-%w-%a.raw); under "
+            f"{expected.filename} every host would be offered it",
+        )
+    if expected.version != f"{own}-{bound}" or not own:
+        shown = f"SYSEXT_VERSION_ID={version} and " if version is not None else ""
+        raise RegistryError(
+            422,
+            f"{where} {shown}VERSION_ID={bound}, the file name says {expected.version} "
+            f"(expected {wanted})",
+        )
+    problem = bound_name_problem(own, bound)
+    if problem:
+        raise RegistryError(422, f"{expected.filename}: {problem}; {BOUND_NAME_HINT}")
+    return bound
 
 
 def validate_upload(

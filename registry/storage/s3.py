@@ -75,6 +75,7 @@ from registry.storage.materialize import (
 )
 from registry.trust.keys import Signer
 from sysext.core.errors import SysextError
+from sysext.core.logfmt import log_value
 from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
 from sysext.systemd.manifest import BEST_BEFORE_PREFIX, MANIFEST_NAME, SIGNATURE_NAMES
 from sysext.trust.signing import load_keyring
@@ -138,7 +139,7 @@ class S3Storage:
         try:
             yield
         except (BotoCoreError, ClientError) as exc:
-            log.warning("event=s3-error what=%s error=%s", what, str(exc).replace(" ", "_"))
+            log.warning("event=s3-error what=%s error=%s", log_value(what), log_value(exc))
             raise RegistryError(
                 503, f"object storage {self.settings.s3_endpoint} failed ({what}): {exc}"
             ) from None

@@ -181,6 +181,12 @@ def serve(
         "--stall-timeout",
         help="Seconds of grace before --min-rate applies to a body or a response (10).",
     ),
+    forwarded_allow_ips: str = typer.Option(
+        None,
+        "--forwarded-allow-ips",
+        help="Reverse proxies (comma-separated addresses or networks) whose "
+        "X-Forwarded-For is believed; default none: the client address is the TCP peer.",
+    ),
 ) -> None:
     """Run the registry: signed extensions in systemd-sysupdate's layout, and an API.
 
@@ -219,6 +225,7 @@ def serve(
             "upload_timeout": upload_timeout,
             "min_rate": min_rate,
             "stall_timeout": stall_timeout,
+            "forwarded_allow_ips": forwarded_allow_ips,
         },
         config_file=config,
     )
@@ -272,6 +279,10 @@ def serve(
         http="registry.http.guard:GuardedHttpToolsProtocol",
         timeout_keep_alive=settings.keepalive_timeout,
         backlog=LISTEN_BACKLOG,
+        # Always explicit: uvicorn's default trusts X-Forwarded-For from 127.0.0.1, so any
+        # local client (or a proxy passing the header through) could name any address.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

@@ -61,8 +61,14 @@ def key_rotate(
     Example: SYSEXT_TOKEN=$ADMIN sysext key rotate -r https://ext.example.com
     """
     client = RegistryClient.from_env(registry)
-    status = client.request("POST", "keys/advance" if advance else "keys/rotate")
-    _print_key_status(status)
+    if not advance:
+        _print_key_status(client.request("POST", "keys/rotate"))
+        return
+    # Name the phase this advance leaves: a second advance sent at the same time (or a
+    # retry after a lost answer) then gets a 409 instead of skipping the next phase.
+    rotation = client.request("GET", "keys")["rotation"]
+    phase = {"phase": rotation["phase"]} if rotation else {}
+    _print_key_status(client.request("POST", "keys/advance", params=phase))
 
 
 @key_app.command("status")

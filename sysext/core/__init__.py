@@ -1,4 +1,4 @@
 """Plumbing every stage shares: the error type with hints, the one subprocess wrapper, atomic
-files, named steps, durations, user settings, mirror rules, HTTP downloads and the
-registry's URL layout. Imports nothing else of sysext.
+files, named steps, durations, user settings, mirror rules, HTTP downloads, the
+registry's URL layout and escaped log fields. Imports nothing else of sysext.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from sysext.core.errors import SysextError
@@ -36,6 +37,15 @@ def generate_config(
     """
     if not refs:
         raise SysextError("no extension given", "e.g. sysext butane podman --registry URL")
+    # Before any resolution: each costs a manifest read and parse, so a list repeating one
+    # name 5,000 times once cost seconds per request (issue 19, finding 14).
+    counts = Counter(ref.name for ref in refs)
+    duplicates = sorted(n for n, count in counts.items() if count > 1)
+    if duplicates:
+        raise SysextError(
+            f"extension {duplicates[0]!r} requested more than once",
+            "a host activates one version per extension (one /etc/extensions/NAME.raw)",
+        )
     images = [
         resolve(catalog, ref, arch=arch, channel=channel, os_version=os_version) for ref in refs
     ]

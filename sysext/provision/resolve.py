@@ -24,7 +24,12 @@ from sysext.core.errors import SysextError
 from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url, extension_url_path
 from sysext.image.read import read_files
 from sysext.systemd.architecture import Architecture
-from sysext.systemd.extension_release import release_file_path
+from sysext.systemd.extension_release import (
+    BOUND_NAME_HINT,
+    bound_name_problem,
+    bound_version_id_problem,
+    release_file_path,
+)
 from sysext.systemd.manifest import MANIFEST_NAME, ManifestEntry, ManifestError, parse_manifest
 from sysext.systemd.osrelease import parse_os_release
 from sysext.systemd.patterns import HostInfo, expand_specifiers, match_pattern
@@ -176,6 +181,11 @@ def _published(name: str, entries: list[ManifestEntry], os_bound: bool) -> list[
                 middle, _, version_id = middle.rpartition("-")
                 if not version_id or version_problem(version_id) is not None:
                     continue
+                # A name with '-' in its version reads as another binding to other hosts
+                # (bound_name_problem): the registry never publishes one, and no config
+                # installs a file whose name means two things.
+                if bound_name_problem(middle, version_id) is not None:
+                    continue
             if not middle or version_problem(middle) is not None:
                 continue
             host = HostInfo(arch=arch.value, os_release={"VERSION_ID": version_id or ""})
@@ -251,6 +261,9 @@ def resolve(
         problem = version_problem(os_version)
         if problem:
             raise SysextError(f"OS version {os_version!r}: {problem}", "e.g. 3975.2.0 or 42")
+        problem = bound_version_id_problem(os_version)
+        if problem:
+            raise SysextError(f"OS version {os_version}: {problem}", BOUND_NAME_HINT)
         for_arch = [p for p in for_arch if p.os_version_id == os_version]
         if not for_arch:
             raise NotPublishedError(

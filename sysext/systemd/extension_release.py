@@ -78,6 +78,50 @@ def image_filename_problem(filename: str) -> str | None:
     return None
 
 
+# What to do when an OS binding cannot be named unambiguously (bound_name_problem).
+BOUND_NAME_HINT = (
+    "OS-bound images need a version and a VERSION_ID without '-' (e.g. 9.0.1 or 9.0+1); "
+    "for hosts whose VERSION_ID has a '-', bind by SYSEXT_LEVEL or build for any OS"
+)
+
+
+def bound_version_id_problem(version_id: str) -> str | None:
+    """Why no OS-bound image name can carry `version_id` unambiguously, or None."""
+    if "-" in version_id:
+        head, _, tail = version_id.rpartition("-")
+        return (
+            f"VERSION_ID {version_id} contains '-': the OS-bound name "
+            f"NAME-VERSION-{version_id}-ARCH.raw would also be version VERSION-{head} "
+            f"for hosts with VERSION_ID={tail}"
+        )
+    return None
+
+
+def bound_name_problem(version: str, version_id: str) -> str | None:
+    """Why NAME-VERSION-VERSIONID-ARCH.raw would mean two things, or None (issue 19, finding 6).
+
+    Hosts find OS-bound images with `MatchPattern=NAME-@v-%w-%a.raw`; sysupdate's `@v`
+    takes everything up to the *first* `-VERSIONID-ARCH.raw` and never backtracks (spec
+    §2.3), and '-' is valid in both parts. So `kmod-9.0-3815-2-x86-64.raw` is 9.0 for
+    VERSION_ID=3815-2 and 9.0-3815 for VERSION_ID=2: both hosts would download it, and
+    one of them cannot merge it. With no '-' in either part, the field before ARCH is
+    the VERSION_ID for the registry, the resolver and every host's pattern alike, so
+    `pack`/`build --os-version-id`, the registry's uploads and its Butane all refuse
+    anything else (one rule).
+    """
+    problem = bound_version_id_problem(version_id)
+    if problem:
+        return problem
+    if "-" in version:
+        head, _, tail = version.partition("-")
+        return (
+            f"version {version} contains '-': the OS-bound name "
+            f"NAME-{version}-{version_id}-ARCH.raw would also be version {head} for hosts "
+            f"with VERSION_ID={tail}-{version_id}"
+        )
+    return None
+
+
 def release_file_path(name: str) -> str:
     """Image path of the release file for activation name `name` (spec §1.1)."""
     return f"{RELEASE_DIR}/extension-release.{name}"
@@ -178,6 +222,9 @@ class ExtensionRelease:
                 "(spec §1.3 step 8)",
                 f"drop the level: --os {self.os_id} --os-version-id {version_id}",
             )
+        problem = bound_name_problem(self.version, version_id)
+        if problem:
+            raise SysextError(problem, BOUND_NAME_HINT)
 
     @property
     def release_path(self) -> str:

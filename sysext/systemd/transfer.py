@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from sysext.core.errors import SysextError
 from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url
-from sysext.systemd.extension_release import name_problem
+from sysext.systemd.extension_release import BOUND_NAME_HINT, bound_name_problem, name_problem
 from sysext.systemd.patterns import PatternError, parse_pattern
 from sysext.systemd.versioning import version_problem
 
@@ -87,8 +87,17 @@ class TransferSpec:
 
 
 def image_file_name(name: str, version: str, arch: str, *, os_version_id: str | None = None) -> str:
-    """The served file name a TransferSpec's pattern is made for (os-bound: with VERSION_ID)."""
-    middle = f"-{os_version_id}" if os_version_id is not None else ""
+    """The served file name a TransferSpec's pattern is made for (os-bound: with VERSION_ID).
+
+    An OS-bound name whose parts contain '-' would be found by other hosts' `%w` too
+    (extension_release.bound_name_problem): refused, like pack and the registry do.
+    """
+    middle = ""
+    if os_version_id is not None:
+        problem = bound_name_problem(version, os_version_id)
+        if problem:
+            raise TransferError(problem, BOUND_NAME_HINT)
+        middle = f"-{os_version_id}"
     return f"{name}-{version}{middle}-{arch}.raw"
 
 

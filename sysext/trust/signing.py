@@ -346,8 +346,9 @@ def verify_signature(
             f"no public key: signed by {issuer.upper()}, which is not in the keyring",
             "give the host the registry's key (REGISTRY/keyring.gpg) beside its vendor"
             " keyring, as `sysext butane` and `sysext transfer --commands` set it up"
-            " (docs/provisioning.md, 'The keyring'); the signer is usually a signing subkey: `gpg --show-keys --with-subkey-fingerprints"
-            " FILE` lists the primary and subkey fingerprints of a keyring",
+            " (docs/provisioning.md, 'The keyring'); the signer is usually a signing"
+            " subkey: `gpg --show-keys --with-subkey-fingerprints FILE` lists the primary"
+            " and subkey fingerprints of a keyring",
         )
     try:
         result = pysequoia.verify(bytes=data, store=lambda _ids: certs, signature=sig)
