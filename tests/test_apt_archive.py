@@ -213,3 +213,12 @@ def test_locked_rebuild_is_byte_identical(
     (image,) = out.glob("*.raw")
     assert image.name == debian12_images["htop"].name
     assert image.read_bytes() == debian12_images["htop"].read_bytes()
+
+
+def test_try_builds_an_apt_recipe_against_the_root_it_boots(
+    debian_archive: str, boot_root_newest: Path, cache: Path
+) -> None:
+    """`sysext try git --base debian-13`: git resolved against that very root, merged there."""
+    result = run_cli("try", "git", "--base", "debian-13", "--run", "git --version", env=_env(cache))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "git version 2." in result.stdout + result.stderr
