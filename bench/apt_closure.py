@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sysext.boot.rootfs import Base, cached_root  # noqa: E402
-from sysext.core.download import Downloader  # noqa: E402
 from sysext.build.sources.apt import plan_closure  # noqa: E402
 from sysext.core.config import load_settings  # noqa: E402
+from sysext.core.download import Downloader  # noqa: E402
 from sysext.recipe.model import bundled_recipes_dir, load_recipe  # noqa: E402
 from tests.apt_fixtures import Deb, make_root  # noqa: E402
 
