@@ -19,7 +19,7 @@ import pytest
 
 from sysext.image.read import read_file, read_image
 from tests.apt_fixtures import Archive, Deb, make_root
-from tests.conftest import CliResult, StaticServer, run_cli, serve_directory
+from tests.servers import CliResult, StaticServer, run_cli, serve_directory
 from tests.upstream_fixtures import SigningKey
 
 pytestmark = pytest.mark.slow

@@ -25,7 +25,7 @@ from sysext.build.debian.base import read_root
 from sysext.build.debian.sources_list import archive_uri, machine_sources
 from sysext.image.read import read_image
 from sysext.recipe.model import available_recipes, bundled_recipes_dir, load_recipe
-from tests.conftest import CliResult, run_cli
+from tests.servers import CliResult, run_cli
 
 pytestmark = [
     pytest.mark.slow,
