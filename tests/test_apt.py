@@ -303,15 +303,25 @@ def test_inrelease_of_another_suite_or_expired_is_refused(world: World) -> None:
 
 
 def test_pinned_signing_keys_must_sign(world: World) -> None:
+    def pinned(fingerprint: str) -> Path:
+        recipe = world.recipe("tool", ["tool"])
+        text = recipe.read_text().replace(
+            "[[sources]]", f'signing_keys = ["{fingerprint}"]\n\n[[sources]]'
+        )
+        recipe.write_text(text)
+        return recipe
+
     other = SigningKey()
-    extra = ""
-    recipe = world.recipe("tool", ["tool"], extra)
-    text = recipe.read_text().replace(
-        "[[sources]]", f'signing_keys = ["{other.fingerprint}"]\n\n[[sources]]'
-    )
-    recipe.write_text(text)
-    result = world.build(recipe, world.tmp / "out")
+    result = world.build(pinned(other.fingerprint), world.tmp / "out")
     assert_one_line_error(result, "holds none of the pinned keys", other.fingerprint)
+    # A key of the keyring that is not pinned cannot vouch for the archive.
+    recipe = pinned(other.fingerprint)  # (writes the archive's keyring)
+    world.archive.keyring().write_bytes(bytes(world.archive.key.cert) + bytes(other.cert))
+    result = world.build(recipe, world.tmp / "out")
+    assert_one_line_error(result, "bookworm/InRelease: not signed by a key of", "refusing it")
+    assert not (world.tmp / "out").exists()
+    result = world.build(pinned(world.archive.key.fingerprint), world.tmp / "out")
+    assert result.returncode == 0, result.stderr
 
 
 # -- locks, versions, rebuilds ---------------------------------------------------------------
