@@ -139,7 +139,7 @@ BAD: list[tuple[str, str, str]] = [
     (
         "unknown kind",
         GOOD.replace("[[sources]]\n", '[[sources]]\nkind = "ftp"\n'),
-        "sources[0].kind: expected one of deb, file, pypi, url, got 'ftp'",
+        "sources[0].kind: expected one of apt, deb, file, pypi, url, got 'ftp'",
     ),
     (
         "url without integrity",

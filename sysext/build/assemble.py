@@ -95,9 +95,25 @@ class _Tree:
             raise self.error(where, f"{src.name} is not a file, directory or symlink")
 
 
-def assemble(recipe: Recipe, extracted: Mapping[str, Path], root: Path) -> dict[str, str]:
-    """Build the staged tree in `root`; return {image path: rule that wrote it}."""
+def assemble(
+    recipe: Recipe,
+    extracted: Mapping[str, Path],
+    root: Path,
+    *,
+    whole_trees: frozenset[str] = frozenset(),
+) -> dict[str, str]:
+    """Build the staged tree in `root`; return {image path: rule that wrote it}.
+
+    `whole_trees` names sources that arrive laid out as an image tree (apt): without an
+    install rule of their own, their usr/ and opt/ are installed whole.
+    """
     tree = _Tree(root, recipe)
+    ruled = {rule.source for rule in recipe.install}
+    for spec in recipe.sources:
+        if spec.id in whole_trees and spec.id in extracted and spec.id not in ruled:
+            for top in ("usr", "opt"):
+                if (extracted[spec.id] / top).is_dir():
+                    tree.copy(extracted[spec.id] / top, top, None, f"sources[{spec.index}]")
     members = {source_id: list(list_members(path)) for source_id, path in extracted.items()}
     for rule in recipe.install:
         if rule.source not in extracted:

@@ -49,6 +49,9 @@ class ArchiveFormat(enum.Enum):
     DEB = "deb"
     RPM = "rpm"
     FILE = "file"
+    # A tree a source kind laid out itself (apt: the closure's packages, sysext.build.debian).
+    # Never named in recipes.
+    DIRECTORY = "directory"
 
     @classmethod
     def from_filename(cls, name: str) -> ArchiveFormat:
@@ -83,6 +86,10 @@ class ExtractOptions:
     allow_setuid: tuple[str, ...] = ()
     # For ArchiveFormat.FILE: the name the file gets inside the destination.
     file_name: str | None = None
+    # Drop setuid/setgid bits that are not allowed instead of refusing the member: for
+    # distribution packages, whose setgid helpers (utempter's group utmp) cannot keep
+    # their group in an image owned by root, and run, less privileged, without the bit.
+    drop_setid: bool = False
 
 
 def extract(
@@ -99,6 +106,11 @@ def extract(
     their hash, so callers pass the upstream file name).
     """
     label = label or archive.name
+    if fmt is ArchiveFormat.DIRECTORY:
+        # Laid out by sysext's own code from verified, safely extracted packages: moved.
+        for child in sorted(archive.iterdir()):
+            os.rename(child, dest / child.name)
+        return
     writer = _SafeWriter(dest, label, options)
     if fmt is ArchiveFormat.FILE:
         name = options.file_name or archive.name
@@ -111,7 +123,7 @@ def extract(
     if fmt is ArchiveFormat.DEB:
         with _deb_data_tar(archive, label) as (member_name, stream):
             writer.label = f"{label}:{member_name}"
-            _extract_tar_stream(stream, _tar_mode_for(member_name), writer)
+            _extract_tar_stream(stream, tar_mode_for(member_name), writer)
         return
     if fmt is ArchiveFormat.RPM:
         with open(archive, "rb") as raw:
@@ -135,7 +147,7 @@ _TAR_MODES: dict[ArchiveFormat, TarMode] = {
 }
 
 
-def _tar_mode_for(name: str) -> TarMode | None:
+def tar_mode_for(name: str) -> TarMode | None:
     """The tarfile stream mode for a data.tar.* name; None for zstd (tarfile lacks it)."""
     modes: tuple[tuple[str, TarMode], ...] = (
         (".gz", "r|gz"),
@@ -249,6 +261,14 @@ _AR_MAGIC = b"!<arch>\n"
 @contextmanager
 def _deb_data_tar(archive: Path, label: str) -> Iterator[tuple[str, IO[bytes]]]:
     """Yield (member name, stream) of the data.tar.* member of a .deb (ar(5) format)."""
+    with deb_member(archive, label, "data.tar") as found:
+        yield found
+
+
+@contextmanager
+def deb_member(archive: Path, label: str, prefix: str) -> Iterator[tuple[str, IO[bytes]]]:
+    """Yield (member name, stream) of the first member of a .deb (ar(5) format) whose name
+    starts with `prefix` (`data.tar`, `control.tar`)."""
     with open(archive, "rb") as f:
         if f.read(8) != _AR_MAGIC:
             raise SysextError(f"{label}: not a Debian package (no ar header)")
@@ -263,11 +283,11 @@ def _deb_data_tar(archive: Path, label: str) -> Iterator[tuple[str, IO[bytes]]]:
                 size = int(header[48:58].decode("ascii").strip())
             except ValueError as exc:
                 raise SysextError(f"{label}: corrupt ar member size") from exc
-            if name.startswith("data.tar"):
+            if name.startswith(prefix):
                 yield name, cast(IO[bytes], io.BufferedReader(_Window(f, size), CHUNK))
                 return
             f.seek(size + (size & 1), io.SEEK_CUR)  # ar pads members to even offsets
-    raise SysextError(f"{label}: Debian package without a data.tar member")
+    raise SysextError(f"{label}: Debian package without a {prefix} member")
 
 
 class _Window(io.RawIOBase):
@@ -300,6 +320,9 @@ class _SafeWriter:
         self.options = options
         self.symlinks: set[str] = set()
         self.files: set[str] = set()
+        # Directories this writer made or checked: real directories, which stay so (a
+        # member replacing one is refused in _clear), so their parents need no new lstat.
+        self.directories: set[str] = set()
 
     def _relative(self, name: str) -> str | None:
         """Validated, stripped member path relative to dest; None when stripped away."""
@@ -323,15 +346,23 @@ class _SafeWriter:
         return rel
 
     def _parent(self, rel: str) -> Path:
+        head = rel.rpartition("/")[0]
+        if not head or head in self.directories:
+            return self.dest / head if head else self.dest
         parent = self.dest
-        for part in rel.split("/")[:-1]:
+        walked = ""
+        for part in head.split("/"):
             parent = parent / part
+            walked = f"{walked}/{part}" if walked else part
+            if walked in self.directories:
+                continue
             if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
                 raise UnsafeArchiveError(
                     f"{self.label}: {rel!r} would be written through a non-directory; refusing it"
                 )
             if not parent.exists():
                 parent.mkdir(mode=0o755)
+            self.directories.add(walked)
         return parent
 
     def _clear(self, path: Path, rel: str) -> None:
@@ -348,6 +379,8 @@ class _SafeWriter:
         if mode & (stat.S_ISUID | stat.S_ISGID) and not any(
             fnmatch.fnmatchcase(rel, pattern) for pattern in self.options.allow_setuid
         ):
+            if self.options.drop_setid:
+                return mode & 0o777
             raise UnsafeArchiveError(
                 f"{self.label}: member {name!r} is setuid/setgid; refusing it",
                 f"if this is intended, list {rel!r} in the source's allow_setuid",
@@ -366,6 +399,7 @@ class _SafeWriter:
         path.mkdir(mode=0o755, exist_ok=True)
         # Directories stay writable for us; their final modes come from the install rules.
         os.chmod(path, (mode & 0o777) | 0o700)
+        self.directories.add(rel)
 
     def file(self, name: str, src: IO[bytes], mode: int) -> None:
         rel = self._relative(name)

@@ -40,6 +40,7 @@ class LockEntry:
     url: str  # the upstream URL (or pypi:/deb: reference) before mirror rewriting
     sha256: str
     size: int
+    package: str = ""  # apt sources: the package and version, `htop=3.2.2-2`
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,15 @@ class Lock:
             if (entry.version, entry.arch, entry.source) == (version, arch, source):
                 return entry
         return None
+
+    def parts(self, version: str, arch: str, source: str) -> list[LockEntry]:
+        """The entries of a source made of several files (`SOURCE/NAME`, apt's .debs)."""
+        prefix = source + "/"
+        return [
+            e
+            for e in self.entries
+            if (e.version, e.arch) == (version, arch) and e.source.startswith(prefix)
+        ]
 
     def require(self, version: str, arch: str, source: str, url: str) -> LockEntry:
         """The entry for this source, or a LockError saying what is missing or different."""
@@ -104,6 +114,7 @@ def load_lock(path: Path, recipe_name: str) -> Lock:
                 url=str(e["url"]),
                 sha256=str(e["sha256"]).lower(),
                 size=int(e["size"]),
+                package=str(e.get("package", "")),
             )
             for e in data["entries"]
         )
@@ -126,6 +137,8 @@ def write_lock(lock: Lock) -> None:
     document = {
         "format": FORMAT,
         "recipe": lock.recipe,
-        "entries": [asdict(e) for e in lock.entries],
+        "entries": [
+            {k: v for k, v in asdict(e).items() if k != "package" or v} for e in lock.entries
+        ],
     }
     atomic_write(lock.path, (json.dumps(document, indent=2) + "\n").encode())

@@ -108,6 +108,7 @@ class MatrixRequest:
     workers: int = 4  # rows in progress at once (downloads overlap; packing is bounded apart)
     locked: bool = False  # each recipe uses only the files its lock file records
     lock_file: Path | None = None  # a one-recipe matrix's lock elsewhere than ./NAME.lock.json
+    base: str | None = None  # --base for recipes with an apt source
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,7 @@ def _run_row(
             refresh=request.refresh,
             force=request.force,
             lock=row.lock,
+            base=request.base if row.recipe.package_source is not None else None,
         )
         if publisher is not None and not request.force:
             # A version the channel has is done: published versions are immutable, so

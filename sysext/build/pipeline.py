@@ -13,21 +13,22 @@ directory already holds an image recorded with that key, the architecture is don
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sysext.build.assemble import assemble
 from sysext.build.build_key import KeyInputs, SourceIdentity, build_key
-from sysext.build.extract import ExtractOptions, extract
+from sysext.build.extract import ArchiveFormat, ExtractOptions, extract
 from sysext.build.lockfile import Lock, LockEntry, LockError
 from sysext.build.pack import BuiltImage, pack, resolve_source_date_epoch
 from sysext.build.provenance import provenance_filename, read_provenance
 from sysext.build.sources import FetchContext, Fetched, source_kind
-from sysext.build.sources.base import Resolved
+from sysext.build.sources.base import ImageTerms, Resolved
 from sysext.core.config import Settings
 from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
@@ -63,6 +64,7 @@ class BuildRequest:
     block_size: int | None = None
     force: bool = False  # pack even when an image of the same build key exists
     lock: Lock | None = None  # --locked: only the files recorded there are used
+    base: str | None = None  # --base: root directory or ID:VERSION_ID (apt sources)
 
     @property
     def chosen_version(self) -> str:
@@ -116,33 +118,111 @@ class BuildHooks:
     jobs: int | None = None  # compressor threads per image; None: one per core
 
 
-def plan_releases(request: BuildRequest) -> dict[Architecture, ExtensionRelease]:
+@dataclass(frozen=True)
+class PlannedImage:
+    """One architecture's image as known before any payload is fetched."""
+
+    release: ExtensionRelease
+    terms: ImageTerms | None  # what a source decided (apt), else None
+
+
+def make_contexts(
+    request: BuildRequest, downloader: Downloader, work: Path, *, locking: bool = False
+) -> dict[Architecture, FetchContext]:
+    """One fetch context per architecture of the request, each with its own work directory."""
+    contexts = {}
+    for arch in target_architectures(request.recipe, request.architectures):
+        ctx = FetchContext(
+            recipe=request.recipe,
+            version=request.chosen_version,
+            arch=arch,
+            downloader=downloader,
+            work_dir=work / arch.systemd_name,
+            lock=request.lock,
+            locking=locking,
+            base=request.base,
+        )
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        contexts[arch] = ctx
+    return contexts
+
+
+def source_terms(recipe: Recipe, ctx: FetchContext) -> ImageTerms | None:
+    """What the recipe's sources decide about the image (an apt closure), or None."""
+    for spec in recipe.sources:
+        if spec.applies_to(ctx.arch):
+            terms = source_kind(spec.kind).terms(spec, ctx)
+            if terms is not None:
+                return terms
+    return None
+
+
+def plan_releases(
+    request: BuildRequest, contexts: Mapping[Architecture, FetchContext] | None = None
+) -> dict[Architecture, ExtensionRelease]:
     """The extension-release (and so the image file name) of each image the request makes,
-    checked, before anything is fetched."""
+    checked, before any payload is fetched. Recipes whose sources decide the version (apt)
+    resolve them here; others need no I/O."""
+    return {arch: planned.release for arch, planned in plan_images(request, contexts).items()}
+
+
+def plan_images(
+    request: BuildRequest, contexts: Mapping[Architecture, FetchContext] | None = None
+) -> dict[Architecture, PlannedImage]:
     recipe = request.recipe
+    if contexts is None and recipe.package_source is not None:
+        with tempfile.TemporaryDirectory(prefix="sysext-plan-") as work_name:
+            downloader = Downloader(
+                cache_dir=request.settings.cache_dir,
+                mirrors=request.settings.mirrors,
+                refresh=request.refresh,
+            )
+            return plan_images(request, make_contexts(request, downloader, Path(work_name)))
     version = request.chosen_version
-    problem = version_problem(version)
-    if problem:
-        raise SysextError(f"--version: {problem}", "sysupdate accepts only [A-Za-z0-9.,_+-]")
+    if recipe.package_source is None:
+        problem = version_problem(version)
+        if problem:
+            raise SysextError(f"--version: {problem}", "sysupdate accepts only [A-Za-z0-9.,_+-]")
     arches = target_architectures(recipe, request.architectures)
-    os_id, level = recipe.os_id, recipe.sysext_level
+    requested_os = None
     if request.os_spec is not None:
-        os_id, level = ExtensionRelease.parse_os_spec(request.os_spec)
-    check_os_binding(os_id, level, request.os_version_id)
-    releases = {
-        arch: ExtensionRelease(
+        requested_os = ExtensionRelease.parse_os_spec(request.os_spec)
+    planned: dict[Architecture, PlannedImage] = {}
+    for arch in arches:
+        ctx = contexts.get(arch) if contexts is not None else None
+        terms = source_terms(recipe, ctx) if ctx is not None else None
+        os_id, level = requested_os or (recipe.os_id, recipe.sysext_level)
+        version_id = request.os_version_id
+        if terms is not None and terms.os_id is not None:
+            bound = f"{terms.os_id} {terms.os_version_id or ''}".strip()
+            if requested_os not in (None, (terms.os_id, None)) or request.os_version_id not in (
+                None,
+                terms.os_version_id,
+            ):
+                raise SysextError(
+                    f"recipe {recipe.file_label}: its image is bound to its base, {bound}; "
+                    "--os and --os-version-id cannot change that",
+                    "drop them, and choose the base with --base",
+                )
+            os_id, level, version_id = terms.os_id, None, terms.os_version_id
+        check_os_binding(os_id, level, version_id)
+        image_version = terms.version if terms is not None else version
+        upstream = terms.upstream_version if terms is not None else version
+        extra = {**recipe.extension_release, **metadata_fields(recipe, upstream)}
+        if terms is not None:
+            extra.update(terms.fields)
+        release = ExtensionRelease(
             name=recipe.name,
-            version=version,
+            version=image_version,
             arch=arch,
             os_id=os_id,
             sysext_level=level,
-            version_id=request.os_version_id,
+            version_id=version_id,
             reload_manager=bool(recipe.reload_manager),
-            extra={**recipe.extension_release, **metadata_fields(recipe, version)},
+            extra=extra,
         )
-        for arch in arches
-    }
-    return releases
+        planned[arch] = PlannedImage(release, terms)
+    return planned
 
 
 def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltImage]:
@@ -150,9 +230,8 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
     come back with `unchanged=True`, neither staged nor packed (see sysext.build_key)."""
     hooks = hooks or BuildHooks()
     recipe = request.recipe
-    version = request.chosen_version
-    releases = plan_releases(request)
-    arches = tuple(releases)
+    if recipe.package_source is None:
+        plan_releases(request)  # a bad version or OS binding fails before anything else
     downloader = Downloader(
         cache_dir=request.settings.cache_dir,
         mirrors=request.settings.mirrors,
@@ -183,18 +262,16 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
     done: dict[Architecture, BuiltImage] = {}
     with tempfile.TemporaryDirectory(prefix="sysext-build-") as work_name:
         work = Path(work_name)
+        contexts = make_contexts(request, downloader, work)
+        for arch in contexts:
+            hooks.on_stage(arch, "resolving")
+        releases = plan_releases(request, contexts)
+        arches = tuple(releases)
         to_pack: list[tuple[_Staged, str]] = []
         for arch in arches:
-            ctx = FetchContext(
-                recipe=recipe,
-                version=version,
-                arch=arch,
-                downloader=downloader,
-                work_dir=work / arch.systemd_name,
-                lock=request.lock,
-            )
-            ctx.work_dir.mkdir(parents=True)
-            hooks.on_stage(arch, "resolving")
+            # From here on the context names the image's version (an apt closure's, or the
+            # requested one); the plan a source made stays in its shared memo.
+            ctx = dataclasses.replace(contexts[arch], version=releases[arch].version)
             known = _resolve(recipe, ctx)
             if known is not None and not request.force:
                 existing = _unchanged(request.output_dir, releases[arch], key_of(arch, known))
@@ -219,19 +296,9 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
         for item, key in to_pack:
             provenance: dict[str, object] = {
                 "recipe": {"name": recipe.name, "file": recipe.file_label, "sha256": recipe_sha},
-                "version": version,
+                "version": releases[item.arch].version,
                 "fetch_tools": tools,
-                "sources": [
-                    {
-                        "id": sid,
-                        "kind": kind,
-                        "origin": f.origin,
-                        "file": f.file_name,
-                        "sha256": f.sha256,
-                        "integrity": f.integrity,
-                    }
-                    for sid, kind, f in item.fetched
-                ],
+                "sources": [_provenance_source(sid, kind, f) for sid, kind, f in item.fetched],
             }
             hooks.on_stage(item.arch, "waiting to pack")  # staged; packing slots are bounded
             with hooks.pack_slot():
@@ -251,6 +318,23 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
                     jobs=hooks.jobs,
                 )
     return [done[arch] for arch in arches]
+
+
+def _provenance_source(sid: str, kind: str, got: Fetched) -> dict[str, object]:
+    record: dict[str, object] = {
+        "id": sid,
+        "kind": kind,
+        "origin": got.origin,
+        "file": got.file_name,
+        "sha256": got.sha256,
+        "integrity": got.integrity,
+    }
+    if got.parts:
+        record["parts"] = [
+            {"name": p.name, "package": p.detail, "url": p.url, "sha256": p.sha256, "size": p.size}
+            for p in got.parts
+        ]
+    return record
 
 
 def _identity(sid: str, kind: str, got: Fetched | Resolved) -> SourceIdentity:
@@ -348,8 +432,9 @@ def _stage(recipe: Recipe, ctx: FetchContext, fetched: list[tuple[str, str, Fetc
         extracted[sid] = destination
     tree = work / "tree"
     tree.mkdir()
+    whole = frozenset(sid for sid, _, got in fetched if got.format is ArchiveFormat.DIRECTORY)
     with step(f"Staging {recipe.name} {ctx.version} {ctx.arch.systemd_name}"):
-        assemble(recipe, extracted, tree)
+        assemble(recipe, extracted, tree, whole_trees=whole)
         # pack() checks the tree again; checking here too means a tree that cannot become an
         # image fails the build before any architecture has written its image.
         scan_tree(tree, allow_setuid=recipe.allow_setuid)
@@ -376,34 +461,54 @@ def lock_entries(
     settings: Settings,
     *,
     refresh: bool = False,
+    base: str | None = None,
 ) -> list[LockEntry]:
     """Fetch and verify every source of `version` for `arches`; what a lock file records.
 
     Sources upstream vouches for are verified as in a build; `integrity = "lock"` sources
-    are recorded on first use (the lock is then their only integrity).
+    are recorded on first use (the lock is then their only integrity). A source made of
+    several files (an apt closure) gets one entry per file, keyed SOURCE/NAME, under the
+    image version its closure makes.
     """
     downloader = Downloader(cache_dir=settings.cache_dir, mirrors=settings.mirrors, refresh=refresh)
+    request = BuildRequest(
+        recipe=recipe,
+        output_dir=Path("."),
+        settings=settings,
+        version=version,
+        architectures=tuple(arches),
+        refresh=refresh,
+        base=base,
+    )
     entries: list[LockEntry] = []
     with tempfile.TemporaryDirectory(prefix="sysext-lock-") as work_name:
-        for arch in target_architectures(recipe, arches):
-            work = Path(work_name) / arch.systemd_name
-            work.mkdir()
-            ctx = FetchContext(
-                recipe=recipe,
-                version=version,
-                arch=arch,
-                downloader=downloader,
-                work_dir=work,
-                locking=True,
-            )
+        contexts = make_contexts(request, downloader, Path(work_name), locking=True)
+        for arch, first in contexts.items():
+            terms = source_terms(recipe, first)
+            image_version = terms.version if terms is not None else version
+            ctx = dataclasses.replace(first, version=image_version)
             for spec in recipe.sources:
                 if not spec.applies_to(arch):
                     continue
-                with step(f"Locking {recipe.name} {version} {arch.systemd_name}: {spec.id}"):
+                with step(f"Locking {recipe.name} {image_version} {arch.systemd_name}: {spec.id}"):
                     got = source_kind(spec.kind).fetch(spec, ctx)
+                if got.parts:
+                    entries += [
+                        LockEntry(
+                            version=image_version,
+                            arch=arch.systemd_name,
+                            source=f"{spec.id}/{part.name}",
+                            url=part.url,
+                            sha256=part.sha256,
+                            size=part.size,
+                            package=part.detail,
+                        )
+                        for part in got.parts
+                    ]
+                    continue
                 entries.append(
                     LockEntry(
-                        version=version,
+                        version=image_version,
                         arch=arch.systemd_name,
                         source=spec.id,
                         url=got.origin,

@@ -232,6 +232,9 @@ def resolve_version(recipe: Recipe, requested: str | None, downloader: Downloade
     """
     if requested is None:
         return recipe.version
+    if recipe.package_source is not None:
+        # An apt source resolves `latest` or a package version against the archive itself.
+        return requested
     feed = recipe.versions
     if requested == "latest":
         if feed is not None and feed.latest_url:

@@ -130,6 +130,14 @@ def build_command(
         "--lock-file",
         help="Lock file for --locked with one recipe (default: ./RECIPE.lock.json).",
     ),
+    base: str | None = typer.Option(
+        None,
+        "--base",
+        metavar="DIR|ID:VERSION_ID",
+        help="For recipes with an apt source: the base OS tree (its dpkg database says what "
+        "is installed; its os-release binds the image), or a release such as debian:13 "
+        "(its minimal install); default: the recipe's [base].",
+    ),
 ) -> None:
     """Build extension images from recipes: fetch, verify, extract, stage, pack.
 
@@ -161,6 +169,9 @@ def build_command(
     docs/catalogue.md): sysext build docker --compression zstd --block-size 131072
 
     Example (only files recorded by `sysext lock docker`): sysext build docker --locked
+
+    Example (Debian packages minus what a Debian 13 root has, bound to it):
+    sysext build git --base /srv/images/trixie-root
 
     Example (only for Flatcar 3815.2.0 hosts, see `sysext transfer --os-bound`):
     sysext build shellcheck --os flatcar --os-version-id 3815.2.0 --output out/
@@ -225,6 +236,7 @@ def build_command(
             workers=jobs,
             locked=locked,
             lock_file=lock_file if locked else None,
+            base=base,
         )
         failed = run_matrix_command(request, publish, channel)
         if sign_key is not None:
@@ -257,6 +269,7 @@ def build_command(
             refresh=refresh,
             force=force,
             lock=lock,
+            base=base,
         )
     )
     for image in images:
@@ -297,6 +310,15 @@ def versions_command(
         help="Where recipe names are looked up (default: $SYSEXT_RECIPES_DIR, else shipped).",
     ),
     limit: int = typer.Option(20, "--limit", "-n", help="Show at most this many (0: all)."),
+    base: str | None = typer.Option(
+        None,
+        "--base",
+        metavar="DIR|ID:VERSION_ID",
+        help="Recipes with an apt source: the base whose suites are listed (default: [base]).",
+    ),
+    arch: str | None = typer.Option(
+        None, "--arch", "-a", help="Recipes with an apt source: architecture (default: this one)."
+    ),
 ) -> None:
     """List the upstream versions of a recipe, newest first.
 
@@ -304,13 +326,33 @@ def versions_command(
     recipe's versions table: GitHub releases (mirrors apply, see `sysext build
     --help`) or `pip index versions`. The recipe's default version is marked '*'.
 
+    For a recipe with an apt source: each package's versions in the base's suite and
+    its -updates and -security suites (verified as in a build), newest first; '*' marks
+    the candidate a build takes.
+
     Example: sysext versions shellcheck
+
+    Example: sysext versions git --base debian:13
     """
     from sysext.build.upstream_versions import upstream_versions
 
     settings = load_settings()
     loaded = load_recipe(find_recipe(recipe, recipes_dir))
-    found = upstream_versions(loaded, Downloader(settings.cache_dir, settings.mirrors))
+    downloader = Downloader(settings.cache_dir, settings.mirrors)
+    if loaded.package_source is not None:
+        from sysext.build.sources.apt import archive_versions
+
+        chosen = Architecture.parse(arch) if arch else Architecture.from_uname()
+        for name, pairs in archive_versions(
+            loaded, downloader, arch=chosen.debian_name, base_arg=base
+        ):
+            for number, (package_version, suite) in enumerate(pairs[: limit or None]):
+                marker = " *" if number == 0 else ""
+                print(f"{name} {package_version} {suite}{marker}")
+            if not pairs:
+                raise SysextError(f"{name}: not in the archive of {loaded.name}'s base")
+        return
+    found = upstream_versions(loaded, downloader)
     if not found:
         raise SysextError(f"no upstream versions found for {loaded.name}")
     for version in found[: limit or None]:

@@ -32,6 +32,12 @@ def lock_command(
     recipes_dir: Path | None = typer.Option(
         None, "--recipes-dir", help="Where recipe names are looked up."
     ),
+    base: str | None = typer.Option(
+        None,
+        "--base",
+        metavar="DIR|ID:VERSION_ID",
+        help="Recipes with an apt source: the base to resolve against (see sysext build).",
+    ),
 ) -> None:
     """Fetch and verify every source of a recipe and record URL, sha256 and size.
 
@@ -43,6 +49,12 @@ def lock_command(
     Example: sysext lock docker --version 28.5.2 --arch x86-64 --arch arm64
 
     Then: sysext build docker --version 28.5.2 --arch x86-64 --locked
+
+    A recipe with an apt source records every .deb of its closure (package, version,
+    archive URL, sha256) under the image version it makes; `--locked` rebuilds that
+    image byte for byte from them without reading the archive's indices again.
+
+    Example: sysext lock htop --base /srv/images/bookworm-root
     """
     from sysext.build.lockfile import default_lock_path, empty_lock, load_lock, write_lock
     from sysext.build.pipeline import lock_entries
@@ -57,7 +69,7 @@ def lock_command(
     requests: list[str | None] = list(version) or [None]
     for requested in requests:
         chosen = resolve_version(loaded, requested, downloader)
-        new = lock_entries(loaded, chosen, arches, settings)
+        new = lock_entries(loaded, chosen, arches, settings, base=base)
         lock = lock.merged(new)
         for entry in new:
             print(entry.version, entry.arch, entry.source, entry.sha256, entry.size, entry.url)

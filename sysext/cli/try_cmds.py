@@ -20,8 +20,11 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _images(arguments: list[str], recipes_dir: Path | None, scratch: Path) -> list[Path]:
-    """Image paths as given; anything else is a recipe, built for this machine first."""
+def _images(
+    arguments: list[str], recipes_dir: Path | None, scratch: Path, tree: Path
+) -> list[Path]:
+    """Image paths as given; anything else is a recipe, built for this machine first
+    (recipes of Debian packages against the tree that boots, as their base)."""
     from sysext.build.pipeline import BuildRequest, build
     from sysext.core.config import load_settings
     from sysext.recipe.model import find_recipe, load_recipe
@@ -35,7 +38,11 @@ def _images(arguments: list[str], recipes_dir: Path | None, scratch: Path) -> li
             images.append(path)
             continue
         recipe = load_recipe(find_recipe(argument, recipes_dir))
-        built = build(BuildRequest(recipe=recipe, output_dir=scratch, settings=load_settings()))
+        base = str(tree) if recipe.package_source is not None else None
+        request = BuildRequest(
+            recipe=recipe, output_dir=scratch, settings=load_settings(), base=base
+        )
+        built = build(request)
         images += [image.path for image in built]
     return images
 
@@ -81,6 +88,9 @@ def try_command(
     Example: sysext try out/podman-5.3.1-x86-64.raw --run 'podman --version'
 
     Example: sysext try containerd --os flatcar
+
+    Example (a recipe of Debian packages is built against the root that boots):
+    sysext try git --base debian-13 --run 'git --version'
     """
     from sysext.boot.container import Container
     from sysext.boot.report import render
@@ -100,8 +110,9 @@ def try_command(
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
     with tempfile.TemporaryDirectory(prefix="sysext-try-build.") as scratch:
-        found = [identify(image) for image in _images(extensions, recipes_dir, Path(scratch))]
         tree = root if root is not None else ensure_root(chosen_base)
+        images = _images(extensions, recipes_dir, Path(scratch), tree)
+        found = [identify(image) for image in images]
         os_release = root_os_release(tree, guest)
         with Container(tree) as box:
             stage(box, found, guest)

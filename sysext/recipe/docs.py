@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from sysext.core.errors import SysextError
 from sysext.recipe.schema import (
+    BaseDoc,
     FileDoc,
     InstallDoc,
     LinkDoc,
@@ -42,6 +43,7 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("[[files]]", FileDoc),
     ("[[links]]", LinkDoc),
     ("[versions]", VersionsDoc),
+    ("[base]", BaseDoc),
 )
 TABLE_BEGIN = "<!-- BEGIN generated key table (python -m sysext.recipe.docs) -->"
 TABLE_END = "<!-- END generated key table -->"

@@ -114,6 +114,8 @@ class SourceSpec:
     platforms: Mapping[Architecture, tuple[str, ...]] = field(default_factory=dict)
     python_version: str | None = None
     file_name: str | None = None
+    packages: tuple[str, ...] = ()  # apt: packages to add to the base
+    skip_scripts: tuple[str, ...] = ()  # apt: packages whose maintainer scripts may stay unrun
 
     def applies_to(self, arch: Architecture) -> bool:
         return not self.architectures or arch in self.architectures
@@ -167,6 +169,22 @@ class VersionFeed:
 
 
 @dataclass(frozen=True)
+class BaseSpec:
+    """`[base]`: the OS release an apt source builds against (sysext.build.debian)."""
+
+    id: str
+    version_id: str
+    suite: str | None = None
+    components: tuple[str, ...] = ("main",)
+    keyring: Path | None = None  # absolute (relative paths are taken from the recipe's dir)
+    signing_keys: tuple[str, ...] = ()
+
+
+# The version of recipes whose apt source decides it: the archive's newest candidates.
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
 class Recipe:
     path: Path
     name: str
@@ -187,6 +205,12 @@ class Recipe:
     allow_setuid: tuple[str, ...] = ()
     versions: VersionFeed | None = None
     replaces: tuple[str, ...] = ()  # OS-shipped extensions this one replaces
+    base: BaseSpec | None = None  # [base]: what an apt source resolves against
+
+    @property
+    def package_source(self) -> SourceSpec | None:
+        """The apt source, whose closure decides the image's version and OS binding."""
+        return next((s for s in self.sources if s.kind == "apt"), None)
 
     @property
     def file_label(self) -> str:
@@ -238,11 +262,28 @@ def parse_recipe(data: Mapping[str, object], path: Path) -> Recipe:
     if doc.os is not None:
         os_id, level = ExtensionRelease.parse_os_spec(doc.os)
     sources = _sources(doc, where, architectures)
+    apt = [s for s in sources if s.kind == "apt"]
+    if len(apt) > 1:
+        raise (where / "sources" / apt[1].index / "kind").error(
+            "a recipe has at most one apt source", "list every package in its `packages`"
+        )
+    if doc.version is None and not apt:
+        raise (where / "version").error("missing (required)")
+    base = _base(doc, where, path)
+    if base is not None:
+        if not apt:
+            raise (where / "base").error("only recipes with an apt source have a [base]")
+        if doc.os is not None and os_id != base.id:
+            raise (where / "os").error(
+                f"{doc.os!r} contradicts [base] id {base.id!r}",
+                "drop `os`: the image is bound to its base's ID and VERSION_ID",
+            )
+        os_id, level = base.id, None
     arch_map = MappingProxyType(dict(doc.arch_map))
     recipe = Recipe(
         path=path,
         name=name,
-        version=doc.version,
+        version=doc.version or LATEST,
         architectures=architectures,
         sources=sources,
         install=_install_rules(doc, where, sources),
@@ -259,9 +300,28 @@ def parse_recipe(data: Mapping[str, object], path: Path) -> Recipe:
         allow_setuid=tuple(doc.allow_setuid),
         versions=_versions(doc.versions),
         replaces=tuple(doc.replaces),
+        base=base,
     )
     _check_templates(recipe, where)
     return recipe
+
+
+def _base(doc: RecipeDoc, where: Where, path: Path) -> BaseSpec | None:
+    if doc.base is None:
+        return None
+    keyring = None
+    if doc.base.keyring is not None:
+        keyring = Path(doc.base.keyring)
+        if not keyring.is_absolute():
+            keyring = path.resolve().parent / keyring
+    return BaseSpec(
+        id=doc.base.id,
+        version_id=doc.base.version_id,
+        suite=doc.base.suite,
+        components=tuple(doc.base.components),
+        keyring=keyring,
+        signing_keys=tuple(doc.base.signing_keys or ()),
+    )
 
 
 def _pins(raw: Mapping[str, object] | None) -> Sha256Pins:
@@ -313,7 +373,7 @@ def _sources(
         spec = SourceSpec(
             index=index,
             kind=item.kind,
-            id=item.id or item.package or f"source{index}",
+            id=item.id or item.package or (item.packages or [f"source{index}"])[0],
             url=item.url,
             path=item.path,
             package=item.package,
@@ -332,6 +392,8 @@ def _sources(
             platforms=MappingProxyType({a: tuple(t) for a, t in (item.platforms or {}).items()}),
             python_version=item.python_version,
             file_name=item.file_name,
+            packages=tuple(item.packages or ()),
+            skip_scripts=tuple(item.skip_scripts or ()),
         )
         if (spec.signature_url is None) != (not spec.signing_keys):
             raise here.error(

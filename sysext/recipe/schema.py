@@ -40,7 +40,7 @@ _FIELD = re.compile(r"[A-Z][A-Z0-9_]*")
 _MODE = re.compile(r"0?[0-7]{3,4}")
 # The hierarchies systemd-sysext merges (spec §1.5); anything else in an image is ignored.
 IMAGE_TOP_DIRS = ("usr/", "opt/")
-SOURCE_KINDS = ("deb", "file", "pypi", "url")
+SOURCE_KINDS = ("apt", "deb", "file", "pypi", "url")
 
 
 class RecipeError(SysextError):
@@ -173,11 +173,17 @@ def _strip(value: object) -> int:
     return value
 
 
+RECIPE_FORMATS = tuple(f for f in ArchiveFormat if f is not ArchiveFormat.DIRECTORY)
+
+
 def _format(value: object) -> ArchiveFormat:
     try:
-        return ArchiveFormat(value)
-    except ValueError as exc:
-        raise wrong(f"one of {', '.join(f.value for f in ArchiveFormat)}", value) from exc
+        fmt = ArchiveFormat(value)
+    except ValueError:
+        fmt = ArchiveFormat.DIRECTORY
+    if fmt not in RECIPE_FORMATS:
+        raise wrong(f"one of {', '.join(f.value for f in RECIPE_FORMATS)}", value)
+    return fmt
 
 
 def _kind(value: object) -> str:
@@ -196,6 +202,32 @@ def _string_list(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise wrong("a list of strings", value)
     return list(value)
+
+
+_DEB_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+
+
+def _deb_names(value: object) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise wrong('a non-empty list of Debian package names such as ["htop"]', value)
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not _DEB_NAME.fullmatch(item):
+            raise wrong("a Debian package name (lower case, digits, + - .)", item, index)
+    if len(set(value)) != len(value):
+        raise problem("lists a package twice")
+    return list(value)
+
+
+def _os_id(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9._-]+", value):
+        raise wrong('an os-release ID such as "debian" (lower case, digits, ".", "_", "-")', value)
+    return value
+
+
+def _version_id(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._~-]+", value):
+        raise wrong('an os-release VERSION_ID such as "12"', value)
+    return value
 
 
 def _prefixes(value: object) -> list[str]:
@@ -399,7 +431,7 @@ Strip = Annotated[
 Format = Annotated[
     ArchiveFormat,
     BeforeValidator(_format),
-    _json({"type": "string", "enum": [f.value for f in ArchiveFormat]}),
+    _json({"type": "string", "enum": [f.value for f in RECIPE_FORMATS]}),
 ]
 Kind = Annotated[str, BeforeValidator(_kind), _json({"type": "string", "enum": list(SOURCE_KINDS)})]
 SourceId = Annotated[
@@ -453,6 +485,17 @@ ReleaseFields = Annotated[
     ),
 ]
 Text = Annotated[str, BeforeValidator(_text), _json(_STR)]
+DebNames = Annotated[
+    list[str],
+    BeforeValidator(_deb_names),
+    _json({"type": "array", "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9+.-]+$"}}),
+]
+OsId = Annotated[
+    str, BeforeValidator(_os_id), _json({"type": "string", "pattern": "^[a-z0-9._-]+$"})
+]
+VersionId = Annotated[
+    str, BeforeValidator(_version_id), _json({"type": "string", "pattern": "^[A-Za-z0-9._~-]+$"})
+]
 
 
 def _platforms(value: object) -> dict[Architecture, list[str]]:
@@ -497,8 +540,8 @@ class SourceDoc(BaseModel):
 
     kind: Kind = Field(
         "url",
-        description="`url` (default), `file`, `pypi`, `deb`; a `.rpm` download is a `url` "
-        "source whose payload is extracted (scripts never run)",
+        description="`url` (default), `file`, `pypi`, `deb`, `apt`; a `.rpm` download is a "
+        "`url` source whose payload is extracted (scripts never run)",
     )
     id: SourceId | None = _doc(
         "name used by `install.source` (default: the package name or `sourceN`); required in "
@@ -557,6 +600,16 @@ class SourceDoc(BaseModel):
     )
     python_version: NonEmpty | None = _doc(
         "`--python-version` for pip (default: the running interpreter's)", "pypi"
+    )
+    packages: DebNames | None = _doc(
+        "Debian packages to add to the base with their dependencies, minus what the base "
+        "has; the first names the image's version (see [base])",
+        "apt",
+    )
+    skip_scripts: DebNames | None = _doc(
+        "packages whose first-install maintainer scripts may stay unrun (checked by the "
+        "recipe's author; every other package with such scripts is refused)",
+        "apt",
     )
 
 
@@ -660,6 +713,34 @@ class VersionsDoc(BaseModel):
         return self
 
 
+class BaseDoc(BaseModel):
+    """`[base]`: the OS an `apt` source's packages are resolved against (`--base` overrides)."""
+
+    model_config = _STRICT
+
+    id: OsId = _doc(
+        "os-release ID of the base, e.g. `debian`; the image is bound to it", required=True
+    )
+    version_id: VersionId = _doc(
+        "os-release VERSION_ID, e.g. `12`; the image is bound to it", required=True
+    )
+    suite: NonEmpty | None = _doc(
+        "the release's codename (default for debian 10–14: buster … forky); its -updates "
+        "and -security suites are read too"
+    )
+    components: DebNames = Field(
+        default_factory=lambda: ["main"], description="archive components (default `main`)"
+    )
+    keyring: NonEmpty | None = _doc(
+        "OpenPGP keyring whose keys sign the archive's InRelease (default for debian: "
+        "/usr/share/keyrings/debian-archive-keyring.gpg of debian-archive-keyring); "
+        "relative to the recipe"
+    )
+    signing_keys: Fingerprints | None = _doc(
+        "primary key fingerprints of the keyring that may sign (default: any key in it)"
+    )
+
+
 class RecipeDoc(BaseModel):
     """A recipe file: one extension, built from upstream release files."""
 
@@ -677,10 +758,9 @@ class RecipeDoc(BaseModel):
     description: OneLine = Field("", description="one line; written as X_SYSEXT_DESCRIPTION")
     homepage: OneLine = Field("", description="upstream home page; X_SYSEXT_HOMEPAGE")
     license: OneLine = Field("", description="SPDX expression; X_SYSEXT_LICENSE")
-    version: Version = _doc(
+    version: Version | None = _doc(
         "default upstream version (only `[A-Za-z0-9.,_+-]`, what systemd-sysupdate accepts); "
-        "`--version` overrides it",
-        required=True,
+        "`--version` overrides it; required unless an `apt` source decides it"
     )
     architectures: Arches = _doc('systemd\'s names, e.g. `["x86-64", "arm64"]`', required=True)
     arch_map: ArchMap = Field(
@@ -707,6 +787,7 @@ class RecipeDoc(BaseModel):
     files: list[FileDoc] = Field(default_factory=list, description="`[[files]]` written inline")
     links: list[LinkDoc] = Field(default_factory=list, description="`[[links]]` symbolic links")
     versions: VersionsDoc | None = _doc("`[versions]`: the upstream version feed")
+    base: BaseDoc | None = _doc("`[base]`: the OS an `apt` source builds against")
 
 
 # -- from pydantic errors to one line naming file and key -----------------------------------
@@ -746,6 +827,7 @@ def _model_at(parts: list[str | int]) -> type[BaseModel]:
         "files": FileDoc,
         "links": LinkDoc,
         "versions": VersionsDoc,
+        "base": BaseDoc,
     }
     for part in parts:
         if isinstance(part, str) and part in nested and model is RecipeDoc:

@@ -1,8 +1,8 @@
-"""Source kinds of recipes: `url`, `file`, `pypi`, `deb` (each registers itself)."""
+"""Source kinds of recipes: `url`, `file`, `pypi`, `deb`, `apt` (each registers itself)."""
 
 from __future__ import annotations
 
-from sysext.build.sources import deb, file, pypi, url
+from sysext.build.sources import apt, deb, file, pypi, url
 from sysext.build.sources.base import (
     FetchContext,
     Fetched,
@@ -16,6 +16,7 @@ __all__ = [
     "FetchContext",
     "Fetched",
     "SourceKind",
+    "apt",
     "deb",
     "file",
     "pypi",

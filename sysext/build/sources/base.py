@@ -7,7 +7,8 @@ Adding a kind means writing one module and registering it; the pipeline never ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,6 +30,10 @@ class FetchContext:
     work_dir: Path  # a private temporary directory for this build
     lock: Lock | None = None  # --locked: only files recorded here are used
     locking: bool = False  # `sysext lock`: first record of files upstream does not vouch for
+    base: str | None = None  # `--base`: a root directory or ID:VERSION_ID (apt sources)
+    # What a kind works out once per build and architecture (an apt closure), shared by
+    # the contexts of one build: deciding the image's terms, resolving and fetching.
+    memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def cache_dir(self) -> Path:
@@ -48,6 +53,17 @@ class FetchContext:
 
 
 @dataclass(frozen=True)
+class FetchedPart:
+    """One file of a source made of several (an apt closure's .debs): what a lock records."""
+
+    name: str  # lock entries are keyed SOURCE_ID/NAME
+    url: str
+    sha256: str
+    size: int
+    detail: str = ""  # e.g. the package and version, `htop=3.2.2-2`
+
+
+@dataclass(frozen=True)
 class Fetched:
     """A source file on local disk, verified, with what provenance records about it."""
 
@@ -57,6 +73,19 @@ class Fetched:
     sha256: str
     file_name: str
     integrity: str = ""  # how it was verified, for provenance and `sysext lock`
+    parts: tuple[FetchedPart, ...] = ()  # the files it was made of, when several
+
+
+@dataclass(frozen=True)
+class ImageTerms:
+    """What a source decides about the image itself, before anything is downloaded: an apt
+    closure sets the image's version and binds it to its base's OS."""
+
+    version: str  # the image version (valid for sysupdate)
+    upstream_version: str  # X_SYSEXT_UPSTREAM_VERSION
+    os_id: str | None = None
+    os_version_id: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)  # more extension-release fields
 
 
 @dataclass(frozen=True)
@@ -73,6 +102,10 @@ class SourceKind(Protocol):
     keys: frozenset[str]
 
     def check(self, spec: SourceSpec, where: Where) -> None: ...
+
+    def terms(self, spec: SourceSpec, ctx: FetchContext) -> ImageTerms | None:
+        """The image version and OS binding this source decides, or None (the recipe's)."""
+        ...
 
     def resolve(self, spec: SourceSpec, ctx: FetchContext) -> Resolved | None:
         """The source's identity without downloading its payload, or None when only a fetch

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sysext.build.extract import ArchiveFormat
-from sysext.build.sources.base import FetchContext, Fetched, Resolved, register
+from sysext.build.sources.base import FetchContext, Fetched, ImageTerms, Resolved, register
 from sysext.core.download import sha256_of
 from sysext.core.errors import SysextError, ToolError
 from sysext.core.process import run, tool_version
@@ -33,6 +33,9 @@ class DebSource:
     def check(self, spec: SourceSpec, where: Where) -> None:
         if spec.package is None:
             raise (where / "package").error('missing (the Debian package name, e.g. "hello")')
+
+    def terms(self, spec: SourceSpec, ctx: FetchContext) -> ImageTerms | None:
+        return None
 
     def resolve(self, spec: SourceSpec, ctx: FetchContext) -> Resolved | None:
         # Which build apt picks is known only once it has downloaded it.

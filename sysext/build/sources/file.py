@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sysext.build.extract import ArchiveFormat
-from sysext.build.sources.base import FetchContext, Fetched, Resolved, register
+from sysext.build.sources.base import FetchContext, Fetched, ImageTerms, Resolved, register
 from sysext.core.download import sha256_of
 from sysext.core.errors import SysextError
 
@@ -21,6 +21,9 @@ class FileSource:
     def check(self, spec: SourceSpec, where: Where) -> None:
         if spec.path is None:
             raise (where / "path").error('missing (a path relative to the recipe, e.g. "files/x")')
+
+    def terms(self, spec: SourceSpec, ctx: FetchContext) -> ImageTerms | None:
+        return None
 
     def resolve(self, spec: SourceSpec, ctx: FetchContext) -> Resolved:
         # Local: "fetching" is hashing the file, which is what resolving needs anyway.

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sysext.build.extract import ArchiveFormat
-from sysext.build.sources.base import FetchContext, Fetched, Resolved, register
+from sysext.build.sources.base import FetchContext, Fetched, ImageTerms, Resolved, register
 from sysext.core.download import ensure_cache_dir, sha256_of
 from sysext.core.errors import SysextError, ToolError
 from sysext.core.process import run
@@ -58,6 +58,9 @@ class PypiSource:
             for p in directory.glob("*.whl")
             if p.name.lower().startswith(f"{normalized}-{version}-".lower())
         )
+
+    def terms(self, spec: SourceSpec, ctx: FetchContext) -> ImageTerms | None:
+        return None
 
     def resolve(self, spec: SourceSpec, ctx: FetchContext) -> Resolved | None:
         # PyPI files are immutable: a wheel of this exact version already in the cache is the

@@ -28,7 +28,7 @@ import requests
 
 from sysext.build.extract import ArchiveFormat
 from sysext.build.lockfile import LockError
-from sysext.build.sources.base import FetchContext, Fetched, Resolved, register
+from sysext.build.sources.base import FetchContext, Fetched, ImageTerms, Resolved, register
 from sysext.build.sources.checksums import find_sha256
 from sysext.build.upstream_signature import (
     UpstreamSignatureError,
@@ -226,6 +226,9 @@ class UrlSource:
                 "downloads are always verified: pin the hash, name the upstream checksum file "
                 'or signature, or set integrity = "lock" when upstream publishes neither',
             )
+
+    def terms(self, spec: SourceSpec, ctx: FetchContext) -> ImageTerms | None:
+        return None
 
     def resolve(self, spec: SourceSpec, ctx: FetchContext) -> Resolved | None:
         """The payload's identity from the lock, a pin or the upstream checksum file (a few
