@@ -155,21 +155,42 @@ class RegistryServer:
 
 
 def database_dump(server: RegistryServer) -> bytes:
-    """Every byte the registry's database holds: the SQLite files, or a PostgreSQL dump."""
+    """Every row the registry's database holds, table by table (SQLite or PostgreSQL).
+
+    Audit entries of refused writes (`write.denied`) are left out: recording who was
+    refused is the one thing a refused write is meant to change (issue 19, finding 15).
+    """
+    out = bytearray()
+
+    def add(table: str, rows: list[tuple[object, ...]], columns: list[str]) -> None:
+        action = columns.index("action") if table == "audit_log" and "action" in columns else None
+        for row in rows:
+            if action is not None and row[action] == "write.denied":
+                continue
+            out.extend(f"{table}: {row!r}\n".encode())
+
     if "SYSEXT_DATABASE_URL" not in server.env:
-        files = ("registry.db", "registry.db-wal")
-        return b"".join((server.data / f).read_bytes() for f in files if (server.data / f).exists())
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(server.data / "registry.db")) as db:
+            tables = [
+                t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+            for table in sorted(tables):
+                cursor = db.execute(f'SELECT * FROM "{table}" ORDER BY rowid')
+                add(table, cursor.fetchall(), [d[0] for d in cursor.description])
+        return bytes(out)
     import psycopg
 
     dsn = server.env["SYSEXT_DATABASE_URL"].replace("+psycopg", "")
-    out = bytearray()
     with psycopg.connect(dsn) as conn:
         tables = conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
         ).fetchall()
-        for (table,) in tables:
-            for row in conn.execute(f'SELECT * FROM "{table}"').fetchall():
-                out += repr(row).encode()
+        for (table,) in sorted(tables):
+            cursor = conn.execute(f'SELECT * FROM "{table}"')
+            rows = sorted(cursor.fetchall(), key=repr)
+            add(table, rows, [d.name for d in cursor.description or ()])
     return bytes(out)
 
 
