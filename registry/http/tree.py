@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -24,6 +25,7 @@ from registry.http.files import (
     send_small,
 )
 from registry.http.logs import log_request
+from registry.service.fleet import FleetRecorder, fallback_path, parse_rollout_path
 
 APP_PREFIXES = ("/api/", "/catalog/", "/static/")
 APP_PATHS = frozenset({"/", "/openapi.json", "/favicon.ico"})
@@ -39,12 +41,24 @@ NOT_FOUND_HEADERS = (
 
 
 class PublicTree:
-    """GET/HEAD of the public tree; logs its own requests (one line each, logs.py)."""
+    """GET/HEAD of the public tree; logs its own requests (one line each, logs.py).
 
-    def __init__(self, app: ASGIApp, public_dir: Path) -> None:
+    A managed host's `rollouts/…/BB/HOSTID/FILE` is answered with the bucket's
+    `rollouts/…/BB/FILE` and noted in `fleet` (registry/service/fleet.py); a group without
+    a directory of its own reads the ungrouped bucket."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        public_dir: Path,
+        fleet: FleetRecorder | None = None,
+        on_sighting: Callable[[], None] | None = None,
+    ) -> None:
         self.app = app
         self.public_dir = public_dir
         self.cache = SmallFileCache(public_dir)
+        self.fleet = fleet
+        self.on_sighting = on_sighting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,11 +90,22 @@ class PublicTree:
         started = time.monotonic()
         outcome = Outcome()
         served = False
+        url_path = path[1:]
+        rollout = parse_rollout_path(url_path) if path.startswith("/rollouts/") else None
+        if rollout is not None:
+            url_path = rollout.static_path
+            fallback = fallback_path(rollout)
+            if fallback and not os.path.isdir(self.public_dir / url_path.rsplit("/", 1)[0]):
+                url_path = fallback
         try:
-            served = await self._serve(scope, receive, send, path[1:], outcome)
+            served = await self._serve(scope, receive, send, url_path, outcome)
         finally:
             if served or outcome.status:
                 log_request(scope, outcome.status, outcome.sent, started)
+            if rollout is not None and self.fleet is not None:
+                self.fleet.record(rollout, outcome.status in (200, 206, 304))
+                if self.on_sighting is not None:
+                    self.on_sighting()
         if not served:
             # No such file and a person's browser asking: the app answers with its HTML
             # 404 page (and logs the request itself).
@@ -129,9 +154,17 @@ class RedirectTree:
     replica answer 307 to the same path under the public URL (hosts normally go there
     directly; systemd-pull and curl follow redirects)."""
 
-    def __init__(self, app: ASGIApp, base_url: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        base_url: str,
+        fleet: FleetRecorder | None = None,
+        on_sighting: Callable[[], None] | None = None,
+    ) -> None:
         self.app = app
         self.base_url = base_url.rstrip("/")
+        self.fleet = fleet
+        self.on_sighting = on_sighting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -144,6 +177,14 @@ class RedirectTree:
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
+        rollout = parse_rollout_path(path[1:]) if path.startswith("/rollouts/") else None
+        if rollout is not None:
+            # The bucket holds the bucket's directory; the host ID stays with us.
+            path = "/" + rollout.static_path
+            if self.fleet is not None:
+                self.fleet.record(rollout, True)
+                if self.on_sighting is not None:
+                    self.on_sighting()
         location = (self.base_url + path).encode()
         headers = ((b"location", location), (b"content-length", b"0"))
         await send({"type": "http.response.start", "status": 307, "headers": headers})

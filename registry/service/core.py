@@ -36,7 +36,7 @@ from registry.db.models import (
 )
 from registry.errors import RegistryError
 from registry.failpoints import failpoint
-from registry.service import audit, auth, consistency
+from registry.service import audit, auth, consistency, fleet, rollouts
 from registry.service.names import ImageName, channel_problem, claimed_by
 from registry.settings import Settings
 from registry.storage import materialize as mat
@@ -68,6 +68,8 @@ class RegistryService:
         # previous snapshot (if any) and reported; `sysext registry check` explains them.
         self.broken: list[consistency.Problem] = []
         self.storage = make_storage(settings)
+        # Sightings of managed hosts, buffered per worker (fleet.py).
+        self.fleet = fleet.FleetRecorder(settings.fleet_flush)
 
     @contextlib.contextmanager
     def writing(self, name: str | None) -> Iterator[Session]:
@@ -185,8 +187,11 @@ class RegistryService:
         self.broken = []
         for (name, channel), members in sorted(groups.items()):
             try:
-                content = consistency.checked_content(self.settings, name, channel, members)
+                held = self.held_for(name, channel, members)
+                content = consistency.checked_content(self.settings, name, channel, members, held)
                 self.storage.materialize(self.signer, content)
+                with self.sessions() as session:
+                    self._serve_rollouts(session, name, [channel])
             except (RegistryError, OSError, SysextError) as exc:
                 message = exc.detail if isinstance(exc, RegistryError) else str(exc)
                 problem = consistency.Problem(
@@ -207,6 +212,26 @@ class RegistryService:
         with self.signer.batch():
             for content in self._planned(session, name, channels):
                 self.storage.materialize(self.signer, content)
+            self._serve_rollouts(session, name, channels)
+
+    def held_for(self, name: str, channel: str, members: Iterable[Image]) -> frozenset[str]:
+        """What `name`'s channel manifest leaves out while it rolls out (rollouts.py)."""
+        with self.sessions() as session:
+            return rollouts.held_filenames(session, name, channel, members)
+
+    def _serve_rollouts(self, session: Session, name: str, channels: Iterable[str]) -> None:
+        """Materialize the rollout tree (one directory per bucket) of `name` in `channels`,
+        as the session sees the database (call it after the commit)."""
+        for channel in sorted(set(channels)):
+            members = session.scalars(
+                select(Image)
+                .join(ImageChannel)
+                .where(Image.name == name, ImageChannel.channel == channel)
+            ).all()
+            if not members:
+                continue
+            content = rollouts.rollout_content(session, name, channel, members)
+            self.storage.materialize_rollouts(self.signer, content)
 
     def _planned(
         self, session: Session, name: str, channels: Iterable[str]
@@ -221,7 +246,8 @@ class RegistryService:
                 .join(ImageChannel)
                 .where(Image.name == name, ImageChannel.channel == channel)
             ).all()
-            planned.append(consistency.checked_content(self.settings, name, channel, members))
+            held = rollouts.held_filenames(session, name, channel, members)
+            planned.append(consistency.checked_content(self.settings, name, channel, members, held))
         return planned
 
     def _commit_and_serve(
@@ -249,6 +275,7 @@ class RegistryService:
             with self.signer.batch():
                 for content in planned:
                     self.storage.materialize(self.signer, content)
+                self._serve_rollouts(session, name, channels)
         except (OSError, SysextError, RegistryError) as exc:
             # RegistryError: the object store failed (storage/s3.py), the same as a disk.
             log.error("event=materialize-failed name=%s problem=%r action=undo", name, str(exc))
