@@ -9,9 +9,12 @@ checks the exact set of hosts against `offered_buckets` as well as the 5-15 % bo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
+import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,12 +23,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from registry.public.nginx_conf import server_block, standalone_config
 from sysext.core.rollout import app_specific_id, host_bucket, offered_buckets
 from sysext.provision import ExtensionRef, HttpCatalog, ProvisionOptions, generate_config
 from sysext.provision.model import InlineContents
 from sysext.provision.rollout_identity import ROLLOUT_SCRIPT, TEMPLATE_DIR
 from tests.conftest import run_cli
-from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.registry_server import RegistryServer, build_image, free_port, running_registry
 from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
 from tests.test_rollout_identity import run_rollout_script
 
@@ -72,12 +76,20 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServe
         yield reg
 
 
-def provision(reg: RegistryServer, base: Path, count: int, start: int = 0) -> list[Host]:
-    """Hosts as `sysext butane --rollout` makes them: the config's template and first-boot
-    script, run for each host's own machine ID."""
-    config = generate_config(
-        HttpCatalog(reg.url), [ExtensionRef("hello")], options=ProvisionOptions(rollout=True)
-    )
+def provision(
+    reg: RegistryServer,
+    base: Path,
+    count: int,
+    start: int = 0,
+    *,
+    url: str | None = None,
+    group: str | None = None,
+) -> list[Host]:
+    """Hosts as `sysext butane --rollout [--group G]` makes them, for the registry at `url`
+    (default: the server itself): the config's template and first-boot script, run for
+    each host's own machine ID."""
+    options = ProvisionOptions(rollout=True, group=group)
+    config = generate_config(HttpCatalog(url or reg.url), [ExtensionRef("hello")], options=options)
     files = {f.path: f.contents for f in config.files}
     template, script = files[f"{TEMPLATE_DIR}/hello.conf.in"], files[ROLLOUT_SCRIPT]
     assert isinstance(template, InlineContents) and isinstance(script, InlineContents)
@@ -115,6 +127,33 @@ def poll(hosts: list[Host], keyring: bytes) -> dict[Host, str | None]:
 
     with ThreadPoolExecutor(4) as pool:
         return dict(zip(hosts, pool.map(one, hosts), strict=True))
+
+
+@contextlib.contextmanager
+def nginx_in_front(reg: RegistryServer, prefix: Path) -> Iterator[str]:
+    """The shipped nginx block serving the registry's tree; yields its URL."""
+    port = free_port()
+    prefix.mkdir()
+    block = server_block(reg.data / "public", f"127.0.0.1:{port}", reg.url)
+    (prefix / "nginx.conf").write_text(standalone_config(prefix, block))
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(url + "/keyring.gpg", timeout=2)
+                break
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+        assert b"emerg" not in err, err.decode()
 
 
 def fleet_counts(reg: RegistryServer) -> dict[str, int]:
@@ -186,3 +225,40 @@ def test_staged_rollout_with_real_sysupdate(registry: RegistryServer, tmp_path: 
     status = run_cli("rollout", "status", "hello", "--registry", reg.url)
     assert "1.1 (stable): complete; 100% of hosts" in status.stdout
     assert f"managed hosts seen: {HOSTS + 1} (1.1: {HOSTS + 1})" in status.stdout
+
+
+def test_nginx_serves_rollouts_and_groups(tmp_path: Path) -> None:
+    """The shipped nginx block in front of the same tree: buckets, a group with its own
+    percentage, a group without a policy (falls back to its bucket), images redirected to
+    their one channel URL; real sysupdate 254 through nginx."""
+    env = {"SYSEXT_WORKERS": "1", "SYSEXT_FLEET_FLUSH": "0", "SYSEXT_ROLLOUT_TICK": "3600"}
+    with running_registry(tmp_path / "data", env=env) as reg:
+        with sqlite3.connect(reg.data / "registry.db") as db:
+            fixed = "UPDATE registry_meta SET value = ? WHERE key = 'rollout_key'"
+            db.execute(fixed, (ROLLOUT_KEY,))
+        images = tmp_path / "images"
+        images.mkdir()
+        admin(reg, "publish", str(build_image(images, "hello", "1.0")))
+        with nginx_in_front(reg, tmp_path / "nginx") as url:
+            # Provisioned before any rollout: the bucket paths fall back to the channel.
+            plain = provision(reg, tmp_path / "plain", 12, url=url)
+            canaries = provision(reg, tmp_path / "canary", 3, 100, url=url, group="canary")
+            others = provision(reg, tmp_path / "other", 3, 200, url=url, group="other")
+            everyone = [*plain, *canaries, *others]
+            keyring = reg.keyring()
+            assert set(poll(everyone, keyring).values()) == {"1.0"}
+
+            admin(reg, "rollout", "set", "hello", "1.1", "--percent", "30")
+            admin(reg, "rollout", "set", "hello", "1.1", "--group", "canary", "--percent", "100")
+            admin(reg, "publish", str(build_image(images, "hello", "1.1")))
+            running = poll(everyone, keyring)
+            assert held(running, "1.1") == expected(plain + others, 30) | set(canaries)
+            redirect = requests.get(
+                f"{url}/rollouts/stable/hello/07/{'0' * 32}/hello-1.1-x86-64.raw",
+                allow_redirects=False,
+                timeout=10,
+            )
+            assert redirect.status_code == 302
+            assert redirect.headers["location"].endswith(
+                "/channels/stable/extensions/hello/hello-1.1-x86-64.raw"
+            )

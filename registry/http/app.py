@@ -149,7 +149,11 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     if settings.uses_s3:
         return tree.RedirectTree(
-            AccessLogMiddleware(app), settings.base_url, service.fleet, on_sighting
+            AccessLogMiddleware(app),
+            settings.base_url,
+            service.fleet,
+            on_sighting,
+            service.rollout_trees,
         )
     return tree.PublicTree(
         AccessLogMiddleware(app), settings.public_dir, service.fleet, on_sighting

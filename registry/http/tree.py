@@ -25,7 +25,12 @@ from registry.http.files import (
     send_small,
 )
 from registry.http.logs import log_request
-from registry.service.fleet import FleetRecorder, fallback_path, parse_rollout_path
+from registry.service.fleet import (
+    FleetRecorder,
+    fallback_paths,
+    image_path,
+    parse_rollout_path,
+)
 
 APP_PREFIXES = ("/api/", "/catalog/", "/static/")
 APP_PATHS = frozenset({"/", "/openapi.json", "/favicon.ico"})
@@ -45,7 +50,8 @@ class PublicTree:
 
     A managed host's `rollouts/…/BB/HOSTID/FILE` is answered with the bucket's
     `rollouts/…/BB/FILE` and noted in `fleet` (registry/service/fleet.py); a group without
-    a directory of its own reads the ungrouped bucket."""
+    a directory of its own reads the ungrouped bucket, an extension without a rollout tree
+    its channel directory (fleet.fallback_paths)."""
 
     def __init__(
         self,
@@ -94,16 +100,22 @@ class PublicTree:
         rollout = parse_rollout_path(url_path) if path.startswith("/rollouts/") else None
         if rollout is not None:
             url_path = rollout.static_path
-            fallback = fallback_path(rollout)
-            if fallback and not os.path.isdir(self.public_dir / url_path.rsplit("/", 1)[0]):
+            for fallback in fallback_paths(rollout):
+                if os.path.isdir(self.public_dir / url_path.rsplit("/", 1)[0]):
+                    break
                 url_path = fallback
         try:
-            served = await self._serve(scope, receive, send, url_path, outcome)
+            if rollout is not None and rollout.filename.endswith(".raw"):
+                # Images keep one URL, the channel's, so caches and CDNs hold each once.
+                await _redirect(send, "/" + image_path(rollout), 302, outcome)
+                served = True
+            else:
+                served = await self._serve(scope, receive, send, url_path, outcome)
         finally:
             if served or outcome.status:
                 log_request(scope, outcome.status, outcome.sent, started)
             if rollout is not None and self.fleet is not None:
-                self.fleet.record(rollout, outcome.status in (200, 206, 304))
+                self.fleet.record(rollout, outcome.status in (200, 206, 302, 304))
                 if self.on_sighting is not None:
                     self.on_sighting()
         if not served:
@@ -142,6 +154,13 @@ class PublicTree:
         return True
 
 
+async def _redirect(send: Send, location: str, status: int, outcome: Outcome) -> None:
+    headers = ((b"location", location.encode()), (b"content-length", b"0"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+    outcome.status = status
+
+
 def _accepts_html(scope: Scope) -> bool:
     for key, value in scope.get("headers", ()):
         if key == b"accept":
@@ -160,11 +179,14 @@ class RedirectTree:
         base_url: str,
         fleet: FleetRecorder | None = None,
         on_sighting: Callable[[], None] | None = None,
+        trees: Callable[[], dict[tuple[str, str], frozenset[str]]] | None = None,
     ) -> None:
         self.app = app
         self.base_url = base_url.rstrip("/")
         self.fleet = fleet
         self.on_sighting = on_sighting
+        # (name, channel) → groups of the rollout trees in the bucket (cached by the caller).
+        self.trees = trees
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -179,8 +201,16 @@ class RedirectTree:
         started = time.monotonic()
         rollout = parse_rollout_path(path[1:]) if path.startswith("/rollouts/") else None
         if rollout is not None:
-            # The bucket holds the bucket's directory; the host ID stays with us.
+            # The bucket holds the bucket's directory; the host ID stays with us. Which
+            # directories exist is the database's knowledge (no request to the bucket).
             path = "/" + rollout.static_path
+            trees = self.trees() if self.trees is not None else {}
+            groups = trees.get((rollout.name, rollout.channel))
+            fallbacks = fallback_paths(rollout)
+            if groups is None or rollout.filename.endswith(".raw"):
+                path = "/" + fallbacks[-1]  # images: one shared URL (see PublicTree)
+            elif rollout.group is not None and rollout.group not in groups:
+                path = "/" + fallbacks[0]
             if self.fleet is not None:
                 self.fleet.record(rollout, True)
                 if self.on_sighting is not None:

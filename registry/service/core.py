@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ class RegistryService:
         self.storage = make_storage(settings)
         # Sightings of managed hosts, buffered per worker (fleet.py).
         self.fleet = fleet.FleetRecorder(settings.fleet_flush)
+        self._trees: tuple[float, dict[tuple[str, str], frozenset[str]]] | None = None
 
     @contextlib.contextmanager
     def writing(self, name: str | None) -> Iterator[Session]:
@@ -214,6 +216,15 @@ class RegistryService:
                 self.storage.materialize(self.signer, content)
             self._serve_rollouts(session, name, channels)
 
+    def rollout_trees(self) -> dict[tuple[str, str], frozenset[str]]:
+        """(name, channel) → groups, of every rollout tree; re-read at most every 5 s (a
+        replica redirecting bucket paths to the object store asks on every request)."""
+        now = time.monotonic()
+        if self._trees is None or now - self._trees[0] > 5:
+            with self.sessions() as session:
+                self._trees = (now, rollouts.trees(session))
+        return self._trees[1]
+
     def held_for(self, name: str, channel: str, members: Iterable[Image]) -> frozenset[str]:
         """What `name`'s channel manifest leaves out while it rolls out (rollouts.py)."""
         with self.sessions() as session:
@@ -228,7 +239,9 @@ class RegistryService:
                 .join(ImageChannel)
                 .where(Image.name == name, ImageChannel.channel == channel)
             ).all()
-            if not members:
+            # No rollout ever set: no tree; the bucket paths fall back to the channel's
+            # directory (tree.py, the nginx block), which then lists the same versions.
+            if not members or not rollouts.policies(session, name, channel):
                 continue
             content = rollouts.rollout_content(session, name, channel, members)
             self.storage.materialize_rollouts(self.signer, content)

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from registry.db.models import as_utc, utcnow
 from registry.db.rollout_tables import FleetHost, FleetSample, Rollout
 from sysext.core.rollout import BUCKETS, GROUPS_DIR, ROLLOUTS_DIR
+from sysext.core.urls import extension_url_path
 from sysext.systemd.architecture import Architecture
 
 if TYPE_CHECKING:
@@ -90,13 +91,23 @@ def parse_rollout_path(url_path: str) -> RolloutRequestPath | None:
     )
 
 
-def fallback_path(request: RolloutRequestPath) -> str | None:
-    """A group without a policy has no directory: its hosts read the ungrouped bucket."""
-    if request.group is None:
-        return None
-    return (
-        f"{ROLLOUTS_DIR}/{request.channel}/{request.name}/{request.bucket:02d}/{request.filename}"
-    )
+def fallback_paths(request: RolloutRequestPath) -> list[str]:
+    """Where a bucket path's file is when its directory does not exist, in order: a group
+    without a policy reads the ungrouped bucket; an extension that never had a rollout has
+    no rollout tree at all, and its channel directory lists exactly what a bucket would."""
+    paths = []
+    if request.group is not None:
+        directory = f"{ROLLOUTS_DIR}/{request.channel}/{request.name}/{request.bucket:02d}"
+        paths.append(f"{directory}/{request.filename}")
+    channel_dir = extension_url_path(request.name, request.channel)
+    paths.append(f"{channel_dir}/{request.filename}")
+    return paths
+
+
+def image_path(request: RolloutRequestPath) -> str:
+    """The one URL path of an image, whichever bucket asked: the channel's directory (which
+    keeps every image it ever listed, held and yanked ones included)."""
+    return f"{extension_url_path(request.name, request.channel)}/{request.filename}"
 
 
 def image_version(name: str, filename: str) -> str | None:

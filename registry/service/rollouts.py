@@ -44,6 +44,14 @@ def policies(session: Session, name: str, channel: str) -> dict[str, Rollout]:
     return {r.version: r for r in rows}
 
 
+def trees(session: Session) -> dict[tuple[str, str], frozenset[str]]:
+    """(name, channel) → groups of every extension that has a rollout tree."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for row in session.scalars(select(Rollout)):
+        found.setdefault((row.name, row.channel), set()).update(row.groups)
+    return {k: frozenset(v) for k, v in found.items()}
+
+
 def canary_pending(policy: Rollout) -> bool:
     return policy.canary > 0 and not policy.canary_done
 
