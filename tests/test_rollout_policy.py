@@ -116,6 +116,17 @@ def test_canary_gate_then_schedule_advances_once(registry: RegistryServer) -> No
     # The status is the database's; the tree follows right after the commit.
     wait_for(lambda: all(fetch(reg, h) == "1.1" for h in hosts), "every host to get 1.1")
     assert "1.1" in requests.get(f"{reg.url}/extensions/{NAME}/SHA256SUMS", timeout=10).text
+    # The page: the stage and the adoption chart (server-rendered SVG, one line per version).
+    wait_for(
+        lambda: bool(
+            requests.get(f"{reg.url}/api/v1/extensions/{NAME}/fleet", timeout=10).json()["history"]
+        ),
+        "a fleet sample",
+    )
+    page = requests.get(f"{reg.url}/catalog/{NAME}", timeout=10).text
+    assert "Rollout and fleet" in page and "complete" in page
+    assert '<svg class="adoption"' in page and "<title>1.1: 60 host(s)" in page
+    assert "60 managed host(s) seen" in page
 
 
 def test_rollout_without_fetches_pauses_itself(registry: RegistryServer) -> None:
