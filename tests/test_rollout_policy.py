@@ -35,13 +35,15 @@ def hello_registry(tmp_path: Path) -> Iterator[RegistryServer]:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RegistryServer]:
+def registry(tmp_path: Path, registry_database: str) -> Iterator[RegistryServer]:
     with hello_registry(tmp_path) as reg:
         yield reg
 
 
 @pytest.fixture(scope="module")
-def unchanged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+def unchanged(
+    tmp_path_factory: pytest.TempPathFactory, registry_database: str
+) -> Iterator[RegistryServer]:
     """One registry for the requests that must change nothing."""
     with hello_registry(tmp_path_factory.mktemp("unchanged")) as reg:
         yield reg
