@@ -50,15 +50,22 @@ async def _maintenance_loop(service: RegistryService) -> None:
                 log.info("event=key_rotation phase=%s", entered)
 
 
-async def _rollout_loop(service: RegistryService, period: float) -> None:
-    """Advance rollout schedules, end canary phases, auto-pause, sample the fleet
-    (rollout_ops.tick; every worker runs it, the writer lock makes each change once)."""
+async def _rollout_loop(service: RegistryService, period: float, flush: float) -> None:
+    """Write this worker's host sightings every `flush` seconds (also when no request
+    comes to trigger it), and every `period` seconds advance rollout schedules, end canary
+    phases, auto-pause, sample the fleet (rollout_ops.tick; every worker runs it, the
+    writer lock makes each change once)."""
+    step = max(1.0, min(period, flush or period))
+    waited = 0.0
     while True:
-        await asyncio.sleep(period)
+        await asyncio.sleep(step)
+        waited += step
         try:
             await run_in_threadpool(service.fleet.flush, service)
-            for line in await run_in_threadpool(rollout_ops.tick, service):
-                log.info("event=rollout %s", line)
+            if waited >= period:
+                waited = 0.0
+                for line in await run_in_threadpool(rollout_ops.tick, service):
+                    log.info("event=rollout %s", line)
         except Exception:  # keep serving; the next round retries
             log.exception("event=rollout_tick_failed")
 
@@ -89,7 +96,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(_maintenance_loop(service)),
-            asyncio.create_task(_rollout_loop(service, float(settings.rollout_tick))),
+            asyncio.create_task(
+                _rollout_loop(service, float(settings.rollout_tick), float(settings.fleet_flush))
+            ),
         ]
         try:
             yield

@@ -172,8 +172,7 @@ class FleetRecorder:
             try:
                 if batch:
                     with service.sessions() as session:
-                        for (name, host_id), seen in batch.items():
-                            _upsert_host(session, name, host_id, seen)
+                        _upsert_hosts(session, batch)
                         session.commit()
             except Exception:
                 with self._lock:  # keep what could not be written for the next round
@@ -189,33 +188,37 @@ def _insert(session: Session) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
-def _upsert_host(session: Session, name: str, host_id: str, seen: _Seen) -> None:
+def _upsert_hosts(session: Session, batch: dict[tuple[str, str], _Seen]) -> None:
+    """Upsert the batch: a host's version changes only when it fetched an image (COALESCE
+    keeps the stored one otherwise)."""
     table = FleetHost.__table__
-    values = {
-        "name": name,
-        "host_id": host_id,
-        "channel": seen.channel,
-        "group": seen.group,
-        "bucket": seen.bucket,
-        "version": seen.version,
-        "version_at": seen.version_at,
-        "first_seen": seen.at,
-        "last_seen": seen.at,
-    }
-    statement = _insert(session)(table).values(**values)
+    rows = [
+        {
+            "name": name,
+            "host_id": host_id,
+            "channel": seen.channel,
+            "group": seen.group,
+            "bucket": seen.bucket,
+            "version": seen.version,
+            "version_at": seen.version_at,
+            "first_seen": seen.at,
+            "last_seen": seen.at,
+        }
+        for (name, host_id), seen in batch.items()
+    ]
+    # One statement, compiled once, executed for every row (the driver's executemany).
+    statement = _insert(session)(table)
     excluded = statement.excluded
     update: dict[str, Any] = {
         "channel": excluded.channel,
         "group": excluded.group,
         "bucket": excluded.bucket,
         "last_seen": excluded.last_seen,
+        "version": func.coalesce(excluded.version, table.c.version),
+        "version_at": func.coalesce(excluded.version_at, table.c.version_at),
     }
-    if seen.version is not None:
-        update["version"] = excluded.version
-        update["version_at"] = excluded.version_at
-    session.execute(
-        statement.on_conflict_do_update(index_elements=["name", "host_id"], set_=update)
-    )
+    upsert = statement.on_conflict_do_update(index_elements=["name", "host_id"], set_=update)
+    session.execute(upsert, rows)
 
 
 def upsert_sample(session: Session, name: str, at: dt.datetime, version: str, hosts: int) -> None:
