@@ -233,6 +233,7 @@ class RegistryService:
     def _serve_rollouts(self, session: Session, name: str, channels: Iterable[str]) -> None:
         """Materialize the rollout tree (one directory per bucket) of `name` in `channels`,
         as the session sees the database (call it after the commit)."""
+        self._trees = None  # this process redirects by the new state at once
         for channel in sorted(set(channels)):
             members = session.scalars(
                 select(Image)

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry.db.models import Image, as_utc, utcnow
-from registry.db.rollout_tables import FleetHost, Rollout
+from registry.db.rollout_tables import FleetHost, FleetSample, Rollout
 from registry.errors import RegistryError
 from registry.service import audit, auth, fleet, rollouts
 from sysext.core.rollout import group_problem
@@ -314,7 +314,8 @@ def _tick_one(session: Session, policy: Rollout, now: dt.datetime) -> str | None
 
 
 def sample_fleet(service: RegistryService, now: dt.datetime) -> None:
-    """Hosts per version now, one row per (extension, version, 10-minute slot): the chart."""
+    """Hosts per version now, one row per (extension, version, 10-minute slot): the chart.
+    A version that had hosts earlier in the slot and has none now is written as 0."""
     at = now.replace(minute=now.minute - now.minute % 10, second=0, microsecond=0)
     with service.sessions() as session:
         rows = session.execute(
@@ -322,6 +323,9 @@ def sample_fleet(service: RegistryService, now: dt.datetime) -> None:
             .where(FleetHost.version.is_not(None))
             .group_by(FleetHost.name, FleetHost.version)
         ).all()
-        for name, version, count in rows:
+        counts = {(str(n), str(v)): int(c) for n, v, c in rows}
+        for sample in session.scalars(select(FleetSample).where(FleetSample.at == at)):
+            counts.setdefault((sample.name, sample.version), 0)
+        for (name, version), count in counts.items():
             fleet.upsert_sample(session, name, at, version, count)
         session.commit()
