@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from registry.public.nginx_conf import server_block, standalone_config
+from registry.http.nginx_conf import server_block, standalone_config
 from sysext.core.rollout import app_specific_id, host_bucket, offered_buckets
 from sysext.provision import ExtensionRef, HttpCatalog, ProvisionOptions, generate_config
 from sysext.provision.model import InlineContents
