@@ -43,8 +43,8 @@ from sysext.core.rollout import app_specific_id
 from sysext.provision import ExtensionRef, HttpCatalog, ProvisionOptions, generate_config
 from sysext.provision.model import InlineContents
 from sysext.provision.rollout_identity import TEMPLATE_DIR
-from tests.conftest import run_cli
 from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.servers import run_cli
 from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
 
 PLAIN_LUA = r"""

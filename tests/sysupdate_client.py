@@ -49,8 +49,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 CLIENT_DIR = REPO / ".cache" / "sysupdate-254"
 SYSUPDATE = CLIENT_DIR / "lib" / "systemd" / "systemd-sysupdate"
@@ -85,6 +83,8 @@ exit $rc
 def _library_dir() -> Path:
     found = sorted(CLIENT_DIR.glob("usr/lib/*/systemd/libsystemd-shared-*.so"))
     if not found:
+        import pytest  # here: bench/rollout.py imports this module without the test extras
+
         pytest.fail(f"no libsystemd-shared in {CLIENT_DIR}; run scripts/fetch-sysupdate.sh")
     return found[0].parent
 
@@ -92,6 +92,8 @@ def _library_dir() -> Path:
 def require_client() -> Path:
     """The real systemd-sysupdate binary; fail (not skip) when setup did not fetch it."""
     if not (SYSUPDATE.is_file() and PULL.is_file()):
+        import pytest
+
         pytest.fail(
             f"the real systemd-sysupdate is missing from {CLIENT_DIR}:"
             " run scripts/fetch-sysupdate.sh (scripts/setup.sh --test does)"

@@ -20,8 +20,8 @@ from sysext.core.rollout import (
 from sysext.provision import ExtensionRef, HttpCatalog, ProvisionOptions, generate_config
 from sysext.provision.ignition import render_ignition
 from sysext.provision.rollout_identity import IDENTITY_UNIT, ROLLOUT_SCRIPT, TEMPLATE_DIR
-from tests.conftest import run_cli
 from tests.provision_layout import PublicTree
+from tests.servers import run_cli
 from tests.test_provision import built_tree, decode_data_url, ignition_validate, served
 
 __all__ = ["built_tree", "served"]  # fixtures used below

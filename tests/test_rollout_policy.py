@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from sysext.core.rollout import app_specific_id, host_bucket
-from tests.conftest import CliResult, run_cli
 from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.servers import CliResult, run_cli
 
 NAME = "hello"
 
@@ -169,6 +169,16 @@ def test_rollout_writes_need_a_token_in_scope_and_are_audited(registry: Registry
     assert cli(reg, "rollout", "resume", NAME, "1.1").returncode == 0
     actions = audit_actions(reg)
     assert {"rollout.set", "rollout.halt", "rollout.resume"} <= set(actions)
+    # The provisioning API makes managed hosts too (as `sysext butane --group canary`).
+    butane = requests.get(
+        f"{reg.url}/api/v1/extensions/{NAME}/butane", params={"group": "canary"}, timeout=30
+    )
+    assert butane.status_code == 200
+    assert f"rollouts/stable/{NAME}/groups/canary/@BUCKET@/@HOST_ID@" in butane.text
+    bad = requests.get(
+        f"{reg.url}/api/v1/extensions/{NAME}/butane", params={"group": "Bad!"}, timeout=30
+    )
+    assert bad.status_code == 400 and "invalid group" in bad.json()["detail"]
 
 
 @pytest.mark.parametrize(

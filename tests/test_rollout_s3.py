@@ -13,9 +13,9 @@ import pytest
 
 from sysext.core.rollout import app_specific_id, host_bucket, offered_buckets
 from tests.ceph_rgw import CephRgw
-from tests.conftest import run_cli
 from tests.pg_cluster import PostgresCluster
 from tests.registry_server import RegistryServer, build_image, free_port
+from tests.servers import run_cli
 from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
 from tests.test_registry_scale import bucket_env
 from tests.test_rollout_sysupdate import ROLLOUT_KEY, admin, fleet_counts

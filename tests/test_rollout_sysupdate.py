@@ -28,8 +28,8 @@ from sysext.core.rollout import app_specific_id, host_bucket, offered_buckets
 from sysext.provision import ExtensionRef, HttpCatalog, ProvisionOptions, generate_config
 from sysext.provision.model import InlineContents
 from sysext.provision.rollout_identity import ROLLOUT_SCRIPT, TEMPLATE_DIR
-from tests.conftest import run_cli
 from tests.registry_server import RegistryServer, build_image, free_port, running_registry
+from tests.servers import run_cli
 from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
 from tests.test_rollout_identity import run_rollout_script
 

@@ -23,6 +23,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from registry.service.core import RegistryService
 from sysext.core.errors import SysextError
+from sysext.core.rollout import group_problem
 from sysext.core.urls import DEFAULT_CHANNEL, extension_url_path
 from sysext.provision import (
     ExtensionRef,
@@ -68,6 +69,8 @@ class ConfigQuery:
     keyring: str
     os_version: str | None = None
     timer: bool | None = None
+    rollout: bool = False
+    group: str | None = None
 
 
 def _config_query(
@@ -93,9 +96,25 @@ def _config_query(
         bool | None,
         Query(description="enable the update timer (default: flatcar yes, fcos no)"),
     ] = None,
+    rollout: Annotated[
+        bool, Query(description="managed host: staged rollouts (docs/rollouts.md)")
+    ] = False,
+    group: Annotated[
+        str | None, Query(description="the managed host's rollout group (implies rollout)")
+    ] = None,
 ) -> ConfigQuery:
     return ConfigQuery(
-        channel, arch, variant, ignition_version, updates, on_update, keyring, os_version, timer
+        channel,
+        arch,
+        variant,
+        ignition_version,
+        updates,
+        on_update,
+        keyring,
+        os_version,
+        timer,
+        rollout,
+        group,
     )
 
 
@@ -144,7 +163,12 @@ def _generate(request: Request, refs: list[str], query: ConfigQuery) -> Provisio
             on_update=parse_enum(OnUpdate, query.on_update, "on-update action"),
             keyring=parse_enum(KeyringMode, query.keyring, "keyring mode"),
             timer=query.timer,
+            rollout=query.rollout or query.group is not None,
+            group=query.group,
         )
+        problem = group_problem(query.group) if query.group is not None else None
+        if problem:
+            raise SysextError(problem, "e.g. group=canary")
         return generate_config(
             catalog(request),
             [ExtensionRef.parse(text) for text in refs],

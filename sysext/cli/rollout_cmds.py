@@ -23,8 +23,8 @@ CHANNEL_OPTION = typer.Option(DEFAULT_CHANNEL, "--channel", help="Channel of the
 
 rollout_app = typer.Typer(
     help=(
-        "Staged rollouts: offer a version to a share of the managed hosts, halt, resume "
-        "(token in $SYSEXT_TOKEN; docs/rollouts.md).\n\n"
+        "Staged rollouts: offer a version to a share of the managed hosts, then halt or "
+        "resume it. The token comes from $SYSEXT_TOKEN; see docs/rollouts.md.\n\n"
         "Example: sysext rollout set podman 5.0.1 --percent 10 -r https://ext.example.com"
     ),
     no_args_is_help=True,
@@ -100,7 +100,9 @@ def set_(
     ),
     registry: str = REGISTRY_OPTION,
 ) -> None:
-    """Create or change the rollout of VERSION (raising only: lowering would flip hosts).
+    """Create or change the rollout of VERSION.
+
+    A rollout only moves forward: lowering a percentage is refused (halt it instead).
 
     Example: sysext rollout set podman 5.0.1 --percent 10 -r https://ext.example.com
 
@@ -175,7 +177,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
     registry: str = REGISTRY_OPTION,
 ) -> None:
-    """Show the rollouts of NAME, their stage and how many managed hosts run each version.
+    """Show the rollouts of NAME and the managed hosts on each version.
 
     Example: sysext rollout status podman -r https://ext.example.com
     """
