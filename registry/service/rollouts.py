@@ -40,6 +40,8 @@ def rollout_key(session: Session) -> bytes:
 
 
 def policies(session: Session, name: str, channel: str) -> dict[str, Rollout]:
+    """version → policy; an OS-bound extension's policy names the extension's own version
+    (1.0), which covers its image for every OS version (1.0-3815.2.0, …)."""
     rows = session.scalars(select(Rollout).where(Rollout.name == name, Rollout.channel == channel))
     return {r.version: r for r in rows}
 
@@ -109,7 +111,7 @@ def held_filenames(
     rules = policies(session, name, channel)
     if not rules:
         return frozenset()
-    return frozenset(i.filename for i in images if not released(rules.get(i.version)))
+    return frozenset(i.filename for i in images if not released(rules.get(i.release_version)))
 
 
 def _listed(
@@ -121,12 +123,12 @@ def _listed(
         kinds.setdefault((image.arch, image.os_version_id), []).append(image)
     listed: list[Image] = []
     for members in kinds.values():
-        done = [i for i in members if released(rules.get(i.version))]
+        done = [i for i in members if released(rules.get(i.release_version))]
         newest = max(done, key=lambda i: version_key(i.version), default=None)
         if newest is not None:
             listed.append(newest)
         for image in members:
-            rule = rules.get(image.version)
+            rule = rules.get(image.release_version)
             if rule is None or released(rule) or not offered_to(key, rule, bucket, group):
                 continue
             if newest is None or version_key(image.version) > version_key(newest.version):
