@@ -35,7 +35,7 @@ from tests.test_rollout_identity import run_rollout_script
 
 pytestmark = pytest.mark.root
 
-HOSTS = int(os.environ.get("SYSEXT_TEST_ROLLOUT_HOSTS", "60"))
+HOSTS = int(os.environ.get("SYSEXT_TEST_ROLLOUT_HOSTS", "200"))
 # Fixed, with fixed machine IDs: the shares below are decided once, not on every run.
 ROLLOUT_KEY = "a5" * 32
 
