@@ -62,6 +62,11 @@ class Settings:
     # Else boto3's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials).
     s3_access_key_id: str | None = field(default=None, repr=False)
     s3_secret_access_key: str | None = field(default=None, repr=False)
+    # Staged rollouts (docs/rollouts.md): how often each worker writes the host sightings
+    # it buffered (seconds; 0: at once), and how often rollout schedules, canary gates and
+    # auto-pause windows are checked.
+    fleet_flush: int = 5
+    rollout_tick: int = 60
 
     @property
     def worker_count(self) -> int:
@@ -221,6 +226,8 @@ ENV_NAMES = {
     "stall_timeout": "SYSEXT_STALL_TIMEOUT",
     "linger_timeout": "SYSEXT_LINGER_TIMEOUT",
     "forwarded_allow_ips": "SYSEXT_FORWARDED_ALLOW_IPS",
+    "fleet_flush": "SYSEXT_FLEET_FLUSH",
+    "rollout_tick": "SYSEXT_ROLLOUT_TICK",
 }
 NEVER = ("never", "off", "0", "none")
 _INTEGERS = frozenset(
@@ -228,9 +235,10 @@ _INTEGERS = frozenset(
         "port", "workers", "max_upload_bytes", "keep_snapshots", "header_timeout",
         "max_header_bytes", "max_connections", "keepalive_timeout", "max_keepalive_requests",
         "upload_timeout", "min_rate", "stall_timeout", "linger_timeout",
+        "fleet_flush", "rollout_tick",
     }
 )  # fmt: skip
-_ZERO_OK = frozenset({"port", "max_connections"})
+_ZERO_OK = frozenset({"port", "max_connections", "fleet_flush"})
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

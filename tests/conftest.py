@@ -32,6 +32,7 @@ REGISTRY_DB_MODULES = frozenset(
         "test_registry_metadata",
         "test_registry_cache",
         "test_provision_registry",
+        "test_rollout_policy",
     }
 )
 

@@ -55,8 +55,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -115,6 +113,8 @@ exit $rc
 def _library_dir(client: Client) -> Path:
     found = sorted(client.directory.glob("usr/lib/*/systemd/libsystemd-shared-*.so"))
     if not found:
+        import pytest  # here: bench/rollout.py imports this module without the test extras
+
         pytest.fail(
             f"no libsystemd-shared in {client.directory};"
             f" run scripts/fetch-sysupdate.sh {client.label}"
@@ -126,6 +126,8 @@ def require_client(client: int = 254) -> Path:
     """The real systemd-sysupdate binary; fail (not skip) when setup did not fetch it."""
     found = CLIENTS[client]
     if not (found.sysupdate.is_file() and found.pull.is_file()):
+        import pytest
+
         pytest.fail(
             f"the real systemd-sysupdate {client} is missing from {found.directory}:"
             f" run scripts/fetch-sysupdate.sh {client} (scripts/setup.sh --test does)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -19,10 +19,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
 from registry.errors import RegistryError
-from registry.http import api, guard, key_routes, provision_routes, tree, web
+from registry.http import api, guard, key_routes, provision_routes, rollout_routes, tree, web
 from registry.http.logs import AccessLogMiddleware, configure_logging
 from registry.http.slashes import SlashRedirect
 from registry.http.write_auth import WritesNeedAToken
+from registry.service import rollout_ops
 from registry.service.core import RegistryService
 from registry.settings import Settings, load_settings
 from sysext import __version__
@@ -49,6 +50,26 @@ async def _maintenance_loop(service: RegistryService) -> None:
         else:
             if entered:
                 log.info("event=key_rotation phase=%s", entered)
+
+
+async def _rollout_loop(service: RegistryService, period: float, flush: float) -> None:
+    """Write this worker's host sightings every `flush` seconds (also when no request
+    comes to trigger it), and every `period` seconds advance rollout schedules, end canary
+    phases, auto-pause, sample the fleet (rollout_ops.tick; every worker runs it, the
+    writer lock makes each change once)."""
+    step = max(1.0, min(period, flush or period))
+    waited = 0.0
+    while True:
+        await asyncio.sleep(step)
+        waited += step
+        try:
+            await run_in_threadpool(service.fleet.flush, service)
+            if waited >= period:
+                waited = 0.0
+                for line in await run_in_threadpool(rollout_ops.tick, service):
+                    log.info("event=rollout %s", line)
+        except Exception:  # keep serving; the next round retries
+            log.exception("event=rollout_tick_failed")
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
@@ -80,13 +101,22 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_maintenance_loop(service))
+        tasks = [
+            asyncio.create_task(_maintenance_loop(service)),
+            asyncio.create_task(
+                _rollout_loop(service, float(settings.rollout_tick), float(settings.fleet_flush))
+            ),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(Exception):
+                service.fleet.flush(service)  # what this worker saw last
 
     app = FastAPI(
         lifespan=lifespan,
@@ -122,11 +152,38 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     app.include_router(api.router)
     app.include_router(key_routes.router)  # signing keys and rotation (issue 14)
     app.include_router(provision_routes.router)  # Butane/Ignition configs (issue 5)
+    app.include_router(rollout_routes.router)  # staged rollouts, fleet view (issue 21)
     web.install(app)  # the catalogue, its static files, /api/docs, the HTML 404
     app.router.default = SlashRedirect(app.router.routes, app.router.default)
     # The public tree is answered in front of FastAPI (whose per-request wrappers cost
     # more than serving a cached manifest, docs/registry.md); it logs its own requests,
     # everything else is logged around the FastAPI app.
+    flushing: set[asyncio.Future[int]] = set()
+
+    def on_sighting() -> None:
+        # Written off the event loop, at most every fleet_flush seconds (fleet.py).
+        if service.fleet.due():
+            future = asyncio.get_running_loop().run_in_executor(None, service.fleet.flush, service)
+            flushing.add(future)
+            future.add_done_callback(_flushed(flushing))
+
     if settings.uses_s3:
-        return tree.RedirectTree(AccessLogMiddleware(app), settings.base_url)
-    return tree.PublicTree(AccessLogMiddleware(app), settings.public_dir)
+        return tree.RedirectTree(
+            AccessLogMiddleware(app),
+            settings.base_url,
+            service.fleet,
+            on_sighting,
+            service.rollout_trees,
+        )
+    return tree.PublicTree(
+        AccessLogMiddleware(app), settings.public_dir, service.fleet, on_sighting
+    )
+
+
+def _flushed(pending: set[asyncio.Future[int]]) -> Callable[[asyncio.Future[int]], None]:
+    def done(future: asyncio.Future[int]) -> None:
+        pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("event=fleet_flush_failed error=%r", future.exception())
+
+    return done

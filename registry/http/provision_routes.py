@@ -23,6 +23,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from registry.service.core import RegistryService
 from sysext.core.errors import SysextError
+from sysext.core.rollout import group_problem
 from sysext.core.urls import DEFAULT_CHANNEL, extension_url_path
 from sysext.provision import (
     ExtensionRef,
@@ -72,6 +73,8 @@ class ConfigQuery:
     os_version: str | None = None
     timer: bool | None = None
     systemd_version: int | None = None
+    rollout: bool = False
+    group: str | None = None
 
 
 def _config_query(
@@ -108,6 +111,12 @@ def _config_query(
             "262 features)",
         ),
     ] = None,
+    rollout: Annotated[
+        bool, Query(description="managed host: staged rollouts (docs/rollouts.md)")
+    ] = False,
+    group: Annotated[
+        str | None, Query(description="the managed host's rollout group (implies rollout)")
+    ] = None,
 ) -> ConfigQuery:
     return ConfigQuery(
         channel,
@@ -120,6 +129,8 @@ def _config_query(
         os_version,
         timer,
         systemd_version,
+        rollout,
+        group,
     )
 
 
@@ -176,7 +187,12 @@ def _generate(request: Request, refs: list[str], query: ConfigQuery) -> Provisio
             keyring=parse_enum(KeyringMode, query.keyring, "keyring mode"),
             timer=query.timer,
             systemd_version=query.systemd_version,
+            rollout=query.rollout or query.group is not None,
+            group=query.group,
         )
+        problem = group_problem(query.group) if query.group is not None else None
+        if problem:
+            raise SysextError(problem, "e.g. group=canary")
         return generate_config(
             catalog(request),
             [ExtensionRef.parse(text) for text in refs],

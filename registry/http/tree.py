@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -24,6 +25,12 @@ from registry.http.files import (
     send_small,
 )
 from registry.http.logs import log_request
+from registry.service.fleet import (
+    FleetRecorder,
+    fallback_paths,
+    image_path,
+    parse_rollout_path,
+)
 
 APP_PREFIXES = ("/api/", "/catalog/", "/static/")
 APP_PATHS = frozenset({"/", "/openapi.json", "/favicon.ico"})
@@ -39,12 +46,25 @@ NOT_FOUND_HEADERS = (
 
 
 class PublicTree:
-    """GET/HEAD of the public tree; logs its own requests (one line each, logs.py)."""
+    """GET/HEAD of the public tree; logs its own requests (one line each, logs.py).
 
-    def __init__(self, app: ASGIApp, public_dir: Path) -> None:
+    A managed host's `rollouts/…/BB/HOSTID/FILE` is answered with the bucket's
+    `rollouts/…/BB/FILE` and noted in `fleet` (registry/service/fleet.py); a group without
+    a directory of its own reads the ungrouped bucket, an extension without a rollout tree
+    its channel directory (fleet.fallback_paths)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        public_dir: Path,
+        fleet: FleetRecorder | None = None,
+        on_sighting: Callable[[], None] | None = None,
+    ) -> None:
         self.app = app
         self.public_dir = public_dir
         self.cache = SmallFileCache(public_dir)
+        self.fleet = fleet
+        self.on_sighting = on_sighting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,11 +96,28 @@ class PublicTree:
         started = time.monotonic()
         outcome = Outcome()
         served = False
+        url_path = path[1:]
+        rollout = parse_rollout_path(url_path) if path.startswith("/rollouts/") else None
+        if rollout is not None:
+            url_path = rollout.static_path
+            for fallback in fallback_paths(rollout):
+                if os.path.isdir(self.public_dir / url_path.rsplit("/", 1)[0]):
+                    break
+                url_path = fallback
         try:
-            served = await self._serve(scope, receive, send, path[1:], outcome)
+            if rollout is not None and rollout.filename.endswith(".raw"):
+                # Images keep one URL, the channel's, so caches and CDNs hold each once.
+                await _redirect(send, "/" + image_path(rollout), 302, outcome)
+                served = True
+            else:
+                served = await self._serve(scope, receive, send, url_path, outcome)
         finally:
             if served or outcome.status:
                 log_request(scope, outcome.status, outcome.sent, started)
+            if rollout is not None and self.fleet is not None:
+                self.fleet.record(rollout, outcome.status in (200, 206, 302, 304))
+                if self.on_sighting is not None:
+                    self.on_sighting()
         if not served:
             # No such file and a person's browser asking: the app answers with its HTML
             # 404 page (and logs the request itself).
@@ -117,6 +154,13 @@ class PublicTree:
         return True
 
 
+async def _redirect(send: Send, location: str, status: int, outcome: Outcome) -> None:
+    headers = ((b"location", location.encode()), (b"content-length", b"0"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+    outcome.status = status
+
+
 def _accepts_html(scope: Scope) -> bool:
     for key, value in scope.get("headers", ()):
         if key == b"accept":
@@ -129,9 +173,20 @@ class RedirectTree:
     replica answer 307 to the same path under the public URL (hosts normally go there
     directly; systemd-pull and curl follow redirects)."""
 
-    def __init__(self, app: ASGIApp, base_url: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        base_url: str,
+        fleet: FleetRecorder | None = None,
+        on_sighting: Callable[[], None] | None = None,
+        trees: Callable[[], dict[tuple[str, str], frozenset[str]]] | None = None,
+    ) -> None:
         self.app = app
         self.base_url = base_url.rstrip("/")
+        self.fleet = fleet
+        self.on_sighting = on_sighting
+        # (name, channel) → groups of the rollout trees in the bucket (cached by the caller).
+        self.trees = trees
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -144,6 +199,22 @@ class RedirectTree:
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
+        rollout = parse_rollout_path(path[1:]) if path.startswith("/rollouts/") else None
+        if rollout is not None:
+            # The bucket holds the bucket's directory; the host ID stays with us. Which
+            # directories exist is the database's knowledge (no request to the bucket).
+            path = "/" + rollout.static_path
+            trees = self.trees() if self.trees is not None else {}
+            groups = trees.get((rollout.name, rollout.channel))
+            fallbacks = fallback_paths(rollout)
+            if groups is None or rollout.filename.endswith(".raw"):
+                path = "/" + fallbacks[-1]  # images: one shared URL (see PublicTree)
+            elif rollout.group is not None and rollout.group not in groups:
+                path = "/" + fallbacks[0]
+            if self.fleet is not None:
+                self.fleet.record(rollout, True)
+                if self.on_sighting is not None:
+                    self.on_sighting()
         location = (self.base_url + path).encode()
         headers = ((b"location", location), (b"content-length", b"0"))
         await send({"type": "http.response.start", "status": 307, "headers": headers})

@@ -13,6 +13,7 @@ reading the same public tree, so the page, the CLI and the API print the same te
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import urllib.parse
 from dataclasses import dataclass
@@ -28,9 +29,11 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from registry.db.models import Image
+from registry.db.models import Image, utcnow
 from registry.errors import RegistryError
 from registry.http import catalogue, provision_routes
+from registry.http.fleet_chart import adoption_svg
+from registry.service import fleet, rollout_ops
 from registry.service.core import RegistryService
 from sysext.core.errors import SysextError
 from sysext.core.urls import KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
@@ -222,8 +225,28 @@ def extension_page(
             "snippets": snippets,
             "problem": problem,
             "verify": verify,
+            "rollout": _rollout_section(service, name),
         },
     )
+
+
+def _rollout_section(service: RegistryService, name: str) -> dict[str, Any] | None:
+    """Rollout stages and the fleet chart (issue 21), when there is anything to show."""
+    service.fleet.flush(service)
+    status = rollout_ops.status(service, name)
+    view = fleet.fleet_view(service, name)
+    if not status["rollouts"] and not view["hosts"]:
+        return None
+    samples = [
+        (dt.datetime.fromisoformat(h["at"]), str(h["version"]), int(h["hosts"]))
+        for h in view["history"]
+    ]
+    current = {v: e["hosts"] for v, e in view["versions"].items() if v != "none"}
+    return {
+        "rollouts": status["rollouts"],
+        "fleet": view,
+        "chart": adoption_svg(samples, utcnow(), current),
+    }
 
 
 @router.api_route("/favicon.ico", methods=PAGE_METHODS)

@@ -50,6 +50,14 @@ class Action(enum.StrEnum):
     KEY_ADVANCE = "key.advance"
     DENIED = "write.denied"
     REPAIR = "registry.repair"
+    ROLLOUT_SET = "rollout.set"
+    ROLLOUT_HALT = "rollout.halt"
+    ROLLOUT_RESUME = "rollout.resume"
+    # Changes the registry makes on its own (schedule, canary passed, auto-pause): the
+    # principal is "registry", the client empty.
+    ROLLOUT_ADVANCE = "rollout.advance"
+    ROLLOUT_CANARY_PASSED = "rollout.canary-passed"
+    ROLLOUT_PAUSED = "rollout.auto-paused"
 
 
 class AuditEntry(Base):
@@ -160,6 +168,21 @@ def record(
             target=_fit(target, TARGET_MAX),
             detail=json.dumps(detail, sort_keys=True),
             client=_fit(actor.client, CLIENT_MAX),
+        )
+    )
+
+
+def record_registry(session: Session, action: Action, target: str, detail: dict[str, Any]) -> None:
+    """An entry for a change the registry made by itself (a rollout schedule step)."""
+    session.add(
+        AuditEntry(
+            at=utcnow(),
+            token_id=None,
+            principal="registry",
+            action=str(action),
+            target=target,
+            detail=json.dumps(detail, sort_keys=True),
+            client="",
         )
     )
 

@@ -48,11 +48,15 @@ def content_problem(content: mat.DirectoryContent) -> str | None:
 
 
 def checked_content(
-    settings: Settings, name: str, channel: str, images: Iterable[Image]
+    settings: Settings,
+    name: str,
+    channel: str,
+    images: Iterable[Image],
+    held: frozenset[str] = frozenset(),
 ) -> mat.DirectoryContent:
     """desired_content() for a write about to be committed; RegistryError 422 if unservable."""
     try:
-        content = mat.desired_content(settings, name, channel, images)
+        content = mat.desired_content(settings, name, channel, images, held)
     except ManifestError as exc:
         problem: str | None = exc.message
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from registry.db.models import (
 )
 from registry.errors import RegistryError
 from registry.failpoints import failpoint
-from registry.service import audit, auth, consistency
+from registry.service import audit, auth, consistency, fleet, rollouts
 from registry.service.names import ImageName, channel_problem, claimed_by
 from registry.settings import Settings
 from registry.storage import materialize as mat
@@ -69,6 +70,9 @@ class RegistryService:
         # previous snapshot (if any) and reported; `sysext registry check` explains them.
         self.broken: list[consistency.Problem] = []
         self.storage = make_storage(settings)
+        # Sightings of managed hosts, buffered per worker (fleet.py).
+        self.fleet = fleet.FleetRecorder(settings.fleet_flush)
+        self._trees: tuple[float, dict[tuple[str, str], frozenset[str]]] | None = None
 
     @contextlib.contextmanager
     def writing(self, name: str | None) -> Iterator[Session]:
@@ -245,8 +249,11 @@ class RegistryService:
         self.broken = []
         for (name, channel), members in sorted(groups.items()):
             try:
-                content = consistency.checked_content(self.settings, name, channel, members)
+                held = self.held_for(name, channel, members)
+                content = consistency.checked_content(self.settings, name, channel, members, held)
                 self.storage.materialize(self.signer, content)
+                with self.sessions() as session:
+                    self._serve_rollouts(session, name, [channel])
             except (RegistryError, OSError, SysextError) as exc:
                 message = exc.detail if isinstance(exc, RegistryError) else str(exc)
                 problem = consistency.Problem(
@@ -269,6 +276,38 @@ class RegistryService:
         with self.signer.batch():
             for content in self._planned(session, name, channels):
                 self.storage.materialize(self.signer, content)
+            self._serve_rollouts(session, name, channels)
+
+    def rollout_trees(self) -> dict[tuple[str, str], frozenset[str]]:
+        """(name, channel) → groups, of every rollout tree; re-read at most every 5 s (a
+        replica redirecting bucket paths to the object store asks on every request)."""
+        now = time.monotonic()
+        if self._trees is None or now - self._trees[0] > 5:
+            with self.sessions() as session:
+                self._trees = (now, rollouts.trees(session))
+        return self._trees[1]
+
+    def held_for(self, name: str, channel: str, members: Iterable[Image]) -> frozenset[str]:
+        """What `name`'s channel manifest leaves out while it rolls out (rollouts.py)."""
+        with self.sessions() as session:
+            return rollouts.held_filenames(session, name, channel, members)
+
+    def _serve_rollouts(self, session: Session, name: str, channels: Iterable[str]) -> None:
+        """Materialize the rollout tree (one directory per bucket) of `name` in `channels`,
+        as the session sees the database (call it after the commit)."""
+        self._trees = None  # this process redirects by the new state at once
+        for channel in sorted(set(channels)):
+            members = session.scalars(
+                select(Image)
+                .join(ImageChannel)
+                .where(Image.name == name, ImageChannel.channel == channel)
+            ).all()
+            # No rollout ever set: no tree; the bucket paths fall back to the channel's
+            # directory (tree.py, the nginx block), which then lists the same versions.
+            if not members or not rollouts.policies(session, name, channel):
+                continue
+            content = rollouts.rollout_content(session, name, channel, members)
+            self.storage.materialize_rollouts(self.signer, content)
 
     def _planned(
         self, session: Session, name: str, channels: Iterable[str]
@@ -283,7 +322,8 @@ class RegistryService:
                 .join(ImageChannel)
                 .where(Image.name == name, ImageChannel.channel == channel)
             ).all()
-            planned.append(consistency.checked_content(self.settings, name, channel, members))
+            held = rollouts.held_filenames(session, name, channel, members)
+            planned.append(consistency.checked_content(self.settings, name, channel, members, held))
         return planned
 
     def _commit_and_serve(
@@ -315,6 +355,7 @@ class RegistryService:
             with self.signer.batch():
                 for content in planned:
                     self.storage.materialize(self.signer, content)
+                self._serve_rollouts(session, name, channels)
         except (OSError, SysextError, RegistryError) as exc:
             # RegistryError: the object store failed (storage/s3.py), the same as a disk.
             log.error(

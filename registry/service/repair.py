@@ -64,7 +64,9 @@ def check(service: RegistryService) -> list[Problem]:
     keyring = service.signer.public_keyring()
     for (name, channel), members in sorted(groups.items()):
         try:
-            content = checked_content(settings, name, channel, members)
+            content = checked_content(
+                settings, name, channel, members, service.held_for(name, channel, members)
+            )
         except RegistryError as exc:
             problems.append(Problem(name, channel, exc.detail, "delete the unservable rows"))
             continue

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from registry.settings import Settings
 from registry.storage.materialize import DirectoryContent
+from registry.storage.rollout_tree import RolloutContent
 from registry.trust.keys import Signer
 
 
@@ -28,6 +29,9 @@ class Storage(Protocol):
 
     def materialize(self, signer: Signer, content: DirectoryContent) -> None:
         """Make the public directories of (content.channel, content.name) serve `content`."""
+
+    def materialize_rollouts(self, signer: Signer, content: RolloutContent) -> None:
+        """Make the rollout tree of (content.channel, content.name) serve `content`."""
 
     def remove_unknown(self, known: set[tuple[str, str]]) -> None:
         """Unpublish (name, channel) directories the database does not know."""

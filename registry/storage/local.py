@@ -12,6 +12,7 @@ from pathlib import Path
 from registry.settings import Settings
 from registry.storage import blobs as store
 from registry.storage import materialize as mat
+from registry.storage import rollout_tree
 from registry.trust.keys import Signer
 from sysext.core.atomic import remove_stale_temporaries
 
@@ -35,6 +36,9 @@ class LocalStorage:
 
     def materialize(self, signer: Signer, content: mat.DirectoryContent) -> None:
         mat.materialize(self.settings, signer, content)
+
+    def materialize_rollouts(self, signer: Signer, content: rollout_tree.RolloutContent) -> None:
+        rollout_tree.materialize_rollouts(self.settings, signer, content)
 
     def remove_unknown(self, known: set[tuple[str, str]]) -> None:
         mat.remove_unknown_links(self.settings, known)

@@ -77,14 +77,15 @@ class DirectoryContent:
 PLACEHOLDER_NAME = "NO-PUBLISHED-IMAGES"
 
 
-def manifest_bytes(images: Iterable[Image]) -> bytes:
+def manifest_bytes(images: Iterable[Image], held: frozenset[str] = frozenset()) -> bytes:
     """SHA256SUMS of the non-yanked images, in systemd's version order (oldest first).
 
     Each line comes from format_manifest(), so the grammar is the canonical one (§3.3);
     only the line order is ours: by version as sysupdate compares them, then by arch.
     """
     listed = sorted(
-        (i for i in images if not i.yanked), key=lambda i: (version_key(i.version), i.arch)
+        (i for i in images if not i.yanked and i.filename not in held),
+        key=lambda i: (version_key(i.version), i.arch),
     )
     if not listed:
         return format_manifest([ManifestEntry(PLACEHOLDER_NAME, EMPTY_SHA256)])
@@ -164,8 +165,14 @@ def transfer_texts(
 
 
 def desired_content(
-    settings: Settings, name: str, channel: str, images: Iterable[Image]
+    settings: Settings,
+    name: str,
+    channel: str,
+    images: Iterable[Image],
+    held: frozenset[str] = frozenset(),
 ) -> DirectoryContent:
+    """`held`: file names left out of the manifest while their version rolls out
+    (registry/service/rollouts.py); their files stay, like yanked ones."""
     images = list(images)
     # The registry refuses to mix bound and plain images in one extension (service.py),
     # so any bound image means all are.
@@ -173,7 +180,7 @@ def desired_content(
     return DirectoryContent(
         name=name,
         channel=channel,
-        manifest=manifest_bytes(images),
+        manifest=manifest_bytes(images, held),
         images=tuple(sorted((i.filename, i.sha256) for i in images)),
         texts=(
             *transfer_texts(name, channel, settings.base_url, os_bound=os_bound),

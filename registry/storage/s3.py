@@ -66,6 +66,7 @@ from registry.storage.layout import cache_control, content_type
 from registry.storage.materialize import (
     DIFFERS,
     NOT_PUBLISHED,
+    PLACEHOLDER_NAME,
     DirectoryContent,
     marker_files,
     served_is_current,
@@ -73,6 +74,7 @@ from registry.storage.materialize import (
     served_refused,
     split_served,
 )
+from registry.storage.rollout_tree import RolloutContent
 from registry.trust.keys import Signer
 from sysext.core.errors import SysextError
 from sysext.core.logfmt import log_value
@@ -83,7 +85,7 @@ from sysext.trust.signing import load_keyring
 log = logging.getLogger("registry")
 
 MIB = 1 << 20
-PUBLIC_PATTERNS = ("extensions/*", "channels/*", KEYRING_BINARY, KEYRING_ARMORED)
+PUBLIC_PATTERNS = ("extensions/*", "channels/*", "rollouts/*", KEYRING_BINARY, KEYRING_ARMORED)
 
 
 def _md5(data: bytes) -> str:
@@ -349,6 +351,30 @@ class S3Storage:
                     and key.rsplit("/", 1)[-1] not in markers
                 ]
                 self._delete(outdated)
+
+    def materialize_rollouts(self, signer: Signer, content: RolloutContent) -> None:
+        """The bucket directories (rollout_tree.py) as objects, in the same order as
+        `materialize`: images first (never deleted), then signature and manifest of each
+        directory whose manifest changed. One listing of the whole rollout tree; images are
+        server-side copies (on Ceph RGW a copy shares the stored data)."""
+        base = content.url_path
+        with self._errors("materializing the rollout tree"):
+            present = {o["Key"]: o["ETag"].strip('"') for o in self._list(base + "/")}
+            signed: dict[bytes, bytes] = {}
+            for slot in content.slots:
+                directory = f"{base}/{slot.path}"
+                for filename, sha256 in slot.images:
+                    if self._key(f"{directory}/{filename}") not in present:
+                        self._copy_blob(sha256, self._key(f"{directory}/{filename}"), filename)
+                if slot.placeholder and self._key(f"{directory}/{PLACEHOLDER_NAME}") not in present:
+                    self._put(f"{directory}/{PLACEHOLDER_NAME}", b"")
+                if self._pair_matches(directory, slot.manifest, signer, present):
+                    continue
+                if slot.manifest not in signed:
+                    signed[slot.manifest] = signer.sign(slot.manifest)
+                for name in SIGNATURE_NAMES:
+                    self._put(f"{directory}/{name}", signed[slot.manifest])
+                self._put(f"{directory}/{MANIFEST_NAME}", slot.manifest)
 
     def _copy_blob(self, sha256: str, key: str, filename: str) -> None:
         # Server-side (multipart for big images): the bytes never pass through us.

@@ -141,7 +141,24 @@ def butane(
     check: bool = typer.Option(
         False, "--check", help="Also download every source and check its hash."
     ),
+    rollout: bool = typer.Option(
+        False,
+        "--rollout",
+        help="Managed host (staged rollouts): it derives a rollout ID from its machine ID at "
+        "boot and polls its rollout bucket (docs/rollouts.md).",
+    ),
+    group: str | None = typer.Option(
+        None, "--group", help="Rollout group of the host, e.g. canary (implies --rollout)."
+    ),
 ) -> None:
+    if group is not None:
+        from sysext.core.rollout import group_problem
+
+        problem = group_problem(group)
+        if problem:
+            raise SysextError(problem, "e.g. --group canary")
+        if no_updates:
+            raise SysextError("--group needs updates", "drop --no-updates")
     refs = [ExtensionRef.parse(text) for text in extensions]
     if version is not None:
         if len(refs) != 1 or refs[0].version is not None:
@@ -163,6 +180,8 @@ def butane(
         keyring=parse_enum(KeyringMode, keyring, "--keyring mode"),
         timer=timer,
         systemd_version=systemd_version,
+        rollout=rollout or group is not None,
+        group=group,
     )
     user_text = read_butane_file(merge_into) if merge_into is not None else None
     config = generate_config(

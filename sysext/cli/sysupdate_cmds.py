@@ -504,6 +504,19 @@ def transfer(
         help="Host layout: flatcar (/opt/extensions/NAME, /etc/extensions/NAME.raw) or fcos "
         "(/var/lib/extensions.d/NAME, /var/lib/extensions/NAME.raw, as fedora-sysexts).",
     ),
+    host_id: str | None = typer.Option(
+        None,
+        "--host-id",
+        help="A managed host's rollout ID (systemd-id128 machine-id --app-specific=…): the "
+        "file that host ends up with, polling its rollout bucket (docs/rollouts.md).",
+    ),
+    group: str | None = typer.Option(None, "--group", help="The managed host's rollout group."),
+    static: bool = typer.Option(
+        False,
+        "--static",
+        help="With --host-id: poll the bucket directory without the host ID (a host reading "
+        "an object store directly; the registry then cannot tell hosts apart).",
+    ),
 ) -> None:
     """Print the systemd-sysupdate transfer file that keeps NAME updated.
 
@@ -536,6 +549,8 @@ def transfer(
         sys.stdout.write(text)
         return
     layout = host_layout(name, chosen)
+    if host_id is None and (group is not None or static):
+        raise SysextError("--group and --static describe a managed host", "give --host-id too")
     if os_bound is None:
         os_bound = _registry_os_bound(registry, name, channel)
     spec = TransferSpec(
@@ -548,6 +563,9 @@ def transfer(
         os_bound=os_bound,
         instances_max=instances,
         verify=not no_verify,
+        host_id=host_id,
+        group=group,
+        static=static,
     )
     if file_format is None:
         newer = systemd_version is not None and systemd_version >= TRANSFER_SUFFIX_SINCE
@@ -561,6 +579,31 @@ def transfer(
             "drop --format",
         )
     sys.stdout.write(render_transfer(spec, file_format=file_format))
+
+
+def host_id(
+    machine_id: str | None = typer.Option(
+        None, "--machine-id", help="A machine ID (default: this host's /etc/machine-id)."
+    ),
+) -> None:
+    """Print this host's rollout ID and bucket (what a managed host polls with).
+
+    The same as `systemd-id128 machine-id --app-specific=APP_ID`; the machine ID itself is
+    never printed nor sent anywhere.
+
+    Example: sysext host-id
+    """
+    from sysext.core.rollout import app_specific_id, bucket_name, host_bucket
+
+    if machine_id is None:
+        try:
+            machine_id = Path("/etc/machine-id").read_text(encoding="ascii").strip()
+        except OSError as exc:
+            raise SysextError(
+                f"cannot read /etc/machine-id: {exc.strerror}", "pass --machine-id"
+            ) from None
+    ident = app_specific_id(machine_id)
+    print(f"{ident} bucket {bucket_name(host_bucket(ident))}")
 
 
 def _registry_os_bound(registry: str, name: str, channel: str) -> bool:
@@ -591,3 +634,4 @@ def register(app: typer.Typer) -> None:
     app.command("verify")(verify)
     app.command("check")(check)
     app.command("transfer")(transfer)
+    app.command("host-id")(host_id)

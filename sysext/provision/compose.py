@@ -17,6 +17,7 @@ component fails or succeeds on its own and needs no workaround.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from sysext.provision.model import (
     check_versions,
 )
 from sysext.provision.resolve import ResolvedImage
+from sysext.provision.rollout_identity import IDENTITY_UNIT, rollout_files
 from sysext.systemd.transfer import (
     ACTIVATION_DIR,
     EXTENSIONS_DIR,
@@ -84,6 +86,10 @@ class ProvisionOptions:
     # The hosts' systemd major version, when known (--systemd-version): picks the transfer
     # file name and offers the 262 features. None: files every version 252+ reads.
     systemd_version: int | None = None
+    # Staged rollouts (issue 21): each host derives its rollout identity at boot and
+    # polls its bucket's directory (rollout_identity.py); `group` puts it in a group.
+    rollout: bool = False
+    group: str | None = None
 
     @property
     def timer_enabled(self) -> bool:
@@ -278,9 +284,16 @@ exit 0
 
 
 def update_service(
-    name: str, on_update: OnUpdate, variant: Variant, *, keyring: KeyringMode = KeyringMode.COMBINE
+    name: str,
+    on_update: OnUpdate,
+    variant: Variant,
+    *,
+    keyring: KeyringMode = KeyringMode.COMBINE,
+    after: str | None = None,
 ) -> str:
+    """`after`: a unit that writes the transfer file first (rollout identity)."""
     layout = host_layout(name, variant)
+    ordering = f"Wants={after}\nAfter={after}\n" if after else ""
     argv = " ".join((UPDATE_SCRIPT, name, layout.link, on_update.value, *layout.relabel))
     keyring_unit = [f"{line}\n" for line in UPDATE_UNIT_LINES]
     keyring_service = [
@@ -302,6 +315,7 @@ def update_service(
             f"Documentation=man:systemd-sysupdate(8) {ACTIVATION_DOCS[variant]}\n"
             "Wants=network-online.target\n"
             "After=network-online.target\n",
+            ordering,
             *(keyring_unit if combine else []),
             f"ConditionPathIsDirectory={transfer_dir(name)}\n"
             "# Not every image ships sysupdate (optional in systemd builds): skip, not fail.\n"
@@ -418,6 +432,8 @@ def compose_config(
         *(f"  {i.name} {i.version} ({_described(i)})" for i in images),
     ]
     specs = [transfer_spec(image, registry_url, options.variant) for image in images]
+    if options.rollout or options.group:
+        specs = [dataclasses.replace(spec, group=options.group) for spec in specs]
     for spec, image in zip(specs, images, strict=True):
         files.append(File(image_path(spec, image), RemoteContents(image.url, image.sha256)))
         # The activation name (link name) is what systemd-sysext matches the release file
@@ -449,10 +465,22 @@ def compose_config(
         )
     if options.updates:
         files.append(File(UPDATE_SCRIPT, InlineContents(UPDATE_SCRIPT_TEXT.encode()), 0o755))
+        managed = options.rollout or options.group is not None
+        if managed:
+            rollout_files_, rollout_units = rollout_files(specs)
+            files += rollout_files_
+            units += rollout_units
+            notes.append(
+                "Staged rollouts: each host derives its rollout ID from its machine ID at boot "
+                f"({IDENTITY_UNIT}) and polls its bucket's directory"
+                + (f" in group {options.group}" if options.group else "")
+                + "; `sysext transfer NAME --registry URL --host-id ID` shows its file."
+            )
         for spec, image in zip(specs, images, strict=True):
-            text = render_transfer(spec)
-            for path in transfer_paths(image.name, version):
-                files.append(File(path, InlineContents(text.encode())))
+            if not managed:
+                text = render_transfer(spec)
+                for path in transfer_paths(image.name, version):
+                    files.append(File(path, InlineContents(text.encode())))
             if version is not None and version >= SYSTEMD_262:
                 component = component_file(image.name, registry_url)
                 files.append(File(component_path(image.name), InlineContents(component.encode())))
@@ -460,7 +488,11 @@ def compose_config(
                 Unit(
                     update_unit_name(image.name, "service"),
                     contents=update_service(
-                        image.name, options.on_update, options.variant, keyring=options.keyring
+                        image.name,
+                        options.on_update,
+                        options.variant,
+                        keyring=options.keyring,
+                        after=IDENTITY_UNIT if managed else None,
                     ),
                 )
             )

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sysext.core.errors import SysextError
+from sysext.core.rollout import check_host, host_source_url
 from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url
 from sysext.systemd.extension_release import BOUND_NAME_HINT, bound_name_problem, name_problem
 from sysext.systemd.patterns import PatternError, parse_pattern
@@ -65,9 +66,18 @@ class TransferSpec:
     verify: bool = True
     target_dir: str | None = None  # default /opt/extensions/NAME
     current_symlink: str | None = None  # default /etc/extensions/NAME.raw
+    # A managed host (staged rollouts, sysext/core/rollout.py): its app-specific ID and
+    # optional group put it in a rollout bucket; None: the channel's own directory.
+    host_id: str | None = None
+    group: str | None = None
+    static: bool = False  # the bucket directory without the host ID (object stores)
 
     @property
     def source_url(self) -> str:
+        if self.host_id is not None:
+            return host_source_url(
+                self.base_url, self.name, self.channel, self.host_id, self.group, static=self.static
+            )
         return extension_url(self.base_url, self.name, self.channel)
 
     @property
@@ -117,6 +127,12 @@ def validate_spec(spec: TransferSpec) -> None:
         )
     if not _NAME.fullmatch(spec.channel):
         raise TransferError(f"invalid channel {spec.channel!r}")
+    if spec.host_id is not None:
+        check_host(spec.host_id, spec.group)
+    elif spec.group is not None:
+        raise TransferError(
+            f"group {spec.group!r} without a host ID", "give --host-id too (a group is per host)"
+        )
     if spec.minor is not None:
         problem = version_problem(spec.minor)
         if problem or spec.minor.endswith(".") or "-" in spec.minor:

@@ -1,0 +1,127 @@
+"""Staged rollouts and the fleet view under /api/v1/extensions/NAME (issue 21).
+
+Writes (set, halt, resume) need a token allowed for the extension and channel, checked by
+the service under the writer lock like every other write (rollout_ops.py); reads are
+public like the rest of the API: rollout stages and per-version host counts, never a host
+ID.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from registry.http.api import WRITE_ERRORS, Authorization, _check_name, _principal, _service
+from registry.service import audit, auth, fleet, rollout_ops
+from sysext.core.urls import DEFAULT_CHANNEL
+
+router = APIRouter(prefix="/api/v1")
+
+
+class RolloutBody(BaseModel):
+    percent: int | None = Field(default=None, description="share of hosts offered it, 0-100")
+    group: str | None = Field(default=None, description="set `percent` for this group only")
+    canary: int | None = Field(
+        default=None, description="offer it to this many hosts first, until they fetched it"
+    )
+    steps: list[int] = Field(default_factory=list, description="schedule, e.g. [1, 10, 50, 100]")
+    every_seconds: int | None = Field(default=None, description="time between schedule steps")
+    window_seconds: int | None = Field(
+        default=None, description="pause when no host fetched it within this time"
+    )
+
+
+class ResumeBody(BaseModel):
+    percent: int | None = None
+
+
+def _actor(request: Request, authorization: str | None, name: str) -> audit.Actor:
+    service = _service(request)
+    principal = _principal(service, authorization)
+    _check_name(name)
+    auth.require_scope(principal, name)  # early; the binding check is under the lock
+    return audit.Actor.of(principal, request)
+
+
+@router.put(
+    "/extensions/{name}/rollouts/{version}",
+    responses={**WRITE_ERRORS, 409: {"description": "lowering a percentage"}},
+    summary="Create or change the rollout of a version (stage it before publishing)",
+)
+def set_rollout(
+    name: str,
+    version: str,
+    body: RolloutBody,
+    request: Request,
+    authorization: Authorization = None,
+    channel: str = DEFAULT_CHANNEL,
+) -> dict[str, Any]:
+    actor = _actor(request, authorization, name)
+    wanted = rollout_ops.RolloutRequest(
+        percent=body.percent,
+        group=body.group,
+        canary=body.canary,
+        steps=tuple(body.steps),
+        every_seconds=body.every_seconds,
+        window_seconds=body.window_seconds,
+    )
+    return rollout_ops.set_rollout(_service(request), name, version, channel, wanted, actor)
+
+
+@router.post(
+    "/extensions/{name}/rollouts/{version}/halt",
+    responses=WRITE_ERRORS,
+    summary="Offer the version to no new host (hosts that have it keep it)",
+)
+def halt(
+    name: str,
+    version: str,
+    request: Request,
+    authorization: Authorization = None,
+    channel: str = DEFAULT_CHANNEL,
+) -> dict[str, Any]:
+    actor = _actor(request, authorization, name)
+    return rollout_ops.set_halted(_service(request), name, version, channel, True, actor)
+
+
+@router.post(
+    "/extensions/{name}/rollouts/{version}/resume",
+    responses=WRITE_ERRORS,
+    summary="Resume a halted rollout, optionally at a higher percentage",
+)
+def resume(
+    name: str,
+    version: str,
+    request: Request,
+    authorization: Authorization = None,
+    channel: str = DEFAULT_CHANNEL,
+    body: ResumeBody | None = None,
+) -> dict[str, Any]:
+    actor = _actor(request, authorization, name)
+    percent = body.percent if body is not None else None
+    return rollout_ops.set_halted(
+        _service(request), name, version, channel, False, actor, percent=percent
+    )
+
+
+@router.get("/extensions/{name}/rollouts", summary="Rollouts of an extension and their stage")
+def rollouts(name: str, request: Request) -> dict[str, Any]:
+    _check_name(name)
+    service = _service(request)
+    service.fleet.flush(service)
+    return rollout_ops.status(service, name)
+
+
+@router.get(
+    "/extensions/{name}/fleet",
+    summary="Managed hosts seen: per version and group, last seen, history",
+)
+async def fleet_view(name: str, request: Request) -> dict[str, Any]:
+    _check_name(name)
+    service = _service(request)
+    # What this worker buffered is written first; other workers flush within fleet_flush.
+    await run_in_threadpool(service.fleet.flush, service)
+    return await run_in_threadpool(fleet.fleet_view, service, name)

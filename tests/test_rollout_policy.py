@@ -1,0 +1,216 @@
+"""Rollout policy (issue 21): canary gate, schedule, auto-pause, authorization, audit and
+bad input, against a real `sysext serve`. Hosts here are plain HTTP clients fetching what
+systemd-sysupdate fetches (their bucket's SHA256SUMS and the image it lists);
+tests/test_rollout_sysupdate.py runs the real client."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from sysext.core.rollout import app_specific_id, host_bucket
+from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.servers import CliResult, run_cli
+
+NAME = "hello"
+
+
+@contextlib.contextmanager
+def hello_registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    """A registry with hello 1.0 released and 1.1 staged at 0 % before it was published."""
+    env = {"SYSEXT_WORKERS": "1", "SYSEXT_FLEET_FLUSH": "0", "SYSEXT_ROLLOUT_TICK": "1"}
+    with running_registry(tmp_path / "data", env=env) as reg:
+        images = tmp_path / "images"
+        images.mkdir()
+        for version in ("1.0", "1.1"):
+            if version == "1.1":
+                cli(reg, "rollout", "set", NAME, "1.1", "--percent", "0")
+            assert cli(reg, "publish", str(build_image(images, NAME, version))).returncode == 0
+        yield reg
+
+
+@pytest.fixture
+def registry(tmp_path: Path, registry_database: str) -> Iterator[RegistryServer]:
+    with hello_registry(tmp_path) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def unchanged(
+    tmp_path_factory: pytest.TempPathFactory, registry_database: str
+) -> Iterator[RegistryServer]:
+    """One registry for the requests that must change nothing."""
+    with hello_registry(tmp_path_factory.mktemp("unchanged")) as reg:
+        yield reg
+
+
+def cli(reg: RegistryServer, *args: str, token: str | None = None) -> CliResult:
+    return run_cli(*args, "--registry", reg.url, env={"SYSEXT_TOKEN": token or reg.admin_token})
+
+
+def host_ids(count: int) -> list[str]:
+    return [app_specific_id(f"{n + 1:032x}") for n in range(count)]
+
+
+def fetch(reg: RegistryServer, host: str) -> str | None:
+    """What a host's sysupdate does: read its bucket's manifest, fetch the newest image."""
+    base = f"{reg.url}/rollouts/stable/{NAME}/{host_bucket(host):02d}/{host}"
+    manifest = requests.get(f"{base}/SHA256SUMS", timeout=10)
+    assert manifest.status_code == 200
+    newest = manifest.text.splitlines()[-1].split()[-1]
+    assert requests.get(f"{base}/{newest}", timeout=10).status_code == 200
+    return newest.removeprefix(f"{NAME}-").removesuffix("-x86-64.raw")
+
+
+def status(reg: RegistryServer) -> dict[str, object]:
+    info = requests.get(f"{reg.url}/api/v1/extensions/{NAME}/rollouts", timeout=10).json()
+    rollouts = {r["version"]: r for r in info["rollouts"]}
+    return rollouts["1.1"]  # type: ignore[no-any-return]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def audit_actions(reg: RegistryServer) -> list[str]:
+    entries = requests.get(
+        f"{reg.url}/api/v1/audit", headers=reg.headers(), params={"limit": 100}, timeout=10
+    ).json()
+    return [e["action"] for e in entries]
+
+
+def test_canary_gate_then_schedule_advances_once(registry: RegistryServer) -> None:
+    reg = registry
+    hosts = host_ids(60)
+    for host in hosts:  # the fleet as the registry knows it before the rollout
+        assert fetch(reg, host) == "1.0"
+    result = cli(
+        reg, "rollout", "set", NAME, "1.1", "--canary", "2", "--steps", "10,50,100",
+        "--every", "2s",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "canary: waiting for 2 host(s)" in result.stdout
+    canary = set(status(reg)["canary_buckets"])  # type: ignore[arg-type]
+    # Only hosts of the canary buckets are offered 1.1; the schedule waits for them.
+    offered = [h for h in hosts if fetch(reg, h) == "1.1"]
+    manifests = [
+        requests.get(f"{reg.url}/rollouts/stable/{NAME}/{b:02d}/SHA256SUMS", timeout=10).text
+        for b in sorted(canary)
+    ]
+    assert offered, (canary, sorted(host_bucket(h) for h in hosts), manifests, status(reg))
+    assert {host_bucket(h) for h in offered} <= canary
+    assert len(offered) >= 2
+    # Once they fetched it (above), the gate opens and the schedule runs: 10, 50, 100 %.
+    wait_for(lambda: status(reg)["percent"] == 100, "the schedule to reach 100 %")
+    assert status(reg)["stage"] == "complete"
+    actions = audit_actions(reg)
+    assert actions.count("rollout.canary-passed") == 1
+    assert actions.count("rollout.advance") == 2  # 10 was the first step: 50, then 100
+    # The status is the database's; the tree follows right after the commit.
+    wait_for(lambda: all(fetch(reg, h) == "1.1" for h in hosts), "every host to get 1.1")
+    assert "1.1" in requests.get(f"{reg.url}/extensions/{NAME}/SHA256SUMS", timeout=10).text
+    # The page: the stage and the adoption chart (server-rendered SVG, one line per version).
+    wait_for(
+        lambda: bool(
+            requests.get(f"{reg.url}/api/v1/extensions/{NAME}/fleet", timeout=10).json()["history"]
+        ),
+        "a fleet sample",
+    )
+    page = requests.get(f"{reg.url}/catalog/{NAME}", timeout=10).text
+    assert "Rollout and fleet" in page and "complete" in page
+    assert '<svg class="adoption"' in page and "<title>1.1: 60 host(s)" in page
+    assert "60 managed host(s) seen" in page
+
+
+def test_rollout_without_fetches_pauses_itself(registry: RegistryServer) -> None:
+    reg = registry
+    result = cli(reg, "rollout", "set", NAME, "1.1", "--percent", "50", "--window", "2s")
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: bool(status(reg)["halted"]), "the auto-pause")
+    reason = str(status(reg)["halted_reason"])
+    assert reason.startswith("auto-paused: no host fetched 1.1 within 2s")
+    assert "rollout.auto-paused" in audit_actions(reg)
+
+    # Halted: no bucket lists 1.1 any more (the tree follows right after the commit).
+    def listed() -> int:
+        return sum(
+            "hello-1.1" in requests.get(f"{reg.url}/rollouts/stable/{NAME}/{b:02d}/SHA256SUMS").text
+            for b in range(100)
+        )
+
+    wait_for(lambda: listed() == 0, "no bucket to list 1.1")
+    shown = run_cli("rollout", "status", NAME, "--registry", reg.url)
+    assert "auto-paused" in shown.stdout
+
+
+def test_rollout_writes_need_a_token_in_scope_and_are_audited(registry: RegistryServer) -> None:
+    reg = registry
+    created = requests.post(
+        f"{reg.url}/api/v1/tokens",
+        headers=reg.headers(),
+        json={"scopes": ["other"], "description": "ci"},
+        timeout=10,
+    ).json()
+    outsider = cli(reg, "rollout", "set", NAME, "1.1", "--percent", "10", token=created["token"])
+    assert outsider.returncode != 0 and "403" in outsider.stderr
+    anonymous = requests.post(f"{reg.url}/api/v1/extensions/{NAME}/rollouts/1.1/halt", timeout=10)
+    assert anonymous.status_code == 401
+    assert cli(reg, "rollout", "set", NAME, "1.1", "--percent", "10").returncode == 0
+    assert cli(reg, "rollout", "halt", NAME, "1.1").returncode == 0
+    assert cli(reg, "rollout", "resume", NAME, "1.1").returncode == 0
+    actions = audit_actions(reg)
+    assert {"rollout.set", "rollout.halt", "rollout.resume"} <= set(actions)
+    # The provisioning API makes managed hosts too (as `sysext butane --group canary`).
+    butane = requests.get(
+        f"{reg.url}/api/v1/extensions/{NAME}/butane", params={"group": "canary"}, timeout=30
+    )
+    assert butane.status_code == 200
+    assert f"rollouts/stable/{NAME}/groups/canary/@BUCKET@/@HOST_ID@" in butane.text
+    bad = requests.get(
+        f"{reg.url}/api/v1/extensions/{NAME}/butane", params={"group": "Bad!"}, timeout=30
+    )
+    assert bad.status_code == 400 and "invalid group" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["set", NAME, "1.1", "--percent", "101"], "between 0 and 100"),
+        (["set", NAME, "1.1", "--steps", "10,5", "--every", "1h"], "increasing"),
+        (["set", NAME, "1.1", "--steps", "1,10"], "interval"),
+        (["set", NAME, "1.1", "--steps", "x"], "invalid --steps"),
+        (["set", NAME, "1.1", "--every", "soon", "--steps", "1"], "--every"),
+        (["set", NAME, "1.1", "--percent", "5", "--group", "Bad!"], "invalid group"),
+        (["set", NAME, "1.1"], "nothing to set"),
+        (["set", NAME, "bad/version", "--percent", "5"], "404"),
+        (["halt", NAME, "9.9"], "has no rollout"),
+        (["set", NAME, "1.1", "--percent", "10", "--channel", "nope"], "channel"),
+    ],
+)
+def test_bad_rollout_requests_are_one_line_errors(
+    unchanged: RegistryServer, args: list[str], message: str
+) -> None:
+    registry = unchanged
+    result = cli(registry, "rollout", *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    first, *rest = result.stderr.strip().splitlines()
+    assert first.startswith("error:") and all(line.startswith("hint:") for line in rest)
+    assert status(registry)["percent"] == 0  # nothing changed
+
+
+def test_lowering_is_refused(registry: RegistryServer) -> None:
+    assert cli(registry, "rollout", "set", NAME, "1.1", "--percent", "30").returncode == 0
+    lowered = cli(registry, "rollout", "set", NAME, "1.1", "--percent", "20")
+    assert lowered.returncode != 0 and "use `sysext rollout halt`" in lowered.stderr
+    assert "only moves forward" in lowered.stderr
+    assert status(registry)["percent"] == 30

@@ -1,0 +1,85 @@
+"""Staged rollouts from an S3 bucket (issue 21): a real Ceph radosgw, PostgreSQL, and the
+real systemd-sysupdate 254. Hosts read their bucket directory straight from the object
+store (`--static`, no host ID), or point at a replica that records them and redirects to
+the bucket."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sysext.core.rollout import app_specific_id, host_bucket, offered_buckets
+from tests.ceph_rgw import CephRgw
+from tests.pg_cluster import PostgresCluster
+from tests.registry_server import RegistryServer, build_image, free_port
+from tests.servers import run_cli
+from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
+from tests.test_registry_scale import bucket_env
+from tests.test_rollout_sysupdate import ROLLOUT_KEY, admin, fleet_counts
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def s3_registry(
+    tmp_path_factory: pytest.TempPathFactory, pg_cluster: PostgresCluster, ceph_rgw: CephRgw
+) -> Iterator[tuple[RegistryServer, str]]:
+    base = tmp_path_factory.mktemp("rollout-s3")
+    env = bucket_env(base, pg_cluster, ceph_rgw, "rollout")
+    env |= {"SYSEXT_FLEET_FLUSH": "0", "SYSEXT_ROLLOUT_TICK": "3600"}
+    server = RegistryServer(data=base / "data", port=free_port(), env=env, args=("-w", "1"))
+    server.start()
+    try:
+        dsn = env["SYSEXT_DATABASE_URL"].replace("+psycopg", "")
+        with psycopg.connect(dsn) as db:
+            fixed = "UPDATE registry_meta SET value = %s WHERE key = 'rollout_key'"
+            db.execute(fixed, (ROLLOUT_KEY,))
+        yield server, f"{ceph_rgw.endpoint}/{env['SYSEXT_S3_BUCKET']}"
+    finally:
+        server.stop()
+
+
+def host(root: Path, registry: str, number: int, *, static: bool) -> tuple[Path, str]:
+    host_id = app_specific_id(f"{number + 1:032x}")
+    argv = ["transfer", "hello", "--registry", registry, "--any-os", "--host-id", host_id]
+    result = run_cli(*argv, *(["--static"] if static else []))
+    assert result.returncode == 0, result.stderr
+    (root / "etc/sysupdate.hello.d").mkdir(parents=True)
+    (root / "etc/sysupdate.hello.d/hello.conf").write_text(result.stdout)
+    (root / "etc/os-release").write_text("ID=flatcar\nVERSION_ID=4081.2.0\n")
+    follow_mkdir_instruction(root, result.stdout)
+    return root, host_id
+
+
+def running(root: Path, keyring: bytes) -> str:
+    result = run_sysupdate(root, ["-C", "hello", "update"], keyring)
+    assert result.returncode == 0, result.stderr
+    link = (root / "etc/extensions/hello.raw").readlink()
+    return link.name.removeprefix("hello-").removesuffix("-x86-64.raw")
+
+
+def test_rollout_from_the_bucket(s3_registry: tuple[RegistryServer, str], tmp_path: Path) -> None:
+    reg, bucket_url = s3_registry
+    images = tmp_path / "images"
+    images.mkdir()
+    admin(reg, "publish", str(build_image(images, "hello", "1.0")))
+    admin(reg, "rollout", "set", "hello", "1.1", "--percent", "50")
+    admin(reg, "publish", str(build_image(images, "hello", "1.1")))
+    keyring = reg.keyring()
+    offered = offered_buckets(bytes.fromhex(ROLLOUT_KEY), "hello", "1.1", 50)
+
+    direct = [host(tmp_path / f"d{n}", bucket_url, n, static=True) for n in range(8)]
+    via_replica = [host(tmp_path / f"r{n}", reg.url, 100 + n, static=False) for n in range(6)]
+    for root, host_id in [*direct, *via_replica]:
+        expected = "1.1" if host_bucket(host_id) in offered else "1.0"
+        assert running(root, keyring) == expected, (root.name, host_bucket(host_id))
+    # The replica saw its hosts (the bucket's readers are invisible to it).
+    on_11 = sum(host_bucket(h) in offered for _, h in via_replica)
+    want = {v: n for v, n in (("1.0", len(via_replica) - on_11), ("1.1", on_11)) if n}
+    assert fleet_counts(reg) == want
+    admin(reg, "rollout", "set", "hello", "1.1", "--percent", "100")
+    for root, _ in [*direct, *via_replica]:
+        assert running(root, keyring) == "1.1"

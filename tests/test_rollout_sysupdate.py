@@ -1,0 +1,264 @@
+"""Staged rollouts end to end (issue 21) with the REAL systemd-sysupdate 254 against
+`sysext serve`: many simulated hosts, each a --root directory with its own machine ID and
+the transfer file the provisioning's first-boot script writes from it.
+
+The rollout key (which buckets go first) is random per registry; the test fixes it in the
+database so that the expected shares are decided once, not by chance on every run, and
+checks the exact set of hosts against `offered_buckets` as well as the 5-15 % bounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from registry.http.nginx_conf import server_block, standalone_config
+from sysext.core.rollout import app_specific_id, host_bucket, offered_buckets
+from sysext.provision import ExtensionRef, HttpCatalog, ProvisionOptions, generate_config
+from sysext.provision.model import InlineContents
+from sysext.provision.rollout_identity import ROLLOUT_SCRIPT, TEMPLATE_DIR
+from tests.registry_server import RegistryServer, build_image, free_port, running_registry
+from tests.servers import run_cli
+from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
+from tests.test_rollout_identity import run_rollout_script
+
+pytestmark = pytest.mark.root
+
+HOSTS = int(os.environ.get("SYSEXT_TEST_ROLLOUT_HOSTS", "200"))
+# Fixed, with fixed machine IDs: the shares below are decided once, not on every run.
+ROLLOUT_KEY = "a5" * 32
+
+
+@dataclass(frozen=True)
+class Host:
+    root: Path
+    host_id: str | None  # None: unmanaged (provisioned before rollouts)
+
+    @property
+    def bucket(self) -> int:
+        assert self.host_id is not None
+        return host_bucket(self.host_id)
+
+
+def running_version(host: Host) -> str | None:
+    link = host.root / "etc/extensions/hello.raw"
+    if not link.is_symlink():
+        return None
+    return os.readlink(link).rsplit("/", 1)[-1].removeprefix("hello-").removesuffix("-x86-64.raw")
+
+
+def admin(reg: RegistryServer, *args: str) -> str:
+    result = run_cli(*args, "--registry", reg.url, env={"SYSEXT_TOKEN": reg.admin_token})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    data = tmp_path_factory.mktemp("rollout") / "data"
+    env = {"SYSEXT_WORKERS": "1", "SYSEXT_FLEET_FLUSH": "0", "SYSEXT_ROLLOUT_TICK": "3600"}
+    with running_registry(data, env=env) as reg:
+        with sqlite3.connect(data / "registry.db") as db:
+            db.execute(
+                "UPDATE registry_meta SET value = ? WHERE key = 'rollout_key'", (ROLLOUT_KEY,)
+            )
+        yield reg
+
+
+def provision(
+    reg: RegistryServer,
+    base: Path,
+    count: int,
+    start: int = 0,
+    *,
+    url: str | None = None,
+    group: str | None = None,
+) -> list[Host]:
+    """Hosts as `sysext butane --rollout [--group G]` makes them, for the registry at `url`
+    (default: the server itself): the config's template and first-boot script, run for
+    each host's own machine ID."""
+    options = ProvisionOptions(rollout=True, group=group)
+    config = generate_config(HttpCatalog(url or reg.url), [ExtensionRef("hello")], options=options)
+    files = {f.path: f.contents for f in config.files}
+    template, script = files[f"{TEMPLATE_DIR}/hello.conf.in"], files[ROLLOUT_SCRIPT]
+    assert isinstance(template, InlineContents) and isinstance(script, InlineContents)
+    hosts = []
+    for number in range(start, start + count):
+        root = base / f"host{number:04d}"
+        (root / TEMPLATE_DIR.lstrip("/")).mkdir(parents=True)
+        (root / TEMPLATE_DIR.lstrip("/") / "hello.conf.in").write_bytes(template.data)
+        (root / "rollout-transfer").write_bytes(script.data)
+        machine_id = hashlib.sha256(f"machine {number}".encode()).hexdigest()[:32]
+        (root / "etc/machine-id").write_text(machine_id + "\n")
+        (root / "etc/os-release").write_text("ID=flatcar\nVERSION_ID=4081.2.0\n")
+        written = run_rollout_script(root, root / "rollout-transfer")
+        assert written.returncode == 0, written.stderr
+        transfer = (root / "etc/sysupdate.hello.d/hello.conf").read_text()
+        follow_mkdir_instruction(root, transfer)
+        hosts.append(Host(root, app_specific_id(machine_id)))
+    return hosts
+
+
+def unmanaged(reg: RegistryServer, root: Path) -> Host:
+    transfer = requests.get(f"{reg.url}/extensions/hello/hello.conf", timeout=10).text
+    (root / "etc/sysupdate.hello.d").mkdir(parents=True)
+    (root / "etc/sysupdate.hello.d/hello.conf").write_text(transfer)
+    (root / "etc/os-release").write_text("ID=flatcar\nVERSION_ID=4081.2.0\n")
+    follow_mkdir_instruction(root, transfer)
+    return Host(root, None)
+
+
+def poll(hosts: list[Host], keyring: bytes) -> dict[Host, str | None]:
+    def one(host: Host) -> str | None:
+        result = run_sysupdate(host.root, ["-C", "hello", "update"], keyring)
+        assert result.returncode == 0, result.stderr
+        return running_version(host)
+
+    with ThreadPoolExecutor(4) as pool:
+        return dict(zip(hosts, pool.map(one, hosts), strict=True))
+
+
+@contextlib.contextmanager
+def nginx_in_front(reg: RegistryServer, prefix: Path) -> Iterator[str]:
+    """The shipped nginx block serving the registry's tree; yields its URL."""
+    port = free_port()
+    prefix.mkdir()
+    block = server_block(reg.data / "public", f"127.0.0.1:{port}", reg.url)
+    (prefix / "nginx.conf").write_text(standalone_config(prefix, block))
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(url + "/keyring.gpg", timeout=2)
+                break
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+        assert b"emerg" not in err, err.decode()
+
+
+def fleet_counts(reg: RegistryServer) -> dict[str, int]:
+    fleet = requests.get(f"{reg.url}/api/v1/extensions/hello/fleet", timeout=30).json()
+    return {v: e["hosts"] for v, e in fleet["versions"].items()}
+
+
+def held(running: dict[Host, str | None], version: str) -> set[Host]:
+    return {h for h, v in running.items() if v == version}
+
+
+def expected(hosts: list[Host], percent: int) -> set[Host]:
+    buckets = offered_buckets(bytes.fromhex(ROLLOUT_KEY), "hello", "1.1", percent)
+    return {h for h in hosts if h.bucket in buckets}
+
+
+def test_staged_rollout_with_real_sysupdate(registry: RegistryServer, tmp_path: Path) -> None:
+    reg = registry
+    images = tmp_path / "images"
+    images.mkdir()
+    admin(reg, "publish", str(build_image(images, "hello", "1.0")))
+    hosts = provision(reg, tmp_path / "hosts", HOSTS)
+    legacy = unmanaged(reg, tmp_path / "legacy")
+    keyring = reg.keyring()
+
+    # Everybody on 1.0.
+    running = poll([*hosts, legacy], keyring)
+    assert set(running.values()) == {"1.0"}
+    assert fleet_counts(reg) == {"1.0": HOSTS}  # the unmanaged host is not seen
+
+    # 1.1 staged at 10 % before it is published: no host ever sees it at 100 %.
+    admin(reg, "rollout", "set", "hello", "1.1", "--percent", "10")
+    admin(reg, "publish", str(build_image(images, "hello", "1.1")))
+    running = poll([*hosts, legacy], keyring)
+    first = held(running, "1.1")
+    assert first == expected(hosts, 10)
+    assert 0.05 * HOSTS <= len(first) <= 0.15 * HOSTS, len(first)
+    assert running[legacy] == "1.0"  # unmanaged hosts are the last wave
+    assert fleet_counts(reg) == {"1.0": HOSTS - len(first), "1.1": len(first)}
+    # The same hosts again on a second poll, nobody else.
+    assert held(poll(hosts, keyring), "1.1") == first
+
+    # 50 %: a superset.
+    admin(reg, "rollout", "set", "hello", "1.1", "--percent", "50")
+    running = poll([*hosts, legacy], keyring)
+    second = held(running, "1.1")
+    assert second > first and second == expected(hosts, 50)
+    assert running[legacy] == "1.0"
+
+    # Halt: a new host in a bucket that 50 % offered never gets 1.1, the others keep it.
+    status = admin(reg, "rollout", "halt", "hello", "1.1")
+    assert "halted" in status
+    newcomers = [
+        h for h in provision(reg, tmp_path / "new", 40, start=HOSTS) if h in expected([h], 50)
+    ]
+    assert newcomers, "no new host landed in an offered bucket"
+    newcomer = newcomers[0]
+    running = poll([*hosts, newcomer], keyring)
+    assert running[newcomer] == "1.0"
+    assert held(running, "1.1") == second
+    assert fleet_counts(reg) == {"1.0": HOSTS + 1 - len(second), "1.1": len(second)}
+
+    # Resume at 100 %: everybody, the unmanaged host included.
+    admin(reg, "rollout", "resume", "hello", "1.1", "--percent", "100")
+    everyone = [*hosts, newcomer, legacy]
+    running = poll(everyone, keyring)
+    assert set(running.values()) == {"1.1"}
+    assert fleet_counts(reg) == {"1.1": HOSTS + 1}
+    status = run_cli("rollout", "status", "hello", "--registry", reg.url)
+    assert "1.1 (stable): complete; 100% of hosts" in status.stdout
+    assert f"managed hosts seen: {HOSTS + 1} (1.1: {HOSTS + 1})" in status.stdout
+
+
+def test_nginx_serves_rollouts_and_groups(tmp_path: Path) -> None:
+    """The shipped nginx block in front of the same tree: buckets, a group with its own
+    percentage, a group without a policy (falls back to its bucket), images redirected to
+    their one channel URL; real sysupdate 254 through nginx."""
+    env = {"SYSEXT_WORKERS": "1", "SYSEXT_FLEET_FLUSH": "0", "SYSEXT_ROLLOUT_TICK": "3600"}
+    with running_registry(tmp_path / "data", env=env) as reg:
+        with sqlite3.connect(reg.data / "registry.db") as db:
+            fixed = "UPDATE registry_meta SET value = ? WHERE key = 'rollout_key'"
+            db.execute(fixed, (ROLLOUT_KEY,))
+        images = tmp_path / "images"
+        images.mkdir()
+        admin(reg, "publish", str(build_image(images, "hello", "1.0")))
+        with nginx_in_front(reg, tmp_path / "nginx") as url:
+            # Provisioned before any rollout: the bucket paths fall back to the channel.
+            plain = provision(reg, tmp_path / "plain", 12, url=url)
+            canaries = provision(reg, tmp_path / "canary", 3, 100, url=url, group="canary")
+            others = provision(reg, tmp_path / "other", 3, 200, url=url, group="other")
+            everyone = [*plain, *canaries, *others]
+            keyring = reg.keyring()
+            assert set(poll(everyone, keyring).values()) == {"1.0"}
+
+            admin(reg, "rollout", "set", "hello", "1.1", "--percent", "30")
+            admin(reg, "rollout", "set", "hello", "1.1", "--group", "canary", "--percent", "100")
+            admin(reg, "publish", str(build_image(images, "hello", "1.1")))
+            running = poll(everyone, keyring)
+            assert held(running, "1.1") == expected(plain + others, 30) | set(canaries)
+            redirect = requests.get(
+                f"{url}/rollouts/stable/hello/07/{'0' * 32}/hello-1.1-x86-64.raw",
+                allow_redirects=False,
+                timeout=10,
+            )
+            assert redirect.status_code == 302
+            assert redirect.headers["location"].endswith(
+                "/channels/stable/extensions/hello/hello-1.1-x86-64.raw"
+            )
