@@ -1,7 +1,7 @@
 """Staged rollouts and the fleet view (issue 21): rollout policies, hosts seen, samples.
 
 Revision ID: 0007
-Revises: 0005 (0005_audit)
+Revises: 0006_audit_guard
 
 `rollouts`: one policy per (extension, channel, version); a version without a row is
 released to everybody, as before this revision. `fleet_hosts`: the newest thing each managed
