@@ -49,15 +49,15 @@ def test_equal_versions_and_relations() -> None:
 
 
 def test_image_versions_use_only_sysupdate_characters() -> None:
-    assert image_version("1:2.39.5-0+deb12u2") == "2.39.5-0+deb12u2"
-    assert image_version("2.0.1-3~deb12u1") == "2.0.1-3_deb12u1"
+    assert image_version("1:2.39.5-0+deb12u2") == "2.39.5_0+deb12u2"
+    assert image_version("2.0.1-3~deb12u1") == "2.0.1_3_deb12u1"
     assert all(version_is_valid(image_version(v)) for v in ("1:1.0~rc1+dfsg-1", "7.88.1-10"))
     main = PlannedDeb("htop", "3.2.2-2", "apt://debian/h", "a" * 64, 1)
-    assert image_version_of(main, (main,)) == "3.2.2-2"
+    assert image_version_of(main, (main,)) == "3.2.2_2"
     lib = PlannedDeb("libnl-3-200", "3.7.0-0.2+b1", "apt://debian/l", "b" * 64, 1)
     fixed = PlannedDeb("libnl-3-200", "3.7.0-0.2+b2", "apt://debian/l", "c" * 64, 1)
     with_lib = image_version_of(main, (main, lib))
-    assert with_lib.startswith("3.2.2-2+c") and len(with_lib) == len("3.2.2-2+c") + 8
+    assert with_lib.startswith("3.2.2_2+c") and len(with_lib) == len("3.2.2_2+c") + 8
     assert image_version_of(main, (main, fixed)) != with_lib  # a dependency update shows
 
 

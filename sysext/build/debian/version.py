@@ -100,9 +100,14 @@ def satisfies(version: str, op: str | None, wanted: str | None) -> bool:
 def image_version(version: str) -> str:
     """A Debian version in the characters systemd-sysupdate accepts ([A-Za-z0-9.,_+-]).
 
-    The epoch is dropped (it never changes within one release's suites) and `~` becomes
-    `_`, which systemd's ordering skips: `1:2.39.5-0+deb12u2` → `2.39.5-0+deb12u2`.
+    The epoch is dropped (it never changes within one release's suites); `~` and the
+    revision's `-` become `_`, which systemd's ordering skips: `1:2.39.5-0+deb12u2` →
+    `2.39.5_0+deb12u2`. No `-`: the image is OS-bound, and a `-` in the version of
+    `NAME-VERSION-VERSIONID-ARCH.raw` would make the name mean two things (issue 19,
+    finding 6). The price: an upstream version growing a component within one suite
+    (`3.2.2-2` → `3.2.2.1-1`) would not order after the old one; Debian stable updates
+    keep the upstream version, so this does not arise there.
     """
     match = _EPOCH.fullmatch(version)
     plain = match.group(2) if match else version
-    return plain.replace("~", "_").replace(":", ".")
+    return plain.replace("~", "_").replace("-", "_").replace(":", ".")

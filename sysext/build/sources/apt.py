@@ -101,9 +101,9 @@ class PlannedDeb:
 
 def image_version_of(main: PlannedDeb, debs: tuple[PlannedDeb, ...]) -> str:
     """The image version: the first requested package's Debian version in sysupdate's
-    characters (no epoch, `~` as `_`), and — when the closure holds more packages — `+c`
+    characters (no epoch, `~` and `-` as `_`), and — when the closure holds more packages — `+c`
     and 8 hex digits naming exactly which versions of the others it holds, so that a
-    dependency's update makes a new image version: `3.2.2-2+c4b1e0f3a`."""
+    dependency's update makes a new image version: `3.2.2_2+c4b1e0f3a`."""
     own = image_version(main.version)
     others = sorted(d.pin for d in debs if d.name != main.name)
     if not others:
