@@ -16,8 +16,10 @@ import requests
 from sysext.core.rollout import app_specific_id, host_bucket
 from tests.registry_server import RegistryServer, build_image, running_registry
 from tests.servers import CliResult, run_cli
+from tests.test_web_catalogue import WIDTHS, Page, axe_violations, browser, page_factory
 
 NAME = "hello"
+__all__ = ["browser", "page_factory"]  # fixtures of the catalogue tests, used below
 
 
 @contextlib.contextmanager
@@ -129,6 +131,26 @@ def test_canary_gate_then_schedule_advances_once(registry: RegistryServer) -> No
     assert "Rollout and fleet" in page and "complete" in page
     assert '<svg class="adoption"' in page and "<title>1.1: 60 host(s)" in page
     assert "60 managed host(s) seen" in page
+
+
+def test_rollout_section_passes_the_accessibility_audit(
+    registry: RegistryServer, page_factory: Callable[..., Page]
+) -> None:
+    """The page's rollout table and chart under axe-core's WCAG 2.1 A/AA rules, at the
+    catalogue's desktop and phone widths (tests/test_web_catalogue.py)."""
+    reg = registry
+    hosts = host_ids(30)
+    for host in hosts:
+        fetch(reg, host)
+    assert cli(reg, "rollout", "set", NAME, "1.1", "--percent", "40").returncode == 0
+    assert cli(reg, "rollout", "set", NAME, "1.1", "--group", "canary", "--percent", "100")
+    for host in hosts:
+        fetch(reg, host)
+    for width in WIDTHS:
+        page = page_factory(width)
+        assert page.goto(f"{reg.url}/catalog/{NAME}") == 200
+        assert page.page.locator("svg.adoption").count() == 1
+        assert axe_violations(page) == []
 
 
 def test_rollout_without_fetches_pauses_itself(registry: RegistryServer) -> None:

@@ -1,16 +1,21 @@
 """Staged rollouts from an S3 bucket (issue 21): a real Ceph radosgw, PostgreSQL, and the
 real systemd-sysupdate 254. Hosts read their bucket directory straight from the object
-store (`--static`, no host ID), or point at a replica that records them and redirects to
-the bucket."""
+store (`--static`, no host ID), point at a replica that records them and redirects to the
+bucket, or go through the shipped replicas nginx block, which drops the host ID."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 
+from registry.http.nginx_conf import replicas_block, standalone_config
 from sysext.core.rollout import app_specific_id, host_bucket, offered_buckets
 from tests.ceph_rgw import CephRgw
 from tests.pg_cluster import PostgresCluster
@@ -61,11 +66,48 @@ def running(root: Path, keyring: bytes) -> str:
     return link.name.removeprefix("hello-").removesuffix("-x86-64.raw")
 
 
+@contextlib.contextmanager
+def replicas_nginx(reg: RegistryServer, bucket_url: str, prefix: Path) -> Iterator[str]:
+    """The shipped replicas block (sysext-replicas.conf) in front of the bucket."""
+    port = free_port()
+    prefix.mkdir()
+    block = replicas_block(f"127.0.0.1:{port}", [f"127.0.0.1:{reg.port}"], bucket_url)
+    (prefix / "nginx.conf").write_text(standalone_config(prefix, block))
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(f"{url}/keyring.gpg", timeout=2)
+                break
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+        assert b"emerg" not in err, err.decode()
+
+
 def test_rollout_from_the_bucket(s3_registry: tuple[RegistryServer, str], tmp_path: Path) -> None:
     reg, bucket_url = s3_registry
     images = tmp_path / "images"
     images.mkdir()
     admin(reg, "publish", str(build_image(images, "hello", "1.0")))
+    with replicas_nginx(reg, bucket_url, tmp_path / "nginx") as front:
+        # Before any rollout there is no tree: nginx reads the channel directory.
+        early = host(tmp_path / "early", front, 300, static=False)[0]
+        assert running(early, reg.keyring()) == "1.0"
+        rollout_phases(reg, bucket_url, front, images, tmp_path)
+
+
+def rollout_phases(
+    reg: RegistryServer, bucket_url: str, front: str, images: Path, tmp_path: Path
+) -> None:
     admin(reg, "rollout", "set", "hello", "1.1", "--percent", "50")
     admin(reg, "publish", str(build_image(images, "hello", "1.1")))
     keyring = reg.keyring()
@@ -73,7 +115,8 @@ def test_rollout_from_the_bucket(s3_registry: tuple[RegistryServer, str], tmp_pa
 
     direct = [host(tmp_path / f"d{n}", bucket_url, n, static=True) for n in range(8)]
     via_replica = [host(tmp_path / f"r{n}", reg.url, 100 + n, static=False) for n in range(6)]
-    for root, host_id in [*direct, *via_replica]:
+    via_nginx = [host(tmp_path / f"n{n}", front, 200 + n, static=False) for n in range(6)]
+    for root, host_id in [*direct, *via_replica, *via_nginx]:
         expected = "1.1" if host_bucket(host_id) in offered else "1.0"
         assert running(root, keyring) == expected, (root.name, host_bucket(host_id))
     # The replica saw its hosts (the bucket's readers are invisible to it).
@@ -81,5 +124,5 @@ def test_rollout_from_the_bucket(s3_registry: tuple[RegistryServer, str], tmp_pa
     want = {v: n for v, n in (("1.0", len(via_replica) - on_11), ("1.1", on_11)) if n}
     assert fleet_counts(reg) == want
     admin(reg, "rollout", "set", "hello", "1.1", "--percent", "100")
-    for root, _ in [*direct, *via_replica]:
+    for root, _ in [*direct, *via_replica, *via_nginx]:
         assert running(root, keyring) == "1.1"

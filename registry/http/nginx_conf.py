@@ -41,9 +41,7 @@ def replicas_block(listen: str, replicas: list[str], bucket_url: str) -> str:
             f"    server {r} max_fails=1 fail_timeout=5s;\n" for r in replicas
         ),
         "    server 127.0.0.1:7480;\n": f"    server {endpoint};\n",
-        "proxy_pass http://sysext_bucket/sysext/;": (
-            f"proxy_pass http://sysext_bucket/{path.strip('/')}/;"
-        ),
+        "http://sysext_bucket/sysext/": f"http://sysext_bucket/{path.strip('/')}/",
         "proxy_set_header Host 127.0.0.1:7480;": f"proxy_set_header Host {endpoint};",
     }
     for old, new in replacements.items():

@@ -176,7 +176,7 @@ def stage(policy: Rollout) -> str:
     return f"rolling out at {policy.percent}%"
 
 
-def describe(policy: Rollout, fleet: dict[str, int], key: bytes | None = None) -> dict[str, Any]:
+def describe(policy: Rollout, fleet: dict[str, int]) -> dict[str, Any]:
     def when(value: dt.datetime | None) -> str | None:
         if value is None:
             return None
