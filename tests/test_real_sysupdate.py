@@ -240,7 +240,9 @@ def test_first_boot_config_is_recognized_then_updated(tmp_path: Path) -> None:
         apply_ignition(json.loads(result.stdout), root)
         (root / "etc/os-release").write_text(HOST_OS_RELEASE)
         # The host's keyring is the one the config installed, not one the test hands in.
-        keyring = (root / "etc/systemd/import-pubring.gpg").read_bytes()
+        keyring = (
+            root / "etc/sysext/keyring.gpg"
+        ).read_bytes()  # beside, never over, the vendor one
         link = root / "etc/extensions/hello.raw"
         assert os.readlink(link) == "/opt/extensions/hello/hello-1.0-x86-64.raw"
 
