@@ -239,10 +239,9 @@ def test_first_boot_config_is_recognized_then_updated(tmp_path: Path) -> None:
         root = tmp_path / "root"
         apply_ignition(json.loads(result.stdout), root)
         (root / "etc/os-release").write_text(HOST_OS_RELEASE)
-        # The host's keyring is the one the config installed, not one the test hands in.
-        keyring = (
-            root / "etc/sysext/keyring.gpg"
-        ).read_bytes()  # beside, never over, the vendor one
+        # The host's keyring is the one the config installed (beside, never over, the vendor
+        # keyring), not one the test hands in.
+        keyring = (root / "etc/sysext/keyring.gpg").read_bytes()
         link = root / "etc/extensions/hello.raw"
         assert os.readlink(link) == "/opt/extensions/hello/hello-1.0-x86-64.raw"
 
