@@ -351,7 +351,13 @@ def test_token_revoked_or_expired_mid_upload_publishes_nothing(tmp_path: Path, h
         sock = socket.create_connection(("127.0.0.1", reg.port))
         sock.sendall(_put_head("hello", "hello-1.0-x86-64.raw", token, len(image)))
         half = len(image) // 2
-        sock.sendall(image[:half])  # authenticated, body streaming
+        sock.sendall(image[:half])
+        # Authenticated and streaming once the upload's staging file exists: only then is a
+        # revocation "mid-upload" (before, the request itself is refused at its start).
+        deadline = time.monotonic() + 30
+        while not any((reg.data / "tmp").glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any((reg.data / "tmp").glob("*")), "the upload never started streaming"
         if how == "revoked":
             revoked = requests.delete(
                 f"{reg.url}/api/v1/tokens/{token_id}", headers=reg.headers(), timeout=10
