@@ -34,7 +34,7 @@ from tests.test_real_sysupdate import HOST_OS_RELEASE, apply_ignition, installed
 pytestmark = pytest.mark.root
 
 WEEK = dt.timedelta(days=7)
-HOST_KEYRING = "etc/systemd/import-pubring.gpg"
+HOST_KEYRING = "etc/sysext/keyring.gpg"  # the registry key, beside the vendor keyring
 
 
 def provision(reg: RegistryServer, root: Path) -> dict[str, Any]:
