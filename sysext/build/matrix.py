@@ -36,6 +36,7 @@ from sysext.client.publishing import Publisher, PublishState
 from sysext.core.config import Settings
 from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
+from sysext.image.ddi import RootHashSigner
 from sysext.image.formats import Compression, ImageFormat
 from sysext.recipe.model import Recipe
 from sysext.systemd.architecture import Architecture
@@ -108,6 +109,7 @@ class MatrixRequest:
     workers: int = 4  # rows in progress at once (downloads overlap; packing is bounded apart)
     locked: bool = False  # each recipe uses only the files its lock file records
     lock_file: Path | None = None  # a one-recipe matrix's lock elsewhere than ./NAME.lock.json
+    verity_signer: RootHashSigner | None = None  # --verity: signed DDIs
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,7 @@ def _run_row(
             refresh=request.refresh,
             force=request.force,
             lock=row.lock,
+            verity_signer=request.verity_signer,
         )
         if publisher is not None and not request.force:
             # A version the channel has is done: published versions are immutable, so
