@@ -90,10 +90,12 @@ def _flip(image: Path, offset: int) -> None:
 
 
 def flip_data_byte(image: Path, blob: bytes) -> None:
-    """One byte of a file's contents in the root partition (the image stays listable)."""
+    """One byte of a file's contents in the root partition, ten 4 KiB blocks away from the
+    file system's superblock: the image stays listable and mountable, only that file's
+    block changes."""
     data = partition_bytes(image, Role.ROOT)
-    at = data.find(blob[1024:1088])
-    assert at > 0, "the blob is stored compressed; its bytes are not in the image"
+    at = data.find(blob[40960:41024])
+    assert at >= 10 * BLOCK, "the blob is stored compressed; its bytes are not in the image"
     part = table(image).find(Role.ROOT)
     assert part is not None
     _flip(image, part.offset + at + 10)
