@@ -59,6 +59,9 @@ class Settings:
     # Else boto3's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials).
     s3_access_key_id: str | None = field(default=None, repr=False)
     s3_secret_access_key: str | None = field(default=None, repr=False)
+    # PEM certificates whose signatures make a verity DDI acceptable (registry/trust/verity.py);
+    # empty: DDIs are refused.
+    verity_certs: tuple[Path, ...] = ()
 
     @property
     def worker_count(self) -> int:
@@ -194,6 +197,7 @@ ENV_NAMES = {
     "max_connections": "SYSEXT_MAX_CONNECTIONS",
     "keepalive_timeout": "SYSEXT_KEEPALIVE_TIMEOUT",
     "max_keepalive_requests": "SYSEXT_MAX_KEEPALIVE_REQUESTS",
+    "verity_certs": "SYSEXT_VERITY_CERTS",
 }
 NEVER = ("never", "off", "0", "none")
 _INTEGERS = frozenset(
@@ -214,6 +218,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return number
         if name in ("data_dir", "signing_key"):
             return Path(value)
+        if name == "verity_certs":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(Path(str(p).strip()) for p in items if str(p).strip())
         if name in ("signature_lifetime", "resign_interval", "key_overlap"):
             text = str(value)
             if not (name == "signature_lifetime" and text.strip().lower() in NEVER):
@@ -291,6 +298,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if name == "channels":
             value = ",".join(value)
+        elif name == "verity_certs":
+            if not value:
+                continue
+            value = ",".join(str(Path(p).resolve()) for p in value)
         elif name in ("data_dir", "signing_key"):
             value = str(Path(value).resolve())
         out[var] = str(value)

@@ -52,6 +52,8 @@ def content_type(name: str) -> str:
         return "text/plain; charset=utf-8"
     if name.startswith("keyring") and name.endswith(".gpg"):
         return "application/pgp-keys"
+    if name.endswith(".crt"):
+        return "application/x-pem-file"
     return CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
 
 

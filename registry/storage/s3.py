@@ -55,6 +55,7 @@ from registry.settings import Settings
 from registry.storage.layout import cache_control, content_type
 from registry.storage.materialize import DIFFERS, NOT_PUBLISHED, DirectoryContent
 from registry.trust.keys import Signer
+from registry.trust.verity import VERITY_CERTS_NAME, bundle, load_trusted
 from sysext.core.errors import SysextError
 from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
 from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
@@ -63,7 +64,9 @@ from sysext.trust.signing import load_keyring, verify_detached
 log = logging.getLogger("registry")
 
 MIB = 1 << 20
-PUBLIC_PATTERNS = ("extensions/*", "channels/*", KEYRING_BINARY, KEYRING_ARMORED)
+PUBLIC_PATTERNS = (
+    "extensions/*", "channels/*", KEYRING_BINARY, KEYRING_ARMORED, VERITY_CERTS_NAME,
+)  # fmt: skip
 
 
 def _md5(data: bytes) -> str:
@@ -170,6 +173,7 @@ class S3Storage:
             self._ensure_bucket()
             self._ensure_policy()
             self._publish_keyrings(signer)
+            self._publish_verity_certs()
         except (BotoCoreError, ClientError) as exc:
             raise SysextError(
                 f"cannot use bucket {self.bucket!r} at {self.settings.s3_endpoint}: {exc}",
@@ -244,6 +248,14 @@ class S3Storage:
         armored = signer.public_keyring(armor=True)
         if self._get(KEYRING_ARMORED) != armored:
             self._put(KEYRING_ARMORED, armored)
+
+    def _publish_verity_certs(self) -> None:
+        data = bundle(load_trusted(self.settings.verity_certs))
+        existing = self._get(VERITY_CERTS_NAME)
+        if data is None and existing is not None:
+            self._delete([self._key(VERITY_CERTS_NAME)])
+        elif data is not None and existing != data:
+            self._put(VERITY_CERTS_NAME, data)
 
     def ingest(self, staged: Path, sha256: str) -> None:
         key = self._blob_key(sha256)

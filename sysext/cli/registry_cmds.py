@@ -167,6 +167,13 @@ def serve(
         help="Connections per worker; beyond it the oldest idle one is closed (default: "
         "3/4 of the file-descriptor limit, at most 1024).",
     ),
+    verity_cert: list[Path] = typer.Option(
+        [],
+        "--verity-cert",
+        help="PEM certificate whose signatures make a verity DDI acceptable (repeatable; "
+        "two during a rotation); served at /verity.crt. Default: $SYSEXT_VERITY_CERTS; "
+        "without any, DDI uploads are refused.",
+    ),
 ) -> None:
     """Run the registry: signed extensions in systemd-sysupdate's layout, and an API.
 
@@ -201,6 +208,7 @@ def serve(
             "max_upload_bytes": max_upload,
             "header_timeout": header_timeout,
             "max_connections": max_connections,
+            "verity_certs": verity_cert or None,
         },
         config_file=config,
     )
@@ -227,6 +235,12 @@ def serve(
         f"signing key {fingerprint} ({'created' if created else 'existing'}, "
         f"{settings.key_path}); hosts install {settings.base_url}/keyring.gpg"
     )
+    if settings.verity_certs:
+        from registry.trust.verity import load_trusted
+        from sysext.trust.x509 import fingerprint as cert_fingerprint
+
+        trusted = ", ".join(cert_fingerprint(c)[:16] for c in load_trusted(settings.verity_certs))
+        console.print(f"verity DDIs signed by {trusted} accepted; certificates at /verity.crt")
     if not settings.admin_token:
         console.print("[yellow]note:[/yellow] SYSEXT_ADMIN_TOKEN is not set: nobody can upload")
     tree = (
