@@ -43,7 +43,11 @@ BUTANE_HELP = (
     "-o host.ign\n\n"
     "An extension published per OS version (NAME-VERSION-VERSIONID-ARCH.raw) needs the "
     "host's VERSION_ID:\n\n"
-    "  sysext butane nvidia --os-version 3975.2.0 --registry https://ext.example.com"
+    "  sysext butane nvidia --os-version 3975.2.0 --registry https://ext.example.com\n\n"
+    "The registry's verity certificates (/verity.crt) go to /etc/verity.d/; with "
+    "--require-signed hosts merge nothing but signed verity images (docs/verity.md):\n\n"
+    "  sysext butane podman --require-signed --systemd-version 257 --registry "
+    "https://ext.example.com"
 )
 
 VERIFY_HELP = (
@@ -126,6 +130,19 @@ def butane(
     check: bool = typer.Option(
         False, "--check", help="Also download every source and check its hash."
     ),
+    require_signed: bool = typer.Option(
+        False,
+        "--require-signed",
+        help="Hosts merge only signed verity images: every image must be one, and an image "
+        "policy refusing anything else is installed (needs --systemd-version, 255+).",
+    ),
+    systemd_version: int | None = typer.Option(
+        None,
+        "--systemd-version",
+        min=200,
+        help="The hosts' systemd version (systemctl --version), for --require-signed: a "
+        "systemd-sysext.service drop-in for 255-258, sysext.conf for 259+.",
+    ),
 ) -> None:
     refs = [ExtensionRef.parse(text) for text in extensions]
     if version is not None:
@@ -147,6 +164,8 @@ def butane(
         on_update=parse_enum(OnUpdate, on_update, "--on-update action"),
         keyring=parse_enum(KeyringMode, keyring, "--keyring mode"),
         timer=timer,
+        require_signed=require_signed,
+        systemd_version=systemd_version,
     )
     user_text = read_butane_file(merge_into) if merge_into is not None else None
     config = generate_config(

@@ -554,3 +554,18 @@ def check_verity(path: Path) -> VerityCheck:
                     _HINT,
                 )
     return VerityCheck(ddi, tree.root_hex, signature)
+
+
+def read_signature(path: Path) -> VeritySignature | None:
+    """What a DDI's verity-sig partition claims, without checking anything (cheap: the
+    partition table and 4 KiB); None for a plain file system image or an unsigned DDI."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(2 * SECTOR)
+        if not is_ddi(head):
+            return None
+        ddi = read_ddi(f, path.stat().st_size)
+        part = ddi.find(Role.ROOT_VERITY_SIG, Role.USR_VERITY_SIG)
+        if part is None:
+            return None
+        return VeritySignature.from_partition(read_partition(f, part, MAX_SIGNATURE_BYTES))
