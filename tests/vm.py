@@ -108,6 +108,53 @@ def kernel() -> Kernel:
     return Kernel(release, target / f"boot/vmlinuz-{release}", target / f"lib/modules/{release}")
 
 
+def suite_libraries(suite: str, packages: tuple[str, ...]) -> Path:
+    """Packages of another Debian suite unpacked into one tree (cached per machine): what a
+    boot root lacks, e.g. Debian 13's libcryptsetup for systemd 257. apt-get runs with a
+    private configuration (own source list, lists and cache), so the machine's apt state
+    is not touched. Skips when the mirror has no such suite."""
+    from sysext.boot.mirror import host_debian_mirror
+
+    target = CACHE / f"{suite}-{'-'.join(packages)}"
+    with _locked("suite-libraries"):
+        if (target / ".ready").exists():
+            return target
+        mirror = host_debian_mirror()
+        apt = CACHE / f"apt-{suite}"
+        for sub in ("lists/partial", "cache/archives/partial", "debs"):
+            (apt / sub).mkdir(parents=True, exist_ok=True)
+        signed = f"[signed-by={mirror.signed_by}] " if mirror.signed_by else ""
+        (apt / "sources.list").write_text(f"deb {signed}{mirror.uri} {suite} main\n")
+        options = [
+            "-o", f"Dir::Etc::SourceList={apt / 'sources.list'}",
+            "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={apt / 'lists'}",
+            "-o", f"Dir::Cache={apt / 'cache'}",
+            "-o", "APT::Sandbox::User=root",
+        ]  # fmt: skip
+        updated = subprocess.run(
+            ["apt-get", *options, "update"], capture_output=True, text=True, check=False
+        )
+        fetched = subprocess.run(
+            ["apt-get", *options, "download", *packages],
+            cwd=apt / "debs", capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if updated.returncode != 0 or fetched.returncode != 0:
+            pytest.skip(
+                f"VM tests need {', '.join(packages)} from Debian {suite}: "
+                f"{(updated.stderr + fetched.stderr).strip().splitlines()[-1:]}"
+            )
+        unpacked = target.with_name(target.name + ".tmp")
+        shutil.rmtree(unpacked, ignore_errors=True)
+        for package in packages:
+            debs = sorted((apt / "debs").glob(f"{package}_*.deb"))
+            assert debs, package
+            _run("dpkg-deb", "-x", debs[-1], unpacked)
+        (unpacked / ".ready").write_text(suite)
+        unpacked.rename(target)
+    return target
+
+
 def _module_order(k: Kernel, names: tuple[str, ...]) -> list[Path]:
     """Module files for `names` with their dependencies first (modules.dep), no repeats."""
     deps: dict[str, list[str]] = {}
@@ -154,9 +201,13 @@ done
 /bin/busybox mount -t ext4 /dev/vda /newroot || { echo "no root"; /bin/busybox poweroff -f; }
 /bin/busybox mkdir -p /newroot/test
 /bin/busybox mount -t ext4 /dev/vdb /newroot/test || echo "no test disk"
+# Files the test adds to the root (e.g. what Ignition's files stage would write).
+[ -d /newroot/test/rootfs ] && /bin/busybox cp -a /newroot/test/rootfs/. /newroot/
 /bin/busybox mount --move /dev /newroot/dev
 /bin/busybox mount --move /proc /newroot/proc
 /bin/busybox mount --move /sys /newroot/sys
+# Either boot the root's systemd (the test's units do the checking) or run the script.
+[ -e /newroot/test/boot-systemd ] && exec /bin/busybox switch_root /newroot /sbin/init
 exec /bin/busybox switch_root /newroot /bin/sh /test/run.sh
 """
 
@@ -220,8 +271,19 @@ def root_image(root: Path) -> Path:
     return target
 
 
-def make_disk(directory: Path, script: str, files: dict[str, Path | bytes]) -> Path:
-    """An ext4 image holding `files` and run.sh (= `script` framed), for /dev/vdb."""
+def make_disk(
+    directory: Path,
+    script: str,
+    files: dict[str, Path | bytes],
+    *,
+    rootfs: Path | None = None,
+    boot_systemd: bool = False,
+) -> Path:
+    """An ext4 image holding `files` and run.sh (= `script` framed), for /dev/vdb.
+
+    `rootfs`: a tree copied over the root before it boots; `boot_systemd`: boot the root's
+    systemd instead of running run.sh (then a unit of `rootfs` must print `END` and power
+    off, see `UNIT_FRAME`)."""
     content = directory / "disk"
     shutil.rmtree(content, ignore_errors=True)
     content.mkdir(parents=True)
@@ -235,6 +297,10 @@ def make_disk(directory: Path, script: str, files: dict[str, Path | bytes]) -> P
             target.chmod(source.stat().st_mode & 0o777)
     (content / "run.sh").write_text(SCRIPT_HEAD + script + SCRIPT_TAIL)
     (content / "run.sh").chmod(0o755)
+    if rootfs is not None:
+        shutil.copytree(rootfs, content / "rootfs", symlinks=True)
+    if boot_systemd:
+        (content / "boot-systemd").write_text("")
     size = sum(f.stat().st_size for f in content.rglob("*") if f.is_file())
     image = directory / "test.ext4"
     image.unlink(missing_ok=True)
@@ -263,13 +329,39 @@ class Boot:
         return found
 
 
-def boot(k: Kernel, initrd: Path, root: Path, disk: Path, *, memory: str = "1024") -> Boot:
+# A unit that runs the test's checks once the boot has got far enough, prints them on the
+# serial console between the markers Boot.steps() reads, and powers the VM off.
+UNIT_FRAME = f"""[Unit]
+Description=The test's checks
+After=multi-user.target systemd-sysext.service
+[Service]
+Type=oneshot
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+ExecStart=/bin/sh -c '. /test/check.sh; echo {END}'
+ExecStartPost=/usr/bin/systemctl poweroff --no-block
+[Install]
+WantedBy=multi-user.target
+"""
+SYSTEMD_CMDLINE = "systemd.firstboot=0 systemd.show_status=0 systemd.log_level=info"
+
+
+def boot(
+    k: Kernel,
+    initrd: Path,
+    root: Path,
+    disk: Path,
+    *,
+    memory: str = "1024",
+    cmdline: str = "",
+) -> Boot:
     """Boot, run the disk's run.sh as PID 1, return the console once it powered off."""
     argv = [
         "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", memory,
         "-smp", "1", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
         "-kernel", str(k.vmlinuz), "-initrd", str(initrd),
-        "-append", "console=ttyS0 panic=-1 loglevel=4 systemd.log_color=0",
+        "-append", f"console=ttyS0 panic=-1 loglevel=4 systemd.log_color=0 {cmdline}",
         "-drive", f"file={root},if=virtio,format=raw,snapshot=on",
         "-drive", f"file={disk},if=virtio,format=raw",
     ]  # fmt: skip
