@@ -3,7 +3,7 @@ build time, squashfs (the default, xz) and erofs (lz4hc).
 
 Trees are bench/build.py's (`stdlib`: many small files; `elf+stdlib`: shared objects plus
 the standard library). Each round packs every (tree, format) plain and as a DDI
-(`sysext.image.pack(…, verity_signer=…)`: the file system, then its hash tree, the
+(`sysext.build.pack.pack(…, verity_signer=…)`: the file system, then its hash tree, the
 signature and the GPT), alternating which goes first; the table shows medians. The
 DDI's extra bytes are its hash tree (1/128 of the data plus a 4 KiB superblock block and
 the upper levels), the 4 KiB signature partition, the 4 KiB-aligned GPT and padding; the
@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sysext.build.pack import pack  # noqa: E402
 from sysext.image.ddi import write_ddi  # noqa: E402
 from sysext.image.formats import ImageFormat  # noqa: E402
-from sysext.image.pack import pack  # noqa: E402
 from sysext.systemd.architecture import Architecture  # noqa: E402
 from sysext.systemd.extension_release import ExtensionRelease  # noqa: E402
 from sysext.trust.x509 import Signer, generate_signer  # noqa: E402

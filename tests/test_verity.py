@@ -370,7 +370,7 @@ def test_bad_options_are_one_line_errors(
         assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not out.exists() or not any(out.iterdir())
     # An architecture-independent image has no partition type to go in.
-    from sysext.image.pack import pack
+    from sysext.build.pack import pack
     from sysext.systemd.extension_release import ExtensionRelease
     from sysext.trust.x509 import load_signer
 

@@ -22,7 +22,10 @@ from tests import vm
 from tests.verity_images import blob_of, flip_data_byte, make_key, make_tree, pack_ddi
 from tests.verity_images import copy as copy_image
 
-pytestmark = pytest.mark.root(reason="needs root: builds the VM's root disk with mke2fs -d")
+pytestmark = [
+    pytest.mark.root(reason="needs root: builds the VM's root disk with mke2fs -d"),
+    pytest.mark.slow,
+]
 
 POLICY = "--image-policy=root=signed+absent:usr=signed+absent"
 

@@ -30,7 +30,10 @@ from tests.conftest import run_cli
 from tests.registry_server import running_registry
 from tests.verity_images import make_key, make_tree, pack_ddi, partition_bytes
 
-pytestmark = pytest.mark.root(reason="needs root: builds the VM's root disk with mke2fs -d")
+pytestmark = [
+    pytest.mark.root(reason="needs root: builds the VM's root disk with mke2fs -d"),
+    pytest.mark.slow,
+]
 
 MULTIARCH = Path("/usr/lib/x86_64-linux-gnu")
 # systemd 257 needs libcryptsetup 2.7's symbols; Debian 13's, with what it links to that
