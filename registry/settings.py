@@ -67,6 +67,9 @@ class Settings:
     # auto-pause windows are checked.
     fleet_flush: int = 5
     rollout_tick: int = 60
+    # PEM certificates whose signatures make a verity DDI acceptable (registry/trust/verity.py);
+    # empty: DDIs are refused.
+    verity_certs: tuple[Path, ...] = ()
 
     @property
     def worker_count(self) -> int:
@@ -228,6 +231,7 @@ ENV_NAMES = {
     "forwarded_allow_ips": "SYSEXT_FORWARDED_ALLOW_IPS",
     "fleet_flush": "SYSEXT_FLEET_FLUSH",
     "rollout_tick": "SYSEXT_ROLLOUT_TICK",
+    "verity_certs": "SYSEXT_VERITY_CERTS",
 }
 NEVER = ("never", "off", "0", "none")
 _INTEGERS = frozenset(
@@ -250,6 +254,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return number
         if name in ("data_dir", "signing_key"):
             return Path(value)
+        if name == "verity_certs":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(Path(str(p).strip()) for p in items if str(p).strip())
         if name in ("signature_lifetime", "resign_interval", "key_overlap"):
             text = str(value)
             if not (name == "signature_lifetime" and text.strip().lower() in NEVER):
@@ -349,6 +356,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if name == "channels":
             value = ",".join(value)
+        elif name == "verity_certs":
+            if not value:
+                continue
+            value = ",".join(str(Path(p).resolve()) for p in value)
         elif name in ("data_dir", "signing_key"):
             value = str(Path(value).resolve())
         out[var] = str(value)

@@ -2,7 +2,9 @@
 # Set up everything sysext needs on a Debian 12 / Ubuntu machine, and say what it installs:
 #   - Debian packages: the image tools, gpg/sqv, curl, python3-venv; with --test also
 #     ignition-validate, systemd-sysext/dissect/nspawn, nginx, wrk, debootstrap, PostgreSQL
-#     and Ceph (mon, osd, radosgw: a real S3 engine), chromium (browser tests)
+#     and Ceph (mon, osd, radosgw: a real S3 engine), chromium (browser tests),
+#     veritysetup and openssl (verity DDI cross-checks), qemu-system-x86, busybox-static
+#     and kmod (the VM tests boot Debian's kernel)
 #   - a virtualenv in .venv with this project (and its test tools with --test)
 #   - with --test: systemd 254 and 262 (Debian forky) systemd-sysupdate unpacked into .cache/ (fetch-sysupdate.sh)
 # Safe to run again: it installs only what is missing.
@@ -19,8 +21,12 @@ if [ "$with_tests" = 1 ]; then
   # PostgreSQL and a single-node Ceph with radosgw (S3) for the scale-out tests,
   # debootstrap: the minimal Debian root the booted tests and `sysext try` boot in nspawn,
   # Chromium for the web catalogue's browser tests (driven by Playwright, which must never
-  # download a browser of its own)
+  # download a browser of its own), veritysetup and openssl to cross-check verity DDIs
   packages+=(ignition systemd systemd-container nginx wrk util-linux postgresql debootstrap)
+  packages+=(cryptsetup-bin openssl)
+  # the VM tests (tests/vm.py): QEMU, a static busybox for the initramfs, depmod for the
+  # kernel package the tests download with apt-get download
+  packages+=(qemu-system-x86 busybox-static kmod)
   packages+=(ceph-mon ceph-osd ceph-common radosgw uuid-runtime chromium)
 fi
 

@@ -35,7 +35,8 @@ def decode_data_url(url: str) -> bytes:
 def apply_ignition(document: Mapping[str, Any], root: Path) -> None:
     """What Ignition's files stage writes for this config, under `root` (here: a booted
     container's writable layer): files (remote ones fetched and hash-checked), links as real
-    symlinks, units into /etc/systemd/system, and `enabled` units as preset lines in
+    symlinks, units and their drop-ins into /etc/systemd/system, and `enabled` units as
+    preset lines in
     20-ignition.preset — Ignition 2.14 writes presets, not .wants links, and systemd applies
     them on the first boot."""
     storage = document.get("storage", {})
@@ -62,6 +63,11 @@ def apply_ignition(document: Mapping[str, Any], root: Path) -> None:
             path = root / "etc/systemd/system" / unit["name"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(unit["contents"])
+        for dropin in unit.get("dropins", []):
+            # Ignition writes drop-ins to /etc/systemd/system/UNIT.d/NAME.
+            path = root / "etc/systemd/system" / f"{unit['name']}.d" / dropin["name"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(dropin["contents"])
         if "enabled" in unit:
             presets.append(f"{'enable' if unit['enabled'] else 'disable'} {unit['name']}\n")
     if presets:

@@ -68,6 +68,10 @@ class Image(Base):
     release: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     binaries: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     units: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # A signed verity DDI (migration 0008): its root hash and the SHA-256 of the trusted
+    # certificate that signed it; NULL for plain file system images.
+    verity_root_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    verity_signer: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     yanked: Mapped[bool] = mapped_column(Boolean, default=False)
     yanked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -80,6 +80,18 @@ class ImageInfo(BaseModel):
     units: list[str] | None = Field(
         default=None, description="systemd units the image ships; null: not known"
     )
+    verity_root_hash: str | None = Field(
+        default=None,
+        description="a signed dm-verity DDI: its root hash (hex); null: a plain file system",
+    )
+    verity_signed_by: str | None = Field(
+        default=None,
+        description="a signed dm-verity DDI: SHA-256 (hex) of the trusted certificate that "
+        "signed its root hash, checked at upload (GET /verity.crt serves the certificates)",
+    )
+    verity: str | None = Field(
+        default=None, description='"verity-signed by FINGERPRINT", or null: a plain image'
+    )
 
     @classmethod
     def of(cls, image: Image) -> ImageInfo:
@@ -108,6 +120,9 @@ class ImageInfo(BaseModel):
             release=image.release,
             binaries=image.binaries,
             units=image.units,
+            verity_root_hash=image.verity_root_hash,
+            verity_signed_by=image.verity_signer,
+            verity=f"verity-signed by {image.verity_signer}" if image.verity_signer else None,
         )
 
 
@@ -263,7 +278,12 @@ async def upload_image(
         sha256 = await run_in_threadpool(staged.finish)
         if staged.size == 0:
             raise RegistryError(422, f"{filename}: empty upload")
-        validated = await run_in_threadpool(validate_upload, staged.path, image_name)
+        validated = await run_in_threadpool(
+            validate_upload,
+            staged.path,
+            image_name,
+            verity_certs=service.settings.verity_certs,
+        )
         result = await run_in_threadpool(
             service.publish,
             staged.path,
@@ -274,6 +294,11 @@ async def upload_image(
             channel,
             os_version_id=validated.os_version_id,
             summary=validated.summary,
+            verity=(
+                (validated.verity_root_hash, validated.verity_signer)
+                if validated.verity_root_hash and validated.verity_signer
+                else None
+            ),
             actor=audit.Actor.of(principal, request),
         )
     return PublishOut(created=result.created, image=ImageInfo.of(result.image))

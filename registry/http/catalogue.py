@@ -180,6 +180,7 @@ class VersionRow:
     created: dt.datetime
     yanked: bool
     yanked_at: dt.datetime | None
+    verity_signer: str | None = None  # a signed verity DDI: its certificate's SHA-256
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ def versions_by_channel(
                 created=as_utc(i.created_at),
                 yanked=i.yanked,
                 yanked_at=as_utc(i.yanked_at) if i.yanked_at else None,
+                verity_signer=i.verity_signer,
             )
             for i in _newest_first(images)
             if channel in i.channel_names

@@ -164,6 +164,13 @@ class StorageCatalog:
                 return dict(row.release or {})
         return {}
 
+    def verity_signer(self, image: ResolvedImage) -> str | None:
+        """As verified at upload (migration 0006)."""
+        for row in self._service.images_of(image.name):
+            if row.filename == image.filename:
+                return row.verity_signer
+        return None
+
 
 def catalog(request: Request) -> StorageCatalog:
     """The public tree configs are resolved from (the web catalogue uses the same)."""

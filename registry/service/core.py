@@ -395,14 +395,16 @@ class RegistryService:
         *,
         os_version_id: str | None = None,
         summary: ImageSummary | None = None,
+        verity: tuple[str, str] | None = None,
         actor: audit.Actor,
     ) -> PublishResult:
         """Store a validated upload and make it visible in `channel`.
 
         `os_version_id`: the VERSION_ID of an OS-bound image; `summary`: its release fields
-        and contents (both from validation.ValidatedImage). `actor`: who asked, authorized
-        here under the writer lock and again just before the commit (the token may have
-        been revoked while the upload was stored); the audit entry commits with the change.
+        and contents (both from validation.ValidatedImage); `verity`: (root hash, signer
+        fingerprint) of a signed verity DDI. `actor`: who asked, authorized here under the
+        writer lock and again just before the commit (the token may have been revoked while
+        the upload was stored); the audit entry commits with the change.
         """
         self.check_channel(channel)
 
@@ -469,6 +471,8 @@ class RegistryService:
                 release=dict(summary.release) if summary else None,
                 binaries=list(summary.binaries) if summary else None,
                 units=list(summary.units) if summary else None,
+                verity_root_hash=verity[0] if verity else None,
+                verity_signer=verity[1] if verity else None,
                 created_at=utcnow(),
                 yanked=False,
             )

@@ -13,6 +13,11 @@ Then the image gets exactly the lint `sysext validate` runs (sysext/image/lint.p
 implementation), and any of its errors refuses the upload with the lint's own message: a
 registry must not sign what hosts would refuse or silently skip (issue 13, finding 4).
 Messages name the published file name, never the server's temporary file.
+
+A verity DDI (issue 22) passes the same lint, which rebuilds its hash tree from the data
+and checks the partition UUIDs against the root hash; then its root-hash signature must
+verify with one of the certificates the registry trusts (registry/trust/verity.py), or
+the upload is refused: hosts would refuse it, or worse, trust a stranger's image.
 """
 
 from __future__ import annotations
@@ -30,10 +35,17 @@ from registry.errors import RegistryError
 from registry.service.names import ImageName, parse_image_filename
 from sysext.core.errors import SysextError, ToolError
 from sysext.core.process import run
+from sysext.image.ddi import VerityCheck
 from sysext.image.lint import lint_image
 from sysext.image.read import read_image
 from sysext.image.summary import ImageSummary, summarize
 from sysext.systemd.extension_release import BOUND_NAME_HINT, bound_name_problem
+from sysext.trust.x509 import (
+    VeritySignatureError,
+    fingerprint,
+    load_certificates,
+    verify_signed_root,
+)
 
 ACCEPTED_FORMATS = ("squashfs", "erofs")
 # Uploads are validated in a child process with these limits: the server's own memory
@@ -52,10 +64,18 @@ class ValidatedImage:
     os_version_id: str | None = None
     # Release fields and what the image ships, stored with it for the API and the pages.
     summary: ImageSummary = field(default_factory=ImageSummary)
+    # A signed verity DDI: its root hash and the SHA-256 of the trusted certificate whose
+    # key signed it (None, None: a plain file system image).
+    verity_root_hash: str | None = None
+    verity_signer: str | None = None
 
 
-def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
-    """Check an upload; raise RegistryError(422, reason) when it is not acceptable."""
+def validate_image(
+    path: Path, expected: ImageName, verity_certs: tuple[Path, ...] = ()
+) -> ValidatedImage:
+    """Check an upload; raise RegistryError(422, reason) when it is not acceptable.
+
+    `verity_certs`: the certificates a verity DDI's signature must verify with."""
     try:
         contents = read_image(path)
     except SysextError as exc:
@@ -113,7 +133,34 @@ def validate_image(path: Path, expected: ImageName) -> ValidatedImage:
             f"{expected.filename}: {_hide_path(first.message, path)} [{first.code}]{more}; "
             "`sysext validate` shows every finding",
         )
-    return ValidatedImage(fmt, os_version_id, summarize(contents, expected.name))
+    root_hash = signer = None
+    if report.verity is not None:
+        root_hash, signer = _verity_signer(report.verity, verity_certs, expected)
+    return ValidatedImage(fmt, os_version_id, summarize(contents, expected.name), root_hash, signer)
+
+
+def _verity_signer(
+    checked: VerityCheck, verity_certs: tuple[Path, ...], expected: ImageName
+) -> tuple[str, str]:
+    """(root hash, signer fingerprint) of a DDI the lint passed, or the one-line refusal."""
+    if not verity_certs:
+        raise RegistryError(
+            422,
+            f"{expected.filename}: a verity disk image, but this registry trusts no verity "
+            "certificate (the operator sets --verity-cert or SYSEXT_VERITY_CERTS)",
+        )
+    signature = checked.signature
+    assert signature is not None  # the lint refuses an unsigned DDI
+    trusted = [c for p in verity_certs for c in load_certificates(p)]
+    try:
+        certificate = verify_signed_root(
+            checked.root_hash, signature.signature, signature.certificate_fingerprint, trusted
+        )
+    except VeritySignatureError as exc:
+        raise RegistryError(
+            422, f"{expected.filename}: verity signature refused: {exc.message}"
+        ) from None
+    return checked.root_hash, fingerprint(certificate)
 
 
 def _hide_path(message: str, path: Path) -> str:
@@ -163,24 +210,27 @@ def _os_binding(release: Mapping[str, str], expected: ImageName) -> str | None:
 
 
 def validate_upload(
-    path: Path, expected: ImageName, timeout: float = CHILD_SECONDS
+    path: Path,
+    expected: ImageName,
+    timeout: float = CHILD_SECONDS,
+    verity_certs: tuple[Path, ...] = (),
 ) -> ValidatedImage:
     """validate_image() in a child process bounded in memory and time (same answers).
 
     A 2.3 MB squashfs with 500k symlinks needs ~160 MB to list; done in the server it
     would stay in the server's RSS. Out of memory or time is a 422 like any refusal.
     """
-    proc = _run_child(path, expected, timeout)
+    proc = _run_child(path, expected, timeout, verity_certs)
     return _child_answer(proc.stdout, proc.returncode, expected)
 
 
 def _run_child(
-    path: Path, expected: ImageName, timeout: float
+    path: Path, expected: ImageName, timeout: float, verity_certs: tuple[Path, ...] = ()
 ) -> subprocess.CompletedProcess[bytes]:
     try:
         return run(
             [sys.executable, "-m", "registry.service.validation", str(path), expected.name,
-             expected.filename],
+             expected.filename, *map(str, verity_certs)],
             check=False,
             timeout=timeout,
         )  # fmt: skip
@@ -214,15 +264,20 @@ def _child_answer(stdout: bytes, returncode: int, expected: ImageName) -> Valida
             binaries=tuple(summary.get("binaries") or ()),
             units=tuple(summary.get("units") or ()),
         ),
+        verity_root_hash=answer.get("verity_root_hash"),
+        verity_signer=answer.get("verity_signer"),
     )
 
 
 def _child_main(argv: list[str]) -> int:
-    """`python -m registry.service.validation PATH NAME FILENAME`: one JSON answer on stdout."""
+    """`python -m registry.service.validation PATH NAME FILENAME [CERT...]`: one JSON answer
+    on stdout."""
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
-    path, name, filename = argv
+    path, name, filename, *certs = argv
     try:
-        validated = validate_image(Path(path), parse_image_filename(name, filename))
+        validated = validate_image(
+            Path(path), parse_image_filename(name, filename), tuple(Path(c) for c in certs)
+        )
         result: dict[str, object] = {
             "format": validated.format,
             "os_version_id": validated.os_version_id,
@@ -231,6 +286,8 @@ def _child_main(argv: list[str]) -> int:
                 "binaries": list(validated.summary.binaries),
                 "units": list(validated.summary.units),
             },
+            "verity_root_hash": validated.verity_root_hash,
+            "verity_signer": validated.verity_signer,
         }
     except RegistryError as exc:
         result = {"status": exc.status, "detail": exc.detail}

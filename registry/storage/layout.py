@@ -54,6 +54,8 @@ def content_type(name: str) -> str:
         return "application/pgp-signature"  # SHA256SUMS.sha256.asc too (not a key)
     if name.startswith("keyring") and name.endswith(".gpg"):
         return "application/pgp-keys"
+    if name.endswith(".crt"):
+        return "application/x-pem-file"
     return CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
 
 

@@ -14,7 +14,18 @@ from registry.storage import blobs as store
 from registry.storage import materialize as mat
 from registry.storage import rollout_tree
 from registry.trust.keys import Signer
-from sysext.core.atomic import remove_stale_temporaries
+from registry.trust.verity import VERITY_CERTS_NAME, bundle, load_trusted
+from sysext.core.atomic import atomic_write, remove_stale_temporaries
+
+
+def _write_verity_certs(settings: Settings) -> None:
+    """/verity.crt: the certificates the registry trusts (gone when it trusts none)."""
+    target = settings.public_dir / VERITY_CERTS_NAME
+    data = bundle(load_trusted(settings.verity_certs))
+    if data is None:
+        target.unlink(missing_ok=True)
+    elif not target.exists() or target.read_bytes() != data:
+        atomic_write(target, data)
 
 
 class LocalStorage:
@@ -26,6 +37,7 @@ class LocalStorage:
         for directory in (s.public_dir, s.snapshots_dir, s.store_dir):
             directory.mkdir(parents=True, exist_ok=True)
         signer.write_keyrings(s.public_dir)
+        _write_verity_certs(s)
         remove_stale_temporaries(s.public_dir)
 
     def ingest(self, staged: Path, sha256: str) -> None:

@@ -76,6 +76,7 @@ from registry.storage.materialize import (
 )
 from registry.storage.rollout_tree import RolloutContent
 from registry.trust.keys import Signer
+from registry.trust.verity import VERITY_CERTS_NAME, bundle, load_trusted
 from sysext.core.errors import SysextError
 from sysext.core.logfmt import log_value
 from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
@@ -85,7 +86,10 @@ from sysext.trust.signing import load_keyring
 log = logging.getLogger("registry")
 
 MIB = 1 << 20
-PUBLIC_PATTERNS = ("extensions/*", "channels/*", "rollouts/*", KEYRING_BINARY, KEYRING_ARMORED)
+PUBLIC_PATTERNS = (
+    "extensions/*", "channels/*", "rollouts/*", KEYRING_BINARY, KEYRING_ARMORED,
+    VERITY_CERTS_NAME,
+)  # fmt: skip
 
 
 def _md5(data: bytes) -> str:
@@ -192,6 +196,7 @@ class S3Storage:
             self._ensure_bucket()
             self._ensure_policy()
             self._publish_keyrings(signer)
+            self._publish_verity_certs()
         except (BotoCoreError, ClientError) as exc:
             raise SysextError(
                 f"cannot use bucket {self.bucket!r} at {self.settings.s3_endpoint}: {exc}",
@@ -266,6 +271,14 @@ class S3Storage:
         armored = signer.public_keyring(armor=True)
         if self._get(KEYRING_ARMORED) != armored:
             self._put(KEYRING_ARMORED, armored)
+
+    def _publish_verity_certs(self) -> None:
+        data = bundle(load_trusted(self.settings.verity_certs))
+        existing = self._get(VERITY_CERTS_NAME)
+        if data is None and existing is not None:
+            self._delete([self._key(VERITY_CERTS_NAME)])
+        elif data is not None and existing != data:
+            self._put(VERITY_CERTS_NAME, data)
 
     def ingest(self, staged: Path, sha256: str) -> None:
         key = self._blob_key(sha256)

@@ -1,3 +1,3 @@
-"""The registry's signing keys: creation, rotation phases, and the signer. Imports
-sysext.trust.
+"""The registry's signing keys: creation, rotation phases, and the signer; the verity
+certificates it trusts (verity). Imports sysext.trust.
 """

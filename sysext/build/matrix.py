@@ -36,6 +36,7 @@ from sysext.client.publishing import Publisher, PublishState
 from sysext.core.config import Settings
 from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
+from sysext.image.ddi import RootHashSigner
 from sysext.image.formats import Compression, ImageFormat
 from sysext.recipe.model import Recipe
 from sysext.systemd.architecture import Architecture
@@ -109,6 +110,7 @@ class MatrixRequest:
     locked: bool = False  # each recipe uses only the files its lock file records
     lock_file: Path | None = None  # a one-recipe matrix's lock elsewhere than ./NAME.lock.json
     base: str | None = None  # --base for recipes with an apt source
+    verity_signer: RootHashSigner | None = None  # --verity: signed DDIs
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,7 @@ def _run_row(
             force=request.force,
             lock=row.lock,
             base=request.base if row.recipe.package_source is not None else None,
+            verity_signer=request.verity_signer,
         )
         if publisher is not None and not request.force:
             # A version the channel has is done: published versions are immutable, so

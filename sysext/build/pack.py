@@ -2,7 +2,9 @@
 
 The pipeline: check the tree (sysext.staging) → add the extension-release file to the
 *entry list* (the caller's tree is never modified) → let the format's writer pack the list
-into a hidden temporary file → rename it into place → merge SHA256SUMS → write provenance.
+into a hidden temporary file (with a verity signer: into a scratch file that
+sysext.image.ddi wraps into a signed verity DDI) → rename it into place → merge SHA256SUMS
+→ write provenance.
 A failure at any step leaves the output directory as it was: no partial image, no
 temporaries.
 """
@@ -22,6 +24,7 @@ from sysext.build.provenance import provenance_filename, provenance_record, writ
 from sysext.core.atomic import atomic_path
 from sysext.core.errors import SysextError
 from sysext.core.steps import step
+from sysext.image.ddi import RootHashSigner, write_ddi
 from sysext.image.formats import (
     Compression,
     ImageFormat,
@@ -54,6 +57,9 @@ class BuiltImage:
     level: int | None = None
     warnings: tuple[str, ...] = ()
     unchanged: bool = False  # an image of the same build key was already there: not packed
+    # A signed verity DDI: its root hash and the signing certificate's fingerprint.
+    root_hash: str | None = None
+    verity_signer: str | None = None
 
 
 def resolve_source_date_epoch(explicit: int | None = None) -> int:
@@ -91,6 +97,7 @@ def pack(
     block_size: int | None = None,
     key: str | None = None,
     jobs: int | None = None,
+    verity_signer: RootHashSigner | None = None,
 ) -> BuiltImage:
     """Pack `tree` (holding usr/ and/or opt/) into an extension image in `output_dir`.
 
@@ -101,11 +108,20 @@ def pack(
     several images at once). When the tree ships units under usr/lib/systemd/system,
     EXTENSION_RELOAD_MANAGER=1 is set even if the caller did not, so systemd-sysext reloads
     the manager and the units become visible (spec §1.3).
+
+    With `verity_signer` the file is a Discoverable Disk Image instead: the file system, its
+    dm-verity hash tree and the root hash signed by that certificate (sysext.image.ddi);
+    hosts verify every block at read time. Plain images stay the default.
     """
     writer = writer_for(image_format)
     chosen, chosen_level = resolve_compression(writer, compression, level)
     mtime = resolve_source_date_epoch(source_date_epoch)
     check_block_size(image_format, block_size)
+    if verity_signer is not None and release.arch is None:
+        raise SysextError(
+            f"{release.image_stem}: a verity DDI needs an architecture",
+            "its partition types are per architecture (root-x86-64…); pass --arch",
+        )
     staged = scan_tree(Path(tree).absolute(), allow_setuid=allow_setuid)
     for warning in staged.warnings:
         log.warning("%s", warning)
@@ -117,9 +133,9 @@ def pack(
         raise SysextError(f"{output_dir}: not a directory", "pass a directory with --output")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        _write_image(
+        root_hash = _write_image(
             writer, staged, release, target, chosen, chosen_level, mtime, image_format, block_size,
-            jobs,
+            jobs, verity_signer,
         )  # fmt: skip
     except OSError as exc:
         raise SysextError(
@@ -139,6 +155,11 @@ def pack(
             "level": chosen_level,
             "block_size": block_size,
             "source_date_epoch": mtime,
+            **(
+                {"verity": {"root_hash": root_hash, "signer": verity_signer.fingerprint}}
+                if verity_signer is not None
+                else {}
+            ),
             "files": 1 + sum(1 for e in staged.entries if e.kind is not EntryKind.DIR),
         },
         inputs=provenance,
@@ -156,6 +177,8 @@ def pack(
         compression=chosen,
         level=chosen_level,
         warnings=staged.warnings,
+        root_hash=root_hash,
+        verity_signer=verity_signer.fingerprint if verity_signer is not None else None,
     )
 
 
@@ -170,19 +193,23 @@ def _write_image(
     image_format: ImageFormat,
     block_size: int | None,
     jobs: int | None,
-) -> None:
+    verity_signer: RootHashSigner | None = None,
+) -> str | None:
+    """Write the image; return the verity root hash when it is a DDI."""
     output_dir = target.parent
+    kind = ", signed verity DDI" if verity_signer is not None else ""
     with (
-        step(f"Packing {target.name} ({image_format.value}, {compression.value})"),
+        step(f"Packing {target.name} ({image_format.value}, {compression.value}{kind})"),
         tempfile.TemporaryDirectory(prefix=".#sysext-pack.", dir=output_dir) as scratch_name,
     ):
         scratch = Path(scratch_name)
         entries = _with_release_file(staged, release, scratch)
         with atomic_path(target, 0o644) as tmp:
+            fs_image = scratch / "filesystem.img" if verity_signer is not None else tmp
             writer.write(
                 WriteRequest(
                     entries=entries,
-                    output=tmp,
+                    output=fs_image,
                     compression=compression,
                     level=level,
                     mtime=mtime,
@@ -192,6 +219,11 @@ def _write_image(
                     jobs=jobs,
                 )
             )
+            if verity_signer is None:
+                return None
+            assert release.arch is not None  # checked in pack()
+            _, root_hash = write_ddi(fs_image, tmp, release.arch, verity_signer)
+            return root_hash
 
 
 def check_block_size(image_format: ImageFormat, block_size: int | None) -> None:

@@ -33,6 +33,7 @@ from sysext.core.config import Settings
 from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
 from sysext.core.steps import step
+from sysext.image.ddi import RootHashSigner
 from sysext.image.formats import Compression, ImageFormat, resolve_compression, writer_for
 from sysext.image.staging import scan_tree
 from sysext.recipe.model import Recipe
@@ -65,6 +66,8 @@ class BuildRequest:
     force: bool = False  # pack even when an image of the same build key exists
     lock: Lock | None = None  # --locked: only the files recorded there are used
     base: str | None = None  # --base: root directory or ID:VERSION_ID (apt sources)
+    # --verity: pack signed dm-verity DDIs with this signer (sysext.trust.x509.Signer)
+    verity_signer: RootHashSigner | None = None
 
     @property
     def chosen_version(self) -> str:
@@ -253,6 +256,12 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
                     "compression": compression.value,
                     "level": chosen_level,
                     "block_size": request.block_size,
+                    # Another certificate means other bytes (the signature partition).
+                    **(
+                        {"verity": request.verity_signer.fingerprint}
+                        if request.verity_signer is not None
+                        else {}
+                    ),
                 },
                 tools=writer.tool_versions(),
                 source_date_epoch=mtime,
@@ -316,6 +325,7 @@ def build(request: BuildRequest, hooks: BuildHooks | None = None) -> list[BuiltI
                     block_size=request.block_size,
                     key=key,
                     jobs=hooks.jobs,
+                    verity_signer=request.verity_signer,
                 )
     return [done[arch] for arch in arches]
 

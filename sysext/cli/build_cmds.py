@@ -8,6 +8,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from sysext.cli.image_cmds import (
+    SIGNING_CERT_HELP,
+    SIGNING_KEY_HELP,
+    VERITY_HELP,
+    verity_signer,
+)
 from sysext.core.config import load_settings
 from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
@@ -125,6 +131,9 @@ def build_command(
         "or --lock-file for one recipe); a changed upstream file is an error. In a matrix "
         "build a recipe without its lock fails only its own rows.",
     ),
+    verity: bool = typer.Option(False, "--verity", help=VERITY_HELP),
+    signing_cert: Path | None = typer.Option(None, "--signing-cert", help=SIGNING_CERT_HELP),
+    signing_key: Path | None = typer.Option(None, "--signing-key", help=SIGNING_KEY_HELP),
     lock_file: Path | None = typer.Option(
         None,
         "--lock-file",
@@ -183,6 +192,9 @@ def build_command(
     Example (the catalogue for two architectures, published to a registry):
     SYSEXT_TOKEN=… sysext build --all --arch x86-64 --arch arm64 --output out/
     --publish https://ext.example.com
+
+    Example (signed dm-verity DDIs, see docs/verity.md):
+    sysext build shellcheck --verity --signing-cert verity.crt --signing-key verity.key
     """
     from sysext.build.pipeline import BuildRequest, build
 
@@ -194,6 +206,7 @@ def build_command(
     from sysext.build.pack import check_block_size
 
     check_block_size(image_format, block_size)  # before any download
+    signer = verity_signer(verity, signing_cert, signing_key)  # a bad key fails first too
     settings = load_settings(cache_dir=cache_dir)
     arches = tuple(Architecture.parse(a) for a in arch)
     passphrase = os.environ.get("SYSEXT_KEY_PASSPHRASE") or None
@@ -237,6 +250,7 @@ def build_command(
             locked=locked,
             lock_file=lock_file if locked else None,
             base=base,
+            verity_signer=signer,
         )
         failed = run_matrix_command(request, publish, channel)
         if sign_key is not None:
@@ -270,6 +284,7 @@ def build_command(
             force=force,
             lock=lock,
             base=base,
+            verity_signer=signer,
         )
     )
     for image in images:

@@ -2,21 +2,55 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from sysext.build.pack import pack
+from sysext.core.errors import SysextError
 from sysext.core.steps import console
 from sysext.image.formats import Compression, ImageFormat
-from sysext.image.lint import LintReport, Severity, lint_image
+from sysext.image.lint import Finding, LintReport, Severity, lint_image
 from sysext.image.read import ImageContents, ImageEntry, read_image
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease, check_os_binding
 from sysext.systemd.osrelease import read_os_release
+
+if TYPE_CHECKING:
+    from sysext.trust.x509 import Signer
+
+VERITY_HELP = (
+    "Write a Discoverable Disk Image instead of a plain file system: the file system, its "
+    "dm-verity hash tree and the root hash signed with --signing-cert/--signing-key, so "
+    "hosts verify every block when it is read (see docs/verity.md)."
+)
+SIGNING_CERT_HELP = "PEM certificate that signs the verity root hash (with --verity)."
+SIGNING_KEY_HELP = "PEM private key of --signing-cert (unencrypted; with --verity)."
+
+
+def verity_signer(verity: bool, cert: Path | None, key: Path | None) -> Signer | None:
+    """The signer --verity asks for, loaded and checked before anything is built."""
+    if not verity:
+        if cert is not None or key is not None:
+            raise SysextError(
+                "--signing-cert/--signing-key sign verity images",
+                "add --verity to build a signed DDI, or drop them",
+            )
+        return None
+    if cert is None or key is None:
+        raise SysextError(
+            "--verity needs --signing-cert CERT and --signing-key KEY",
+            "make a pair with: sysext key generate --x509 --output verity.key "
+            "(writes verity.crt too)",
+        )
+    from sysext.trust.x509 import load_signer
+
+    return load_signer(cert, key)
 
 
 def pack_command(
@@ -55,6 +89,9 @@ def pack_command(
     allow_setuid: list[str] = typer.Option(
         [], "--allow-setuid", help="Image path allowed to keep a setuid/setgid bit (repeatable)."
     ),
+    verity: bool = typer.Option(False, "--verity", help=VERITY_HELP),
+    signing_cert: Path | None = typer.Option(None, "--signing-cert", help=SIGNING_CERT_HELP),
+    signing_key: Path | None = typer.Option(None, "--signing-key", help=SIGNING_KEY_HELP),
 ) -> None:
     """Turn a prepared tree into OUT/NAME-VERSION-ARCH.raw with its release file.
 
@@ -72,7 +109,12 @@ def pack_command(
 
     Example: sysext pack ./root --name kmod --version 1.0 --os flatcar
     --os-version-id 3815.2.0 --output ./out
+
+    Example (a signed dm-verity DDI; the key pair from `sysext key generate --x509 --output
+    verity.key`): sysext pack ./root --name hello --version 1.0 --verity --signing-cert
+    verity.crt --signing-key verity.key --output ./out
     """
+    signer = verity_signer(verity, signing_cert, signing_key)
     os_id, level_spec = ExtensionRelease.parse_os_spec(os_spec)
     check_os_binding(os_id, level_spec, os_version_id)
     release = ExtensionRelease(
@@ -93,12 +135,16 @@ def pack_command(
         level=level,
         allow_setuid=frozenset(allow_setuid),
         block_size=block_size,
+        verity_signer=signer,
     )
     for warning in built.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     print(built.path)
     print(f"sha256 {built.sha256}")
     print(f"size   {built.size}")
+    if built.root_hash is not None:
+        print(f"verity root hash {built.root_hash}")
+        print(f"signed by        {built.verity_signer}")
 
 
 def _mode_string(entry: ImageEntry) -> str:
@@ -114,11 +160,36 @@ def _mode_string(entry: ImageEntry) -> str:
     return stat.filemode(type_bits | entry.mode)
 
 
+def _ddi_json(contents: ImageContents, report: LintReport | None) -> dict[str, object] | None:
+    if contents.ddi is None:
+        return None
+    checked = report.verity if report is not None else None
+    signature = checked.signature if checked is not None else None
+    return {
+        "partitions": [
+            {
+                "number": p.number,
+                "type": p.type_name,
+                "uuid": str(p.uuid),
+                "offset": p.offset,
+                "size": p.size,
+                "label": p.label,
+            }
+            for p in contents.ddi.partitions
+        ],
+        # Only once the tree was checked against the data (None: it does not match).
+        "root_hash": checked.root_hash if checked is not None else None,
+        "signed": signature is not None,
+        "certificate_fingerprint": signature.certificate_fingerprint if signature else None,
+    }
+
+
 def _contents_json(contents: ImageContents, report: LintReport | None) -> dict[str, object]:
     data: dict[str, object] = {
         "format": contents.format.value,
         "compression": contents.compression,
         "size": contents.size,
+        "ddi": _ddi_json(contents, report),
         "release_files": {k: dict(v) for k, v in contents.release_files.items()},
         "entries": [
             {
@@ -159,8 +230,10 @@ def inspect_command(
         print()
         return
     print(f"image       {image}")
-    print(f"format      {contents.format.value}, compression {contents.compression}")
+    container = ", in a verity DDI" if contents.ddi is not None else ""
+    print(f"format      {contents.format.value}, compression {contents.compression}{container}")
     print(f"size        {contents.size} bytes")
+    _print_ddi(contents, report)
     for name, fields in contents.release_files.items():
         print(f"release     usr/lib/extension-release.d/extension-release.{name}")
         for key, value in fields.items():
@@ -173,6 +246,21 @@ def inspect_command(
         xattrs = f" [xattrs: {', '.join(n for n, _ in e.xattrs)}]" if e.xattrs else ""
         print(f"  {_mode_string(e)} {e.uid}/{e.gid} {e.size:>10} {e.path}{link}{xattrs}")
     _print_findings(report)
+
+
+def _print_ddi(contents: ImageContents, report: LintReport) -> None:
+    ddi = _ddi_json(contents, report)
+    if ddi is None:
+        return
+    print("partitions")
+    for p in contents.ddi.partitions if contents.ddi else ():
+        print(f"  {p.number} {p.type_name:<24} {p.uuid} {p.size:>10} bytes at {p.offset}")
+    print(f"root hash   {ddi['root_hash'] or '(hash tree does not match the data)'}")
+    if ddi["signed"]:
+        shown = ddi["certificate_fingerprint"] or "(certificate not named)"
+        print(f"signed by   {shown} (sha256 of the certificate; checked with validate --cert)")
+    else:
+        print("signed by   nobody (no verity-sig partition)")
 
 
 def _print_findings(report: LintReport) -> None:
@@ -202,6 +290,12 @@ def validate_command(
         help="Image path allowed to carry security.*/trusted.* xattrs, e.g. file "
         "capabilities (repeatable).",
     ),
+    certs: list[Path] = typer.Option(
+        [],
+        "--cert",
+        help="For a verity DDI: PEM certificate(s) hosts trust (their /etc/verity.d/*.crt); "
+        "the root hash signature must verify with one of them (repeatable).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Lint an image; with --os-release, say whether that host's systemd-sysext merges it.
@@ -219,7 +313,13 @@ def validate_command(
     architecture, ID, SYSEXT_LEVEL / VERSION_ID) and names the step that rejects the image.
     Exit status: 0 fine, 1 errors found or not merged, 2 unusable input.
 
+    A verity DDI is also checked block by block: the hash tree must be the data's, the
+    partition UUIDs the root hash's, and there must be a signature; with --cert, the
+    signature must verify with one of those certificates, as a host checks it.
+
     Example: sysext validate out/hello-1.0-x86-64.raw --os-release /etc/os-release
+
+    Example: sysext validate out/hello-1.0-x86-64.raw --cert verity.crt
     """
     host = read_os_release(os_release) if os_release else None
     host_arch = Architecture.parse(arch) if arch else None
@@ -231,10 +331,13 @@ def validate_command(
         allow_setuid=allow_setuid,
         allow_xattrs=allow_xattr,
     )
+    report, verified_by = _check_signature(report, certs)
     if as_json:
         data = _contents_json(report.contents, report)
         data.pop("entries")
         data["ok"] = report.ok
+        if data["ddi"] is not None:
+            data["ddi"]["verified_by"] = verified_by  # type: ignore[index]
         json.dump(data, sys.stdout, indent=2)
         print()
     else:
@@ -243,11 +346,44 @@ def validate_command(
         if report.host is not None:
             verdict = "merges" if report.host.merges else "would NOT merge"
             print(f"host: {verdict}: {report.host.reason}")
+        if report.verity is not None:
+            print(f"verity: root hash {report.verity.root_hash}, hash tree matches the data")
+        if verified_by is not None:
+            print(f"verity: signature verified with certificate {verified_by}")
         errors = len(report.errors)
         warnings = sum(1 for f in report.findings if f.severity is Severity.WARNING)
         print(f"{image.name}: {errors} error(s), {warnings} warning(s)")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _check_signature(report: LintReport, certs: list[Path]) -> tuple[LintReport, str | None]:
+    """Add the --cert verdict to the lint findings (crypto lives in sysext.trust); return
+    the fingerprint of the certificate that verified the signature, if one did."""
+    if not certs:
+        return report, None
+    if report.contents.ddi is None:
+        raise SysextError(
+            "--cert checks verity signatures; this image is a plain file system",
+            "drop --cert, or build a signed DDI with --verity",
+        )
+    checked = report.verity
+    if checked is None or checked.signature is None:
+        return report, None  # the lint already says why there is nothing to verify
+    from sysext.trust.x509 import VeritySignatureError, load_certificates, verify_signed_root
+
+    trusted = [c for path in certs for c in load_certificates(path)]
+    signature = checked.signature
+    try:
+        certificate = verify_signed_root(
+            checked.root_hash, signature.signature, signature.certificate_fingerprint, trusted
+        )
+    except VeritySignatureError as exc:
+        finding = Finding(Severity.ERROR, "verity-signature", exc.message)
+        return dataclasses.replace(report, findings=(*report.findings, finding)), None
+    from sysext.trust.x509 import fingerprint
+
+    return report, fingerprint(certificate)
 
 
 def register(app: typer.Typer) -> None:

@@ -45,7 +45,11 @@ BUTANE_HELP = (
     "-o host.ign\n\n"
     "An extension published per OS version (NAME-VERSION-VERSIONID-ARCH.raw) needs the "
     "host's VERSION_ID:\n\n"
-    "  sysext butane nvidia --os-version 3975.2.0 --registry https://ext.example.com"
+    "  sysext butane nvidia --os-version 3975.2.0 --registry https://ext.example.com\n\n"
+    "The registry's verity certificates (/verity.crt) go to /etc/verity.d/; with "
+    "--require-signed hosts merge nothing but signed verity images (docs/verity.md):\n\n"
+    "  sysext butane podman --require-signed --systemd-version 257 --registry "
+    "https://ext.example.com"
 )
 
 VERIFY_HELP = (
@@ -129,7 +133,8 @@ def butane(
         min=252,
         help="The hosts' systemd major version, if known: 257+ get only NAME.transfer, "
         "252-256 only NAME.conf (default: both, which every version reads without a "
-        "warning); 262+ also get NAME.component metadata and --on-update notify.",
+        "warning); 262+ also get NAME.component metadata and --on-update notify. With "
+        "--require-signed: a systemd-sysext.service drop-in for 255-258, sysext.conf for 259+.",
     ),
     merge_into: Path | None = typer.Option(
         None,
@@ -149,6 +154,12 @@ def butane(
     ),
     group: str | None = typer.Option(
         None, "--group", help="Rollout group of the host, e.g. canary (implies --rollout)."
+    ),
+    require_signed: bool = typer.Option(
+        False,
+        "--require-signed",
+        help="Hosts merge only signed verity images: every image must be one, and an image "
+        "policy refusing anything else is installed (needs --systemd-version, 255+).",
     ),
 ) -> None:
     if group is not None:
@@ -182,6 +193,7 @@ def butane(
         systemd_version=systemd_version,
         rollout=rollout or group is not None,
         group=group,
+        require_signed=require_signed,
     )
     user_text = read_butane_file(merge_into) if merge_into is not None else None
     config = generate_config(

@@ -187,6 +187,13 @@ def serve(
         help="Reverse proxies (comma-separated addresses or networks) whose "
         "X-Forwarded-For is believed; default none: the client address is the TCP peer.",
     ),
+    verity_cert: list[Path] = typer.Option(
+        [],
+        "--verity-cert",
+        help="PEM certificate whose signatures make a verity DDI acceptable (repeatable; "
+        "two during a rotation); served at /verity.crt. Default: $SYSEXT_VERITY_CERTS; "
+        "without any, DDI uploads are refused.",
+    ),
 ) -> None:
     """Run the registry: signed extensions in systemd-sysupdate's layout, and an API.
 
@@ -226,6 +233,7 @@ def serve(
             "min_rate": min_rate,
             "stall_timeout": stall_timeout,
             "forwarded_allow_ips": forwarded_allow_ips,
+            "verity_certs": verity_cert or None,
         },
         config_file=config,
     )
@@ -252,6 +260,12 @@ def serve(
         f"signing key {fingerprint} ({'created' if created else 'existing'}, "
         f"{settings.key_path}); hosts install {settings.base_url}/keyring.gpg"
     )
+    if settings.verity_certs:
+        from registry.trust.verity import load_trusted
+        from sysext.trust.x509 import fingerprint as cert_fingerprint
+
+        trusted = ", ".join(cert_fingerprint(c)[:16] for c in load_trusted(settings.verity_certs))
+        console.print(f"verity DDIs signed by {trusted} accepted; certificates at /verity.crt")
     if not settings.admin_token:
         console.print("[yellow]note:[/yellow] SYSEXT_ADMIN_TOKEN is not set: nobody can upload")
     tree = (

@@ -72,14 +72,52 @@ def _passphrase() -> str | None:
 def key_generate(
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the secret key."),
     uid: str = typer.Option(DEFAULT_UID, "--uid", help='User ID, e.g. "Ext Team <x@example>".'),
+    x509: bool = typer.Option(
+        False,
+        "--x509",
+        help="Make a verity signing key instead: an RSA key (PEM, 0600) and a self-signed "
+        "X.509 certificate for DDIs (sysext pack/build --verity).",
+    ),
+    cert: Path | None = typer.Option(
+        None, "--cert", help="With --x509: where the certificate goes (default: OUTPUT.crt)."
+    ),
+    subject: str | None = typer.Option(
+        None, "--subject", help="With --x509: the certificate's common name."
+    ),
+    days: int = typer.Option(3650, "--days", help="With --x509: validity in days."),
 ) -> None:
     """Create an ed25519 (OpenPGP v4) signing key, written with mode 0600.
 
     Refuses to overwrite an existing file. If SYSEXT_KEY_PASSPHRASE is set, the key file is
     protected with that passphrase (and every later use needs it set too).
 
+    With --x509: an RSA-2048 key and a self-signed certificate that sign the root hash of
+    verity DDIs. Hosts trust the certificate in /etc/verity.d/ (sysext butane installs the
+    registry's); the key stays with whoever builds. Prints the certificate's SHA-256
+    fingerprint, the `certificateFingerprint` DDIs name.
+
     Example: sysext key generate --output signing.key --uid "Ext Team <ext@example.com>"
+
+    Example: sysext key generate --x509 --output verity.key --subject "Ext Team verity"
     """
+    if x509:
+        from sysext.trust.x509 import DEFAULT_SUBJECT, generate_signer
+
+        cert_path = cert or output.with_suffix(".crt")
+        if cert_path == output:
+            raise SysextError(
+                f"{output}: the key and the certificate need two files", "pass --cert FILE.crt"
+            )
+        signer = generate_signer(output, cert_path, subject or DEFAULT_SUBJECT, days)
+        print(signer.fingerprint)
+        console.print(
+            f"wrote {output} (0600, keep it secret) and {cert_path} (install on hosts as "
+            "/etc/verity.d/NAME.crt, or trust it in the registry: SYSEXT_VERITY_CERTS)",
+            soft_wrap=True,
+        )
+        return
+    if cert is not None or subject is not None:
+        raise SysextError("--cert and --subject belong to --x509", "add --x509 or drop them")
     fingerprint = generate_key(output, uid, passphrase=_passphrase())
     print(fingerprint)
     console.print(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sysext.core.errors import SysextError
+from sysext.image.ddi import Role, VerityCheck, check_verity
 from sysext.image.read import ImageContents, ImageEntry, read_files, read_image
 from sysext.image.staging import is_unit_file, unit_problem
 from sysext.image.xattrs import CAPABILITY, describe_capability, is_privileged
@@ -80,6 +81,9 @@ class LintReport:
     release_name: str | None
     findings: tuple[Finding, ...]
     host: HostVerdict | None = None
+    # A DDI whose hash tree, partition UUIDs and signed root hash agree (the signature's
+    # cryptography is checked by sysext.trust.x509.verify_ddi_signature, with certificates).
+    verity: VerityCheck | None = None
 
     @property
     def errors(self) -> tuple[Finding, ...]:
@@ -129,6 +133,7 @@ def lint_image(
         frozenset(p.strip("/") for p in allow_xattrs),
     )
     _check_units(path, contents, add)
+    checked = _check_ddi(path, contents, release, add) if contents.ddi is not None else None
     verdict = None
     if host_os_release is not None:
         arch = host_arch or Architecture.from_uname()
@@ -147,7 +152,53 @@ def lint_image(
                 shipped = frozenset(e.path.strip("/") for e in contents.entries)
                 for conflict in flatcar_conflicts(name, release, shipped):
                     add(Severity.WARNING, "os-extension", conflict.message)
-    return LintReport(path, contents, name, tuple(findings), verdict)
+    return LintReport(path, contents, name, tuple(findings), verdict, checked)
+
+
+def _check_ddi(
+    path: Path, contents: ImageContents, release: Mapping[str, str], add: _Add
+) -> VerityCheck | None:
+    """A DDI is only worth its format when the kernel can verify it: the hash tree must be
+    the data's, the partition UUIDs the root hash's halves, and a signature must be there
+    (an unsigned root+verity image merges unprotected on systemd 254, issue 22)."""
+    ddi = contents.ddi
+    assert ddi is not None
+    extra = [p.type_name for p in ddi.partitions if p.role is None]
+    if extra:
+        add(
+            Severity.ERROR,
+            "ddi-partitions",
+            f"the disk image also holds {', '.join(extra)}: systemd-sysext uses only the root "
+            "(or usr) partition and its verity partitions",
+        )
+    arch = release.get("ARCHITECTURE")
+    part_arch = ddi.arch.systemd_name if ddi.arch is not None else None
+    if arch and arch != ANY and part_arch is not None and arch != part_arch:
+        add(
+            Severity.ERROR,
+            "ddi-arch",
+            f"the root partition's type is for {part_arch}, ARCHITECTURE={arch}: hosts look "
+            "for their own architecture's partition type",
+        )
+    if ddi.find(Role.USR) is not None:
+        add(
+            Severity.WARNING,
+            "ddi-usr",
+            "a usr-type partition: systemd-sysext before 255 merges it without verity",
+        )
+    try:
+        checked = check_verity(path)
+    except SysextError as exc:
+        add(Severity.ERROR, "verity", exc.message.replace(str(path), path.name))
+        return None
+    if checked.signature is None:
+        add(
+            Severity.ERROR,
+            "verity-unsigned",
+            "no verity-sig partition: a host with a signed-only image policy refuses the "
+            "image, and systemd 254 merges it without verity",
+        )
+    return checked
 
 
 def _pick_release(path: Path, contents: ImageContents, add: _Add) -> str | None:

@@ -10,15 +10,18 @@ here mounts on a host (issue 19). Any corruption becomes one `SysextError` namin
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import stat
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, BinaryIO
 
 from sysext.core.errors import SysextError
+from sysext.image.ddi import Ddi, is_ddi, read_ddi, window
 from sysext.image.formats import ImageFormat, squashfs_read
 from sysext.image.formats.erofs_read import ErofsFormatError, ErofsReader, is_erofs
 from sysext.image.formats.squashfs_walk import SquashfsWalker
@@ -31,7 +34,10 @@ MAX_ENTRIES = 2_000_000
 # squashfs superblock compression ids (squashfs_fs.h).
 _SQUASHFS_COMPRESSORS = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
 _EROFS_COMPRESSORS = {0: "lz4", 1: "lzma"}  # bits of available_compr_algs
-_HINT = "build images with `sysext pack` or `sysext build`; only squashfs and erofs are supported"
+_HINT = (
+    "build images with `sysext pack` or `sysext build`; only squashfs and erofs are "
+    "supported, plain or inside a verity disk image (DDI)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,9 @@ class ImageContents:
     release_files: Mapping[str, Mapping[str, str]]
     # Release files that exist but cannot be read or parsed: NAME → reason.
     release_errors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # The partition table when the file system sits in a DDI (then `size` is the whole
+    # file's); nothing about it is checked here (sysext.image.ddi.check_verity does that).
+    ddi: Ddi | None = None
 
     def find(self, path: str) -> ImageEntry | None:
         path = path.strip("/")
@@ -84,38 +93,81 @@ def _kind(mode: int) -> str:
 SUPERBLOCK_PROBE = 2048  # squashfs's magic is at byte 0, erofs's at byte 1024
 
 
-def sniff_format(path: Path) -> ImageFormat:
-    """squashfs or erofs, by magic number; anything else is a clear error."""
+def _fs_format(head: bytes) -> ImageFormat | None:
+    if head[:4] == SQUASHFS_MAGIC:
+        return ImageFormat.SQUASHFS
+    if is_erofs(head):
+        return ImageFormat.EROFS
+    return None
+
+
+@contextlib.contextmanager
+def open_filesystem(path: Path) -> Iterator[tuple[BinaryIO, int, ImageFormat, Ddi | None]]:
+    """The image's file system as (file, size, format, DDI table or None).
+
+    A plain image is the file itself; in a DDI it is the root (or usr) partition, read
+    through a window so the readers never see the partition table.
+    """
+    path = Path(path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(SUPERBLOCK_PROBE)
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the caller is done
     except IsADirectoryError:
         raise SysextError(f"{path}: is a directory, not an image file", _HINT) from None
     except FileNotFoundError:
         raise SysextError(f"{path}: no such file", "check the path") from None
     except OSError as exc:
         raise SysextError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if head[:4] == SQUASHFS_MAGIC:
-        return ImageFormat.SQUASHFS
-    if is_erofs(head):
-        return ImageFormat.EROFS
-    raise SysextError(f"{path}: not a squashfs or erofs image", _HINT)
+    with f:
+        size = path.stat().st_size
+        head = f.read(SUPERBLOCK_PROBE)
+        fmt = _fs_format(head)
+        if fmt is not None:
+            f.seek(0)
+            yield f, size, fmt, None
+            return
+        if not is_ddi(head):
+            raise SysextError(f"{path}: not a squashfs or erofs image", _HINT)
+        try:
+            ddi = read_ddi(f, size)
+        except SysextError as exc:
+            raise SysextError(f"{path}: {exc.message}", exc.hint) from None
+        data = ddi.data
+        fs = window(f, data)
+        fmt = _fs_format(fs.read(SUPERBLOCK_PROBE))
+        if fmt is None:
+            raise SysextError(
+                f"{path}: the disk image's {data.type_name} partition holds neither squashfs "
+                "nor erofs",
+                _HINT,
+            )
+        fs.seek(0)
+        yield fs, data.size, fmt, ddi
+
+
+def sniff_format(path: Path) -> ImageFormat:
+    """squashfs or erofs, by magic number (inside a DDI: its file system's); anything else
+    is a clear error."""
+    with open_filesystem(path) as (_, _, fmt, _):
+        return fmt
 
 
 def read_image(path: Path) -> ImageContents:
     """List an image's entries and parse its extension-release files."""
     path = Path(path)
-    fmt = sniff_format(path)
-    reader = _read_squashfs if fmt is ImageFormat.SQUASHFS else _read_erofs
-    try:
-        return reader(path)
-    except SysextError:
-        raise
-    except Exception as exc:  # corrupt input (ErofsFormatError, struct/zlib errors, a
-        # RecursionError from a directory loop…) must never become a traceback
-        raise SysextError(
-            f"{path}: corrupt {fmt.value} image ({type(exc).__name__}: {exc})", _HINT
-        ) from None
+    with open_filesystem(path) as (f, size, fmt, ddi):
+        reader = _read_squashfs if fmt is ImageFormat.SQUASHFS else _read_erofs
+        try:
+            contents = reader(f, size, path)
+        except SysextError:
+            raise
+        except Exception as exc:  # corrupt input (ErofsFormatError, struct/zlib errors, a
+            # RecursionError from a directory loop…) must never become a traceback
+            raise SysextError(
+                f"{path}: corrupt {fmt.value} image ({type(exc).__name__}: {exc})", _HINT
+            ) from None
+    if ddi is None:
+        return contents
+    return dataclasses.replace(contents, size=path.stat().st_size, ddi=ddi)
 
 
 def read_file(path: Path, member: str) -> bytes:
@@ -130,23 +182,21 @@ def read_files(path: Path, members: Iterable[str], *, limit: int | None = None) 
     bytes (for untrusted images).
     """
     path = Path(path)
-    fmt = sniff_format(path)
     wanted = [m.strip("/") for m in members]
     member = ""
     try:
         found: dict[str, bytes] = {}
-        if fmt is ImageFormat.SQUASHFS:
-            with open(path, "rb") as f:
-                walker = _squashfs_walker(f, path)
+        with open_filesystem(path) as (f, size, fmt, _):
+            if fmt is ImageFormat.SQUASHFS:
+                walker = _squashfs_walker(f, size, path)
                 for member in wanted:
                     node = walker.lookup(member)
                     if not stat.S_ISREG(node.kind):
                         raise FileNotFoundError(member)
                     _check_limit(member, node.size, limit)
                     found[member] = walker.read(node, limit or (1 << 31))
-        else:
-            with open(path, "rb") as f:
-                reader = ErofsReader(f, path.stat().st_size)
+            else:
+                reader = ErofsReader(f, size)
                 for member in wanted:
                     inode = reader.lookup(member)
                     if not stat.S_ISREG(inode.mode):
@@ -170,51 +220,51 @@ def _check_limit(member: str, size: int, limit: int | None) -> None:
 # --- squashfs ----------------------------------------------------------------------------
 
 
-def _read_squashfs(path: Path) -> ImageContents:
+def _read_squashfs(f: BinaryIO, size: int, path: Path) -> ImageContents:
     entries: list[ImageEntry] = []
     files: dict[str, Callable[[], bytes]] = {}
-    with open(path, "rb") as f:
-        walker = _squashfs_walker(f, path)
-        compression = _SQUASHFS_COMPRESSORS.get(
-            walker.sb.compression, f"unknown ({walker.sb.compression})"
-        )
-        for rel, node in walker.walk():
-            if len(entries) >= MAX_ENTRIES:
-                raise SysextError(f"{path}: more than {MAX_ENTRIES} entries", _HINT)
-            is_file = stat.S_ISREG(node.kind)
-            entries.append(
-                ImageEntry(
-                    path=rel,
-                    kind=_kind(node.kind),
-                    mode=node.mode & 0o7777,
-                    uid=node.uid,
-                    gid=node.gid,
-                    size=node.size if is_file else 0,
-                    target=_decode(node.target),
-                    xattrs=walker.xattrs(node),
-                )
+    walker = _squashfs_walker(f, size, path)
+    compression = _SQUASHFS_COMPRESSORS.get(
+        walker.sb.compression, f"unknown ({walker.sb.compression})"
+    )
+    for rel, node in walker.walk():
+        if len(entries) >= MAX_ENTRIES:
+            raise SysextError(f"{path}: more than {MAX_ENTRIES} entries", _HINT)
+        is_file = stat.S_ISREG(node.kind)
+        entries.append(
+            ImageEntry(
+                path=rel,
+                kind=_kind(node.kind),
+                mode=node.mode & 0o7777,
+                uid=node.uid,
+                gid=node.gid,
+                size=node.size if is_file else 0,
+                target=_decode(node.target),
+                xattrs=walker.xattrs(node),
             )
-            if _is_release_candidate(rel) and is_file:
-                files[rel] = _bind_squashfs_data(walker, node)
-        releases, errors = _parse_releases(files)
+        )
+        if _is_release_candidate(rel) and is_file:
+            files[rel] = _bind_squashfs_data(walker, node)
+    releases, errors = _parse_releases(files)
     return ImageContents(
         format=ImageFormat.SQUASHFS,
         compression=compression,
-        size=path.stat().st_size,
+        size=size,
         entries=tuple(sorted(entries, key=lambda e: e.path)),
         release_files=releases,
         release_errors=errors,
     )
 
 
-def _squashfs_walker(f: Any, path: Path) -> SquashfsWalker:
+def _squashfs_walker(f: Any, size: int, path: Path) -> SquashfsWalker:
+    f.seek(0)
     compression_id = struct.unpack("<H", f.read(22)[20:22] or b"\0\0")[0]
     try:
         decompress = squashfs_read.decompressor(compression_id)
     except ValueError:
         name = _SQUASHFS_COMPRESSORS.get(compression_id, f"id {compression_id}")
         raise SysextError(f"{path}: squashfs compression {name} is not supported", _HINT) from None
-    return SquashfsWalker(f, path.stat().st_size, decompress)
+    return SquashfsWalker(f, size, decompress)
 
 
 def _bind_squashfs_data(walker: SquashfsWalker, node: Any) -> Callable[[], bytes]:
@@ -232,35 +282,33 @@ def _decode(value: object) -> str | None:
 # --- erofs -------------------------------------------------------------------------------
 
 
-def _read_erofs(path: Path) -> ImageContents:
+def _read_erofs(f: BinaryIO, size: int, path: Path) -> ImageContents:
     entries: list[ImageEntry] = []
     files: dict[str, Callable[[], bytes]] = {}
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        reader = ErofsReader(f, size)
-        algs = reader.superblock.compression_algorithms
-        names = [n for bit, n in _EROFS_COMPRESSORS.items() if algs & (1 << bit)]
-        compressed = False
-        for rel, inode in reader.walk():
-            target = None
-            compressed = compressed or inode.compressed
-            if stat.S_ISLNK(inode.mode):
-                target = reader.data(inode, limit=4096).decode("utf-8", "surrogateescape")
-            entries.append(
-                ImageEntry(
-                    path=rel,
-                    kind=_kind(inode.mode),
-                    mode=stat.S_IMODE(inode.mode),
-                    uid=inode.uid,
-                    gid=inode.gid,
-                    size=inode.size if stat.S_ISREG(inode.mode) else 0,
-                    target=target,
-                    xattrs=reader.xattrs(inode),
-                )
+    reader = ErofsReader(f, size)
+    algs = reader.superblock.compression_algorithms
+    names = [n for bit, n in _EROFS_COMPRESSORS.items() if algs & (1 << bit)]
+    compressed = False
+    for rel, inode in reader.walk():
+        target = None
+        compressed = compressed or inode.compressed
+        if stat.S_ISLNK(inode.mode):
+            target = reader.data(inode, limit=4096).decode("utf-8", "surrogateescape")
+        entries.append(
+            ImageEntry(
+                path=rel,
+                kind=_kind(inode.mode),
+                mode=stat.S_IMODE(inode.mode),
+                uid=inode.uid,
+                gid=inode.gid,
+                size=inode.size if stat.S_ISREG(inode.mode) else 0,
+                target=target,
+                xattrs=reader.xattrs(inode),
             )
-            if _is_release_candidate(rel) and stat.S_ISREG(inode.mode):
-                files[rel] = _bind_erofs_data(reader, inode)
-        releases, errors = _parse_releases(files)
+        )
+        if _is_release_candidate(rel) and stat.S_ISREG(inode.mode):
+            files[rel] = _bind_erofs_data(reader, inode)
+    releases, errors = _parse_releases(files)
     return ImageContents(
         format=ImageFormat.EROFS,
         # Images without per-algorithm config (erofs-utils 1.5) can only use lz4 (lz4hc

@@ -31,6 +31,7 @@ from sysext.provision.keyring_combine import (
 )
 from sysext.provision.keyring_update import keyring_update_files, keyring_update_units
 from sysext.provision.model import (
+    Dropin,
     File,
     IgnitionVersion,
     InlineContents,
@@ -45,6 +46,15 @@ from sysext.provision.model import (
 )
 from sysext.provision.resolve import ResolvedImage
 from sysext.provision.rollout_identity import IDENTITY_UNIT, rollout_files
+from sysext.provision.verity import (
+    CONF_SYSTEMD,
+    SYSEXT_UNIT,
+    certificate_files,
+    check_require_signed,
+    policy_conf,
+    policy_dropin,
+    policy_note,
+)
 from sysext.systemd.transfer import (
     ACTIVATION_DIR,
     EXTENSIONS_DIR,
@@ -90,6 +100,8 @@ class ProvisionOptions:
     # polls its bucket's directory (rollout_identity.py); `group` puts it in a group.
     rollout: bool = False
     group: str | None = None
+    # Only signed verity DDIs merge (provision/verity.py); needs systemd_version.
+    require_signed: bool = False
 
     @property
     def timer_enabled(self) -> bool:
@@ -412,11 +424,14 @@ def compose_config(
     keyring: bytes | None,
     options: ProvisionOptions,
     replaces: Mapping[str, Sequence[str]] | None = None,
+    verity_certs: Sequence[tuple[str, bytes]] = (),
 ) -> ProvisionConfig:
     """The config installing `images`; `keyring` is the registry's binary public key;
     `replaces` maps an image's name to the OS-shipped extensions it replaces (its
-    X_SYSEXT_REPLACES), which the Flatcar variant switches off."""
+    X_SYSEXT_REPLACES), which the Flatcar variant switches off; `verity_certs`:
+    (fingerprint, PEM) of the registry's verity certificates, for /etc/verity.d/."""
     check_versions(options.variant, options.ignition_version)
+    check_require_signed(options.require_signed, options.systemd_version, options.on_update)
     names = [image.name for image in images]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -524,9 +539,20 @@ def compose_config(
             # The registry keyring then follows the registry's key rotations (issue 14).
             files += keyring_update_files()
             units += keyring_update_units(registry_url)
+    files += certificate_files(verity_certs)
+    sysext_dropins: tuple[Dropin, ...] = ()
+    if options.require_signed and options.systemd_version is not None:
+        if options.systemd_version >= CONF_SYSTEMD:
+            files.append(policy_conf())
+        else:
+            sysext_dropins = (policy_dropin(),)
+        notes.append(policy_note(options.systemd_version))
     if options.variant is Variant.FCOS:
         # Fedora CoreOS ships systemd-sysext.service disabled; Flatcar enables it.
-        units.append(Unit("systemd-sysext.service", enabled=True))
+        units.append(Unit(SYSEXT_UNIT, enabled=True, dropins=sysext_dropins))
+    elif sysext_dropins:
+        units.append(Unit(SYSEXT_UNIT, dropins=sysext_dropins))
+    if options.variant is Variant.FCOS:
         relabel = host_layout(images[0].name, Variant.FCOS).relabel if images else ()
         if relabel:
             units.append(Unit(SELINUX_RELABEL_UNIT, contents=relabel_unit(relabel), enabled=True))

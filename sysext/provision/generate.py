@@ -16,6 +16,12 @@ from sysext.provision.resolve import (
     replaced_extensions,
     resolve,
 )
+from sysext.provision.verity import (
+    VERITY_CERTS_PATH,
+    check_require_signed,
+    check_signed,
+    served_certificates,
+)
 from sysext.systemd.architecture import Architecture
 
 
@@ -46,6 +52,7 @@ def generate_config(
             f"extension {duplicates[0]!r} requested more than once",
             "a host activates one version per extension (one /etc/extensions/NAME.raw)",
         )
+    check_require_signed(options.require_signed, options.systemd_version, options.on_update)
     images = [
         resolve(catalog, ref, arch=arch, channel=channel, os_version=os_version) for ref in refs
     ]
@@ -59,10 +66,19 @@ def generate_config(
         if options.variant is Variant.FLATCAR
         else None
     )
+    # The registry's verity certificates go to /etc/verity.d/ whenever it serves some, so
+    # signed images get verity on these hosts; --require-signed insists on them.
+    verity_certs = served_certificates(catalog.read(VERITY_CERTS_PATH))
+    if options.require_signed:
+        check_signed(
+            {f"{i.name} {i.version} ({i.filename})": catalog.verity_signer(i) for i in images},
+            verity_certs,
+        )
     return compose_config(
         images,
         registry_url=catalog.base_url,
         keyring=keyring,
         options=options,
         replaces=replaces,
+        verity_certs=verity_certs,
     )

@@ -8,11 +8,12 @@ reads the layout over HTTP, the registry reads the very same files from its publ
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +23,7 @@ import requests
 from sysext import __version__
 from sysext.core.errors import SysextError
 from sysext.core.urls import DEFAULT_CHANNEL, KEYRING_BINARY, extension_url, extension_url_path
+from sysext.image.ddi import read_signature
 from sysext.image.read import read_files
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import (
@@ -120,6 +122,12 @@ class Catalog(Protocol):
 
     def release_fields(self, image: ResolvedImage) -> Mapping[str, str]:
         """The extension-release fields inside `image` (e.g. X_SYSEXT_REPLACES)."""
+        ...
+
+    def verity_signer(self, image: ResolvedImage) -> str | None:
+        """SHA-256 of the certificate that signed `image`'s verity root hash; None for a
+        plain (or unsigned) image. The registry checked the signature at upload; hosts
+        check it again at every merge, so a configuration only needs the claim."""
         ...
 
 
@@ -299,6 +307,12 @@ def resolve(
     )
 
 
+def image_verity_signer(path: Path) -> str | None:
+    """The certificate fingerprint a DDI's verity-sig partition names (None: plain image)."""
+    signature = read_signature(path)
+    return signature.certificate_fingerprint if signature is not None else None
+
+
 def image_release_fields(path: Path, name: str) -> dict[str, str]:
     """extension-release.NAME of the image at `path`, parsed (a 64 KiB limit: untrusted)."""
     member = release_file_path(name).lstrip("/")
@@ -391,18 +405,39 @@ class HttpCatalog:
             return [str(c) for c in payload["channels"]]
         return None
 
+    def _api_image(self, image: ResolvedImage) -> dict[str, object]:
+        """The registry's GET /api/v1/extensions/NAME entry for `image`, {} without one."""
+        payload = self._api_json(f"api/v1/extensions/{image.name}")
+        images = payload.get("images") if isinstance(payload, dict) else None
+        for item in images if isinstance(images, list) else []:
+            if isinstance(item, dict) and item.get("filename") == image.filename:
+                return item
+        return {}
+
     def release_fields(self, image: ResolvedImage) -> Mapping[str, str]:
         # The registry's GET /api/v1/extensions/NAME lists each image's extension-release
         # fields (`release`, read at publish time); a plain static mirror has no API, and an
         # image published before the registry stored them has none, so then the image is
         # downloaded, checked against its SHA-256 and read here instead.
-        payload = self._api_json(f"api/v1/extensions/{image.name}")
-        images = payload.get("images") if isinstance(payload, dict) else None
-        for item in images if isinstance(images, list) else []:
-            if isinstance(item, dict) and item.get("filename") == image.filename:
-                release = item.get("release")
-                if isinstance(release, dict):
-                    return {str(k): str(v) for k, v in release.items()}
+        release = self._api_image(image).get("release")
+        if isinstance(release, dict):
+            return {str(k): str(v) for k, v in release.items()}
+        with self._downloaded(image) as path:
+            return image_release_fields(path, image.name)
+
+    def verity_signer(self, image: ResolvedImage) -> str | None:
+        # The API says who signed (checked at upload); a registry predating DDIs has no
+        # such field, and a static mirror no API: then the image itself is read.
+        item = self._api_image(image)
+        if "verity_signed_by" in item:
+            signer = item["verity_signed_by"]
+            return signer if isinstance(signer, str) else None
+        with self._downloaded(image) as path:
+            return image_verity_signer(path)
+
+    @contextlib.contextmanager
+    def _downloaded(self, image: ResolvedImage) -> Iterator[Path]:
+        """The image in a temporary file, checked against its SHA256SUMS entry."""
         with tempfile.NamedTemporaryFile(prefix="sysext-image-", suffix=".raw") as tmp:
             digest = hashlib.sha256()
             try:
@@ -426,7 +461,7 @@ class HttpCatalog:
                     f"{image.url} does not match its SHA256SUMS entry",
                     "the registry's file changed; republish the extension",
                 )
-            return image_release_fields(Path(tmp.name), image.name)
+            yield Path(tmp.name)
 
 
 class DirectoryCatalog:
@@ -468,6 +503,10 @@ class DirectoryCatalog:
     def release_fields(self, image: ResolvedImage) -> Mapping[str, str]:
         path = self.public_path(extension_url_path(image.name, image.channel)) / image.filename
         return image_release_fields(path, image.name)
+
+    def verity_signer(self, image: ResolvedImage) -> str | None:
+        path = self.public_path(extension_url_path(image.name, image.channel)) / image.filename
+        return image_verity_signer(path)
 
     def channel_names(self) -> list[str] | None:
         found = {DEFAULT_CHANNEL, *(self._channels or ())}
