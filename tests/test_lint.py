@@ -243,6 +243,29 @@ def test_file_name_must_agree_with_release(tmp_path: Path, filename: str, code: 
         assert code in found
 
 
+@pytest.mark.parametrize(
+    ("version", "version_id", "filename", "code"),
+    [
+        ("1.0", "3815.2.0", "hello-1.0-3815.2.0-x86-64.raw", None),
+        ("1.0", "3815.2.0", "hello.raw", None),  # the activation name itself
+        # The registry refuses both (registry/service/validation.py), so validate does too.
+        ("1.0", "3815.2.0", "hello-1.0-x86-64.raw", "filename-unbound"),
+        ("9.0-1", "3815", "hello-9.0-1-3815-x86-64.raw", "filename-bound-ambiguous"),
+        ("9.0", "3815-2", "hello-9.0-3815-2-x86-64.raw", "filename-bound-ambiguous"),
+    ],
+)
+def test_os_bound_names_follow_the_registry(
+    tmp_path: Path, version: str, version_id: str, filename: str, code: str | None
+) -> None:
+    fields = good_fields(SYSEXT_VERSION_ID=version, VERSION_ID=version_id)
+    image = make_image(tmp_path, "hello", fields, filename=filename)
+    found = {c for c in codes(image) if c.startswith("filename")}
+    assert found == ({code} if code else set())
+    if code:
+        result = run_cli("validate", image)
+        assert result.returncode == 1 and f"[{code}]" in result.stdout
+
+
 def test_sysext_suffix_warns_about_systemd_252(tmp_path: Path) -> None:
     image = make_image(tmp_path, "hello", good_fields(), filename="hello.sysext.raw")
     report = lint_image(image)

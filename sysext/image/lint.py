@@ -20,7 +20,12 @@ from sysext.image.read import ImageContents, ImageEntry, read_files, read_image
 from sysext.image.staging import is_unit_file, unit_problem
 from sysext.image.xattrs import CAPABILITY, describe_capability, is_privileged
 from sysext.systemd.architecture import SYSTEMD_ARCHITECTURES, Architecture
-from sysext.systemd.extension_release import ANY, host_compatibility, name_problem
+from sysext.systemd.extension_release import (
+    ANY,
+    bound_name_problem,
+    host_compatibility,
+    name_problem,
+)
 from sysext.systemd.os_extensions import flatcar_conflicts
 from sysext.systemd.versioning import version_problem
 
@@ -328,15 +333,30 @@ def _check_file_name(path: Path, name: str, release: Mapping[str, str], add: _Ad
     version_id = release.get("VERSION_ID")
     if version_id:
         # OS-version-bound images are published as NAME-VERSION-VERSIONID-ARCH.raw, for
-        # `MatchPattern=NAME-@v-%w-%a.raw` (spec §2.3); the plain name stays fine too.
+        # `MatchPattern=NAME-@v-%w-%a.raw` (spec §2.3). The registry refuses the plain name
+        # (every host would be offered the image) and names where '-' makes the binding
+        # ambiguous, so validate says the same before anyone uploads.
         expected = f"{name}-{version}-{version_id}{arch_part}"
-        accepted.add(expected)
+        accepted = {expected}
+        problem = bound_name_problem(version, version_id) if version else None
+        if problem:
+            add(Severity.ERROR, "filename-bound-ambiguous", f"{path.name}: {problem}")
+            return
     if not stem.startswith(name + "-"):
         add(
             Severity.ERROR,
             "filename-name",
             f"{path.name}: the release file is extension-release.{name}, so the image must be "
             f"activated as {name}.raw and published as {expected}.raw (spec §1.2)",
+        )
+        return
+    if version and version_id and stem == f"{name}-{version}{arch_part}":
+        add(
+            Severity.ERROR,
+            "filename-unbound",
+            f"{path.name}: VERSION_ID={version_id} binds the image to one OS version, so it "
+            f"is published as {expected}.raw (hosts match NAME-@v-%w-%a.raw); under this "
+            "name every host would be offered it and the registry refuses it",
         )
         return
     if version and stem not in accepted:
