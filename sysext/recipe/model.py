@@ -528,13 +528,21 @@ class Recipe(BaseModel):
 
 # -- checks across keys ---------------------------------------------------------------------
 
-_COMMON_SOURCE_KEYS = frozenset(
-    {"kind", "id", "sha256", "format", "strip_components", "allow_setuid", "architectures"}
-)
-
 
 def _toml_key(name: str, info: FieldInfo) -> str:
     return info.alias or name
+
+
+def source_keys(kind: str) -> frozenset[str]:
+    """The keys a source of `kind` takes: every key declared without `x-kinds` (all kinds
+    take it) and those whose `x-kinds` name it; the README's "kinds" column says the same."""
+    keys = set()
+    for name, info in SourceSpec.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        kinds = str(extra.get("x-kinds", ""))
+        if not kinds or kind in kinds.split(", "):
+            keys.add(_toml_key(name, info))
+    return frozenset(keys)
 
 
 def _check_sources(recipe: Recipe, where: Where) -> None:
@@ -548,7 +556,7 @@ def _check_sources(recipe: Recipe, where: Where) -> None:
         if spec.kind not in source_kind_names():
             raise (here / "kind").wrong(f"one of {', '.join(source_kind_names())}", spec.kind)
         kind = source_kind(spec.kind)
-        allowed = kind.keys | _COMMON_SOURCE_KEYS
+        allowed = source_keys(spec.kind)
         for name, info in SourceSpec.model_fields.items():
             key = _toml_key(name, info)
             if name in spec.model_fields_set and key not in allowed:
