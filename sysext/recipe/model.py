@@ -109,8 +109,10 @@ class Where:
         return self.error(f"expected {expected}, got {show(got)}", hint)
 
 
-# Strict: TOML's types are taken as written (no "3" for 3); frozen: the builder's model.
-_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+# Strict: TOML's types are taken as written (no "3" for 3); frozen: the builder's model. A
+# field whose Python name differs from its key (`declared_name` for `name`) is read only by
+# its key, so the Python names are no recipe keys.
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 def _doc(text: str, kinds: str = "", *, required: bool = False, **field: Any) -> Any:
