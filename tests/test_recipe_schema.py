@@ -129,11 +129,11 @@ def test_adding_a_key_is_one_edit_to_the_model(tmp_path: Path) -> None:
     shutil.copytree(package, tmp_path / "sysext", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(RECIPES, tmp_path / "recipes")
     model = tmp_path / "sysext" / "recipe" / "model.py"
-    anchor = '    path: NonEmpty | None = _doc("a file relative to the recipe", "file")\n'
+    anchor = '    package: NonEmpty | None = _doc("project / package name", "pypi, deb")\n'
     text = model.read_text()
     assert text.count(anchor) == 1
     new_field = '    mirror_url: NonEmpty | None = _doc("a second download URL", "url")\n'
-    model.write_text(text.replace(anchor, anchor + new_field))
+    model.write_text(text.replace(anchor, new_field + anchor))
     url = 'url = "https://example.invalid/hello-{version}"'
     for file, source, mirror in [
         ("good.toml", url, '"https://mirror.invalid/hello"'),

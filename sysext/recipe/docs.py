@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sysext.core.errors import SysextError
-from sysext.recipe.model import Recipe, SourceSpec, tables
+from sysext.recipe.model import Recipe, SourceSpec, field_meta, tables
 
 
 def json_schema() -> dict[str, Any]:
@@ -40,8 +40,7 @@ def key_table() -> str:
     ]
     for section, model in tables():
         for name, info in model.model_fields.items():
-            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-            kinds = str(extra.get("x-kinds", "")) if model is SourceSpec else ""
+            kinds = str(field_meta(info, "x-kinds") or "") if model is SourceSpec else ""
             required = "yes" if info.is_required() else ""
             meaning = (info.description or "").replace("|", "\\|")
             lines.append(

@@ -115,13 +115,18 @@ class Where:
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def _doc(text: str, kinds: str = "", *, required: bool = False, **field: Any) -> Any:
-    """Field metadata: the description (schema and README table) and the source kinds it
-    applies to; an optional key without `default`/`default_factory` is None when absent."""
-    extra: dict[str, Any] | None = {"x-kinds": kinds} if kinds else None
+def _doc(
+    text: str, kinds: str = "", *, required: bool = False, template: bool = False, **field: Any
+) -> Any:
+    """Field metadata: the description (schema and README table), the source kinds it
+    applies to and whether it is a template (`{version}`…, checked when a recipe loads); an
+    optional key without `default`/`default_factory` is None when absent."""
+    extra: dict[str, Any] = {"x-kinds": kinds} if kinds else {}
+    if template:
+        extra["x-template"] = True
     if not required and "default" not in field and "default_factory" not in field:
         field["default"] = None
-    return Field(description=text, json_schema_extra=extra, **field)
+    return Field(description=text, json_schema_extra=extra or None, **field)
 
 
 # -- the model ------------------------------------------------------------------------------
@@ -157,17 +162,21 @@ class SourceSpec(BaseModel):
         "limit this source to some of the recipe's architectures", default=()
     )
     url: NonEmpty | None = _doc(
-        "download URL template (`https://`, `http://`, `file://` or a local path)", "url"
+        "download URL template (`https://`, `http://`, `file://` or a local path)",
+        "url",
+        template=True,
     )
     checksum_url: NonEmpty | None = _doc(
         "upstream checksum file (sha256sum text or binary mode, aggregate, BSD, or a bare "
         "digest); used when no pin matches",
         "url",
+        template=True,
     )
     signature_url: NonEmpty | None = _doc(
         "detached OpenPGP signature of the download (`.asc` armored or `.sig` binary), "
         "checked against `signing_keys`",
         "url",
+        template=True,
     )
     signing_keys: Fingerprints = _doc(
         "fingerprints of the OpenPGP certificates allowed to sign (primary key fingerprints)",
@@ -178,6 +187,7 @@ class SourceSpec(BaseModel):
         "where the signing certificate is fetched from (URL, or a path relative to the "
         "recipe); only certificates whose fingerprint is in `signing_keys` are used",
         "url",
+        template=True,
     )
     integrity: Literal["lock", "github-digest"] | None = _doc(
         'where upstream publishes no checksum or signature: `"lock"` makes builds need a '
@@ -186,12 +196,16 @@ class SourceSpec(BaseModel):
         "url",
     )
     file_name: NonEmpty | None = _doc(
-        "the name a single-file download gets inside the image source tree", "url, file"
+        "the name a single-file download gets inside the image source tree",
+        "url, file",
+        template=True,
     )
-    path: NonEmpty | None = _doc("a file relative to the recipe", "file")
+    path: NonEmpty | None = _doc("a file relative to the recipe", "file", template=True)
     package: NonEmpty | None = _doc("project / package name", "pypi, deb")
     package_version: NonEmpty | None = _doc(
-        "default `{version}` for pypi; for deb, unset means apt's candidate", "pypi, deb"
+        "default `{version}` for pypi; for deb, unset means apt's candidate",
+        "pypi, deb",
+        template=True,
     )
     platforms: Platforms = _doc(
         "wheel platform tags per architecture (default: manylinux 2.17 / 2014, musllinux 1.1)",
@@ -535,13 +549,18 @@ def _toml_key(name: str, info: FieldInfo) -> str:
     return info.alias or name
 
 
+def field_meta(info: FieldInfo, key: str) -> object:
+    """A field's own metadata (`x-kinds`, `x-template`), as _doc declared it."""
+    extra = info.json_schema_extra
+    return extra.get(key) if isinstance(extra, dict) else None
+
+
 def source_keys(kind: str) -> frozenset[str]:
     """The keys a source of `kind` takes: every key declared without `x-kinds` (all kinds
     take it) and those whose `x-kinds` name it; the README's "kinds" column says the same."""
     keys = set()
     for name, info in SourceSpec.model_fields.items():
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        kinds = str(extra.get("x-kinds", ""))
+        kinds = str(field_meta(info, "x-kinds") or "")
         if not kinds or kind in kinds.split(", "):
             keys.add(_toml_key(name, info))
     return frozenset(keys)
@@ -613,8 +632,10 @@ def _check_inline_files(recipe: Recipe, where: Where) -> None:
 
 def _check_templates(recipe: Recipe, where: Where) -> None:
     """Every `{…}` in a template is a known field, and {arch} has an arch_map entry."""
+    fields = SourceSpec.model_fields.items()
+    keys = [name for name, info in fields if field_meta(info, "x-template")]
     for spec in recipe.sources:
-        for key in TEMPLATE_KEYS:
+        for key in keys:
             template = getattr(spec, key)
             if template is None:
                 continue
@@ -631,17 +652,6 @@ def _check_templates(recipe: Recipe, where: Where) -> None:
                         f"uses {{arch}} but arch_map has no entry for {arch.systemd_name}",
                         f'add `{arch.systemd_name} = "…"` to [arch_map]',
                     )
-
-
-TEMPLATE_KEYS = (
-    "url",
-    "path",
-    "checksum_url",
-    "signature_url",
-    "key_url",
-    "package_version",
-    "file_name",
-)
 
 
 # -- the tables of the format, and pydantic's errors as one line naming file and key --------
@@ -672,18 +682,6 @@ _TYPE_WORDS = {
     "model_type": "a table",
     "model_attributes_type": "a table",
 }
-
-
-def key_path(parts: list[str | int]) -> str:
-    """`["sources", 0, "sha256", "1.2.3"]` → `sources[0].sha256."1.2.3"`."""
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            continue
-        text = f'"{part}"' if "." in part else part
-        out = f"{out}.{text}" if out else text
-    return out
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:
@@ -723,9 +721,10 @@ def translate(error: Mapping[str, Any], file: str) -> RecipeError:
         message = f"expected {_TYPE_WORDS[kind]}, got {show(error.get('input'))}"
     else:
         message = str(error.get("msg"))
-    where = key_path(loc)
-    prefix = f"recipe {file}: {where}: " if where else f"recipe {file}: "
-    return RecipeError(prefix + message, hint)
+    where = Where(file)
+    for part in loc:
+        where = where / part
+    return where.error(message, hint)
 
 
 # -- parsing --------------------------------------------------------------------------------
