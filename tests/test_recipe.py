@@ -119,6 +119,8 @@ BAD: list[tuple[str, str, str]] = [
         "sources[0].sha256: expected 64 hex digits, got 'abc'",
     ),
     ("unknown top key", 'colour = "red"\n' + GOOD, "colour: unknown key"),
+    # The model's Python name for a key is not a second spelling of it.
+    ("python name of a key", 'declared_name = "x"\n' + GOOD, "declared_name: unknown key"),
     (
         "dash instead of underscore",
         GOOD.replace("strip_components", "strip-components"),

@@ -391,36 +391,30 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post(
-    "/extensions/{name}/versions/{version}/yank",
-    response_model=list[ImageInfo],
-    responses=WRITE_ERRORS,
-    summary="Drop a version from every manifest (the files stay for direct links)",
-)
-def yank(
-    name: str,
-    version: str,
-    request: Request,
-    authorization: Authorization = None,
-    arch: ArchQuery = None,
-) -> list[ImageInfo]:
-    return _version_action(request, authorization, name, version, "yank", arch)
+def _yank_route(action: str, summary: str) -> None:
+    """POST /extensions/{name}/versions/{version}/ACTION for `yank` and `unyank`, which
+    differ only in the flag they set; `name=action` keeps their OpenAPI operation ids."""
+
+    def route(
+        name: str,
+        version: str,
+        request: Request,
+        authorization: Authorization = None,
+        arch: ArchQuery = None,
+    ) -> list[ImageInfo]:
+        return _version_action(request, authorization, name, version, action, arch)
+
+    router.post(
+        f"/extensions/{{name}}/versions/{{version}}/{action}",
+        response_model=list[ImageInfo],
+        responses=WRITE_ERRORS,
+        summary=summary,
+        name=action,
+    )(route)
 
 
-@router.post(
-    "/extensions/{name}/versions/{version}/unyank",
-    response_model=list[ImageInfo],
-    responses=WRITE_ERRORS,
-    summary="List a yanked version again",
-)
-def unyank(
-    name: str,
-    version: str,
-    request: Request,
-    authorization: Authorization = None,
-    arch: ArchQuery = None,
-) -> list[ImageInfo]:
-    return _version_action(request, authorization, name, version, "unyank", arch)
+_yank_route("yank", "Drop a version from every manifest (the files stay for direct links)")
+_yank_route("unyank", "List a yanked version again")
 
 
 @router.post(

@@ -62,7 +62,9 @@ def upstream_versions(recipe: Recipe, downloader: Downloader) -> list[str]:
         source = f"the listing {feed.index_url}"
     else:
         # PyPI lists versions, not tags: no tag scheme applies.
-        plain = VersionFeed(pypi=feed.pypi, tag_prefixes=("",), prereleases=feed.prereleases)
+        plain = VersionFeed.model_validate(
+            {"pypi": feed.pypi, "tag_prefix": "", "prereleases": feed.prereleases}
+        )
         releases = [Release(v) for v in pypi_versions(feed)]
         return select_versions(releases, plain, f"PyPI versions of {feed.pypi}", recipe.file_label)
     return select_versions(releases, feed, source, recipe.file_label)

@@ -1,4 +1,5 @@
-"""The recipe format: the model a recipe file becomes, its schema and the generated reference
-docs. Imports core and systemd; looks source kinds up in build.sources (plug-ins) only when
-a recipe is checked.
+"""The recipe format, declared once: the models a recipe file becomes (model), the value
+types of its keys (values) and the reference generated from the models (docs). Imports
+core and systemd; looks source kinds up in build.sources (plug-ins) only when a recipe is
+checked.
 """

@@ -1,4 +1,4 @@
-"""Artefacts generated from the recipe declaration (sysext.recipe_schema).
+"""Artefacts generated from the recipe declaration (the models of sysext.recipe.model).
 
 `recipes/schema.json` is the JSON Schema editors such as taplo use to complete and check
 keys (each recipe starts with `#:schema ./schema.json`); the key table in
@@ -13,22 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from sysext.core.errors import SysextError
-from sysext.recipe.schema import (
-    BaseDoc,
-    FileDoc,
-    InstallDoc,
-    LinkDoc,
-    RecipeDoc,
-    SourceDoc,
-    VersionsDoc,
-)
+from sysext.recipe.model import Recipe, SourceSpec, field_meta, tables
 
 
 def json_schema() -> dict[str, Any]:
-    schema = RecipeDoc.model_json_schema(by_alias=True)
+    schema = Recipe.model_json_schema(by_alias=True)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
@@ -36,15 +26,6 @@ def json_schema_text() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
 
 
-_SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
-    ("top level", RecipeDoc),
-    ("[[sources]]", SourceDoc),
-    ("[[install]]", InstallDoc),
-    ("[[files]]", FileDoc),
-    ("[[links]]", LinkDoc),
-    ("[versions]", VersionsDoc),
-    ("[base]", BaseDoc),
-)
 TABLE_BEGIN = "<!-- BEGIN generated key table (python -m sysext.recipe.docs) -->"
 TABLE_END = "<!-- END generated key table -->"
 
@@ -57,10 +38,9 @@ def key_table() -> str:
         "| table | key | kinds | required | meaning |",
         "|---|---|---|---|---|",
     ]
-    for section, model in _SECTIONS:
+    for section, model in tables():
         for name, info in model.model_fields.items():
-            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-            kinds = str(extra.get("x-kinds", "")) if model is SourceDoc else ""
+            kinds = str(field_meta(info, "x-kinds") or "") if model is SourceSpec else ""
             required = "yes" if info.is_required() else ""
             meaning = (info.description or "").replace("|", "\\|")
             lines.append(

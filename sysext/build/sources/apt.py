@@ -372,7 +372,6 @@ def locked_plan(recipe: Recipe, spec: SourceSpec, ctx: FetchContext) -> AptPlan:
 
 class AptSource:
     name = "apt"
-    keys = frozenset({"packages", "skip_scripts"})
 
     def check(self, spec: SourceSpec, where: Where) -> None:
         if not spec.packages:

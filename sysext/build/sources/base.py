@@ -1,8 +1,10 @@
 """The protocol every source kind implements, and the plug-in registry of kinds.
 
-A kind declares the recipe keys it accepts, checks a parsed `SourceSpec` for its own rules
-(at recipe-load time, before anything is fetched), and fetches one architecture's file.
-Adding a kind means writing one module and registering it; the pipeline never changes.
+A kind checks a parsed `SourceSpec` for its own rules (at recipe-load time, before anything
+is fetched) and fetches one architecture's file. The keys it accepts are declared on the
+model (`x-kinds` of each SourceSpec field, sysext.recipe.model), next to the key itself.
+Adding a kind means writing one module, registering it and naming it in the `x-kinds` of
+its keys; the pipeline never changes.
 """
 
 from __future__ import annotations
@@ -99,7 +101,6 @@ class Resolved:
 
 class SourceKind(Protocol):
     name: str
-    keys: frozenset[str]
 
     def check(self, spec: SourceSpec, where: Where) -> None: ...
 

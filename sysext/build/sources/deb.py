@@ -28,7 +28,6 @@ def native_debian_arch() -> str:
 
 class DebSource:
     name = "deb"
-    keys = frozenset({"package", "package_version"})
 
     def check(self, spec: SourceSpec, where: Where) -> None:
         if spec.package is None:

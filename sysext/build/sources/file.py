@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
 class FileSource:
     name = "file"
-    keys = frozenset({"path", "file_name"})
 
     def check(self, spec: SourceSpec, where: Where) -> None:
         if spec.path is None:

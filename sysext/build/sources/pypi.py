@@ -36,7 +36,6 @@ DEFAULT_PLATFORMS: dict[Architecture, tuple[str, ...]] = {
 
 class PypiSource:
     name = "pypi"
-    keys = frozenset({"package", "package_version", "platforms", "python_version"})
 
     def check(self, spec: SourceSpec, where: Where) -> None:
         if spec.package is None:

@@ -200,17 +200,6 @@ def github_asset_digest(url: str, ctx: FetchContext, label: str) -> str | None:
 
 class UrlSource:
     name = "url"
-    keys = frozenset(
-        {
-            "url",
-            "checksum_url",
-            "signature_url",
-            "signing_keys",
-            "key_url",
-            "integrity",
-            "file_name",
-        }
-    )
 
     def check(self, spec: SourceSpec, where: Where) -> None:
         if spec.url is None:
