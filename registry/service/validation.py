@@ -80,7 +80,8 @@ def validate_image(
 ) -> ValidatedImage:
     """Check an upload; raise RegistryError(422, reason) when it is not acceptable.
 
-    `verity_certs`: the certificates a verity DDI's signature must verify with."""
+    `verity_certs`: the certificates a verity DDI's signature must verify with;
+    `retired_certs`: those a rotation retired, only to say so when one made the signature."""
     try:
         contents = read_image(path)
     except SysextError as exc:
