@@ -315,3 +315,12 @@ def test_the_catalogue_page_says_why_it_cannot_require_signed(registry: Registry
     assert page.status_code == 200
     assert "systemd 254 cannot be made to refuse unsigned extensions" in page.text
     assert DROPIN_EXEC not in page.text
+    # Not a number: said, and ignored (so --require-signed lacks its version).
+    typo = requests.get(
+        f"{registry.url}/catalog/hello",
+        params={"require_signed": "true", "systemd_version": "25x"},
+        timeout=60,
+    )
+    assert typo.status_code == 200
+    assert "systemd version &#39;25x&#39; is not a number" in typo.text, typo.text
+    assert "--require-signed writes a systemd-version-specific policy" in typo.text

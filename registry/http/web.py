@@ -199,11 +199,13 @@ def extension_page(
     problem: str | None = None
     verify: str | None = None
     choice = outcome.choice
-    notices = list(outcome.notices)
     # An empty field is "not given": the form always sends it.
     version = (systemd_version or "").strip()
-    if version and not version.isdigit():
-        notices.append(f"systemd version {version!r} is not a number.")
+    unusable = (
+        f"systemd version {version!r} is not a number, so it is ignored."
+        if version and not version.isdigit()
+        else None
+    )
     if choice is not None:
         choice = dataclasses.replace(
             choice,
@@ -241,7 +243,8 @@ def extension_page(
             "scope": release.get("SYSEXT_SCOPE"),
             "offer": offer,
             "choice": choice,
-            "notices": notices,
+            "notices": outcome.notices,
+            "unusable": unusable,
             "signed": bool(described and described.verity_signer),
             "variants": VARIANT_LABELS,
             "groups": catalogue.versions_by_channel(images, configured),
