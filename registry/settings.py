@@ -70,6 +70,9 @@ class Settings:
     # PEM certificates whose signatures make a verity DDI acceptable (registry/trust/verity.py);
     # empty: DDIs are refused.
     verity_certs: tuple[Path, ...] = ()
+    # Certificates retired by a rotation (docs/verity.md): neither served nor trusted; an
+    # upload signed by one is refused with a line saying so.
+    verity_retired_certs: tuple[Path, ...] = ()
 
     @property
     def worker_count(self) -> int:
@@ -232,6 +235,7 @@ ENV_NAMES = {
     "fleet_flush": "SYSEXT_FLEET_FLUSH",
     "rollout_tick": "SYSEXT_ROLLOUT_TICK",
     "verity_certs": "SYSEXT_VERITY_CERTS",
+    "verity_retired_certs": "SYSEXT_VERITY_RETIRED_CERTS",
 }
 NEVER = ("never", "off", "0", "none")
 _INTEGERS = frozenset(
@@ -254,7 +258,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return number
         if name in ("data_dir", "signing_key"):
             return Path(value)
-        if name == "verity_certs":
+        if name in ("verity_certs", "verity_retired_certs"):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(Path(str(p).strip()) for p in items if str(p).strip())
         if name in ("signature_lifetime", "resign_interval", "key_overlap"):
@@ -356,7 +360,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if name == "channels":
             value = ",".join(value)
-        elif name == "verity_certs":
+        elif name in ("verity_certs", "verity_retired_certs"):
             if not value:
                 continue
             value = ",".join(str(Path(p).resolve()) for p in value)

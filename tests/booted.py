@@ -32,19 +32,26 @@ def decode_data_url(url: str) -> bytes:
     return urllib.parse.unquote_to_bytes(payload)
 
 
-def apply_ignition(document: Mapping[str, Any], root: Path) -> None:
+def apply_ignition(
+    document: Mapping[str, Any], root: Path, *, reach: tuple[str, str] | None = None
+) -> None:
     """What Ignition's files stage writes for this config, under `root` (here: a booted
     container's writable layer): files (remote ones fetched and hash-checked), links as real
     symlinks, units and their drop-ins into /etc/systemd/system, and `enabled` units as
     preset lines in
     20-ignition.preset — Ignition 2.14 writes presets, not .wants links, and systemd applies
-    them on the first boot."""
+    them on the first boot.
+
+    `reach`: (prefix, replacement) for fetching remote files from here when the config
+    names the registry as its host will see it (a VM's view of the host: tests/vm.py)."""
     storage = document.get("storage", {})
     for entry in storage.get("files", []):
         source = entry["contents"]["source"]
         if source.startswith("data:"):
             data = decode_data_url(source)
         else:
+            if reach is not None and source.startswith(reach[0]):
+                source = reach[1] + source.removeprefix(reach[0])
             data = requests.get(source, timeout=60).content
         expected = entry["contents"].get("verification", {}).get("hash")
         assert expected in (None, f"sha256-{hashlib.sha256(data).hexdigest()}")

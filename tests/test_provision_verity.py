@@ -5,7 +5,9 @@ that would give hosts a weaker policy than asked is refused with one line."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +210,117 @@ def test_a_static_mirror_is_read_from_the_images_themselves(
             [ExtensionRef("plain")],
             options=options,
         )
+
+
+# The registry's provisioning API and its catalogue page (`require-signed=true`): the code
+# path of `sysext butane --require-signed`, so the same text and the same refusals.
+SIGNED_257 = {"require-signed": "true", "systemd-version": "257"}
+
+
+def api(registry: RegistryServer, route: str, params: dict[str, Any]) -> requests.Response:
+    return requests.get(f"{registry.url}/api/v1/{route}", params=params, timeout=60)
+
+
+@pytest.mark.parametrize("fmt", ["ignition", "butane"])
+def test_the_api_requires_signed_as_the_cli_does(
+    registry: RegistryServer, tmp_path: Path, fmt: str
+) -> None:
+    response = api(registry, f"extensions/hello/{fmt}", SIGNED_257)
+    assert response.status_code == 200, response.text
+    options = ("--require-signed", "--systemd-version", "257")
+    cli = run_cli(
+        "butane", "hello", *options, "--registry", registry.url,
+        *(("--ignition",) if fmt == "ignition" else ()),
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert response.text == cli.stdout
+    if fmt == "ignition":
+        ignition_validate(response.text, tmp_path)
+        (unit,) = sysext_units(response.json())
+        assert DROPIN_EXEC in unit["dropins"][0]["contents"]
+    # The multi-extension route takes it too.
+    several = api(registry, f"provision/{fmt}", {"ext": "hello", **SIGNED_257})
+    assert several.status_code == 200 and DROPIN_EXEC in several.text
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ({"require-signed": "true"}, "--require-signed writes a systemd-version-specific"),
+        (
+            {"require-signed": "true", "systemd-version": "254"},
+            "systemd 254 cannot be made to refuse unsigned extensions",
+        ),
+        (
+            {**SIGNED_257, "on-update": "refresh"},
+            "--on-update refresh runs `systemd-sysext refresh` directly",
+        ),
+        ({**SIGNED_257, "ext": ["hello", "plain"]}, "plain 1.0 (plain-1.0-x86-64.raw) is not"),
+    ],
+)
+def test_the_api_refuses_what_would_be_weaker_than_asked(
+    registry: RegistryServer, params: dict[str, Any], says: str
+) -> None:
+    query = {"ext": "hello", **params}
+    response = api(registry, "provision/ignition", query)
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert says in detail and "\n" not in detail, detail
+
+
+def test_the_api_of_a_registry_without_certificates_refuses_require_signed(
+    tmp_path: Path,
+) -> None:
+    with running_registry(tmp_path / "data") as reg:
+        _put(reg, "plain", build_image(tmp_path, "plain", "1.0"))
+        response = api(reg, "extensions/plain/ignition", SIGNED_257)
+        assert response.status_code == 400
+        detail = response.json()["detail"]
+        assert detail.startswith("--require-signed: the registry serves no /verity.crt"), detail
+        assert "\n" not in detail and "--verity-cert" in detail
+
+
+def test_the_catalogue_page_offers_signed_only_for_a_signed_image(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    page = requests.get(
+        f"{registry.url}/catalog/hello",
+        params={"require_signed": "true", "systemd_version": "257"},
+        timeout=60,
+    )
+    assert page.status_code == 200
+    assert 'name="require_signed" value="true" checked' in page.text
+    cli = f"sysext butane hello --registry {registry.url} --channel stable --arch x86-64 "
+    cli += "--variant flatcar --systemd-version 257 --require-signed"
+    assert cli in page.text, page.text
+    assert DROPIN_EXEC in page.text
+    # Its download links are the API's, with the same choices: the same config.
+    (link,) = set(re.findall(r'href="(/api/v1/extensions/hello/ignition\?[^"]+)"', page.text))
+    served = requests.get(f"{registry.url}{html.unescape(link)}", timeout=60)
+    assert served.status_code == 200 and DROPIN_EXEC in served.text
+    ignition_validate(served.text, tmp_path)
+    # A plain image has no such choice; a signed one without it installs no policy.
+    plain = requests.get(f"{registry.url}/catalog/plain", timeout=60).text
+    assert 'name="require_signed"' not in plain
+    default = requests.get(f"{registry.url}/catalog/hello", timeout=60).text
+    assert 'name="require_signed" value="true">' in default and DROPIN_EXEC not in default
+
+
+def test_the_catalogue_page_says_why_it_cannot_require_signed(registry: RegistryServer) -> None:
+    page = requests.get(
+        f"{registry.url}/catalog/hello",
+        params={"require_signed": "true", "systemd_version": "254"},
+        timeout=60,
+    )
+    assert page.status_code == 200
+    assert "systemd 254 cannot be made to refuse unsigned extensions" in page.text
+    assert DROPIN_EXEC not in page.text
+    # Not a number: said, and ignored (so --require-signed lacks its version).
+    typo = requests.get(
+        f"{registry.url}/catalog/hello",
+        params={"require_signed": "true", "systemd_version": "25x"},
+        timeout=60,
+    )
+    assert typo.status_code == 200
+    assert "systemd version &#39;25x&#39; is not a number" in typo.text, typo.text
+    assert "--require-signed writes a systemd-version-specific policy" in typo.text

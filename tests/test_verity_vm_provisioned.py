@@ -9,11 +9,15 @@ units run) and neither is merged. Debian 13's root has no libcryptsetup (systemd
 it for verity): the VM gets Debian 13's libcryptsetup12 and the three libraries it links to
 that the root lacks (downloaded once with apt-get and a private configuration,
 tests/vm.py `suite_libraries`).
+
+The same boot then updates: the host was provisioned through the registry's API for the
+registry as the VM sees it (the host's 127.0.0.1:PORT, forwarded by QEMU user networking
+as 10.0.2.100:PORT), version 2.0 (signed) was published after, and the generated update
+unit runs the real systemd-sysupdate, then restarts systemd-sysext.service.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -26,8 +30,7 @@ from sysext.image.ddi import Role, check_verity, write_ddi
 from sysext.systemd.architecture import Architecture
 from tests import vm
 from tests.booted import apply_ignition
-from tests.conftest import run_cli
-from tests.registry_server import running_registry
+from tests.registry_server import RegistryServer, free_port, running_registry
 from tests.verity_images import make_key, make_tree, pack_ddi, partition_bytes
 
 pytestmark = [
@@ -78,7 +81,29 @@ echo "@@STEP recovered"
 systemctl restart systemd-sysext.service
 echo "restart-exit $?"
 report
-"""
+echo "@@STEP update"
+# The registry is the host's, reached through QEMU user networking (tests/vm.py).
+link=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+/test/busybox ip link set "$link" up
+/test/busybox ip addr add {guest}/24 dev "$link"
+systemctl start sysext-update-hello.service
+echo "update-exit $?"
+journalctl -u sysext-update-hello.service --no-pager -o cat
+readlink -f /etc/extensions/hello.raw
+report
+/test/dmsetup table | grep -v '^No devices found'
+/usr/bin/hello
+""".replace("{guest}", vm.GUEST_ADDRESS)
+
+
+def put(reg: RegistryServer, image: Path) -> None:
+    response = requests.put(
+        f"{reg.url}/api/v1/extensions/hello/images/{image.name}",
+        data=image.read_bytes(),
+        headers=reg.headers(),
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +115,10 @@ def booted(tmp_path_factory: pytest.TempPathFactory) -> tuple[vm.Boot, dict[str,
     root = vm.root_image(ensure_root(Base.DEBIAN_13))
     keys = {stem: make_key(base, stem) for stem in ("builder", "stranger")}
     hello = pack_ddi(make_tree(base), base / "out", *keys["builder"])
+    # What systemd-sysupdate installs in the guest, published once the host is provisioned.
+    hello2 = pack_ddi(
+        make_tree(base, version="2.0"), base / "out2", *keys["builder"], version="2.0"
+    )
     rogue = pack_ddi(make_tree(base, "rogue"), base / "rogue", *keys["stranger"], name="rogue")
     signed_naked = pack_ddi(make_tree(base, "naked"), base / "n", *keys["builder"], name="naked")
     fs = base / "naked-fs.img"
@@ -98,51 +127,71 @@ def booted(tmp_path_factory: pytest.TempPathFactory) -> tuple[vm.Boot, dict[str,
     write_ddi(fs, naked, Architecture.X86_64, None)
 
     rootfs = base / "rootfs"
-    with running_registry(base / "data", args=("--verity-cert", str(keys["builder"][1]))) as reg:
-        response = requests.put(
-            f"{reg.url}/api/v1/extensions/hello/images/{hello.name}",
-            data=hello.read_bytes(),
-            headers=reg.headers(),
+    # The registry as the guest sees it: its configs name this URL, and the VM reaches the
+    # host's 127.0.0.1:PORT there (and nothing else).
+    port = free_port()
+    seen_as = f"http://{vm.FORWARD_ADDRESS}:{port}"
+    registry = running_registry(
+        base / "data",
+        port=port,
+        env={"SYSEXT_PUBLIC_URL": seen_as},
+        args=("--verity-cert", str(keys["builder"][1])),
+    )
+    with registry as reg:
+        put(reg, hello)
+        # The registry's provisioning API (the code of `sysext butane`), with updates:
+        # restart systemd-sysext.service after an install (the default), no timer (the
+        # test starts the update itself).
+        response = requests.get(
+            f"{reg.url}/api/v1/extensions/hello/ignition",
+            params={"require-signed": "true", "systemd-version": "257", "timer": "false"},
             timeout=60,
         )
         assert response.status_code == 200, response.text
-        result = run_cli(
-            "butane", "hello", "--require-signed", "--systemd-version", "257", "--no-updates",
-            "--registry", reg.url, "--ignition",
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
-        apply_ignition(json.loads(result.stdout), rootfs)  # downloads the image, checks it
-    libraries = vm.suite_libraries("trixie", CRYPTSETUP_PACKAGES)
-    for lib in (libraries / MULTIARCH.relative_to("/")).iterdir():
-        target = rootfs / MULTIARCH.relative_to("/") / lib.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if lib.is_symlink():
-            target.symlink_to(os.readlink(lib))
-        elif lib.is_file():
-            shutil.copyfile(lib, target)
-    unit = rootfs / "etc/systemd/system/verity-check.service"
-    unit.parent.mkdir(parents=True, exist_ok=True)
-    unit.write_text(vm.UNIT_FRAME)
-    wants = rootfs / "etc/systemd/system/multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    (wants / unit.name).symlink_to(f"../{unit.name}")
-    disk = vm.make_disk(
-        base,
-        "",
-        {
-            "check.sh": CHECK.encode(),
-            "rogue.raw": rogue,
-            "naked.raw": naked,
-            "dmsetup": Path("/usr/sbin/dmsetup"),
-        },
-        rootfs=rootfs,
-        boot_systemd=True,
-    )
-    result_boot = vm.boot(
-        kernel, vm.initramfs(kernel, base), root, disk, cmdline=vm.SYSTEMD_CMDLINE
-    )
-    (base / "console.log").write_text(result_boot.console)
-    return result_boot, {"root_hash": check_verity(hello).root_hash}
+        assert seen_as in response.text
+        apply_ignition(response.json(), rootfs, reach=(seen_as, reg.url))  # checks the hash
+        put(reg, hello2)
+        libraries = vm.suite_libraries("trixie", CRYPTSETUP_PACKAGES)
+        for lib in (libraries / MULTIARCH.relative_to("/")).iterdir():
+            target = rootfs / MULTIARCH.relative_to("/") / lib.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if lib.is_symlink():
+                target.symlink_to(os.readlink(lib))
+            elif lib.is_file():
+                shutil.copyfile(lib, target)
+        unit = rootfs / "etc/systemd/system/verity-check.service"
+        unit.parent.mkdir(parents=True, exist_ok=True)
+        unit.write_text(vm.UNIT_FRAME)
+        wants = rootfs / "etc/systemd/system/multi-user.target.wants"
+        wants.mkdir(parents=True, exist_ok=True)
+        (wants / unit.name).symlink_to(f"../{unit.name}")
+        disk = vm.make_disk(
+            base,
+            "",
+            {
+                "check.sh": CHECK.encode(),
+                "rogue.raw": rogue,
+                "naked.raw": naked,
+                "dmsetup": Path("/usr/sbin/dmsetup"),
+                # The guest configures its network card (the root has no `ip`).
+                "busybox": Path(shutil.which("busybox") or "/bin/busybox"),
+            },
+            rootfs=rootfs,
+            boot_systemd=True,
+        )
+        result_boot = vm.boot(
+            kernel,
+            vm.initramfs(kernel, base),
+            root,
+            disk,
+            cmdline=vm.SYSTEMD_CMDLINE,
+            forward=(port,),
+        )
+        (base / "console.log").write_text(result_boot.console)
+    return result_boot, {
+        "root_hash": check_verity(hello).root_hash,
+        "root_hash2": check_verity(hello2).root_hash,
+    }
 
 
 def step(booted: tuple[vm.Boot, dict[str, str]], name: str) -> str:
@@ -199,3 +248,25 @@ def test_removing_the_intruder_brings_the_signed_image_back(
 ) -> None:
     report = step(booted, "recovered")
     assert "restart-exit 0" in report and "merged hello" in report, report
+
+
+def test_sysupdate_installs_the_next_signed_version_and_the_restart_merges_it(
+    booted: tuple[vm.Boot, dict[str, str]],
+) -> None:
+    # The generated update unit runs the real systemd-sysupdate with the transfer file the
+    # config installed, against the registry on the host: SHA256SUMS checked with the
+    # registry's key, 2.0 downloaded; then `systemctl restart systemd-sysext.service`
+    # (the drop-in's signed-only policy in force) merges it with verity.
+    report = step(booted, "update")
+    assert "update-exit 0" in report, report
+    assert "Signature verification succeeded" in report, report
+    assert "/opt/extensions/hello/hello-2.0-x86-64.raw\n" in report, report
+    assert (
+        "hello: installed hello-2.0-x86-64.raw (was hello-1.0-x86-64.raw), activating: restart"
+        in report
+    )
+    assert re.search(r"^/usr\s+hello\b", report, re.MULTILINE), report
+    root2 = booted[1]["root_hash2"]
+    assert re.search(rf"^{root2}-verity: 0 \d+ verity 1 .* sha256 {root2} ", report, re.M), report
+    # (1.0's verity device may still be listed: unmerging does not tear it down at once.)
+    assert "hello 2.0 from a verity image" in report

@@ -23,6 +23,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,8 +35,12 @@ CACHE = Path(os.environ.get("SYSEXT_VM_CACHE", Path.home() / ".cache/sysext/vm")
 # What the tests load, in addition to what these pull in (modules.dep).
 MODULES = (
     "virtio_pci", "virtio_blk", "ext4", "crc32c_generic", "loop", "dm_verity", "squashfs",
-    "erofs", "overlay",
+    "erofs", "overlay", "virtio_net",
 )  # fmt: skip
+# QEMU user networking: the guest's address on it, and where it reaches forwarded host
+# ports (a guestfwd address of its own: QEMU refuses one on the host's 10.0.2.2).
+GUEST_ADDRESS = "10.0.2.15"
+FORWARD_ADDRESS = "10.0.2.100"
 BOOT_TIMEOUT = 600  # TCG on two shared cores: a boot plus a script takes 10–60 s
 END = "@@SYSEXT-VM-END"
 
@@ -355,8 +360,14 @@ def boot(
     *,
     memory: str = "1024",
     cmdline: str = "",
+    forward: tuple[int, ...] = (),
 ) -> Boot:
-    """Boot, run the disk's run.sh as PID 1, return the console once it powered off."""
+    """Boot, run the disk's run.sh as PID 1, return the console once it powered off.
+
+    `forward`: ports of the host's 127.0.0.1 the guest reaches at FORWARD_ADDRESS:PORT (a
+    network card on QEMU user networking; the guest configures its address itself).
+    `restrict=on` isolates the guest from everything else: no other host port, nothing
+    beyond the host."""
     argv = [
         "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", memory,
         "-smp", "1", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
@@ -365,6 +376,15 @@ def boot(
         "-drive", f"file={root},if=virtio,format=raw,snapshot=on",
         "-drive", f"file={disk},if=virtio,format=raw",
     ]  # fmt: skip
+    if forward:
+        # One relay process per connection (tests/vm_relay.py says why); QEMU's option
+        # syntax escapes a comma by doubling it.
+        relay = f"{sys.executable} {Path(__file__).with_name('vm_relay.py')}".replace(",", ",,")
+        rules = ",".join(
+            f"guestfwd=tcp:{FORWARD_ADDRESS}:{port}-cmd:{relay} {port}" for port in forward
+        )
+        argv += ["-netdev", f"user,id=net0,restrict=on,{rules}"]
+        argv += ["-device", "virtio-net-pci,netdev=net0"]
     started = time.monotonic()
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=BOOT_TIMEOUT, check=False,

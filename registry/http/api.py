@@ -283,6 +283,7 @@ async def upload_image(
             staged.path,
             image_name,
             verity_certs=service.settings.verity_certs,
+            retired_certs=service.settings.verity_retired_certs,
         )
         result = await run_in_threadpool(
             service.publish,

@@ -101,6 +101,10 @@ class Choice:
     arch: str
     variant: Variant
     os_version: str | None  # None: the extension is not OS-bound
+    # `sysext butane --require-signed --systemd-version N` (docs/verity.md): offered on the
+    # page only for a verity-signed image; the provisioning code refuses what cannot be.
+    require_signed: bool = False
+    systemd_version: int | None = None
 
 
 @dataclass(frozen=True)

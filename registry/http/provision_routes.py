@@ -6,7 +6,9 @@
     GET /api/v1/provision/ignition
 
 `os_version=` (the host's VERSION_ID) is required for an extension published per OS version;
-without it the 400 lists the OS versions that exist.
+without it the 400 lists the OS versions that exist. `require-signed=true` (with
+`systemd-version=`) is `sysext butane --require-signed`: the same checks in the same code
+(sysext.provision.verity), refused with a 400 the CLI would refuse with exit status 2.
 
 Resolution reads the materialized public tree (SHA256SUMS and keyring.gpg), exactly what
 hosts will download, so a config can never name a file or hash the tree does not serve.
@@ -75,6 +77,7 @@ class ConfigQuery:
     systemd_version: int | None = None
     rollout: bool = False
     group: str | None = None
+    require_signed: bool = False
 
 
 def _config_query(
@@ -117,6 +120,14 @@ def _config_query(
     group: Annotated[
         str | None, Query(description="the managed host's rollout group (implies rollout)")
     ] = None,
+    require_signed: Annotated[
+        bool,
+        Query(
+            alias="require-signed",
+            description="hosts merge only signed verity DDIs (needs systemd-version 255+ and "
+            "a registry serving /verity.crt; docs/verity.md)",
+        ),
+    ] = False,
 ) -> ConfigQuery:
     return ConfigQuery(
         channel,
@@ -131,6 +142,7 @@ def _config_query(
         systemd_version,
         rollout,
         group,
+        require_signed,
     )
 
 
@@ -196,6 +208,7 @@ def _generate(request: Request, refs: list[str], query: ConfigQuery) -> Provisio
             systemd_version=query.systemd_version,
             rollout=query.rollout or query.group is not None,
             group=query.group,
+            require_signed=query.require_signed,
         )
         problem = group_problem(query.group) if query.group is not None else None
         if problem:

@@ -13,6 +13,7 @@ reading the same public tree, so the page, the CLI and the API print the same te
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sys
 import urllib.parse
@@ -132,17 +133,29 @@ def _snippets(request: Request, name: str, choice: catalogue.Choice, *, os_bound
         [ExtensionRef(name)],
         arch=Architecture.parse(choice.arch),
         channel=choice.channel,
-        options=ProvisionOptions(variant=choice.variant),
+        options=ProvisionOptions(
+            variant=choice.variant,
+            require_signed=choice.require_signed,
+            systemd_version=choice.systemd_version,
+        ),
         os_version=choice.os_version,
     )
     query = {"channel": choice.channel, "arch": choice.arch, "variant": choice.variant.value}
     if choice.os_version:
         query["os_version"] = choice.os_version
+    if choice.systemd_version is not None:
+        query["systemd-version"] = str(choice.systemd_version)
+    if choice.require_signed:
+        query["require-signed"] = "true"
     encoded = urllib.parse.urlencode(query)
     cli = f"sysext butane {name} --registry {base} --channel {choice.channel} "
     cli += f"--arch {choice.arch} --variant {choice.variant.value}"
     if choice.os_version:
         cli += f" --os-version {choice.os_version}"
+    if choice.systemd_version is not None:
+        cli += f" --systemd-version {choice.systemd_version}"
+    if choice.require_signed:
+        cli += " --require-signed"
     return Snippets(
         butane=render_butane(config),
         ignition=render_ignition(config),
@@ -169,6 +182,8 @@ def extension_page(
     arch: str | None = None,
     variant: str | None = None,
     os_version: str | None = None,
+    require_signed: bool = False,
+    systemd_version: str | None = None,
 ) -> Response:
     service = _service(request)
     images = service.images_of(name)
@@ -184,12 +199,25 @@ def extension_page(
     problem: str | None = None
     verify: str | None = None
     choice = outcome.choice
+    # An empty field is "not given": the form always sends it.
+    version = (systemd_version or "").strip()
+    unusable = (
+        f"systemd version {version!r} is not a number, so it is ignored."
+        if version and not version.isdigit()
+        else None
+    )
     if choice is not None:
+        choice = dataclasses.replace(
+            choice,
+            require_signed=require_signed,
+            systemd_version=int(version) if version.isdigit() else None,
+        )
         try:
             snippets = _snippets(request, name, choice, os_bound=offer.os_bound)
         except SysextError as exc:
-            # The tree disagrees with the database (e.g. mid-rematerialization): say so
-            # instead of failing the whole page.
+            # Choices provisioning refuses (--require-signed for a systemd without image
+            # policies, an unsigned image), or the tree disagreeing with the database
+            # (e.g. mid-rematerialization): say so instead of failing the whole page.
             problem = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
         except RegistryError as exc:  # the storage (an object store) failed
             problem = exc.detail
@@ -216,6 +244,8 @@ def extension_page(
             "offer": offer,
             "choice": choice,
             "notices": outcome.notices,
+            "unusable": unusable,
+            "signed": bool(described and described.verity_signer),
             "variants": VARIANT_LABELS,
             "groups": catalogue.versions_by_channel(images, configured),
             "paths": {

@@ -52,6 +52,8 @@ ACCEPTED_FORMATS = ("squashfs", "erofs")
 # never depends on what an image holds, and a pathological image costs one bounded child.
 CHILD_MEMORY = 1 << 30  # address space (RLIMIT_AS), not RSS: imports alone map ~300 MiB
 CHILD_SECONDS = 120
+# Between the child's trusted and retired verity certificates on its command line.
+RETIRED_MARK = "--retired"
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,15 @@ class ValidatedImage:
 
 
 def validate_image(
-    path: Path, expected: ImageName, verity_certs: tuple[Path, ...] = ()
+    path: Path,
+    expected: ImageName,
+    verity_certs: tuple[Path, ...] = (),
+    retired_certs: tuple[Path, ...] = (),
 ) -> ValidatedImage:
     """Check an upload; raise RegistryError(422, reason) when it is not acceptable.
 
-    `verity_certs`: the certificates a verity DDI's signature must verify with."""
+    `verity_certs`: the certificates a verity DDI's signature must verify with;
+    `retired_certs`: those a rotation retired, only to say so when one made the signature."""
     try:
         contents = read_image(path)
     except SysextError as exc:
@@ -135,12 +141,15 @@ def validate_image(
         )
     root_hash = signer = None
     if report.verity is not None:
-        root_hash, signer = _verity_signer(report.verity, verity_certs, expected)
+        root_hash, signer = _verity_signer(report.verity, verity_certs, expected, retired_certs)
     return ValidatedImage(fmt, os_version_id, summarize(contents, expected.name), root_hash, signer)
 
 
 def _verity_signer(
-    checked: VerityCheck, verity_certs: tuple[Path, ...], expected: ImageName
+    checked: VerityCheck,
+    verity_certs: tuple[Path, ...],
+    expected: ImageName,
+    retired_certs: tuple[Path, ...] = (),
 ) -> tuple[str, str]:
     """(root hash, signer fingerprint) of a DDI the lint passed, or the one-line refusal."""
     if not verity_certs:
@@ -157,10 +166,34 @@ def _verity_signer(
             checked.root_hash, signature.signature, signature.certificate_fingerprint, trusted
         )
     except VeritySignatureError as exc:
+        retired = _retired_signer(checked, retired_certs)
+        if retired is not None:
+            raise RegistryError(
+                422,
+                f"{expected.filename}: verity signature refused: signed by certificate "
+                f"{retired[:16]}…, which this registry retired (a certificate rotation's "
+                "last phase); sign it with the current key",
+            ) from None
         raise RegistryError(
             422, f"{expected.filename}: verity signature refused: {exc.message}"
         ) from None
     return checked.root_hash, fingerprint(certificate)
+
+
+def _retired_signer(checked: VerityCheck, retired_certs: tuple[Path, ...]) -> str | None:
+    """The retired certificate that really made the signature (checked, not just the
+    fingerprint the image claims), if any: worth its own message."""
+    signature = checked.signature
+    if signature is None or not retired_certs:
+        return None
+    retired = [c for p in retired_certs for c in load_certificates(p)]
+    try:
+        certificate = verify_signed_root(
+            checked.root_hash, signature.signature, signature.certificate_fingerprint, retired
+        )
+    except VeritySignatureError:
+        return None
+    return fingerprint(certificate)
 
 
 def _hide_path(message: str, path: Path) -> str:
@@ -214,23 +247,29 @@ def validate_upload(
     expected: ImageName,
     timeout: float = CHILD_SECONDS,
     verity_certs: tuple[Path, ...] = (),
+    retired_certs: tuple[Path, ...] = (),
 ) -> ValidatedImage:
     """validate_image() in a child process bounded in memory and time (same answers).
 
     A 2.3 MB squashfs with 500k symlinks needs ~160 MB to list; done in the server it
     would stay in the server's RSS. Out of memory or time is a 422 like any refusal.
     """
-    proc = _run_child(path, expected, timeout, verity_certs)
+    proc = _run_child(path, expected, timeout, verity_certs, retired_certs)
     return _child_answer(proc.stdout, proc.returncode, expected)
 
 
 def _run_child(
-    path: Path, expected: ImageName, timeout: float, verity_certs: tuple[Path, ...] = ()
+    path: Path,
+    expected: ImageName,
+    timeout: float,
+    verity_certs: tuple[Path, ...] = (),
+    retired_certs: tuple[Path, ...] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     try:
         return run(
             [sys.executable, "-m", "registry.service.validation", str(path), expected.name,
-             expected.filename, *map(str, verity_certs)],
+             expected.filename, *map(str, verity_certs), RETIRED_MARK,
+             *map(str, retired_certs)],
             check=False,
             timeout=timeout,
         )  # fmt: skip
@@ -270,13 +309,18 @@ def _child_answer(stdout: bytes, returncode: int, expected: ImageName) -> Valida
 
 
 def _child_main(argv: list[str]) -> int:
-    """`python -m registry.service.validation PATH NAME FILENAME [CERT...]`: one JSON answer
-    on stdout."""
+    """`python -m registry.service.validation PATH NAME FILENAME [CERT...] -- [RETIRED...]`:
+    one JSON answer on stdout."""
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
     path, name, filename, *certs = argv
+    split = certs.index(RETIRED_MARK) if RETIRED_MARK in certs else len(certs)
+    trusted, retired = certs[:split], certs[split + 1 :]
     try:
         validated = validate_image(
-            Path(path), parse_image_filename(name, filename), tuple(Path(c) for c in certs)
+            Path(path),
+            parse_image_filename(name, filename),
+            tuple(Path(c) for c in trusted),
+            tuple(Path(c) for c in retired),
         )
         result: dict[str, object] = {
             "format": validated.format,

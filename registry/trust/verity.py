@@ -4,8 +4,11 @@ serves at /verity.crt for hosts to put in /etc/verity.d/.
 Set by `--verity-cert FILE` (repeatable), SYSEXT_VERITY_CERTS (comma-separated files) or
 `verity_certs = [...]` in the config file. During a certificate rotation both the old and
 the new certificate are listed: uploads signed by either are accepted and hosts provisioned
-meanwhile trust both (docs/verity.md). Without any, the registry refuses every DDI: it
-cannot tell a signed image from one signed by anybody.
+meanwhile trust both (docs/verity.md). Its last phase moves the old one to
+`--verity-retired-cert` (SYSEXT_VERITY_RETIRED_CERTS): no longer served, and an upload
+signed by it is refused saying it was retired, not as a stranger's. Without any trusted
+certificate, the registry refuses every DDI: it cannot tell a signed image from one signed
+by anybody.
 """
 
 from __future__ import annotations
@@ -34,6 +37,23 @@ def load_trusted(paths: Sequence[Path]) -> list[x509.Certificate]:
                 "--verity-cert / SYSEXT_VERITY_CERTS name PEM certificate files",
             ) from None
     return list(found.values())
+
+
+def check_rotation(
+    trusted: Sequence[Path], retired: Sequence[Path]
+) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """(trusted, retired) certificates; SysextError when one is both (at start): a
+    retirement that was not carried out, or a typo in the rotation's next step."""
+    current = load_trusted(trusted)
+    gone = load_trusted(retired)
+    both = {fingerprint(c) for c in current} & {fingerprint(c) for c in gone}
+    if both:
+        raise SysextError(
+            f"verity certificate {sorted(both)[0][:16]}… is both trusted and retired",
+            "a rotation's last phase removes the old certificate from --verity-cert "
+            "(SYSEXT_VERITY_CERTS) when it adds it to --verity-retired-cert",
+        )
+    return current, gone
 
 
 def bundle(certificates: Sequence[x509.Certificate]) -> bytes | None:

@@ -194,6 +194,12 @@ def serve(
         "two during a rotation); served at /verity.crt. Default: $SYSEXT_VERITY_CERTS; "
         "without any, DDI uploads are refused.",
     ),
+    verity_retired_cert: list[Path] = typer.Option(
+        [],
+        "--verity-retired-cert",
+        help="PEM certificate a rotation retired (repeatable): not served, and uploads "
+        "signed by it are refused saying so. Default: $SYSEXT_VERITY_RETIRED_CERTS.",
+    ),
 ) -> None:
     """Run the registry: signed extensions in systemd-sysupdate's layout, and an API.
 
@@ -234,10 +240,16 @@ def serve(
             "stall_timeout": stall_timeout,
             "forwarded_allow_ips": forwarded_allow_ips,
             "verity_certs": verity_cert or None,
+            "verity_retired_certs": verity_retired_cert or None,
         },
         config_file=config,
     )
     _check_listen_address(settings.host, settings.port)
+    from registry.trust.verity import check_rotation
+
+    # Before anything is created (the signing key, the tree): a wrong rotation step stops
+    # the start with one line, not half-way.
+    current, retired = check_rotation(settings.verity_certs, settings.verity_retired_certs)
     try:
         service = RegistryService(settings)
         fingerprint, created = service.prepare()
@@ -260,12 +272,14 @@ def serve(
         f"signing key {fingerprint} ({'created' if created else 'existing'}, "
         f"{settings.key_path}); hosts install {settings.base_url}/keyring.gpg"
     )
-    if settings.verity_certs:
-        from registry.trust.verity import load_trusted
+    if current or retired:
         from sysext.trust.x509 import fingerprint as cert_fingerprint
 
-        trusted = ", ".join(cert_fingerprint(c)[:16] for c in load_trusted(settings.verity_certs))
+        trusted = ", ".join(cert_fingerprint(c)[:16] for c in current)
         console.print(f"verity DDIs signed by {trusted} accepted; certificates at /verity.crt")
+        if retired:
+            gone = ", ".join(cert_fingerprint(c)[:16] for c in retired)
+            console.print(f"verity certificates retired (uploads signed by them refused): {gone}")
     if not settings.admin_token:
         console.print("[yellow]note:[/yellow] SYSEXT_ADMIN_TOKEN is not set: nobody can upload")
     tree = (
