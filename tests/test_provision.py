@@ -293,6 +293,12 @@ def test_every_option_combination_passes_ignition_validate_and_matches_butane(
     assert ("/etc/sysupdate.crio.d/crio.conf" in paths) == (options.updates and not new)
     assert ("/etc/sysupdate.crio.component" in paths) == (options.updates and new)
     units = {u["name"]: u for u in ignition.get("systemd", {}).get("units", [])}
+    # 262 hosts merge at boot without the restarts that would deadlock the boot (the booted
+    # proof: tests/test_booted_update.py); with updates or without.
+    sysext = units.get("systemd-sysext.service", {})
+    assert [d["name"] for d in sysext.get("dropins", [])] == (
+        ["50-sysext-boot-merge.conf"] if new else []
+    )
     if options.on_update is OnUpdate.NOTIFY:
         assert units["systemd-sysupdate-notify-sysext.socket"] == {
             "name": "systemd-sysupdate-notify-sysext.socket",

@@ -85,7 +85,9 @@ _SPECS = {
     Base.DEBIAN_FORKY: BaseSpec(
         "forky",
         "262",
-        extra=("systemd-container",),
+        # 262's systemd-pull dlopen()s libcurl, which Debian's systemd-container only
+        # suggests: without it every download fails "Failed to allocate puller".
+        extra=("systemd-container", "libcurl4t64"),
         extra_suite="forky",
         script="/usr/share/debootstrap/scripts/sid",
     ),
