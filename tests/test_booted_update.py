@@ -27,8 +27,11 @@ import pytest
 from sysext.boot.container import Container
 from sysext.trust import signing
 from tests.booted import ignition_files_stage, service_image
+from tests.ceph_rgw import CephRgw
+from tests.pg_cluster import PostgresCluster
 from tests.registry_server import RegistryServer, running_registry
 from tests.servers import run_cli
+from tests.test_registry_scale import bucket_env
 
 pytestmark = pytest.mark.root(reason="needs root: boots systemd in a systemd-nspawn container")
 
@@ -41,13 +44,29 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServe
         yield reg
 
 
+@pytest.fixture(scope="module")
+def s3_registry(
+    tmp_path_factory: pytest.TempPathFactory, pg_cluster: PostgresCluster, ceph_rgw: CephRgw
+) -> Iterator[tuple[RegistryServer, str]]:
+    """The registry on a Ceph RGW bucket (PostgreSQL database), and the bucket's URL, which
+    is what its hosts poll: GET-only for anonymous clients, so a missing name answers 403."""
+    base = tmp_path_factory.mktemp("s3-registry")
+    env = bucket_env(base, pg_cluster, ceph_rgw, "sysext-booted")
+    with running_registry(base / "data", env=env) as reg:
+        yield reg, f"{ceph_rgw.endpoint}/{env['SYSEXT_S3_BUCKET']}"
+
+
 def publish(reg: RegistryServer, image: Path) -> None:
     result = run_cli("publish", image, "--registry", reg.url, env={"SYSEXT_TOKEN": reg.admin_token})
     assert result.returncode == 0, result.stderr
 
 
-def ignition(reg: RegistryServer, name: str, *options: str) -> dict[str, object]:
-    result = run_cli("butane", name, "--registry", reg.url, "--ignition", *options)
+def ignition(
+    reg: RegistryServer, name: str, *options: str, hosts_url: str | None = None
+) -> dict[str, object]:
+    """`sysext butane --ignition` for hosts that poll `hosts_url` (default: the registry)."""
+    url = hosts_url or reg.url
+    result = run_cli("butane", name, "--registry", url, "--ignition", *options)
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
 
@@ -83,13 +102,15 @@ def boot_first_version(
     name: str,
     *options: str,
     restart_units: tuple[str, ...] = (),
+    hosts_url: str | None = None,
 ) -> None:
     """Publish NAME 1.0 (NAME.service and NAME-keep.service, upheld), provision the
     container with the real Ignition files stage, boot it and check the first boot; then
     publish 2.0, which adds NAME-extra.service."""
     keep = {f"{name}-keep.service": f"{name}-keepd"}
     publish(reg, service_image(images, name, "1.0", extra_units=keep, restart_units=restart_units))
-    ignition_files_stage(ignition(reg, name, *options), box.upper, images / f".ignition-{name}")
+    config = ignition(reg, name, *options, hosts_url=hosts_url)
+    ignition_files_stage(config, box.upper, images / f".ignition-{name}")
     boot = box.boot()
     assert boot.state == "running", explain(box, name)
     assert box.text([name]) == f"{name} 1.0\n"
@@ -113,14 +134,15 @@ def boot_first_version(
 
 
 @pytest.mark.parametrize(
-    ("root_fixture", "systemd", "on_update", "restart_units"),
+    ("root_fixture", "systemd", "on_update", "restart_units", "backend"),
     [
-        pytest.param("boot_root", 254, "restart", True, id="systemd-254-restart"),
+        pytest.param("boot_root", 254, "restart", True, "local", id="systemd-254-restart"),
         pytest.param(
             "boot_root",
             254,
             "refresh",
             False,
+            "local",
             id="systemd-254-refresh",
             marks=pytest.mark.xfail(
                 strict=True,
@@ -128,10 +150,13 @@ def boot_first_version(
                 "refresh` loads no new units; restarting systemd-sysext.service does",
             ),
         ),
-        pytest.param("boot_root_newest", 257, "refresh", True, id="systemd-257-refresh"),
+        pytest.param("boot_root_newest", 257, "refresh", True, "local", id="systemd-257-refresh"),
         # 262's own path: sysupdate tells systemd-sysupdate-notify-sysext.socket, whose
         # service runs systemd-sysext, which restarts EXTENSION_RESTART_UNITS= itself.
-        pytest.param("boot_root_262", 262, "notify", True, id="systemd-262-notify"),
+        pytest.param("boot_root_262", 262, "notify", True, "local", id="systemd-262-notify"),
+        # The same host polling the registry's Ceph RGW bucket (262 is the client that
+        # tries several signature names, and a bucket answers 403 for a missing one).
+        pytest.param("boot_root_262", 262, "notify", True, "s3", id="systemd-262-notify-s3"),
     ],
 )
 def test_update_activates_the_new_version_without_reboot(
@@ -139,17 +164,23 @@ def test_update_activates_the_new_version_without_reboot(
     systemd: int,
     on_update: str,
     restart_units: bool,
+    backend: str,
     request: pytest.FixtureRequest,
     registry: RegistryServer,
     tmp_path: Path,
 ) -> None:
     root = request.getfixturevalue(root_fixture)
-    name = f"up{systemd}{on_update}"
+    hosts_url = None
+    if backend == "s3":
+        registry, hosts_url = request.getfixturevalue("s3_registry")
+    name = f"up{systemd}{on_update}{backend}"
     listed = (f"{name}.service",) if restart_units else ()
     options = ("--on-update", on_update, "--systemd-version", str(systemd))
     with Container(root) as box:
         assert box.systemd_version == systemd  # the root is the client it stands for
-        boot_first_version(box, registry, tmp_path, name, *options, restart_units=listed)
+        boot_first_version(
+            box, registry, tmp_path, name, *options, restart_units=listed, hosts_url=hosts_url
+        )
         assert box.text(["systemctl", "--version"]).startswith(f"systemd {systemd} ")
         # 257+ read NAME.transfer (and warn about NAME.conf), 252-256 only NAME.conf.
         suffix = "transfer" if systemd >= 257 else "conf"
@@ -166,6 +197,9 @@ def test_update_activates_the_new_version_without_reboot(
         box.settle()  # the activation queues the new units' starts without waiting
         log = journal(box, f"sysext-update-{name}.service")
         assert "Signature verification succeeded" in log, log
+        # From where the host polls: `sysext serve` itself, or the bucket.
+        polled = hosts_url or registry.url
+        assert f"Pulling '{polled}/extensions/{name}/{name}-2.0-x86-64.raw'" in log, log
         assert f"{name}: installed {name}-2.0-x86-64.raw (was {name}-1.0-x86-64.raw)" in log, log
         assert box.text(["readlink", "-f", f"/etc/extensions/{name}.raw"]).strip() == (
             f"/opt/extensions/{name}/{name}-2.0-x86-64.raw"
