@@ -5,19 +5,24 @@ The root is `sysext.boot.rootfs.ensure_root()` — built once per machine (about
 with debootstrap from the Debian mirror in the machine's apt sources) and cached under
 ~/.cache/sysext/roots (or $SYSEXT_BOOT_ROOTS), so a clean clone reuses it. Tests that boot
 are marked `root` (conftest skips them, saying why, for other users) and share the root
-through the session fixtures `boot_root` (systemd 254) and `boot_root_newest` (257) of
-conftest.py.
+through the session fixtures `boot_root` (systemd 254), `boot_root_newest` (257) and
+`boot_root_262` (262) of conftest.py.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
+import shutil
+import subprocess
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from sysext.build.pack import pack
@@ -83,6 +88,46 @@ def apply_ignition(
         preset.write_text("".join(presets))
 
 
+# Debian's ignition 2.14 (the package scripts/setup.sh installs) keeps its binary here.
+IGNITION = Path("/usr/lib/dracut/modules.d/30ignition/ignition")
+
+
+def ignition_files_stage(document: Mapping[str, Any], root: Path, scratch: Path) -> None:
+    """Run the REAL Ignition files stage for `document` with `-root root` (here: a booted
+    container's writable layer, before the boot): files fetched and hash-checked, links,
+    units and drop-ins in /etc/systemd/system, and `enabled` units as lines of
+    /etc/systemd/system-preset/20-ignition.preset, which systemd applies on the first boot
+    as on a real Ignition host. Ignition 2.14 always relabels what it wrote: it reads
+    SELINUXTYPE from /etc/selinux/config and runs `setfiles`. The Debian root has neither
+    SELinux nor that file, so for the stage only the root gets a config and PATH a
+    `setfiles` that labels nothing (the container runs without SELinux)."""
+    if not IGNITION.is_file():
+        pytest.fail(f"{IGNITION} is missing: install Debian's ignition (scripts/setup.sh --test)")
+    scratch.mkdir(parents=True, exist_ok=True)
+    selinux = root / "etc/selinux"
+    selinux.mkdir(parents=True)
+    (selinux / "config").write_text("SELINUX=disabled\nSELINUXTYPE=targeted\n")
+    tools = scratch / "bin"
+    tools.mkdir(exist_ok=True)
+    (tools / "setfiles").write_text("#!/bin/sh\ncat >/dev/null\n")
+    (tools / "setfiles").chmod(0o755)
+    cache = scratch / "ignition.json"
+    cache.write_text(json.dumps(document), encoding="utf-8")
+    result = subprocess.run(
+        [
+            IGNITION, "-platform", "file", "-stage", "files", "-root", root,
+            "-config-cache", cache, "-state-file", scratch / "ignition.state", "-log-to-stdout",
+        ],
+        env={**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    shutil.rmtree(selinux)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+
+
 def daemon_script(name: str, version: str) -> str:
     """A stand-in daemon: says which version started (journal), then stays alive."""
     return f"#!/bin/sh\necho '{name} {version} started'\nexec sleep infinity\n"
@@ -95,10 +140,12 @@ def service_image(
     *,
     extra_units: Mapping[str, str] | None = None,
     reload_manager: bool = True,
+    restart_units: Sequence[str] = (),
 ) -> Path:
     """NAME-VERSION-x86-64.raw: usr/bin/NAME (prints `NAME VERSION`), NAMEd, NAME.service
     upheld by multi-user.target (the recipes' mechanism), plus `extra_units`: more daemons,
-    each upheld the same way."""
+    each upheld the same way. `restart_units` go to EXTENSION_RESTART_UNITS= (what the
+    recipes set so a refresh restarts their daemons)."""
     tree = output / f".tree-{name}-{version}"
     units = tree / "usr/lib/systemd/system"
     (units / "multi-user.target.d").mkdir(parents=True)
@@ -115,8 +162,13 @@ def service_image(
         )
         stem = unit.removesuffix(".service")
         (units / "multi-user.target.d" / f"10-{stem}.conf").write_text(f"[Unit]\nUpholds={unit}\n")
+    extra = {"EXTENSION_RESTART_UNITS": " ".join(restart_units)} if restart_units else {}
     release = ExtensionRelease(
-        name=name, version=version, arch=Architecture.X86_64, reload_manager=reload_manager
+        name=name,
+        version=version,
+        arch=Architecture.X86_64,
+        reload_manager=reload_manager,
+        extra=extra,
     )
     built = pack(tree, release, output / f".pack-{name}-{version}")
     target = output / f"{name}-{version}-x86-64.raw"

@@ -117,7 +117,9 @@ def registry_database(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 # What the inner loop leaves out, by the fixtures a test uses: engines and a browser.
-HEAVY_FIXTURES = frozenset({"pg_cluster", "ceph_rgw", "browser", "boot_root", "boot_root_newest"})
+HEAVY_FIXTURES = frozenset(
+    {"pg_cluster", "ceph_rgw", "browser", "boot_root", "boot_root_newest", "boot_root_262"}
+)
 
 
 def _needs_more_than_python(item: pytest.Item) -> bool:
@@ -164,10 +166,19 @@ def boot_root() -> Path:
 
 @pytest.fixture(scope="session")
 def boot_root_newest() -> Path:
-    """The cached Debian 13 root with systemd 257, the newest that boots here."""
+    """The cached Debian 13 root with systemd 257."""
     from sysext.boot.rootfs import Base, ensure_root
 
     return ensure_root(Base.DEBIAN_13)
+
+
+@pytest.fixture(scope="session")
+def boot_root_262() -> Path:
+    """The cached Debian forky root with systemd 262 (booted with a unified cgroup
+    hierarchy, sysext/boot/container.py)."""
+    from sysext.boot.rootfs import Base, ensure_root
+
+    return ensure_root(Base.DEBIAN_FORKY)
 
 
 @pytest.fixture

@@ -1,13 +1,19 @@
-"""First boot to update under a booted systemd (root).
+"""First boot to update under a booted systemd, on every systemd the hosts run (root).
 
-A root provisioned with the real Ignition files stage of `sysext butane --ignition` for an
-extension served by a real `sysext serve` boots in systemd-nspawn (Debian 12 with
-bookworm-backports' systemd 254, which carries systemd-sysupdate): its systemd-sysext.service
-merges the image and the extension's daemon is upheld. A newer version is published; the
-generated update service, started inside, runs the real systemd-sysupdate (signature
-checked with the keyring the config installed) and activates the new image — at once where
-the update refreshes, after a reboot where it only leaves a reboot marker. The registry
-listens on the host's 127.0.0.1; the container shares the host's network, so it reaches it.
+The client matrix: Debian 12 with bookworm-backports' systemd 254, Debian 13 with 257 and
+Debian forky with 262 (sysext/boot/rootfs.py), each booted in systemd-nspawn. For each, a
+config from `sysext butane --ignition --systemd-version V` for an extension served by a real
+`sysext serve` is written into the container by the real Ignition files stage; the boot's
+systemd-sysext.service merges the image and its daemons are upheld. A newer version is
+published; the generated update service, started inside, runs the host's own
+systemd-sysupdate (the signature checked with the registry key the config installed: through
+the combined /etc/systemd/import-pubring.gpg before 262, through $SYSTEMD_OPENPGP_KEYRING on
+262) and activates the new image — at once where the update restarts or refreshes
+systemd-sysext or notifies it (262), after a reboot where it only leaves a reboot marker.
+The unit the image lists in EXTENSION_RESTART_UNITS= really restarts (a new invocation and
+main PID, the new binary's start line): by the update script before 262, by systemd-sysext
+itself on 262. The registry listens on the host's 127.0.0.1; the container shares the host's
+network, so it reaches it.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ import pytest
 
 from sysext.boot.container import Container
 from sysext.trust import signing
-from tests.booted import apply_ignition, service_image
+from tests.booted import ignition_files_stage, service_image
+from tests.ceph_rgw import CephRgw
+from tests.pg_cluster import PostgresCluster
 from tests.registry_server import RegistryServer, running_registry
 from tests.servers import run_cli
+from tests.test_registry_scale import bucket_env
 
 pytestmark = pytest.mark.root(reason="needs root: boots systemd in a systemd-nspawn container")
 
@@ -35,13 +44,29 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServe
         yield reg
 
 
+@pytest.fixture(scope="module")
+def s3_registry(
+    tmp_path_factory: pytest.TempPathFactory, pg_cluster: PostgresCluster, ceph_rgw: CephRgw
+) -> Iterator[tuple[RegistryServer, str]]:
+    """The registry on a Ceph RGW bucket (PostgreSQL database), and the bucket's URL, which
+    is what its hosts poll: GET-only for anonymous clients, so a missing name answers 403."""
+    base = tmp_path_factory.mktemp("s3-registry")
+    env = bucket_env(base, pg_cluster, ceph_rgw, "sysext-booted")
+    with running_registry(base / "data", env=env) as reg:
+        yield reg, f"{ceph_rgw.endpoint}/{env['SYSEXT_S3_BUCKET']}"
+
+
 def publish(reg: RegistryServer, image: Path) -> None:
     result = run_cli("publish", image, "--registry", reg.url, env={"SYSEXT_TOKEN": reg.admin_token})
     assert result.returncode == 0, result.stderr
 
 
-def ignition(reg: RegistryServer, name: str, *options: str) -> dict[str, object]:
-    result = run_cli("butane", name, "--registry", reg.url, "--ignition", *options)
+def ignition(
+    reg: RegistryServer, name: str, *options: str, hosts_url: str | None = None
+) -> dict[str, object]:
+    """`sysext butane --ignition` for hosts that poll `hosts_url` (default: the registry)."""
+    url = hosts_url or reg.url
+    result = run_cli("butane", name, "--registry", url, "--ignition", *options)
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
 
@@ -54,19 +79,38 @@ def journal(box: Container, unit: str) -> str:
     return box.text(["journalctl", "--boot", f"--unit={unit}", "--no-pager", "--output=cat"])
 
 
+def invocation(box: Container, unit: str) -> tuple[str, str]:
+    """(InvocationID, MainPID) of a running unit: both change when it really restarts."""
+    shown = box.text(["systemctl", "show", "--property=InvocationID,MainPID", unit])
+    fields = dict(line.partition("=")[::2] for line in shown.splitlines())
+    assert fields.get("InvocationID") and fields.get("MainPID", "0") != "0", shown
+    return fields["InvocationID"], fields["MainPID"]
+
+
 def explain(box: Container, name: str) -> str:
     """What to look at when an assertion fails: failed units and the update's journal."""
     failed = box.text(["systemctl", "list-units", "--failed", "--plain", "--no-legend"])
     return (
-        f"failed units:\n{failed}\nupdate journal:\n{journal(box, 'sysext-update-{name}.service')}"
+        f"failed units:\n{failed}\nupdate journal:\n{journal(box, f'sysext-update-{name}.service')}"
     )
 
 
 def boot_first_version(
-    box: Container, reg: RegistryServer, images: Path, name: str, *options: str
+    box: Container,
+    reg: RegistryServer,
+    images: Path,
+    name: str,
+    *options: str,
+    restart_units: tuple[str, ...] = (),
+    hosts_url: str | None = None,
 ) -> None:
-    publish(reg, service_image(images, name, "1.0"))
-    apply_ignition(ignition(reg, name, *options), box.upper)
+    """Publish NAME 1.0 (NAME.service and NAME-keep.service, upheld), provision the
+    container with the real Ignition files stage, boot it and check the first boot; then
+    publish 2.0, which adds NAME-extra.service."""
+    keep = {f"{name}-keep.service": f"{name}-keepd"}
+    publish(reg, service_image(images, name, "1.0", extra_units=keep, restart_units=restart_units))
+    config = ignition(reg, name, *options, hosts_url=hosts_url)
+    ignition_files_stage(config, box.upper, images / f".ignition-{name}")
     boot = box.boot()
     assert boot.state == "running", explain(box, name)
     assert box.text([name]) == f"{name} 1.0\n"
@@ -85,18 +129,20 @@ def boot_first_version(
         f"/opt/extensions/{name}/{name}-1.0-x86-64.raw"
     )
     # 2.0 brings a second daemon, upheld like the first: proof its units were loaded.
-    publish(
-        reg, service_image(images, name, "2.0", extra_units={f"{name}-extra.service": "extrad"})
-    )
+    extra = {**keep, f"{name}-extra.service": "extrad"}
+    publish(reg, service_image(images, name, "2.0", extra_units=extra, restart_units=restart_units))
 
 
 @pytest.mark.parametrize(
-    ("root_fixture", "on_update"),
+    ("root_fixture", "systemd", "on_update", "restart_units", "backend"),
     [
-        pytest.param("boot_root", "restart", id="systemd-254-restart"),
+        pytest.param("boot_root", 254, "restart", True, "local", id="systemd-254-restart"),
         pytest.param(
             "boot_root",
+            254,
             "refresh",
+            False,
+            "local",
             id="systemd-254-refresh",
             marks=pytest.mark.xfail(
                 strict=True,
@@ -104,25 +150,57 @@ def boot_first_version(
                 "refresh` loads no new units; restarting systemd-sysext.service does",
             ),
         ),
-        pytest.param("boot_root_newest", "refresh", id="systemd-257-refresh"),
+        pytest.param("boot_root_newest", 257, "refresh", True, "local", id="systemd-257-refresh"),
+        # 262's own path: sysupdate tells systemd-sysupdate-notify-sysext.socket, whose
+        # service runs systemd-sysext, which restarts EXTENSION_RESTART_UNITS= itself.
+        pytest.param("boot_root_262", 262, "notify", True, "local", id="systemd-262-notify"),
+        # The same host polling the registry's Ceph RGW bucket (262 is the client that
+        # tries several signature names, and a bucket answers 403 for a missing one).
+        pytest.param("boot_root_262", 262, "notify", True, "s3", id="systemd-262-notify-s3"),
     ],
 )
 def test_update_activates_the_new_version_without_reboot(
     root_fixture: str,
+    systemd: int,
     on_update: str,
+    restart_units: bool,
+    backend: str,
     request: pytest.FixtureRequest,
     registry: RegistryServer,
     tmp_path: Path,
 ) -> None:
     root = request.getfixturevalue(root_fixture)
-    name = f"up{root_fixture.removeprefix('boot_root')}{on_update}".replace("_", "")
+    hosts_url = None
+    if backend == "s3":
+        registry, hosts_url = request.getfixturevalue("s3_registry")
+    name = f"up{systemd}{on_update}{backend}"
+    listed = (f"{name}.service",) if restart_units else ()
+    options = ("--on-update", on_update, "--systemd-version", str(systemd))
     with Container(root) as box:
-        boot_first_version(box, registry, tmp_path, name, "--on-update", on_update)
+        assert box.systemd_version == systemd  # the root is the client it stands for
+        boot_first_version(
+            box, registry, tmp_path, name, *options, restart_units=listed, hosts_url=hosts_url
+        )
+        assert box.text(["systemctl", "--version"]).startswith(f"systemd {systemd} ")
+        # 257+ read NAME.transfer (and warn about NAME.conf), 252-256 only NAME.conf.
+        suffix = "transfer" if systemd >= 257 else "conf"
+        assert box.text(["ls", f"/etc/sysupdate.{name}.d"]).split() == [f"{name}.{suffix}"]
+        # Before 262 the registry key is verified through the combined /etc keyring; 262
+        # gets it through $SYSTEMD_OPENPGP_KEYRING and /etc/systemd stays untouched.
+        combined = box.run(["test", "-e", "/etc/systemd/import-pubring.gpg"]).returncode == 0
+        assert combined == (systemd < 262), explain(box, name)
+        daemon = invocation(box, f"{name}.service")
+        kept = invocation(box, f"{name}-keep.service")
+
         update = box.run(["systemctl", "start", f"sysext-update-{name}.service"], timeout=180)
         assert update.returncode == 0, explain(box, name)
         box.settle()  # the activation queues the new units' starts without waiting
         log = journal(box, f"sysext-update-{name}.service")
         assert "Signature verification succeeded" in log, log
+        # From where the host polls: `sysext serve` itself, or the bucket.
+        polled = hosts_url or registry.url
+        assert f"Pulling '{polled}/extensions/{name}/{name}-2.0-x86-64.raw'" in log, log
+        assert f"{name}: installed {name}-2.0-x86-64.raw (was {name}-1.0-x86-64.raw)" in log, log
         assert box.text(["readlink", "-f", f"/etc/extensions/{name}.raw"]).strip() == (
             f"/opt/extensions/{name}/{name}-2.0-x86-64.raw"
         )
@@ -130,9 +208,16 @@ def test_update_activates_the_new_version_without_reboot(
         assert state(box, f"{name}-extra.service") == "active", explain(box, name)
         assert "extrad 2.0 started" in journal(box, f"{name}-extra.service")
         assert state(box, f"{name}.service") == "active"
-        # Activation merges the new /usr; a daemon already running is not restarted and
-        # keeps its old binary until its unit restarts (recipes/README.md says so).
-        assert f"{name}d 2.0 started" not in journal(box, f"{name}.service")
+        # The listed daemon runs the new binary in a new invocation; the unlisted one keeps
+        # its old binary until its unit restarts (recipes/README.md says so).
+        restarted = invocation(box, f"{name}.service")
+        assert restarted[0] != daemon[0] and restarted[1] != daemon[1], explain(box, name)
+        assert f"{name}d 2.0 started" in journal(box, f"{name}.service")
+        assert invocation(box, f"{name}-keep.service") == kept
+        assert f"{name}-keepd 2.0 started" not in journal(box, f"{name}-keep.service")
+        by_script = f"{name}: restarting {name}.service (EXTENSION_RESTART_UNITS)"
+        # Before 262 the update script restarts it; on 262 systemd-sysext does, natively.
+        assert (by_script in log) == (systemd < 262), log
         assert box.text(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]) == ""
 
 

@@ -5,7 +5,9 @@ independent reader, downloads checked against the generated hashes."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import http.server
 import itertools
 import json
 import urllib.parse
@@ -46,7 +48,7 @@ from sysext.systemd.manifest import MANIFEST_NAME
 from sysext.systemd.patterns import HostInfo, expand_match_patterns, match_pattern
 from sysext.systemd.transfer import parse_transfer
 from tests.provision_layout import PublicTree, build_public_tree, copy_tree
-from tests.servers import StaticServer, run_cli
+from tests.servers import StaticServer, run_cli, serve_http
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +295,12 @@ def test_every_option_combination_passes_ignition_validate_and_matches_butane(
     assert ("/etc/sysupdate.crio.d/crio.conf" in paths) == (options.updates and not new)
     assert ("/etc/sysupdate.crio.component" in paths) == (options.updates and new)
     units = {u["name"]: u for u in ignition.get("systemd", {}).get("units", [])}
+    # 262 hosts merge at boot without the restarts that would deadlock the boot (the booted
+    # proof: tests/test_booted_update.py); with updates or without.
+    sysext = units.get("systemd-sysext.service", {})
+    assert [d["name"] for d in sysext.get("dropins", [])] == (
+        ["50-sysext-boot-merge.conf"] if new else []
+    )
     if options.on_update is OnUpdate.NOTIFY:
         assert units["systemd-sysupdate-notify-sysext.socket"] == {
             "name": "systemd-sysupdate-notify-sysext.socket",
@@ -826,3 +834,29 @@ def test_update_units_pass_systemd_analyze_verify(
         expected.append("/usr/sbin/restorecon")
     missing = tuple(f"Command {path} is not executable" for path in expected)
     assert [line for line in output if not any(m in line for m in missing)] == []
+
+
+class _BucketHandler(http.server.SimpleHTTPRequestHandler):
+    """A bucket whose policy allows anonymous GetObject only: a missing key is a 403."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        super().send_error(403 if code == 404 else code, message, explain)
+
+
+def test_butane_reads_a_bucket_that_answers_403_for_a_missing_file(
+    built_tree: PublicTree, tmp_path: Path
+) -> None:
+    """Hosts of a registry on S3 poll its bucket, so their config is generated from the
+    bucket's URL; an optional file the registry does not publish there (verity.crt when it
+    trusts no certificate) answers 403 and counts as absent."""
+    tree = copy_tree(built_tree, tmp_path / "bucket")
+    assert not (tree.root / "verity.crt").exists()
+    handler = functools.partial(_BucketHandler, directory=str(tree.root))
+    with serve_http(handler) as url:
+        assert requests.get(f"{url}/verity.crt", timeout=10).status_code == 403
+        result = run_cli("butane", "podman", "--registry", url, "--ignition")
+    assert result.returncode == 0, result.stderr
+    assert ignition_validate(result.stdout, tmp_path) == ""

@@ -24,6 +24,10 @@ How it boots, and why (measured on a Debian 12 host whose PID 1 is not systemd):
   (nothing is registered).
 - Stop: SIGTERM to nspawn makes it send SIGRTMIN+3 to the container's systemd, an orderly
   shutdown (units stop, systemd-sysext unmerges, loop devices are released).
+- cgroups: on a host with a cgroup v1 hierarchy nspawn gives the container v1 too, and
+  systemd 258 and later refuse to run on it (v1 support was removed in 258). For such a
+  root, `SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1` makes nspawn mount a unified (v2) hierarchy
+  for the container; older roots keep what they were verified with.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from sysext.core.errors import SysextError
 from sysext.core.process import interactive, require_tool, run, start
 
 LOOP_DEVICES = 64
+# The first systemd without cgroup v1 support (NEWS 258).
+UNIFIED_CGROUP_FROM = 258
 CONTAINER_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG": "C.UTF-8",
@@ -70,6 +76,17 @@ while [ "$i" -lt "$count" ]; do
 done
 exec "$@"
 """
+
+
+def root_systemd_version(root: Path) -> int | None:
+    """The systemd major version an OS tree boots with, from the name of its
+    libsystemd-shared-NNN.so (where nspawn itself looks); None when there is none."""
+    for directory in ("usr/lib/systemd", "usr/lib/*/systemd", "usr/lib64/systemd"):
+        for shared in sorted(root.glob(f"{directory}/libsystemd-shared-*.so")):
+            number = shared.name.removeprefix("libsystemd-shared-").removesuffix(".so")
+            if number.isdigit():
+                return int(number)
+    return None
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,7 @@ class Container:
         self.process: subprocess.Popen[bytes] | None = None
         self.leader: int | None = None
         self.last_boot: BootResult | None = None
+        self.systemd_version = root_systemd_version(self.root)
 
     def __enter__(self) -> Container:
         return self
@@ -178,10 +196,13 @@ class Container:
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _BOOT_SCRIPT]
         argv += ["sh", str(self.root), str(self.upper), str(self.workdir / "work")]
         argv += [str(self.workdir / "merged"), str(devices), str(LOOP_DEVICES), *nspawn]
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
+        if self.systemd_version is not None and self.systemd_version >= UNIFIED_CGROUP_FROM:
+            env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
         with open(self.console_log, "ab") as log:
             self.process = start(
                 argv,
-                env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 new_session=True,  # Ctrl-C is ours to handle: we stop it in order

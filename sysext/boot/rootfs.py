@@ -6,12 +6,17 @@ by `Base.key` (the suite, systemd version and the content revision below). A cha
 what goes into a root must bump `CONTENT_REVISION`, so every machine rebuilds instead of
 booting a stale tree. Boots never write into it: each one gets its own overlay.
 
-Two bases, both verified to boot in systemd-nspawn on a Debian 12 host with cgroup v1:
+Three bases, all verified to boot in systemd-nspawn on a Debian 12 host with cgroup v1:
 - `debian-12`: bookworm with bookworm-backports' systemd 254, which carries
   systemd-sysupdate and systemd-pull (bookworm's own 252 ships neither); the default, and
   the version the sysupdate tests use.
 - `debian-13`: trixie's systemd 257, whose systemd-container package ships
-  systemd-sysupdate and systemd-pull (in /usr/lib/systemd/) — the newest that boots here.
+  systemd-sysupdate and systemd-pull (in /usr/lib/systemd/).
+- `debian-forky`: forky's systemd 262 (the version hosts with EXTENSION_RESTART_UNITS=,
+  `.component` files and the notify-sysext socket run). Bookworm's debootstrap knows no
+  `forky`, so the `sid` script is named explicitly (forky is bootstrapped like sid), and
+  262 no longer runs on a cgroup v1 hierarchy: the container gets a unified one
+  (sysext/boot/container.py decides by the root's systemd version).
 """
 
 from __future__ import annotations
@@ -46,11 +51,14 @@ class BaseSpec:
     systemd: str  # major version the root boots with
     extra: tuple[str, ...]  # packages installed after debootstrap, from `extra_suite`
     extra_suite: str
+    # debootstrap's script for the suite when its own list lacks it (a path, or None)
+    script: str | None = None
 
 
 class Base(enum.Enum):
     DEBIAN_12 = "debian-12"
     DEBIAN_13 = "debian-13"
+    DEBIAN_FORKY = "debian-forky"
 
     @property
     def spec(self) -> BaseSpec:
@@ -62,7 +70,8 @@ class Base(enum.Enum):
 
     @property
     def description(self) -> str:
-        return f"Debian {self.value.split('-')[1]} ({self.spec.suite}, systemd {self.spec.systemd})"
+        release = self.value.split("-")[1]
+        return f"Debian {release} ({self.spec.suite}, systemd {self.spec.systemd})"
 
 
 _SPECS = {
@@ -73,6 +82,15 @@ _SPECS = {
         extra_suite="bookworm-backports",
     ),
     Base.DEBIAN_13: BaseSpec("trixie", "257", extra=("systemd-container",), extra_suite="trixie"),
+    Base.DEBIAN_FORKY: BaseSpec(
+        "forky",
+        "262",
+        # 262's systemd-pull dlopen()s libcurl, which Debian's systemd-container only
+        # suggests: without it every download fails "Failed to allocate puller".
+        extra=("systemd-container", "libcurl4t64"),
+        extra_suite="forky",
+        script="/usr/share/debootstrap/scripts/sid",
+    ),
 }
 DEFAULT_BASE = Base.DEBIAN_12
 
@@ -101,14 +119,24 @@ WantedBy=systemd-sysext.service
 
 # Run inside the new root (chroot, private mount namespace, /proc mounted). $1: the mirror,
 # $2: the suite to take packages from (SUITE-backports or SUITE), $3: the contents of
-# sysext-reload-manager.service or empty; then the packages.
+# sysext-reload-manager.service or empty, $4: the systemd major version the root must have,
+# $5: apt.conf lines for the build (the host apt's date checks); then the packages.
 _SETUP_SCRIPT = r"""
 set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
-mirror=$1 suite=$2 RELOAD_UNIT=$3; shift 3
+mirror=$1 suite=$2 RELOAD_UNIT=$3 major=$4 APT_CONF=$5; shift 5
+printf '%s' "$APT_CONF" > /etc/apt/apt.conf.d/99sysext-build
 echo "deb $mirror $suite main" > /etc/apt/sources.list.d/extra.list
 apt-get -qq update
 apt-get -y -qq --no-install-recommends -t "$suite" install "$@" >/dev/null
+# The cache key and the tests name this version: a suite that moved on (forky, a testing
+# suite) must fail the build loudly rather than hand out a root with another systemd.
+found=$(systemctl --version | head -n1)
+case "$found" in
+  "systemd $major "*) ;;
+  *) echo "$suite now carries '$found', not systemd $major: update sysext/boot/rootfs.py" >&2
+     exit 1 ;;
+esac
 # Without these two the root is useless for update tests: fail the build, not the tests.
 [ -x /usr/lib/systemd/systemd-sysupdate ] || [ -x /lib/systemd/systemd-sysupdate ]
 [ -x /usr/lib/systemd/systemd-pull ] || [ -x /lib/systemd/systemd-pull ]
@@ -133,9 +161,28 @@ echo uninitialized > /etc/machine-id
 # The mirror address is the host's business; the cache keeps no copy of it.
 : > /etc/apt/sources.list
 rm -f /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources
+rm -f /etc/apt/apt.conf.d/99sysext-build
 apt-get clean
 rm -rf /var/lib/apt/lists/* /setup-sysext-root.sh
 """
+
+
+# Checks of a Release file's dates that the host's apt may switch off.
+_DATE_CHECKS = ("Acquire::Check-Valid-Until", "Acquire::Check-Date")
+
+
+def host_apt_date_checks() -> str:
+    """apt.conf lines repeating the host apt's date checks that are switched off. A testing
+    suite's Release carries a Valid-Until a week ahead; a host whose apt reads a frozen
+    snapshot of the mirror switches the check off, and the root's apt, reading the same
+    mirror, must do the same or its `apt-get update` refuses the suite as expired
+    (debootstrap itself never looks at Valid-Until)."""
+    lines = []
+    for option in _DATE_CHECKS:
+        found = run(["apt-config", "shell", "VALUE", option], check=False).stdout.decode()
+        if found.strip() in ("VALUE='false'", "VALUE='0'"):
+            lines.append(f'{option} "false";\n')
+    return "".join(lines)
 
 
 def roots_dir() -> Path:
@@ -191,19 +238,21 @@ def _build(base: Base, directory: Path) -> Path:
             argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
             if mirror.signed_by and Path(mirror.signed_by).is_file():
                 argv.append(f"--keyring={mirror.signed_by}")
+            script = [spec.script] if spec.script else []
             run(
-                [*argv, spec.suite, scratch, mirror.uri],
+                [*argv, spec.suite, scratch, mirror.uri, *script],
                 stdout_to_stderr=True,  # its "I: Retrieving…" lines are the progress
                 hint="the Debian mirror in this machine's apt sources must be reachable",
             )
         with step(f"Installing {' '.join(spec.extra)} from {spec.extra_suite}"):
             (scratch / "setup-sysext-root.sh").write_text(_SETUP_SCRIPT, encoding="utf-8")
-            script = (
+            chroot = (
                 'mount -t proc proc "$0/proc" && exec chroot "$0" sh /setup-sysext-root.sh "$@"'
             )
-            unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+            unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c", chroot]
             reload_unit = RELOAD_MANAGER_UNIT if int(spec.systemd) < 255 else ""
-            run([*unshare, scratch, mirror.uri, spec.extra_suite, reload_unit, *spec.extra])
+            arguments = [mirror.uri, spec.extra_suite, reload_unit, spec.systemd]
+            run([*unshare, scratch, *arguments, host_apt_date_checks(), *spec.extra])
         (scratch / ".sysext-root-ready").write_text(f"{base.key}\n", encoding="utf-8")
         os.replace(scratch, target)
     except BaseException:

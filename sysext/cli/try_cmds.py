@@ -60,8 +60,8 @@ def try_command(
     base: str = typer.Option(
         "debian-12",
         "--base",
-        help="Which cached root without --root: debian-12 (systemd 254, bookworm-backports) "
-        "or debian-13 (systemd 257).",
+        help="Which cached root without --root: debian-12 (systemd 254, bookworm-backports), "
+        "debian-13 (systemd 257) or debian-forky (systemd 262).",
     ),
     os_name: str = typer.Option(
         "debian",
@@ -104,7 +104,9 @@ def try_command(
     try:
         chosen_base = Base(base)
     except ValueError:
-        raise SysextError(f"--base {base}: unknown", "use debian-12 or debian-13") from None
+        raise SysextError(
+            f"--base {base}: unknown", "use debian-12, debian-13 or debian-forky"
+        ) from None
     if root is not None and not (root / "usr").is_dir():
         raise SysextError(f"--root {root}: not an OS tree (no usr/)", "pass the root of an OS tree")
     for signum in (signal.SIGTERM, signal.SIGHUP):

@@ -365,7 +365,11 @@ class HttpCatalog:
 
     def read(self, path: str) -> bytes | None:
         response = self._get(path)
-        if response.status_code == 404:
+        # A registry's S3 bucket allows anonymous GetObject but not ListBucket, so a missing
+        # key answers 403, not 404: hosts provisioned from the bucket's URL (`sysext butane
+        # --registry BUCKET`) need the files a tree may lack (NAME.conf, /verity.crt when the
+        # registry trusts no certificate) read as absent there too.
+        if response.status_code in (403, 404):
             return None
         if response.status_code != 200:
             raise SysextError(
