@@ -221,14 +221,21 @@ def test_update_activates_the_new_version_without_reboot(
         assert box.text(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]) == ""
 
 
+@pytest.mark.parametrize("root_fixture", ["boot_root", "boot_root_newest"], ids=["254", "257"])
 def test_update_with_reboot_marker_activates_after_reboot(
-    boot_root: Path,
+    root_fixture: str,
+    request: pytest.FixtureRequest,
     registry: RegistryServer,
     tmp_path: Path,
 ) -> None:
-    with Container(boot_root) as box:
-        name = "uprebootmarker"
+    """Also the config for a host of unknown systemd version (no --systemd-version): it
+    carries the boot-merge drop-in that 262 needs, so it must boot and reboot as well on
+    254 (no --no-reload: the drop-in falls back to the stock refresh) and 257."""
+    with Container(request.getfixturevalue(root_fixture)) as box:
+        name = "uprebootmarker" + ("257" if root_fixture == "boot_root_newest" else "")
         boot_first_version(box, registry, tmp_path, name, "--on-update", "reboot-marker")
+        dropins = box.text(["systemctl", "show", "-P", "DropInPaths", "systemd-sysext.service"])
+        assert "50-sysext-boot-merge.conf" in dropins
         update = box.run(["systemctl", "start", f"sysext-update-{name}.service"], timeout=180)
         assert update.returncode == 0, explain(box, name)
         box.settle()  # the activation queues the new units' starts without waiting

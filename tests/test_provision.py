@@ -208,8 +208,19 @@ def test_default_butane_pins_newest_version_with_hash_link_transfer_and_keyring(
     assert script["mode"] == 0o755
     assert '"$sysupdate" --component="$name" update' in script["contents"]["inline"]
     assert "restart) systemctl restart systemd-sysext.service ;;" in script["contents"]["inline"]
-    # Flatcar enables systemd-sysext.service itself; nothing touches the stock sysupdate unit.
-    assert "systemd-sysext.service" not in units
+    # Flatcar enables systemd-sysext.service itself: the config only adds the boot-merge
+    # drop-in (the host's systemd version is unknown, and 262 would hang its boot without it).
+    assert units["systemd-sysext.service"] == {
+        "name": "systemd-sysext.service",
+        "dropins": [
+            {"name": "50-sysext-boot-merge.conf", "contents": units["systemd-sysext.service"]
+             ["dropins"][0]["contents"]},
+        ],
+    }  # fmt: skip
+    assert (
+        "systemd-sysext refresh --no-reload"
+        in units["systemd-sysext.service"]["dropins"][0]["contents"]
+    )
     # The stock sysupdate units only get the combined keyring before they start.
     assert units["systemd-sysupdate.service"] == {
         "name": "systemd-sysupdate.service",
@@ -237,7 +248,11 @@ def test_update_unit_follows_on_update_and_fcos_enables_sysext(
     document = yaml.safe_load(result.stdout)
     assert (document["variant"], document["version"]) == ("fcos", "1.4.0")
     units = {u["name"]: u for u in document["systemd"]["units"]}
-    assert units["systemd-sysext.service"] == {"name": "systemd-sysext.service", "enabled": True}
+    # Enabled (FCOS ships it disabled), with the boot-merge drop-in: the host's systemd
+    # version is unknown, and 262 would hang its boot without it.
+    assert units["systemd-sysext.service"]["enabled"] is True
+    dropins = units["systemd-sysext.service"]["dropins"]
+    assert [d["name"] for d in dropins] == ["50-sysext-boot-merge.conf"]
     service = units["sysext-update-podman.service"]["contents"]
     assert service.endswith(
         "ExecStart=/bin/sh /etc/sysext/update-extension podman /var/lib/extensions/podman.raw"
@@ -295,11 +310,13 @@ def test_every_option_combination_passes_ignition_validate_and_matches_butane(
     assert ("/etc/sysupdate.crio.d/crio.conf" in paths) == (options.updates and not new)
     assert ("/etc/sysupdate.crio.component" in paths) == (options.updates and new)
     units = {u["name"]: u for u in ignition.get("systemd", {}).get("units", [])}
-    # 262 hosts merge at boot without the restarts that would deadlock the boot (the booted
-    # proof: tests/test_booted_update.py); with updates or without.
+    # 262 hosts — and hosts of an unknown version, which may be 262 — merge at boot without
+    # the restarts that would deadlock the boot (the booted proof:
+    # tests/test_booted_update.py); with updates or without.
     sysext = units.get("systemd-sysext.service", {})
+    boot_merge = new or options.systemd_version is None
     assert [d["name"] for d in sysext.get("dropins", [])] == (
-        ["50-sysext-boot-merge.conf"] if new else []
+        ["50-sysext-boot-merge.conf"] if boot_merge else []
     )
     if options.on_update is OnUpdate.NOTIFY:
         assert units["systemd-sysupdate-notify-sysext.socket"] == {
@@ -664,7 +681,12 @@ def test_merge_into_adds_entries_keeps_the_users_and_is_idempotent(
     generated = yaml.safe_load(run_cli("butane", "podman", "--registry", url).stdout)
     want, got = described(generated), described(merged)
     assert want["files"] < got["files"] and want["links"] <= got["links"]
-    assert want["units"] <= got["units"]
+    # The user's systemd-sysext.service (enabled) and ours (the boot-merge drop-in) become
+    # one unit carrying both; every other generated unit is taken as it is.
+    sysext = "systemd-sysext.service"
+    assert {u for u in want["units"] if u[0] != sysext} <= got["units"]
+    ours = next(u for u in want["units"] if u[0] == sysext)
+    assert (sysext, True, None, ours[3]) in got["units"]
     assert ("/etc/hostname", 0o644, "bytes", sha256(b"node-1")) in got["files"]
     # Merging into the merged file changes nothing.
     again_file = tmp_path / "merged.bu"

@@ -130,7 +130,12 @@ def test_multi_extension_endpoint_with_options(registry: RegistryServer, tmp_pat
     assert [f["path"] for f in document["storage"]["files"]] == [
         "/opt/extensions/podman/podman-5.4.0-rc1-x86-64.raw"
     ]
-    assert "systemd" not in document
+    # No update units; only the boot-merge drop-in (an unknown systemd may be 262, whose
+    # first boot would hang on the image's EXTENSION_RESTART_UNITS= without it).
+    units = document["systemd"]["units"]
+    assert [(u["name"], [d["name"] for d in u["dropins"]]) for u in units] == [
+        ("systemd-sysext.service", ["50-sysext-boot-merge.conf"])
+    ]
     verify_config_sources(document)
 
 

@@ -87,9 +87,12 @@ def test_certificates_are_installed_whenever_the_registry_serves_them(
     files = files_of(document)
     for stem in ("builder", "next"):  # both certificates of the rotation, one file each
         assert files[cert_path(keys[stem][1])] == keys[stem][1].read_bytes()
-    # No policy without --require-signed: the plain image still merges.
+    # No policy without --require-signed: the plain image still merges (the only drop-in
+    # is the boot merge every config of an unknown systemd version carries).
     assert POLICY_CONF not in files
-    assert sysext_units(document) == []
+    assert [d["name"] for u in sysext_units(document) for d in u.get("dropins", [])] == [
+        "50-sysext-boot-merge.conf"
+    ]
 
 
 @pytest.mark.parametrize("version", [255, 257, 258])

@@ -569,7 +569,10 @@ def compose_config(
             sysext_dropins = (policy_dropin(),)
         notes.append(policy_note(options.systemd_version))
     # Never together with the policy drop-in (that one is for < 259): both replace ExecStart=.
-    if version is not None and version >= SYSTEMD_262:
+    # An unknown version may be 262, whose boot would hang without it; on 252-254 the
+    # unknown --no-reload fails and the drop-in falls back to the stock refresh (booted on
+    # 254 and 257: tests/test_booted_update.py, the reboot-marker test).
+    if version is None or version >= SYSTEMD_262:
         sysext_dropins += (BOOT_MERGE_DROPIN,)
     if options.variant is Variant.FCOS:
         # Fedora CoreOS ships systemd-sysext.service disabled; Flatcar enables it.
