@@ -71,7 +71,7 @@ class RegistryService:
         self.broken: list[consistency.Problem] = []
         self.storage = make_storage(settings)
         # Sightings of managed hosts, buffered per worker (fleet.py).
-        self.fleet = fleet.FleetRecorder(settings.fleet_flush)
+        self.fleet = fleet.FleetRecorder(settings.fleet_flush, settings.fleet_queue)
         self._trees: tuple[float, dict[tuple[str, str], frozenset[str]]] | None = None
 
     @contextlib.contextmanager
