@@ -14,7 +14,7 @@ from typing import Any
 import requests
 
 from sysext.core.rollout import app_specific_id, host_bucket
-from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.registry_server import RegistryServer, build_image, listing, running_registry
 from tests.servers import run_cli
 from tests.test_rollout_policy import wait_for
 
@@ -48,7 +48,8 @@ def poll(reg: RegistryServer, host: str, image: bool = False) -> int:
     manifest = requests.get(f"{base}/SHA256SUMS", timeout=30)
     if not image or manifest.status_code != 200:
         return manifest.status_code
-    newest = manifest.text.splitlines()[-1].split()[-1]
+    # The newest image it lists (a BEST-BEFORE marker line comes after the images).
+    newest = listing(manifest.content)[-1].filename
     return requests.get(f"{base}/{newest}", timeout=30, allow_redirects=False).status_code
 
 
