@@ -1,5 +1,5 @@
 """Rollout bucket manifests carry the channel's BEST-BEFORE marker (issue 20 for issue 21's
-tree), signed, and the real systemd-sysupdate 254 still installs from a bucket.
+tree), signed, and the real systemd-sysupdate 254 and 262 still install from a bucket.
 
 systemd 260+ refuse a manifest once its BEST-BEFORE day has come; a bucket directory
 without the line would let a replayed old bucket manifest stay acceptable to them until
@@ -63,14 +63,17 @@ def test_bucket_manifests_carry_the_channels_marker_and_sysupdate_accepts_them(
 
     # Real hosts in offered and other buckets: the signed manifests with the marker
     # verify (Verify=yes) and each installs what its bucket offers.
+    # 254 ignores the marker; 262 reads it and refuses a manifest whose day has come.
     offered = offered_buckets(bytes.fromhex(ROLLOUT_KEY), "hello", "1.1", 50)
-    hosts = provision(reg, tmp_path / "hosts", 8)
+    hosts = provision(reg, tmp_path / "hosts", 12)
     keyring = reg.keyring()
-    for host in hosts:
-        result = run_sysupdate(host.root, ["-C", "hello", "update"], keyring)
-        assert result.returncode == 0, result.stderr
+    for number, host in enumerate(hosts):
+        client = 262 if number % 3 == 2 else 254
+        result = run_sysupdate(host.root, ["-C", "hello", "update"], keyring, client=client)
+        assert result.returncode == 0, (client, result.stderr)
         assert running_version(host) == ("1.1" if host.bucket in offered else "1.0")
     assert {host.bucket in offered for host in hosts} == {True, False}
+    assert {host.bucket in offered for host in hosts[2::3]} == {True, False}
 
     # A restart with a fresh tree rebuilds nothing. Re-signing under a policy that moves
     # the marker's day (30 days of lifetime, renewal due at once) gives a new generation
