@@ -17,6 +17,16 @@ same DATA/public, with hello 1.0 released and 1.1 rolling out at 50 %:
   for `sysext serve` and for nginx.
 
 wrk runs on the same machine: compare the ratios, not the absolute figures.
+
+    .venv/bin/python bench/rollout.py --through nginx,bucket [--fleet-polls 1000]
+                                      [--fleet-hosts 50] [--parallel 4]
+
+instead polls with the real client through the shipped nginx block (sysext-registry.conf
+over the registry's public tree) and straight from an S3 bucket (a single-node Ceph radosgw,
+tests/ceph_rgw.py; hosts use `--static` bucket paths): FLEET_POLLS polls on the managed
+(bucket) path and as many on the unmanaged (channel) path, by FLEET_HOSTS hosts each, PARALLEL
+at a time, the two paths alternating round by round. Printed: wall time, median and p90 per
+poll, and for nginx the requests per poll (its access log; the bucket serves the same files).
 """
 
 from __future__ import annotations
@@ -31,7 +41,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -39,11 +51,13 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.serve import WrkResult, _ms, _size, nginx
+from registry.http.nginx_conf import server_block, standalone_config
 from sysext.core.rollout import app_specific_id
 from sysext.provision import ExtensionRef, HttpCatalog, ProvisionOptions, generate_config
 from sysext.provision.model import InlineContents
 from sysext.provision.rollout_identity import TEMPLATE_DIR
-from tests.registry_server import RegistryServer, build_image, running_registry
+from sysext.trust.signing import generate_key
+from tests.registry_server import RegistryServer, build_image, free_port, running_registry
 from tests.servers import run_cli
 from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
 
@@ -152,15 +166,206 @@ def polls(
 
 
 @contextlib.contextmanager
-def registry(scratch: Path, fleet_flush: int) -> Iterator[RegistryServer]:
-    env = {"SYSEXT_FLEET_FLUSH": str(fleet_flush), "SYSEXT_ROLLOUT_TICK": "3600"}
-    with running_registry(scratch / "data", env=env, args=("--workers", "2")) as reg:
+def registry(
+    scratch: Path,
+    fleet_flush: int,
+    extra: dict[str, str] | None = None,
+    data: Path | None = None,
+) -> Iterator[RegistryServer]:
+    env = {"SYSEXT_FLEET_FLUSH": str(fleet_flush), "SYSEXT_ROLLOUT_TICK": "3600", **(extra or {})}
+    scratch.mkdir(parents=True, exist_ok=True)
+    with running_registry(data or scratch / "data", env=env, args=("--workers", "2")) as reg:
         images = scratch / "images"
         images.mkdir()
         admin(reg, "publish", str(build_image(images, "hello", "1.0")))
         admin(reg, "rollout", "set", "hello", "1.1", "--percent", "50")
         admin(reg, "publish", str(build_image(images, "hello", "1.1")))
         yield reg
+
+
+@dataclass(frozen=True)
+class PollFigures:
+    polls: int
+    wall_s: float
+    median_s: float
+    p90_s: float
+    requests: int | None  # None: not counted
+
+
+def transfer_root(root: Path, registry_url: str, host_id: str | None, static: bool) -> Path:
+    """A host whose transfer file is what `sysext transfer` prints for it (the file the
+    provisioning's first-boot script writes: tests/test_rollout_identity.py)."""
+    argv = ["transfer", "hello", "--registry", registry_url, "--any-os"]
+    if host_id is not None:
+        argv += ["--host-id", host_id, *(["--static"] if static else [])]
+    result = run_cli(*argv)
+    if result.returncode != 0:
+        raise SystemExit(result.stderr)
+    (root / "etc/sysupdate.hello.d").mkdir(parents=True)
+    (root / "etc/sysupdate.hello.d/hello.conf").write_text(result.stdout)
+    (root / "etc/os-release").write_text("ID=flatcar\nVERSION_ID=4081.2.0\n")
+    follow_mkdir_instruction(root, result.stdout)
+    return root
+
+
+def fleet_polls(
+    paths: dict[str, list[Path]],
+    rounds: int,
+    parallel: int,
+    keyring: bytes,
+    count: Callable[[], int] | None,
+) -> dict[str, PollFigures]:
+    """Every host of each path polled `rounds` times, `parallel` at a time (never one root
+    twice at once); the paths alternate round by round so load falls on both alike."""
+    times: dict[str, list[float]] = {label: [] for label in paths}
+    walls = dict.fromkeys(paths, 0.0)
+    requests_seen = dict.fromkeys(paths, 0)
+
+    def one(root: Path) -> float:
+        started = time.monotonic()
+        result = run_sysupdate(root, ["-C", "hello", "update"], keyring)
+        if result.returncode != 0:
+            raise SystemExit(result.stderr)
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(parallel) as pool:
+        for _ in range(rounds):
+            for label, roots in paths.items():
+                before = count() if count is not None else 0
+                started = time.monotonic()
+                times[label] += pool.map(one, roots)
+                walls[label] += time.monotonic() - started
+                if count is not None:
+                    requests_seen[label] += count() - before
+    figures = {}
+    for label, found in times.items():
+        found.sort()
+        figures[label] = PollFigures(
+            len(found),
+            walls[label],
+            statistics.median(found),
+            found[int(len(found) * 0.9)],
+            requests_seen[label] if count is not None else None,
+        )
+    return figures
+
+
+@contextlib.contextmanager
+def logging_nginx(public: Path, upstream: str, prefix: Path) -> Iterator[tuple[str, Path]]:
+    """The shipped block (sysext-registry.conf) with an access log, to count requests."""
+    port = free_port()
+    prefix.mkdir()
+    block = server_block(public, f"127.0.0.1:{port}", upstream)
+    log = prefix / "access.log"
+    config = standalone_config(prefix, block, workers=2).replace(
+        "access_log off;", f"access_log {log};"
+    )
+    (prefix / "nginx.conf").write_text(config)
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(url + "/keyring.gpg", timeout=2)
+                break
+            time.sleep(0.05)
+        yield url, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def host_ids(count: int) -> list[str]:
+    return [
+        app_specific_id(hashlib.sha256(f"bench {n}".encode()).hexdigest()[:32])
+        for n in range(count)
+    ]
+
+
+def through(args: argparse.Namespace, scratch: Path) -> None:
+    rounds = max(1, args.fleet_polls // args.fleet_hosts)
+    ids = host_ids(args.fleet_hosts)
+    results: dict[str, dict[str, PollFigures]] = {}
+    loads: dict[str, tuple[float, float]] = {}
+    if "nginx" in args.through:
+        with (
+            registry(scratch / "nginx-registry", args.fleet_flush) as reg,
+            logging_nginx(reg.data / "public", reg.url, scratch / "nginx") as (url, log),
+        ):
+            paths = {
+                "managed (bucket path)": [
+                    transfer_root(scratch / f"nm{n}", url, h, False) for n, h in enumerate(ids)
+                ],
+                "unmanaged (channel path)": [
+                    transfer_root(scratch / f"nu{n}", url, None, False) for n in range(len(ids))
+                ],
+            }
+            load = os.getloadavg()[0]
+            results["nginx"] = fleet_polls(
+                paths, rounds, args.parallel, reg.keyring(), lambda: lines(log)
+            )
+            loads["nginx"] = (load, os.getloadavg()[0])
+    if "bucket" in args.through:
+        from tests.ceph_rgw import start_rgw, stop_rgw
+        from tests.test_registry_scale import s3_env
+
+        rgw = start_rgw()
+        try:
+            key = scratch / "key" / "signing.pgp"
+            key.parent.mkdir(mode=0o700)
+            generate_key(key, "sysext bench registry <bench@localhost>")
+            data = scratch / "s3-registry" / "data"
+            data.mkdir(parents=True)
+            env = s3_env(rgw, "rollout-bench", f"sqlite:///{data / 'registry.db'}", key)
+            with registry(scratch / "s3-registry", args.fleet_flush, env, data) as reg:
+                bucket_url = f"{rgw.endpoint}/rollout-bench"
+                paths = {
+                    "managed (bucket path)": [
+                        transfer_root(scratch / f"bm{n}", bucket_url, h, True)
+                        for n, h in enumerate(ids)
+                    ],
+                    "unmanaged (channel path)": [
+                        transfer_root(scratch / f"bu{n}", bucket_url, None, False)
+                        for n in range(len(ids))
+                    ],
+                }
+                load = os.getloadavg()[0]
+                results["bucket (Ceph RGW)"] = fleet_polls(
+                    paths, rounds, args.parallel, reg.keyring(), None
+                )
+                loads["bucket (Ceph RGW)"] = (load, os.getloadavg()[0])
+        finally:
+            stop_rgw(rgw)
+    print(
+        f"real systemd-sysupdate 254, {args.fleet_hosts} hosts per path x {rounds} polls, "
+        f"{args.parallel} at a time, hello 1.0 released and 1.1 at 50 %:"
+    )
+    for where, figures in results.items():
+        before, after = loads[where]
+        print(f"  {where} (load average {before:.1f} before, {after:.1f} after):")
+        for label, f in figures.items():
+            per_poll = f"{f.requests / f.polls:.2f} requests/poll" if f.requests else "n/a"
+            print(
+                f"    {label:26} {f.polls:5d} polls in {f.wall_s:6.1f} s, "
+                f"{f.median_s * 1000:5.0f} ms median, {f.p90_s * 1000:5.0f} ms p90, {per_poll}"
+            )
+        managed, plain = figures["managed (bucket path)"], figures["unmanaged (channel path)"]
+        print(
+            f"    managed / unmanaged: {managed.wall_s / plain.wall_s:.2f}x wall time, "
+            f"{managed.median_s / plain.median_s:.2f}x median"
+        )
 
 
 def main() -> None:
@@ -174,7 +379,25 @@ def main() -> None:
         "--fleet-flush", type=int, default=5, help="SYSEXT_FLEET_FLUSH of the server (seconds)"
     )
     parser.add_argument("--skip-polls", action="store_true", help="only the wrk part")
+    parser.add_argument(
+        "--through",
+        default="",
+        help="nginx,bucket: only the real-client polls through these (see the module doc)",
+    )
+    parser.add_argument("--fleet-polls", type=int, default=1000, help="polls per path")
+    parser.add_argument("--fleet-hosts", type=int, default=50, help="hosts per path")
+    parser.add_argument("--parallel", type=int, default=4, help="clients at a time")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="wrk runs per path (medians are printed)"
+    )
     args = parser.parse_args()
+    if args.through:
+        args.through = {t.strip() for t in args.through.split(",")}
+        if not args.through <= {"nginx", "bucket"}:
+            parser.error("--through takes nginx, bucket or both")
+        with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
+            through(args, Path(tmp))
+        return
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
         scratch = Path(tmp)
         with registry(scratch, args.fleet_flush) as reg:
@@ -190,15 +413,20 @@ def main() -> None:
             plain = scratch / "plain.lua"
             plain.write_text(PLAIN_LUA)
             lua_env = {"DISTINCT": str(args.distinct), "BASE": "/rollouts/stable/hello"}
-            results: dict[str, WrkResult] = {}
+            runs: dict[str, list[WrkResult]] = {}
+            load_before = os.getloadavg()
             with nginx(reg.data / "public", reg.url, 2, scratch / "nginx") as nginx_url:
-                for label, url in (("sysext serve", reg.url), ("nginx", nginx_url)):
-                    results[f"{label}, one manifest"] = wrk_lua(
-                        url, plain, lua_env, args.connections, args.duration
-                    )
-                    results[f"{label}, per host"] = wrk_lua(
-                        url, script, lua_env, args.connections, args.duration
-                    )
+                # Rounds alternate the two paths, so a neighbour's burst of load on a
+                # shared machine falls on both sides rather than on one.
+                for _ in range(args.rounds):
+                    for label, url in (("sysext serve", reg.url), ("nginx", nginx_url)):
+                        for kind, lua in (("one manifest", plain), ("per host", script)):
+                            result = wrk_lua(url, lua, lua_env, args.connections, args.duration)
+                            runs.setdefault(f"{label}, {kind}", []).append(result)
+            load_after = os.getloadavg()
+            results = {label: _median(found) for label, found in runs.items()}
+            # The other worker writes what it queued within one flush interval.
+            time.sleep(min(args.fleet_flush, 30) + 1)
             fleet = requests.get(f"{reg.url}/api/v1/extensions/hello/fleet", timeout=120).json()
     total = args.hosts * args.polls
     print(f"real systemd-sysupdate 254, {total} polls each ({args.hosts} hosts x {args.polls}):")
@@ -210,7 +438,9 @@ def main() -> None:
         )
     print(
         f"manifest path, wrk -t2 -c{args.connections} -d{args.duration}s, "
-        f"{args.distinct:,} distinct host IDs on the per-host path:"
+        f"{args.distinct:,} distinct host IDs on the per-host path, median of "
+        f"{args.rounds} alternating runs, load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after:"
     )
     for server in ("sysext serve", "nginx"):
         one, per_host = results[f"{server}, one manifest"], results[f"{server}, per host"]
@@ -224,7 +454,21 @@ def main() -> None:
             f"{per_host.requests_per_s / one.requests_per_s:.2f}x req/s, "
             f"p99 {per_host.p99_ms / max(one.p99_ms, 0.001):.2f}x"
         )
-    print(f"fleet view after the run: {fleet['hosts']:,} hosts recorded")
+    print(
+        f"fleet view after the run: {fleet['hosts']:,} hosts recorded, "
+        f"{fleet['dropped_sightings']:,} sightings dropped (full queue)"
+    )
+
+
+def _median(results: list[WrkResult]) -> WrkResult:
+    """Per figure, the median over the runs."""
+    return WrkResult(
+        statistics.median(r.requests_per_s for r in results),
+        statistics.median(r.bytes_per_s for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.errors for r in results),
+    )
 
 
 if __name__ == "__main__":

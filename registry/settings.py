@@ -64,8 +64,10 @@ class Settings:
     s3_secret_access_key: str | None = field(default=None, repr=False)
     # Staged rollouts (docs/rollouts.md): how often each worker writes the host sightings
     # it buffered (seconds; 0: at once), and how often rollout schedules, canary gates and
-    # auto-pause windows are checked.
+    # auto-pause windows are checked. fleet_queue: sightings each worker holds between
+    # two writes; beyond that they are dropped and counted (a poll never waits).
     fleet_flush: int = 5
+    fleet_queue: int = 100_000
     rollout_tick: int = 60
     # PEM certificates whose signatures make a verity DDI acceptable (registry/trust/verity.py);
     # empty: DDIs are refused.
@@ -233,6 +235,7 @@ ENV_NAMES = {
     "linger_timeout": "SYSEXT_LINGER_TIMEOUT",
     "forwarded_allow_ips": "SYSEXT_FORWARDED_ALLOW_IPS",
     "fleet_flush": "SYSEXT_FLEET_FLUSH",
+    "fleet_queue": "SYSEXT_FLEET_QUEUE",
     "rollout_tick": "SYSEXT_ROLLOUT_TICK",
     "verity_certs": "SYSEXT_VERITY_CERTS",
     "verity_retired_certs": "SYSEXT_VERITY_RETIRED_CERTS",
@@ -243,7 +246,7 @@ _INTEGERS = frozenset(
         "port", "workers", "max_upload_bytes", "keep_snapshots", "header_timeout",
         "max_header_bytes", "max_connections", "keepalive_timeout", "max_keepalive_requests",
         "upload_timeout", "min_rate", "stall_timeout", "linger_timeout",
-        "fleet_flush", "rollout_tick",
+        "fleet_flush", "fleet_queue", "rollout_tick",
     }
 )  # fmt: skip
 _ZERO_OK = frozenset({"port", "max_connections", "fleet_flush"})

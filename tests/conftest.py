@@ -33,6 +33,7 @@ REGISTRY_DB_MODULES = frozenset(
         "test_registry_cache",
         "test_provision_registry",
         "test_rollout_policy",
+        "test_rollout_fleet",
     }
 )
 

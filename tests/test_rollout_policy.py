@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from sysext.core.rollout import app_specific_id, host_bucket
-from tests.registry_server import RegistryServer, build_image, running_registry
+from tests.registry_server import RegistryServer, build_image, listing, running_registry
 from tests.servers import CliResult, run_cli
 from tests.test_web_catalogue import WIDTHS, Page, axe_violations, browser, page_factory
 
@@ -64,7 +64,8 @@ def fetch(reg: RegistryServer, host: str) -> str | None:
     base = f"{reg.url}/rollouts/stable/{NAME}/{host_bucket(host):02d}/{host}"
     manifest = requests.get(f"{base}/SHA256SUMS", timeout=10)
     assert manifest.status_code == 200
-    newest = manifest.text.splitlines()[-1].split()[-1]
+    # The newest image it lists (a BEST-BEFORE marker line comes after the images).
+    newest = listing(manifest.content)[-1].filename
     assert requests.get(f"{base}/{newest}", timeout=10).status_code == 200
     return newest.removeprefix(f"{NAME}-").removesuffix("-x86-64.raw")
 
@@ -236,3 +237,38 @@ def test_lowering_is_refused(registry: RegistryServer) -> None:
     assert lowered.returncode != 0 and "use `sysext rollout halt`" in lowered.stderr
     assert "only moves forward" in lowered.stderr
     assert status(registry)["percent"] == 30
+
+
+def test_the_catalogue_never_calls_a_version_mid_rollout_the_channels_newest(
+    registry: RegistryServer,
+) -> None:
+    """1.1 at 0 % (the fixture): the channel's manifest lists 1.0 only, so the API's
+    latest_version, the home page and the instructions' image say 1.0, and 1.1 is shown
+    apart with its stage; at 100 % it becomes the newest."""
+    reg = registry
+
+    def summary() -> dict[str, object]:
+        found = requests.get(f"{reg.url}/api/v1/extensions", timeout=10).json()
+        return next(e for e in found if e["name"] == NAME)
+
+    assert "1.1" not in requests.get(f"{reg.url}/extensions/{NAME}/SHA256SUMS", timeout=10).text
+    assert summary()["latest_version"] == "1.0"
+    assert summary()["rolling_out"] == {"stable": ["1.1"]}
+    home = requests.get(f"{reg.url}/", timeout=10).text
+    assert (
+        '<span class="badge">stable</span> 1.0 <span class="rolling">(1.1 rolling out at 0%)'
+        in home
+    )
+    page = requests.get(f"{reg.url}/catalog/{NAME}", timeout=10).text
+    assert "As the image of version 1.0 (" in page
+    assert '1.1</a> <span class="badge">rolling out at 0%</span>' in page
+    assert cli(reg, "rollout", "halt", NAME, "1.1").returncode == 0
+    page = requests.get(f"{reg.url}/catalog/{NAME}", timeout=10).text
+    assert '1.1</a> <span class="badge">halted: halted by an operator</span>' in page
+
+    assert cli(reg, "rollout", "resume", NAME, "1.1", "--percent", "100").returncode == 0
+    assert (summary()["latest_version"], summary()["rolling_out"]) == ("1.1", {})
+    home = requests.get(f"{reg.url}/", timeout=10).text
+    assert '<span class="badge">stable</span> 1.1</span>' in home
+    page = requests.get(f"{reg.url}/catalog/{NAME}", timeout=10).text
+    assert "As the image of version 1.1 (" in page

@@ -123,6 +123,15 @@ def rollout_phases(
     on_11 = sum(host_bucket(h) in offered for _, h in via_replica)
     want = {v: n for v, n in (("1.0", len(via_replica) - on_11), ("1.1", on_11)) if n}
     assert fleet_counts(reg) == want
+    # Every bucket directory in the bucket lists the channel's BEST-BEFORE marker (signed
+    # with it: the hosts above verified it) and serves the empty file it names.
+    channel = requests.get(f"{bucket_url}/extensions/hello/SHA256SUMS", timeout=10).text
+    (marker,) = [line.split()[1] for line in channel.splitlines() if "BEST-BEFORE-" in line]
+    for bucket in (0, 63, 99):
+        directory = f"{bucket_url}/rollouts/stable/hello/{bucket:02d}"
+        listed = requests.get(f"{directory}/SHA256SUMS", timeout=10).text
+        assert listed.splitlines()[-1].endswith(f" {marker}"), listed
+        assert requests.get(f"{directory}/{marker}", timeout=10).content == b""
     admin(reg, "rollout", "set", "hello", "1.1", "--percent", "100")
     for root, _ in [*direct, *via_replica, *via_nginx]:
         assert running(root, keyring) == "1.1"

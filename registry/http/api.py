@@ -136,7 +136,13 @@ class ExtensionSummary(BaseModel):
     description: str | None = Field(
         default=None, description="X_SYSEXT_DESCRIPTION of the newest listed image"
     )
-    latest_version: str | None
+    latest_version: str | None = Field(
+        description="newest version a channel offers every host (not one still rolling out)"
+    )
+    rolling_out: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="channel -> published versions still rolling out (docs/rollouts.md)",
+    )
     arches: list[str]
     channels: list[str]
     versions: int

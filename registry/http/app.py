@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -52,22 +52,17 @@ async def _maintenance_loop(service: RegistryService) -> None:
                 log.info("event=key_rotation phase=%s", entered)
 
 
-async def _rollout_loop(service: RegistryService, period: float, flush: float) -> None:
-    """Write this worker's host sightings every `flush` seconds (also when no request
-    comes to trigger it), and every `period` seconds advance rollout schedules, end canary
-    phases, auto-pause, sample the fleet (rollout_ops.tick; every worker runs it, the
-    writer lock makes each change once)."""
-    step = max(1.0, min(period, flush or period))
-    waited = 0.0
+async def _rollout_loop(service: RegistryService, period: float) -> None:
+    """Every `period` seconds advance rollout schedules, end canary phases, auto-pause,
+    sample the fleet (rollout_ops.tick; every worker runs it, the writer lock makes each
+    change once). Host sightings are written by the fleet thread (fleet.py); the tick
+    writes this worker's first, so it decides on what the worker has seen."""
     while True:
-        await asyncio.sleep(step)
-        waited += step
+        await asyncio.sleep(period)
         try:
             await run_in_threadpool(service.fleet.flush, service)
-            if waited >= period:
-                waited = 0.0
-                for line in await run_in_threadpool(rollout_ops.tick, service):
-                    log.info("event=rollout %s", line)
+            for line in await run_in_threadpool(rollout_ops.tick, service):
+                log.info("event=rollout %s", line)
         except Exception:  # keep serving; the next round retries
             log.exception("event=rollout_tick_failed")
 
@@ -101,11 +96,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service.fleet.start(service)
         tasks = [
             asyncio.create_task(_maintenance_loop(service)),
-            asyncio.create_task(
-                _rollout_loop(service, float(settings.rollout_tick), float(settings.fleet_flush))
-            ),
+            asyncio.create_task(_rollout_loop(service, float(settings.rollout_tick))),
         ]
         try:
             yield
@@ -115,8 +109,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            with contextlib.suppress(Exception):
-                service.fleet.flush(service)  # what this worker saw last
+            try:
+                service.fleet.stop(service)  # and write what this worker saw last
+            except Exception:
+                log.exception("event=fleet_flush_failed")
 
     app = FastAPI(
         lifespan=lifespan,
@@ -158,32 +154,11 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     # The public tree is answered in front of FastAPI (whose per-request wrappers cost
     # more than serving a cached manifest, docs/registry.md); it logs its own requests,
     # everything else is logged around the FastAPI app.
-    flushing: set[asyncio.Future[int]] = set()
-
-    def on_sighting() -> None:
-        # Written off the event loop, at most every fleet_flush seconds (fleet.py).
-        if service.fleet.due():
-            future = asyncio.get_running_loop().run_in_executor(None, service.fleet.flush, service)
-            flushing.add(future)
-            future.add_done_callback(_flushed(flushing))
-
     if settings.uses_s3:
         return tree.RedirectTree(
             AccessLogMiddleware(app),
             settings.base_url,
             service.fleet,
-            on_sighting,
             service.rollout_trees,
         )
-    return tree.PublicTree(
-        AccessLogMiddleware(app), settings.public_dir, service.fleet, on_sighting
-    )
-
-
-def _flushed(pending: set[asyncio.Future[int]]) -> Callable[[asyncio.Future[int]], None]:
-    def done(future: asyncio.Future[int]) -> None:
-        pending.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            log.error("event=fleet_flush_failed error=%r", future.exception())
-
-    return done
+    return tree.PublicTree(AccessLogMiddleware(app), settings.public_dir, service.fleet)

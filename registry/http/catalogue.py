@@ -9,7 +9,7 @@ they show can answer 404.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from registry.db.models import Image, as_utc
@@ -33,10 +33,16 @@ def _newest_first(images: Iterable[Image]) -> list[Image]:
     )
 
 
+# (name, channel) → version → rollout stage, of versions not offered to every host yet
+# (rollouts.unreleased): the catalogue names them apart, never as a channel's newest.
+Unreleased = Mapping[tuple[str, str], Mapping[str, str]]
+
+
 @dataclass(frozen=True)
 class ChannelLatest:
     channel: str
-    version: str
+    version: str | None  # None: only versions still rolling out
+    rolling_out: tuple[tuple[str, str], ...] = ()  # (version, stage), newer than `version`
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,10 @@ class ExtensionCard:
 
 
 def extension_cards(
-    images: Iterable[Image], configured_channels: Sequence[str], query: str = ""
+    images: Iterable[Image],
+    configured_channels: Sequence[str],
+    query: str = "",
+    unreleased: Unreleased | None = None,
 ) -> list[ExtensionCard]:
     by_name: dict[str, list[Image]] = {}
     for image in images:
@@ -75,8 +84,18 @@ def extension_cards(
         for channel in channel_order(
             (c for i in live for c in i.channel_names), configured_channels
         ):
-            newest = next(i for i in live if channel in i.channel_names)
-            latest.append(ChannelLatest(channel, newest.release_version))
+            held = (unreleased or {}).get((name, channel), {})
+            listed = [i for i in live if channel in i.channel_names]
+            newest = next((i for i in listed if i.release_version not in held), None)
+            rolling = []
+            for version in dict.fromkeys(i.release_version for i in listed):
+                if version in held and (
+                    newest is None or version_key(version) > version_key(newest.release_version)
+                ):
+                    rolling.append((version, held[version]))
+            latest.append(
+                ChannelLatest(channel, newest.release_version if newest else None, tuple(rolling))
+            )
         os_versions = {i.os_version_id for i in members if i.os_version_id}
         cards.append(
             ExtensionCard(
@@ -185,6 +204,7 @@ class VersionRow:
     yanked: bool
     yanked_at: dt.datetime | None
     verity_signer: str | None = None  # a signed verity DDI: its certificate's SHA-256
+    rolling_out: str | None = None  # the rollout's stage while not offered to every host
 
 
 @dataclass(frozen=True)
@@ -194,11 +214,15 @@ class ChannelVersions:
 
 
 def versions_by_channel(
-    images: Sequence[Image], configured_channels: Sequence[str]
+    images: Sequence[Image],
+    configured_channels: Sequence[str],
+    unreleased: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[ChannelVersions]:
-    """Every image (yanked ones too) under each channel it is published in, newest first."""
+    """Every image (yanked ones too) under each channel it is published in, newest first;
+    `unreleased`: channel → version → stage of this extension's rollouts in progress."""
     out = []
     for channel in channel_order((c for i in images for c in i.channel_names), configured_channels):
+        held = (unreleased or {}).get(channel, {})
         rows = tuple(
             VersionRow(
                 version=i.release_version,
@@ -211,6 +235,7 @@ def versions_by_channel(
                 yanked=i.yanked,
                 yanked_at=as_utc(i.yanked_at) if i.yanked_at else None,
                 verity_signer=i.verity_signer,
+                rolling_out=held.get(i.release_version),
             )
             for i in _newest_first(images)
             if channel in i.channel_names
@@ -219,14 +244,22 @@ def versions_by_channel(
     return out
 
 
-def describing_image(images: Sequence[Image], choice: Choice | None) -> Image | None:
+def describing_image(
+    images: Sequence[Image],
+    choice: Choice | None,
+    unreleased: Mapping[str, Mapping[str, str]] | None = None,
+) -> Image | None:
     """The image whose fields describe the extension: the newest installable one for the
-    reader's choice (a beta may ship more than stable), else the newest of all."""
+    reader's choice (a beta may ship more than stable) that the channel offers everyone
+    (not one still rolling out: `unreleased` as in versions_by_channel), else the newest
+    of all."""
     ordered = _newest_first(images)
     if choice is not None:
+        held = (unreleased or {}).get(choice.channel, {})
         for image in ordered:
             if (
                 not image.yanked
+                and image.release_version not in held
                 and choice.channel in image.channel_names
                 and image.arch == choice.arch
                 and image.os_version_id == choice.os_version

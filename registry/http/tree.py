@@ -58,13 +58,12 @@ class PublicTree:
         app: ASGIApp,
         public_dir: Path,
         fleet: FleetRecorder | None = None,
-        on_sighting: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
         self.public_dir = public_dir
+        self._root = str(public_dir)  # string joins: pathlib costs more than the stat
         self.cache = SmallFileCache(public_dir)
         self.fleet = fleet
-        self.on_sighting = on_sighting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,7 +100,7 @@ class PublicTree:
         if rollout is not None:
             url_path = rollout.static_path
             for fallback in fallback_paths(rollout):
-                if os.path.isdir(self.public_dir / url_path.rsplit("/", 1)[0]):
+                if os.path.isdir(f"{self._root}/{url_path.rsplit('/', 1)[0]}"):
                     break
                 url_path = fallback
         try:
@@ -115,9 +114,8 @@ class PublicTree:
             if served or outcome.status:
                 log_request(scope, outcome.status, outcome.sent, started)
             if rollout is not None and self.fleet is not None:
+                # A queue append; the database is written by the fleet thread (fleet.py).
                 self.fleet.record(rollout, outcome.status in (200, 206, 302, 304))
-                if self.on_sighting is not None:
-                    self.on_sighting()
         if not served:
             # No such file and a person's browser asking: the app answers with its HTML
             # 404 page (and logs the request itself).
@@ -178,13 +176,11 @@ class RedirectTree:
         app: ASGIApp,
         base_url: str,
         fleet: FleetRecorder | None = None,
-        on_sighting: Callable[[], None] | None = None,
         trees: Callable[[], dict[tuple[str, str], frozenset[str]]] | None = None,
     ) -> None:
         self.app = app
         self.base_url = base_url.rstrip("/")
         self.fleet = fleet
-        self.on_sighting = on_sighting
         # (name, channel) → groups of the rollout trees in the bucket (cached by the caller).
         self.trees = trees
 
@@ -213,8 +209,6 @@ class RedirectTree:
                 path = "/" + fallbacks[0]
             if self.fleet is not None:
                 self.fleet.record(rollout, True)
-                if self.on_sighting is not None:
-                    self.on_sighting()
         location = (self.base_url + path).encode()
         headers = ((b"location", location), (b"content-length", b"0"))
         await send({"type": "http.response.start", "status": 307, "headers": headers})

@@ -34,7 +34,7 @@ from registry.db.models import Image, utcnow
 from registry.errors import RegistryError
 from registry.http import catalogue, provision_routes
 from registry.http.fleet_chart import adoption_svg
-from registry.service import fleet, rollout_ops
+from registry.service import fleet, rollout_ops, rollouts
 from registry.service.core import RegistryService
 from sysext.core.errors import SysextError
 from sysext.core.urls import KEYRING_ARMORED, KEYRING_BINARY, extension_url_path
@@ -102,7 +102,8 @@ def home(request: Request, q: str = "") -> Response:
     service = _service(request)
     with service.sessions() as session:
         images = list(session.scalars(select(Image)))
-    cards = catalogue.extension_cards(images, service.settings.channels, q)
+        unreleased = rollouts.unreleased(session)
+    cards = catalogue.extension_cards(images, service.settings.channels, q, unreleased)
     return templates.TemplateResponse(
         request,
         "index.html",
@@ -190,9 +191,11 @@ def extension_page(
     if not images:
         return not_found_page(request, f"No extension named “{name}” is published here.")
     configured = service.settings.channels
+    with service.sessions() as session:
+        held = {c: v for (n, c), v in rollouts.unreleased(session).items() if n == name}
     offer = catalogue.Offer.of(images, configured)
     outcome = offer.choose(channel, arch, variant, os_version)
-    described = catalogue.describing_image(images, outcome.choice)
+    described = catalogue.describing_image(images, outcome.choice, held)
     summary = catalogue.summary_of(described)
     release = (described.release if described else None) or {}
     snippets: Snippets | None = None
@@ -247,7 +250,7 @@ def extension_page(
             "unusable": unusable,
             "signed": bool(described and described.verity_signer),
             "variants": VARIANT_LABELS,
-            "groups": catalogue.versions_by_channel(images, configured),
+            "groups": catalogue.versions_by_channel(images, configured, held),
             "paths": {
                 c: "/" + extension_url_path(name, c)
                 for c in {c for i in images for c in i.channel_names}

@@ -71,7 +71,7 @@ class RegistryService:
         self.broken: list[consistency.Problem] = []
         self.storage = make_storage(settings)
         # Sightings of managed hosts, buffered per worker (fleet.py).
-        self.fleet = fleet.FleetRecorder(settings.fleet_flush)
+        self.fleet = fleet.FleetRecorder(settings.fleet_flush, settings.fleet_queue)
         self._trees: tuple[float, dict[tuple[str, str], frozenset[str]]] | None = None
 
     @contextlib.contextmanager
@@ -659,6 +659,7 @@ class RegistryService:
         """One summary per extension; `query` matches names and descriptions (any case)."""
         with self.sessions() as session:
             images = list(session.scalars(select(Image)))
+            unreleased = rollouts.unreleased(session)
         by_name: dict[str, list[Image]] = {}
         for image in images:
             by_name.setdefault(image.name, []).append(image)
@@ -667,7 +668,21 @@ class RegistryService:
         for name in sorted(by_name):
             members = by_name[name]
             live = [i for i in members if not i.yanked]
-            latest = max(live, key=lambda i: version_key(i.release_version), default=None)
+            # The newest version some channel offers every host; one still rolling out is
+            # listed apart (rolling_out), not as the extension's latest (docs/rollouts.md).
+            offered = [
+                i
+                for i in live
+                if any(
+                    i.release_version not in unreleased.get((name, c), {}) for c in i.channel_names
+                )
+            ]
+            latest = max(offered, key=lambda i: version_key(i.release_version), default=None)
+            rolling = {
+                c: sorted(v, key=version_key)
+                for (n, c), v in sorted(unreleased.items())
+                if n == name and any(i.release_version in v for i in live)
+            }
             described = latest or max(members, key=lambda i: version_key(i.release_version))
             description = described.summary.description
             if needle and needle not in name.lower() and needle not in (description or "").lower():
@@ -677,6 +692,7 @@ class RegistryService:
                     "name": name,
                     "description": description,
                     "latest_version": latest.release_version if latest else None,
+                    "rolling_out": rolling,
                     "arches": sorted({i.arch for i in live}),
                     "channels": sorted({c for i in live for c in i.channel_names}),
                     # OS-bound images of one version (one per VERSION_ID) count once.

@@ -2,10 +2,11 @@
 
 Managed hosts poll `rollouts/CHANNEL/NAME[/groups/G]/BB/HOSTID/FILE` (sysext/core/rollout.py).
 The public-tree layer serves the bucket's file and hands (host, bucket, group, file) to a
-`FleetRecorder`: an in-memory map per worker process, one entry per host (a host polling
-twice is one entry), written to the database in one batch of upserts at most every
-`fleet_flush` seconds, off the event loop. So a poll costs a dict update, and the database
-sees one statement per host per interval however often it polls.
+`FleetRecorder`: a bounded queue per worker process that a background thread drains every
+`fleet_flush` seconds, folding it to one upsert per host (a host polling twice is one row)
+in transactions of FLUSH_BATCH rows. So a poll costs one append (or, with the queue full,
+one counted drop) and never waits for the database, which sees one row per host per
+interval however often it polls.
 
 A host's "version" is the version of the last image it fetched: sysupdate downloads an
 image only to install it, so that is what the host runs (or is about to). A host that only
@@ -23,19 +24,21 @@ are therefore an upper bound, and the canary gate a convenience, not a security 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, Text, cast, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from registry.db.models import as_utc, utcnow
-from registry.db.rollout_tables import FleetHost, FleetSample, Rollout
+from registry.db.models import as_utc
+from registry.db.rollout_tables import FleetHost, FleetSample, RegistryMeta, Rollout
 from sysext.core.rollout import BUCKETS, GROUPS_DIR, ROLLOUTS_DIR
 from sysext.core.urls import extension_url_path
 from sysext.systemd.architecture import Architecture
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 _BUCKET = re.compile(r"[0-9]{2}")
 _HOST = re.compile(r"[0-9a-f]{32}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+log = logging.getLogger("registry")
 
 
 @dataclass(frozen=True)
@@ -121,76 +125,167 @@ def image_version(name: str, filename: str) -> str | None:
     return None
 
 
+# A sighting as the serving path queues it: plain strings, ints and a float, so the tuple
+# holds nothing the garbage collector tracks. (A per-host object graph held until the next
+# flush made every new host a long-lived container, and full collections over the
+# worker's heap showed as the poll path's p99.)
+#   (name, host_id, channel, group, bucket, version or None, time.time())
+Sighting = tuple[str, str, str, str | None, int, str | None, float]
+# Rows per transaction: a batch takes the database's write lock for a few milliseconds
+# and the flushing thread lets the serving thread run between batches.
+FLUSH_BATCH = 2000
+
+
 @dataclass
 class _Seen:
     channel: str
     group: str | None
     bucket: int
     version: str | None
-    version_at: dt.datetime | None
-    at: dt.datetime
+    version_at: float | None
+    at: float
+    first: float
 
 
 class FleetRecorder:
-    """Per-process buffer of host sightings, flushed in batches (see the module doc)."""
+    """Per-process bounded queue of host sightings, written by a background thread.
 
-    def __init__(self, flush_seconds: float) -> None:
+    `record()` is all a poll pays: one append to a deque (atomic under the GIL: no lock, no
+    wait), or, with the queue full, one added to `dropped` — a poll never waits for the
+    database. The thread started by `start()` wakes every `flush_seconds` (at once for 0),
+    drains the queue, folds it to one entry per host and upserts those in batches of
+    FLUSH_BATCH rows, one transaction each. `flush()` does the same on demand (the fleet
+    view and the rollout job call it so they read what this worker saw), and `stop()`
+    writes what is left when the worker shuts down, so a restart loses no sighting that
+    was queued. Dropped sightings are added to a counter in the database with the next
+    batch (`fleet_view()` reports it): the view then undercounts and says by how much.
+    """
+
+    def __init__(self, flush_seconds: float, capacity: int = 100_000) -> None:
         self.flush_seconds = flush_seconds
-        self._lock = threading.Lock()  # guards _pending
-        self._writing = threading.Lock()  # one flush at a time; readers wait for it
-        self._pending: dict[tuple[str, str], _Seen] = {}
-        self._last_flush = time.monotonic()
+        self.capacity = capacity
+        self._queue: deque[Sighting] = deque()
+        # Sightings dropped: counted by the serving thread alone, and the share of them
+        # already added to the database's counter by the flushing side alone, so neither
+        # needs a lock.
+        self.dropped = 0
+        self._dropped_written = 0
+        self._writing = threading.Lock()  # one drain at a time; flush() waits for it
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def record(self, request: RolloutRequestPath, found: bool) -> None:
         if request.host_id is None or not found:
             return
-        now = utcnow()
+        if len(self._queue) >= self.capacity:
+            self.dropped += 1
+            return
         version = image_version(request.name, request.filename)
-        key = (request.name, request.host_id)
-        with self._lock:
-            seen = self._pending.get(key)
-            if seen is None:
-                seen = _Seen(request.channel, request.group, request.bucket, None, None, now)
-                self._pending[key] = seen
-            seen.channel, seen.group, seen.bucket = request.channel, request.group, request.bucket
-            seen.at = now
-            if version is not None:
-                seen.version, seen.version_at = version, now
+        self._queue.append(
+            (request.name, request.host_id, request.channel, request.group, request.bucket,
+             version, time.time())
+        )  # fmt: skip
+        if self.flush_seconds == 0:
+            self._wake.set()
 
-    def due(self) -> bool:
-        with self._lock:
-            if not self._pending or self._writing.locked():
-                return False
-            return time.monotonic() - self._last_flush >= self.flush_seconds
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def start(self, service: RegistryService) -> None:
+        """Start the flushing thread (once per worker, from the app's lifespan)."""
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(service,), name="fleet-flush", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, service: RegistryService) -> None:
+        """Stop the thread and write what is still queued."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush(service)
+
+    def _run(self, service: RegistryService) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.flush_seconds or None)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.flush(service)
+            except Exception:  # keep serving; what failed is queued again for the next round
+                log.exception("event=fleet_flush_failed")
+                self._stopping.wait(max(1.0, self.flush_seconds))
 
     def flush(self, service: RegistryService) -> int:
-        """Write the buffered sightings (one upsert per host); returns how many. Waits for
-        a flush in progress, so after it returns everything recorded before is stored."""
+        """Write everything queued; returns how many hosts. Waits for a flush in progress,
+        so after it returns everything recorded before the call is stored."""
         with self._writing:
-            with self._lock:
-                batch, self._pending = self._pending, {}
+            batch: dict[tuple[str, str], _Seen] = {}
+            for _ in range(len(self._queue)):
+                name, host_id, channel, group, bucket, version, at = self._queue.popleft()
+                seen = batch.get((name, host_id))
+                if seen is None:
+                    batch[(name, host_id)] = _Seen(
+                        channel, group, bucket, version, at if version else None, at, at
+                    )
+                    continue
+                seen.channel, seen.group, seen.bucket, seen.at = channel, group, bucket, at
+                if version is not None:
+                    seen.version, seen.version_at = version, at
+            seen_dropped = self.dropped
+            dropped = seen_dropped - self._dropped_written
+            items = list(batch.items())
+            written = 0
             try:
-                if batch:
+                for start in range(0, max(len(items), 1), FLUSH_BATCH):
+                    chunk = items[start : start + FLUSH_BATCH]
+                    if not chunk and not dropped:
+                        break
                     with service.sessions() as session:
-                        _upsert_hosts(session, batch)
+                        _upsert_hosts(session, chunk)
+                        if dropped:
+                            _count_dropped(session, dropped)
                         session.commit()
+                    if dropped:
+                        self._dropped_written, dropped = seen_dropped, 0
+                    written += len(chunk)
+                    time.sleep(0)  # let the serving thread take the GIL between batches
             except Exception:
-                with self._lock:  # keep what could not be written for the next round
-                    for key, seen in batch.items():
-                        self._pending.setdefault(key, seen)
+                # Queued again for the next round (a later sighting of the same host
+                # supersedes it); an unwritten drop count is still owed.
+                for (name, host_id), seen in items[written:]:
+                    self._queue.appendleft(
+                        (name, host_id, seen.channel, seen.group, seen.bucket, seen.version,
+                         seen.at)
+                    )  # fmt: skip
                 raise
-            finally:
-                self._last_flush = time.monotonic()
-            return len(batch)
+            if items or dropped:
+                log.debug("event=fleet_flush hosts=%d", written)
+            return written
 
 
 def _insert(session: Session) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
-def _upsert_hosts(session: Session, batch: dict[tuple[str, str], _Seen]) -> None:
+def _when(at: float) -> dt.datetime:
+    # Whole seconds, as utcnow() stores them: the canary gate compares first_seen with
+    # a rollout's offered_at.
+    return dt.datetime.fromtimestamp(int(at), dt.UTC)
+
+
+def _upsert_hosts(session: Session, batch: list[tuple[tuple[str, str], _Seen]]) -> None:
     """Upsert the batch: a host's version changes only when it fetched an image (COALESCE
     keeps the stored one otherwise)."""
+    if not batch:
+        return
     table = FleetHost.__table__
     rows = [
         {
@@ -200,11 +295,11 @@ def _upsert_hosts(session: Session, batch: dict[tuple[str, str], _Seen]) -> None
             "group": seen.group,
             "bucket": seen.bucket,
             "version": seen.version,
-            "version_at": seen.version_at,
-            "first_seen": seen.at,
-            "last_seen": seen.at,
+            "version_at": _when(seen.version_at) if seen.version_at is not None else None,
+            "first_seen": _when(seen.first),
+            "last_seen": _when(seen.at),
         }
-        for (name, host_id), seen in batch.items()
+        for (name, host_id), seen in batch
     ]
     # One statement, compiled once, executed for every row (the driver's executemany).
     statement = _insert(session)(table)
@@ -219,6 +314,23 @@ def _upsert_hosts(session: Session, batch: dict[tuple[str, str], _Seen]) -> None
     }
     upsert = statement.on_conflict_do_update(index_elements=["name", "host_id"], set_=update)
     session.execute(upsert, rows)
+
+
+DROPPED_KEY = "fleet_dropped"
+
+
+def _count_dropped(session: Session, dropped: int) -> None:
+    """Add to the registry-wide count of sightings no worker could queue (in SQL, so
+    workers and replicas adding at once lose nothing)."""
+    table = RegistryMeta.__table__
+    statement = _insert(session)(table).values(key=DROPPED_KEY, value=str(dropped))
+    total = cast(cast(table.c.value, Integer) + dropped, Text)
+    session.execute(statement.on_conflict_do_update(index_elements=["key"], set_={"value": total}))
+
+
+def dropped_sightings(session: Session) -> int:
+    row = session.get(RegistryMeta, DROPPED_KEY)
+    return int(row.value) if row is not None else 0
 
 
 def upsert_sample(session: Session, name: str, at: dt.datetime, version: str, hosts: int) -> None:
@@ -241,6 +353,7 @@ def fleet_view(service: RegistryService, name: str) -> dict[str, Any]:
         ).all()
         rollout_rows = session.scalars(select(Rollout).where(Rollout.name == name)).all()
         newest = session.scalar(select(func.max(FleetHost.last_seen)).where(FleetHost.name == name))
+        dropped = dropped_sightings(session)
     per_version: dict[str, dict[str, Any]] = {}
     per_group: dict[str, dict[str, int]] = {}
     for host in hosts:
@@ -262,4 +375,7 @@ def fleet_view(service: RegistryService, name: str) -> dict[str, Any]:
             for s in samples
         ],
         "rollouts": {f"{r.channel}/{r.version}": r.percent for r in rollout_rows},
+        # Sightings of any extension that a full queue dropped (registry-wide): when not
+        # 0, the counts above may be short by up to this many hosts.
+        "dropped_sightings": dropped,
     }

@@ -54,6 +54,18 @@ def trees(session: Session) -> dict[tuple[str, str], frozenset[str]]:
     return {k: frozenset(v) for k, v in found.items()}
 
 
+def unreleased(session: Session) -> dict[tuple[str, str], dict[str, str]]:
+    """(name, channel) → version → its stage, for every version not yet offered to every
+    host. The catalogue does not call such a version the channel's newest: the channel's
+    own manifest (what unmanaged hosts and anyone following the page's instructions read)
+    does not list it yet."""
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for row in session.scalars(select(Rollout)):
+        if not released(row):
+            found.setdefault((row.name, row.channel), {})[row.version] = stage(row)
+    return found
+
+
 def canary_pending(policy: Rollout) -> bool:
     return policy.canary > 0 and not policy.canary_done
 

@@ -4,7 +4,8 @@
     rollouts/CHANNEL/NAME/groups/G/BB/        hosts of group G that has a policy
 
 Each directory holds a SHA256SUMS listing what that bucket may install (the newest released
-version per architecture and OS version, plus the versions being rolled out to it), its
+version per architecture and OS version, plus the versions being rolled out to it) and,
+like a channel directory, the BEST-BEFORE line of the signing policy (materialize.py), its
 detached signature, and the listed images: sysupdate builds image URLs as `Path/NAME` and a
 manifest line may not contain '/' (spec §3.3), so the images must be reachable in the
 bucket's own directory. Locally they are hard links (no space, and nginx serves the same
@@ -12,7 +13,8 @@ inode); in S3 they are server-side copies (s3.py).
 
 Materialized like the channel directories (materialize.py): a complete new generation under
 `DATA/rollout-snapshots/CHANNEL/NAME/GEN/`, fsynced, then one symlink swap of
-`public/rollouts/CHANNEL/NAME`; an unchanged tree only gets its ageing signatures renewed.
+`public/rollouts/CHANNEL/NAME`; an unchanged tree only gets its ageing signatures renewed,
+unless the renewal moves the BEST-BEFORE day (a new manifest: a new generation).
 Only a few distinct manifests exist at any time (one per combination of versions offered),
 so each is signed once and the signature shared by every bucket listing it.
 """
@@ -27,7 +29,14 @@ from pathlib import Path
 
 from registry.settings import Settings
 from registry.storage.blobs import blob_path
-from registry.storage.materialize import PLACEHOLDER_NAME, prune_snapshots
+from registry.storage.materialize import (
+    PLACEHOLDER_NAME,
+    marker_files,
+    prune_snapshots,
+    served_is_current,
+    served_manifest,
+    split_served,
+)
 from registry.trust.keys import Signer
 from sysext.core.atomic import atomic_write
 from sysext.core.rollout import rollout_dir
@@ -68,6 +77,8 @@ def current_generation(settings: Settings, name: str, channel: str) -> Path | No
 
 
 def _matches(generation: Path, content: RolloutContent) -> bool:
+    """True when `generation` holds exactly `content` (signatures and BEST-BEFORE lines
+    aside)."""
     try:
         present = {
             str(p.parent.relative_to(generation))
@@ -78,7 +89,7 @@ def _matches(generation: Path, content: RolloutContent) -> bool:
             return False
         for slot in content.slots:
             directory = generation / slot.path
-            if (directory / MANIFEST_NAME).read_bytes() != slot.manifest:
+            if split_served((directory / MANIFEST_NAME).read_bytes())[0] != slot.manifest:
                 return False
             raws = {p.name for p in directory.iterdir() if p.name.endswith(".raw")}
             if raws != {f for f, _ in slot.images}:
@@ -96,27 +107,56 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def signatures(signer: Signer, content: RolloutContent) -> dict[bytes, bytes]:
-    """One signature per distinct manifest (there are few: see the module doc)."""
-    return {m: signer.sign(m) for m in {s.manifest for s in content.slots}}
+def served_manifests(signer: Signer, content: RolloutContent) -> dict[bytes, bytes]:
+    """listing → the SHA256SUMS served for it: with the BEST-BEFORE line the channel
+    directories carry (materialize.served_manifest), dated by the signature's expiry."""
+    best_before = signer.best_before()
+    return {s.manifest: served_manifest(s.manifest, best_before) for s in content.slots}
+
+
+def signatures(signer: Signer, served: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """One signature per distinct served manifest (there are few: see the module doc)."""
+    return {m: signer.sign(m) for m in set(served.values())}
+
+
+def _renew_in_place(generation: Path, signer: Signer, content: RolloutContent) -> bool:
+    """Renew the ageing signatures of an unchanged generation; False when a manifest
+    itself must change (its BEST-BEFORE day moved): then a new generation is built, as
+    for the channel directories, so no reader sees a manifest and a signature that do
+    not belong together."""
+    wanted = served_manifests(signer, content)
+    renewed: dict[bytes, bytes] = {}
+    for slot in content.slots:
+        directory = generation / slot.path
+        try:
+            stored = (directory / MANIFEST_NAME).read_bytes()
+        except OSError:
+            return False
+        found: dict[str, bytes | None] = {}
+        for name in SIGNATURE_NAMES:
+            try:
+                found[name] = (directory / name).read_bytes()
+            except OSError:
+                found[name] = None
+        if served_is_current(stored, found, slot.manifest, signer):
+            continue
+        if stored != wanted[slot.manifest]:
+            return False
+        if stored not in renewed:
+            renewed[stored] = signer.sign(stored)
+        # The same signature under every name a client asks for first (materialize.py).
+        for name in SIGNATURE_NAMES:
+            atomic_write(directory / name, renewed[stored], 0o644)
+    return True
 
 
 def materialize_rollouts(settings: Settings, signer: Signer, content: RolloutContent) -> None:
     current = current_generation(settings, content.name, content.channel)
-    if current is not None and _matches(current, content):
-        renewed: dict[bytes, bytes] = {}
-        for slot in content.slots:
-            # The same signature under every name a client asks for first (materialize.py).
-            for name in SIGNATURE_NAMES:
-                path = current / slot.path / name
-                try:
-                    signature = path.read_bytes()
-                except OSError:
-                    signature = b""
-                if not signer.signature_is_current(slot.manifest, signature):
-                    if slot.manifest not in renewed:
-                        renewed[slot.manifest] = signer.sign(slot.manifest)
-                    atomic_write(path, renewed[slot.manifest], 0o644)
+    if (
+        current is not None
+        and _matches(current, content)
+        and _renew_in_place(current, signer, content)
+    ):
         return
     parent = settings.data_dir / "rollout-snapshots" / content.channel / content.name
     parent.mkdir(parents=True, exist_ok=True)
@@ -124,17 +164,21 @@ def materialize_rollouts(settings: Settings, signer: Signer, content: RolloutCon
     final = parent / f"{max(generations, default=0) + 1:010d}"
     building = parent / f".#{final.name}"
     shutil.rmtree(building, ignore_errors=True)
-    signed = signatures(signer, content)
+    served = served_manifests(signer, content)
+    signed = signatures(signer, served)
     for slot in content.slots:
         directory = building / slot.path
         directory.mkdir(parents=True)
+        manifest = served[slot.manifest]
         for filename, sha256 in slot.images:
             os.link(blob_path(settings.store_dir, sha256), directory / filename)
         if slot.placeholder:
             (directory / PLACEHOLDER_NAME).write_bytes(b"")
+        for filename in marker_files(manifest):
+            (directory / filename).write_bytes(b"")
         for name in SIGNATURE_NAMES:
-            (directory / name).write_bytes(signed[slot.manifest])
-        (directory / MANIFEST_NAME).write_bytes(slot.manifest)
+            (directory / name).write_bytes(signed[manifest])
+        (directory / MANIFEST_NAME).write_bytes(manifest)
         for path in directory.iterdir():
             os.chmod(path, 0o644)
             # Hard-linked images are durable already; only the new small files need it.

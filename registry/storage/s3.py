@@ -374,6 +374,7 @@ class S3Storage:
         with self._errors("materializing the rollout tree"):
             present = {o["Key"]: o["ETag"].strip('"') for o in self._list(base + "/")}
             signed: dict[bytes, bytes] = {}
+            best_before = signer.best_before()
             for slot in content.slots:
                 directory = f"{base}/{slot.path}"
                 for filename, sha256 in slot.images:
@@ -383,11 +384,25 @@ class S3Storage:
                     self._put(f"{directory}/{PLACEHOLDER_NAME}", b"")
                 if self._pair_matches(directory, slot.manifest, signer, present):
                     continue
-                if slot.manifest not in signed:
-                    signed[slot.manifest] = signer.sign(slot.manifest)
+                # With the BEST-BEFORE line of the channel directories (`materialize`).
+                manifest = served_manifest(slot.manifest, best_before)
+                if manifest not in signed:
+                    signed[manifest] = signer.sign(manifest)
+                markers = marker_files(manifest)
+                for name in markers:
+                    if self._key(f"{directory}/{name}") not in present:
+                        self._put(f"{directory}/{name}", b"")
                 for name in SIGNATURE_NAMES:
-                    self._put(f"{directory}/{name}", signed[slot.manifest])
-                self._put(f"{directory}/{MANIFEST_NAME}", slot.manifest)
+                    self._put(f"{directory}/{name}", signed[manifest])
+                self._put(f"{directory}/{MANIFEST_NAME}", manifest)
+                self._delete(
+                    [
+                        key
+                        for key in present
+                        if key.startswith(self._key(f"{directory}/{BEST_BEFORE_PREFIX}"))
+                        and key.rsplit("/", 1)[-1] not in markers
+                    ]
+                )
 
     def _copy_blob(self, sha256: str, key: str, filename: str) -> None:
         # Server-side (multipart for big images): the bytes never pass through us.
