@@ -605,7 +605,8 @@ def test_compression_and_block_size_reach_the_image(
     superblock = subprocess.run(
         ["unsquashfs", "-s", out / name], capture_output=True, text=True, check=True
     ).stdout
-    assert "Compression xz" in superblock and "Block size 524288" in superblock, superblock
+    assert "Compression zstd" in superblock and "compression-level 16" in superblock
+    assert "Block size 1048576" in superblock, superblock
 
 
 def test_several_architectures_and_all_or_nothing(

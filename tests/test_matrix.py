@@ -3,7 +3,7 @@ trees served on 127.0.0.1: every row builds; a second run packs nothing; a chang
 rebuilds only its own images; a failing source fails only its rows and leaves nothing
 partial; `--publish` against a real `sysext serve` uploads only what the registry lacks.
 
-Packing is counted with a `gensquashfs` wrapper first on PATH that logs each packing call
+Packing is counted with a `mksquashfs` wrapper first on PATH that logs each packing call
 (not version queries) and runs the real tool.
 """
 
@@ -60,12 +60,12 @@ class Matrix:
         self.pack_log.touch()
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
-        wrapper = bin_dir / "gensquashfs"
-        real = shutil.which("gensquashfs")
+        wrapper = bin_dir / "mksquashfs"
+        real = shutil.which("mksquashfs")
         wait = f"while [ ! -e {self.gate} ]; do sleep 0.05; done; " if gated else ""
         wrapper.write_text(
             "#!/bin/sh\n"
-            f'case "$1" in --version|-V) ;; *) echo "$@" >> {self.pack_log}; {wait}: ;; esac\n'
+            f'case "$1" in -version) ;; *) echo "$@" >> {self.pack_log}; {wait}: ;; esac\n'
             f'exec {real} "$@"\n'
         )
         wrapper.chmod(0o755)
