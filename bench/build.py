@@ -35,14 +35,17 @@ subdirectories) and the tree's largest file alone (a daemon's first start). The 
 medians. --read refuses to run unless it can drop the page cache (root, and a writable
 /proc/sys/vm/drop_caches): warm reads would look fast and mean nothing.
 
-Targets (issue 23), for the default setting on every tree: image ≤ 0.85× the bakery's size,
-both cold reads ≤ 1.0× the bakery's image, build time ≤ 1.5× the bakery's. --json FILE
-writes every figure for bench/frontier.py (the plot in docs/catalogue.md).
+The RSS column is the packing tool's peak resident memory in MiB (matrix builds pack several
+images at once). Targets (issue 23), for the default setting on every tree: image ≤ 0.85×
+the bakery's size, both cold reads ≤ 1.0× the bakery's image, build time ≤ 1.5× the
+bakery's. --json FILE writes every figure for bench/frontier.py (the plot in
+docs/catalogue.md).
 
 Usage: python bench/build.py [--trees stdlib,elf+stdlib,bin+stdlib] [--size-mib 150]
-       [--elf-mib 150] [--binary PATH] [--squashfs default,zstd-12] [--erofs default|none]
+       [--elf-mib 150] [--binary PATH] [--squashfs default,zstd-15,xz] [--erofs default|none]
        [--refs bakery,expert,erofs,gensquashfs] [--rounds 2] [--read] [--read-rounds 3]
        [--json FILE]
+The defaults are the run in docs/catalogue.md: `python bench/build.py --read --json F`.
 Timings depend on the machine's load; the load average is printed at start and end. Sizes
 are exact.
 """
@@ -124,6 +127,10 @@ else:
     result["size"] = built.size
     image = built.path
 image.rename(out / "kept.raw")
+import resource
+# Peak resident memory of the packing tool (the largest child of this process): matrix
+# builds pack several images at once.
+result["rss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps(result))
 """
 
@@ -359,13 +366,13 @@ def main() -> None:
     parser.add_argument("--binary", help="the big executable of bin+stdlib")
     parser.add_argument(
         "--squashfs",
-        default="default,zstd-12",
+        default="default,zstd-15,xz",
         help="sysext squashfs settings: COMP[-LEVEL][@BLOCK_KIB], or `default`",
     )
     parser.add_argument(
         "--erofs", default="default", help="sysext erofs settings (COMP[-LEVEL]), or `none`"
     )
-    parser.add_argument("--refs", default="bakery,expert,erofs", help="reference commands")
+    parser.add_argument("--refs", default="bakery", help="reference commands (bakery always runs)")
     parser.add_argument("--rounds", type=int, default=2, help="builds of each setting")
     parser.add_argument("--read", action="store_true", help="also time cold reads (root)")
     parser.add_argument("--read-rounds", type=int, default=3, help="cold reads of each image")
@@ -435,7 +442,7 @@ def summarize(
     ref_size = ref.builds[0]["size"]
     reads = f"{'tree s':>8}{'×':>6}{'cpu×':>6}{'file s':>8}{'×':>6}{'cpu×':>6}" if args.read else ""
     print(
-        f"{'command':<28}{'build s':>8}{'×':>6}{'cpu×':>6}{'MiB':>7}{'×':>6}{reads}"
+        f"{'command':<28}{'build s':>8}{'×':>6}{'cpu×':>6}{'RSS':>6}{'MiB':>7}{'×':>6}{reads}"
         f"{'py s/10k':>9}  targets ≤{SIZE_TARGET}× size, ≤{READ_TARGET}× reads, "
         f"≤{BUILD_TARGET}× build"
     )
@@ -446,6 +453,7 @@ def summarize(
         size = r.builds[0]["size"]
         row: dict[str, float] = {"build": wall / ref_wall, "build_cpu": cpu / ref_cpu}
         row |= {"size": size / ref_size, "build_s": wall, "size_bytes": size}
+        row["tool_rss_mib"] = max(b["rss"] for b in r.builds)
         read = ""
         if args.read:
             pairs = (("tree", r.whole, ref.whole), ("file", r.largest, ref.largest))
@@ -476,7 +484,8 @@ def summarize(
         rows[label] = row
         print(
             f"{label:<28}{wall:>8.1f}{row['build']:>6.2f}{row['build_cpu']:>6.2f}"
-            f"{size / 2**20:>7.1f}{row['size']:>6.2f}{read}{python:>9}  {verdict}"
+            f"{row['tool_rss_mib']:>6.0f}{size / 2**20:>7.1f}{row['size']:>6.2f}{read}"
+            f"{python:>9}  {verdict}"
         )
     print(f"load average now: {os.getloadavg()[0]:.2f}")
     return {"size_mib": tree.size / 2**20, "files": tree.files, "largest": tree.largest,
