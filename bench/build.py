@@ -382,7 +382,8 @@ def main() -> None:
     # Refused before any work: a run that cannot drop the page cache would print warm reads.
     if args.read and (reason := cannot_drop_caches()) is not None:
         sys.exit(reason)
-    for tool in ("mksquashfs", "gensquashfs", "mkfs.erofs"):
+    needed = ["mksquashfs", "mkfs.erofs"] + (["gensquashfs"] if "gensquashfs" in args.refs else [])
+    for tool in needed:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed")
 
