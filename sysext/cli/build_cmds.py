@@ -79,7 +79,12 @@ def build_command(
         help="Compressor (default: zstd level 16 for squashfs, lz4hc for erofs; xz packs "
         "smaller but reads ~3x slower).",
     ),
-    level: int | None = typer.Option(None, "--level", help="Compression level."),
+    level: int | None = typer.Option(
+        None,
+        "--level",
+        help="Compression level: zstd 1-22 (default 16), gzip 1-9 (default 9), lz4hc on "
+        "erofs 0-12 (default 9); xz and lz4 take none.",
+    ),
     block_size: int | None = typer.Option(
         None,
         "--block-size",

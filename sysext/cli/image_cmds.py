@@ -76,7 +76,12 @@ def pack_command(
         "--compression",
         help="zstd (default, level 16), xz, gzip, lz4, lz4hc; erofs: lz4hc (default), lz4.",
     ),
-    level: int | None = typer.Option(None, "--level", help="Compression level."),
+    level: int | None = typer.Option(
+        None,
+        "--level",
+        help="Compression level: zstd 1-22 (default 16), gzip 1-9 (default 9), lz4hc on "
+        "erofs 0-12 (default 9); xz and lz4 take none.",
+    ),
     block_size: int | None = typer.Option(
         None,
         "--block-size",
