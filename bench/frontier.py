@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SIZE_TARGET, READ_TARGET, BUILD_TARGET = 0.85, 1.0, 1.5
-WIDTH, HEIGHT, MARGIN = 360, 300, 48
+WIDTH, HEIGHT, MARGIN = 440, 320, 52
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,14 @@ def panel(x0: int, pts: list[Point], xname: str, xkey: str, xtarget: float) -> l
         x, y = sx(getattr(p, xkey)), sy(p.size)
         fill = "#2a7" if p.meets else "white"
         out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{fill}" stroke="#2a7"/>')
-        short = p.label.removeprefix("sysext sq ").removeprefix("sysext ")
-        out.append(f'<text x="{x + 6:.1f}" y="{y - 5:.1f}">{html.escape(short)}</text>')
+        short = p.label.removeprefix("sysext sq ").removeprefix("sysext ").split("/")[0]
+        # Labels near the right edge go left of their point, so that none runs out.
+        right = x > x0 + WIDTH - 110
+        anchor, dx = ("end", -6) if right else ("start", 6)
+        out.append(
+            f'<text x="{x + dx:.1f}" y="{y - 5:.1f}" text-anchor="{anchor}">'
+            f"{html.escape(short)}</text>"
+        )
     return out
 
 
