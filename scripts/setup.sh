@@ -14,16 +14,18 @@ cd "$(dirname "$0")/.."
 with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 
-packages=(squashfs-tools-ng squashfs-tools erofs-utils gnupg sqv python3-venv python3-pip curl ca-certificates)
+packages=(squashfs-tools erofs-utils gnupg sqv python3-venv python3-pip curl ca-certificates)
 if [ "$with_tests" = 1 ]; then
   # real tools the tests and benchmarks drive: Ignition's validator, a real systemd-sysext,
   # systemd-dissect, nginx and wrk for the serving benchmark, util-linux for unshare,
   # PostgreSQL and a single-node Ceph with radosgw (S3) for the scale-out tests,
   # debootstrap: the minimal Debian root the booted tests and `sysext try` boot in nspawn,
   # Chromium for the web catalogue's browser tests (driven by Playwright, which must never
-  # download a browser of its own), veritysetup and openssl to cross-check verity DDIs
+  # download a browser of its own), veritysetup and openssl to cross-check verity DDIs;
+  # squashfs-tools-ng: gensquashfs writes the tests' hostile images from pack files and
+  # rdsquashfs shows inodes (sysext itself packs with mksquashfs)
   packages+=(ignition systemd systemd-container nginx wrk util-linux postgresql debootstrap)
-  packages+=(cryptsetup-bin openssl)
+  packages+=(cryptsetup-bin openssl squashfs-tools-ng)
   # the VM tests (tests/vm.py): QEMU, a static busybox for the initramfs, depmod for the
   # kernel package the tests download with apt-get download
   packages+=(qemu-system-x86 busybox-static kmod)

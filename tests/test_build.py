@@ -592,20 +592,23 @@ def test_compression_and_block_size_reach_the_image(
 ) -> None:
     publish(static_server)
     out = tmp_path / "out"
-    args = ("--output", out, "--compression", "zstd", "--block-size", "131072")
+    # Per-recipe overrides of the default (zstd-16, 1 MiB blocks).
+    args = ("--output", out, "--compression", "gzip", "--level", "6", "--block-size", "131072")
     assert build(tmp_path, static_server.url, *args).returncode == 0
     name = f"hello-1.0-{HOST.systemd_name}.raw"
     superblock = subprocess.run(
         ["unsquashfs", "-s", out / name], capture_output=True, text=True, check=True
     ).stdout
-    assert "Compression zstd" in superblock and "Block size 131072" in superblock, superblock
+    assert "Compression gzip" in superblock and "compression-level 6" in superblock
+    assert "Block size 131072" in superblock, superblock
     # Other options are other inputs: the default settings pack again instead of "unchanged".
     again = build(tmp_path, static_server.url, "--output", out)
     assert again.returncode == 0 and "unchanged" not in again.stdout, again.stdout
     superblock = subprocess.run(
         ["unsquashfs", "-s", out / name], capture_output=True, text=True, check=True
     ).stdout
-    assert "Compression xz" in superblock and "Block size 524288" in superblock, superblock
+    assert "Compression zstd" in superblock and "compression-level 16" in superblock
+    assert "Block size 1048576" in superblock, superblock
 
 
 def test_several_architectures_and_all_or_nothing(

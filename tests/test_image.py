@@ -1,4 +1,4 @@
-"""`sysext pack` / sysext.build.pack: real gensquashfs and mkfs.erofs, checked with the real
+"""`sysext pack` / sysext.build.pack: real mksquashfs and mkfs.erofs, checked with the real
 unsquashfs, fsck.erofs and our reader; reproducibility; atomic output; every bad input."""
 
 from __future__ import annotations
@@ -202,17 +202,17 @@ def test_provenance_name_never_extends_the_image_name(tmp_path: Path) -> None:
     record = json.loads(built.provenance_path.read_text())
     assert record["image"] == {"file": built.path.name, "sha256": built.sha256, "size": built.size}
     assert record["inputs"] == {"recipe": "hello.toml"}
-    assert record["build"]["compression"] == "xz"
-    assert "gensquashfs" in record["tools"]
+    assert record["build"]["compression"] == "zstd"
+    assert record["tools"]["mksquashfs"].startswith("mksquashfs version 4.")
     assert record["extension_release"]["SYSEXT_VERSION_ID"] == "1.0"
 
 
 @pytest.mark.parametrize(
     ("compression", "words"),
     [
-        # Defaults chosen by bench/build.py (issue 11): xz level 0 with 512 KiB blocks.
-        (None, ("Compression xz",)),
-        (Compression.ZSTD, ("Compression zstd",)),
+        # Defaults chosen by bench/build.py --read (issue 23): zstd-16 with 1 MiB blocks.
+        (None, ("Compression zstd", "compression-level 16", "Block size 1048576")),
+        (Compression.GZIP, ("Compression gzip", "Block size 1048576")),
     ],
 )
 def test_default_compression_as_unsquashfs_reads_it(
@@ -225,7 +225,7 @@ def test_default_compression_as_unsquashfs_reads_it(
     for word in words:
         assert word in superblock, superblock
     record = json.loads(built.provenance_path.read_text()) if built.provenance_path else {}
-    assert record["build"]["level"] == (0 if compression is None else 12)
+    assert record["build"]["level"] == (16 if compression is None else 9)
 
 
 @pytest.mark.parametrize(
@@ -264,6 +264,8 @@ def test_compressors(
         (ImageFormat.SQUASHFS, Compression.ZSTD, 23, "zstd level 23 is out of range"),
         (ImageFormat.SQUASHFS, Compression.GZIP, 0, "gzip level 0 is out of range"),
         (ImageFormat.SQUASHFS, Compression.LZ4, 3, "lz4 compression takes no level"),
+        # mksquashfs's xz has no levels (liblzma's default preset).
+        (ImageFormat.SQUASHFS, Compression.XZ, 0, "xz compression takes no level"),
     ],
 )
 def test_unsupported_compression_settings(
@@ -384,10 +386,11 @@ def test_cli_pack_bad_inputs_leave_nothing_behind(
 def test_a_tool_crash_midway_leaves_no_partial_image(tmp_path: Path) -> None:
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    fake = fake_bin / "gensquashfs"
-    # Writes half an image to its output argument, then dies, like an OOM-killed packer.
-    fake.write_text('#!/bin/sh\nfor last; do :; done\nprintf hsqs-partial > "$last"\n'
-                    'echo "gensquashfs: out of memory" >&2\nexit 1\n')  # fmt: skip
+    fake = fake_bin / "mksquashfs"
+    # Writes half an image to its output argument (mksquashfs SOURCE OUTPUT …), then dies,
+    # like an OOM-killed packer.
+    fake.write_text('#!/bin/sh\nprintf hsqs-partial > "$2"\n'
+                    'echo "mksquashfs: out of memory" >&2\nexit 1\n')  # fmt: skip
     fake.chmod(0o755)
     out = tmp_path / "out"
     result = run_cli(
@@ -395,7 +398,7 @@ def test_a_tool_crash_midway_leaves_no_partial_image(tmp_path: Path) -> None:
         env={"PATH": f"{fake_bin}:{os.environ['PATH']}"},
     )  # fmt: skip
     assert result.returncode == 2
-    assert "error: gensquashfs failed (exit 1): gensquashfs: out of memory" in result.stderr
+    assert "error: mksquashfs failed (exit 1): mksquashfs: out of memory" in result.stderr
     assert list(out.iterdir()) == []
 
 
@@ -418,11 +421,11 @@ def _block_size(image: Path) -> int:
     )
 
 
-def test_block_size_defaults_per_compressor_and_can_be_chosen(tmp_path: Path) -> None:
+def test_block_size_defaults_to_1_mib_and_can_be_chosen(tmp_path: Path) -> None:
     tree = make_tree(tmp_path)
-    assert _block_size(pack(tree, RELEASE, tmp_path / "a").path) == 512 << 10  # xz
-    zstd = pack(tree, RELEASE, tmp_path / "z", compression=Compression.ZSTD)
-    assert _block_size(zstd.path) == 1 << 20
+    assert _block_size(pack(tree, RELEASE, tmp_path / "a").path) == 1 << 20  # zstd-16
+    xz = pack(tree, RELEASE, tmp_path / "x", compression=Compression.XZ)
+    assert _block_size(xz.path) == 1 << 20
     assert _block_size(pack(tree, RELEASE, tmp_path / "b", block_size=131072).path) == 131072
     for bad in (1000, 3 << 16, 2 << 20):
         with pytest.raises(SysextError, match=f"block size {bad} is not a power of two"):

@@ -106,7 +106,7 @@ def _release(tree: Path) -> None:
 def build_corpus(label: str, base: Path) -> Corpus:
     release = ExtensionRelease(name=NAME, version="1.0", arch=Architecture.parse("x86-64"))
     image = base / FILENAME
-    if label == "squashfs-pack":  # what `sysext pack` makes: gensquashfs, xz, fragments
+    if label == "squashfs-pack":  # what `sysext pack` makes: mksquashfs, zstd, fragments
         built = pack(_tree(base), release, base / "out", image_format=ImageFormat.SQUASHFS)
         return Corpus(label, built.path, "squashfs", 0, 96, SQUASHFS_FIELDS)
     if label == "squashfs-mksquashfs":  # gzip, an export table and an xattr table

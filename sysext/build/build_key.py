@@ -18,7 +18,9 @@ from sysext import __version__
 
 # Bump when the builder packs the same inputs into different bytes (entry order, writer
 # flags…), so that images made by an older layout are rebuilt rather than kept.
-PACK_LAYOUT = 3  # 3: squashfs defaults to xz-0/512 KiB; erofs uses 64 KiB clusters
+# 3: squashfs defaults to xz-0/512 KiB; erofs uses 64 KiB clusters. 4: squashfs packed by
+# mksquashfs (directory indexes), zstd-16 with 1 MiB blocks (issue 23).
+PACK_LAYOUT = 4
 
 
 @dataclass(frozen=True, order=True)

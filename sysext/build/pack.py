@@ -101,9 +101,9 @@ def pack(
 ) -> BuiltImage:
     """Pack `tree` (holding usr/ and/or opt/) into an extension image in `output_dir`.
 
-    `compression=None` picks the format's default (xz for squashfs, lz4hc for erofs);
-    `level=None` the compressor's default; `block_size` (squashfs only, 4 KiB–1 MiB, a power
-    of two) defaults to 512 KiB for xz and 1 MiB otherwise. `key` (sysext.build_key) is
+    `compression=None` picks the format's default (zstd for squashfs, lz4hc for erofs);
+    `level=None` the compressor's default (zstd 16); `block_size` (squashfs only, 4 KiB–1 MiB,
+    a power of two) defaults to 1 MiB. `key` (sysext.build_key) is
     recorded in the provenance file; `jobs` caps the compressor's threads (matrix builds pack
     several images at once). When the tree ships units under usr/lib/systemd/system,
     EXTENSION_RELOAD_MANAGER=1 is set even if the caller did not, so systemd-sysext reloads

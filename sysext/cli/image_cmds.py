@@ -72,13 +72,20 @@ def pack_command(
     ),
     image_format: str = typer.Option("squashfs", "--format", help="squashfs or erofs."),
     compression: str | None = typer.Option(
-        None, "--compression", help="xz (default), zstd, gzip, lz4; erofs: lz4hc (default), lz4."
+        None,
+        "--compression",
+        help="zstd (default, level 16), xz, gzip, lz4, lz4hc; erofs: lz4hc (default), lz4.",
     ),
-    level: int | None = typer.Option(None, "--level", help="Compression level."),
+    level: int | None = typer.Option(
+        None,
+        "--level",
+        help="Compression level: zstd 1-22 (default 16), gzip 1-9 (default 9), lz4hc on "
+        "erofs 0-12 (default 9); xz and lz4 take none.",
+    ),
     block_size: int | None = typer.Option(
         None,
         "--block-size",
-        help="squashfs block size in bytes (default: 524288 for xz, else 1048576).",
+        help="squashfs block size in bytes (default: 1048576).",
     ),
     output: Path = typer.Option(Path("."), "--output", "-o", help="Output directory."),
     reload_manager: bool = typer.Option(

@@ -21,7 +21,7 @@ class SysextError(Exception):
 
 
 class ToolError(SysextError):
-    """An external tool (gensquashfs, gpg, apt-get…) failed; carries its own message."""
+    """An external tool (mksquashfs, gpg, apt-get…) failed; carries its own message."""
 
     def __init__(self, tool: str, returncode: int, stderr: str, hint: str | None = None) -> None:
         last = _last_meaningful_line(stderr)

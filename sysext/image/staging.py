@@ -210,9 +210,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _check_name(tree: Path, rel: str) -> None:
-    # The pack file and image tools take one path per line; names that would need escaping
-    # beyond quotes are refused instead of being packed wrongly. Parents were checked
-    # already, so only the last component is looked at.
+    # Listings of an image (unsquashfs -l, SHA256SUMS, logs) take one path per line, so
+    # names with control characters are refused rather than shown wrongly everywhere.
+    # Parents were checked already, so only the last component is looked at.
     name = rel.rpartition("/")[2]
     if _CONTROL.search(name):
         raise StagingError(

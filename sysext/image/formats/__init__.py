@@ -121,7 +121,8 @@ def resolve_compression(
         if level is not None:
             raise SysextError(
                 f"{chosen.value} compression takes no level (got {level})",
-                "drop --level, or pick a compressor with levels (zstd, xz, gzip)",
+                "drop --level, or pick a compressor with levels (squashfs: zstd, gzip; erofs: "
+                "lz4hc)",
             )
         return chosen, None
     if level is None:

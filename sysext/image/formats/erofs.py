@@ -1,16 +1,12 @@
 """erofs images through erofs-utils' `mkfs.erofs`.
 
 mkfs.erofs reads a directory, so the writer lays out a private view of the entry list
-(directories created with their modes, files hard-linked — or copied across file
-systems — symlinks recreated) and packs that with `--all-root`. A fixed `-U` UUID and `-T`
+(sysext.image.formats.view) and packs that with `--all-root`. A fixed `-U` UUID and `-T`
 time make rebuilds byte-identical (DESIGN.md §4); `-x -1` leaves xattrs out, as the
 squashfs path does. erofs-utils 1.5 only knows lz4 and lz4hc.
 """
 
 from __future__ import annotations
-
-import os
-import shutil
 
 from sysext.core.errors import SysextError
 from sysext.core.process import run, tool_version
@@ -21,7 +17,7 @@ from sysext.image.formats import (
     WriteRequest,
     register_writer,
 )
-from sysext.image.staging import EntryKind, StagedEntry
+from sysext.image.formats.view import lay_out, remove_view
 
 # erofs-utils 1.5 fails with "Could not format the device: No such file or directory" on a
 # 255-byte name although the format allows it; refuse such names before running it.
@@ -36,36 +32,6 @@ MAX_NAME_BYTES = 255
 # read (an extension-release file could become unreadable to validation), so it is off.
 PCLUSTER_BYTES = 64 << 10
 _LEVELS: dict[Compression, LevelRange] = {Compression.LZ4HC: LevelRange(0, 12, 9)}
-
-
-def lay_out(entries: tuple[StagedEntry, ...] | list[StagedEntry], root: os.PathLike[str]) -> None:
-    """Materialize the entry list under `root` without touching the sources' metadata."""
-    base = os.fspath(root)
-    ordered = sorted(entries, key=lambda e: e.path)
-    for entry in ordered:
-        dest = os.path.join(base, entry.path)
-        if entry.kind is EntryKind.DIR:
-            os.makedirs(dest, exist_ok=True)
-        elif entry.kind is EntryKind.SYMLINK:
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            assert entry.target is not None
-            os.symlink(entry.target, dest)
-        else:
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            assert entry.source is not None
-            if (os.lstat(entry.source).st_mode & 0o7777) == entry.mode:
-                try:
-                    os.link(entry.source, dest)
-                    continue
-                except OSError:
-                    pass  # other file system, or links not allowed: copy below
-            shutil.copyfile(entry.source, dest)
-            os.chmod(dest, entry.mode)
-    # Directory modes last (a 0555 directory would refuse the entries created inside).
-    for entry in reversed(ordered):
-        if entry.kind is EntryKind.DIR:
-            os.chmod(os.path.join(base, entry.path), entry.mode)
-    os.chmod(base, 0o755)
 
 
 class ErofsWriter:
@@ -105,20 +71,10 @@ class ErofsWriter:
             request.output.unlink(missing_ok=True)
             raise
         finally:
-            _remove_tree(view)
+            remove_view(view)
 
     def tool_versions(self) -> dict[str, str]:
         return {"erofs-utils": tool_version("dump.erofs", "-V")}
-
-
-def _remove_tree(path: os.PathLike[str]) -> None:
-    # Read-only directories (mode 0555) must become writable before their entries go.
-    for dirpath, dirnames, _ in os.walk(path):
-        for name in dirnames:
-            full = os.path.join(dirpath, name)
-            if not os.path.islink(full):
-                os.chmod(full, 0o755)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 register_writer(ErofsWriter())

@@ -1,17 +1,26 @@
-"""squashfs images through squashfs-tools-ng's `gensquashfs` and a generated pack file.
+"""squashfs images through squashfs-tools' `mksquashfs`, from a private view of the entry list.
 
-Listing every entry explicitly (owner 0:0, its mode, its source) gives root-owned images
-without root or fakeroot, and byte-identical rebuilds: the tree's owners, timestamps and
-directory order never reach the image (DESIGN.md §4). `SOURCE_DATE_EPOCH` in gensquashfs's
-environment fixes every inode's and the superblock's time. No `glob` lines (fragile) and
-no xattrs (the pack-file mode drops them anyway).
+The view (sysext.image.formats.view) holds exactly the entries with their modes; `-all-root`
+makes every owner 0:0 without root or fakeroot, `-all-time` and `-mkfs-time` fix every
+inode's and the superblock's time, and mksquashfs 4.5 packs
+reproducibly by default, so rebuilds are byte-identical (DESIGN.md §4). `-no-xattrs`: an
+extension carries no extended attributes; `-no-hardlinks`: hard-linked sources become
+separate inodes sharing their data (duplicates are detected), as before; `-no-exports`: no
+NFS export table.
+
+Why mksquashfs and not squashfs-tools-ng's gensquashfs (the writer until issue 23):
+gensquashfs 1.2 (Debian 12) writes no directory index — a basic directory inode — unless a
+listing exceeds 64 KiB, so the kernel looks up a name in a big directory by decompressing
+its listing from the start, and with only 8 metadata blocks cached that grows with the square
+of the directory's size. A cold walk of the bench's stdlib tree, whose largest directory has
+1,488 entries, took 4.6× the bakery's time in metadata alone; the same tree packed by
+mksquashfs with the same gzip settings reads as fast as the bakery's, because it is the
+bakery's tool. (squashfs-tools-ng 1.3 adds the index, but does not install on Debian 12.)
 """
 
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 
 from sysext.core.errors import SysextError
 from sysext.core.process import run, tool_version
@@ -22,102 +31,43 @@ from sysext.image.formats import (
     WriteRequest,
     register_writer,
 )
-from sysext.image.staging import EntryKind, StagedEntry
+from sysext.image.formats.view import lay_out, remove_view
 
-# Default compressor, level and block size, chosen with bench/build.py (issue 11): among the
-# settings that reach both targets on both trees — image ≤ 0.85× the bakery's
-# `mksquashfs -all-root -noappend` (gzip, 128 KiB blocks) at ≤ 1.0× its wall time — the one
-# with the smallest total wall time. Medians of 2 alternating runs, 2 cores; sizes exact,
-# times ±20% (see docs/catalogue.md for the full table and the cold-read column):
-#   setting        stdlib 150 MiB, 14,496 files   ELF + stdlib 231 MiB, 4,135 files
-#   xz-0, 512 KiB  0.83× size, 0.42× time         0.82× size, 0.41× time   <- default
-#   xz-0, 1 MiB    0.81×, 0.63×                   0.80×, 0.55×
-#   xz-1, 1 MiB    0.79×, 0.84×                   0.77×, 0.60×
-#   zstd-12, 1 MiB 0.85×, 0.33×                   0.86× (missed), 0.22×
-#   zstd-16, 1 MiB 0.81×, 1.2×  (missed)          0.83×, 1.5× (missed)
-# No zstd level reaches 0.85× on ELF-heavy trees at gzip's speed: LZMA's coding beats
-# zstd-12's by ~8% on machine code there, and zstd's strong (btopt) levels cost 1.2–3×
-# the time. LZMA2 at level 0 (fast mode) already beats zstd-15. Its price is reading:
-# a cold read of every file through the kernel takes ~3× the bakery image's time (zstd-12
-# 0.9–2.3×, because 1 MiB blocks also cost small files), which a host pays once per boot
-# for the pages its programs touch. `--compression zstd` keeps zstd-12 with 1 MiB blocks.
-# The BCJ x86 filter (-X x86) saves 2% more on ELF but doubles the time. Packing order:
-# gensquashfs 1.2 re-sorts the pack file's entries by name (any order gives the same
-# bytes), so only a sort file can group similar files; grouping by content kind then path
-# changed sizes by −0.1…+0.4% and gensquashfs matches sort-file lines in quadratic time
-# (45 s for 12,000 files), so ORDER_BY_CONTENT is off.
-DEFAULT_ZSTD_LEVEL = 12
-DEFAULT_XZ_LEVEL = 0
+# Default compressor, level and block size, chosen with bench/build.py --read (issue 23;
+# the full table and the frontier plot are in docs/catalogue.md): among the settings that
+# reach, on the three bench trees, an image ≤ 0.85× the size of the bakery's `mksquashfs
+# -all-root -noappend` (gzip, 128 KiB blocks) and cold reads of the whole tree and of its
+# largest file ≤ 1.0× the bakery image's, the one with the least build time (target ≤ 1.5×).
+# Figures, × the bakery's image: size, build time, whole-tree cold read, largest-file cold
+# read; load average 0.2–4 on 2 cores, medians of 2 builds and 3 reads each:
+#                      stdlib, 150 MiB,        ELF+stdlib, 231 MiB,    bin+stdlib, 205 MiB,
+#                      14,496 files            4,137 files             14,497 files
+#   zstd-16 (default)  0.82 1.03 0.62 0.51     0.83 1.28 0.45 0.39     0.82 1.05 0.65 0.37
+#   zstd-15            0.85 0.72 0.61 0.41     0.86 0.80 0.42 0.35     0.85 0.72 0.52 0.32
+#   xz                 0.74 1.57 2.60 3.35     0.71 2.21 2.94 3.21
+#   gensquashfs z16    0.81 1.27 1.19 0.49     0.83 1.29 0.47 0.38     0.82 1.35 1.11 0.40
+# (gensquashfs: the writer before issue 23, same settings, no directory index.)
+# zstd decompresses 2–3× faster than gzip in the kernel at every level, so the level only
+# buys size for build time: zstd-15 misses 0.85× on machine code, zstd-17 and zstd-19 pack
+# 1–6% smaller at up to 3.2× the bakery's build time. Smaller blocks (512 KiB) pack larger
+# and read no faster. The ELF tree's build time (1.28–1.45×) is the closest target; on a
+# loaded machine it can pass 1.5×.
+DEFAULT_ZSTD_LEVEL = 16
 DEFAULT_BLOCK_SIZE = 1 << 20
-# LZMA2 gains less from 1 MiB blocks than it costs on time and reads (above).
-_BLOCK_SIZES: dict[Compression, int] = {Compression.XZ: 512 << 10}
-ORDER_BY_CONTENT = False  # sort_file(); bench/build.py --order measures it, see above
 _LEVELS: dict[Compression, LevelRange] = {
     Compression.ZSTD: LevelRange(1, 22, DEFAULT_ZSTD_LEVEL),
-    Compression.XZ: LevelRange(0, 9, DEFAULT_XZ_LEVEL),
     Compression.GZIP: LevelRange(1, 9, 9),
 }
+# mksquashfs takes no level for xz (it uses liblzma's default preset, 6) nor for lz4.
 
 
-def default_block_size(compression: Compression) -> int:
-    return _BLOCK_SIZES.get(compression, DEFAULT_BLOCK_SIZE)
-
-
-def quote(text: str) -> str:
-    """Quote an image path for the pack file: double quotes, with `"` and `\\` escaped.
-
-    Only the entry's own path is parsed with quotes; a file's source and a symlink's target
-    are the raw rest of the line (leading blanks skipped), so they are written unquoted and
-    staging refuses targets that start with a blank.
-    """
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def pack_file_line(entry: StagedEntry) -> str:
-    where = quote("/" + entry.path)
-    if entry.kind is EntryKind.DIR:
-        return f"dir {where} {entry.mode:04o} 0 0"
-    if entry.kind is EntryKind.SYMLINK:
-        assert entry.target is not None
-        return f"slink {where} 0777 0 0 {entry.target}"
-    assert entry.source is not None
-    return f"file {where} {entry.mode:04o} 0 0 {entry.source}"
-
-
-def pack_file(entries: list[StagedEntry] | tuple[StagedEntry, ...]) -> str:
-    # Entries come in scan order (depth first, names sorted: parents before children, never
-    # readdir order), so the listing and thus the image are the same for the same tree.
-    return "".join([pack_file_line(e) + "\n" for e in entries])
-
-
-# Paths a sort file can name: gensquashfs 1.2 mangles quoted names in sort files (it keeps
-# the closing quote), so only names that need no quoting are listed; the rest keep the
-# default priority 0 and are packed first, in tree order.
-_SORTABLE = re.compile(r"[A-Za-z0-9_+@%=,:~.-][A-Za-z0-9_+@%=,:~./-]*")
-
-
-def content_group(entry: StagedEntry) -> str:
-    """What kind of bytes a file likely holds, from its name: shared objects (`x.so`,
-    `x.so.1.2`), else the extension, else executable or data."""
-    name = entry.path.rpartition("/")[2]
-    if name.endswith(".so") or ".so." in name:
-        return ".so"
-    stem, dot, extension = name.rpartition(".")
-    if dot and stem and len(extension) <= 8:
-        return "." + extension.lower()
-    return "~exec" if entry.mode & 0o111 else "~data"
-
-
-def sort_file(entries: list[StagedEntry] | tuple[StagedEntry, ...]) -> str:
-    """gensquashfs sort file packing files grouped by content kind, then by path.
-
-    Files smaller than a block share compressed fragment blocks in packing order, so
-    putting like with like (ELF next to ELF, Python next to Python) lets the compressor
-    find more matches within a block. Deterministic, so images stay reproducible.
-    """
-    files = [e for e in entries if e.kind is EntryKind.FILE and _SORTABLE.fullmatch(e.path)]
-    files.sort(key=lambda e: (content_group(e), e.path))
-    return "".join(f"{rank} {e.path}\n" for rank, e in enumerate(files, start=1))
+def compressor_flags(compression: Compression, level: int | None) -> list[str]:
+    if compression is Compression.LZ4HC:
+        return ["-comp", "lz4", "-Xhc"]
+    flags = ["-comp", compression.value]
+    if level is not None:
+        flags += ["-Xcompression-level", str(level)]
+    return flags
 
 
 class SquashfsWriter:
@@ -125,8 +75,8 @@ class SquashfsWriter:
 
     def compressions(self) -> tuple[Compression, ...]:
         return (  # the first is the default
-            Compression.XZ,
             Compression.ZSTD,
+            Compression.XZ,
             Compression.GZIP,
             Compression.LZ4,
             Compression.LZ4HC,
@@ -136,40 +86,35 @@ class SquashfsWriter:
         return _LEVELS.get(compression)
 
     def write(self, request: WriteRequest) -> None:
-        listing = request.scratch / "pack-file"
-        listing.write_text(pack_file(tuple(request.entries)), encoding="utf-8")
-        ordering: list[str | Path] = []
-        if ORDER_BY_CONTENT:
-            order = request.scratch / "sort-file"
-            order.write_text(sort_file(tuple(request.entries)), encoding="utf-8")
-            ordering = ["--sort-file", order]
-        comp = request.compression
-        if comp is Compression.LZ4HC:
-            argv = ["-c", "lz4", "-X", "hc"]
-        else:
-            argv = ["-c", comp.value]
-            if request.level is not None:
-                argv += ["-X", f"level={request.level}"]
+        view = request.scratch / "root"
+        view.mkdir()
         jobs = str(request.jobs or os.cpu_count() or 1)
-        block = str(request.block_size or default_block_size(comp))
-        env = {**os.environ, "SOURCE_DATE_EPOCH": str(request.mtime)}
-        if request.output.exists():
-            request.output.unlink()  # gensquashfs refuses to overwrite without --force
+        block = str(request.block_size or DEFAULT_BLOCK_SIZE)
+        # SOURCE_DATE_EPOCH only clamps newer times in mksquashfs 4.5 (older ones stay), so
+        # the time flags set it, and the variable must go: the tool refuses both at once.
+        env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+        when = str(request.mtime)
         try:
+            lay_out(tuple(request.entries), view)
+            if request.output.exists():
+                request.output.unlink()
             run(
-                ["gensquashfs", "--pack-file", listing, *ordering, *argv, "-j", jobs, "-b", block,
-                 "--quiet",
-                 "--defaults", f"mtime={request.mtime}", request.output],
+                ["mksquashfs", view, request.output, "-noappend", "-quiet", "-no-progress",
+                 "-all-root", "-no-xattrs", "-no-hardlinks", "-no-exports",
+                 "-all-time", when, "-mkfs-time", when,
+                 *compressor_flags(request.compression, request.level), "-b", block,
+                 "-processors", jobs],
                 env=env,
-                cwd=request.scratch,
                 hint="check that the staged files are readable",
             )  # fmt: skip
         except SysextError:
             request.output.unlink(missing_ok=True)
             raise
+        finally:
+            remove_view(view)
 
     def tool_versions(self) -> dict[str, str]:
-        return {"gensquashfs": tool_version("gensquashfs")}
+        return {"mksquashfs": tool_version("mksquashfs", "-version")}
 
 
 register_writer(SquashfsWriter())
