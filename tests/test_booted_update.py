@@ -2,8 +2,10 @@
 
 The client matrix: Debian 12 with bookworm-backports' systemd 254, Debian 13 with 257 and
 Debian forky with 262 (sysext/boot/rootfs.py), each booted in systemd-nspawn. For each, a
-config from `sysext butane --ignition --systemd-version V` for an extension served by a real
-`sysext serve` is written into the container by the real Ignition files stage; the boot's
+config from `sysext butane --ignition --systemd-version V` (Flatcar-shaped, and on 257 and
+262 also Fedora CoreOS-shaped) for an extension served by a real `sysext serve` — or by
+the registry's Ceph RGW bucket — is written into the container by the real Ignition files
+stage; the boot's
 systemd-sysext.service merges the image and its daemons are upheld. A newer version is
 published; the generated update service, started inside, runs the host's own
 systemd-sysupdate (the signature checked with the registry key the config installed: through
@@ -25,6 +27,8 @@ from pathlib import Path
 import pytest
 
 from sysext.boot.container import Container
+from sysext.provision.compose import host_layout
+from sysext.provision.model import Variant
 from sysext.trust import signing
 from tests.booted import ignition_files_stage, service_image
 from tests.ceph_rgw import CephRgw
@@ -103,12 +107,17 @@ def boot_first_version(
     *options: str,
     restart_units: tuple[str, ...] = (),
     hosts_url: str | None = None,
+    variant: Variant = Variant.FLATCAR,
 ) -> None:
     """Publish NAME 1.0 (NAME.service and NAME-keep.service, upheld), provision the
     container with the real Ignition files stage, boot it and check the first boot; then
     publish 2.0, which adds NAME-extra.service."""
     keep = {f"{name}-keep.service": f"{name}-keepd"}
     publish(reg, service_image(images, name, "1.0", extra_units=keep, restart_units=restart_units))
+    if variant is Variant.FCOS:
+        # Fedora CoreOS's layout (/var/lib/extensions.d/NAME, linked from
+        # /var/lib/extensions) and its update timer off by default; --timer turns it on.
+        options = (*options, "--variant", "fcos", "--timer")
     config = ignition(reg, name, *options, hosts_url=hosts_url)
     ignition_files_stage(config, box.upper, images / f".ignition-{name}")
     boot = box.boot()
@@ -125,8 +134,9 @@ def boot_first_version(
     assert f"{name}: up to date ({name}-1.0-x86-64.raw)" in journal(
         box, f"sysext-update-{name}.service"
     )
-    assert box.text(["readlink", "-f", f"/etc/extensions/{name}.raw"]).strip() == (
-        f"/opt/extensions/{name}/{name}-1.0-x86-64.raw"
+    layout = host_layout(name, variant)
+    assert box.text(["readlink", "-f", layout.link]).strip() == (
+        f"{layout.images_dir}/{name}-1.0-x86-64.raw"
     )
     # 2.0 brings a second daemon, upheld like the first: proof its units were loaded.
     extra = {**keep, f"{name}-extra.service": "extrad"}
@@ -137,6 +147,7 @@ def boot_first_version(
     ("root_fixture", "systemd", "on_update", "restart_units", "backend"),
     [
         pytest.param("boot_root", 254, "restart", True, "local", id="systemd-254-restart"),
+        pytest.param("boot_root", 254, "restart", True, "s3", id="systemd-254-restart-s3"),
         pytest.param(
             "boot_root",
             254,
@@ -151,12 +162,18 @@ def boot_first_version(
             ),
         ),
         pytest.param("boot_root_newest", 257, "refresh", True, "local", id="systemd-257-refresh"),
+        pytest.param("boot_root_newest", 257, "refresh", True, "s3", id="systemd-257-refresh-s3"),
+        pytest.param(
+            "boot_root_newest", 257, "refresh", True, "fcos", id="systemd-257-refresh-fcos"
+        ),
         # 262's own path: sysupdate tells systemd-sysupdate-notify-sysext.socket, whose
         # service runs systemd-sysext, which restarts EXTENSION_RESTART_UNITS= itself.
         pytest.param("boot_root_262", 262, "notify", True, "local", id="systemd-262-notify"),
         # The same host polling the registry's Ceph RGW bucket (262 is the client that
         # tries several signature names, and a bucket answers 403 for a missing one).
         pytest.param("boot_root_262", 262, "notify", True, "s3", id="systemd-262-notify-s3"),
+        # Fedora CoreOS-shaped configs (paths under /var/lib, the timer enabled by --timer).
+        pytest.param("boot_root_262", 262, "notify", True, "fcos", id="systemd-262-notify-fcos"),
     ],
 )
 def test_update_activates_the_new_version_without_reboot(
@@ -173,13 +190,23 @@ def test_update_activates_the_new_version_without_reboot(
     hosts_url = None
     if backend == "s3":
         registry, hosts_url = request.getfixturevalue("s3_registry")
+    # `backend`: local (`sysext serve`, Flatcar config), s3 (the Ceph RGW bucket, Flatcar
+    # config) or fcos (`sysext serve`, Fedora CoreOS config).
+    variant = Variant.FCOS if backend == "fcos" else Variant.FLATCAR
     name = f"up{systemd}{on_update}{backend}"
     listed = (f"{name}.service",) if restart_units else ()
     options = ("--on-update", on_update, "--systemd-version", str(systemd))
     with Container(root) as box:
         assert box.systemd_version == systemd  # the root is the client it stands for
         boot_first_version(
-            box, registry, tmp_path, name, *options, restart_units=listed, hosts_url=hosts_url
+            box,
+            registry,
+            tmp_path,
+            name,
+            *options,
+            restart_units=listed,
+            hosts_url=hosts_url,
+            variant=variant,
         )
         assert box.text(["systemctl", "--version"]).startswith(f"systemd {systemd} ")
         # 257+ read NAME.transfer (and warn about NAME.conf), 252-256 only NAME.conf.
@@ -201,8 +228,9 @@ def test_update_activates_the_new_version_without_reboot(
         polled = hosts_url or registry.url
         assert f"Pulling '{polled}/extensions/{name}/{name}-2.0-x86-64.raw'" in log, log
         assert f"{name}: installed {name}-2.0-x86-64.raw (was {name}-1.0-x86-64.raw)" in log, log
-        assert box.text(["readlink", "-f", f"/etc/extensions/{name}.raw"]).strip() == (
-            f"/opt/extensions/{name}/{name}-2.0-x86-64.raw"
+        layout = host_layout(name, variant)
+        assert box.text(["readlink", "-f", layout.link]).strip() == (
+            f"{layout.images_dir}/{name}-2.0-x86-64.raw"
         )
         assert box.text([name]) == f"{name} 2.0\n"
         assert state(box, f"{name}-extra.service") == "active", explain(box, name)
