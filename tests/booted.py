@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
 from sysext.build.pack import pack
@@ -102,7 +101,10 @@ def ignition_files_stage(document: Mapping[str, Any], root: Path, scratch: Path)
     SELinux nor that file, so for the stage only the root gets a config and PATH a
     `setfiles` that labels nothing (the container runs without SELinux)."""
     if not IGNITION.is_file():
-        pytest.fail(f"{IGNITION} is missing: install Debian's ignition (scripts/setup.sh --test)")
+        # No pytest here: bench/boot.py imports this module without the test extras.
+        raise RuntimeError(
+            f"{IGNITION} is missing: install Debian's ignition (scripts/setup.sh --test)"
+        )
     scratch.mkdir(parents=True, exist_ok=True)
     selinux = root / "etc/selinux"
     selinux.mkdir(parents=True)
