@@ -258,13 +258,16 @@ def extension_page(
             "snippets": snippets,
             "problem": problem,
             "verify": verify,
-            "rollout": _rollout_section(service, name),
+            "rollout": _rollout_section(service, name, images),
         },
     )
 
 
-def _rollout_section(service: RegistryService, name: str) -> dict[str, Any] | None:
-    """Rollout stages and the fleet chart (issue 21), when there is anything to show."""
+def _rollout_section(
+    service: RegistryService, name: str, images: list[Image]
+) -> dict[str, Any] | None:
+    """Rollout stages, the fleet chart and the admin form's choices (issue 21), when there
+    is anything to show."""
     service.fleet.flush(service)
     status = rollout_ops.status(service, name)
     view = fleet.fleet_view(service, name)
@@ -279,6 +282,10 @@ def _rollout_section(service: RegistryService, name: str) -> dict[str, Any] | No
         "rollouts": status["rollouts"],
         "fleet": view,
         "chart": adoption_svg(samples, utcnow(), current),
+        # The admin form's suggestions: every published version (a version can also be
+        # staged before it is published, so the field takes any text) and channel.
+        "versions": list(dict.fromkeys(i.release_version for i in images)),  # newest first
+        "channels": service.settings.channels,
     }
 
 
