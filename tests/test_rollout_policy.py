@@ -17,7 +17,16 @@ import requests
 from sysext.core.rollout import app_specific_id, host_bucket
 from tests.registry_server import RegistryServer, build_image, listing, running_registry
 from tests.servers import CliResult, run_cli
-from tests.test_web_catalogue import WIDTHS, Page, axe_violations, browser, page_factory
+from tests.test_web_catalogue import (
+    CONTRAST_JS,
+    SCREENSHOTS,
+    WIDTHS,
+    Page,
+    axe_violations,
+    browser,
+    layout_problems,
+    page_factory,
+)
 
 NAME = "hello"
 __all__ = ["browser", "page_factory"]  # fixtures of the catalogue tests, used below
@@ -154,6 +163,12 @@ def test_rollout_section_passes_the_accessibility_audit(
         assert page.page.locator("svg.adoption").count() == 1
         assert page.page.locator("form.rollout-admin").is_visible()  # audited with the rest
         assert axe_violations(page) == []
+        assert page.page.evaluate(CONTRAST_JS) == []  # text and control borders, WCAG AA
+        assert layout_problems(page) == []  # no sideways scrolling at phone width either
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.page.locator("section[aria-labelledby=rollout]").screenshot(
+            path=str(SCREENSHOTS / f"rollout-{width}.png")
+        )
 
 
 def test_rollout_without_fetches_pauses_itself(registry: RegistryServer) -> None:
