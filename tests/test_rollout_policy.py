@@ -441,3 +441,22 @@ def test_without_javascript_the_rollout_form_stays_hidden(
     assert "sysext rollout set|halt|resume hello VERSION" in page.page.inner_text("#main")
     # Its fields have no name: even a submitted form could not carry the token anywhere.
     assert page.page.locator("form.rollout-admin [name]").count() == 0
+
+
+def test_the_first_rollout_is_staged_from_the_page_before_publishing(
+    tmp_path: Path, registry_database: str, page_factory: Callable[..., Page]
+) -> None:
+    """An extension without any rollout or managed host still has the section and its
+    form: 1.2, not yet published, is staged at 0 % from the page and the table appears."""
+    with running_registry(tmp_path / "data", env={"SYSEXT_FLEET_FLUSH": "0"}) as reg:
+        built = build_image(tmp_path, NAME, "1.0")
+        assert cli(reg, "publish", str(built)).returncode == 0
+        page = open_extension_page(reg, page_factory)
+        assert "No staged rollout" in page.page.inner_text("#rollout-state")
+        assert page.page.locator("#rollout-state table.rollouts").count() == 0
+        said = submit_rollout(page, reg.admin_token, "set", version="1.2", percent="0")
+        assert said == "Done: 1.2 (stable) is now rolling out at 0%; 0% of hosts."
+        assert "rolling out at 0%" in stage_shown(page)
+        info = requests.get(f"{reg.url}/api/v1/extensions/{NAME}/rollouts", timeout=10).json()
+        assert [(r["version"], r["percent"]) for r in info["rollouts"]] == [("1.2", 0)]
+        assert page.errors == []

@@ -263,22 +263,19 @@ def extension_page(
     )
 
 
-def _rollout_section(
-    service: RegistryService, name: str, images: list[Image]
-) -> dict[str, Any] | None:
-    """Rollout stages, the fleet chart and the admin form's choices (issue 21), when there
-    is anything to show."""
+def _rollout_section(service: RegistryService, name: str, images: list[Image]) -> dict[str, Any]:
+    """Rollout stages, the fleet chart and the admin form's choices (issue 21). Shown for
+    every extension, so that an admin can stage the first rollout from the page too."""
     service.fleet.flush(service)
     status = rollout_ops.status(service, name)
     view = fleet.fleet_view(service, name)
-    if not status["rollouts"] and not view["hosts"]:
-        return None
     samples = [
         (dt.datetime.fromisoformat(h["at"]), str(h["version"]), int(h["hosts"]))
         for h in view["history"]
     ]
     current = {v: e["hosts"] for v, e in view["versions"].items() if v != "none"}
     return {
+        "empty": not status["rollouts"] and not view["hosts"],
         "rollouts": status["rollouts"],
         "fleet": view,
         "chart": adoption_svg(samples, utcnow(), current),
