@@ -63,6 +63,8 @@ function rolloutAdmin(form) {
   };
   action.addEventListener("change", sync);
   sync();
+  // Not even the back-forward cache keeps the token once the admin leaves the page.
+  window.addEventListener("pagehide", () => { token.value = ""; });
   form.hidden = false;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
