@@ -9,6 +9,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -16,7 +17,16 @@ import requests
 from sysext.core.rollout import app_specific_id, host_bucket
 from tests.registry_server import RegistryServer, build_image, listing, running_registry
 from tests.servers import CliResult, run_cli
-from tests.test_web_catalogue import WIDTHS, Page, axe_violations, browser, page_factory
+from tests.test_web_catalogue import (
+    CONTRAST_JS,
+    SCREENSHOTS,
+    WIDTHS,
+    Page,
+    axe_violations,
+    browser,
+    layout_problems,
+    page_factory,
+)
 
 NAME = "hello"
 __all__ = ["browser", "page_factory"]  # fixtures of the catalogue tests, used below
@@ -151,7 +161,14 @@ def test_rollout_section_passes_the_accessibility_audit(
         page = page_factory(width)
         assert page.goto(f"{reg.url}/catalog/{NAME}") == 200
         assert page.page.locator("svg.adoption").count() == 1
+        assert page.page.locator("form.rollout-admin").is_visible()  # audited with the rest
         assert axe_violations(page) == []
+        assert page.page.evaluate(CONTRAST_JS) == []  # text and control borders, WCAG AA
+        assert layout_problems(page) == []  # no sideways scrolling at phone width either
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.page.locator("section[aria-labelledby=rollout]").screenshot(
+            path=str(SCREENSHOTS / f"rollout-{width}.png")
+        )
 
 
 def test_rollout_without_fetches_pauses_itself(registry: RegistryServer) -> None:
@@ -272,3 +289,174 @@ def test_the_catalogue_never_calls_a_version_mid_rollout_the_channels_newest(
     assert '<span class="badge">stable</span> 1.1</span>' in home
     page = requests.get(f"{reg.url}/catalog/{NAME}", timeout=10).text
     assert "As the image of version 1.1 (" in page
+
+
+# The admin form on the extension page (issue 21: "on the extension page for admins"): the
+# page's script calls the same API as the CLI with the pasted token as a bearer header.
+
+
+# What an operator may set in front of the registry (it sends none itself): scripts and
+# requests from the page's own origin only, so no inline script and no foreign fetch.
+STRICT_CSP = (
+    "default-src 'self'; script-src 'self'; connect-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+)
+
+
+def open_extension_page(
+    reg: RegistryServer, page_factory: Callable[..., Page], *, csp: str | None = None
+) -> Page:
+    page = page_factory(1280)
+    if csp is not None:  # as a proxy would add it: the registry's response plus the header
+
+        def with_csp(route: Any) -> None:
+            response = route.fetch()
+            route.fulfill(
+                response=response, headers={**response.headers, "content-security-policy": csp}
+            )
+
+        page.page.route(f"{reg.url}/catalog/**", with_csp)
+    assert page.goto(f"{reg.url}/catalog/{NAME}") == 200
+    assert page.page.locator("form.rollout-admin").is_visible()
+    return page
+
+
+def submit_rollout(
+    page: Page,
+    token: str,
+    action: str,
+    *,
+    percent: str = "",
+    version: str = "1.1",
+    channel: str = "stable",
+) -> str:
+    """Fill the form as an admin would, submit it, return what the live region says."""
+    form = page.page
+    form.fill("#rollout-token", token)
+    form.select_option("#rollout-action", action)
+    form.fill("#rollout-version", version)
+    form.select_option("#rollout-channel", channel)
+    if action != "halt":
+        form.fill("#rollout-percent", percent)
+    form.click("form.rollout-admin button[type=submit]")
+    form.wait_for_function(
+        "() => { const t = document.getElementById('rollout-answer').textContent;"
+        " return t !== '' && t !== 'Sending…'; }"
+    )
+    return str(form.inner_text("#rollout-answer"))
+
+
+def stage_shown(page: Page) -> str:
+    return str(page.page.inner_text("#rollout-state table.rollouts tbody"))
+
+
+def test_an_admin_sets_halts_and_resumes_a_rollout_from_the_page(
+    registry: RegistryServer, page_factory: Callable[..., Page]
+) -> None:
+    reg = registry
+    page = open_extension_page(reg, page_factory, csp=STRICT_CSP)
+    assert "0%" in stage_shown(page)
+    said = submit_rollout(page, reg.admin_token, "set", percent="10")
+    assert said == "Done: 1.1 (stable) is now rolling out at 10%; 10% of hosts."
+    assert status(reg)["percent"] == 10  # the API reports what the page did
+    assert "rolling out at 10%" in stage_shown(page)  # and the table was refreshed
+    entries = requests.get(
+        f"{reg.url}/api/v1/audit", headers=reg.headers(), params={"action": "rollout.set"}
+    ).json()
+    assert [(e["target"], e["principal"]) for e in entries] == [
+        (f"{NAME} 1.1", "admin"),  # this one; the fixture staged 1.1 by the CLI, before
+        (f"{NAME} 1.1", "admin"),
+    ]
+    assert entries[0]["detail"]["after"]["percent"] == 10
+    # The API's refusals come back as their one-line detail.
+    lowered = submit_rollout(page, reg.admin_token, "set", percent="5")
+    assert lowered.startswith("Refused (409): hello 1.1 is at 10% already")
+    assert status(reg)["percent"] == 10
+    assert submit_rollout(page, reg.admin_token, "halt").startswith(
+        "Done: 1.1 (stable) is now halted: halted by an operator"
+    )
+    assert status(reg)["halted"] is True
+    assert "halted" in stage_shown(page)
+    said = submit_rollout(page, reg.admin_token, "resume", percent="50")
+    assert said == "Done: 1.1 (stable) is now rolling out at 50%; 50% of hosts."
+    assert (status(reg)["halted"], status(reg)["percent"]) == (False, 50)
+    assert "rolling out at 50%" in stage_shown(page)
+    actions = audit_actions(reg)
+    assert actions.count("rollout.halt") == 1 and actions.count("rollout.resume") == 1
+    # The token went nowhere but the API's headers: no cookie, no web storage.
+    stored = page.page.evaluate(
+        "() => [document.cookie, localStorage.length, sessionStorage.length]"
+    )
+    assert stored == ["", 0, 0]
+    assert page.context.cookies() == []
+    # Chromium logs every non-2xx fetch and every CSP violation; the 409 asked for above
+    # is the only error.
+    assert page.errors == [
+        "Failed to load resource: the server responded with a status of 409 (Conflict)"
+    ]
+    assert page.foreign == []
+    assert axe_violations(page) == []  # with an answer in the live region
+    # The policy was in force all along: an inline script does not run under it.
+    inline_ran = page.page.evaluate(
+        "() => { const s = document.createElement('script');"
+        " s.textContent = 'window.inlineRan = true'; document.body.append(s);"
+        " return window.inlineRan === true; }"
+    )
+    assert inline_ran is False
+
+
+def test_the_page_shows_the_apis_refusals_and_changes_nothing(
+    unchanged: RegistryServer, page_factory: Callable[..., Page]
+) -> None:
+    reg = unchanged
+    before = audit_actions(reg)
+    page = open_extension_page(reg, page_factory)
+    wrong = submit_rollout(page, "not-a-token", "set", percent="10")
+    assert wrong == "Refused (401): invalid or revoked token"
+    assert page.page.locator("#rollout-answer.failed").count() == 1
+    # A token for this extension but only the beta channel: 403 for stable.
+    beta_only = requests.post(
+        f"{reg.url}/api/v1/tokens",
+        headers=reg.headers(),
+        json={"scopes": [NAME], "channels": ["beta"], "description": "beta ci"},
+        timeout=10,
+    ).json()["token"]
+    other_channel = submit_rollout(page, beta_only, "set", percent="10")
+    assert other_channel == "Refused (403): this token may rollout only in beta; not in stable"
+    assert submit_rollout(page, beta_only, "halt").startswith("Refused (403): ")
+    assert (status(reg)["percent"], status(reg)["halted"]) == (0, False)  # nothing changed
+    after = audit_actions(reg)
+    for action in ("rollout.set", "rollout.halt"):
+        assert after.count(action) == before.count(action)
+    assert after.count("write.denied") > before.count("write.denied")  # audited as such
+    assert "at 0%" in stage_shown(page)
+
+
+def test_without_javascript_the_rollout_form_stays_hidden(
+    unchanged: RegistryServer, page_factory: Callable[..., Page]
+) -> None:
+    page = page_factory(390, javascript=False)
+    assert page.goto(f"{unchanged.url}/catalog/{NAME}") == 200
+    assert page.page.locator("form.rollout-admin").is_hidden()
+    assert "sysext rollout set|halt|resume hello VERSION" in page.page.inner_text("#main")
+    # Its fields have no name: even a submitted form could not carry the token anywhere.
+    assert page.page.locator("form.rollout-admin [name]").count() == 0
+
+
+def test_the_first_rollout_is_staged_from_the_page_before_publishing(
+    tmp_path: Path, registry_database: str, page_factory: Callable[..., Page]
+) -> None:
+    """An extension without any rollout or managed host still has the section and its
+    form: 1.2, not yet published, is staged at 0 % from the page and the table appears."""
+    with running_registry(tmp_path / "data", env={"SYSEXT_FLEET_FLUSH": "0"}) as reg:
+        built = build_image(tmp_path, NAME, "1.0")
+        assert cli(reg, "publish", str(built)).returncode == 0
+        page = open_extension_page(reg, page_factory)
+        assert "No staged rollout" in page.page.inner_text("#rollout-state")
+        assert page.page.locator("#rollout-state table.rollouts").count() == 0
+        said = submit_rollout(page, reg.admin_token, "set", version="1.2", percent="0")
+        assert said == "Done: 1.2 (stable) is now rolling out at 0%; 0% of hosts."
+        assert "rolling out at 0%" in stage_shown(page)
+        info = requests.get(f"{reg.url}/api/v1/extensions/{NAME}/rollouts", timeout=10).json()
+        assert [(r["version"], r["percent"]) for r in info["rollouts"]] == [("1.2", 0)]
+        assert page.errors == []

@@ -258,27 +258,31 @@ def extension_page(
             "snippets": snippets,
             "problem": problem,
             "verify": verify,
-            "rollout": _rollout_section(service, name),
+            "rollout": _rollout_section(service, name, images),
         },
     )
 
 
-def _rollout_section(service: RegistryService, name: str) -> dict[str, Any] | None:
-    """Rollout stages and the fleet chart (issue 21), when there is anything to show."""
+def _rollout_section(service: RegistryService, name: str, images: list[Image]) -> dict[str, Any]:
+    """Rollout stages, the fleet chart and the admin form's choices (issue 21). Shown for
+    every extension, so that an admin can stage the first rollout from the page too."""
     service.fleet.flush(service)
     status = rollout_ops.status(service, name)
     view = fleet.fleet_view(service, name)
-    if not status["rollouts"] and not view["hosts"]:
-        return None
     samples = [
         (dt.datetime.fromisoformat(h["at"]), str(h["version"]), int(h["hosts"]))
         for h in view["history"]
     ]
     current = {v: e["hosts"] for v, e in view["versions"].items() if v != "none"}
     return {
+        "empty": not status["rollouts"] and not view["hosts"],
         "rollouts": status["rollouts"],
         "fleet": view,
         "chart": adoption_svg(samples, utcnow(), current),
+        # The admin form's suggestions: every published version (a version can also be
+        # staged before it is published, so the field takes any text) and channel.
+        "versions": list(dict.fromkeys(i.release_version for i in images)),  # newest first
+        "channels": service.settings.channels,
     }
 
 
