@@ -246,3 +246,34 @@ def build_image(
     target = output / f"{name}-{version}-{arch}.raw"
     os.replace(built.path, target)
     return target
+
+
+@contextlib.contextmanager
+def running_nginx(prefix: Path, block_for: Callable[[str], str]) -> Iterator[str]:
+    """nginx run from `prefix` with the server block `block_for("127.0.0.1:PORT")` (one of the
+    shipped blocks, registry/http/nginx_conf.py); yields its URL once it answers, stops it
+    afterwards and fails when its error output has an `emerg`."""
+    from registry.http.nginx_conf import standalone_config
+
+    port = free_port()
+    prefix.mkdir()
+    listen = f"127.0.0.1:{port}"
+    (prefix / "nginx.conf").write_text(standalone_config(prefix, block_for(listen)))
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://{listen}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(f"{url}/keyring.gpg", timeout=2)
+                break
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+        assert b"emerg" not in err, err.decode()

@@ -15,8 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from registry.http.nginx_conf import replicas_block, standalone_config
+from registry.http.nginx_conf import replicas_block
 from sysext.systemd.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from sysext.systemd.transfer import TransferSpec, render_transfer
 from sysext.trust import signing
@@ -33,7 +31,13 @@ from tests.booted import apply_ignition
 from tests.ceph_rgw import CephRgw
 from tests.merge_helper import merge_and_run
 from tests.pg_cluster import PostgresCluster
-from tests.registry_server import RegistryServer, build_image, free_port, running_registry
+from tests.registry_server import (
+    RegistryServer,
+    build_image,
+    free_port,
+    running_nginx,
+    running_registry,
+)
 from tests.servers import StaticServer, run_cli
 from tests.sysupdate_client import (
     client_version,
@@ -767,23 +771,6 @@ def test_updates_from_a_bucket_and_a_403_for_a_missing_name(
 @contextlib.contextmanager
 def nginx_front(prefix: Path, replica: RegistryServer, bucket_url: str) -> Iterator[str]:
     """nginx with the shipped replicas block (registry/public/nginx/sysext-replicas.conf)."""
-    port = free_port()
-    prefix.mkdir()
-    block = replicas_block(f"127.0.0.1:{port}", [f"127.0.0.1:{replica.port}"], bucket_url)
-    (prefix / "nginx.conf").write_text(standalone_config(prefix, block))
-    nginx = subprocess.Popen(
-        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    front = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(f"{front}/keyring.gpg", timeout=2)
-                break
-            time.sleep(0.05)
-        yield front
-    finally:
-        nginx.terminate()
-        nginx.wait(timeout=15)
+    replicas = [f"127.0.0.1:{replica.port}"]
+    with running_nginx(prefix, lambda listen: replicas_block(listen, replicas, bucket_url)) as url:
+        yield url

@@ -10,7 +10,6 @@ import datetime as dt
 import hashlib
 import json
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,12 +19,18 @@ import pytest
 import requests
 import sqlalchemy
 
-from registry.http.nginx_conf import server_block, standalone_config
+from registry.http.nginx_conf import server_block
 from sysext.systemd.extension_release import bound_name_problem
 from sysext.systemd.patterns import HostInfo, expand_specifiers, match_pattern
 from sysext.systemd.transfer import TransferSpec
 from tests.conftest import run_cli
-from tests.registry_server import RegistryServer, build_image, free_port, running_registry
+from tests.registry_server import (
+    RegistryServer,
+    build_image,
+    free_port,
+    running_nginx,
+    running_registry,
+)
 from tests.test_lint import good_fields, make_image
 from tests.test_os_bound import assert_one_error, make_tree
 from tests.test_registry_hardening import state, upload
@@ -255,28 +260,10 @@ def test_finding_7_forwarded_allow_ips_must_name_addresses(tmp_path: Path) -> No
 
 @contextlib.contextmanager
 def shipped_nginx(tmp_path: Path, reg: RegistryServer) -> Iterator[str]:
-    prefix = tmp_path / "nginx"
-    prefix.mkdir()
-    port = free_port()
-    block = server_block(reg.data / "public", f"127.0.0.1:{port}", reg.url)
-    (prefix / "nginx.conf").write_text(standalone_config(prefix, block))
-    proc = subprocess.Popen(
-        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(url + "/keyring.gpg", timeout=2)
-                break
-            time.sleep(0.05)
+    with running_nginx(
+        tmp_path / "nginx", lambda listen: server_block(reg.data / "public", listen, reg.url)
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=10)
-        assert b"emerg" not in err, err.decode()
 
 
 @pytest.mark.root(reason="the test nginx config runs as root")

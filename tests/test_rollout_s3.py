@@ -6,8 +6,6 @@ bucket, or go through the shipped replicas nginx block, which drops the host ID.
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +13,11 @@ import psycopg
 import pytest
 import requests
 
-from registry.http.nginx_conf import replicas_block, standalone_config
+from registry.http.nginx_conf import replicas_block
 from sysext.core.rollout import app_specific_id, host_bucket, offered_buckets
 from tests.ceph_rgw import CephRgw
 from tests.pg_cluster import PostgresCluster
-from tests.registry_server import RegistryServer, build_image, free_port
+from tests.registry_server import RegistryServer, build_image, free_port, running_nginx
 from tests.servers import run_cli
 from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
 from tests.test_registry_scale import bucket_env
@@ -69,28 +67,9 @@ def running(root: Path, keyring: bytes) -> str:
 @contextlib.contextmanager
 def replicas_nginx(reg: RegistryServer, bucket_url: str, prefix: Path) -> Iterator[str]:
     """The shipped replicas block (sysext-replicas.conf) in front of the bucket."""
-    port = free_port()
-    prefix.mkdir()
-    block = replicas_block(f"127.0.0.1:{port}", [f"127.0.0.1:{reg.port}"], bucket_url)
-    (prefix / "nginx.conf").write_text(standalone_config(prefix, block))
-    proc = subprocess.Popen(
-        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(f"{url}/keyring.gpg", timeout=2)
-                break
-            time.sleep(0.05)
+    replicas = [f"127.0.0.1:{reg.port}"]
+    with running_nginx(prefix, lambda listen: replicas_block(listen, replicas, bucket_url)) as url:
         yield url
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=10)
-        assert b"emerg" not in err, err.decode()
 
 
 def test_rollout_from_the_bucket(s3_registry: tuple[RegistryServer, str], tmp_path: Path) -> None:

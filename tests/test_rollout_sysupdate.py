@@ -13,8 +13,6 @@ import contextlib
 import hashlib
 import os
 import sqlite3
-import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,12 +21,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from registry.http.nginx_conf import server_block, standalone_config
+from registry.http.nginx_conf import server_block
 from sysext.core.rollout import app_specific_id, host_bucket, offered_buckets
 from sysext.provision import ExtensionRef, HttpCatalog, ProvisionOptions, generate_config
 from sysext.provision.model import InlineContents
 from sysext.provision.rollout_identity import ROLLOUT_SCRIPT, TEMPLATE_DIR
-from tests.registry_server import RegistryServer, build_image, free_port, running_registry
+from tests.registry_server import (
+    RegistryServer,
+    build_image,
+    running_nginx,
+    running_registry,
+)
 from tests.servers import run_cli
 from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
 from tests.test_rollout_identity import run_rollout_script
@@ -132,28 +135,10 @@ def poll(hosts: list[Host], keyring: bytes) -> dict[Host, str | None]:
 @contextlib.contextmanager
 def nginx_in_front(reg: RegistryServer, prefix: Path) -> Iterator[str]:
     """The shipped nginx block serving the registry's tree; yields its URL."""
-    port = free_port()
-    prefix.mkdir()
-    block = server_block(reg.data / "public", f"127.0.0.1:{port}", reg.url)
-    (prefix / "nginx.conf").write_text(standalone_config(prefix, block))
-    proc = subprocess.Popen(
-        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(url + "/keyring.gpg", timeout=2)
-                break
-            time.sleep(0.05)
+    with running_nginx(
+        prefix, lambda listen: server_block(reg.data / "public", listen, reg.url)
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=10)
-        assert b"emerg" not in err, err.decode()
 
 
 def fleet_counts(reg: RegistryServer) -> dict[str, int]:
