@@ -9,13 +9,22 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
+from registry.http.headers import CONTENT_SECURITY_POLICY
+from registry.http.nginx_conf import server_block
+from sysext.core.durations import parse_duration
+from sysext.core.errors import SysextError
 from sysext.core.rollout import app_specific_id, host_bucket
-from tests.registry_server import RegistryServer, build_image, listing, running_registry
+from tests.registry_server import (
+    RegistryServer,
+    build_image,
+    listing,
+    running_nginx,
+    running_registry,
+)
 from tests.servers import CliResult, run_cli
 from tests.test_web_catalogue import (
     CONTRAST_JS,
@@ -162,6 +171,8 @@ def test_rollout_section_passes_the_accessibility_audit(
         assert page.goto(f"{reg.url}/catalog/{NAME}") == 200
         assert page.page.locator("svg.adoption").count() == 1
         assert page.page.locator("form.rollout-admin").is_visible()  # audited with the rest
+        page.page.click("#rollout-more summary")  # and its folded fields, unfolded
+        assert page.page.locator("#rollout-window").is_visible()
         assert axe_violations(page) == []
         assert page.page.evaluate(CONTRAST_JS) == []  # text and control borders, WCAG AA
         assert layout_problems(page) == []  # no sideways scrolling at phone width either
@@ -295,27 +306,23 @@ def test_the_catalogue_never_calls_a_version_mid_rollout_the_channels_newest(
 # page's script calls the same API as the CLI with the pasted token as a bearer header.
 
 
-# What an operator may set in front of the registry (it sends none itself): scripts and
-# requests from the page's own origin only, so no inline script and no foreign fetch.
-STRICT_CSP = (
-    "default-src 'self'; script-src 'self'; connect-src 'self'; "
-    "style-src 'self' 'unsafe-inline'; img-src 'self' data:"
-)
+# Every CSP violation in the page, in the order they happen (the listener is added before
+# the page's own script runs, as an init script Chromium runs outside the policy).
+CSP_LISTENER = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => window.__cspViolations.push(
+  `${e.effectiveDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}`));
+"""
 
 
-def open_extension_page(
-    reg: RegistryServer, page_factory: Callable[..., Page], *, csp: str | None = None
-) -> Page:
+def csp_violations(page: Page) -> list[str]:
+    return list(page.page.evaluate("window.__cspViolations"))
+
+
+def open_extension_page(reg: RegistryServer, page_factory: Callable[..., Page]) -> Page:
+    """The extension page under the registry's own Content-Security-Policy (headers.py)."""
     page = page_factory(1280)
-    if csp is not None:  # as a proxy would add it: the registry's response plus the header
-
-        def with_csp(route: Any) -> None:
-            response = route.fetch()
-            route.fulfill(
-                response=response, headers={**response.headers, "content-security-policy": csp}
-            )
-
-        page.page.route(f"{reg.url}/catalog/**", with_csp)
+    page.context.add_init_script(CSP_LISTENER)
     assert page.goto(f"{reg.url}/catalog/{NAME}") == 200
     assert page.page.locator("form.rollout-admin").is_visible()
     return page
@@ -354,7 +361,7 @@ def test_an_admin_sets_halts_and_resumes_a_rollout_from_the_page(
     registry: RegistryServer, page_factory: Callable[..., Page]
 ) -> None:
     reg = registry
-    page = open_extension_page(reg, page_factory, csp=STRICT_CSP)
+    page = open_extension_page(reg, page_factory)
     assert "0%" in stage_shown(page)
     said = submit_rollout(page, reg.admin_token, "set", percent="10")
     assert said == "Done: 1.1 (stable) is now rolling out at 10%; 10% of hosts."
@@ -396,13 +403,17 @@ def test_an_admin_sets_halts_and_resumes_a_rollout_from_the_page(
     ]
     assert page.foreign == []
     assert axe_violations(page) == []  # with an answer in the live region
-    # The policy was in force all along: an inline script does not run under it.
+    assert csp_violations(page) == []  # the form works within the registry's own policy
+    # The policy was in force all along: an inline script does not run under it, and the
+    # refusal is seen by the listener (so an empty list above means something).
     inline_ran = page.page.evaluate(
         "() => { const s = document.createElement('script');"
         " s.textContent = 'window.inlineRan = true'; document.body.append(s);"
         " return window.inlineRan === true; }"
     )
     assert inline_ran is False
+    page.page.wait_for_function("() => window.__cspViolations.length > 0")
+    assert csp_violations(page)[0].startswith("script-src-elem blocked inline")
 
 
 def test_the_page_shows_the_apis_refusals_and_changes_nothing(
@@ -460,3 +471,222 @@ def test_the_first_rollout_is_staged_from_the_page_before_publishing(
         info = requests.get(f"{reg.url}/api/v1/extensions/{NAME}/rollouts", timeout=10).json()
         assert [(r["version"], r["percent"]) for r in info["rollouts"]] == [("1.2", 0)]
         assert page.errors == []
+
+
+# --- the rest of `sysext rollout set` on the page, and the registry's own CSP ------------
+
+
+def fill(page: Page, selector: str, text: str) -> None:
+    """Type into a field from the keyboard, as an admin would (Tab got there before)."""
+    page.page.fill(selector, "")
+    page.page.type(selector, text)
+
+
+def apply(page: Page) -> str:
+    page.page.click("form.rollout-admin button[type=submit]")
+    page.page.wait_for_function(
+        "() => { const t = document.getElementById('rollout-answer').textContent;"
+        " return t !== '' && t !== 'Sending…'; }"
+    )
+    answer = str(page.page.inner_text("#rollout-answer"))
+    # Cleared, so the next wait sees the next answer and not this one.
+    page.page.evaluate("document.getElementById('rollout-answer').textContent = ''")
+    return answer
+
+
+def test_group_canary_schedule_and_window_from_the_page(
+    registry: RegistryServer, page_factory: Callable[..., Page]
+) -> None:
+    """The folded part of the form, reached and opened from the keyboard: a group at
+    100 %, then a schedule with a canary and a window, each exactly what the API reports;
+    its refusals shown as the API words them, and nothing sent or changed by them."""
+    reg = registry
+    page = open_extension_page(reg, page_factory)
+    keys = page.page.keyboard
+    page.page.fill("#rollout-token", reg.admin_token)
+    page.page.fill("#rollout-version", "1.1")
+    page.page.focus("#rollout-percent")
+    keys.type("100")
+    assert page.page.locator("#rollout-group").is_hidden()  # folded away at first
+    keys.press("Tab")
+    assert page.page.evaluate("document.activeElement.tagName") == "SUMMARY"
+    keys.press("Enter")
+    assert page.page.locator("#rollout-more").get_attribute("open") is not None
+    keys.press("Tab")
+    assert page.page.evaluate("document.activeElement.id") == "rollout-group"
+    keys.type("canary")
+    said = apply(page)
+    assert said == (
+        "Done: 1.1 (stable) is now rolling out at 0%; 0% of hosts; groups: canary 100%."
+    )
+    assert (status(reg)["groups"], status(reg)["percent"]) == ({"canary": 100}, 0)
+    # A schedule moves everybody's percentage: with the group still filled in, the API's
+    # refusal, word for word.
+    fill(page, "#rollout-percent", "")
+    fill(page, "#rollout-steps", "1,10,50,100")
+    fill(page, "#rollout-every", "1h")
+    assert apply(page) == (
+        "Refused (422): a schedule moves the percentage of all hosts, not a group"
+    )
+    fill(page, "#rollout-group", "")
+    fill(page, "#rollout-canary", "3")
+    fill(page, "#rollout-window", "2h")
+    said = apply(page)
+    info = status(reg)
+    assert said == (
+        "Done: 1.1 (stable) is now canary: waiting for 3 host(s) to fetch it; 1% of hosts; "
+        f"groups: canary 100%; schedule 1,10,50,100 every 3600s, next at {info['next_step_at']}"
+        "; canary 3 (waiting); auto-pause after 7200s without a fetch."
+    )
+    wanted = {
+        "percent": 1,
+        "groups": {"canary": 100},
+        "steps": [1, 10, 50, 100],
+        "every_seconds": 3600,
+        "canary": 3,
+        "canary_done": False,
+        "window_seconds": 7200,
+        "halted": False,
+    }
+    assert {key: info[key] for key in wanted} == wanted
+    shown = stage_shown(page)  # the refreshed table says the same, in the page's words
+    assert "schedule 1,10,50,100 every 1h" in shown and "canary 3" in shown
+    assert "auto-pause after 2h without a fetch" in shown
+    # The same through the CLI's status: the page and the CLI drive one API.
+    printed = cli(reg, "rollout", "status", NAME).stdout
+    assert "schedule 1,10,50,100 every 3600s" in printed and "canary 3 (waiting)" in printed
+    before = audit_actions(reg).count("rollout.set")
+    # Bad steps: refused by the API in its own words, with nothing changed.
+    fill(page, "#rollout-steps", "50,10")
+    assert apply(page) == (
+        "Refused (422): steps must be increasing percentages between 1 and 100, e.g. 1,10,50,100"
+    )
+    fill(page, "#rollout-steps", "1,ten")
+    assert apply(page) == (
+        "Refused (422): steps.1: Input should be a valid integer, unable to parse string "
+        "as an integer"
+    )
+    fill(page, "#rollout-steps", "1,10,50,100")
+    fill(page, "#rollout-canary", "-1")
+    assert apply(page) == "Refused (422): canary -1 must be between 0 and 10000 hosts"
+    fill(page, "#rollout-canary", "3")
+    # A duration the CLI's grammar refuses is refused before sending, in the CLI's words.
+    fill(page, "#rollout-every", "1 hour")
+    assert apply(page) == (
+        "Not sent: invalid every '1 hour': write a number and a unit: 90s, 30m, 12h, 7d or "
+        "2w (units may be combined: 1d12h)"
+    )
+    assert page.page.locator("#rollout-answer.failed").count() == 1
+    assert status(reg) == info and audit_actions(reg).count("rollout.set") == before
+    # Halt and resume take none of these: the folded part is hidden for them.
+    page.page.select_option("#rollout-action", "halt")
+    assert page.page.locator("#rollout-more").is_hidden()
+    refused = "Failed to load resource: the server responded with a status of 422"
+    assert page.errors == [f"{refused} (Unprocessable Entity)"] * 4  # one per refusal above
+    assert csp_violations(page) == [] and page.foreign == []
+
+
+# Durations as `--every`/`--window` take them; the page converts them with its own copy of
+# the grammar (the API takes seconds), so both must agree on each.
+DURATIONS = ["1h", "90s", "30m", "1d12h", "2w", " 1H ", "1 h", "0s", "1h0m", "h", "1", "1x", "1.5h"]
+
+
+def test_the_pages_durations_are_the_clis(
+    unchanged: RegistryServer, page_factory: Callable[..., Page]
+) -> None:
+    page = open_extension_page(unchanged, page_factory)
+    for text in DURATIONS:
+        try:
+            expected: object = int(parse_duration(text, what="every").total_seconds())
+        except SysextError as exc:
+            expected = exc.message.split(":")[0]  # "invalid every '…'" (the CLI's repr)
+        got = page.page.evaluate(
+            "t => { try { return durationSeconds(t.trim(), 'every'); }"
+            " catch (e) { return e.message.split(':')[0]; } }",
+            text,
+        )
+        if isinstance(expected, str):
+            # The page names the field's trimmed text; the CLI the text as given.
+            assert got == f"invalid every '{text.strip()}'", text
+        else:
+            assert got == expected, text
+
+
+def test_every_page_has_the_registrys_csp_and_works_under_it(
+    unchanged: RegistryServer, page_factory: Callable[..., Page]
+) -> None:
+    """The registry's own policy on each HTML page (home, search, extension page, the HTML
+    404s, the API docs) and Chromium's view of it: nothing blocked. JSON answers carry
+    `nosniff` but no policy; the files hosts fetch are sent exactly as before."""
+    reg = unchanged
+    html_accept = {"Accept": "text/html"}
+    pages = ["/", "/?q=hel", f"/catalog/{NAME}", "/catalog/nothing", "/no/such/page", "/api/docs"]
+    for path in pages:
+        answer = requests.get(f"{reg.url}{path}", headers=html_accept, timeout=10)
+        assert answer.headers["content-type"].startswith("text/html"), path
+        assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
+        assert answer.headers["x-content-type-options"] == "nosniff", path
+        assert answer.headers["referrer-policy"] == "no-referrer", path
+    directives = dict(d.strip().split(" ", 1) for d in CONTENT_SECURITY_POLICY.split(";"))
+    assert directives["default-src"] == "'self'" and directives["script-src"] == "'self'"
+    assert directives["style-src"] == "'self'"  # no inline style either
+    for name, value in (
+        ("frame-ancestors", "'none'"),
+        ("form-action", "'self'"),
+        ("base-uri", "'none'"),
+        ("object-src", "'none'"),
+    ):
+        assert directives[name] == value, name
+    api = requests.get(f"{reg.url}/api/v1/extensions/{NAME}/rollouts", timeout=10)
+    assert api.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" not in api.headers
+    script = requests.get(f"{reg.url}/static/catalogue.js", timeout=10)
+    assert "content-security-policy" not in script.headers
+    # The public tree is answered in front of the app: its responses are unchanged.
+    for path in (f"extensions/{NAME}/SHA256SUMS", "keyring.gpg"):
+        answer = requests.get(f"{reg.url}/{path}", timeout=10)
+        assert answer.content == (reg.data / "public" / path).read_bytes()
+        assert not {"content-security-policy", "x-content-type-options"} & {
+            k.lower() for k in answer.headers
+        }
+    # In the browser: every page renders and runs its script with nothing blocked.
+    page = page_factory(390)
+    page.context.add_init_script(CSP_LISTENER)
+    for path in pages:
+        page.goto(f"{reg.url}{path}")
+        if path == "/api/docs":  # Swagger UI, started by a file, renders the operations
+            page.page.wait_for_selector(".opblock", timeout=30_000)
+            page.page.locator(".opblock-summary").first.click()
+            page.page.wait_for_selector(".opblock-body")
+        if path == f"/catalog/{NAME}":
+            assert page.page.locator("form.rollout-admin").is_visible()  # the script ran
+            assert page.page.locator("button.copy").first.is_visible()
+        assert csp_violations(page) == [], path
+    assert (
+        page.errors
+        == ["Failed to load resource: the server responded with a status of 404 (Not Found)"] * 2
+    )  # the two 404 pages, as asked
+    assert page.foreign == []
+
+
+@pytest.mark.root(reason="the test nginx config runs as root")
+def test_the_shipped_nginx_block_passes_the_pages_headers_on(
+    unchanged: RegistryServer, tmp_path: Path
+) -> None:
+    """nginx adds no CSP of its own and hides none of the registry's on proxied pages; the
+    files it serves itself are as before."""
+    reg = unchanged
+    block = lambda listen: server_block(reg.data / "public", listen, reg.url)  # noqa: E731
+    with running_nginx(tmp_path / "nginx", block) as url:
+        for path in ("/", f"/catalog/{NAME}", "/api/docs"):
+            answer = requests.get(f"{url}{path}", timeout=10)
+            assert answer.status_code == 200, path
+            assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
+            assert answer.headers["x-content-type-options"] == "nosniff", path
+            assert answer.headers["referrer-policy"] == "no-referrer", path
+        served = requests.get(f"{url}/extensions/{NAME}/SHA256SUMS", timeout=10)
+        assert (
+            served.content
+            == (reg.data / "public" / "extensions" / NAME / "SHA256SUMS").read_bytes()
+        )
+        assert "content-security-policy" not in served.headers

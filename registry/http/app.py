@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 
 from registry.errors import RegistryError
 from registry.http import api, guard, key_routes, provision_routes, rollout_routes, tree, web
+from registry.http.headers import SecurityHeaders
 from registry.http.logs import AccessLogMiddleware, configure_logging
 from registry.http.slashes import SlashRedirect
 from registry.http.write_auth import WritesNeedAToken
@@ -145,6 +146,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         return JSONResponse({"detail": exc.message.replace(data_dir, "DATA")}, status_code=422)
 
     app.add_middleware(WritesNeedAToken, service=service)
+    # Outermost of the app's own layers, so refusals and the HTML 404 carry them too.
+    app.add_middleware(SecurityHeaders)  # CSP on pages, nosniff everywhere (headers.py)
     app.include_router(api.router)
     app.include_router(key_routes.router)  # signing keys and rotation (issue 14)
     app.include_router(provision_routes.router)  # Butane/Ignition configs (issue 5)

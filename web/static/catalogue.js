@@ -49,17 +49,20 @@ function errorDetail(answer) {
 // cross-site form or fetch can neither add the header nor read the token.
 function rolloutAdmin(form) {
   const name = form.dataset.extension;
-  const token = form.querySelector("#rollout-token");
-  const action = form.querySelector("#rollout-action");
-  const version = form.querySelector("#rollout-version");
-  const channel = form.querySelector("#rollout-channel");
-  const percent = form.querySelector("#rollout-percent");
-  const answer = form.querySelector("#rollout-answer");
+  const field = (id) => form.querySelector(`#rollout-${id}`);
+  const token = field("token");
+  const action = field("action");
+  const version = field("version");
+  const channel = field("channel");
+  const percent = field("percent");
+  const more = field("more");
+  const answer = field("answer");
   const button = form.querySelector("button[type=submit]");
   const sync = () => {
-    // Halt takes no percentage; resume takes an optional one; set needs one.
+    // Halt takes no percentage; resume takes an optional one. Group, canary, schedule
+    // and window are part of `set` only (as on the CLI).
     percent.disabled = action.value === "halt";
-    percent.required = action.value === "set";
+    more.hidden = action.value !== "set";
   };
   action.addEventListener("change", sync);
   sync();
@@ -74,8 +77,15 @@ function rolloutAdmin(form) {
     let url = base + query;
     let method = "PUT";
     let body;
+    answer.classList.remove("failed");
     if (action.value === "set") {
-      body = { percent: Number(percent.value) };
+      try {
+        body = rolloutBody(form);
+      } catch (err) {
+        answer.classList.add("failed");
+        answer.textContent = `Not sent: ${err.message}`;
+        return;
+      }
     } else {
       url = `${base}/${action.value}${query}`;
       method = "POST";
@@ -85,7 +95,6 @@ function rolloutAdmin(form) {
     }
     const headers = { Authorization: `Bearer ${token.value.trim()}` };
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    answer.classList.remove("failed");
     answer.textContent = "Sending…";
     button.disabled = true;
     try {
@@ -105,7 +114,7 @@ function rolloutAdmin(form) {
       // The table first, then the answer: when it is announced, the page agrees with it.
       await refreshRollouts().catch(() => undefined);
       answer.textContent = `Done: ${result.version} (${result.channel}) is now ` +
-        `${result.stage}; ${result.percent}% of hosts.`;
+        `${result.stage}; ${result.percent}% of hosts${rolloutExtras(result)}.`;
     } catch (err) {
       answer.classList.add("failed");
       answer.textContent = `The registry did not answer: ${err.message || err}`;
@@ -113,6 +122,66 @@ function rolloutAdmin(form) {
       button.disabled = false;
     }
   });
+}
+
+// The body of PUT …/rollouts/VERSION, field for field what `sysext rollout set` sends
+// (sysext/cli/rollout_cmds.py): an empty field is not given. Numbers that are not plain
+// digits go to the API as they were typed, so that its validation refuses them in its own
+// words; only durations are converted here (the API takes seconds), with the CLI's grammar.
+function rolloutBody(form) {
+  const text = (id) => form.querySelector(`#rollout-${id}`).value.trim();
+  const number = (value) => (/^\d+$/.test(value) ? Number(value) : value);
+  const percent = form.querySelector("#rollout-percent").value;
+  const steps = text("steps");
+  const body = {
+    percent: percent === "" ? null : Number(percent),
+    group: text("group") || null,
+    canary: text("canary") === "" ? null : number(text("canary")),
+    steps: steps === "" ? [] : steps.split(",").map((part) => number(part.trim())),
+    every_seconds: durationSeconds(text("every"), "every"),
+    window_seconds: durationSeconds(text("window"), "window"),
+  };
+  if (body.percent === null && !body.steps.length && body.canary === null &&
+      body.window_seconds === null) {
+    throw new Error("nothing to set (give a percentage, steps and an interval, a canary " +
+      "or a window)");
+  }
+  return body;
+}
+
+// sysext.core.durations.parse_duration in JavaScript: 90s, 30m, 12h, 7d, 2w, combined as
+// 1d12h; null for an empty field. tests/test_rollout_policy.py checks both agree.
+const DURATION_UNITS = { s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400 };
+function durationSeconds(text, what) {
+  if (text === "") return null;
+  const cleaned = text.trim().toLowerCase().replaceAll(" ", "");
+  const parts = [...cleaned.matchAll(/(\d+)([smhdw])/g)];
+  if (!cleaned || parts.map((m) => m[0]).join("") !== cleaned) {
+    throw new Error(`invalid ${what} '${text}': write a number and a unit: 90s, 30m, 12h, ` +
+      "7d or 2w (units may be combined: 1d12h)");
+  }
+  const seconds = parts.reduce((sum, m) => sum + Number(m[1]) * DURATION_UNITS[m[2]], 0);
+  if (seconds <= 0) throw new Error(`invalid ${what} '${text}': it must be longer than zero`);
+  return seconds;
+}
+
+// What `sysext rollout set` prints after the stage: groups, schedule, canary, window.
+function rolloutExtras(info) {
+  let extra = "";
+  const groups = Object.keys(info.groups || {}).sort()
+    .map((g) => `${g} ${info.groups[g]}%`).join(", ");
+  if (groups) extra += `; groups: ${groups}`;
+  if (info.steps && info.steps.length) {
+    extra += `; schedule ${info.steps.join(",")} every ${info.every_seconds}s`;
+    if (info.next_step_at) extra += `, next at ${info.next_step_at}`;
+  }
+  if (info.canary) {
+    extra += `; canary ${info.canary} (${info.canary_done ? "passed" : "waiting"})`;
+  }
+  if (info.window_seconds) {
+    extra += `; auto-pause after ${info.window_seconds}s without a fetch`;
+  }
+  return extra;
 }
 
 // The rollout table and chart as the server renders them now (one page, no second
