@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,8 @@ def test_rollout_polls_answered_while_the_app_hangs(tmp_path: Path) -> None:
     """A managed host's poll is answered by nginx from disk while `sysext serve` is stopped
     (SIGSTOP: its socket accepts connections, nothing answers). nginx's copy of the request
     for the fleet view times out and is dropped; the next request on the same kept-alive
-    connection, which waits for that, is answered too. The copy's location is internal."""
+    connection, which waits for that, is answered too. At most 32 copies are in flight:
+    the rest are dropped at once. The copy's location is internal."""
     image = build_image(tmp_path / "images", "hello", "1.0")
     with running_registry(tmp_path / "data", env={"SYSEXT_FLEET_FLUSH": "0"}) as reg:
         env = {"SYSEXT_TOKEN": reg.admin_token, "SYSEXT_REGISTRY": reg.url}
@@ -120,7 +122,19 @@ def test_rollout_polls_answered_while_the_app_hangs(tmp_path: Path) -> None:
                     assert got.headers["location"].endswith(
                         "/channels/stable/extensions/hello/hello-1.0-x86-64.raw"
                     )
+                # 64 hosts at once: every one answered, copies beyond 32 dropped.
+                with ThreadPoolExecutor(64) as pool:
+                    answers = list(
+                        pool.map(
+                            lambda n: requests.get(
+                                f"{url}/rollouts/stable/hello/07/{n:032x}/SHA256SUMS", timeout=30
+                            ),
+                            range(64),
+                        )
+                    )
+                assert all(a.status_code == 200 and a.content == on_disk for a in answers)
             finally:
                 os.killpg(reg.process.pid, signal.SIGCONT)
         errors = (tmp_path / "nginx/error.log").read_text()
         assert "upstream timed out" in errors and 'subrequest: "/_sysext_fleet"' in errors
+        assert 'limiting connections by zone "sysext_fleet"' in errors
