@@ -15,7 +15,7 @@ REPLICAS_TEMPLATE = Path(__file__).resolve().parent / "nginx" / "sysext-replicas
 def server_block(public_dir: Path, listen: str, upstream: str, fleet_mirror: bool = True) -> str:
     """The block with its listen address, `root` and the app's address (`upstream`, an
     http://HOST:PORT URL) replaced. `fleet_mirror=False` drops the `mirror` lines, as a
-    static-only server would: bench/rollout.py measures what the fleet notes cost."""
+    static-only server would: bench/rollout.py measures what the fleet copies cost."""
     text = TEMPLATE.read_text()
     address = upstream.split("://", 1)[-1].rstrip("/")
     replacements = {
