@@ -14,7 +14,10 @@ same DATA/public, with hello 1.0 released and 1.1 rolling out at 50 %:
   connections, each request a random one of DISTINCT host IDs
   (`rollouts/stable/hello/BB/HOSTID/SHA256SUMS`, what managed hosts fetch, each recorded
   for the fleet view), against today's one-manifest path `extensions/hello/SHA256SUMS`,
-  for `sysext serve` and for nginx.
+  for `sysext serve`, for nginx (the shipped block, which copies each per-host request to
+  the app for the fleet view: `mirror`) and for the same block without its `mirror` lines.
+  Printed as well: how many of nginx's copies the app logged (the rest timed out or were
+  refused while it was saturated).
 
 wrk runs on the same machine: compare the ratios, not the absolute figures.
 
@@ -299,6 +302,7 @@ def through(args: argparse.Namespace, scratch: Path) -> None:
     ids = host_ids(args.fleet_hosts)
     results: dict[str, dict[str, PollFigures]] = {}
     loads: dict[str, tuple[float, float]] = {}
+    fleet_seen: dict[str, int] = {}
     if "nginx" in args.through:
         with (
             registry(scratch / "nginx-registry", args.fleet_flush) as reg,
@@ -317,6 +321,11 @@ def through(args: argparse.Namespace, scratch: Path) -> None:
                 paths, rounds, args.parallel, reg.keyring(), lambda: lines(log)
             )
             loads["nginx"] = (load, os.getloadavg()[0])
+            # nginx copies each managed poll to the app (`mirror`): the fleet view counts
+            # them once every worker wrote what it queued.
+            time.sleep(min(args.fleet_flush, 30) + 1)
+            seen = requests.get(f"{reg.url}/api/v1/extensions/hello/fleet", timeout=120).json()
+            fleet_seen["nginx"] = int(seen["hosts"])
     if "bucket" in args.through:
         from tests.ceph_rgw import start_rgw, stop_rgw
         from tests.test_registry_scale import s3_env
@@ -361,6 +370,8 @@ def through(args: argparse.Namespace, scratch: Path) -> None:
                 f"    {label:26} {f.polls:5d} polls in {f.wall_s:6.1f} s, "
                 f"{f.median_s * 1000:5.0f} ms median, {f.p90_s * 1000:5.0f} ms p90, {per_poll}"
             )
+        if where in fleet_seen:
+            print(f"    fleet view: {fleet_seen[where]} of {args.fleet_hosts} managed hosts seen")
         managed, plain = figures["managed (bucket path)"], figures["unmanaged (channel path)"]
         print(
             f"    managed / unmanaged: {managed.wall_s / plain.wall_s:.2f}x wall time, "
@@ -415,15 +426,27 @@ def main() -> None:
             lua_env = {"DISTINCT": str(args.distinct), "BASE": "/rollouts/stable/hello"}
             runs: dict[str, list[WrkResult]] = {}
             load_before = os.getloadavg()
-            with nginx(reg.data / "public", reg.url, 2, scratch / "nginx") as nginx_url:
-                # Rounds alternate the two paths, so a neighbour's burst of load on a
-                # shared machine falls on both sides rather than on one.
+            copies_before = copies(reg)
+            no_mirror = server_block(reg.data / "public", "PORT", reg.url, fleet_mirror=False)
+            with (
+                nginx(reg.data / "public", reg.url, 2, scratch / "nginx") as nginx_url,
+                nginx(reg.data / "public", reg.url, 2, scratch / "plain", no_mirror) as plain_url,
+            ):
+                # Rounds alternate the paths, so a neighbour's burst of load on a shared
+                # machine falls on every side rather than on one.
                 for _ in range(args.rounds):
-                    for label, url in (("sysext serve", reg.url), ("nginx", nginx_url)):
+                    for label, url in (
+                        ("sysext serve", reg.url),
+                        ("nginx", nginx_url),
+                        (NO_MIRROR, plain_url),
+                    ):
                         for kind, lua in (("one manifest", plain), ("per host", script)):
                             result = wrk_lua(url, lua, lua_env, args.connections, args.duration)
                             runs.setdefault(f"{label}, {kind}", []).append(result)
             load_after = os.getloadavg()
+            # Every request of the mirrored per-host runs had a copy sent to the app.
+            sent = sum(r.requests_per_s * args.duration for r in runs["nginx, per host"])
+            logged = copies(reg) - copies_before
             results = {label: _median(found) for label, found in runs.items()}
             # The other worker writes what it queued within one flush interval.
             time.sleep(min(args.fleet_flush, 30) + 1)
@@ -442,22 +465,38 @@ def main() -> None:
         f"{args.rounds} alternating runs, load average {load_before[0]:.1f} before, "
         f"{load_after[0]:.1f} after:"
     )
-    for server in ("sysext serve", "nginx"):
+    for server in ("sysext serve", "nginx", NO_MIRROR):
         one, per_host = results[f"{server}, one manifest"], results[f"{server}, per host"]
         for label, r in (("one manifest", one), ("per host", per_host)):
             print(
-                f"  {server:12} {label:12} {r.requests_per_s:9.0f} req/s  p50 {r.p50_ms:6.1f} ms"
+                f"  {server:16} {label:12} {r.requests_per_s:9.0f} req/s  p50 {r.p50_ms:6.1f} ms"
                 f"  p99 {r.p99_ms:7.1f} ms  non-2xx {r.errors}"
             )
         print(
-            f"  {server:12} per host / one manifest: "
+            f"  {server:16} per host / one manifest: "
             f"{per_host.requests_per_s / one.requests_per_s:.2f}x req/s, "
             f"p99 {per_host.p99_ms / max(one.p99_ms, 0.001):.2f}x"
         )
+    mirrored, bare = results["nginx, per host"], results[f"{NO_MIRROR}, per host"]
+    print(
+        f"  nginx per host, with / without mirror: "
+        f"{mirrored.requests_per_s / bare.requests_per_s:.2f}x req/s, "
+        f"p99 {mirrored.p99_ms / max(bare.p99_ms, 0.001):.2f}x; the app logged {logged:,.0f} "
+        f"of ~{sent:,.0f} copies ({logged / max(sent, 1):.0%})"
+    )
     print(
         f"fleet view after the run: {fleet['hosts']:,} hosts recorded, "
         f"{fleet['dropped_sightings']:,} sightings dropped (full queue)"
     )
+
+
+NO_MIRROR = "nginx, no mirror"
+
+
+def copies(reg: RegistryServer) -> int:
+    """Requests nginx copied to the app for the fleet view, as the app logged them (HEADs
+    of rollout paths: hosts and wrk ask GET)."""
+    return sum(1 for line in reg.log().splitlines() if "method=HEAD path=/rollouts/" in line)
 
 
 def _median(results: list[WrkResult]) -> WrkResult:

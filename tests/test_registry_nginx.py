@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import requests
 from registry.http.nginx_conf import server_block, standalone_config
 from sysext.systemd.manifest import parse_manifest
 from sysext.trust.signing import verify_detached
-from tests.registry_server import build_image, free_port, running_registry
+from tests.registry_server import build_image, free_port, running_nginx, running_registry
 from tests.servers import run_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the test nginx config runs as root")
@@ -86,3 +88,53 @@ def test_nginx_serves_the_same_tree(tmp_path: Path) -> None:
             proc.terminate()
             _, err = proc.communicate(timeout=10)
             assert b"emerg" not in err, err.decode()
+
+
+def test_rollout_polls_answered_while_the_app_hangs(tmp_path: Path) -> None:
+    """A managed host's poll is answered by nginx from disk while `sysext serve` is stopped
+    (SIGSTOP: its socket accepts connections, nothing answers). nginx's copy of the request
+    for the fleet view times out and is dropped; the next request on the same kept-alive
+    connection, which waits for that, is answered too. At most 32 copies are in flight:
+    the rest are dropped at once. The copy's location is internal."""
+    image = build_image(tmp_path / "images", "hello", "1.0")
+    with running_registry(tmp_path / "data", env={"SYSEXT_FLEET_FLUSH": "0"}) as reg:
+        env = {"SYSEXT_TOKEN": reg.admin_token, "SYSEXT_REGISTRY": reg.url}
+        assert run_cli("publish", image, env=env).returncode == 0
+        public = reg.data / "public"
+        with running_nginx(
+            tmp_path / "nginx", lambda listen: server_block(public, listen, reg.url)
+        ) as url:
+            assert requests.get(f"{url}/_sysext_fleet", timeout=10).status_code == 404
+            # No rollout tree yet: the bucket path reads the channel directory.
+            on_disk = (reg.data / "public/channels/stable/extensions/hello/SHA256SUMS").read_bytes()
+            host = f"{url}/rollouts/stable/hello/07/{'ab' * 16}"
+            assert reg.process is not None
+            os.killpg(reg.process.pid, signal.SIGSTOP)
+            try:
+                with requests.Session() as session:
+                    for _ in range(2):
+                        got = session.get(f"{host}/SHA256SUMS", timeout=30)
+                        assert got.status_code == 200 and got.content == on_disk
+                    got = session.get(
+                        f"{host}/hello-1.0-x86-64.raw", allow_redirects=False, timeout=30
+                    )
+                    assert got.status_code == 302
+                    assert got.headers["location"].endswith(
+                        "/channels/stable/extensions/hello/hello-1.0-x86-64.raw"
+                    )
+                # 64 hosts at once: every one answered, copies beyond 32 dropped.
+                with ThreadPoolExecutor(64) as pool:
+                    answers = list(
+                        pool.map(
+                            lambda n: requests.get(
+                                f"{url}/rollouts/stable/hello/07/{n:032x}/SHA256SUMS", timeout=30
+                            ),
+                            range(64),
+                        )
+                    )
+                assert all(a.status_code == 200 and a.content == on_disk for a in answers)
+            finally:
+                os.killpg(reg.process.pid, signal.SIGCONT)
+        errors = (tmp_path / "nginx/error.log").read_text()
+        assert "upstream timed out" in errors and 'subrequest: "/_sysext_fleet"' in errors
+        assert 'limiting connections by zone "sysext_fleet"' in errors

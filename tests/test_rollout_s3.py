@@ -1,13 +1,15 @@
 """Staged rollouts from an S3 bucket (issue 21): a real Ceph radosgw, PostgreSQL, and the
 real systemd-sysupdate 254. Hosts read their bucket directory straight from the object
 store (`--static`, no host ID), point at a replica that records them and redirects to the
-bucket, or go through the shipped replicas nginx block, which drops the host ID."""
+bucket, or go through the shipped replicas nginx block, which drops the host ID and sends
+a replica a copy of each poll for the fleet view."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,7 +23,7 @@ from tests.registry_server import RegistryServer, build_image, free_port, runnin
 from tests.servers import run_cli
 from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
 from tests.test_registry_scale import bucket_env
-from tests.test_rollout_sysupdate import ROLLOUT_KEY, admin, fleet_counts
+from tests.test_rollout_sysupdate import ROLLOUT_KEY, admin, fleet_when
 
 pytestmark = pytest.mark.root
 
@@ -79,14 +81,16 @@ def test_rollout_from_the_bucket(s3_registry: tuple[RegistryServer, str], tmp_pa
     admin(reg, "publish", str(build_image(images, "hello", "1.0")))
     with replicas_nginx(reg, bucket_url, tmp_path / "nginx") as front:
         # Before any rollout there is no tree: nginx reads the channel directory.
-        early = host(tmp_path / "early", front, 300, static=False)[0]
-        assert running(early, reg.keyring()) == "1.0"
+        early = host(tmp_path / "early", front, 300, static=False)
+        assert running(early[0], reg.keyring()) == "1.0"
         rollout_phases(reg, bucket_url, front, images, tmp_path)
 
 
 def rollout_phases(
     reg: RegistryServer, bucket_url: str, front: str, images: Path, tmp_path: Path
 ) -> None:
+    """50 % then 100 %, for hosts reading the bucket, a replica and the nginx block; one
+    host polled through nginx before (on 1.0)."""
     admin(reg, "rollout", "set", "hello", "1.1", "--percent", "50")
     admin(reg, "publish", str(build_image(images, "hello", "1.1")))
     keyring = reg.keyring()
@@ -98,10 +102,12 @@ def rollout_phases(
     for root, host_id in [*direct, *via_replica, *via_nginx]:
         expected = "1.1" if host_bucket(host_id) in offered else "1.0"
         assert running(root, keyring) == expected, (root.name, host_bucket(host_id))
-    # The replica saw its hosts (the bucket's readers are invisible to it).
-    on_11 = sum(host_bucket(h) in offered for _, h in via_replica)
-    want = {v: n for v, n in (("1.0", len(via_replica) - on_11), ("1.1", on_11)) if n}
-    assert fleet_counts(reg) == want
+    # The replica saw its own hosts and, from the nginx block's copies, those behind nginx
+    # (and the one that polled nginx before, on 1.0); the bucket's readers are invisible.
+    seen = [*via_replica, *via_nginx]
+    on_11 = sum(host_bucket(h) in offered for _, h in seen)
+    want = {v: n for v, n in (("1.0", len(seen) + 1 - on_11), ("1.1", on_11)) if n}
+    assert counts(fleet_when(reg, want)) == want
     # Every bucket directory in the bucket lists the channel's BEST-BEFORE marker (signed
     # with it: the hosts above verified it) and serves the empty file it names.
     channel = requests.get(f"{bucket_url}/extensions/hello/SHA256SUMS", timeout=10).text
@@ -114,3 +120,9 @@ def rollout_phases(
     admin(reg, "rollout", "set", "hello", "1.1", "--percent", "100")
     for root, _ in [*direct, *via_replica, *via_nginx]:
         assert running(root, keyring) == "1.1"
+    want = {"1.0": 1, "1.1": len(seen)}
+    assert counts(fleet_when(reg, want)) == want
+
+
+def counts(fleet: dict[str, Any]) -> dict[str, int]:
+    return {v: e["hosts"] for v, e in fleet["versions"].items()}

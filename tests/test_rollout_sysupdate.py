@@ -13,10 +13,12 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -247,3 +249,90 @@ def test_nginx_serves_rollouts_and_groups(tmp_path: Path) -> None:
             assert redirect.headers["location"].endswith(
                 "/channels/stable/extensions/hello/hello-1.1-x86-64.raw"
             )
+
+
+def fleet_when(reg: RegistryServer, want: dict[str, int]) -> dict[str, Any]:
+    """The fleet view once its counts are `want`, or as it is after 60 s. nginx's copy of a
+    request may reach the app after the host got its answer, so the view catches up a
+    moment after the last poll returned."""
+    deadline = time.monotonic() + 60
+    while True:
+        fleet: dict[str, Any] = requests.get(
+            f"{reg.url}/api/v1/extensions/hello/fleet", timeout=30
+        ).json()
+        counts = {v: e["hosts"] for v, e in fleet["versions"].items()}
+        if counts == want or time.monotonic() > deadline:
+            return fleet
+        time.sleep(0.2)
+
+
+def test_fleet_view_counts_hosts_behind_nginx(tmp_path: Path) -> None:
+    """Hosts that poll only the shipped nginx block are in the fleet view with the version
+    they installed: nginx answers from disk and sends the app a copy (`mirror`) of each
+    poll and image fetch. With the app down, nginx still answers every poll."""
+    env = {"SYSEXT_WORKERS": "1", "SYSEXT_FLEET_FLUSH": "0", "SYSEXT_ROLLOUT_TICK": "3600"}
+    with running_registry(tmp_path / "data", env=env) as reg:
+        with sqlite3.connect(reg.data / "registry.db") as db:
+            fixed = "UPDATE registry_meta SET value = ? WHERE key = 'rollout_key'"
+            db.execute(fixed, (ROLLOUT_KEY,))
+        images = tmp_path / "images"
+        images.mkdir()
+        admin(reg, "publish", str(build_image(images, "hello", "1.0")))
+        admin(reg, "rollout", "set", "hello", "1.1", "--percent", "50")
+        admin(reg, "rollout", "set", "hello", "1.1", "--group", "canary", "--percent", "100")
+        admin(reg, "publish", str(build_image(images, "hello", "1.1")))
+        with nginx_in_front(reg, tmp_path / "nginx") as url:
+            plain = provision(reg, tmp_path / "plain", 6, url=url)
+            canaries = provision(reg, tmp_path / "canary", 2, 100, url=url, group="canary")
+            late = provision(reg, tmp_path / "late", 3, 300, url=url)
+            keyring = reg.keyring()
+            everyone = [*plain, *canaries]
+            running = poll(everyone, keyring)
+            newer = expected(plain, 50) | set(canaries)
+            assert held(running, "1.1") == newer and held(running, "1.0") == set(everyone) - newer
+            assert newer and set(everyone) - newer, "both versions must be on some host"
+            want = {"1.0": len(everyone) - len(newer), "1.1": len(newer)}
+            fleet = fleet_when(reg, want)
+            counts = {v: e["hosts"] for v, e in fleet["versions"].items()}
+            assert counts == want
+            assert fleet["groups"] == {
+                "(none)": {k: v for k, v in (("1.0", want["1.0"]), ("1.1", want["1.1"] - 2)) if v},
+                "canary": {"1.1": 2},
+            }
+            # The app saw those hosts only as nginx's copies (HEAD; a host asks GET): one
+            # per poll (its SHA256SUMS; not the signature) and one per image fetched.
+            lines = [line for line in reg.log().splitlines() if "path=/rollouts/" in line]
+            assert all("method=HEAD" in line for line in lines), lines
+            assert sum("/SHA256SUMS " in line for line in lines) == len(everyone), lines
+            assert sum(".raw " in line for line in lines) == len(everyone), lines
+            assert not any("SHA256SUMS." in line for line in lines), lines
+
+            # The app down: nginx answers every poll from disk all the same, also a second
+            # request on the same kept-alive connection (which waits for the copy's end).
+            reg.stop()
+            bucket_dir = reg.data / "public/rollouts/stable/hello" / f"{late[0].bucket:02d}"
+            with requests.Session() as session:
+                for _ in range(2):
+                    got = session.get(
+                        f"{url}/rollouts/stable/hello/{late[0].bucket:02d}/{late[0].host_id}"
+                        "/SHA256SUMS",
+                        timeout=30,
+                    )
+                    assert got.status_code == 200
+                    assert got.content == (bucket_dir / "SHA256SUMS").read_bytes()
+            running = poll(late, keyring)
+            assert held(running, "1.1") == expected(late, 50)
+            assert held(running, "1.0") == set(late) - expected(late, 50)
+            errors = (tmp_path / "nginx/error.log").read_text()
+            assert 'subrequest: "/_sysext_fleet"' in errors  # tried, failed, ignored
+            reg.start()
+            # What nginx answered while the app was down is not in the view; at their next
+            # poll those hosts are seen again, but their version is "none" until they
+            # fetch an image (the version is that of the last image fetched).
+            assert fleet_when(reg, want)["hosts"] == len(everyone)
+            poll(late, keyring)
+            fleet = fleet_when(reg, {**want, "none": len(late)})
+            assert {v: e["hosts"] for v, e in fleet["versions"].items()} == {
+                **want,
+                "none": len(late),
+            }

@@ -12,18 +12,27 @@ TEMPLATE = Path(__file__).resolve().parent / "nginx" / "sysext-registry.conf"
 REPLICAS_TEMPLATE = Path(__file__).resolve().parent / "nginx" / "sysext-replicas.conf"
 
 
-def server_block(public_dir: Path, listen: str, upstream: str) -> str:
+def server_block(public_dir: Path, listen: str, upstream: str, fleet_mirror: bool = True) -> str:
+    """The block with its listen address, `root` and the app's address (`upstream`, an
+    http://HOST:PORT URL) replaced. `fleet_mirror=False` drops the `mirror` lines, as a
+    static-only server would: bench/rollout.py measures what the fleet copies cost."""
     text = TEMPLATE.read_text()
+    address = upstream.split("://", 1)[-1].rstrip("/")
     replacements = {
         "listen 80;": f"listen {listen};",
         "root /srv/sysext-data/public;": f"root {public_dir.resolve()};",
-        "proxy_pass http://127.0.0.1:8080;": f"proxy_pass {upstream.rstrip('/')};",
+        "    server 127.0.0.1:8080;\n": f"    server {address};\n",
     }
+    if not fleet_mirror:
+        replacements[MIRROR] = ""
     for old, new in replacements.items():
         if old not in text:
             raise ValueError(f"{TEMPLATE.name} no longer contains {old!r}")
         text = text.replace(old, new)
     return text
+
+
+MIRROR = "        mirror /_sysext_fleet;\n"
 
 
 def replicas_block(listen: str, replicas: list[str], bucket_url: str) -> str:

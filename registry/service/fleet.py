@@ -6,7 +6,9 @@ The public-tree layer serves the bucket's file and hands (host, bucket, group, f
 `fleet_flush` seconds, folding it to one upsert per host (a host polling twice is one row)
 in transactions of FLUSH_BATCH rows. So a poll costs one append (or, with the queue full,
 one counted drop) and never waits for the database, which sees one row per host per
-interval however often it polls.
+interval however often it polls. Behind the shipped nginx blocks (registry/http/nginx/)
+hosts get their answer from nginx, and the app sees each poll and image fetch as nginx's
+HEAD copy of the same request (`mirror`), which takes this same path.
 
 A host's "version" is the version of the last image it fetched: sysupdate downloads an
 image only to install it, so that is what the host runs (or is about to). A host that only
