@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from sysext.cli.image_cmds import (
     SIGNING_CERT_HELP,
@@ -14,20 +14,14 @@ from sysext.cli.image_cmds import (
     VERITY_HELP,
     verity_signer,
 )
-from sysext.core.config import load_settings
-from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
 from sysext.core.steps import console
 from sysext.core.urls import DEFAULT_CHANNEL
 from sysext.image.formats import Compression, ImageFormat
-from sysext.recipe.model import (
-    Recipe,
-    available_recipes,
-    bundled_recipes_dir,
-    find_recipe,
-    load_recipe,
-)
 from sysext.systemd.architecture import Architecture
+
+if TYPE_CHECKING:
+    from sysext.recipe.model import Recipe
 
 DEFAULT_OUTPUT = Path("out")
 
@@ -202,7 +196,17 @@ def build_command(
     Example (signed dm-verity DDIs, see docs/verity.md):
     sysext build shellcheck --verity --signing-cert verity.crt --signing-key verity.key
     """
+    from rich.table import Table
+
     from sysext.build.pipeline import BuildRequest, build
+    from sysext.core.config import load_settings
+    from sysext.core.download import Downloader
+    from sysext.recipe.model import (
+        available_recipes,
+        bundled_recipes_dir,
+        find_recipe,
+        load_recipe,
+    )
 
     recipes = recipes or []
     if all_recipes and recipes:
@@ -356,6 +360,9 @@ def versions_command(
     Example: sysext versions git --base debian:13
     """
     from sysext.build.upstream_versions import upstream_versions
+    from sysext.core.config import load_settings
+    from sysext.core.download import Downloader
+    from sysext.recipe.model import find_recipe, load_recipe
 
     settings = load_settings()
     loaded = load_recipe(find_recipe(recipe, recipes_dir))

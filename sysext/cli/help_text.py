@@ -12,12 +12,12 @@ forget.
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import textwrap
 
 import typer
 from rich.console import Console
-from typer import rich_utils
 
 
 def reflow(text: str, width: int) -> str:
@@ -127,8 +127,14 @@ def _reflow_mixed(lines: list[str]) -> str:
 
 def help_width() -> int:
     """The width Typer's renderer will use: TERMINAL_WIDTH, else what rich finds
-    (COLUMNS, the terminal, or 80 when writing to a pipe)."""
-    return rich_utils.MAX_WIDTH or Console().width
+    (COLUMNS, the terminal, or 80 when writing to a pipe).
+
+    typer.rich_utils reads TERMINAL_WIDTH the same way (its MAX_WIDTH); it is not imported
+    for it because it pulls in rich's tables and markdown, which every command would then
+    pay for although only --help renders with them.
+    """
+    terminal_width = os.environ.get("TERMINAL_WIDTH")
+    return (int(terminal_width) if terminal_width else None) or Console().width
 
 
 def reflow_app(app: typer.Typer, width: int | None = None) -> None:

@@ -11,17 +11,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from sysext.build.pack import pack
 from sysext.core.errors import SysextError
 from sysext.core.steps import console
-from sysext.image.formats import Compression, ImageFormat
-from sysext.image.lint import Finding, LintReport, Severity, lint_image
-from sysext.image.read import ImageContents, ImageEntry, read_image
 from sysext.systemd.architecture import Architecture
-from sysext.systemd.extension_release import ExtensionRelease, check_os_binding
-from sysext.systemd.osrelease import read_os_release
 
 if TYPE_CHECKING:
+    from sysext.image.lint import LintReport
+    from sysext.image.read import ImageContents, ImageEntry
     from sysext.trust.x509 import Signer
 
 VERITY_HELP = (
@@ -121,6 +117,10 @@ def pack_command(
     verity.key`): sysext pack ./root --name hello --version 1.0 --verity --signing-cert
     verity.crt --signing-key verity.key --output ./out
     """
+    from sysext.build.pack import pack
+    from sysext.image.formats import Compression, ImageFormat
+    from sysext.systemd.extension_release import ExtensionRelease, check_os_binding
+
     signer = verity_signer(verity, signing_cert, signing_key)
     os_id, level_spec = ExtensionRelease.parse_os_spec(os_spec)
     check_os_binding(os_id, level_spec, os_version_id)
@@ -230,6 +230,9 @@ def inspect_command(
 
     Example: sysext inspect out/hello-1.0-x86-64.raw --json
     """
+    from sysext.image.lint import lint_image
+    from sysext.image.read import read_image
+
     contents = read_image(image)
     report = lint_image(image, contents=contents)
     if as_json:
@@ -328,6 +331,9 @@ def validate_command(
 
     Example: sysext validate out/hello-1.0-x86-64.raw --cert verity.crt
     """
+    from sysext.image.lint import Severity, lint_image
+    from sysext.systemd.osrelease import read_os_release
+
     host = read_os_release(os_release) if os_release else None
     host_arch = Architecture.parse(arch) if arch else None
     report = lint_image(
@@ -377,6 +383,7 @@ def _check_signature(report: LintReport, certs: list[Path]) -> tuple[LintReport,
     checked = report.verity
     if checked is None or checked.signature is None:
         return report, None  # the lint already says why there is nothing to verify
+    from sysext.image.lint import Finding, Severity
     from sysext.trust.x509 import VeritySignatureError, load_certificates, verify_signed_root
 
     trusted = [c for path in certs for c in load_certificates(path)]

@@ -6,9 +6,6 @@ from pathlib import Path
 
 import typer
 
-from sysext.core.config import load_settings
-from sysext.core.download import Downloader
-from sysext.recipe.model import find_recipe, load_recipe
 from sysext.systemd.architecture import Architecture
 
 
@@ -59,6 +56,9 @@ def lock_command(
     from sysext.build.lockfile import default_lock_path, empty_lock, load_lock, write_lock
     from sysext.build.pipeline import lock_entries
     from sysext.build.upstream_versions import resolve_version
+    from sysext.core.config import load_settings
+    from sysext.core.download import Downloader
+    from sysext.recipe.model import find_recipe, load_recipe
 
     settings = load_settings(cache_dir=cache_dir)
     loaded = load_recipe(find_recipe(recipe, recipes_dir))

@@ -13,20 +13,6 @@ from sysext.core.atomic import atomic_write
 from sysext.core.errors import SysextError
 from sysext.core.steps import console
 from sysext.core.urls import DEFAULT_CHANNEL
-from sysext.provision import (
-    ExtensionRef,
-    HttpCatalog,
-    ProvisionOptions,
-    generate_config,
-    merge_into_butane,
-    render_butane,
-    render_ignition,
-    verify_config_sources,
-)
-from sysext.provision.ignition import ignition_document
-from sysext.provision.merge import read_butane_file
-from sysext.provision.model import IgnitionVersion, KeyringMode, OnUpdate, Variant, parse_enum
-from sysext.provision.verify import load_config
 from sysext.systemd.architecture import Architecture
 
 BUTANE_HELP = (
@@ -162,6 +148,22 @@ def butane(
         "policy refusing anything else is installed (needs --systemd-version, 255+).",
     ),
 ) -> None:
+    # Imported by the commands that use it, not at the CLI's start: the provisioning
+    # package pulls in yaml, requests and cryptography, which every command would pay for.
+    from sysext.provision import (
+        ExtensionRef,
+        HttpCatalog,
+        ProvisionOptions,
+        generate_config,
+        merge_into_butane,
+        render_butane,
+        render_ignition,
+        verify_config_sources,
+    )
+    from sysext.provision.ignition import ignition_document
+    from sysext.provision.merge import read_butane_file
+    from sysext.provision.model import IgnitionVersion, KeyringMode, OnUpdate, Variant, parse_enum
+
     if group is not None:
         from sysext.core.rollout import group_problem
 
@@ -225,6 +227,8 @@ def verify_config(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
+    from sysext.provision.verify import load_config, verify_config_sources
+
     results = verify_config_sources(load_config(config_file))
     if as_json:
         print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))

@@ -11,16 +11,17 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from rich.progress import TaskID
-from rich.table import Table
 
 from sysext.client.api import REGISTRY_ENV, TOKEN_ENV, RegistryClient
 from sysext.core.errors import SysextError
 from sysext.core.steps import byte_progress, console
 from sysext.core.urls import DEFAULT_CHANNEL
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 T = TypeVar("T")
 
@@ -555,6 +556,8 @@ def token_list(registry: str = REGISTRY_OPTION) -> None:
 
     Example: SYSEXT_TOKEN=$ADMIN sysext token list -r http://127.0.0.1:8080
     """
+    from rich.table import Table
+
     client = RegistryClient.from_env(registry)
     table = Table("id", "scopes", "channels", "expires", "description", "created", "revoked")
     for token in client.request("GET", "tokens"):

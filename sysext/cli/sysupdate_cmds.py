@@ -8,19 +8,10 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from sysext.client.checker import (
-    CheckError,
-    CheckReport,
-    check_remote,
-    component_keyring,
-    component_transfer_file,
-    host_keyring,
-    keyring_warnings,
-    transfer_check,
-)
 from sysext.core.durations import parse_duration
 from sysext.core.errors import SysextError
 from sysext.core.steps import console
@@ -35,14 +26,6 @@ from sysext.systemd.manifest import (
     best_before_date,
     best_before_for,
 )
-from sysext.systemd.patterns import HostInfo
-from sysext.systemd.selection import DEFAULT_INSTANCES_MAX
-from sysext.systemd.transfer import (
-    TRANSFER_SUFFIX_SINCE,
-    TransferSpec,
-    parse_transfer,
-    render_transfer,
-)
 from sysext.trust.signing import (
     DEFAULT_UID,
     PASSPHRASE_ENV,
@@ -53,6 +36,10 @@ from sysext.trust.signing import (
     signature_times,
     verify_directory,
 )
+
+if TYPE_CHECKING:
+    from sysext.client.checker import CheckReport
+    from sysext.systemd.patterns import HostInfo
 
 key_app = typer.Typer(
     help=(
@@ -328,6 +315,20 @@ def check(
 
     Example: sysext check --component podman
     """
+    # Imported here: the checker speaks HTTP (requests), which no other command here needs.
+    from sysext.client.checker import (
+        CheckError,
+        check_remote,
+        component_keyring,
+        component_transfer_file,
+        host_keyring,
+        keyring_warnings,
+        transfer_check,
+    )
+    from sysext.systemd.patterns import HostInfo
+    from sysext.systemd.selection import DEFAULT_INSTANCES_MAX
+    from sysext.systemd.transfer import parse_transfer
+
     host_notes: list[str] = []
     if component is not None:
         if transfer_file is not None or url is not None:
@@ -405,6 +406,8 @@ def check(
 def _os_bound_notes(transfer_file: Path | None, host: HostInfo, name: str) -> list[str]:
     """An OS-bound transfer (`%w`) with nothing published for this host's VERSION_ID: the
     installed image no longer merges after an OS update (e.g. a Fedora CoreOS rebase)."""
+    from sysext.systemd.transfer import parse_transfer
+
     if transfer_file is None:
         return []
     config = parse_transfer(_read_text(transfer_file))
@@ -423,6 +426,7 @@ def _os_extension_notes(root: Path, name: str, transfer_file: Path) -> list[str]
     """Warnings for OS extensions the installed NAME replaces that this host still merges."""
     from sysext.provision.resolve import image_release_fields
     from sysext.systemd.os_extensions import host_merges, masking_advice, replaced
+    from sysext.systemd.transfer import parse_transfer
 
     config = parse_transfer(_read_text(transfer_file))
     link_value = config.get("Target", "CurrentSymlink")
@@ -576,6 +580,7 @@ def transfer(
     """
     from sysext.provision.compose import host_layout
     from sysext.provision.model import Variant, parse_enum
+    from sysext.systemd.transfer import TRANSFER_SUFFIX_SINCE, TransferSpec, render_transfer
 
     chosen = parse_enum(Variant, variant, "variant")
     if commands:

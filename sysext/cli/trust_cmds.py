@@ -10,8 +10,6 @@ import json
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from sysext.cli.registry_cmds import REGISTRY_OPTION
 from sysext.cli.sysupdate_cmds import key_app
@@ -104,6 +102,9 @@ def audit(
         for entry in entries:
             print(json.dumps(entry, sort_keys=True))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("id", "when", "who", "action", "target", "from", "detail")
     for entry in entries:
         who = entry["principal"] + (f" (#{entry['token_id']})" if entry["token_id"] else "")

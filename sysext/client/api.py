@@ -12,11 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import requests
+from typing import IO, TYPE_CHECKING, Any
 
 from sysext.core.errors import SysextError
+
+if TYPE_CHECKING:
+    import requests
 
 CHUNK = 1 << 20
 TOKEN_ENV = "SYSEXT_TOKEN"
@@ -91,6 +92,10 @@ class RegistryClient:
         **kwargs: Any,
     ) -> Any:
         """Send a request, retrying connection failures and 5xx; return the JSON body."""
+        # Imported here: the CLI imports this module to build its commands, and requests
+        # costs every command a tenth of a second even when it never talks to a registry.
+        import requests
+
         url = f"{self.base_url}/api/v1/{path}"
         delay = 1.0
         for attempt in range(1, self.attempts + 1):

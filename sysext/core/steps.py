@@ -12,16 +12,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 log = logging.getLogger("sysext")
 console = Console(stderr=True, highlight=False)
@@ -56,6 +52,16 @@ def step(title: str) -> Iterator[None]:
 
 def byte_progress() -> Progress:
     """A progress bar for downloads and uploads; add tasks with `total` bytes (or None)."""
+    # Imported here: every CLI command imports this module for `console`, few show a bar.
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

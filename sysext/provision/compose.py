@@ -21,6 +21,7 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sysext.core.errors import SysextError
 from sysext.provision.keyring_combine import (
@@ -44,7 +45,6 @@ from sysext.provision.model import (
     Variant,
     check_versions,
 )
-from sysext.provision.resolve import ResolvedImage
 from sysext.provision.rollout_identity import IDENTITY_UNIT, rollout_files
 from sysext.provision.verity import (
     CONF_SYSTEMD,
@@ -63,6 +63,11 @@ from sysext.systemd.transfer import (
     render_transfer,
     transfer_file_names,
 )
+
+if TYPE_CHECKING:
+    # Only a type here: resolve.py reads registries (requests, image readers), which the
+    # commands composing a transfer file from given facts never need.
+    from sysext.provision.resolve import ResolvedImage
 
 UPDATE_SCRIPT = "/etc/sysext/update-extension"
 # systemd 262: `*.component` metadata files, systemd-sysupdate-notify-sysext.socket and

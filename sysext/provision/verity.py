@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 
 from sysext.core.errors import SysextError
 from sysext.provision.model import Dropin, File, InlineContents, OnUpdate
-from sysext.trust.x509 import certificate_pem, fingerprint, parse_certificates
 
 VERITY_CERTS_PATH = "verity.crt"  # the registry's bundle, next to keyring.gpg
 VERITY_DIR = "/etc/verity.d"
@@ -70,6 +69,10 @@ def served_certificates(bundle: bytes | None) -> list[tuple[str, bytes]]:
     """(fingerprint, PEM) of each certificate in the registry's /verity.crt (none: [])."""
     if not bundle:
         return []
+    # Imported here: `sysext transfer` reaches this module through compose.py and never
+    # parses a certificate, so it need not load cryptography.
+    from sysext.trust.x509 import certificate_pem, fingerprint, parse_certificates
+
     certificates = parse_certificates(bundle, f"the registry's /{VERITY_CERTS_PATH}")
     return [(fingerprint(c), certificate_pem(c)) for c in certificates]
 
