@@ -9,6 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The suite starts the CLI and the registry as subprocesses hundreds of times; each start
+# would compile the project's ~140 modules again (and pytest rewrite every test module
+# again in every worker) where the environment says not to cache bytecode. Cache it for
+# the test run: the files go to __pycache__/, which git ignores.
+unset PYTHONDONTWRITEBYTECODE
+
 if [ "${1:-}" = "--fast" ]; then
   shift
   if [ -x .venv/bin/python ] && [ .venv/.sysext-test-installed -nt pyproject.toml ]; then
