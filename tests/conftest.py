@@ -46,6 +46,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "PostgreSQL or Ceph, no browser and are not marked slow (scripts/test.sh --fast)",
     )
     parser.addoption(
+        "--heavy",
+        action="store_true",
+        help="only what --fast leaves out: tests that need root, a booted container, "
+        "PostgreSQL or Ceph, a browser, or are marked slow (scripts/test.sh runs --fast in "
+        "parallel, then these one at a time)",
+    )
+    parser.addoption(
         "--registry-db",
         default=os.environ.get("SYSEXT_TEST_REGISTRY_DB", "sqlite,postgresql"),
         help="databases the registry tests run on: sqlite, postgresql or both (comma-separated)",
@@ -129,10 +136,20 @@ def _needs_more_than_python(item: pytest.Item) -> bool:
     return bool(HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+def _in_the_fast_loop(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    engine = callspec.params.get("registry_database", "sqlite") if callspec else "sqlite"
+    return engine == "sqlite" and not _needs_more_than_python(item)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--fast"):
-        kept = [item for item in items if not _needs_more_than_python(item)]
-        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+    fast, heavy = config.getoption("--fast"), config.getoption("--heavy")
+    if fast and heavy:
+        raise pytest.UsageError("--fast and --heavy select complementary parts: pass one")
+    if fast or heavy:
+        kept = [item for item in items if _in_the_fast_loop(item) == bool(fast)]
+        dropped = set(map(id, kept))
+        config.hook.pytest_deselected(items=[i for i in items if id(i) not in dropped])
         items[:] = kept
     if os.geteuid() == 0:
         return

@@ -58,6 +58,11 @@ class RegistryServer:
     # limit up to the hard one, as on a systemd host: soft 1024, hard much higher).
     nofile: int | None = None
     nofile_hard: int | None = None
+    # Worker processes unless the test's flags or environment say otherwise. One by
+    # default: a second worker doubles what every start and stop costs (imports, the
+    # app's start-up, a graceful shutdown) and only the tests about several workers need
+    # it; they pass `--workers`/SYSEXT_WORKERS. None: the server's own default (one per CPU).
+    workers: int | None = 1
 
     @property
     def url(self) -> str:
@@ -72,6 +77,7 @@ class RegistryServer:
             **inherited,
             "SYSEXT_ADMIN_TOKEN": self.admin_token,
             "NO_COLOR": "1",
+            **({"SYSEXT_WORKERS": str(self.workers)} if self.workers is not None else {}),
             **self.env,
             **(env or {}),
         }

@@ -213,3 +213,19 @@ def test_served_manifest_keeps_the_listing_and_adds_one_marker() -> None:
     assert split_served(served) == (listing, [dt.date(2026, 12, 13)])
     assert marker_files(served) == ["BEST-BEFORE-2026-12-13"]
     assert served_manifest(listing, None) == listing and split_served(listing) == (listing, [])
+
+
+def test_serve_starts_one_worker_per_usable_cpu_by_default(tmp_path: Path) -> None:
+    import os
+
+    from tests.registry_server import RegistryServer, free_port
+
+    # The test harness starts one worker unless asked (tests/registry_server.py); this is
+    # the server's own default, with neither --workers nor SYSEXT_WORKERS.
+    server = RegistryServer(data=tmp_path / "data", port=free_port(), workers=None)
+    server.start()
+    try:
+        expected = len(os.sched_getaffinity(0))
+        assert f"({expected} worker{'s' if expected != 1 else ''})" in server.log()
+    finally:
+        server.stop()

@@ -36,6 +36,7 @@ from sysext.client.publishing import Publisher, PublishState
 from sysext.core.config import Settings
 from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
+from sysext.core.interrupts import InterruptWatch
 from sysext.image.ddi import RootHashSigner
 from sysext.image.formats import Compression, ImageFormat
 from sysext.recipe.model import Recipe
@@ -197,9 +198,14 @@ def run_matrix(
     jobs = max(1, cores // slots)
     packing = threading.BoundedSemaphore(slots)
     stopping = threading.Event()
+    interrupts = InterruptWatch()
 
     def check() -> None:
-        if stopping.is_set():
+        # The watch sees Ctrl-C before the main thread turns it into KeyboardInterrupt:
+        # a pack killed by it frees its slot at once, and the row waiting for that slot
+        # must not start packing in the meantime (sysext/core/interrupts.py).
+        if stopping.is_set() or interrupts.seen():
+            stopping.set()
             raise SysextError("interrupted", "run the build again to finish it")
 
     @contextmanager
@@ -218,15 +224,16 @@ def run_matrix(
 
     workers = max(1, min(request.workers, len(rows)))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sysext-row")
-    try:
-        futures = [pool.submit(one, row) for row in rows]
-        return [future.result() for future in futures]
-    except BaseException:
-        stopping.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True)
+    with interrupts:
+        try:
+            futures = [pool.submit(one, row) for row in rows]
+            return [future.result() for future in futures]
+        except BaseException:
+            stopping.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
 
 def _run_row(
