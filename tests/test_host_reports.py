@@ -32,9 +32,12 @@ NAME = "hello"
 @contextlib.contextmanager
 def registry(tmp_path: Path, **env: str) -> Iterator[RegistryServer]:
     """hello 1.0 released, 1.1 rolling out at 10 % behind a canary of 2 hosts, with a 60 s
-    auto-pause window; sightings and reports written at once, the rollout job never runs
-    on its own (the tests run it at a chosen time)."""
-    settings = {"SYSEXT_ROLLOUT_TICK": "3600", "SYSEXT_FLEET_FLUSH": "0", **env}
+    auto-pause window; one worker; the rollout job never runs on its own (the tests run it
+    at a chosen time)."""
+    # One worker: the fleet view's own flush then writes every report it answered 202 to.
+    settings = {
+        "SYSEXT_ROLLOUT_TICK": "3600", "SYSEXT_FLEET_FLUSH": "0", "SYSEXT_WORKERS": "1", **env
+    }  # fmt: skip
     with running_registry(tmp_path / "data", env=settings) as reg:
         images = tmp_path / "images"
         images.mkdir()
