@@ -7,10 +7,9 @@ with the real systemd-sysupdate 254 against it."""
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
-import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,25 +17,24 @@ from typing import Any
 import pytest
 import requests
 
-from registry.service.rollout_ops import tick
 from sysext.core.rollout import app_specific_id, host_bucket
 from tests.registry_server import RegistryServer, build_image, running_registry
 from tests.servers import run_cli
 from tests.sysupdate_client import client_env, require_client
 from tests.test_provision import decode_data_url, ignition_validate
 from tests.test_rollout_identity import run_rollout_script
+from tests.test_rollout_policy import wait_for
 
 NAME = "hello"
 
 
 @contextlib.contextmanager
 def registry(tmp_path: Path, **env: str) -> Iterator[RegistryServer]:
-    """hello 1.0 released, 1.1 rolling out at 10 % behind a canary of 2 hosts, with a 60 s
-    auto-pause window; one worker; the rollout job never runs on its own (the tests run it
-    at a chosen time)."""
+    """hello 1.0 released, 1.1 rolling out at 10 % behind a canary of 2 hosts; one worker,
+    whose rollout job runs every second."""
     # One worker: the fleet view's own flush then writes every report it answered 202 to.
     settings = {
-        "SYSEXT_ROLLOUT_TICK": "3600", "SYSEXT_FLEET_FLUSH": "0", "SYSEXT_WORKERS": "1", **env
+        "SYSEXT_ROLLOUT_TICK": "1", "SYSEXT_FLEET_FLUSH": "0", "SYSEXT_WORKERS": "1", **env
     }  # fmt: skip
     with running_registry(tmp_path / "data", env=settings) as reg:
         images = tmp_path / "images"
@@ -51,8 +49,6 @@ def registry(tmp_path: Path, **env: str) -> Iterator[RegistryServer]:
             "10",
             "--canary",
             "2",
-            "--window",
-            "60s",
         )
         assert run_cli(*staged, "--registry", reg.url, env=token).returncode == 0
         for version in ("1.0", "1.1"):
@@ -92,7 +88,14 @@ def test_reports_are_counted_shown_and_never_acted_on(
     hosts = [app_specific_id(f"{n + 1:032x}") for n in range(4)]
     with registry(tmp_path) as reg:
         before = fleet(reg)
-        # A host fetches the 1.1 image from the registry, then reports it activated.
+        # A 5 s auto-pause window from now, and right away a host fetches the 1.1 image
+        # from the registry (which keeps the rollout from pausing), then reports it
+        # activated.
+        token = {"SYSEXT_TOKEN": reg.admin_token}
+        window = run_cli("rollout", "set", NAME, "1.1", "--window", "5s", "--registry", reg.url,
+                         env=token)  # fmt: skip
+        assert window.returncode == 0, window.stderr
+        window_set = time.monotonic()
         fetched = hosts[0]
         base = f"{reg.url}/rollouts/stable/{NAME}/{host_bucket(fetched):02d}/{fetched}"
         got = requests.get(f"{base}/hello-1.1-x86-64.raw", timeout=30)
@@ -133,42 +136,39 @@ def test_reports_are_counted_shown_and_never_acted_on(
         page = requests.get(f"{reg.url}/catalog/{NAME}", timeout=30).text
         assert "4 host(s) reported" in page and "1 failed" in page
 
-        # Containment: the rollout job runs after the 60 s auto-pause window, with a
-        # reported failure and three reported successes on file. Nothing moves: no halt (a
-        # failure is shown, never acted on; the one real fetch keeps the window open) and
-        # the canary gate, which needs 2 hosts that fetched 1.1 from the registry, stays
-        # closed although more hosts than that reported 1.1 working.
+        # Containment. The rollout job runs every second here. A reported failure and three
+        # reported successes are on file, and nothing moves: no halt (a failure is shown,
+        # never acted on; the one real fetch of 1.1 keeps the window open) and the canary
+        # gate, which needs 2 hosts that fetched 1.1 from the registry, stays closed
+        # although more hosts reported 1.1 working.
+        # Past the window, a new host fetches 1.0; a round whose fleet sample (written after
+        # the rollouts are checked) counts it ran after the reports and after the window.
+        time.sleep(max(0.0, window_set + 6 - time.monotonic()))
+        late = app_specific_id("f" * 32)
+        base = f"{reg.url}/rollouts/stable/{NAME}/{host_bucket(late):02d}/{late}"
+        assert requests.get(f"{base}/hello-1.0-x86-64.raw", timeout=30).status_code == 200
+        wait_for(lambda: sampled(reg, "1.0") == 1, "a round of the rollout job")
         stage = rollout(reg)
-        assert stage["canary_done"] is False and stage["halted"] is False
-        later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
-        assert tick_in_process(reg, later) == []
-        assert rollout(reg) == stage
-        # Offered to more hosts, with only reports of success since: the same job pauses
-        # it (reports never stand in for fetches), so it really did look above.
-        token = {"SYSEXT_TOKEN": reg.admin_token}
+        assert stage["halted"] is False and stage["canary_done"] is False, stage
+        assert stage["percent"] == 10
+
+        # Offered to more hosts, with only reports of success since: the job pauses it
+        # (reports never stand in for fetches).
         raised = run_cli("rollout", "set", NAME, "1.1", "--percent", "20", "--registry", reg.url,
                          env=token)  # fmt: skip
         assert raised.returncode == 0, raised.stderr
         for host in hosts:
             assert requests.post(report_url(reg), json=good(host), timeout=30).status_code == 202
-        later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
-        changes = tick_in_process(reg, later)
-        assert len(changes) == 1 and "auto-paused: no host fetched 1.1" in changes[0]
-        assert rollout(reg)["halted"] is True
+        wait_for(lambda: bool(rollout(reg)["halted"]), "the auto-pause")
+        reason = str(rollout(reg)["halted_reason"])
+        assert reason.startswith("auto-paused: no host fetched 1.1 within 5s"), reason
+        assert rollout(reg)["canary_done"] is False
 
 
-def tick_in_process(reg: RegistryServer, now: dt.datetime) -> list[str]:
-    """The periodic rollout job, run against the server's database at time `now`."""
-    from registry.service.core import RegistryService
-    from registry.settings import load_settings
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYSEXT_")}
-    settings = load_settings(env={**env, **reg.env, "SYSEXT_DATA": str(reg.data)})
-    service = RegistryService(settings)
-    try:
-        return tick(service, now)
-    finally:
-        service.engine.dispose()
+def sampled(reg: RegistryServer, version: str) -> int | None:
+    """Hosts on `version` in the newest fleet sample (None: no sample of it yet)."""
+    history = [h for h in fleet(reg)["history"] if h["version"] == version]
+    return int(history[-1]["hosts"]) if history else None
 
 
 BAD_REPORTS = [

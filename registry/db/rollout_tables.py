@@ -93,4 +93,4 @@ class HostReport(Base):
     os_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     os_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     first_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
