@@ -401,3 +401,4 @@ def test_managed_host_reports_each_update_outcome(
     assert reports["systemd"] == {str(systemd): 1}
     assert reports["os"] == {" ".join(filter(None, ("debian", version_id.strip('"')))): 1}
     assert view["groups"] == {"canary": {"2.0": 1}}
+    assert reports["groups"] == {"canary": {"2.0": 1}}

@@ -133,6 +133,7 @@ def test_reports_are_counted_shown_and_never_acted_on(
         ]
         assert reports["systemd"] == {"254": 1, "257": 3}
         assert reports["os"] == {"flatcar 4081.2.0": 4}
+        assert reports["groups"] == {"(none)": {"1.1": 3}, "canary": {"1.1": 1}}
         page = requests.get(f"{reg.url}/catalog/{NAME}", timeout=30).text
         assert "4 host(s) reported" in page and "1 failed" in page
 

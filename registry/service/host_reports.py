@@ -233,8 +233,10 @@ def summary(session: Session, name: str, fetched: dict[str, str | None]) -> dict
     reasons: Counter[tuple[str, str]] = Counter()
     systemd: Counter[str] = Counter()
     systems: Counter[str] = Counter()
+    groups: dict[str, Counter[str]] = {}
     only_reported = 0
     for row in rows:
+        groups.setdefault(row.group or "(none)", Counter())[row.version or "none"] += 1
         counts = entry(row.version or "none")
         counts["reported"] += 1
         counts[row.result] = counts.get(row.result, 0) + 1
@@ -254,6 +256,8 @@ def summary(session: Session, name: str, fetched: dict[str, str | None]) -> dict
         "failures": [
             {"version": v, "reason": r, "hosts": n} for (v, r), n in sorted(reasons.items())
         ],
+        # Reporting hosts per group (as they reported it) and version.
+        "groups": {g: dict(sorted(c.items())) for g, c in sorted(groups.items())},
         "systemd": dict(sorted(systemd.items())),
         "os": dict(sorted(systems.items())),
     }
