@@ -306,3 +306,20 @@ def test_generated_update_script_reports_its_outcome_best_effort(tmp_path: Path)
     down = run_update()
     assert down.returncode == status
     assert "could not report the outcome" in down.stderr
+
+
+def test_report_options_refuse_what_cannot_work() -> None:
+    """Checked before the registry is asked: one line and a hint each."""
+    base = ("butane", NAME, "--registry", "http://127.0.0.1:9")
+    cases = [
+        ((*base, "--rollout", "--report-to", "http://r", "--no-report"), "contradict"),
+        ((*base, "--report-to", "http://r"), "needs a managed host"),
+        ((*base, "--rollout", "--report-to", "ftp://r"), "is not an http(s) URL"),
+        ((*base, "--rollout", "--report-to", "http://r/a b"), "is not an http(s) URL"),
+    ]
+    for argv, words in cases:
+        result = run_cli(*argv)
+        assert result.returncode != 0 and result.stdout == ""
+        first, *rest = result.stderr.strip().splitlines()
+        assert first.startswith("error:") and words in first, result.stderr
+        assert rest and all(line.startswith("hint:") for line in rest)
