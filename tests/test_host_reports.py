@@ -260,6 +260,8 @@ def test_generated_update_script_reports_its_outcome_best_effort(tmp_path: Path)
             for f in json.loads(generated.stdout)["storage"]["files"]
             if f["contents"]["source"].startswith("data:")
         }
+        conf = files[f"/etc/sysext/rollout/{NAME}.report"].decode()
+        assert f"url={reg.url}\nchannel=stable\ngroup=canary\n" in conf
         root = tmp_path / "host"
         for path in (f"/etc/sysext/rollout/{NAME}.conf.in", f"/etc/sysext/rollout/{NAME}.report"):
             (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
@@ -300,6 +302,7 @@ def test_generated_update_script_reports_its_outcome_best_effort(tmp_path: Path)
         assert reports["failures"] == [{"version": "1.0", "reason": reason, "hosts": 1}]
         assert reports["systemd"] == {"254": 1}
         assert reports["os"] == {"flatcar 4081.2.0": 1}
+        assert reports["groups"] == {"canary": {"1.0": 1}}
         status = failed.returncode
 
     # The registry is gone: the run fails exactly as before and says the report was lost.
