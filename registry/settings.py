@@ -69,6 +69,9 @@ class Settings:
     fleet_flush: int = 5
     fleet_queue: int = 100_000
     rollout_tick: int = 60
+    # Host reports (POST /api/v1/extensions/NAME/reports) each worker accepts per client
+    # address and minute; hosts report once per update run, every few hours.
+    report_rate: int = 120
     # PEM certificates whose signatures make a verity DDI acceptable (registry/trust/verity.py);
     # empty: DDIs are refused.
     verity_certs: tuple[Path, ...] = ()
@@ -237,6 +240,7 @@ ENV_NAMES = {
     "fleet_flush": "SYSEXT_FLEET_FLUSH",
     "fleet_queue": "SYSEXT_FLEET_QUEUE",
     "rollout_tick": "SYSEXT_ROLLOUT_TICK",
+    "report_rate": "SYSEXT_REPORT_RATE",
     "verity_certs": "SYSEXT_VERITY_CERTS",
     "verity_retired_certs": "SYSEXT_VERITY_RETIRED_CERTS",
 }
@@ -246,7 +250,7 @@ _INTEGERS = frozenset(
         "port", "workers", "max_upload_bytes", "keep_snapshots", "header_timeout",
         "max_header_bytes", "max_connections", "keepalive_timeout", "max_keepalive_requests",
         "upload_timeout", "min_rate", "stall_timeout", "linger_timeout",
-        "fleet_flush", "fleet_queue", "rollout_tick",
+        "fleet_flush", "fleet_queue", "rollout_tick", "report_rate",
     }
 )  # fmt: skip
 _ZERO_OK = frozenset({"port", "max_connections", "fleet_flush"})

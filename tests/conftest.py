@@ -34,6 +34,7 @@ REGISTRY_DB_MODULES = frozenset(
         "test_provision_registry",
         "test_rollout_policy",
         "test_rollout_fleet",
+        "test_host_reports",
     }
 )
 

@@ -21,12 +21,16 @@ network, so it reaches it.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from sysext.boot.container import Container
+from sysext.core.rollout import APP_ID
 from sysext.provision.compose import host_layout
 from sysext.provision.model import Variant
 from sysext.trust import signing
@@ -36,6 +40,7 @@ from tests.pg_cluster import PostgresCluster
 from tests.registry_server import RegistryServer, running_registry
 from tests.servers import run_cli
 from tests.test_registry_scale import bucket_env
+from tests.test_rollout_policy import wait_for
 
 pytestmark = pytest.mark.root(reason="needs root: boots systemd in a systemd-nspawn container")
 
@@ -339,3 +344,61 @@ def test_update_failures_are_visible_and_the_next_run_recovers(
         assert box.text([name]) == f"{name} 2.0\n"
         assert state(box, f"{name}-extra.service") == "active", explain(box, name)
         assert box.text(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]) == ""
+
+
+@pytest.mark.parametrize(
+    ("root_fixture", "systemd"), [("boot_root", 254), ("boot_root_262", 262)], ids=["254", "262"]
+)
+def test_managed_host_reports_each_update_outcome(
+    root_fixture: str,
+    systemd: int,
+    request: pytest.FixtureRequest,
+    registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    """A managed host (`--rollout --group canary`): its identity unit derives the host ID at
+    boot, and each run of the update service reports to the registry what it did — nothing
+    newer, then 2.0 activated — with the host's own systemd version and os-release, under
+    that ID; the fleet view counts it as fetched and reported."""
+    name = f"upreport{systemd}"
+    with Container(request.getfixturevalue(root_fixture)) as box:
+        # Flatcar and Fedora CoreOS ship curl; these Debian roots have its library only.
+        curl = box.upper / "usr/local/bin/curl"
+        curl.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2("/usr/bin/curl", curl)
+        boot_first_version(box, registry, tmp_path, name, "--rollout", "--group", "canary")
+        host_id = box.text(["cat", "/run/sysext/rollout-host-id"]).strip()
+        assert (
+            host_id == box.text(["systemd-id128", "machine-id", f"--app-specific={APP_ID}"]).strip()
+        )
+        log = journal(box, f"sysext-update-{name}.service")
+        assert f"{name}: reported unchanged to {registry.url}" in log, log
+        update = box.run(["systemctl", "start", f"sysext-update-{name}.service"], timeout=180)
+        assert update.returncode == 0, explain(box, name)
+        box.settle()
+        log = journal(box, f"sysext-update-{name}.service")
+        assert f"{name}: installed {name}-2.0-x86-64.raw (was {name}-1.0-x86-64.raw)" in log
+        assert f"{name}: reported activated to {registry.url}" in log, log
+        assert box.text([name]) == f"{name} 2.0\n"
+        os_release = box.text(["cat", "/usr/lib/os-release"])
+        version_id = dict(
+            line.partition("=")[::2] for line in os_release.splitlines() if "=" in line
+        ).get("VERSION_ID", "")
+
+    def fleet() -> dict[str, Any]:
+        answer = requests.get(f"{registry.url}/api/v1/extensions/{name}/fleet", timeout=60)
+        return dict(answer.json())
+
+    # Another worker may hold the report until its next write (SYSEXT_FLEET_FLUSH, 5 s).
+    wait_for(lambda: "2.0" in fleet()["reports"]["versions"], "the report of 2.0")
+    view = fleet()
+    reports = view["reports"]
+    assert reports["hosts"] == 1 and reports["only_reported"] == 0, view
+    assert reports["versions"]["2.0"] == {
+        "fetched": 1, "reported": 1, "activated": 1, "installed": 0, "unchanged": 0,
+        "failed": 0,
+    }, view  # fmt: skip
+    assert reports["systemd"] == {str(systemd): 1}
+    assert reports["os"] == {" ".join(filter(None, ("debian", version_id.strip('"')))): 1}
+    assert view["groups"] == {"canary": {"2.0": 1}}
+    assert reports["groups"] == {"canary": {"2.0": 1}}

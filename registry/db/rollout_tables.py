@@ -1,4 +1,4 @@
-"""Tables of staged rollouts and the fleet view (migration 0006; registry/service/rollouts.py)."""
+"""Tables of staged rollouts, the fleet view and host reports (migrations 0007, 0009)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,23 @@ class RegistryMeta(Base):
 
 def as_json_list(value: Any) -> list[int]:
     return [int(v) for v in value or []]
+
+
+class HostReport(Base):
+    """What one managed host last reported about one extension after its update run
+    (migration 0009; registry/service/host_reports.py). Shown, never acted on."""
+
+    __tablename__ = "host_reports"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    group: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    version: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    result: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    systemd: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    os_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    os_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    first_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

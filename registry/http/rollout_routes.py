@@ -3,19 +3,26 @@
 Writes (set, halt, resume) need a token allowed for the extension and channel, checked by
 the service under the writer lock like every other write (rollout_ops.py); reads are
 public like the rest of the API: rollout stages and per-version host counts, never a host
-ID.
+ID. Host reports (POST …/reports) are unauthenticated by necessity, hosts have no
+credentials: bounded in size and rate, queued, and never acted on (host_reports.py).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from registry.db.models import Image
+from registry.errors import RegistryError
 from registry.http.api import WRITE_ERRORS, Authorization, _check_name, _principal, _service
-from registry.service import audit, auth, fleet, rollout_ops
+from registry.service import audit, auth, fleet, host_reports, rollout_ops
+from registry.service.core import RegistryService
 from sysext.core.urls import DEFAULT_CHANNEL
 
 router = APIRouter(prefix="/api/v1")
@@ -125,3 +132,56 @@ async def fleet_view(name: str, request: Request) -> dict[str, Any]:
     # What this worker buffered is written first; other workers flush within fleet_flush.
     await run_in_threadpool(service.fleet.flush, service)
     return await run_in_threadpool(fleet.fleet_view, service, name)
+
+
+async def _report_body(request: Request) -> bytes:
+    """The body, read no further than MAX_BODY + 1 bytes (413 beyond)."""
+    too_large = RegistryError(
+        413, f"report too large: at most {host_reports.MAX_BODY} bytes (one JSON object)"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > host_reports.MAX_BODY:
+        raise too_large
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > host_reports.MAX_BODY:
+            raise too_large
+    return body
+
+
+def _extension_exists(service: RegistryService, name: str) -> bool:
+    with service.sessions() as session:
+        return session.scalar(select(Image.id).where(Image.name == name).limit(1)) is not None
+
+
+@router.post(
+    "/extensions/{name}/reports",
+    status_code=202,
+    responses={
+        404: {"description": "no such extension"},
+        413: {"description": "body over 2 KiB"},
+        422: {"description": "not a report a generated update script sends"},
+        429: {"description": "too many reports from this address"},
+    },
+    summary="A managed host's outcome after an update run (no credentials; shown, never acted on)",
+)
+async def report(name: str, request: Request) -> JSONResponse:
+    """Body: `{"host_id", "channel", "group", "image", "result", "reason", "systemd",
+    "os_id", "os_version_id"}` (docs/rollouts.md, "Host reports")."""
+    _check_name(name)
+    service = _service(request)
+    address = request.client.host if request.client else "-"
+    if not service.report_limiter.allow(address):
+        raise RegistryError(
+            429,
+            f"too many reports from {address}: at most {service.report_limiter.per_minute} "
+            "a minute (SYSEXT_REPORT_RATE)",
+        )
+    raw = await _report_body(request)
+    parsed = host_reports.parse_report(name, raw, service.settings.channels, time.time())
+    if not await run_in_threadpool(_extension_exists, service, name):
+        raise RegistryError(404, f"no extension named {name!r}")
+    if not service.fleet.report(parsed):
+        raise RegistryError(503, "the report queue is full; report again later")
+    return JSONResponse({"accepted": True}, status_code=202)

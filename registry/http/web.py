@@ -281,7 +281,7 @@ def _rollout_section(service: RegistryService, name: str, images: list[Image]) -
     ]
     current = {v: e["hosts"] for v, e in view["versions"].items() if v != "none"}
     return {
-        "empty": not status["rollouts"] and not view["hosts"],
+        "empty": not status["rollouts"] and not view["all_hosts"],
         "rollouts": status["rollouts"],
         "fleet": view,
         "chart": adoption_svg(samples, utcnow(), current),

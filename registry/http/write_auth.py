@@ -1,5 +1,5 @@
-"""Every API write, and every admin-only read, is authenticated before anything else runs
-(an ASGI middleware); refused writes are audited.
+"""Every API write (but a host's report), and every admin-only read, is authenticated
+before anything else runs (an ASGI middleware); refused writes are audited.
 
 FastAPI reads and validates a JSON body and the query before any dependency or endpoint
 code runs, so without this a client with no token learned `422` (and made the server parse
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -37,6 +38,9 @@ DENIED_PER_MINUTE = 60
 # Admin-only reads and what the admin does there (the 403 says it).
 ADMIN_READS = {"/api/v1/audit": "read the audit trail", "/api/v1/tokens": "list tokens"}
 _DENIED = (401, 403)
+# The one write without a token: a managed host's report (hosts have no credentials). It
+# changes no state anything acts on, and is bounded in size and rate (host_reports.py).
+ANONYMOUS_WRITE = re.compile(r"/api/v1/extensions/[^/]+/reports")
 
 
 class DeniedBudget:
@@ -76,6 +80,9 @@ class WritesNeedAToken:
             await self.app(scope, receive, send)
             return
         write = scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        if write and scope["method"] == "POST" and ANONYMOUS_WRITE.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)
+            return
         admin_read = None if write else ADMIN_READS.get(scope["path"].rstrip("/"))
         if not write and admin_read is None:
             await self.app(scope, receive, send)

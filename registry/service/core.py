@@ -37,7 +37,7 @@ from registry.db.models import (
 )
 from registry.errors import RegistryError
 from registry.failpoints import failpoint
-from registry.service import audit, auth, consistency, fleet, rollouts
+from registry.service import audit, auth, consistency, fleet, host_reports, rollouts
 from registry.service.names import ImageName, channel_problem, claimed_by
 from registry.settings import Settings
 from registry.storage import materialize as mat
@@ -72,6 +72,8 @@ class RegistryService:
         self.storage = make_storage(settings)
         # Sightings of managed hosts, buffered per worker (fleet.py).
         self.fleet = fleet.FleetRecorder(settings.fleet_flush, settings.fleet_queue)
+        # Unauthenticated host reports, per client address (host_reports.py).
+        self.report_limiter = host_reports.ReportLimiter(settings.report_rate)
         self._trees: tuple[float, dict[tuple[str, str], frozenset[str]]] | None = None
 
     @contextlib.contextmanager

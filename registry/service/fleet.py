@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from registry.db.models import as_utc
 from registry.db.rollout_tables import FleetHost, FleetSample, RegistryMeta, Rollout
+from registry.service import host_reports
 from sysext.core.rollout import BUCKETS, GROUPS_DIR, ROLLOUTS_DIR
 from sysext.core.urls import extension_url_path
 from sysext.systemd.architecture import Architecture
@@ -167,6 +168,8 @@ class FleetRecorder:
         self.flush_seconds = flush_seconds
         self.capacity = capacity
         self._queue: deque[Sighting] = deque()
+        # Host reports (host_reports.py) ride the same thread, in their own bounded queue.
+        self._reports: deque[host_reports.Report] = deque()
         # Sightings dropped: counted by the serving thread alone, and the share of them
         # already added to the database's counter by the flushing side alone, so neither
         # needs a lock.
@@ -191,8 +194,17 @@ class FleetRecorder:
         if self.flush_seconds == 0:
             self._wake.set()
 
+    def report(self, report: host_reports.Report) -> bool:
+        """Queue a host's report; False when the queue is full (the caller says so)."""
+        if len(self._reports) >= self.capacity:
+            return False
+        self._reports.append(report)
+        if self.flush_seconds == 0:
+            self._wake.set()
+        return True
+
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._reports)
 
     def start(self, service: RegistryService) -> None:
         """Start the flushing thread (once per worker, from the app's lifespan)."""
@@ -270,7 +282,24 @@ class FleetRecorder:
                 raise
             if items or dropped:
                 log.debug("event=fleet_flush hosts=%d", written)
+            self._flush_reports(service)
             return written
+
+    def _flush_reports(self, service: RegistryService) -> None:
+        """Write the queued reports, the newest per (extension, host)."""
+        newest: dict[tuple[str, str], host_reports.Report] = {}
+        for _ in range(len(self._reports)):
+            report = self._reports.popleft()
+            newest[(report.name, report.host_id)] = report
+        reports = list(newest.values())
+        for start in range(0, len(reports), FLUSH_BATCH):
+            try:
+                with service.sessions() as session:
+                    host_reports.upsert_reports(session, reports[start : start + FLUSH_BATCH])
+                    session.commit()
+            except Exception:
+                self._reports.extendleft(reversed(reports[start:]))  # next round
+                raise
 
 
 def _insert(session: Session) -> Any:
@@ -356,6 +385,7 @@ def fleet_view(service: RegistryService, name: str) -> dict[str, Any]:
         rollout_rows = session.scalars(select(Rollout).where(Rollout.name == name)).all()
         newest = session.scalar(select(func.max(FleetHost.last_seen)).where(FleetHost.name == name))
         dropped = dropped_sightings(session)
+        reports = host_reports.summary(session, name, {h.host_id: h.version for h in hosts})
     per_version: dict[str, dict[str, Any]] = {}
     per_group: dict[str, dict[str, int]] = {}
     for host in hosts:
@@ -380,4 +410,11 @@ def fleet_view(service: RegistryService, name: str) -> dict[str, Any]:
         # Sightings of any extension that a full queue dropped (registry-wide): when not
         # 0, the counts above may be short by up to this many hosts.
         "dropped_sightings": dropped,
+        # What hosts reported after their update runs (host_reports.py): shown, never
+        # acted on. Per version: hosts that fetched it from the registry, hosts that
+        # reported it and each outcome; `only_reported`: hosts never seen fetching (a
+        # bucket's or a mirror's hosts, or made-up IDs).
+        "reports": reports,
+        # Every host seen either way: fetched from the registry or reported.
+        "all_hosts": len(hosts) + reports["only_reported"],
     }

@@ -141,6 +141,15 @@ def butane(
     group: str | None = typer.Option(
         None, "--group", help="Rollout group of the host, e.g. canary (implies --rollout)."
     ),
+    report_to: str | None = typer.Option(
+        None,
+        "--report-to",
+        help="Registry URL managed hosts report each update's outcome to (default: "
+        "--registry; give the registry here when hosts poll a bucket or a mirror).",
+    ),
+    no_report: bool = typer.Option(
+        False, "--no-report", help="Managed hosts do not report their update outcomes."
+    ),
     require_signed: bool = typer.Option(
         False,
         "--require-signed",
@@ -172,6 +181,18 @@ def butane(
             raise SysextError(problem, "e.g. --group canary")
         if no_updates:
             raise SysextError("--group needs updates", "drop --no-updates")
+    if report_to is not None:
+        if no_report:
+            raise SysextError("--report-to and --no-report contradict", "give one of them")
+        if not (rollout or group is not None):
+            raise SysextError("--report-to needs a managed host", "add --rollout or --group")
+        if not report_to.startswith(("http://", "https://")) or any(
+            c.isspace() or c in "\"'\\" for c in report_to
+        ):
+            raise SysextError(
+                f"--report-to {report_to!r} is not an http(s) URL",
+                "e.g. --report-to https://ext.example.com",
+            )
     refs = [ExtensionRef.parse(text) for text in extensions]
     if version is not None:
         if len(refs) != 1 or refs[0].version is not None:
@@ -195,6 +216,8 @@ def butane(
         systemd_version=systemd_version,
         rollout=rollout or group is not None,
         group=group,
+        report=not no_report,
+        report_url=report_to,
         require_signed=require_signed,
     )
     user_text = read_butane_file(merge_into) if merge_into is not None else None

@@ -126,6 +126,10 @@ class ProvisionOptions:
     # polls its bucket's directory (rollout_identity.py); `group` puts it in a group.
     rollout: bool = False
     group: str | None = None
+    # A managed host's update runs report their outcome (host_reports.py in the registry)
+    # to `report_url`, default the registry URL (a bucket or mirror cannot take them).
+    report: bool = True
+    report_url: str | None = None
     # Only signed verity DDIs merge (provision/verity.py); needs systemd_version.
     require_signed: bool = False
 
@@ -251,6 +255,7 @@ UPDATE_SCRIPT_TEXT = """\
 #   any other: systemd-sysupdate's own status. The download, the signature or keyring
 #       check, or the registry failed; its reason is in the journal right above.
 # `check-new` is not used to skip: it exits 1 for "nothing newer" and for every error.
+# A managed host (staged rollouts) reports each run's outcome to the registry: see report().
 set -u
 if [ $# -lt 3 ]; then
     echo "usage: $0 NAME LINK ACTIVATION [RELABEL_PATH...]" >&2
@@ -265,17 +270,63 @@ case $activation in
     *) echo "$name: unknown activation '$activation'" >&2; exit 64 ;;
 esac
 sysupdate=${SYSEXT_SYSUPDATE:-/usr/lib/systemd/systemd-sysupdate}
+root=${SYSEXT_ROOT:-}
+major() {
+    v=$("$sysupdate" --version 2>/dev/null | awk 'NR == 1 { print $2 }')
+    echo "${v%%[!0-9]*}"
+}
+# Best effort, never changes the outcome: a host with a report file (managed hosts, written
+# by sysext butane) posts RESULT [REASON] with the image its link points at, systemd's
+# version and os-release's ID and VERSION_ID, under the host ID its identity unit derived
+# (never the machine ID), within 10 s. The registry shows reports and acts on none.
+report() {
+    conf="$root/etc/sysext/rollout/$name.report"
+    [ -r "$conf" ] && [ -r "$root/run/sysext/rollout-host-id" ] || return 0
+    if ! command -v curl >/dev/null 2>&1; then
+        echo "$name: no curl, outcome not reported" >&2
+        return 0
+    fi
+    q() { if [ -n "$1" ]; then printf '"%s"' "$1"; else printf null; fi; }
+    setting() { sed -n "s/^$1=//p" "$conf" | head -n 1 | tr -cd "$2"; }
+    os_field() {
+        for file in "$root/etc/os-release" "$root/usr/lib/os-release"; do
+            [ -r "$file" ] || continue
+            sed -n "s/^$1=//p" "$file" | tail -n 1 | tr -cd "$2" | cut -c 1-64
+            return
+        done
+    }
+    id=$(tr -cd 0-9a-f < "$root/run/sysext/rollout-host-id" | cut -c 1-32)
+    image=$(readlink "$link" 2>/dev/null | sed 's|.*/||' | tr -cd 'A-Za-z0-9._~+^-')
+    systemd=$(major)
+    # Every value is cut down to the characters its field allows: nothing can break the JSON.
+    fields='{"host_id":"%s","channel":%s,"group":%s,"image":%s,"result":"%s","reason":%s,'
+    body=$(printf "$fields"'"systemd":%s,"os_id":%s,"os_version_id":%s}' \\
+        "$id" "$(q "$(setting channel 'A-Za-z0-9._-')")" "$(q "$(setting group 'a-z0-9-')")" \\
+        "$(q "$image")" "$1" "$(q "$(printf %s "${2:-}" | tr -cd 'A-Za-z0-9 ._:=()/+,-')")" \\
+        "${systemd:-null}" "$(q "$(os_field ID 'a-z0-9._-')")" \\
+        "$(q "$(os_field VERSION_ID 'A-Za-z0-9._~-')")")
+    url=$(setting url 'A-Za-z0-9._~:/?#@!$&()*+,;=%-')
+    if curl --silent --show-error --fail --max-time 10 --max-filesize 4096 \\
+        -H 'Content-Type: application/json' --data-binary "$body" \\
+        -o /dev/null "${url%/}/api/v1/extensions/$name/reports"; then
+        echo "$name: reported $1 to ${url%/}"
+    else
+        echo "$name: could not report the outcome to ${url%/} (ignored)" >&2
+    fi
+}
 before=$(readlink "$link" 2>/dev/null || true)
 "$sysupdate" --component="$name" update
 status=$?
 if [ "$status" -ne 0 ]; then
     echo "$name: update FAILED: systemd-sysupdate exited with status $status" \\
         "(reason above; sysext check --component $name explains it)" >&2
+    report failed "systemd-sysupdate exited with status $status"
     exit "$status"
 fi
 after=$(readlink "$link" 2>/dev/null || true)
 if [ "$before" = "$after" ]; then
     echo "$name: up to date (${after##*/}), nothing newer is published"
+    report unchanged
     exit 0
 fi
 if [ $# -gt 0 ] && [ -e /sys/fs/selinux/enforce ] && command -v restorecon >/dev/null; then
@@ -293,11 +344,15 @@ esac
 status=$?
 if [ "$status" -ne 0 ]; then
     echo "$name: ${after##*/} is installed but activating it FAILED ($activation: $status)" >&2
+    report failed "activation $activation exited with status $status"
     exit 65
 fi
-case $activation in restart|refresh) ;; *) exit 0 ;; esac
-version=$("$sysupdate" --version 2>/dev/null | awk 'NR == 1 { print $2 }')
-version=${version%%[!0-9]*}
+case $activation in
+    restart|refresh) report activated ;;
+    # Activation is the next boot's (reboot-marker) or systemd's own (notify, 262).
+    *) report installed; exit 0 ;;
+esac
+version=$(major)
 # systemd-sysext 262+ restarts these units itself (src/sysext/sysext.c, restart_units()).
 [ -n "$version" ] && [ "$version" -lt 262 ] || exit 0
 release=${SYSEXT_USR:-/usr}/lib/extension-release.d/extension-release.$name
@@ -508,7 +563,8 @@ def compose_config(
         files.append(File(UPDATE_SCRIPT, InlineContents(UPDATE_SCRIPT_TEXT.encode()), 0o755))
         managed = options.rollout or options.group is not None
         if managed:
-            rollout_files_, rollout_units = rollout_files(specs)
+            report_url = (options.report_url or registry_url) if options.report else None
+            rollout_files_, rollout_units = rollout_files(specs, report_url)
             files += rollout_files_
             units += rollout_units
             notes.append(
@@ -517,6 +573,11 @@ def compose_config(
                 + (f" in group {options.group}" if options.group else "")
                 + "; `sysext transfer NAME --registry URL --host-id ID` shows its file."
             )
+            if report_url is not None:
+                notes.append(
+                    f"Each update run reports its outcome to {report_url} (best effort; "
+                    "shown in the fleet view, never acted on; --no-report turns it off)."
+                )
         for spec, image in zip(specs, images, strict=True):
             if not managed:
                 text = render_transfer(spec)
