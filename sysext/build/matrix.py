@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,7 @@ from sysext.client.publishing import Publisher, PublishState
 from sysext.core.config import Settings
 from sysext.core.download import Downloader
 from sysext.core.errors import SysextError
-from sysext.core.interrupts import InterruptWatch
+from sysext.core.process import stop_running_tools
 from sysext.image.ddi import RootHashSigner
 from sysext.image.formats import Compression, ImageFormat
 from sysext.recipe.model import Recipe
@@ -198,14 +198,9 @@ def run_matrix(
     jobs = max(1, cores // slots)
     packing = threading.BoundedSemaphore(slots)
     stopping = threading.Event()
-    interrupts = InterruptWatch()
 
     def check() -> None:
-        # The watch sees Ctrl-C before the main thread turns it into KeyboardInterrupt:
-        # a pack killed by it frees its slot at once, and the row waiting for that slot
-        # must not start packing in the meantime (sysext/core/interrupts.py).
-        if stopping.is_set() or interrupts.seen():
-            stopping.set()
+        if stopping.is_set():
             raise SysextError("interrupted", "run the build again to finish it")
 
     @contextmanager
@@ -224,16 +219,22 @@ def run_matrix(
 
     workers = max(1, min(request.workers, len(rows)))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sysext-row")
-    with interrupts:
-        try:
-            futures = [pool.submit(one, row) for row in rows]
-            return [future.result() for future in futures]
-        except BaseException:
-            stopping.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            pool.shutdown(wait=True)
+    futures: list[Future[RowResult]] = []
+    try:
+        futures = [pool.submit(one, row) for row in rows]
+        return [future.result() for future in futures]
+    except BaseException:
+        stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        # A pack that Ctrl-C ended frees its slot at once, possibly before this thread
+        # got the signal: the row waiting for the slot may have started a pack after it.
+        # End such latecomers until every row has stopped.
+        while not all(f.done() for f in futures):
+            stop_running_tools()
+            wait(futures, timeout=0.1)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _run_row(

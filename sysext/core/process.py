@@ -6,6 +6,7 @@ the tool's own last message, so no caller ever parses CalledProcessError by hand
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shlex
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -75,30 +77,57 @@ def run(
     args = [str(a) for a in argv]
     require_tool(args[0])
     log.debug("run: %s", shlex.join(args))
-    try:
-        proc = subprocess.run(
-            args,
-            input=input,
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            # stdout_to_stderr: a long tool's own progress lines, shown but kept off our
-            # stdout (which may be JSON).
-            stdout=_stderr_fd()
-            if stdout_to_stderr
-            else subprocess.PIPE
-            if capture_stdout
-            else None,
-            stderr=subprocess.PIPE,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ToolError(args[0], -1, f"timed out after {timeout} s", hint) from exc
+    # What subprocess.run() does, with the process known to stop_running_tools() meanwhile.
+    with subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE if input is not None else None,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        # stdout_to_stderr: a long tool's own progress lines, shown but kept off our
+        # stdout (which may be JSON).
+        stdout=_stderr_fd() if stdout_to_stderr else subprocess.PIPE if capture_stdout else None,
+        stderr=subprocess.PIPE,
+    ) as running:
+        with _running_lock:
+            _running.add(running)
+        try:
+            stdout, stderr = running.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            running.kill()
+            running.communicate()
+            raise ToolError(args[0], -1, f"timed out after {timeout} s", hint) from exc
+        except BaseException:
+            running.kill()
+            raise
+        finally:
+            with _running_lock:
+                _running.discard(running)
+    proc = subprocess.CompletedProcess(args, running.returncode, stdout, stderr)
     if check and proc.returncode != 0:
-        stderr = proc.stderr.decode("utf-8", "replace")
-        log.debug("%s failed with %d: %s", args[0], proc.returncode, stderr)
-        raise ToolError(Path(args[0]).name, proc.returncode, stderr, hint)
+        message = proc.stderr.decode("utf-8", "replace")
+        log.debug("%s failed with %d: %s", args[0], proc.returncode, message)
+        raise ToolError(Path(args[0]).name, proc.returncode, message, hint)
     return proc
+
+
+# The tools run() is waiting for, from every thread: an interrupted build stops them all.
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+def stop_running_tools() -> int:
+    """Send SIGTERM to every tool a run() call is waiting for; return how many.
+
+    A terminal's Ctrl-C reaches the tools already running (same process group), but a
+    worker thread may start one more after the signal and before the main thread has acted
+    on it (it saw a slot freed by a tool the signal ended). The interrupted build calls
+    this until its workers are done, so such a latecomer is ended too."""
+    with _running_lock:
+        alive = [p for p in _running if p.poll() is None]
+    for proc in alive:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+    return len(alive)
 
 
 def _stderr_fd() -> int:
