@@ -10,7 +10,9 @@
 # --fast: the inner loop while working. Skips the install when .venv is up to date with
 # pyproject.toml, and runs only what needs no root, no booted container, no PostgreSQL or
 # Ceph and no browser, and is not marked slow (pytest --fast, tests/conftest.py), in
-# parallel on every core.
+# parallel on every core. A test module stays on one worker (--dist loadfile): several
+# modules share one registry across their tests, which build on each other in order, and
+# a module's fixtures are then set up once, not once per worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,13 +30,13 @@ if [ "${1:-}" = "--fast" ]; then
     bash scripts/setup.sh --test
   fi
   echo "==> running the fast tests"
-  exec .venv/bin/python -m pytest --fast -n auto -q "$@"
+  exec .venv/bin/python -m pytest --fast -n auto --dist loadfile -q "$@"
 fi
 
 bash scripts/setup.sh --test
 echo "==> running the test suite, part 1 of 2: what needs nothing but Python, in parallel"
 fast=0
-.venv/bin/python -m pytest --fast -n auto "$@" || fast=$?
+.venv/bin/python -m pytest --fast -n auto --dist loadfile "$@" || fast=$?
 echo "==> part 2 of 2: root, booted containers, PostgreSQL, Ceph, the browser, slow tests"
 heavy=0
 .venv/bin/python -m pytest --heavy "$@" || heavy=$?
