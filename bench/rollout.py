@@ -16,7 +16,8 @@ same DATA/public, with hello 1.0 released and 1.1 rolling out at 50 %:
   for the fleet view), against today's one-manifest path `extensions/hello/SHA256SUMS`,
   for `sysext serve` and for nginx.
 
-wrk runs on the same machine: compare the ratios, not the absolute figures.
+wrk runs on the same machine: compare the ratios, not the absolute figures. `--skip-polls`
+leaves out the real-client polls, `--skip-nginx` the nginx side of the wrk runs.
 
     .venv/bin/python bench/rollout.py --through nginx,bucket [--fleet-polls 1000]
                                       [--fleet-hosts 50] [--parallel 4]
@@ -64,7 +65,15 @@ from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
 PLAIN_LUA = r"""
 -- The same per-request work on the client as LUA, for today's one manifest path.
 local distinct = tonumber(os.getenv("DISTINCT"))
-math.randomseed(os.time())
+-- Each wrk thread its own seed (os.time() alone can seed both threads alike).
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+function init(args)
+  math.randomseed(os.time() * 1000 + id)
+end
 request = function()
   local n = math.random(0, distinct - 1)
   local id = string.format("%08x%08x%08x%08x", n, (n * 7919) % 4294967296,
@@ -379,6 +388,7 @@ def main() -> None:
         "--fleet-flush", type=int, default=5, help="SYSEXT_FLEET_FLUSH of the server (seconds)"
     )
     parser.add_argument("--skip-polls", action="store_true", help="only the wrk part")
+    parser.add_argument("--skip-nginx", action="store_true", help="wrk against sysext serve only")
     parser.add_argument(
         "--through",
         default="",
@@ -415,11 +425,18 @@ def main() -> None:
             lua_env = {"DISTINCT": str(args.distinct), "BASE": "/rollouts/stable/hello"}
             runs: dict[str, list[WrkResult]] = {}
             load_before = os.getloadavg()
-            with nginx(reg.data / "public", reg.url, 2, scratch / "nginx") as nginx_url:
+            with (
+                contextlib.nullcontext("")
+                if args.skip_nginx
+                else nginx(reg.data / "public", reg.url, 2, scratch / "nginx")
+            ) as nginx_url:
+                servers = [("sysext serve", reg.url)] + (
+                    [] if args.skip_nginx else [("nginx", nginx_url)]
+                )
                 # Rounds alternate the two paths, so a neighbour's burst of load on a
                 # shared machine falls on both sides rather than on one.
                 for _ in range(args.rounds):
-                    for label, url in (("sysext serve", reg.url), ("nginx", nginx_url)):
+                    for label, url in servers:
                         for kind, lua in (("one manifest", plain), ("per host", script)):
                             result = wrk_lua(url, lua, lua_env, args.connections, args.duration)
                             runs.setdefault(f"{label}, {kind}", []).append(result)
@@ -442,7 +459,7 @@ def main() -> None:
         f"{args.rounds} alternating runs, load average {load_before[0]:.1f} before, "
         f"{load_after[0]:.1f} after:"
     )
-    for server in ("sysext serve", "nginx"):
+    for server in ("sysext serve", *(() if args.skip_nginx else ("nginx",))):
         one, per_host = results[f"{server}, one manifest"], results[f"{server}, per host"]
         for label, r in (("one manifest", one), ("per host", per_host)):
             print(
