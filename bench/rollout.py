@@ -19,7 +19,8 @@ same DATA/public, with hello 1.0 released and 1.1 rolling out at 50 %:
   Printed as well: how many of nginx's copies the app logged (the rest timed out or were
   refused while it was saturated).
 
-wrk runs on the same machine: compare the ratios, not the absolute figures.
+wrk runs on the same machine: compare the ratios, not the absolute figures. `--skip-polls`
+leaves out the real-client polls, `--skip-nginx` the nginx side of the wrk runs.
 
     .venv/bin/python bench/rollout.py --through nginx,bucket [--fleet-polls 1000]
                                       [--fleet-hosts 50] [--parallel 4]
@@ -67,7 +68,15 @@ from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
 PLAIN_LUA = r"""
 -- The same per-request work on the client as LUA, for today's one manifest path.
 local distinct = tonumber(os.getenv("DISTINCT"))
-math.randomseed(os.time())
+-- Each wrk thread its own seed (os.time() alone can seed both threads alike).
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+function init(args)
+  math.randomseed(os.time() * 1000 + id)
+end
 request = function()
   local n = math.random(0, distinct - 1)
   local id = string.format("%08x%08x%08x%08x", n, (n * 7919) % 4294967296,
@@ -390,6 +399,7 @@ def main() -> None:
         "--fleet-flush", type=int, default=5, help="SYSEXT_FLEET_FLUSH of the server (seconds)"
     )
     parser.add_argument("--skip-polls", action="store_true", help="only the wrk part")
+    parser.add_argument("--skip-nginx", action="store_true", help="wrk against sysext serve only")
     parser.add_argument(
         "--through",
         default="",
@@ -428,24 +438,26 @@ def main() -> None:
             load_before = os.getloadavg()
             copies_before = copies(reg)
             no_mirror = server_block(reg.data / "public", "PORT", reg.url, fleet_mirror=False)
-            with (
-                nginx(reg.data / "public", reg.url, 2, scratch / "nginx") as nginx_url,
-                nginx(reg.data / "public", reg.url, 2, scratch / "plain", no_mirror) as plain_url,
-            ):
+            with contextlib.ExitStack() as fronts:
+                servers = [("sysext serve", reg.url)]
+                if not args.skip_nginx:
+                    nginx_url = fronts.enter_context(
+                        nginx(reg.data / "public", reg.url, 2, scratch / "nginx")
+                    )
+                    plain_url = fronts.enter_context(
+                        nginx(reg.data / "public", reg.url, 2, scratch / "plain", no_mirror)
+                    )
+                    servers += [("nginx", nginx_url), (NO_MIRROR, plain_url)]
                 # Rounds alternate the paths, so a neighbour's burst of load on a shared
                 # machine falls on every side rather than on one.
                 for _ in range(args.rounds):
-                    for label, url in (
-                        ("sysext serve", reg.url),
-                        ("nginx", nginx_url),
-                        (NO_MIRROR, plain_url),
-                    ):
+                    for label, url in servers:
                         for kind, lua in (("one manifest", plain), ("per host", script)):
                             result = wrk_lua(url, lua, lua_env, args.connections, args.duration)
                             runs.setdefault(f"{label}, {kind}", []).append(result)
             load_after = os.getloadavg()
             # Every request of the mirrored per-host runs had a copy sent to the app.
-            sent = sum(r.requests_per_s * args.duration for r in runs["nginx, per host"])
+            sent = sum(r.requests_per_s * args.duration for r in runs.get("nginx, per host", []))
             logged = copies(reg) - copies_before
             results = {label: _median(found) for label, found in runs.items()}
             # The other worker writes what it queued within one flush interval.
@@ -465,7 +477,7 @@ def main() -> None:
         f"{args.rounds} alternating runs, load average {load_before[0]:.1f} before, "
         f"{load_after[0]:.1f} after:"
     )
-    for server in ("sysext serve", "nginx", NO_MIRROR):
+    for server in ("sysext serve", *(() if args.skip_nginx else ("nginx", NO_MIRROR))):
         one, per_host = results[f"{server}, one manifest"], results[f"{server}, per host"]
         for label, r in (("one manifest", one), ("per host", per_host)):
             print(
@@ -477,13 +489,14 @@ def main() -> None:
             f"{per_host.requests_per_s / one.requests_per_s:.2f}x req/s, "
             f"p99 {per_host.p99_ms / max(one.p99_ms, 0.001):.2f}x"
         )
-    mirrored, bare = results["nginx, per host"], results[f"{NO_MIRROR}, per host"]
-    print(
-        f"  nginx per host, with / without mirror: "
-        f"{mirrored.requests_per_s / bare.requests_per_s:.2f}x req/s, "
-        f"p99 {mirrored.p99_ms / max(bare.p99_ms, 0.001):.2f}x; the app logged {logged:,.0f} "
-        f"of ~{sent:,.0f} copies ({logged / max(sent, 1):.0%})"
-    )
+    if not args.skip_nginx:
+        mirrored, bare = results["nginx, per host"], results[f"{NO_MIRROR}, per host"]
+        print(
+            f"  nginx per host, with / without mirror: "
+            f"{mirrored.requests_per_s / bare.requests_per_s:.2f}x req/s, "
+            f"p99 {mirrored.p99_ms / max(bare.p99_ms, 0.001):.2f}x; the app logged "
+            f"{logged:,.0f} of ~{sent:,.0f} copies ({logged / max(sent, 1):.0%})"
+        )
     print(
         f"fleet view after the run: {fleet['hosts']:,} hosts recorded, "
         f"{fleet['dropped_sightings']:,} sightings dropped (full queue)"

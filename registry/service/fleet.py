@@ -31,6 +31,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -134,20 +135,28 @@ def image_version(name: str, filename: str) -> str | None:
 # worker's heap showed as the poll path's p99.)
 #   (name, host_id, channel, group, bucket, version or None, time.time())
 Sighting = tuple[str, str, str, str | None, int, str | None, float]
+# A host folded from its sightings in one drain: (last sighting, version, version_at, first).
+_Folded = tuple[Sighting, str | None, float | None, float]
 # Rows per transaction: a batch takes the database's write lock for a few milliseconds
 # and the flushing thread lets the serving thread run between batches.
 FLUSH_BATCH = 2000
 
-
-@dataclass
-class _Seen:
-    channel: str
-    group: str | None
-    bucket: int
-    version: str | None
-    version_at: float | None
-    at: float
-    first: float
+# The upsert, written for the driver's executemany: one statement for the whole batch, its
+# parameters plain tuples. Built through SQLAlchemy instead, every row went through the
+# compiled statement's per-row parameter processing (a Python call per column, the
+# DateTime one formatting a string on SQLite) in one stretch that holds the interpreter
+# lock; profiled under load that stretch, not the database, was what the serving thread
+# waited for. The drivers (sqlite3, psycopg) bind the tuples in C and release the lock
+# while each row executes. A host's version changes only when it fetched an image
+# (COALESCE keeps the stored one otherwise); first_seen is written by the insert alone.
+_UPSERT = (
+    'INSERT INTO fleet_hosts (name, host_id, channel, "group", bucket, version, version_at,'
+    " first_seen, last_seen) VALUES ({marks}) ON CONFLICT (name, host_id) DO UPDATE SET"
+    ' channel = excluded.channel, "group" = excluded."group", bucket = excluded.bucket,'
+    " last_seen = excluded.last_seen,"
+    " version = COALESCE(excluded.version, fleet_hosts.version),"
+    " version_at = COALESCE(excluded.version_at, fleet_hosts.version_at)"
+)
 
 
 class FleetRecorder:
@@ -241,25 +250,27 @@ class FleetRecorder:
         """Write everything queued; returns how many hosts. Waits for a flush in progress,
         so after it returns everything recorded before the call is stored."""
         with self._writing:
-            batch: dict[tuple[str, str], _Seen] = {}
+            # Plain tuples all the way to the driver: no object per host for the
+            # collector to follow while the batch is written.
+            folded: dict[tuple[str, str], _Folded] = {}
             for _ in range(len(self._queue)):
-                name, host_id, channel, group, bucket, version, at = self._queue.popleft()
-                seen = batch.get((name, host_id))
-                if seen is None:
-                    batch[(name, host_id)] = _Seen(
-                        channel, group, bucket, version, at if version else None, at, at
-                    )
-                    continue
-                seen.channel, seen.group, seen.bucket, seen.at = channel, group, bucket, at
-                if version is not None:
-                    seen.version, seen.version_at = version, at
+                sighting = self._queue.popleft()
+                key = (sighting[0], sighting[1])
+                before = folded.get(key)
+                if sighting[5] is not None:
+                    first = before[3] if before is not None else sighting[6]
+                    folded[key] = (sighting, sighting[5], sighting[6], first)
+                elif before is None:
+                    folded[key] = (sighting, None, None, sighting[6])
+                else:
+                    folded[key] = (sighting, before[1], before[2], before[3])
             seen_dropped = self.dropped
             dropped = seen_dropped - self._dropped_written
-            items = list(batch.items())
+            hosts = list(folded.values())
             written = 0
             try:
-                for start in range(0, max(len(items), 1), FLUSH_BATCH):
-                    chunk = items[start : start + FLUSH_BATCH]
+                for start in range(0, max(len(hosts), 1), FLUSH_BATCH):
+                    chunk = hosts[start : start + FLUSH_BATCH]
                     if not chunk and not dropped:
                         break
                     with service.sessions() as session:
@@ -274,13 +285,10 @@ class FleetRecorder:
             except Exception:
                 # Queued again for the next round (a later sighting of the same host
                 # supersedes it); an unwritten drop count is still owed.
-                for (name, host_id), seen in items[written:]:
-                    self._queue.appendleft(
-                        (name, host_id, seen.channel, seen.group, seen.bucket, seen.version,
-                         seen.at)
-                    )  # fmt: skip
+                for last, version, _, _ in hosts[written:]:
+                    self._queue.appendleft((*last[:5], version, last[6]))
                 raise
-            if items or dropped:
+            if hosts or dropped:
                 log.debug("event=fleet_flush hosts=%d", written)
             self._flush_reports(service)
             return written
@@ -306,45 +314,39 @@ def _insert(session: Session) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
-def _when(at: float) -> dt.datetime:
-    # Whole seconds, as utcnow() stores them: the canary gate compares first_seen with
-    # a rollout's offered_at.
-    return dt.datetime.fromtimestamp(int(at), dt.UTC)
+def _timestamps(session: Session) -> Callable[[float], Any]:
+    """Seconds since the epoch → what the driver takes for a DateTime column, exactly as
+    SQLAlchemy would bind it (SQLite: its text format; PostgreSQL: the datetime). Whole
+    seconds, as utcnow() stores them: the canary gate compares first_seen with a
+    rollout's offered_at. Memoized: a batch spans a few distinct seconds."""
+    dialect = session.get_bind().dialect
+    column = FleetHost.__table__.c.last_seen.type
+    process = column.dialect_impl(dialect).bind_processor(dialect)
+    cache: dict[int, Any] = {}
+
+    def when(at: float) -> Any:
+        second = int(at)
+        value = cache.get(second)
+        if value is None:
+            value = dt.datetime.fromtimestamp(second, dt.UTC)
+            value = cache[second] = process(value) if process is not None else value
+        return value
+
+    return when
 
 
-def _upsert_hosts(session: Session, batch: list[tuple[tuple[str, str], _Seen]]) -> None:
-    """Upsert the batch: a host's version changes only when it fetched an image (COALESCE
-    keeps the stored one otherwise)."""
+def _upsert_hosts(session: Session, batch: list[_Folded]) -> None:
+    """Upsert the batch in one executemany of the driver (see _UPSERT)."""
     if not batch:
         return
-    table = FleetHost.__table__
+    when = _timestamps(session)
     rows = [
-        {
-            "name": name,
-            "host_id": host_id,
-            "channel": seen.channel,
-            "group": seen.group,
-            "bucket": seen.bucket,
-            "version": seen.version,
-            "version_at": _when(seen.version_at) if seen.version_at is not None else None,
-            "first_seen": _when(seen.first),
-            "last_seen": _when(seen.at),
-        }
-        for (name, host_id), seen in batch
-    ]
-    # One statement, compiled once, executed for every row (the driver's executemany).
-    statement = _insert(session)(table)
-    excluded = statement.excluded
-    update: dict[str, Any] = {
-        "channel": excluded.channel,
-        "group": excluded.group,
-        "bucket": excluded.bucket,
-        "last_seen": excluded.last_seen,
-        "version": func.coalesce(excluded.version, table.c.version),
-        "version_at": func.coalesce(excluded.version_at, table.c.version_at),
-    }
-    upsert = statement.on_conflict_do_update(index_elements=["name", "host_id"], set_=update)
-    session.execute(upsert, rows)
+        (last[0], last[1], last[2], last[3], last[4], version,
+         when(version_at) if version_at is not None else None, when(first), when(last[6]))
+        for last, version, version_at, first in batch
+    ]  # fmt: skip
+    marks = ", ".join(["?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"] * 9)
+    session.connection().exec_driver_sql(_UPSERT.format(marks=marks), rows)
 
 
 DROPPED_KEY = "fleet_dropped"
