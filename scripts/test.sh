@@ -10,9 +10,7 @@
 # --fast: the inner loop while working. Skips the install when .venv is up to date with
 # pyproject.toml, and runs only what needs no root, no booted container, no PostgreSQL or
 # Ceph and no browser, and is not marked slow (pytest --fast, tests/conftest.py), in
-# parallel on every core. A test module stays on one worker (--dist loadfile): several
-# modules share one registry across their tests, which build on each other in order, and
-# a module's fixtures are then set up once, not once per worker.
+# parallel on every core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +20,13 @@ cd "$(dirname "$0")/.."
 # the test run: the files go to __pycache__/, which git ignores.
 unset PYTHONDONTWRITEBYTECODE
 
+# Two pytest workers per core: the fast tests mostly wait (for a CLI or registry subprocess
+# to start, a server to answer, a packer), so one worker per core leaves the cores idle
+# half the time. A test module stays on one worker (--dist loadfile): several modules share
+# one registry across their tests, which build on each other in order, and a module's
+# fixtures are then set up once, not once per worker.
+parallel=(-n "$(($(nproc) * 2))" --dist loadfile)
+
 if [ "${1:-}" = "--fast" ]; then
   shift
   if [ -x .venv/bin/python ] && [ .venv/.sysext-test-installed -nt pyproject.toml ]; then
@@ -30,13 +35,13 @@ if [ "${1:-}" = "--fast" ]; then
     bash scripts/setup.sh --test
   fi
   echo "==> running the fast tests"
-  exec .venv/bin/python -m pytest --fast -n auto --dist loadfile -q "$@"
+  exec .venv/bin/python -m pytest --fast "${parallel[@]}" -q "$@"
 fi
 
 bash scripts/setup.sh --test
 echo "==> running the test suite, part 1 of 2: what needs nothing but Python, in parallel"
 fast=0
-.venv/bin/python -m pytest --fast -n auto --dist loadfile "$@" || fast=$?
+.venv/bin/python -m pytest --fast "${parallel[@]}" "$@" || fast=$?
 echo "==> part 2 of 2: root, booted containers, PostgreSQL, Ceph, the browser, slow tests"
 heavy=0
 .venv/bin/python -m pytest --heavy "$@" || heavy=$?
