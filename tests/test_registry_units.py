@@ -229,3 +229,38 @@ def test_serve_starts_one_worker_per_usable_cpu_by_default(tmp_path: Path) -> No
         assert f"({expected} worker{'s' if expected != 1 else ''})" in server.log()
     finally:
         server.stop()
+
+
+def test_an_outside_sqlite_connection_never_takes_the_servers_writes(tmp_path: Path) -> None:
+    """An operator's `sqlite3 registry.db` (or any second connection) that closes while the
+    server runs must not delete the -wal file the server writes into (it did, when the
+    server's start-up had closed a descriptor of registry.db and so dropped SQLite's locks:
+    a publish after that was gone after a restart)."""
+    import os
+    import sqlite3
+
+    import requests
+
+    from tests.registry_server import build_image, running_registry
+    from tests.servers import run_cli
+
+    data = tmp_path / "data"
+    images = tmp_path / "images"
+    images.mkdir()
+    with running_registry(data) as reg:  # one worker: the app runs in the starting process
+        assert reg.process is not None
+        outside = sqlite3.connect(data / "registry.db")
+        assert outside.execute("SELECT count(*) FROM images").fetchone() == (0,)
+        outside.close()
+        published = run_cli(
+            "publish", build_image(images, "hello", "1.0"), "--registry", reg.url,
+            env={"SYSEXT_TOKEN": reg.admin_token},
+        )  # fmt: skip
+        assert published.returncode == 0, published.stderr
+        fd_dir = Path(f"/proc/{reg.process.pid}/fd")
+        open_files = [os.readlink(fd) for fd in fd_dir.iterdir() if fd.is_symlink()]
+        assert not [f for f in open_files if "registry.db" in f and f.endswith("(deleted)")]
+        port = reg.port
+    with running_registry(data, port=port) as reg:
+        listing = requests.get(f"{reg.url}/api/v1/extensions", timeout=10).json()
+        assert [e["name"] for e in listing] == ["hello"]

@@ -722,7 +722,14 @@ def _private_database(settings: Settings) -> None:
     if settings.database_url is not None:
         return
     database = settings.data_dir / "registry.db"
-    os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    # Only ever open the file to create it. SQLite keeps POSIX locks on registry.db, and
+    # closing *any* descriptor of the file drops every such lock the process holds: with
+    # one worker the app starts in the process whose connections are already open, and an
+    # outside connection (sqlite3, `registry check`) closing afterwards believed itself the
+    # last one and deleted the -wal the server still wrote into — its writes were lost.
+    if not database.exists():
+        with contextlib.suppress(FileExistsError):  # another worker made it first
+            os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     for suffix in ("", "-wal", "-shm"):
         path = database.with_name(database.name + suffix)
         if path.exists():
