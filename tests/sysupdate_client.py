@@ -316,10 +316,11 @@ def run_sysupdates(
     files (ROOT holds all of a host's state), but the mounts that are the same for every
     host — the keyring tmpfs on /etc/systemd and the empty vendor keyring directory — are
     made once, in one private mount namespace held open by a `sh` (then `cat`) for the
-    batch, which each run enters with nsenter: a fifth of a run's CPU was that setup (an
-    unshare, a sh, two mounts and a cp per host). The runs overlap: each spends most of its
-    time waiting (systemd-pull's first curl timer, on sd-event's default 250 ms accuracy;
-    HTTP; gpg), so `workers` of them keep both of a small machine's cores busy."""
+    batch, which each run enters with nsenter: that setup (an unshare, a sh, two mounts and
+    a cp per host) was about 6 of the 35 ms of CPU a poll costs. The runs overlap: each
+    spends most of its time waiting (systemd-pull's first curl timer, on sd-event's default
+    250 ms accuracy; HTTP; gpg), so `workers` of them keep both of a small machine's cores
+    busy."""
     sysupdate = require_client(client)
     scratch = Path(tempfile.mkdtemp(prefix="sysupdate-batch-"))
     holder: subprocess.Popen[bytes] | None = None
@@ -371,8 +372,8 @@ def run_sysupdates(
 # never reaped, no socket or timer is left to wake it, and the pull waits forever. Seen in
 # about 1 run in 200 with 16 clients at once on 2 loaded cores, never yet with 257 or 262.
 HANGING_PULL = frozenset({254})
-# A run of a batch takes about a second even then: a 254 run still going after this long
-# is checked for that hang.
+# A run of a batch takes a few seconds at most even on 2 cores at load 15 (measured): a 254
+# run still going after this long is killed, and run again only if its log shows that hang.
 HANG_TIMEOUT = 20.0
 
 

@@ -39,7 +39,7 @@ from tests.registry_server import (
     running_registry,
 )
 from tests.servers import run_cli
-from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdates
+from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdates, unreaped_transfer
 from tests.test_rollout_identity import run_rollout_script
 
 pytestmark = pytest.mark.root
@@ -357,3 +357,24 @@ def test_fleet_view_counts_hosts_behind_nginx(images: dict[str, Path], tmp_path:
                 **want,
                 "none": len(late),
             }
+
+
+def test_the_254_pull_hang_is_told_from_other_logs() -> None:
+    """run_sysupdates runs a 254 host again only for systemd-pull's unreaped transfer: the
+    log (as a hung run left it) of both responses in and one download finished — not for a
+    run that finished, nor one still waiting for its responses."""
+    url = "http://127.0.0.1:1/rollouts/stable/hello/27/a22cefa7ce1247e08fe18d5c4cc11900"
+    start = [
+        f"⤵️ Acquiring manifest file {url}/SHA256SUMS…",
+        f"Pulling '{url}/SHA256SUMS'.",
+    ]
+    both_in = [
+        f"Downloading 176B for {url}/SHA256SUMS.",
+        f"Downloading 125B for {url}/SHA256SUMS.gpg.",
+    ]
+    first_done = ["Acquired 176B.", f"Download of {url}/SHA256SUMS complete."]
+    second_done = ["Acquired 125B.", f"Download of {url}/SHA256SUMS.gpg complete."]
+    assert unreaped_transfer("\n".join([*start, *both_in, *first_done]))
+    assert not unreaped_transfer("\n".join([*start, *both_in, *first_done, *second_done]))
+    assert not unreaped_transfer("\n".join(start))
+    assert not unreaped_transfer("\n".join([*start, both_in[0]]))
