@@ -11,6 +11,7 @@ of 20 hosts, whichever client polled last; and `sysext transfer` runs 21 times, 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -125,9 +126,14 @@ def rollout_phases(
         client: [install(tmp_path / str(client) / name, text, client) for name, text, _ in machines]
         for client in CLIENTS
     }
-    for client in CLIENTS:
+    behind_nginx = {h for _, _, h in via_nginx}
+    for number, client in enumerate(CLIENTS, 1):
         got = running(roots[client], keyring, client)
         assert got == want, (client, [(name, host_bucket(h)) for name, _, h in machines])
+        # The fleet counts below are the same whichever client polled last: that each
+        # client's polls through nginx reached the replica shows in its log, one copy each.
+        copied = len(via_nginx) * number
+        assert poll_copies_when(reg, behind_nginx, copied) == copied, client
     # The replica saw its own hosts and, from the nginx block's copies, those behind nginx
     # (and the one that polled nginx before, on 1.0); the bucket's readers are invisible.
     seen = [*via_replica, *via_nginx]
@@ -152,3 +158,17 @@ def rollout_phases(
 
 def counts(fleet: dict[str, Any]) -> dict[str, int]:
     return {v: e["hosts"] for v, e in fleet["versions"].items()}
+
+
+def poll_copies_when(reg: RegistryServer, host_ids: set[str], want: int) -> int:
+    """How many copies of those hosts' polls (HEAD .../HOSTID/SHA256SUMS) the replica has
+    logged, once that is `want`, or after 60 s (a copy may arrive after the host's answer)."""
+    deadline = time.monotonic() + 60
+    while True:
+        got = sum(
+            "method=HEAD" in line and any(f"/{h}/SHA256SUMS " in line for h in host_ids)
+            for line in reg.log().splitlines()
+        )
+        if got >= want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
