@@ -1,12 +1,17 @@
 """Staged rollouts from an S3 bucket (issue 21): a real Ceph radosgw, PostgreSQL, and the
-real systemd-sysupdate 254. Hosts read their bucket directory straight from the object
-store (`--static`, no host ID), point at a replica that records them and redirects to the
-bucket, or go through the shipped replicas nginx block, which drops the host ID and sends
-a replica a copy of each poll for the fleet view."""
+real systemd-sysupdate 254, 257 and 262. Hosts read their bucket directory straight from the
+object store (`--static`, no host ID), point at a replica that records them and redirects to
+the bucket, or go through the shipped replicas nginx block, which drops the host ID and sends
+a replica a copy of each poll for the fleet view.
+
+Every machine's transfer file is what `sysext transfer` prints for its host ID; each client
+updates its own root of every machine (the same 20 machines, so the fleet counts stay those
+of 20 hosts, whichever client polled last; and `sysext transfer` runs 21 times, not 63)."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +26,9 @@ from tests.ceph_rgw import CephRgw
 from tests.pg_cluster import PostgresCluster
 from tests.registry_server import RegistryServer, build_image, free_port, running_nginx
 from tests.servers import run_cli
-from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
+from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdates
 from tests.test_registry_scale import bucket_env
-from tests.test_rollout_sysupdate import ROLLOUT_KEY, admin, fleet_when
+from tests.test_rollout_sysupdate import CLIENTS, ROLLOUT_KEY, admin, fleet_when
 
 pytestmark = pytest.mark.root
 
@@ -47,23 +52,35 @@ def s3_registry(
         server.stop()
 
 
-def host(root: Path, registry: str, number: int, *, static: bool) -> tuple[Path, str]:
+def transfer(registry: str, number: int, *, static: bool) -> tuple[str, str]:
+    """The transfer file `sysext transfer` prints for machine `number`, and its host ID."""
     host_id = app_specific_id(f"{number + 1:032x}")
     argv = ["transfer", "hello", "--registry", registry, "--any-os", "--host-id", host_id]
     result = run_cli(*argv, *(["--static"] if static else []))
     assert result.returncode == 0, result.stderr
+    return result.stdout, host_id
+
+
+def install(root: Path, text: str, client: int) -> Path:
+    """A host ROOT with the transfer file where `client` reads it: NAME.conf for 252-256,
+    NAME.transfer for 257+ (which read .conf only with a warning)."""
+    suffix = "conf" if client < 257 else "transfer"
     (root / "etc/sysupdate.hello.d").mkdir(parents=True)
-    (root / "etc/sysupdate.hello.d/hello.conf").write_text(result.stdout)
+    (root / f"etc/sysupdate.hello.d/hello.{suffix}").write_text(text)
     (root / "etc/os-release").write_text("ID=flatcar\nVERSION_ID=4081.2.0\n")
-    follow_mkdir_instruction(root, result.stdout)
-    return root, host_id
+    follow_mkdir_instruction(root, text)
+    return root
 
 
-def running(root: Path, keyring: bytes) -> str:
-    result = run_sysupdate(root, ["-C", "hello", "update"], keyring)
-    assert result.returncode == 0, result.stderr
-    link = (root / "etc/extensions/hello.raw").readlink()
-    return link.name.removeprefix("hello-").removesuffix("-x86-64.raw")
+def running(roots: list[Path], keyring: bytes, client: int) -> list[str]:
+    """Each host updates once (all at once, run_sysupdates); what each then runs."""
+    results = run_sysupdates(roots, ["-C", "hello", "update"], keyring, client=client)
+    versions = []
+    for root, result in zip(roots, results, strict=True):
+        assert result.returncode == 0, (client, root.name, result.stderr[-3000:])
+        link = (root / "etc/extensions/hello.raw").readlink()
+        versions.append(link.name.removeprefix("hello-").removesuffix("-x86-64.raw"))
+    return versions
 
 
 @contextlib.contextmanager
@@ -81,8 +98,10 @@ def test_rollout_from_the_bucket(s3_registry: tuple[RegistryServer, str], tmp_pa
     admin(reg, "publish", str(build_image(images, "hello", "1.0")))
     with replicas_nginx(reg, bucket_url, tmp_path / "nginx") as front:
         # Before any rollout there is no tree: nginx reads the channel directory.
-        early = host(tmp_path / "early", front, 300, static=False)
-        assert running(early[0], reg.keyring()) == "1.0"
+        early = transfer(front, 300, static=False)[0]
+        for client in CLIENTS:
+            root = install(tmp_path / f"early{client}", early, client)
+            assert running([root], reg.keyring(), client) == ["1.0"]
         rollout_phases(reg, bucket_url, front, images, tmp_path)
 
 
@@ -96,18 +115,31 @@ def rollout_phases(
     keyring = reg.keyring()
     offered = offered_buckets(bytes.fromhex(ROLLOUT_KEY), "hello", "1.1", 50)
 
-    direct = [host(tmp_path / f"d{n}", bucket_url, n, static=True) for n in range(8)]
-    via_replica = [host(tmp_path / f"r{n}", reg.url, 100 + n, static=False) for n in range(6)]
-    via_nginx = [host(tmp_path / f"n{n}", front, 200 + n, static=False) for n in range(6)]
-    for root, host_id in [*direct, *via_replica, *via_nginx]:
-        expected = "1.1" if host_bucket(host_id) in offered else "1.0"
-        assert running(root, keyring) == expected, (root.name, host_bucket(host_id))
+    direct = [(f"d{n}", *transfer(bucket_url, n, static=True)) for n in range(8)]
+    via_replica = [(f"r{n}", *transfer(reg.url, 100 + n, static=False)) for n in range(6)]
+    via_nginx = [(f"n{n}", *transfer(front, 200 + n, static=False)) for n in range(6)]
+    machines = [*direct, *via_replica, *via_nginx]
+    for path in (direct, via_replica, via_nginx):  # both kinds of bucket on every path
+        assert {host_bucket(h) in offered for _, _, h in path} == {True, False}
+    want = ["1.1" if host_bucket(h) in offered else "1.0" for _, _, h in machines]
+    roots = {
+        client: [install(tmp_path / str(client) / name, text, client) for name, text, _ in machines]
+        for client in CLIENTS
+    }
+    behind_nginx = {h for _, _, h in via_nginx}
+    for number, client in enumerate(CLIENTS, 1):
+        got = running(roots[client], keyring, client)
+        assert got == want, (client, [(name, host_bucket(h)) for name, _, h in machines])
+        # The fleet counts below are the same whichever client polled last: that each
+        # client's polls through nginx reached the replica shows in its log, one copy each.
+        copied = len(via_nginx) * number
+        assert poll_copies_when(reg, behind_nginx, copied) == copied, client
     # The replica saw its own hosts and, from the nginx block's copies, those behind nginx
     # (and the one that polled nginx before, on 1.0); the bucket's readers are invisible.
     seen = [*via_replica, *via_nginx]
-    on_11 = sum(host_bucket(h) in offered for _, h in seen)
-    want = {v: n for v, n in (("1.0", len(seen) + 1 - on_11), ("1.1", on_11)) if n}
-    assert counts(fleet_when(reg, want)) == want
+    on_11 = sum(host_bucket(h) in offered for _, _, h in seen)
+    want_counts = {v: n for v, n in (("1.0", len(seen) + 1 - on_11), ("1.1", on_11)) if n}
+    assert counts(fleet_when(reg, want_counts)) == want_counts
     # Every bucket directory in the bucket lists the channel's BEST-BEFORE marker (signed
     # with it: the hosts above verified it) and serves the empty file it names.
     channel = requests.get(f"{bucket_url}/extensions/hello/SHA256SUMS", timeout=10).text
@@ -118,11 +150,25 @@ def rollout_phases(
         assert listed.splitlines()[-1].endswith(f" {marker}"), listed
         assert requests.get(f"{directory}/{marker}", timeout=10).content == b""
     admin(reg, "rollout", "set", "hello", "1.1", "--percent", "100")
-    for root, _ in [*direct, *via_replica, *via_nginx]:
-        assert running(root, keyring) == "1.1"
-    want = {"1.0": 1, "1.1": len(seen)}
-    assert counts(fleet_when(reg, want)) == want
+    for client in CLIENTS:
+        assert running(roots[client], keyring, client) == ["1.1"] * len(machines)
+    want_counts = {"1.0": 1, "1.1": len(seen)}
+    assert counts(fleet_when(reg, want_counts)) == want_counts
 
 
 def counts(fleet: dict[str, Any]) -> dict[str, int]:
     return {v: e["hosts"] for v, e in fleet["versions"].items()}
+
+
+def poll_copies_when(reg: RegistryServer, host_ids: set[str], want: int) -> int:
+    """How many copies of those hosts' polls (HEAD .../HOSTID/SHA256SUMS) the replica has
+    logged, once that is `want`, or after 60 s (a copy may arrive after the host's answer)."""
+    deadline = time.monotonic() + 60
+    while True:
+        got = sum(
+            "method=HEAD" in line and any(f"/{h}/SHA256SUMS " in line for h in host_ids)
+            for line in reg.log().splitlines()
+        )
+        if got >= want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)

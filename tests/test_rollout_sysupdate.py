@@ -1,10 +1,14 @@
-"""Staged rollouts end to end (issue 21) with the REAL systemd-sysupdate 254 against
-`sysext serve`: many simulated hosts, each a --root directory with its own machine ID and
-the transfer file the provisioning's first-boot script writes from it.
+"""Staged rollouts end to end (issue 21) with the REAL systemd-sysupdate 254, 257 and 262
+against `sysext serve`: many simulated hosts, each a --root directory with its own machine ID
+and the transfer file the provisioning's first-boot script writes from it.
 
 The rollout key (which buckets go first) is random per registry; the test fixes it in the
 database so that the expected shares are decided once, not by chance on every run, and
 checks the exact set of hosts against `offered_buckets` as well as the 5-15 % bounds.
+
+A fleet polls at once: `run_sysupdates` runs the hosts' clients concurrently (each waits
+mostly on systemd-pull's timer, HTTP and gpg), so the three 200-host runs together cost
+about what one serial-ish run did.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from tests.registry_server import (
     running_registry,
 )
 from tests.servers import run_cli
-from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
+from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdates, unreaped_transfer
 from tests.test_rollout_identity import run_rollout_script
 
 pytestmark = pytest.mark.root
@@ -43,6 +47,9 @@ pytestmark = pytest.mark.root
 HOSTS = int(os.environ.get("SYSEXT_TEST_ROLLOUT_HOSTS", "200"))
 # Fixed, with fixed machine IDs: the shares below are decided once, not on every run.
 ROLLOUT_KEY = "a5" * 32
+# 254: Debian 12 backports; 257: Debian 13 (run through its boot root's loader); 262:
+# Debian forky (tests/sysupdate_client.py).
+CLIENTS = (254, 257, 262)
 
 
 @dataclass(frozen=True)
@@ -69,16 +76,39 @@ def admin(reg: RegistryServer, *args: str) -> str:
     return result.stdout
 
 
+def fixed_key(reg: RegistryServer) -> None:
+    """ROLLOUT_KEY in the registry's database, written while the server is stopped: this
+    process's connection closing while the server ran was seen to delete the server's
+    open WAL file (its later writes then lived only in the deleted file and were gone at
+    the next start)."""
+    reg.stop()
+    db = sqlite3.connect(reg.data / "registry.db")
+    try:
+        with db:
+            fixed = "UPDATE registry_meta SET value = ? WHERE key = 'rollout_key'"
+            db.execute(fixed, (ROLLOUT_KEY,))
+    finally:
+        db.close()
+    reg.start()
+
+
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    data = tmp_path_factory.mktemp("rollout") / "data"
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """hello 1.0 and 1.1, built once for every client's registry."""
+    built = tmp_path_factory.mktemp("images")
+    return {version: build_image(built, "hello", version) for version in ("1.0", "1.1")}
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[RegistryServer]:
     env = {"SYSEXT_WORKERS": "1", "SYSEXT_FLEET_FLUSH": "0", "SYSEXT_ROLLOUT_TICK": "3600"}
-    with running_registry(data, env=env) as reg:
-        with sqlite3.connect(data / "registry.db") as db:
-            db.execute(
-                "UPDATE registry_meta SET value = ? WHERE key = 'rollout_key'", (ROLLOUT_KEY,)
-            )
+    with running_registry(tmp_path / "data", env=env) as reg:
+        fixed_key(reg)
         yield reg
+
+
+def machine_id(number: int) -> str:
+    return hashlib.sha256(f"machine {number}".encode()).hexdigest()[:32]
 
 
 def provision(
@@ -98,40 +128,45 @@ def provision(
     files = {f.path: f.contents for f in config.files}
     template, script = files[f"{TEMPLATE_DIR}/hello.conf.in"], files[ROLLOUT_SCRIPT]
     assert isinstance(template, InlineContents) and isinstance(script, InlineContents)
-    hosts = []
-    for number in range(start, start + count):
+
+    def one(number: int) -> Host:
         root = base / f"host{number:04d}"
         (root / TEMPLATE_DIR.lstrip("/")).mkdir(parents=True)
         (root / TEMPLATE_DIR.lstrip("/") / "hello.conf.in").write_bytes(template.data)
         (root / "rollout-transfer").write_bytes(script.data)
-        machine_id = hashlib.sha256(f"machine {number}".encode()).hexdigest()[:32]
-        (root / "etc/machine-id").write_text(machine_id + "\n")
+        (root / "etc/machine-id").write_text(machine_id(number) + "\n")
         (root / "etc/os-release").write_text("ID=flatcar\nVERSION_ID=4081.2.0\n")
         written = run_rollout_script(root, root / "rollout-transfer")
         assert written.returncode == 0, written.stderr
         transfer = (root / "etc/sysupdate.hello.d/hello.conf").read_text()
         follow_mkdir_instruction(root, transfer)
-        hosts.append(Host(root, app_specific_id(machine_id)))
-    return hosts
+        return Host(root, app_specific_id(machine_id(number)))
+
+    # Each host's script runs on its own (a private mount namespace each); they overlap.
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(start, start + count)))
 
 
-def unmanaged(reg: RegistryServer, root: Path) -> Host:
-    transfer = requests.get(f"{reg.url}/extensions/hello/hello.conf", timeout=10).text
+def unmanaged(reg: RegistryServer, root: Path, client: int = 254) -> Host:
+    """A host set up from the registry's own transfer file: NAME.conf for 254, NAME.transfer
+    for 257+ (which read .conf only with a warning)."""
+    suffix = "conf" if client < 257 else "transfer"
+    transfer = requests.get(f"{reg.url}/extensions/hello/hello.{suffix}", timeout=10).text
     (root / "etc/sysupdate.hello.d").mkdir(parents=True)
-    (root / "etc/sysupdate.hello.d/hello.conf").write_text(transfer)
+    (root / f"etc/sysupdate.hello.d/hello.{suffix}").write_text(transfer)
     (root / "etc/os-release").write_text("ID=flatcar\nVERSION_ID=4081.2.0\n")
     follow_mkdir_instruction(root, transfer)
     return Host(root, None)
 
 
-def poll(hosts: list[Host], keyring: bytes) -> dict[Host, str | None]:
-    def one(host: Host) -> str | None:
-        result = run_sysupdate(host.root, ["-C", "hello", "update"], keyring)
-        assert result.returncode == 0, result.stderr
-        return running_version(host)
-
-    with ThreadPoolExecutor(4) as pool:
-        return dict(zip(hosts, pool.map(one, hosts), strict=True))
+def poll(hosts: list[Host], keyring: bytes, client: int = 254) -> dict[Host, str | None]:
+    """Every host runs `systemd-sysupdate -C hello update` once; what each then runs."""
+    results = run_sysupdates(
+        [h.root for h in hosts], ["-C", "hello", "update"], keyring, client=client
+    )
+    for host, result in zip(hosts, results, strict=True):
+        assert result.returncode == 0, (client, host.root.name, result.stderr[-3000:])
+    return {host: running_version(host) for host in hosts}
 
 
 @contextlib.contextmanager
@@ -157,48 +192,53 @@ def expected(hosts: list[Host], percent: int) -> set[Host]:
     return {h for h in hosts if h.bucket in buckets}
 
 
-def test_staged_rollout_with_real_sysupdate(registry: RegistryServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_staged_rollout_with_real_sysupdate(
+    client: int, registry: RegistryServer, images: dict[str, Path], tmp_path: Path
+) -> None:
     reg = registry
-    images = tmp_path / "images"
-    images.mkdir()
-    admin(reg, "publish", str(build_image(images, "hello", "1.0")))
+    admin(reg, "publish", str(images["1.0"]))
     hosts = provision(reg, tmp_path / "hosts", HOSTS)
-    legacy = unmanaged(reg, tmp_path / "legacy")
+    legacy = unmanaged(reg, tmp_path / "legacy", client)
     keyring = reg.keyring()
 
     # Everybody on 1.0.
-    running = poll([*hosts, legacy], keyring)
+    running = poll([*hosts, legacy], keyring, client)
     assert set(running.values()) == {"1.0"}
     assert fleet_counts(reg) == {"1.0": HOSTS}  # the unmanaged host is not seen
 
     # 1.1 staged at 10 % before it is published: no host ever sees it at 100 %.
     admin(reg, "rollout", "set", "hello", "1.1", "--percent", "10")
-    admin(reg, "publish", str(build_image(images, "hello", "1.1")))
-    running = poll([*hosts, legacy], keyring)
+    admin(reg, "publish", str(images["1.1"]))
+    running = poll([*hosts, legacy], keyring, client)
     first = held(running, "1.1")
     assert first == expected(hosts, 10)
     assert 0.05 * HOSTS <= len(first) <= 0.15 * HOSTS, len(first)
     assert running[legacy] == "1.0"  # unmanaged hosts are the last wave
     assert fleet_counts(reg) == {"1.0": HOSTS - len(first), "1.1": len(first)}
     # The same hosts again on a second poll, nobody else.
-    assert held(poll(hosts, keyring), "1.1") == first
+    assert held(poll(hosts, keyring, client), "1.1") == first
 
     # 50 %: a superset.
     admin(reg, "rollout", "set", "hello", "1.1", "--percent", "50")
-    running = poll([*hosts, legacy], keyring)
+    running = poll([*hosts, legacy], keyring, client)
     second = held(running, "1.1")
     assert second > first and second == expected(hosts, 50)
     assert running[legacy] == "1.0"
 
     # Halt: a new host in a bucket that 50 % offered never gets 1.1, the others keep it.
+    # (The first machine ID past the fleet's whose bucket 50 % offered; only it is made.)
     status = admin(reg, "rollout", "halt", "hello", "1.1")
     assert "halted" in status
-    newcomers = [
-        h for h in provision(reg, tmp_path / "new", 40, start=HOSTS) if h in expected([h], 50)
-    ]
-    assert newcomers, "no new host landed in an offered bucket"
-    newcomer = newcomers[0]
-    running = poll([*hosts, newcomer], keyring)
+    offered = offered_buckets(bytes.fromhex(ROLLOUT_KEY), "hello", "1.1", 50)
+    number = next(
+        n
+        for n in range(HOSTS, HOSTS + 1000)
+        if host_bucket(app_specific_id(machine_id(n))) in offered
+    )
+    (newcomer,) = provision(reg, tmp_path / "new", 1, start=number)
+    assert newcomer in expected([newcomer], 50)
+    running = poll([*hosts, newcomer], keyring, client)
     assert running[newcomer] == "1.0"
     assert held(running, "1.1") == second
     assert fleet_counts(reg) == {"1.0": HOSTS + 1 - len(second), "1.1": len(second)}
@@ -206,7 +246,7 @@ def test_staged_rollout_with_real_sysupdate(registry: RegistryServer, tmp_path: 
     # Resume at 100 %: everybody, the unmanaged host included.
     admin(reg, "rollout", "resume", "hello", "1.1", "--percent", "100")
     everyone = [*hosts, newcomer, legacy]
-    running = poll(everyone, keyring)
+    running = poll(everyone, keyring, client)
     assert set(running.values()) == {"1.1"}
     assert fleet_counts(reg) == {"1.1": HOSTS + 1}
     status = run_cli("rollout", "status", "hello", "--registry", reg.url)
@@ -214,18 +254,14 @@ def test_staged_rollout_with_real_sysupdate(registry: RegistryServer, tmp_path: 
     assert f"managed hosts seen: {HOSTS + 1} (1.1: {HOSTS + 1})" in status.stdout
 
 
-def test_nginx_serves_rollouts_and_groups(tmp_path: Path) -> None:
+def test_nginx_serves_rollouts_and_groups(images: dict[str, Path], tmp_path: Path) -> None:
     """The shipped nginx block in front of the same tree: buckets, a group with its own
     percentage, a group without a policy (falls back to its bucket), images redirected to
     their one channel URL; real sysupdate 254 through nginx."""
     env = {"SYSEXT_WORKERS": "1", "SYSEXT_FLEET_FLUSH": "0", "SYSEXT_ROLLOUT_TICK": "3600"}
     with running_registry(tmp_path / "data", env=env) as reg:
-        with sqlite3.connect(reg.data / "registry.db") as db:
-            fixed = "UPDATE registry_meta SET value = ? WHERE key = 'rollout_key'"
-            db.execute(fixed, (ROLLOUT_KEY,))
-        images = tmp_path / "images"
-        images.mkdir()
-        admin(reg, "publish", str(build_image(images, "hello", "1.0")))
+        fixed_key(reg)
+        admin(reg, "publish", str(images["1.0"]))
         with nginx_in_front(reg, tmp_path / "nginx") as url:
             # Provisioned before any rollout: the bucket paths fall back to the channel.
             plain = provision(reg, tmp_path / "plain", 12, url=url)
@@ -237,7 +273,7 @@ def test_nginx_serves_rollouts_and_groups(tmp_path: Path) -> None:
 
             admin(reg, "rollout", "set", "hello", "1.1", "--percent", "30")
             admin(reg, "rollout", "set", "hello", "1.1", "--group", "canary", "--percent", "100")
-            admin(reg, "publish", str(build_image(images, "hello", "1.1")))
+            admin(reg, "publish", str(images["1.1"]))
             running = poll(everyone, keyring)
             assert held(running, "1.1") == expected(plain + others, 30) | set(canaries)
             redirect = requests.get(
@@ -266,21 +302,17 @@ def fleet_when(reg: RegistryServer, want: dict[str, int]) -> dict[str, Any]:
         time.sleep(0.2)
 
 
-def test_fleet_view_counts_hosts_behind_nginx(tmp_path: Path) -> None:
+def test_fleet_view_counts_hosts_behind_nginx(images: dict[str, Path], tmp_path: Path) -> None:
     """Hosts that poll only the shipped nginx block are in the fleet view with the version
     they installed: nginx answers from disk and sends the app a copy (`mirror`) of each
     poll and image fetch. With the app down, nginx still answers every poll."""
     env = {"SYSEXT_WORKERS": "1", "SYSEXT_FLEET_FLUSH": "0", "SYSEXT_ROLLOUT_TICK": "3600"}
     with running_registry(tmp_path / "data", env=env) as reg:
-        with sqlite3.connect(reg.data / "registry.db") as db:
-            fixed = "UPDATE registry_meta SET value = ? WHERE key = 'rollout_key'"
-            db.execute(fixed, (ROLLOUT_KEY,))
-        images = tmp_path / "images"
-        images.mkdir()
-        admin(reg, "publish", str(build_image(images, "hello", "1.0")))
+        fixed_key(reg)
+        admin(reg, "publish", str(images["1.0"]))
         admin(reg, "rollout", "set", "hello", "1.1", "--percent", "50")
         admin(reg, "rollout", "set", "hello", "1.1", "--group", "canary", "--percent", "100")
-        admin(reg, "publish", str(build_image(images, "hello", "1.1")))
+        admin(reg, "publish", str(images["1.1"]))
         with nginx_in_front(reg, tmp_path / "nginx") as url:
             plain = provision(reg, tmp_path / "plain", 6, url=url)
             canaries = provision(reg, tmp_path / "canary", 2, 100, url=url, group="canary")
@@ -336,3 +368,24 @@ def test_fleet_view_counts_hosts_behind_nginx(tmp_path: Path) -> None:
                 **want,
                 "none": len(late),
             }
+
+
+def test_the_254_pull_hang_is_told_from_other_logs() -> None:
+    """run_sysupdates runs a 254 host again only for systemd-pull's unreaped transfer: the
+    log (as a hung run left it) of both responses in and one download finished — not for a
+    run that finished, nor one still waiting for its responses."""
+    url = "http://127.0.0.1:1/rollouts/stable/hello/27/a22cefa7ce1247e08fe18d5c4cc11900"
+    start = [
+        f"⤵️ Acquiring manifest file {url}/SHA256SUMS…",
+        f"Pulling '{url}/SHA256SUMS'.",
+    ]
+    both_in = [
+        f"Downloading 176B for {url}/SHA256SUMS.",
+        f"Downloading 125B for {url}/SHA256SUMS.gpg.",
+    ]
+    first_done = ["Acquired 176B.", f"Download of {url}/SHA256SUMS complete."]
+    second_done = ["Acquired 125B.", f"Download of {url}/SHA256SUMS.gpg complete."]
+    assert unreaped_transfer("\n".join([*start, *both_in, *first_done]))
+    assert not unreaped_transfer("\n".join([*start, *both_in, *first_done, *second_done]))
+    assert not unreaped_transfer("\n".join(start))
+    assert not unreaped_transfer("\n".join([*start, both_in[0]]))
