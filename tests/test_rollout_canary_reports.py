@@ -46,8 +46,12 @@ def rounds_after_now(reg: RegistryServer, tag: str) -> None:
         late = app_specific_id(f"{tag}{step:x}".ljust(32, "e")[:32])
         base = f"{reg.url}/rollouts/stable/{NAME}/{host_bucket(late):02d}/{late}"
         assert requests.get(f"{base}/hello-1.0-x86-64.raw", timeout=30).status_code == 200
-        expected = fleet(reg)["versions"]["1.0"]["hosts"]
-        wait_for(lambda n=expected: sampled(reg, "1.0") == n, "a round of the rollout job")
+        expected = int(fleet(reg)["versions"]["1.0"]["hosts"])
+
+        def sampled_it(n: int = expected) -> bool:
+            return sampled(reg, "1.0") == n
+
+        wait_for(sampled_it, "a round of the rollout job")
 
 
 def test_canary_needs_fetch_and_activation_of_the_same_hosts(
@@ -65,7 +69,7 @@ def test_canary_needs_fetch_and_activation_of_the_same_hosts(
         assert "canary: waiting for 2 host(s) to fetch and activate it" in result.stdout
         assert "canary 2 (waiting; gate: fetched and reported activated)" in result.stdout
         assert status(reg)["canary_activated"] is True
-        canary = set(status(reg)["canary_buckets"])  # type: ignore[arg-type]
+        canary = {int(b) for b in status(reg)["canary_buckets"]}  # type: ignore[attr-defined]
         offered = [h for h in hosts if fetch(reg, h) == "1.1"]
         assert len(offered) >= 2 and {host_bucket(h) for h in offered} <= canary
         others = [h for h in hosts if h not in offered]
