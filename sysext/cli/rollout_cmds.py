@@ -74,10 +74,11 @@ def _line(info: dict[str, Any]) -> str:
         state = "passed" if info["canary_done"] else "waiting"
         gate = "; gate: fetched and reported activated" if activated else ""
         extra += f"; canary {info['canary']} ({state}{gate})"
-        if not info["canary_done"] and info.get("canary_fetched") is not None:
-            extra += f"; canary hosts so far: {info['canary_fetched']} fetched"
-            if activated:
-                extra += f", {info['canary_reported_activated']} of them reported activated"
+        if activated and not info["canary_done"] and info.get("canary_fetched") is not None:
+            extra += (
+                f"; canary hosts so far: {info['canary_fetched']} fetched, "
+                f"{info['canary_reported_activated']} of them reported activated"
+            )
     if info.get("failure_reports"):
         # Unverified (reports carry no credentials): shown for the operator, never acted on.
         extra += f"; {info['failure_reports']} host(s) reported a failure (not acted on)"
