@@ -97,3 +97,17 @@ class HostReport(Base):
     os_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     first_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class HostActivation(Base):
+    """A host reported `activated` for this version of the extension (migration 0010).
+
+    Insert-only (host_reports.record_activations): a later report of the same host never
+    removes it. Read only by a rollout's `canary_activated` gate, with the host's fetch."""
+
+    __tablename__ = "host_activations"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[str] = mapped_column(String(255), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

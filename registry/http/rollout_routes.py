@@ -174,7 +174,10 @@ def _extension_exists(service: RegistryService, name: str) -> bool:
         422: {"description": "not a report a generated update script sends"},
         429: {"description": "too many reports from this address"},
     },
-    summary="A managed host's outcome after an update run (no credentials; shown, never acted on)",
+    summary=(
+        "A managed host's outcome after an update run (no credentials; shown; counted only "
+        "by a canary_activated gate, with the same host's fetch)"
+    ),
 )
 async def report(name: str, request: Request) -> JSONResponse:
     """Body: `{"host_id", "channel", "group", "image", "result", "reason", "systemd",

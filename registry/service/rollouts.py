@@ -25,7 +25,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry.db.models import Image
-from registry.db.rollout_tables import FleetHost, HostReport, RegistryMeta, Rollout
+from registry.db.rollout_tables import (
+    FleetHost,
+    HostActivation,
+    HostReport,
+    RegistryMeta,
+    Rollout,
+)
 from registry.storage.materialize import PLACEHOLDER_NAME
 from registry.storage.rollout_tree import RolloutContent, SlotContent
 from sysext.core.rollout import BUCKETS, bucket_name, bucket_order, offered_buckets
@@ -117,8 +123,7 @@ def hosts_per_bucket(session: Session, name: str, channel: str) -> dict[int, int
     return {int(b): int(n) for b, n in rows}
 
 
-# The one report result that counts for a gate with `canary_activated` (host_reports.Result).
-ACTIVATED = "activated"
+# host_reports.Result.FAILED (the service layer below imports no sibling for one string).
 FAILED = "failed"
 
 
@@ -127,8 +132,9 @@ class Progress:
     """Hosts that count for a rollout's canary gate, or its auto-pause window.
 
     `fetched`: hosts that fetched the version's image from the registry (fleet_hosts: the
-    hosts' own requests). `activated`: those of them whose own report says `activated` for
-    that version; a report without such a fetch by the same host ID never counts (reports
+    hosts' own requests). `activated`: those of them that reported `activated` for that
+    version (host_activations, insert-only); a report without such a fetch by the same
+    host ID never counts (reports
     carry no credentials: a made-up success alone must not open a gate). `failed`: hosts
     that reported a failure for the version, fetched or not; shown, never acted on (a
     made-up failure must not halt a rollout either)."""
@@ -164,13 +170,9 @@ def progress(
     fetched = session.scalar(select(func.count()).select_from(hosts)) or 0
     activated = session.scalar(
         select(func.count())
-        .select_from(HostReport)
-        .join(hosts, HostReport.host_id == hosts.c.host_id)
-        .where(
-            HostReport.name == policy.name,
-            HostReport.version == policy.version,
-            HostReport.result == ACTIVATED,
-        )
+        .select_from(HostActivation)
+        .join(hosts, HostActivation.host_id == hosts.c.host_id)
+        .where(HostActivation.name == policy.name, HostActivation.version == policy.version)
     )
     failed = session.scalar(
         select(func.count())

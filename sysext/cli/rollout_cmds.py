@@ -58,6 +58,10 @@ def _request(client: RegistryClient, method: str, path: str, **kwargs: Any) -> A
             hint = "a rollout only moves forward; halt it, or yank and publish a newer version"
         elif " 404:" in exc.message:
             hint = "check NAME, VERSION and --channel (`sysext rollout status NAME`)"
+        elif "needs a canary" in exc.message:
+            hint = "add --canary N (how many canary hosts), or leave out --canary-activated"
+        elif " 422:" in exc.message:
+            hint = "`sysext rollout set --help` lists the options and what each takes"
         raise SysextError(exc.message, hint) from None
 
 
