@@ -9,6 +9,7 @@ whose rollout job runs every second) and a real HTTP client."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,44 @@ def test_the_flag_needs_a_canary_and_changes_nothing_without_one(
         assert status(reg)["canary_activated"] is True
         assert cli(reg, "rollout", "set", NAME, "1.1", "--canary", "0").returncode == 0
         assert (status(reg)["canary"], status(reg)["canary_activated"]) == (0, False)
+
+
+def test_window_is_kept_open_by_activations_and_made_up_failures_undo_none(
+    tmp_path: Path, registry_database: str
+) -> None:
+    """Past the canary, the hosts of the percentage fetch 1.1 and report it activated,
+    then somebody posts a failure under each of their IDs: the window still sees them
+    as successful (activations are insert-only) and nothing pauses."""
+    with hello_registry(tmp_path) as reg:
+        hosts = host_ids(40)
+        for host in hosts:
+            assert fetch(reg, host) == "1.0"
+        result = cli(
+            reg, "rollout", "set", NAME, "1.1", "--canary", "1", "--canary-activated",
+            "--percent", "50", "--window", "10s",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        offered = [h for h in hosts if fetch(reg, h) == "1.1"]
+        report(reg, offered[0])
+        wait_for(lambda: bool(status(reg)["canary_done"]), "the canary gate to open")
+        # The window now counts from the canary's end: the half of the fleet offered 1.1
+        # fetches it and reports it activated, then the made-up failures follow.
+        opened = time.monotonic()
+        rest = [h for h in hosts if h not in offered]
+        updated: list[str] = []
+
+        def offered_more() -> bool:  # the tree follows right after the commit
+            updated[:] = [h for h in rest if fetch(reg, h) == "1.1"]
+            return bool(updated)
+
+        wait_for(offered_more, "the percentage to apply")
+        for host in updated:
+            report(reg, host)
+        for host in updated:
+            report(reg, host, result="failed", reason="made up")
+        assert fleet(reg)["reports"]["hosts"] == 1 + len(updated)
+        time.sleep(max(0.0, opened + 11 - time.monotonic()))
+        rounds_after_now(reg, "c")
+        stage = status(reg)
+        assert stage["halted"] is False, stage
+        assert stage["failure_reports"] == len(updated)
