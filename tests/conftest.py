@@ -35,6 +35,7 @@ REGISTRY_DB_MODULES = frozenset(
         "test_rollout_policy",
         "test_rollout_fleet",
         "test_host_reports",
+        "test_rollout_canary_reports",
     }
 )
 

@@ -242,6 +242,7 @@ def test_rollout_writes_need_a_token_in_scope_and_are_audited(registry: Registry
         (["set", NAME, "1.1", "--every", "soon", "--steps", "1"], "--every"),
         (["set", NAME, "1.1", "--percent", "5", "--group", "Bad!"], "invalid group"),
         (["set", NAME, "1.1"], "nothing to set"),
+        (["set", NAME, "1.1", "--percent", "5", "--canary-activated"], "needs a canary"),
         (["set", NAME, "bad/version", "--percent", "5"], "404"),
         (["halt", NAME, "9.9"], "has no rollout"),
         (["set", NAME, "1.1", "--percent", "10", "--channel", "nope"], "channel"),
@@ -583,6 +584,45 @@ def test_group_canary_schedule_and_window_from_the_page(
     assert page.page.locator("#rollout-more").is_hidden()
     refused = "Failed to load resource: the server responded with a status of 422"
     assert page.errors == [f"{refused} (Unprocessable Entity)"] * 4  # one per refusal above
+    assert csp_violations(page) == [] and page.foreign == []
+
+
+def test_canary_activated_from_the_page(
+    registry: RegistryServer, page_factory: Callable[..., Page]
+) -> None:
+    """The folded part's checkbox sends `canary_activated` (`--canary-activated`); ticked
+    without a canary, the API's refusal is shown and nothing changes."""
+    reg = registry
+    page = open_extension_page(reg, page_factory)
+    page.page.fill("#rollout-token", reg.admin_token)
+    page.page.fill("#rollout-version", "1.1")
+    page.page.click("#rollout-more summary")
+    page.page.check("#rollout-canary-activated")
+    before = audit_actions(reg).count("rollout.set")
+    assert apply(page) == (
+        "Refused (422): canary_activated needs a canary: give the number of canary hosts "
+        "(--canary N) with it"
+    )
+    assert status(reg)["canary_activated"] is False
+    assert audit_actions(reg).count("rollout.set") == before
+    fill(page, "#rollout-canary", "2")
+    fill(page, "#rollout-percent", "10")
+    fill(page, "#rollout-window", "2h")
+    assert apply(page) == (
+        "Done: 1.1 (stable) is now canary: waiting for 2 host(s) to fetch and activate it; "
+        "10% of hosts; canary 2 (waiting; gate: fetched and reported activated); canary "
+        "hosts so far: 0 fetched, 0 of them reported activated; auto-pause after 7200s "
+        "without a fetch and an activation report."
+    )
+    info = status(reg)
+    assert (info["canary"], info["canary_activated"], info["percent"]) == (2, True, 10)
+    shown = stage_shown(page)
+    assert "canary 2 (fetched and reported activated: 0 fetched, 0 of them activated)" in shown
+    assert "auto-pause after 2h without a fetch and an activation report" in shown
+    printed = cli(reg, "rollout", "status", NAME).stdout
+    assert "canary 2 (waiting; gate: fetched and reported activated)" in printed
+    refused = "Failed to load resource: the server responded with a status of 422"
+    assert page.errors == [f"{refused} (Unprocessable Entity)"]
     assert csp_violations(page) == [] and page.foreign == []
 
 

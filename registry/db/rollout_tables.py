@@ -1,11 +1,11 @@
-"""Tables of staged rollouts, the fleet view and host reports (migrations 0007, 0009)."""
+"""Tables of staged rollouts, the fleet view and host reports (migrations 0007, 0009, 0010)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from registry.db.models import Base
@@ -28,6 +28,9 @@ class Rollout(Base):
     canary: Mapped[int] = mapped_column(Integer)  # hosts that must fetch it first (0: none)
     canary_done: Mapped[bool] = mapped_column(Boolean)
     canary_buckets: Mapped[list[int]] = mapped_column(JSON)
+    # Migration 0010: canary hosts (and the auto-pause window's) count only when they
+    # fetched the image AND reported it activated (rollouts.succeeded_hosts).
+    canary_activated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     steps: Mapped[list[int]] = mapped_column(JSON)  # the schedule's percentages
     every_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     next_step_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -94,3 +97,17 @@ class HostReport(Base):
     os_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     first_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class HostActivation(Base):
+    """A host reported `activated` for this version of the extension (migration 0010).
+
+    Insert-only (host_reports.record_activations): a later report of the same host never
+    removes it. Read only by a rollout's `canary_activated` gate, with the host's fetch."""
+
+    __tablename__ = "host_activations"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[str] = mapped_column(String(255), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

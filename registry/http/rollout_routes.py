@@ -4,7 +4,9 @@ Writes (set, halt, resume) need a token allowed for the extension and channel, c
 the service under the writer lock like every other write (rollout_ops.py); reads are
 public like the rest of the API: rollout stages and per-version host counts, never a host
 ID. Host reports (POST …/reports) are unauthenticated by necessity, hosts have no
-credentials: bounded in size and rate, queued, and never acted on (host_reports.py).
+credentials: bounded in size and rate, queued, and acted on only by a rollout's opt-in
+`canary_activated` gate, and there only together with the same host's own fetch
+(host_reports.py, rollouts.Progress).
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ class RolloutBody(BaseModel):
     every_seconds: int | None = Field(default=None, description="time between schedule steps")
     window_seconds: int | None = Field(
         default=None, description="pause when no host fetched it within this time"
+    )
+    canary_activated: bool | None = Field(
+        default=None,
+        description=(
+            "with a canary: a host counts (for the canary and the window) only when it "
+            "fetched the image AND reported it activated; null leaves it unchanged"
+        ),
     )
 
 
@@ -74,6 +83,7 @@ def set_rollout(
         steps=tuple(body.steps),
         every_seconds=body.every_seconds,
         window_seconds=body.window_seconds,
+        canary_activated=body.canary_activated,
     )
     return rollout_ops.set_rollout(_service(request), name, version, channel, wanted, actor)
 
@@ -164,7 +174,10 @@ def _extension_exists(service: RegistryService, name: str) -> bool:
         422: {"description": "not a report a generated update script sends"},
         429: {"description": "too many reports from this address"},
     },
-    summary="A managed host's outcome after an update run (no credentials; shown, never acted on)",
+    summary=(
+        "A managed host's outcome after an update run (no credentials; shown; counted only "
+        "by a canary_activated gate, with the same host's fetch)"
+    ),
 )
 async def report(name: str, request: Request) -> JSONResponse:
     """Body: `{"host_id", "channel", "group", "image", "result", "reason", "systemd",

@@ -296,9 +296,20 @@ class FleetRecorder:
     def _flush_reports(self, service: RegistryService) -> None:
         """Write the queued reports, the newest per (extension, host)."""
         newest: dict[tuple[str, str], host_reports.Report] = {}
-        for _ in range(len(self._reports)):
-            report = self._reports.popleft()
+        popped = [self._reports.popleft() for _ in range(len(self._reports))]
+        for report in popped:
             newest[(report.name, report.host_id)] = report
+        # Activations from every report, not only the newest per host: a canary host's
+        # `activated` followed by `unchanged` in one drain still activated it.
+        activated = [r for r in popped if r.result is host_reports.Result.ACTIVATED]
+        if activated:
+            try:
+                with service.sessions() as session:
+                    host_reports.record_activations(session, activated)
+                    session.commit()
+            except Exception:
+                self._reports.extendleft(reversed(popped))  # next round
+                raise
         reports = list(newest.values())
         for start in range(0, len(reports), FLUSH_BATCH):
             try:

@@ -1,4 +1,5 @@
-"""What managed hosts report after an update run (issue 21, item 4): shown, never acted on.
+"""What managed hosts report after an update run (issue 21, item 4): shown, and counted
+only by an opt-in canary gate, together with the same host's fetch.
 
 The update script `sysext butane --rollout` generates (sysext/provision/compose.py) posts one
 small JSON object per run and extension to `POST /api/v1/extensions/NAME/reports`: the
@@ -11,9 +12,16 @@ mirror never reach the registry with their polls; a report is how they appear in
 view at all.
 
 **Containment.** Hosts have no credentials, so anybody can post a report with any host ID.
-Reports therefore change nothing: no rollout is halted, advanced, paused or let through its
-canary gate by a report (rollout_ops.tick reads `fleet_hosts`, the hosts' own fetches,
-never this table). A failure is shown to the operator, who decides. A flood is bounded:
+A report alone therefore changes nothing: no rollout is halted, advanced or paused by a
+report, and a failure is shown to the operator, who decides. The one place a report
+counts is a rollout set with `canary_activated` (`--canary-activated`): its canary gate
+and auto-pause window count a host only when it fetched the version's image from the
+registry itself (`fleet_hosts`) AND it reported `activated` for that version
+(`host_activations`, insert-only: a later report never takes an activation back, so a
+made-up failure cannot turn a counted host into a missing one). A made-up success without
+that host's fetch counts for nothing. Left open: a made-up success under the ID of a real
+host that did fetch the image (host IDs travel in request paths, so logs and whoever sees
+the traffic know them) counts like that host's own. A flood is bounded:
 the body size (MAX_BODY), a per-address rate (`ReportLimiter`), one row per (extension,
 host) however often it reports, reports only for extensions that exist, and the same
 bounded per-worker queue as the sightings (fleet.FleetRecorder), so a report never waits
@@ -39,7 +47,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from registry.db.models import Image, as_utc
-from registry.db.rollout_tables import HostReport
+from registry.db.rollout_tables import HostActivation, HostReport
 from registry.errors import RegistryError
 from registry.service.names import parse_image_filename
 from sysext.core.rollout import group_problem, host_id_problem
@@ -211,6 +219,35 @@ def upsert_reports(session: Session, reports: list[Report]) -> int:
     update = {c: getattr(excluded, c) for c in rows[0] if c not in keep | {"name", "host_id"}}
     session.execute(
         statement.on_conflict_do_update(index_elements=["name", "host_id"], set_=update), rows
+    )
+    return len(rows)
+
+
+def record_activations(session: Session, reports: list[Report]) -> int:
+    """Note each (extension, host, version) reported `activated`, once and for good.
+
+    Only a rollout's `canary_activated` gate reads these (rollouts.Progress), and only with
+    the same host's fetch. Insert-only on purpose: a later report of that host — its own
+    `unchanged` on the next run, or a made-up failure under its ID — never takes an
+    activation back, so no report can turn a host that counted into one that does not
+    (which, with an auto-pause window, would let a spoofed failure pause a rollout)."""
+    names = {r.name for r in reports}
+    known = set(session.scalars(select(Image.name).where(Image.name.in_(names)).distinct()))
+    rows = {
+        (r.name, r.host_id, r.version): _when(r.at)
+        for r in reports
+        if r.name in known and r.version is not None and r.result is Result.ACTIVATED
+    }
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(HostActivation.__table__).on_conflict_do_nothing(
+        index_elements=["name", "host_id", "version"]
+    )
+    session.execute(
+        statement,
+        [{"name": n, "host_id": h, "version": v, "at": at} for (n, h, v), at in rows.items()],
     )
     return len(rows)
 

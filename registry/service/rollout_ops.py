@@ -37,6 +37,8 @@ class RolloutRequest:
     steps: tuple[int, ...] = ()
     every_seconds: int | None = None
     window_seconds: int | None = None
+    # None: unchanged; True: canary (and window) hosts count only with an activation report.
+    canary_activated: bool | None = None
 
 
 def _check_request(request: RolloutRequest) -> None:
@@ -109,6 +111,7 @@ def set_rollout(
                 halted=False, halted_reason=None, canary=0, canary_done=False,
                 canary_buckets=[], steps=[], every_seconds=None, next_step_at=None,
                 window_seconds=None, offered_at=None, created_at=now, updated_at=now,
+                canary_activated=False,
             )  # fmt: skip
             session.add(policy)
         percent = request.percent
@@ -140,6 +143,17 @@ def set_rollout(
             )
         if request.window_seconds is not None:
             policy.window_seconds = request.window_seconds
+        if request.canary_activated is not None:
+            policy.canary_activated = request.canary_activated
+        elif request.canary == 0:
+            policy.canary_activated = False  # no canary left: nothing for the flag to gate
+        if policy.canary_activated and policy.canary == 0:
+            # Raised before the commit: the session is dropped, nothing of this is written.
+            raise RegistryError(
+                422,
+                "canary_activated needs a canary: give the number of canary hosts "
+                "(--canary N) with it",
+            )
         policy.offered_at = now
         policy.updated_at = now
         detail = {
@@ -149,7 +163,8 @@ def set_rollout(
         }
         audit.record(session, actor, audit.Action.ROLLOUT_SET, f"{name} {version}", detail)
         _commit(service, session, name, channel)
-        return rollouts.describe(policy, fleet_counts(session, name))
+        counted = rollouts.canary_progress(session, policy)
+        return rollouts.describe(policy, fleet_counts(session, name), counted)
 
 
 def set_halted(
@@ -196,7 +211,8 @@ def set_halted(
             {"channel": channel, "percent": policy.percent},
         )
         _commit(service, session, name, channel)
-        return rollouts.describe(policy, fleet_counts(session, name))
+        counted = rollouts.canary_progress(session, policy)
+        return rollouts.describe(policy, fleet_counts(session, name), counted)
 
 
 def _commit(service: RegistryService, session: Session, name: str, channel: str) -> None:
@@ -220,7 +236,9 @@ def status(service: RegistryService, name: str) -> dict[str, Any]:
         counts = fleet_counts(session, name)
         return {
             "name": name,
-            "rollouts": [rollouts.describe(r, counts) for r in rows],
+            "rollouts": [
+                rollouts.describe(r, counts, rollouts.canary_progress(session, r)) for r in rows
+            ],
             "hosts_per_version": counts,
         }
 
@@ -253,43 +271,33 @@ def tick(service: RegistryService, now: dt.datetime | None = None) -> list[str]:
 
 
 def _tick_one(session: Session, policy: Rollout, now: dt.datetime) -> str | None:
-    name, version, target = policy.name, policy.version, f"{policy.name} {policy.version}"
+    target = f"{policy.name} {policy.version}"
     # Canaries count only hosts of the canary buckets that the registry had seen before
     # the canary began: a made-up host ID fetching the image now does not pass the gate.
-    fetched = session.scalar(
-        select(func.count())
-        .select_from(FleetHost)
-        .where(
-            FleetHost.name == name,
-            FleetHost.version == version,
-            FleetHost.bucket.in_(policy.canary_buckets or [-1]),
-            FleetHost.first_seen <= (policy.offered_at or policy.created_at),
-        )
-    )
-    if rollouts.canary_pending(policy) and (fetched or 0) >= policy.canary:
-        policy.canary_done = True
-        policy.offered_at = now
-        detail = {"channel": policy.channel, "hosts": fetched}
-        audit.record_registry(session, audit.Action.ROLLOUT_CANARY_PASSED, target, detail)
-        return f"canary passed ({fetched} hosts fetched it), now at {policy.percent}%"
+    # With canary_activated, only those of them whose own report says activated
+    # (rollouts.Progress: a report never counts without the same host's fetch).
+    if rollouts.canary_pending(policy):
+        counted = rollouts.canary_progress(session, policy)
+        if counted.succeeded(policy) >= policy.canary:
+            policy.canary_done = True
+            policy.offered_at = now
+            detail = {
+                "channel": policy.channel, "hosts": counted.succeeded(policy),
+                "fetched": counted.fetched, "activated": counted.activated,
+                "failure_reports": counted.failed,
+            }  # fmt: skip
+            audit.record_registry(session, audit.Action.ROLLOUT_CANARY_PASSED, target, detail)
+            how = "fetched and reported it activated" if policy.canary_activated else "fetched it"
+            return (
+                f"canary passed ({counted.succeeded(policy)} hosts {how}), now at {policy.percent}%"
+            )
     if policy.window_seconds and policy.offered_at is not None:
         since = as_utc(policy.offered_at)
         if now - since >= dt.timedelta(seconds=policy.window_seconds):
-            recent = session.scalar(
-                select(func.count())
-                .select_from(FleetHost)
-                .where(
-                    FleetHost.name == name,
-                    FleetHost.version == version,
-                    FleetHost.version_at >= since,
-                )
-            )
-            if not recent:
+            recent = rollouts.progress(session, policy, fetched_since=since)
+            if not recent.succeeded(policy):
                 policy.halted = True
-                policy.halted_reason = (
-                    f"auto-paused: no host fetched {version} within "
-                    f"{policy.window_seconds}s of it being offered (at {since.isoformat()})"
-                )
+                policy.halted_reason = _pause_reason(policy, recent, since)
                 audit.record_registry(
                     session,
                     audit.Action.ROLLOUT_PAUSED,
@@ -311,6 +319,20 @@ def _tick_one(session: Session, policy: Rollout, now: dt.datetime) -> str | None
         audit.record_registry(session, audit.Action.ROLLOUT_ADVANCE, target, detail)
         return f"schedule advanced to {policy.percent}%"
     return None
+
+
+def _pause_reason(policy: Rollout, recent: rollouts.Progress, since: dt.datetime) -> str:
+    window = f"within {policy.window_seconds}s of it being offered (at {since.isoformat()})"
+    if not policy.canary_activated:
+        return f"auto-paused: no host fetched {policy.version} {window}"
+    # Failure reports are named (the operator decides), never the cause: a rollout with
+    # fetches and activations pauses for none of them.
+    failed = f"; {recent.failed} host(s) reported a failure" if recent.failed else ""
+    return (
+        f"auto-paused: no host both fetched {policy.version} and reported it activated "
+        f"{window}: {recent.fetched} host(s) fetched it, activation reports were missing"
+        f"{failed}"
+    )
 
 
 def sample_fleet(service: RegistryService, now: dt.datetime) -> None:

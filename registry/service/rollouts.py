@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry.db.models import Image
-from registry.db.rollout_tables import FleetHost, RegistryMeta, Rollout
+from registry.db.rollout_tables import (
+    FleetHost,
+    HostActivation,
+    HostReport,
+    RegistryMeta,
+    Rollout,
+)
 from registry.storage.materialize import PLACEHOLDER_NAME
 from registry.storage.rollout_tree import RolloutContent, SlotContent
 from sysext.core.rollout import BUCKETS, bucket_name, bucket_order, offered_buckets
@@ -116,6 +123,80 @@ def hosts_per_bucket(session: Session, name: str, channel: str) -> dict[int, int
     return {int(b): int(n) for b, n in rows}
 
 
+# host_reports.Result.FAILED (the service layer below imports no sibling for one string).
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Hosts that count for a rollout's canary gate, or its auto-pause window.
+
+    `fetched`: hosts that fetched the version's image from the registry (fleet_hosts: the
+    hosts' own requests). `activated`: those of them that reported `activated` for that
+    version (host_activations, insert-only); a report without such a fetch by the same
+    host ID never counts (reports
+    carry no credentials: a made-up success alone must not open a gate). `failed`: hosts
+    that reported a failure for the version, fetched or not; shown, never acted on (a
+    made-up failure must not halt a rollout either)."""
+
+    fetched: int
+    activated: int
+    failed: int
+
+    def succeeded(self, policy: Rollout) -> int:
+        return self.activated if policy.canary_activated else self.fetched
+
+
+def progress(
+    session: Session,
+    policy: Rollout,
+    *,
+    buckets: Sequence[int] | None = None,
+    seen_before: dt.datetime | None = None,
+    fetched_since: dt.datetime | None = None,
+) -> Progress:
+    """Count the hosts of `policy`'s version: in `buckets` only, first seen no later than
+    `seen_before`, fetched the image at or after `fetched_since` (each when given)."""
+    fetches = select(FleetHost.host_id).where(
+        FleetHost.name == policy.name, FleetHost.version == policy.version
+    )
+    if buckets is not None:
+        fetches = fetches.where(FleetHost.bucket.in_(list(buckets) or [-1]))
+    if seen_before is not None:
+        fetches = fetches.where(FleetHost.first_seen <= seen_before)
+    if fetched_since is not None:
+        fetches = fetches.where(FleetHost.version_at >= fetched_since)
+    hosts = fetches.subquery()
+    fetched = session.scalar(select(func.count()).select_from(hosts)) or 0
+    activated = session.scalar(
+        select(func.count())
+        .select_from(HostActivation)
+        .join(hosts, HostActivation.host_id == hosts.c.host_id)
+        .where(HostActivation.name == policy.name, HostActivation.version == policy.version)
+    )
+    failed = session.scalar(
+        select(func.count())
+        .select_from(HostReport)
+        .where(
+            HostReport.name == policy.name,
+            HostReport.version == policy.version,
+            HostReport.result == FAILED,
+        )
+    )
+    return Progress(int(fetched), int(activated or 0), int(failed or 0))
+
+
+def canary_progress(session: Session, policy: Rollout) -> Progress:
+    """The canary gate's count: hosts of the canary buckets that the registry had seen
+    before the canary began (a made-up host ID fetching the image now does not pass it)."""
+    return progress(
+        session,
+        policy,
+        buckets=policy.canary_buckets,
+        seen_before=policy.offered_at or policy.created_at,
+    )
+
+
 def held_filenames(
     session: Session, name: str, channel: str, images: Iterable[Image]
 ) -> frozenset[str]:
@@ -182,13 +263,18 @@ def stage(policy: Rollout) -> str:
     if policy.halted:
         return "halted" + (f": {policy.halted_reason}" if policy.halted_reason else "")
     if canary_pending(policy):
-        return f"canary: waiting for {policy.canary} host(s) to fetch it"
+        what = "fetch and activate" if policy.canary_activated else "fetch"
+        return f"canary: waiting for {policy.canary} host(s) to {what} it"
     if released(policy):
         return "complete"
     return f"rolling out at {policy.percent}%"
 
 
-def describe(policy: Rollout, fleet: dict[str, int]) -> dict[str, Any]:
+def describe(
+    policy: Rollout, fleet: dict[str, int], counted: Progress | None = None
+) -> dict[str, Any]:
+    """The API's view of a rollout; `counted`: its canary progress, when the caller read it."""
+
     def when(value: dt.datetime | None) -> str | None:
         if value is None:
             return None
@@ -205,6 +291,12 @@ def describe(policy: Rollout, fleet: dict[str, int]) -> dict[str, Any]:
         "canary": policy.canary,
         "canary_done": policy.canary_done,
         "canary_buckets": sorted(policy.canary_buckets),
+        "canary_activated": bool(policy.canary_activated),
+        # Canary hosts that fetched it / of those reported it activated; failure reports
+        # for the version (any host, unverified): shown, never acted on.
+        "canary_fetched": counted.fetched if counted else None,
+        "canary_reported_activated": counted.activated if counted else None,
+        "failure_reports": counted.failed if counted else None,
         "steps": list(policy.steps),
         "every_seconds": policy.every_seconds,
         "next_step_at": when(policy.next_step_at),

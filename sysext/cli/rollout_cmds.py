@@ -58,6 +58,10 @@ def _request(client: RegistryClient, method: str, path: str, **kwargs: Any) -> A
             hint = "a rollout only moves forward; halt it, or yank and publish a newer version"
         elif " 404:" in exc.message:
             hint = "check NAME, VERSION and --channel (`sysext rollout status NAME`)"
+        elif "needs a canary" in exc.message:
+            hint = "add --canary N (how many canary hosts), or leave out --canary-activated"
+        elif " 422:" in exc.message:
+            hint = "`sysext rollout set --help` lists the options and what each takes"
         raise SysextError(exc.message, hint) from None
 
 
@@ -69,10 +73,22 @@ def _line(info: dict[str, Any]) -> str:
         extra += f"; schedule {steps} every {info['every_seconds']}s"
         if info["next_step_at"]:
             extra += f", next at {info['next_step_at']}"
+    activated = bool(info.get("canary_activated"))
     if info["canary"]:
-        extra += f"; canary {info['canary']} ({'passed' if info['canary_done'] else 'waiting'})"
+        state = "passed" if info["canary_done"] else "waiting"
+        gate = "; gate: fetched and reported activated" if activated else ""
+        extra += f"; canary {info['canary']} ({state}{gate})"
+        if activated and not info["canary_done"] and info.get("canary_fetched") is not None:
+            extra += (
+                f"; canary hosts so far: {info['canary_fetched']} fetched, "
+                f"{info['canary_reported_activated']} of them reported activated"
+            )
+    if info.get("failure_reports"):
+        # Unverified (reports carry no credentials): shown for the operator, never acted on.
+        extra += f"; {info['failure_reports']} host(s) reported a failure (not acted on)"
     if info["window_seconds"]:
-        extra += f"; auto-pause after {info['window_seconds']}s without a fetch"
+        what = "a fetch and an activation report" if activated else "a fetch"
+        extra += f"; auto-pause after {info['window_seconds']}s without {what}"
     return (
         f"{info['version']} ({info['channel']}): {info['stage']}; {info['percent']}% of "
         f"hosts{extra}; {info['hosts']} managed host(s) on it"
@@ -98,6 +114,14 @@ def set_(
     window: str | None = typer.Option(
         None, "--window", help="Pause by itself when no host fetched it within this time."
     ),
+    canary_activated: bool | None = typer.Option(
+        None,
+        "--canary-activated/--canary-fetched",
+        help=(
+            "With --canary: a canary host (and, for --window, any host) counts only once it "
+            "fetched the image AND reported it activated; --canary-fetched: fetches only."
+        ),
+    ),
     registry: str = REGISTRY_OPTION,
 ) -> None:
     """Create or change the rollout of VERSION.
@@ -107,8 +131,16 @@ def set_(
     Example: sysext rollout set podman 5.0.1 --percent 10 -r https://ext.example.com
 
     Example: sysext rollout set podman 5.0.1 --steps 1,10,50,100 --every 1h --canary 3
+
+    Example: sysext rollout set podman 5.0.1 --percent 10 --canary 3 --canary-activated
     """
-    if percent is None and not steps and canary is None and window is None:
+    if (
+        percent is None
+        and not steps
+        and canary is None
+        and window is None
+        and canary_activated is None
+    ):
         raise SysextError("nothing to set", "give --percent, --steps/--every, --canary or --window")
     body = {
         "percent": percent,
@@ -117,6 +149,7 @@ def set_(
         "steps": _steps(steps),
         "every_seconds": _seconds(every, "--every"),
         "window_seconds": _seconds(window, "--window"),
+        "canary_activated": canary_activated,
     }
     client = RegistryClient.from_env(registry)
     info = _request(

@@ -140,9 +140,11 @@ function rolloutBody(form) {
     steps: steps === "" ? [] : steps.split(",").map((part) => number(part.trim())),
     every_seconds: durationSeconds(text("every"), "every"),
     window_seconds: durationSeconds(text("window"), "window"),
+    // Ticked: `--canary-activated`; unticked: unchanged (as the CLI without the option).
+    canary_activated: form.querySelector("#rollout-canary-activated").checked ? true : null,
   };
   if (body.percent === null && !body.steps.length && body.canary === null &&
-      body.window_seconds === null) {
+      body.window_seconds === null && body.canary_activated === null) {
     throw new Error("nothing to set (give a percentage, steps and an interval, a canary " +
       "or a window)");
   }
@@ -175,11 +177,22 @@ function rolloutExtras(info) {
     extra += `; schedule ${info.steps.join(",")} every ${info.every_seconds}s`;
     if (info.next_step_at) extra += `, next at ${info.next_step_at}`;
   }
+  const activated = Boolean(info.canary_activated);
   if (info.canary) {
-    extra += `; canary ${info.canary} (${info.canary_done ? "passed" : "waiting"})`;
+    const gate = activated ? "; gate: fetched and reported activated" : "";
+    extra += `; canary ${info.canary} (${info.canary_done ? "passed" : "waiting"}${gate})`;
+    if (activated && !info.canary_done && info.canary_fetched !== null &&
+        info.canary_fetched !== undefined) {
+      extra += `; canary hosts so far: ${info.canary_fetched} fetched, ` +
+        `${info.canary_reported_activated} of them reported activated`;
+    }
+  }
+  if (info.failure_reports) {
+    extra += `; ${info.failure_reports} host(s) reported a failure (not acted on)`;
   }
   if (info.window_seconds) {
-    extra += `; auto-pause after ${info.window_seconds}s without a fetch`;
+    const what = activated ? "a fetch and an activation report" : "a fetch";
+    extra += `; auto-pause after ${info.window_seconds}s without ${what}`;
   }
   return extra;
 }
