@@ -25,8 +25,16 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
 
 if TYPE_CHECKING:
     from sysext.image.summary import ImageSummary
@@ -162,6 +170,14 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
     return engine
+
+
+def upsert_insert(session: Session) -> Any:
+    """The dialect's INSERT construct, the one with ON CONFLICT (SQLite and PostgreSQL
+    each have their own; both spell it the same)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert
+    return sqlite.insert
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Any]:

@@ -36,11 +36,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, Text, cast, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from registry.db.models import as_utc
+from registry.db.models import as_utc, upsert_insert
 from registry.db.rollout_tables import FleetHost, FleetSample, RegistryMeta, Rollout
 from registry.service import host_reports
 from sysext.core.rollout import BUCKETS, GROUPS_DIR, ROLLOUTS_DIR
@@ -321,10 +319,6 @@ class FleetRecorder:
                 raise
 
 
-def _insert(session: Session) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 def _timestamps(session: Session) -> Callable[[float], Any]:
     """Seconds since the epoch → what the driver takes for a DateTime column, exactly as
     SQLAlchemy would bind it (SQLite: its text format; PostgreSQL: the datetime). Whole
@@ -367,7 +361,7 @@ def _count_dropped(session: Session, dropped: int) -> None:
     """Add to the registry-wide count of sightings no worker could queue (in SQL, so
     workers and replicas adding at once lose nothing)."""
     table = RegistryMeta.__table__
-    statement = _insert(session)(table).values(key=DROPPED_KEY, value=str(dropped))
+    statement = upsert_insert(session)(table).values(key=DROPPED_KEY, value=str(dropped))
     total = cast(cast(table.c.value, Integer) + dropped, Text)
     session.execute(statement.on_conflict_do_update(index_elements=["key"], set_={"value": total}))
 
@@ -378,7 +372,7 @@ def dropped_sightings(session: Session) -> int:
 
 
 def upsert_sample(session: Session, name: str, at: dt.datetime, version: str, hosts: int) -> None:
-    statement = _insert(session)(FleetSample.__table__).values(
+    statement = upsert_insert(session)(FleetSample.__table__).values(
         name=name, at=at, version=version, hosts=hosts
     )
     session.execute(

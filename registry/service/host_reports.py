@@ -42,11 +42,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from registry.db.models import Image, as_utc
+from registry.db.models import Image, as_utc, upsert_insert
 from registry.db.rollout_tables import HostActivation, HostReport
 from registry.errors import RegistryError
 from registry.service.names import parse_image_filename
@@ -192,13 +190,18 @@ def _when(at: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(int(at), dt.UTC)
 
 
+def _of_known_extensions(session: Session, reports: list[Report]) -> list[Report]:
+    """The reports naming an extension that exists (the request path only queued them)."""
+    names = {r.name for r in reports}
+    known = set(session.scalars(select(Image.name).where(Image.name.in_(names)).distinct()))
+    return [r for r in reports if r.name in known]
+
+
 def upsert_reports(session: Session, reports: list[Report]) -> int:
     """Store the newest report per (extension, host), for extensions that exist (a report
     naming another one is dropped here: the request path only queued it)."""
     if not reports:
         return 0
-    names = {r.name for r in reports}
-    known = set(session.scalars(select(Image.name).where(Image.name.in_(names)).distinct()))
     rows = [
         {
             "name": r.name, "host_id": r.host_id, "channel": r.channel, "group": r.group,
@@ -206,14 +209,11 @@ def upsert_reports(session: Session, reports: list[Report]) -> int:
             "systemd": r.systemd, "os_id": r.os_id, "os_version_id": r.os_version_id,
             "first_at": _when(r.at), "at": _when(r.at),
         }
-        for r in reports
-        if r.name in known
+        for r in _of_known_extensions(session, reports)
     ]  # fmt: skip
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(HostReport.__table__)
+    statement = upsert_insert(session)(HostReport.__table__)
     excluded = statement.excluded
     keep = {"first_at"}
     update = {c: getattr(excluded, c) for c in rows[0] if c not in keep | {"name", "host_id"}}
@@ -231,18 +231,14 @@ def record_activations(session: Session, reports: list[Report]) -> int:
     `unchanged` on the next run, or a made-up failure under its ID — never takes an
     activation back, so no report can turn a host that counted into one that does not
     (which, with an auto-pause window, would let a spoofed failure pause a rollout)."""
-    names = {r.name for r in reports}
-    known = set(session.scalars(select(Image.name).where(Image.name.in_(names)).distinct()))
     rows = {
         (r.name, r.host_id, r.version): _when(r.at)
-        for r in reports
-        if r.name in known and r.version is not None and r.result is Result.ACTIVATED
+        for r in _of_known_extensions(session, reports)
+        if r.version is not None and r.result is Result.ACTIVATED
     }
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(HostActivation.__table__).on_conflict_do_nothing(
+    statement = upsert_insert(session)(HostActivation.__table__).on_conflict_do_nothing(
         index_elements=["name", "host_id", "version"]
     )
     session.execute(
