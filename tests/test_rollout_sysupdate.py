@@ -77,19 +77,11 @@ def admin(reg: RegistryServer, *args: str) -> str:
 
 
 def fixed_key(reg: RegistryServer) -> None:
-    """ROLLOUT_KEY in the registry's database, written while the server is stopped: this
-    process's connection closing while the server ran was seen to delete the server's
-    open WAL file (its later writes then lived only in the deleted file and were gone at
-    the next start)."""
-    reg.stop()
-    db = sqlite3.connect(reg.data / "registry.db")
-    try:
-        with db:
-            fixed = "UPDATE registry_meta SET value = ? WHERE key = 'rollout_key'"
-            db.execute(fixed, (ROLLOUT_KEY,))
-    finally:
-        db.close()
-    reg.start()
+    """ROLLOUT_KEY in the running registry's database, through an outside connection that
+    closes at once (it must not take the server's later writes with it:
+    test_registry_units.py::test_an_outside_sqlite_connection_never_takes_the_servers_writes)."""
+    with contextlib.closing(sqlite3.connect(reg.data / "registry.db")) as db, db:
+        db.execute("UPDATE registry_meta SET value = ? WHERE key = 'rollout_key'", (ROLLOUT_KEY,))
 
 
 @pytest.fixture(scope="module")
