@@ -25,7 +25,9 @@ unset PYTHONDONTWRITEBYTECODE
 # half the time. A test module stays on one worker (--dist loadfile): several modules share
 # one registry across their tests, which build on each other in order, and a module's
 # fixtures are then set up once, not once per worker.
-parallel=(-n "$(($(nproc) * 2))" --dist loadfile)
+# Modules start longest first (by the last run's times, tests/conftest.py), not xdist's
+# default of the most tests first.
+parallel=(-n "$(($(nproc) * 2))" --dist loadfile --no-loadscope-reorder)
 
 if [ "${1:-}" = "--fast" ]; then
   shift

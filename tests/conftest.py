@@ -61,6 +61,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The inner loop forks CLI runs from a process that has imported the CLI already
+    # (tests/forkserver.py says when that cannot change an outcome); everything else,
+    # CI included, execs a fresh interpreter for every run.
+    if config.getoption("--fast") and os.environ.get("SYSEXT_TEST_FORK", "1") != "0":
+        from tests import forkserver
+
+        forkserver.enable()
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.module.__name__.rsplit(".", 1)[-1] not in REGISTRY_DB_MODULES:
         return
@@ -153,6 +163,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         dropped = set(map(id, kept))
         config.hook.pytest_deselected(items=[i for i in items if id(i) not in dropped])
         items[:] = kept
+    _longest_modules_first(config, items)
     if os.geteuid() == 0:
         return
     default = "needs root (loop mounts in a private mount namespace)"
@@ -160,6 +171,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("root")
         if marker is not None:  # pytest.mark.root(reason=…) says why a module needs root
             item.add_marker(pytest.mark.skip(reason=marker.kwargs.get("reason", default)))
+
+
+# Seconds each test module took in the last run that ran it, in pytest's cache. Modules
+# run longest first, so that in a parallel run (scripts/test.sh passes xdist
+# --no-loadscope-reorder) the few modules that mostly wait on the clock (rollout schedules
+# ticking every second) start at once instead of being the tail of the run.
+MODULE_SECONDS = "sysext/module-seconds"
+
+
+def _module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _longest_modules_first(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cache = getattr(config, "cache", None)
+    seconds: dict[str, float] = cache.get(MODULE_SECONDS, {}) if cache is not None else {}
+    if seconds:
+        # Stable: a module's tests stay together and in order; unknown modules first.
+        items.sort(key=lambda item: -seconds.get(_module_of(item.nodeid), float("inf")))
+
+
+_measured: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = _module_of(report.nodeid)
+    _measured[module] = _measured.get(module, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _measured:
+        return  # xdist workers: their controller saw every report and writes once
+    seconds = cache.get(MODULE_SECONDS, {})
+    seconds.update({module: round(total, 2) for module, total in _measured.items()})
+    cache.set(MODULE_SECONDS, seconds)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from pathlib import Path
 import requests
 
 from sysext.systemd.manifest import ManifestEntry, parse_manifest, without_markers
+from tests import forkserver
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -52,7 +53,7 @@ class RegistryServer:
     env: dict[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
     log_path: Path | None = None
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | forkserver.ForkedProcess | None = None
     # RLIMIT_NOFILE for the server (file-descriptor exhaustion tests), None: inherited.
     # Soft and hard, unless nofile_hard sets the hard one (the server raises its soft
     # limit up to the hard one, as on a systemd host: soft 1024, hard much higher).
@@ -76,6 +77,9 @@ class RegistryServer:
         full_env = {
             **inherited,
             "SYSEXT_ADMIN_TOKEN": self.admin_token,
+            # As CLI runs (tests/servers.py): one width and no colour in the server's log,
+            # and in the inner loop servers and CLI runs fork from the same process.
+            "COLUMNS": "200",
             "NO_COLOR": "1",
             **({"SYSEXT_WORKERS": str(self.workers)} if self.workers is not None else {}),
             **self.env,
@@ -94,7 +98,17 @@ class RegistryServer:
 
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile_hard or nofile))
 
-        self.process = subprocess.Popen(
+        with open(os.devnull, "rb") as devnull:
+            forked = forkserver.start(
+                "sysext.cli.main",
+                argv[3:],
+                env=full_env,
+                cwd=None,
+                stdio=(devnull.fileno(), log.fileno(), log.fileno()),
+                new_session=True,
+                nofile=(nofile, nofile_hard or nofile) if nofile is not None else None,
+            )
+        self.process = forked or subprocess.Popen(
             argv,
             env=full_env,
             stdout=log,

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import forkserver
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,8 +33,15 @@ def run_cli(
     cwd: Path | None = None,
     input: str | None = None,
 ) -> CliResult:
-    """Run `sysext ARGS…` as a user would, in a subprocess."""
+    """Run `sysext ARGS…` as a user would, in a subprocess (in the inner loop forked from
+    one that has imported the CLI already, when that cannot change the outcome:
+    tests/forkserver.py)."""
     full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+    forked = forkserver.run(
+        "sysext.cli.main", [*map(str, args)], env=full_env, cwd=cwd, input=input
+    )
+    if forked is not None:
+        return CliResult(*forked)
     proc = subprocess.run(
         [sys.executable, "-m", "sysext.cli.main", *map(str, args)],
         capture_output=True,
@@ -63,7 +72,9 @@ def serve_http(
     """Run `handler` on 127.0.0.1 (a random port unless given) until the block ends; yields
     the base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the loop's next poll: at the default 0.5 s that was half a
+    # second at the end of every test serving upstream files.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
