@@ -10,7 +10,7 @@
 # --fast: the inner loop while working. Skips the install when .venv is up to date with
 # pyproject.toml, and runs only what needs no root, no booted container, no PostgreSQL or
 # Ceph and no browser, and is not marked slow (pytest --fast, tests/conftest.py), in
-# parallel on every core.
+# parallel on every core, forking the CLI instead of starting it (pytest --fork).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +37,13 @@ if [ "${1:-}" = "--fast" ]; then
     bash scripts/setup.sh --test
   fi
   echo "==> running the fast tests"
-  exec .venv/bin/python -m pytest --fast "${parallel[@]}" -q "$@"
+  # --fork: each `sysext` run and test registry is forked from a process per worker that
+  # has imported the project already (a fresh interpreter costs 0.2-1 s of CPU), where
+  # that cannot change the outcome (tests/forkserver.py). The full run below, as CI runs
+  # it, execs a fresh interpreter every time. SYSEXT_TEST_FORK=0 turns it off here too.
+  fork=(--fork)
+  [ "${SYSEXT_TEST_FORK:-1}" = 0 ] && fork=()
+  exec .venv/bin/python -m pytest --fast "${fork[@]}" "${parallel[@]}" -q "$@"
 fi
 
 bash scripts/setup.sh --test

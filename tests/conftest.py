@@ -55,6 +55,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "parallel, then these one at a time)",
     )
     parser.addoption(
+        "--fork",
+        action="store_true",
+        help="start `sysext` runs and test registries by forking a process that has "
+        "imported the project, where that cannot change an outcome (tests/forkserver.py); "
+        "scripts/test.sh --fast passes it",
+    )
+    parser.addoption(
         "--registry-db",
         default=os.environ.get("SYSEXT_TEST_REGISTRY_DB", "sqlite,postgresql"),
         help="databases the registry tests run on: sqlite, postgresql or both (comma-separated)",
@@ -65,7 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # The inner loop forks CLI runs from a process that has imported the CLI already
     # (tests/forkserver.py says when that cannot change an outcome); everything else,
     # CI included, execs a fresh interpreter for every run.
-    if config.getoption("--fast") and os.environ.get("SYSEXT_TEST_FORK", "1") != "0":
+    if config.getoption("--fork"):
         from tests import forkserver
 
         forkserver.enable()

@@ -7,8 +7,9 @@ registry 1 s) importing typer, rich, pydantic, FastAPI, SQLAlchemy and the proje
 doing anything, which was over half of what `scripts/test.sh --fast` cost on two cores.
 Here one long-lived process per pytest worker (the "zygote") imports all of that once;
 each run is then a fork of it that takes the caller's argv, environment, working
-directory and stdio and runs `python -m MODULE` from there, exiting as the interpreter
-would (threads joined, atexit handlers run, SystemExit and KeyboardInterrupt as usual).
+directory, stdio, umask and time zone and runs `python -m MODULE` from there, exiting as
+the interpreter would (threads joined, atexit handlers run, SystemExit and
+KeyboardInterrupt as usual) except that it does not free the heap it was forked with.
 
 A run is only forked when a fresh interpreter could not have behaved differently:
 
@@ -21,8 +22,8 @@ A run is only forked when a fresh interpreter could not have behaved differently
 
 Anything else runs as a real subprocess, as does everything outside the inner loop:
 `scripts/test.sh` (CI) execs every CLI run, and tests about start-up itself (which modules
-a command imports) always exec. Only `pytest --fast` enables this (tests/conftest.py;
-SYSEXT_TEST_FORK=0 turns it off there too).
+a command imports) always exec. Only `pytest --fork` enables this (tests/conftest.py),
+which `scripts/test.sh --fast` passes unless SYSEXT_TEST_FORK=0.
 
 Protocol, one connection per run: the caller sends a JSON request with its three stdio
 descriptors (SCM_RIGHTS); the zygote forks a waiter, the waiter forks the run and answers
@@ -63,7 +64,7 @@ _lock = threading.Lock()
 
 
 def enable() -> None:
-    """Fork CLI runs from a zygote from now on, in this process (pytest --fast)."""
+    """Fork CLI runs from a zygote from now on, in this process (pytest --fork)."""
     global _enabled
     _enabled = True
 
