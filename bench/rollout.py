@@ -55,13 +55,13 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.serve import WrkResult, _ms, _size, nginx
-from registry.http.nginx_conf import server_block, standalone_config
+from registry.http.nginx_conf import server_block
 from sysext.core.rollout import app_specific_id
 from sysext.provision import ExtensionRef, HttpCatalog, ProvisionOptions, generate_config
 from sysext.provision.model import InlineContents
 from sysext.provision.rollout_identity import TEMPLATE_DIR
 from sysext.trust.signing import generate_key
-from tests.registry_server import RegistryServer, build_image, free_port, running_registry
+from tests.registry_server import RegistryServer, build_image, running_nginx, running_registry
 from tests.servers import run_cli
 from tests.sysupdate_client import follow_mkdir_instruction, run_sysupdate
 
@@ -265,30 +265,11 @@ def fleet_polls(
 @contextlib.contextmanager
 def logging_nginx(public: Path, upstream: str, prefix: Path) -> Iterator[tuple[str, Path]]:
     """The shipped block (sysext-registry.conf) with an access log, to count requests."""
-    port = free_port()
-    prefix.mkdir()
-    block = server_block(public, f"127.0.0.1:{port}", upstream)
     log = prefix / "access.log"
-    config = standalone_config(prefix, block, workers=2).replace(
-        "access_log off;", f"access_log {log};"
-    )
-    (prefix / "nginx.conf").write_text(config)
-    proc = subprocess.Popen(
-        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(url + "/keyring.gpg", timeout=2)
-                break
-            time.sleep(0.05)
+    with running_nginx(
+        prefix, lambda listen: server_block(public, listen, upstream), workers=2, access_log=log
+    ) as url:
         yield url, log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def lines(path: Path) -> int:

@@ -30,8 +30,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +37,12 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from registry.http.nginx_conf import replicas_block, server_block, standalone_config
+from registry.http.nginx_conf import replicas_block, server_block
 from sysext.build.pack import pack
 from sysext.image.formats import Compression
 from sysext.systemd.architecture import Architecture
 from sysext.systemd.extension_release import ExtensionRelease
-from tests.registry_server import RegistryServer, free_port, running_registry
+from tests.registry_server import RegistryServer, running_nginx, running_registry
 
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -111,33 +109,18 @@ def make_image(directory: Path, size_mib: int) -> Path:
     return built.path
 
 
-@contextlib.contextmanager
 def nginx(
     public: Path, upstream: str, workers: int, prefix: Path, block: str | None = None
-) -> Iterator[str]:
-    port = free_port()
-    prefix.mkdir()
-    if block is None:
-        block = server_block(public, f"127.0.0.1:{port}", upstream)
-    else:
-        block = block.replace("listen PORT;", f"listen 127.0.0.1:{port};")
-    (prefix / "nginx.conf").write_text(standalone_config(prefix, block, workers=workers))
-    proc = subprocess.Popen(
-        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(url + "/keyring.gpg", timeout=2)
-                break
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+) -> contextlib.AbstractContextManager[str]:
+    """nginx with the shipped block in front of `upstream` serving `public`, or with
+    `block` (its `listen PORT;` filled in)."""
+
+    def block_for(listen: str) -> str:
+        if block is None:
+            return server_block(public, listen, upstream)
+        return block.replace("listen PORT;", f"listen {listen};")
+
+    return running_nginx(prefix, block_for, workers=workers)
 
 
 def upload(reg: RegistryServer, image: Path) -> None:

@@ -269,16 +269,27 @@ def build_image(
 
 
 @contextlib.contextmanager
-def running_nginx(prefix: Path, block_for: Callable[[str], str]) -> Iterator[str]:
+def running_nginx(
+    prefix: Path,
+    block_for: Callable[[str], str],
+    *,
+    workers: int = 1,
+    access_log: Path | None = None,
+) -> Iterator[str]:
     """nginx run from `prefix` with the server block `block_for("127.0.0.1:PORT")` (one of the
-    shipped blocks, registry/http/nginx_conf.py); yields its URL once it answers, stops it
-    afterwards and fails when its error output has an `emerg`."""
+    shipped blocks, registry/http/nginx_conf.py) and `workers` processes, logging requests
+    to `access_log` if given (the shipped blocks log none); yields its URL once it answers,
+    stops it afterwards and fails when its error output has an `emerg`. Tests and bench/
+    start nginx only through this."""
     from registry.http.nginx_conf import standalone_config
 
     port = free_port()
     prefix.mkdir()
     listen = f"127.0.0.1:{port}"
-    (prefix / "nginx.conf").write_text(standalone_config(prefix, block_for(listen)))
+    config = standalone_config(prefix, block_for(listen), workers=workers)
+    if access_log is not None:
+        config = config.replace("access_log off;", f"access_log {access_log};")
+    (prefix / "nginx.conf").write_text(config)
     proc = subprocess.Popen(
         ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
         stdout=subprocess.DEVNULL,

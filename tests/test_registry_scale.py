@@ -8,9 +8,7 @@ module gets its own database and bucket.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import subprocess
 import threading
 import time
 import uuid
@@ -24,13 +22,13 @@ import pytest
 import requests
 from botocore.config import Config
 
-from registry.http.nginx_conf import replicas_block, standalone_config
+from registry.http.nginx_conf import replicas_block
 from sysext.core.errors import SysextError
 from sysext.systemd.manifest import best_before_date, parse_manifest
 from sysext.trust.signing import export_public_key, generate_key, verify_detached
 from tests.ceph_rgw import CephRgw
 from tests.pg_cluster import PostgresCluster
-from tests.registry_server import RegistryServer, build_image, free_port, listing
+from tests.registry_server import RegistryServer, build_image, free_port, listing, running_nginx
 from tests.servers import run_cli
 
 pytestmark = pytest.mark.slow
@@ -452,27 +450,10 @@ def test_sysupdate_updates_from_the_bucket_and_through_nginx(
     assert "Successfully installed update '1.0'." in update.stderr
 
     # nginx in front: the public tree comes from the bucket, the API from the replicas.
-    port = free_port()
-    prefix = tmp_path / "nginx"
-    prefix.mkdir()
-    block = replicas_block(
-        f"127.0.0.1:{port}",
-        [f"127.0.0.1:{s.port}" for s in replicas.both()],
-        replicas.bucket_url,
-    )
-    (prefix / "nginx.conf").write_text(standalone_config(prefix, block))
-    nginx = subprocess.Popen(
-        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    front = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(f"{front}/keyring.gpg", timeout=2)
-                break
-            time.sleep(0.05)
+    upstreams = [f"127.0.0.1:{s.port}" for s in replicas.both()]
+    with running_nginx(
+        tmp_path / "nginx", lambda listen: replicas_block(listen, upstreams, replicas.bucket_url)
+    ) as front:
         assert requests.get(f"{front}/keyring.gpg", timeout=10).content == keyring
         via_front = transfer.replace(replicas.bucket_url, front)
         prepare_root(root, "e2e", via_front)
@@ -495,9 +476,6 @@ def test_sysupdate_updates_from_the_bucket_and_through_nginx(
             replicas.a.start()
         assert third.returncode == 0, third.stderr
         assert "Successfully installed update '1.2'." in third.stderr
-    finally:
-        nginx.terminate()
-        nginx.wait(timeout=15)
 
 
 def test_unreachable_database_or_bucket_is_a_one_line_error(tmp_path: Path) -> None:
