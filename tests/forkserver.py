@@ -437,54 +437,29 @@ def run(
     input: str | None,
 ) -> tuple[int, str, str] | None:
     """subprocess.run(…, capture_output=True, text=True) for a forked run: its exit status,
-    stdout and stderr; None when it must exec instead."""
+    stdout and stderr; None when it must exec instead. The run reads and writes unnamed
+    files here (no pipes to drain while it runs)."""
     if not _enabled:
         return None
-    stdin_read, stdin_write = os.pipe()
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
-    try:
-        process = start(module, argv, env=env, cwd=cwd, stdio=(stdin_read, out_write, err_write))
-    finally:
-        for fd in (stdin_read, out_write, err_write):
-            os.close(fd)
-    if process is None:
-        for fd in (stdin_write, out_read, err_read):
-            os.close(fd)
-        return None
-    outputs = {out_read: bytearray(), err_read: bytearray()}
-
-    def feed() -> None:
-        with open(stdin_write, "wb") as pipe, contextlib.suppress(BrokenPipeError):
-            pipe.write((input or "").encode())
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    open_fds = set(outputs)
-    while open_fds:
-        ready, _, _ = select.select(list(open_fds), [], [])
-        for fd in ready:
-            chunk = os.read(fd, 65536)
-            if chunk:
-                outputs[fd] += chunk
-            else:
-                open_fds.discard(fd)
-                os.close(fd)
-    feeder.join()
-    code = process.wait()
-
-    def text(data: bytearray) -> str:
-        # As subprocess's text mode: the locale's encoding, universal newlines.
-        decoded = data.decode(_text_encoding(), errors="strict")
-        return decoded.replace("\r\n", "\n").replace("\r", "\n")
-
-    return code, text(outputs[out_read]), text(outputs[err_read])
-
-
-def _text_encoding() -> str:
     import locale
+    import tempfile
 
-    return locale.getpreferredencoding(False)
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, \
+            tempfile.TemporaryFile() as err:  # fmt: skip
+        stdin.write((input or "").encode())
+        stdin.seek(0)
+        stdio = (stdin.fileno(), out.fileno(), err.fileno())
+        process = start(module, argv, env=env, cwd=cwd, stdio=stdio)
+        if process is None:
+            return None
+        code = process.wait()
+        texts = []
+        for file in (out, err):
+            file.seek(0)
+            # As subprocess's text mode: the locale's encoding, universal newlines.
+            data = file.read().decode(locale.getpreferredencoding(False))
+            texts.append(data.replace("\r\n", "\n").replace("\r", "\n"))
+    return code, texts[0], texts[1]
 
 
 if __name__ == "__main__":

@@ -87,8 +87,7 @@ class RegistryServer:
         }
         self.log_path = self.log_path or self.data.parent / f"registry-{self.port}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 (handed to the child process)
-        argv = [sys.executable, "-m", "sysext.cli.main", "serve", "--data", str(self.data)]
-        argv += ["--port", str(self.port), *self.args]
+        args = ["serve", "--data", str(self.data), "--port", str(self.port), *self.args]
         # Own process group: a crash test kills the supervisor and every worker at once.
         nofile, nofile_hard = self.nofile, self.nofile_hard
 
@@ -101,7 +100,7 @@ class RegistryServer:
         with open(os.devnull, "rb") as devnull:
             forked = forkserver.start(
                 "sysext.cli.main",
-                argv[3:],
+                args,
                 env=full_env,
                 cwd=None,
                 stdio=(devnull.fileno(), log.fileno(), log.fileno()),
@@ -109,7 +108,7 @@ class RegistryServer:
                 nofile=(nofile, nofile_hard or nofile) if nofile is not None else None,
             )
         self.process = forked or subprocess.Popen(
-            argv,
+            [sys.executable, "-m", "sysext.cli.main", *args],
             env=full_env,
             stdout=log,
             stderr=log,

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,10 +24,9 @@ BASE_ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
 
 
 @pytest.fixture
-def forking(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def forking(monkeypatch: pytest.MonkeyPatch) -> None:
     """Forked runs for this test, whatever the run's options."""
     monkeypatch.setattr(forkserver, "_enabled", True)
-    yield
 
 
 def executed(module: str, *args: str, env: dict[str, str], cwd: Path | None = None,
@@ -76,18 +74,6 @@ def test_standard_input_and_the_working_directory_are_the_callers(
     (tmp_path / "here.txt").write_text("relative to the caller's directory\n")
     code, out, err = forked("json.tool", "here.txt", env=BASE_ENV, cwd=tmp_path)
     assert code == 1 and "Expecting value" in err, (out, err)
-
-
-def test_files_are_created_under_the_callers_umask(forking: None, tmp_path: Path) -> None:
-    (tmp_path / "member.txt").write_text("x")
-    previous = os.umask(0o077)
-    try:
-        forked("zipfile", "-c", "forked.zip", "member.txt", env=BASE_ENV, cwd=tmp_path)
-        executed("zipfile", "-c", "fresh.zip", "member.txt", env=BASE_ENV, cwd=tmp_path)
-    finally:
-        os.umask(previous)
-    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob("*.zip")}
-    assert modes == {"forked.zip": 0o600, "fresh.zip": 0o600}
 
 
 def test_the_time_zone_umask_directory_and_stdio_are_the_callers(forking: None) -> None:
